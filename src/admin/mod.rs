@@ -1,0 +1,94 @@
+//! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz` and
+//! `POST /reload`. It runs on its own thread so a busy data plane cannot starve it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+use crate::gateway::{GatewayError, Shared};
+use crate::observe::metrics::CONTENT_TYPE;
+
+/// Binds the admin address and serves it on a thread of its own; returns the bound address.
+pub fn start(
+    address: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<SocketAddr, GatewayError> {
+    let bind_err = |source| GatewayError::Bind { address, source };
+    let std_listener = std::net::TcpListener::bind(address).map_err(bind_err)?;
+    std_listener.set_nonblocking(true).map_err(bind_err)?;
+    let bound = std_listener.local_addr().map_err(bind_err)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(GatewayError::Runtime)?;
+    std::thread::Builder::new()
+        .name("ferrogate-admin".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        r = listener.accept() => {
+                            let Ok((stream, _)) = r else { continue };
+                            let shared = shared.clone();
+                            tokio::spawn(async move {
+                                let svc = service_fn(move |req| {
+                                    let shared = shared.clone();
+                                    async move { Ok::<_, Infallible>(route(&shared, req)) }
+                                });
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .await;
+                            });
+                        }
+                        _ = crate::listener::raised(&mut shutdown) => break,
+                    }
+                }
+            });
+        })
+        .map_err(GatewayError::Runtime)?;
+    Ok(bound)
+}
+
+fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            reply(StatusCode::OK, CONTENT_TYPE, shared.metrics.encode().into())
+        }
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/readyz") if shared.is_shutting_down() => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining\n".into(),
+        ),
+        (&Method::GET, "/readyz") => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+        (&Method::POST, "/reload") => match shared.reload() {
+            Ok(()) => reply(StatusCode::OK, "text/plain", "reloaded\n".into()),
+            Err(e) => reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "text/plain",
+                format!("{e}\n").into(),
+            ),
+        },
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}

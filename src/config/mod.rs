@@ -1,0 +1,69 @@
+//! Configuration: YAML file → validated model, with every problem reported at once.
+
+pub mod file;
+pub mod model;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use validate::validate;
+
+/// One problem in a configuration, with the key path where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path such as `routes[2].match.path.regex`; empty for the whole file.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses and validates configuration text; `base_dir` resolves relative file paths.
+pub fn parse(text: &str, base_dir: &Path) -> Result<model::Config, ConfigErrors> {
+    let file: file::File = serde_saphyr::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: format!("invalid YAML: {e}"),
+        }])
+    })?;
+    validate(file, base_dir)
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<model::Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base)
+}

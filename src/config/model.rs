@@ -1,0 +1,244 @@
+//! Validated configuration: every value parsed into the type the gateway uses.
+//!
+//! Built by `validate.rs` from the file types; compiled into the runtime snapshot by
+//! `snapshot.rs`. Nothing here is read on the request path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use ipnet::IpNet;
+use regex::Regex;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker runtimes; 0 means one per core.
+    pub workers: usize,
+    pub listeners: Vec<Listener>,
+    pub admin: Option<Admin>,
+    pub access_log: AccessLog,
+    pub metrics_enabled: bool,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+    pub shutdown_drain: Duration,
+    /// Directory of the config file, against which relative paths are resolved.
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    /// Accept prior-knowledge HTTP/2 on a plain-text listener.
+    pub h2c: bool,
+    pub tls: Option<Tls>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub certificates: Vec<Certificate>,
+    pub min_version: TlsVersion,
+    /// Offer h2 through ALPN.
+    pub h2: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// SNI names this certificate answers; empty means the names in the certificate.
+    pub server_names: Vec<String>,
+}
+
+/// Downstream parsing limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_request_line: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_chunk_extension: usize,
+    pub keepalive_timeout: Duration,
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_line: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_chunk_extension: 256,
+            keepalive_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    pub enabled: bool,
+    pub target: LogTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub balancer: BalancerKind,
+    pub targets: Vec<Target>,
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub keepalive_idle: Duration,
+    pub keepalive_max_idle: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BalancerKind {
+    RoundRobin,
+    LeastConnections,
+    Random,
+    PeakEwma,
+    ConsistentHash(HashKey),
+}
+
+/// What a consistent-hash balancer hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(HeaderName),
+    Cookie(String),
+    Path,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 with prior knowledge (gRPC backends).
+    H2c,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique name; defaults to `route-<index>`.
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: Action,
+    /// Forward `Upgrade` (WebSocket) requests on this route.
+    pub websocket: bool,
+}
+
+/// What a request must look like for a route to apply.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    /// Empty means any host.
+    pub hosts: Vec<HostMatch>,
+    pub path: PathMatch,
+    /// Empty means any method.
+    pub methods: Vec<Method>,
+    pub headers: Vec<HeaderPredicate>,
+    pub query: Vec<QueryPredicate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-case host without port.
+    Exact(String),
+    /// `*.example.com`, stored as the lower-case suffix `.example.com`.
+    WildcardSuffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    /// Segment-aware prefix: `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
+    Prefix(String),
+    /// `/users/{id}/posts/{*rest}` (matchit syntax).
+    Template(String),
+    Regex(Regex),
+}
+
+impl Default for PathMatch {
+    fn default() -> Self {
+        PathMatch::Prefix("/".to_owned())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderPredicate {
+    pub name: HeaderName,
+    pub test: ValueTest,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryPredicate {
+    pub name: String,
+    pub test: ValueTest,
+}
+
+#[derive(Debug, Clone)]
+pub enum ValueTest {
+    Present,
+    Absent,
+    Exact(String),
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Proxy(ProxyAction),
+    Redirect(Redirect),
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyAction {
+    pub upstream: String,
+    pub strip_prefix: Option<String>,
+    pub rewrite: Option<PathRewrite>,
+    pub host_rewrite: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathRewrite {
+    /// Replace the whole path; `{name}` inserts a template parameter.
+    Replace(String),
+    /// Regex substitution on the path (`$1`, `${name}`).
+    Regex { pattern: Regex, replacement: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub status: StatusCode,
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub strip_query: bool,
+}

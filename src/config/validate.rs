@@ -1,0 +1,794 @@
+//! File types → validated model. Collects every problem with its key path instead of
+//! stopping at the first, so `ferrogate check` can list them all.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use ipnet::IpNet;
+use regex::Regex;
+
+use super::file;
+use super::model::*;
+use super::{ConfigError, ConfigErrors};
+
+/// Problems found so far, each with its key path.
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn unknown(&mut self, path: &str, unknown: &file::Unknown) {
+        for key in unknown.keys() {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            self.push(at, "unknown key");
+        }
+    }
+}
+
+/// Validates a parsed file into the model, or returns every problem found.
+pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut errs = Errors(Vec::new());
+    errs.unknown("", &f.unknown);
+
+    let listeners = f
+        .listeners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| listener(&mut errs, &format!("listeners[{i}]"), i, l, base_dir))
+        .collect::<Vec<_>>();
+    if f.listeners.is_empty() {
+        errs.push("listeners", "at least one listener is required");
+    }
+    let mut seen = HashSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if !seen.insert(l.address) {
+            errs.push(
+                format!("listeners[{i}].address"),
+                format!("{} is used by two listeners", l.address),
+            );
+        }
+    }
+
+    let admin = f.admin.as_ref().and_then(|a| {
+        errs.unknown("admin", &a.unknown);
+        socket_addr(&mut errs, "admin.address", &a.address).map(|address| Admin { address })
+    });
+
+    let access_log = match &f.access_log {
+        None => AccessLog {
+            enabled: false,
+            target: LogTarget::Stdout,
+        },
+        Some(a) => {
+            errs.unknown("access_log", &a.unknown);
+            let target = match a.target.as_deref() {
+                None | Some("stdout") => LogTarget::Stdout,
+                Some("stderr") => LogTarget::Stderr,
+                Some("") => {
+                    errs.push("access_log.target", "empty target");
+                    LogTarget::Stdout
+                }
+                Some(p) => LogTarget::File(base_dir.join(p)),
+            };
+            AccessLog {
+                enabled: a.enabled.unwrap_or(true),
+                target,
+            }
+        }
+    };
+    let metrics_enabled = match &f.metrics {
+        None => true,
+        Some(m) => {
+            errs.unknown("metrics", &m.unknown);
+            m.enabled.unwrap_or(true)
+        }
+    };
+
+    let upstreams = f
+        .upstreams
+        .iter()
+        .filter_map(|(name, u)| upstream(&mut errs, name, u))
+        .collect::<Vec<_>>();
+    let upstream_names: HashSet<&str> = f.upstreams.keys().map(String::as_str).collect();
+
+    let mut route_names = HashSet::new();
+    let mut routes = Vec::new();
+    for (i, r) in f.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if let Some(route) = route(&mut errs, &at, i, r, &upstream_names) {
+            if !route_names.insert(route.name.clone()) {
+                errs.push(
+                    format!("{at}.name"),
+                    format!("route name {:?} is used twice", route.name),
+                );
+            }
+            routes.push(route);
+        }
+    }
+
+    let shutdown_drain = opt_duration(
+        &mut errs,
+        "shutdown_drain",
+        &f.shutdown_drain,
+        Duration::from_secs(30),
+    );
+    let workers = f.workers.unwrap_or(0);
+    if workers > 1024 {
+        errs.push("workers", "at most 1024 workers");
+    }
+
+    if errs.0.is_empty() {
+        Ok(Config {
+            workers,
+            listeners,
+            admin,
+            access_log,
+            metrics_enabled,
+            upstreams,
+            routes,
+            shutdown_drain,
+            base_dir: base_dir.to_path_buf(),
+        })
+    } else {
+        Err(ConfigErrors(errs.0))
+    }
+}
+
+fn listener(
+    errs: &mut Errors,
+    at: &str,
+    index: usize,
+    l: &file::Listener,
+    base_dir: &Path,
+) -> Option<Listener> {
+    errs.unknown(at, &l.unknown);
+    let address = socket_addr(errs, &format!("{at}.address"), &l.address);
+    let trusted_proxies = l
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| cidr(errs, &format!("{at}.trusted_proxies[{i}]"), s))
+        .collect();
+    let tls = l.tls.as_ref().map(|t| tls(errs, &format!("{at}.tls"), t, base_dir));
+    let limits = limits(errs, &format!("{at}.limits"), l.limits.as_ref());
+    if l.tls.is_some() && l.h2c == Some(true) {
+        errs.push(
+            format!("{at}.h2c"),
+            "h2c is for plain-text listeners; use tls.h2 on a TLS listener",
+        );
+    }
+    Some(Listener {
+        name: l.name.clone().unwrap_or_else(|| format!("listener-{index}")),
+        address: address?,
+        h2c: l.h2c.unwrap_or(true),
+        tls,
+        trusted_proxies,
+        limits,
+    })
+}
+
+fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
+    errs.unknown(at, &t.unknown);
+    if t.certificates.is_empty() {
+        errs.push(format!("{at}.certificates"), "at least one certificate");
+    }
+    let certificates = t
+        .certificates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let at = format!("{at}.certificates[{i}]");
+            errs.unknown(&at, &c.unknown);
+            for (key, p) in [("cert", &c.cert), ("key", &c.key)] {
+                if !base_dir.join(p).is_file() {
+                    errs.push(format!("{at}.{key}"), format!("no such file: {p}"));
+                }
+            }
+            Certificate {
+                cert_path: base_dir.join(&c.cert),
+                key_path: base_dir.join(&c.key),
+                server_names: c.server_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            }
+        })
+        .collect();
+    let min_version = match t.min_version.as_deref() {
+        None | Some("1.2") => TlsVersion::Tls12,
+        Some("1.3") => TlsVersion::Tls13,
+        Some(v) => {
+            errs.push(
+                format!("{at}.min_version"),
+                format!("unsupported TLS version {v:?}; use \"1.2\" or \"1.3\""),
+            );
+            TlsVersion::Tls12
+        }
+    };
+    Tls {
+        certificates,
+        min_version,
+        h2: t.h2.unwrap_or(true),
+    }
+}
+
+fn limits(errs: &mut Errors, at: &str, l: Option<&file::Limits>) -> Limits {
+    let d = Limits::default();
+    let Some(l) = l else { return d };
+    errs.unknown(at, &l.unknown);
+    let mut size = |key: &str, v: Option<usize>, default: usize, min: usize| match v {
+        Some(v) if v < min => {
+            errs.push(format!("{at}.{key}"), format!("must be at least {min}"));
+            default
+        }
+        Some(v) => v,
+        None => default,
+    };
+    let max_request_line = size("max_request_line", l.max_request_line, d.max_request_line, 64);
+    let max_header_bytes = size("max_header_bytes", l.max_header_bytes, d.max_header_bytes, 256);
+    let max_headers = size("max_headers", l.max_headers, d.max_headers, 1);
+    let max_chunk_extension = size("max_chunk_extension", l.max_chunk_extension, d.max_chunk_extension, 0);
+    Limits {
+        max_request_line,
+        max_header_bytes,
+        max_headers,
+        max_chunk_extension,
+        keepalive_timeout: opt_duration(
+            errs,
+            &format!("{at}.keepalive_timeout"),
+            &l.keepalive_timeout,
+            d.keepalive_timeout,
+        ),
+        header_timeout: opt_duration(
+            errs,
+            &format!("{at}.header_timeout"),
+            &l.header_timeout,
+            d.header_timeout,
+        ),
+    }
+}
+
+fn upstream(errs: &mut Errors, name: &str, u: &file::Upstream) -> Option<Upstream> {
+    let at = format!("upstreams.{name}");
+    errs.unknown(&at, &u.unknown);
+    if name.is_empty() {
+        errs.push(&at, "empty upstream name");
+    }
+    if u.targets.is_empty() {
+        errs.push(format!("{at}.targets"), "at least one target");
+    }
+    let targets: Vec<Target> = u
+        .targets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let at = format!("{at}.targets[{i}]");
+            errs.unknown(&at, &t.unknown);
+            let weight = t.weight.unwrap_or(1);
+            if weight == 0 || weight > 10_000 {
+                errs.push(format!("{at}.weight"), "weight must be 1..=10000");
+            }
+            let address = socket_addr(errs, &format!("{at}.address"), &t.address)?;
+            Some(Target { address, weight })
+        })
+        .collect();
+    let hash_key = u.hash_on.as_deref().map(|h| hash_key(errs, &format!("{at}.hash_on"), h));
+    let balancer = match (u.balancer.as_deref().unwrap_or("round_robin"), hash_key) {
+        ("round_robin", None) => BalancerKind::RoundRobin,
+        ("least_connections", None) => BalancerKind::LeastConnections,
+        ("random", None) => BalancerKind::Random,
+        ("peak_ewma", None) => BalancerKind::PeakEwma,
+        ("consistent_hash", key) => {
+            BalancerKind::ConsistentHash(key.flatten().unwrap_or(HashKey::ClientIp))
+        }
+        (b @ ("round_robin" | "least_connections" | "random" | "peak_ewma"), Some(_)) => {
+            errs.push(
+                format!("{at}.hash_on"),
+                format!("hash_on applies to consistent_hash, not {b}"),
+            );
+            BalancerKind::RoundRobin
+        }
+        (other, _) => {
+            errs.push(
+                format!("{at}.balancer"),
+                format!(
+                    "unknown balancer {other:?}; use round_robin, least_connections, random, \
+                     peak_ewma or consistent_hash"
+                ),
+            );
+            BalancerKind::RoundRobin
+        }
+    };
+    let protocol = match u.protocol.as_deref() {
+        None | Some("http1") => UpstreamProtocol::Http1,
+        Some("h2c") => UpstreamProtocol::H2c,
+        Some(p) => {
+            errs.push(
+                format!("{at}.protocol"),
+                format!("unknown protocol {p:?}; use http1 or h2c"),
+            );
+            UpstreamProtocol::Http1
+        }
+    };
+    let (keepalive_idle, keepalive_max_idle) = match &u.keepalive {
+        None => (Duration::from_secs(60), 256),
+        Some(k) => {
+            errs.unknown(&format!("{at}.keepalive"), &k.unknown);
+            (
+                opt_duration(
+                    errs,
+                    &format!("{at}.keepalive.idle_timeout"),
+                    &k.idle_timeout,
+                    Duration::from_secs(60),
+                ),
+                k.max_idle.unwrap_or(256),
+            )
+        }
+    };
+    Some(Upstream {
+        name: name.to_owned(),
+        balancer,
+        targets,
+        protocol,
+        connect_timeout: opt_duration(
+            errs,
+            &format!("{at}.connect_timeout"),
+            &u.connect_timeout,
+            Duration::from_secs(5),
+        ),
+        request_timeout: opt_duration(
+            errs,
+            &format!("{at}.request_timeout"),
+            &u.request_timeout,
+            Duration::from_secs(60),
+        ),
+        keepalive_idle,
+        keepalive_max_idle,
+    })
+}
+
+fn hash_key(errs: &mut Errors, at: &str, h: &str) -> Option<HashKey> {
+    match h.split_once(':') {
+        None if h == "client_ip" => Some(HashKey::ClientIp),
+        None if h == "path" => Some(HashKey::Path),
+        Some(("header", name)) => match HeaderName::from_str(name) {
+            Ok(n) => Some(HashKey::Header(n)),
+            Err(_) => {
+                errs.push(at, format!("invalid header name {name:?}"));
+                None
+            }
+        },
+        Some(("cookie", name)) if !name.is_empty() => Some(HashKey::Cookie(name.to_owned())),
+        _ => {
+            errs.push(
+                at,
+                format!("unknown hash key {h:?}; use client_ip, path, header:NAME or cookie:NAME"),
+            );
+            None
+        }
+    }
+}
+
+fn route(
+    errs: &mut Errors,
+    at: &str,
+    index: usize,
+    r: &file::Route,
+    upstreams: &HashSet<&str>,
+) -> Option<Route> {
+    errs.unknown(at, &r.unknown);
+    let default_match = file::Match::default();
+    let m = r.matcher.as_ref().unwrap_or(&default_match);
+    let matcher = route_match(errs, &format!("{at}.match"), m);
+    let action = match (&r.upstream, &r.redirect) {
+        (Some(_), Some(_)) => {
+            errs.push(at, "a route has either upstream or redirect, not both");
+            return None;
+        }
+        (None, None) => {
+            errs.push(at, "a route needs upstream or redirect");
+            return None;
+        }
+        (Some(up), None) => {
+            if !upstreams.contains(up.as_str()) {
+                errs.push(
+                    format!("{at}.upstream"),
+                    format!("no upstream named {up:?}"),
+                );
+            }
+            Action::Proxy(proxy_action(errs, at, r, up, &matcher))
+        }
+        (None, Some(rd)) => {
+            for key in ["strip_prefix", "rewrite"] {
+                let set = match key {
+                    "strip_prefix" => r.strip_prefix.is_some(),
+                    _ => r.rewrite.is_some(),
+                };
+                if set {
+                    errs.push(format!("{at}.{key}"), "not allowed with redirect");
+                }
+            }
+            Action::Redirect(redirect(errs, &format!("{at}.redirect"), rd))
+        }
+    };
+    Some(Route {
+        name: r.name.clone().unwrap_or_else(|| format!("route-{index}")),
+        matcher,
+        action,
+        websocket: r.websocket.unwrap_or(false),
+    })
+}
+
+fn route_match(errs: &mut Errors, at: &str, m: &file::Match) -> RouteMatch {
+    errs.unknown(at, &m.unknown);
+    let hosts = m
+        .hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| host_match(errs, &format!("{at}.hosts[{i}]"), h))
+        .collect();
+    let path = match &m.path {
+        None => PathMatch::default(),
+        Some(p) => path_match(errs, &format!("{at}.path"), p),
+    };
+    let methods = m
+        .methods
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let upper = s.to_ascii_uppercase();
+            match Method::from_bytes(upper.as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    errs.push(format!("{at}.methods[{i}]"), format!("invalid method {s:?}"));
+                    None
+                }
+            }
+        })
+        .collect();
+    let headers = m
+        .headers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let at = format!("{at}.headers[{i}]");
+            let test = value_test(errs, &at, p);
+            match HeaderName::from_str(&p.name) {
+                Ok(name) => Some(HeaderPredicate { name, test: test? }),
+                Err(_) => {
+                    errs.push(format!("{at}.name"), format!("invalid header name {:?}", p.name));
+                    None
+                }
+            }
+        })
+        .collect();
+    let query = m
+        .query
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let at = format!("{at}.query[{i}]");
+            if p.name.is_empty() {
+                errs.push(format!("{at}.name"), "empty query parameter name");
+            }
+            Some(QueryPredicate {
+                name: p.name.clone(),
+                test: value_test(errs, &at, p)?,
+            })
+        })
+        .collect();
+    RouteMatch {
+        hosts,
+        path,
+        methods,
+        headers,
+        query,
+    }
+}
+
+fn host_match(errs: &mut Errors, at: &str, h: &str) -> Option<HostMatch> {
+    let h = h.to_ascii_lowercase();
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    };
+    if let Some(rest) = h.strip_prefix("*.") {
+        if valid(rest) {
+            return Some(HostMatch::WildcardSuffix(format!(".{rest}")));
+        }
+    } else if valid(&h) {
+        return Some(HostMatch::Exact(h));
+    }
+    errs.push(
+        at,
+        format!("invalid host {h:?}; use a name like api.example.com or *.example.com"),
+    );
+    None
+}
+
+fn path_match(errs: &mut Errors, at: &str, p: &file::PathMatch) -> PathMatch {
+    errs.unknown(at, &p.unknown);
+    let set = [&p.exact, &p.prefix, &p.template, &p.regex]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
+    if set != 1 {
+        errs.push(at, "exactly one of exact, prefix, template or regex");
+        return PathMatch::default();
+    }
+    let must_start_with_slash = |errs: &mut Errors, key: &str, v: &str| {
+        if !v.starts_with('/') {
+            errs.push(format!("{at}.{key}"), format!("{v:?} must start with '/'"));
+        }
+    };
+    if let Some(v) = &p.exact {
+        must_start_with_slash(errs, "exact", v);
+        PathMatch::Exact(v.clone())
+    } else if let Some(v) = &p.prefix {
+        must_start_with_slash(errs, "prefix", v);
+        PathMatch::Prefix(v.clone())
+    } else if let Some(v) = &p.template {
+        must_start_with_slash(errs, "template", v);
+        PathMatch::Template(v.clone())
+    } else if let Some(v) = &p.regex {
+        match Regex::new(v) {
+            Ok(r) => PathMatch::Regex(r),
+            Err(e) => {
+                errs.push(format!("{at}.regex"), format!("invalid regex: {e}"));
+                PathMatch::default()
+            }
+        }
+    } else {
+        PathMatch::default()
+    }
+}
+
+fn value_test(errs: &mut Errors, at: &str, p: &file::Predicate) -> Option<ValueTest> {
+    errs.unknown(at, &p.unknown);
+    match (&p.exact, &p.regex, p.present) {
+        (Some(v), None, None) => Some(ValueTest::Exact(v.clone())),
+        (None, Some(r), None) => match Regex::new(r) {
+            Ok(r) => Some(ValueTest::Regex(r)),
+            Err(e) => {
+                errs.push(format!("{at}.regex"), format!("invalid regex: {e}"));
+                None
+            }
+        },
+        (None, None, Some(true)) => Some(ValueTest::Present),
+        (None, None, Some(false)) => Some(ValueTest::Absent),
+        (None, None, None) => Some(ValueTest::Present),
+        _ => {
+            errs.push(at, "at most one of exact, regex or present");
+            None
+        }
+    }
+}
+
+fn proxy_action(
+    errs: &mut Errors,
+    at: &str,
+    r: &file::Route,
+    upstream: &str,
+    matcher: &RouteMatch,
+) -> ProxyAction {
+    if let Some(p) = &r.strip_prefix {
+        if !p.starts_with('/') || (p.len() > 1 && p.ends_with('/')) {
+            errs.push(
+                format!("{at}.strip_prefix"),
+                format!("{p:?} must start with '/' and not end with '/'"),
+            );
+        }
+    }
+    let mut rewrite = None;
+    let mut host_rewrite = None;
+    if let Some(rw) = &r.rewrite {
+        let at = format!("{at}.rewrite");
+        errs.unknown(&at, &rw.unknown);
+        rewrite = match (&rw.path, &rw.regex, &rw.replacement) {
+            (Some(p), None, None) => {
+                if !p.starts_with('/') {
+                    errs.push(format!("{at}.path"), format!("{p:?} must start with '/'"));
+                }
+                if p.contains('{') && !matches!(matcher.path, PathMatch::Template(_)) {
+                    errs.push(
+                        format!("{at}.path"),
+                        "{param} substitution needs a template path match",
+                    );
+                }
+                Some(PathRewrite::Replace(p.clone()))
+            }
+            (None, Some(re), Some(rep)) => match Regex::new(re) {
+                Ok(pattern) => Some(PathRewrite::Regex {
+                    pattern,
+                    replacement: rep.clone(),
+                }),
+                Err(e) => {
+                    errs.push(format!("{at}.regex"), format!("invalid regex: {e}"));
+                    None
+                }
+            },
+            (None, None, None) => None,
+            _ => {
+                errs.push(&at, "use either path, or regex with replacement");
+                None
+            }
+        };
+        if let Some(h) = &rw.host {
+            match HeaderValue::from_str(h) {
+                Ok(v) if !h.is_empty() => host_rewrite = Some(v),
+                _ => errs.push(format!("{at}.host"), format!("invalid host {h:?}")),
+            }
+        }
+    }
+    ProxyAction {
+        upstream: upstream.to_owned(),
+        strip_prefix: r.strip_prefix.clone(),
+        rewrite,
+        host_rewrite,
+    }
+}
+
+fn redirect(errs: &mut Errors, at: &str, r: &file::Redirect) -> Redirect {
+    errs.unknown(at, &r.unknown);
+    let status = match r.status.unwrap_or(302) {
+        s @ (301 | 302 | 303 | 307 | 308) => StatusCode::from_u16(s).unwrap_or(StatusCode::FOUND),
+        s => {
+            errs.push(
+                format!("{at}.status"),
+                format!("{s} is not a redirect status; use 301, 302, 303, 307 or 308"),
+            );
+            StatusCode::FOUND
+        }
+    };
+    if let Some(s) = &r.scheme {
+        if s != "http" && s != "https" {
+            errs.push(format!("{at}.scheme"), format!("{s:?} must be http or https"));
+        }
+    }
+    if let Some(p) = &r.path {
+        if !p.starts_with('/') {
+            errs.push(format!("{at}.path"), format!("{p:?} must start with '/'"));
+        }
+    }
+    Redirect {
+        status,
+        scheme: r.scheme.clone(),
+        host: r.host.clone(),
+        port: r.port,
+        path: r.path.clone(),
+        strip_query: r.strip_query.unwrap_or(false),
+    }
+}
+
+fn socket_addr(errs: &mut Errors, at: &str, s: &str) -> Option<SocketAddr> {
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(at, format!("invalid address {s:?}; use IP:PORT like 127.0.0.1:8080"));
+            None
+        }
+    }
+}
+
+fn cidr(errs: &mut Errors, at: &str, s: &str) -> Option<IpNet> {
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Some(n);
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Some(IpNet::from(ip));
+    }
+    errs.push(at, format!("invalid CIDR {s:?}; use 10.0.0.0/8 or an address"));
+    None
+}
+
+fn opt_duration(errs: &mut Errors, at: &str, v: &Option<String>, default: Duration) -> Duration {
+    match v {
+        None => default,
+        Some(s) => match parse_duration(s) {
+            Some(d) => d,
+            None => {
+                errs.push(at, format!("invalid duration {s:?}; use e.g. 250ms, 5s, 2m"));
+                default
+            }
+        },
+    }
+}
+
+/// `250ms`, `5s`, `2m`, `1h`; whole numbers only.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match crate::config::parse(yaml, Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const OK: &str = "
+listeners: [{address: 127.0.0.1:8080}]
+upstreams:
+  api: {targets: [{address: 127.0.0.1:9001}]}
+routes:
+  - match: {path: {prefix: /}}
+    upstream: api
+";
+
+    #[test]
+    fn minimal_config_is_valid() {
+        assert_eq!(errors(OK), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_path() {
+        let yaml = "
+listeners: [{address: 127.0.0.1:80800}]
+upstreams:
+  api: {targets: [{address: 127.0.0.1:9001}], balancer: fastest}
+routes:
+  - match: {path: {regex: '(('}}
+    upstream: nope
+    colour: blue
+";
+        let errs = errors(yaml);
+        assert_eq!(
+            errs.len(),
+            5,
+            "all five problems are listed at once: {errs:#?}"
+        );
+        assert!(errs.iter().any(|e| e.starts_with("listeners[0].address: ")));
+        assert!(errs.iter().any(|e| e.starts_with("upstreams.api.balancer: ")));
+        assert!(errs.iter().any(|e| e.starts_with("routes[0].match.path.regex: ")));
+        assert!(errs.iter().any(|e| e.starts_with("routes[0].upstream: ")));
+        assert!(errs.iter().any(|e| e == "routes[0].colour: unknown key"));
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+
+    #[test]
+    fn wildcard_hosts_are_stored_as_suffixes() {
+        let cfg = crate::config::parse(
+            &OK.replace("{path: {prefix: /}}", "{hosts: ['*.Example.com'], path: {prefix: /}}"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.routes[0].matcher.hosts,
+            vec![HostMatch::WildcardSuffix(".example.com".into())]
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! `ferrogate demo`: built-in backends on loopback and an example config that shows routing,
+//! load balancing, redirects and metrics without anything else installed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+/// The demo configuration; `{alpha}`, `{beta}` and `{gamma}` become backend addresses.
+pub const CONFIG_TEMPLATE: &str = r#"# Ferrogate demo configuration (docs/config.md explains every key).
+listeners:
+  - name: public
+    address: "{listen}"
+admin:
+  address: "{admin}"
+access_log:
+  enabled: true
+  target: stdout
+upstreams:
+  demo:
+    balancer: round_robin
+    targets:
+      - {address: "{alpha}", weight: 2}
+      - {address: "{beta}"}
+      - {address: "{gamma}"}
+  sticky:
+    balancer: consistent_hash
+    hash_on: "header:x-user"
+    targets:
+      - {address: "{alpha}"}
+      - {address: "{beta}"}
+      - {address: "{gamma}"}
+routes:
+  - name: api
+    match: {path: {prefix: /api}}
+    upstream: demo
+    strip_prefix: /api
+  - name: users
+    match: {path: {template: "/users/{id}"}, methods: [GET]}
+    upstream: sticky
+    rewrite: {path: "/profile/{id}"}
+  - name: old-docs
+    match: {path: {prefix: /old}}
+    redirect: {status: 301, path: /api/docs}
+"#;
+
+/// Starts one demo backend on `127.0.0.1:0` on its own thread; it answers every request
+/// with a small JSON document naming itself and echoing the request line.
+pub fn spawn_backend(name: &'static str) -> std::io::Result<SocketAddr> {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new()
+        .name(format!("demo-{name}"))
+        .spawn(move || {
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                    return;
+                };
+                while let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| async move {
+                            Ok::<_, Infallible>(answer(name, &req))
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        })?;
+    Ok(addr)
+}
+
+fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let header = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .replace(['"', '\\'], "")
+    };
+    let body = format!(
+        "{{\"backend\":\"{name}\",\"method\":\"{}\",\"path\":\"{}\",\"x_forwarded_for\":\"{}\",\"x_request_id\":\"{}\"}}\n",
+        req.method(),
+        req.uri().path().replace(['"', '\\'], ""),
+        header("x-forwarded-for"),
+        header("x-request-id"),
+    );
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The demo config text for the given addresses.
+pub fn config_text(listen: SocketAddr, admin: SocketAddr, backends: [SocketAddr; 3]) -> String {
+    CONFIG_TEMPLATE
+        .replace("{listen}", &listen.to_string())
+        .replace("{admin}", &admin.to_string())
+        .replace("{alpha}", &backends[0].to_string())
+        .replace("{beta}", &backends[1].to_string())
+        .replace("{gamma}", &backends[2].to_string())
+}

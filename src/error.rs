@@ -1,0 +1,170 @@
+//! Request errors and the one place that maps them to an HTTP status and a problem+json body.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
+
+/// Why the gateway answered a request itself instead of relaying an upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route for {method} {host}{path}")]
+    NoRoute {
+        method: http::Method,
+        host: String,
+        path: String,
+    },
+    #[error("no healthy target in upstream {0}")]
+    NoHealthyTarget(String),
+    #[error("upstream connection to {target} failed: {source}")]
+    UpstreamConnect {
+        target: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {target} failed: {source}")]
+    UpstreamFailed {
+        target: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream protocol error: {0}")]
+    UpstreamProtocol(&'static str),
+    #[error("upstream {target} did not answer within {timeout_ms} ms")]
+    UpstreamTimeout { target: String, timeout_ms: u128 },
+    #[error("request body from the client failed")]
+    DownstreamBody,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ProxyError {
+    /// The one error → status table (docs/request-lifecycle.md repeats it).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::DownstreamBody => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoHealthyTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Short client-facing detail: never internals such as addresses or library errors.
+    fn detail(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(why) => why,
+            ProxyError::NoRoute { .. } => "no route matches this request",
+            ProxyError::NoHealthyTarget(_) => "no upstream target is available",
+            ProxyError::UpstreamConnect { .. } => "the upstream could not be reached",
+            ProxyError::UpstreamFailed { .. } => "the upstream response was invalid or cut",
+            ProxyError::UpstreamProtocol(_) => "the upstream response was invalid",
+            ProxyError::UpstreamTimeout { .. } => "the upstream did not answer in time",
+            ProxyError::DownstreamBody => "the request body could not be read",
+            ProxyError::Internal(_) => "internal error",
+        }
+    }
+
+    /// The problem+json response for this error.
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        problem_response(self.status(), self.detail(), request_id)
+    }
+}
+
+/// An RFC 9457 problem+json response.
+pub fn problem_response(
+    status: StatusCode,
+    detail: &str,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let body = problem_body(status, detail);
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    h.insert(crate::proxy::X_REQUEST_ID, request_id.clone());
+    resp
+}
+
+/// `{"type":"about:blank","title":…,"status":…,"detail":…}`.
+pub fn problem_body(status: StatusCode, detail: &str) -> String {
+    let mut out = String::with_capacity(96 + detail.len());
+    out.push_str("{\"type\":\"about:blank\",\"title\":\"");
+    out.push_str(status.canonical_reason().unwrap_or("Error"));
+    out.push_str("\",\"status\":");
+    out.push_str(itoa::Buffer::new().format(status.as_u16()));
+    out.push_str(",\"detail\":\"");
+    for c in detail.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push_str("\"}");
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn status_of(e: ProxyError) -> u16 {
+        e.status().as_u16()
+    }
+
+    #[test]
+    fn malformed_request_is_400() {
+        assert_eq!(status_of(ProxyError::BadRequest("x")), 400);
+        assert_eq!(status_of(ProxyError::DownstreamBody), 400);
+    }
+
+    #[test]
+    fn no_route_is_404() {
+        let e = ProxyError::NoRoute {
+            method: http::Method::GET,
+            host: "a".into(),
+            path: "/".into(),
+        };
+        assert_eq!(e.to_string(), "no route for GET a/");
+        assert_eq!(status_of(e), 404);
+    }
+
+    #[test]
+    fn no_healthy_target_is_503() {
+        assert_eq!(status_of(ProxyError::NoHealthyTarget("api".into())), 503);
+    }
+
+    #[test]
+    fn upstream_timeout_is_504() {
+        let e = ProxyError::UpstreamTimeout {
+            target: "t".into(),
+            timeout_ms: 5,
+        };
+        assert_eq!(status_of(e), 504);
+    }
+
+    #[test]
+    fn internal_is_500() {
+        assert_eq!(status_of(ProxyError::Internal("x")), 500);
+    }
+
+    #[test]
+    fn problem_body_is_json_with_escaped_detail() {
+        let b = problem_body(StatusCode::NOT_FOUND, "a \"quoted\" \\ path");
+        assert_eq!(
+            b,
+            r#"{"type":"about:blank","title":"Not Found","status":404,"detail":"a \"quoted\" \\ path"}"#
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! Ferrogate: an HTTP API gateway.
+//!
+//! A request flows listener → [`serve`] (TLS, HTTP/1.1 or HTTP/2) → [`proxy`] (route, select
+//! a target, forward, stream the response back) → the `log` phase. The configuration is
+//! parsed and validated by [`config`], compiled into a [`snapshot::Snapshot`] and swapped
+//! atomically on reload. [`gateway::Gateway`] runs it all; `docs/architecture.md` has the
+//! whole picture.
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod listener;
+pub mod observe;
+pub mod proxy;
+pub mod reload;
+pub mod router;
+pub mod serve;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;
+
+pub use gateway::{Gateway, StartOptions};

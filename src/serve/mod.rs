@@ -1,0 +1,176 @@
+//! One downstream connection: TLS handshake, protocol choice (ALPN, h2c preface), and the
+//! hyper HTTP/1.1 or HTTP/2 server driving [`crate::proxy::handle`] for each request.
+
+mod prefixed;
+pub mod strict;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::gateway::Shared;
+use crate::proxy::{self, ConnInfo};
+use prefixed::Prefixed;
+use strict::{StrictIo, StrictLimits};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection until it closes or the gateway has drained it.
+pub async fn connection(
+    shared: Arc<Shared>,
+    listener: usize,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _open = Shared::connection_opened(&shared, listener);
+    let snap = shared.snapshot.load_full();
+    let Some(settings) = snap.listeners.get(listener) else {
+        return;
+    };
+    let limits = StrictLimits {
+        max_request_line: settings.limits.max_request_line,
+        max_header_bytes: settings.limits.max_header_bytes,
+        max_headers: settings.limits.max_headers,
+        max_chunk_extension: settings.limits.max_chunk_extension,
+    };
+    let header_timeout = settings.limits.header_timeout;
+    let conn = Arc::new(ConnInfo {
+        peer,
+        tls: settings.tls.is_some(),
+        listener,
+    });
+    if let Some(tls) = settings.tls.clone() {
+        let h2c = false;
+        drop(snap);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let Ok(Ok(stream)) =
+            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+        else {
+            return;
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        debug_assert!(!h2c, "h2c is never offered over TLS");
+        if h2 {
+            serve_h2(shared, conn, stream, shutdown).await;
+        } else {
+            serve_h1(shared, conn, stream, limits, header_timeout, shutdown).await;
+        }
+        return;
+    }
+    let h2c = settings.h2c;
+    drop(snap);
+    let mut stream = stream;
+    let prefix = if h2c {
+        match read_preface(&mut stream, header_timeout).await {
+            Some(p) => p,
+            None => return,
+        }
+    } else {
+        Vec::new()
+    };
+    let io = Prefixed::new(prefix.clone(), stream);
+    if h2c && prefix == H2_PREFACE {
+        serve_h2(shared, conn, io, shutdown).await;
+    } else {
+        serve_h1(shared, conn, io, limits, header_timeout, shutdown).await;
+    }
+}
+
+/// Reads until the bytes either are the HTTP/2 preface or cannot be; returns what was read.
+async fn read_preface(stream: &mut TcpStream, deadline: Duration) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(H2_PREFACE.len());
+    let read = async {
+        let mut chunk = [0u8; 24];
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            let want = H2_PREFACE.len() - buf.len();
+            let n = stream.read(&mut chunk[..want]).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(deadline, read).await.ok()??;
+    Some(buf)
+}
+
+async fn serve_h1<I>(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    io: I,
+    limits: StrictLimits,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service(shared, conn);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192) * 2);
+    let c = builder
+        .serve_connection(TokioIo::new(StrictIo::new(io, limits)), svc)
+        .with_upgrades();
+    tokio::pin!(c);
+    let draining = tokio::select! {
+        _ = c.as_mut() => false,
+        _ = crate::listener::raised(&mut shutdown) => true,
+    };
+    if draining {
+        c.as_mut().graceful_shutdown();
+        let _ = c.await;
+    }
+}
+
+async fn serve_h2<I>(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    io: I,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service(shared, conn);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new()).max_concurrent_streams(256);
+    let c = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(c);
+    let draining = tokio::select! {
+        _ = c.as_mut() => false,
+        _ = crate::listener::raised(&mut shutdown) => true,
+    };
+    if draining {
+        c.as_mut().graceful_shutdown();
+        let _ = c.await;
+    }
+}
+
+fn service(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::body::ProxyBody>,
+    Error = Infallible,
+    Future = impl std::future::Future<
+        Output = Result<http::Response<crate::body::ProxyBody>, Infallible>,
+    > + Send,
+> + Clone {
+    service_fn(move |req| {
+        // Each request keeps the snapshot it started with, whatever reloads happen meanwhile.
+        let snap = shared.snapshot.load_full();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(proxy::handle(snap, &conn, req).await) }
+    })
+}

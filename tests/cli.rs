@@ -1,0 +1,97 @@
+//! The binary: `check` lists every problem with its key path; every YAML example in
+//! docs/config.md passes `check`.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+
+use support::tempdir;
+
+fn check(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_reports_three_separate_mistakes_with_their_paths() {
+    let dir = tempdir::Dir::new("check");
+    let path = dir.path.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listeners:
+  - address: 127.0.0.1:99999
+upstreams:
+  api:
+    targets: [{address: 127.0.0.1:9001}]
+routes:
+  - match: {path: {prefix: /api}}
+    upstream: apii
+  - match: {path: {regex: '[unclosed'}}
+    upstream: api
+",
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(!ok, "check must exit non-zero");
+    assert!(text.contains("3 problem(s)"), "{text}");
+    assert!(text.contains("listeners[0].address: invalid address"), "{text}");
+    assert!(text.contains("routes[0].upstream: no upstream named \"apii\""), "{text}");
+    assert!(text.contains("routes[1].match.path.regex: invalid regex"), "{text}");
+}
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let dir = tempdir::Dir::new("check-ok");
+    let path = dir.path.join("ok.yaml");
+    std::fs::write(
+        &path,
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams:\n  api: {targets: [{address: 127.0.0.1:9001}]}\nroutes:\n  - upstream: api\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(ok, "{text}");
+}
+
+/// Every ```yaml block in docs/config.md is a complete config that `check` accepts,
+/// unless the block's first line is `# invalid` (examples of mistakes).
+#[test]
+fn every_example_in_the_config_docs_passes_check() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md")).unwrap();
+    let dir = tempdir::Dir::new("docs");
+    // Examples may name certificate files: give them real ones.
+    let pki = support::TestPki::new(&["api.example.com", "www.example.com"]);
+    for name in ["api.example.com", "www.example.com"] {
+        for ext in ["crt", "key"] {
+            std::fs::copy(
+                pki.dir.path.join(format!("{name}.{ext}")),
+                dir.path.join(format!("{name}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    let mut count = 0;
+    let mut rest = docs.as_str();
+    while let Some(start) = rest.find("```yaml\n") {
+        let block = &rest[start + 8..];
+        let end = block.find("```").unwrap();
+        let yaml = &block[..end];
+        rest = &block[end + 3..];
+        let path = dir.path.join(format!("example-{count}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let (ok, text) = check(&path);
+        if yaml.starts_with("# invalid") {
+            assert!(!ok, "example {count} should fail:\n{yaml}");
+        } else {
+            assert!(ok, "example {count} fails check:\n{yaml}\n{text}");
+        }
+        count += 1;
+    }
+    assert!(count >= 5, "docs/config.md has only {count} examples");
+}

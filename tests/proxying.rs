@@ -1,0 +1,318 @@
+//! Proxying: forwarding headers, hop-by-hop rules, keep-alive reuse, upstream errors,
+//! WebSocket, server-sent events, h2c and gRPC trailers.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+
+const ALL: &str = "  - upstream: app\n";
+
+#[tokio::test]
+async fn forwarding_headers_are_added_and_client_xff_from_untrusted_peer_is_replaced() {
+    let backend = Backend::named("app").await;
+    let gw = TestGateway::start(&config(&[backend.addr], ALL));
+    let req = Request::get("/x")
+        .header("host", "api.example.com")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let got = send(gw.addr, req).await;
+    assert_eq!(got.status, 200);
+    let seen = &backend.requests()[0];
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "api.example.com");
+    assert_eq!(seen.headers["host"], "api.example.com");
+    assert_eq!(seen.headers["via"], "1.1 ferrogate");
+    let id = seen.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(id.len(), 32, "a request id is generated");
+    assert_eq!(got.header("x-request-id"), Some(id), "and returned to the client");
+}
+
+#[tokio::test]
+async fn client_xff_is_kept_and_appended_from_a_trusted_proxy() {
+    let backend = Backend::named("app").await;
+    let yaml = config(&[backend.addr], ALL).replace(
+        "  - address: \"127.0.0.1:0\"\n",
+        "  - address: \"127.0.0.1:0\"\n    trusted_proxies: [127.0.0.0/8]\n",
+    );
+    let gw = TestGateway::start(&yaml);
+    let req = Request::get("/x")
+        .header("host", "a")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-request-id", "abc-123")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let got = send(gw.addr, req).await;
+    let seen = &backend.requests()[0];
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["x-request-id"], "abc-123", "a client request id is propagated");
+    assert_eq!(got.header("x-request-id"), Some("abc-123"));
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_connection_nominated_headers_are_stripped_both_ways() {
+    let backend = Backend::start(false, |_req| async {
+        let mut r = text(StatusCode::OK, "ok");
+        r.headers_mut().insert("connection", "x-internal".parse().unwrap());
+        r.headers_mut().insert("x-internal", "secret".parse().unwrap());
+        r.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+        r
+    })
+    .await;
+    let gw = TestGateway::start(&config(&[backend.addr], ALL));
+    let reply = raw(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, x-drop\r\nX-Drop: 1\r\nKeep-Alive: 5\r\nTE: gzip\r\nProxy-Authorization: Basic eA==\r\nX-Keep: 1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&reply), 200);
+    let lower = reply.to_ascii_lowercase();
+    assert!(!lower.contains("x-internal"), "{reply}");
+    assert!(!lower.contains("keep-alive"), "{reply}");
+    let seen = &backend.requests()[0];
+    for h in ["x-drop", "keep-alive", "te", "proxy-authorization", "connection"] {
+        assert!(!seen.headers.contains_key(h), "{h} reached the backend");
+    }
+    assert_eq!(seen.headers["x-keep"], "1");
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let backend = Backend::named("app").await;
+    let gw = TestGateway::start(&config(&[backend.addr], ALL));
+    for _ in 0..20 {
+        assert_eq!(get(gw.addr, "a", "/").await.status, 200);
+    }
+    assert_eq!(backend.count(), 20);
+    let conns = backend.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(conns, 1, "20 sequential requests use one pooled upstream connection");
+}
+
+#[tokio::test]
+async fn refused_upstream_gives_502_problem_json() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gw = TestGateway::start(&config(&[dead], ALL));
+    let got = get(gw.addr, "a", "/").await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    assert!(got.text().contains("\"status\":502"));
+    assert!(!got.text().contains("127.0.0.1"), "no internal address leaks");
+}
+
+#[tokio::test]
+async fn hanging_upstream_gives_504_at_the_request_timeout() {
+    let backend = Backend::start(false, |_req| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        text(StatusCode::OK, "late")
+    })
+    .await;
+    let yaml = config(&[backend.addr], ALL).replace(
+        "  app:\n",
+        "  app:\n    request_timeout: 300ms\n",
+    );
+    let gw = TestGateway::start(&yaml);
+    let t = std::time::Instant::now();
+    let got = get(gw.addr, "a", "/").await;
+    assert_eq!(got.status, 504);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+/// A backend that echoes WebSocket frames after accepting the upgrade.
+async fn websocket_echo_backend() -> Backend {
+    Backend::start(false, |mut req| async move {
+        if req.headers().get("upgrade").is_none() {
+            return text(StatusCode::OK, "no upgrade");
+        }
+        let key = req.headers()["sec-websocket-key"].clone();
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let up = on.await.unwrap();
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(up),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            let (mut tx, mut rx) = ws.split();
+            while let Some(Ok(m)) = rx.next().await {
+                if m.is_close() {
+                    break;
+                }
+                let _ = tx.send(m).await;
+            }
+        });
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-accept", accept)
+            .body(full(Bytes::new()))
+            .unwrap()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn websocket_echo_passes_through_on_a_websocket_route() {
+    let backend = websocket_echo_backend().await;
+    let gw = TestGateway::start(&config(&[backend.addr], "  - upstream: app\n    websocket: true\n"));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for msg in ["hello", "world"] {
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg)).await.unwrap();
+        let echo = ws.next().await.unwrap().unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), msg);
+    }
+    let bin = vec![0u8, 1, 2, 255];
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(bin.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_data().to_vec(), bin);
+}
+
+#[tokio::test]
+async fn upgrade_is_not_forwarded_on_a_route_without_websocket() {
+    let backend = websocket_echo_backend().await;
+    let gw = TestGateway::start(&config(&[backend.addr], ALL));
+    let reply = raw(
+        gw.addr,
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&reply), 200);
+    assert!(reply.ends_with("no upgrade"));
+    assert!(!backend.requests()[0].headers.contains_key("upgrade"));
+}
+
+#[tokio::test]
+async fn upgrade_to_h2c_is_never_tunnelled() {
+    let backend = websocket_echo_backend().await;
+    let gw = TestGateway::start(&config(&[backend.addr], "  - upstream: app\n    websocket: true\n"));
+    let reply = raw(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&reply), 200);
+    let seen = &backend.requests()[0];
+    assert!(!seen.headers.contains_key("upgrade"));
+    assert!(!seen.headers.contains_key("http2-settings"));
+}
+
+#[tokio::test]
+async fn server_sent_events_stream_without_buffering() {
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let backend = Backend::start(false, move |_req| {
+        let mut release = release_rx.clone();
+        async move {
+            let stream = async_stream(move |tx| async move {
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: first\n\n")))).await;
+                let _ = release.wait_for(|r| *r).await;
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: second\n\n")))).await;
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(stream)
+                .unwrap()
+        }
+    })
+    .await;
+    let gw = TestGateway::start(&config(&[backend.addr], ALL));
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/events").header("host", "a").body(Full::new(Bytes::new())).unwrap();
+    let mut body = tx.send_request(req).await.unwrap().into_body();
+    let first = tokio::time::timeout(Duration::from_secs(2), body.frame())
+        .await
+        .expect("the first event arrives while the backend still holds the stream open")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "data: first\n\n");
+    release_tx.send(true).unwrap();
+    let second = body.frame().await.unwrap().unwrap();
+    assert_eq!(second.into_data().unwrap(), "data: second\n\n");
+}
+
+/// A response body fed by a task through a channel.
+fn async_stream<F, Fut>(f: F) -> BoxBody
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(f(tx));
+    let s = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    StreamBody::new(s).boxed_unsync()
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served() {
+    let backend = Backend::named("app").await;
+    let gw = TestGateway::start(&config(&[backend.addr], ALL));
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/h2", gw.addr)).body(Full::new(Bytes::new())).unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let got = collect(resp).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "app");
+    assert_eq!(backend.requests()[0].version, http::Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn grpc_over_h2c_keeps_trailers() {
+    let backend = Backend::start(true, |req| async move {
+        assert_eq!(req.version(), http::Version::HTTP_2);
+        let body = async_stream(|tx| async move {
+            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")))).await;
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            trailers.insert("grpc-message", "fine".parse().unwrap());
+            let _ = tx.send(Ok(Frame::trailers(trailers))).await;
+        });
+        Response::builder()
+            .header("content-type", "application/grpc")
+            .body(body)
+            .unwrap()
+    })
+    .await;
+    let yaml = config(&[backend.addr], ALL).replace("  app:\n", "  app:\n    protocol: h2c\n");
+    let gw = TestGateway::start(&yaml);
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(format!("http://{}/pkg.Svc/Call", gw.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x02yo")))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers reach the client");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "fine");
+    assert_eq!(collected.to_bytes(), Bytes::from_static(b"\0\0\0\0\x02hi"));
+    assert_eq!(backend.requests()[0].headers["te"], "trailers");
+}

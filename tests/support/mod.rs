@@ -1,0 +1,353 @@
+//! Test support: real HTTP backends on 127.0.0.1:0 that record what reached them, an
+//! in-process gateway started from YAML, and small clients (raw TCP, HTTP/1.1, h2c).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// A real HTTP/1.1 (and h2c when `h2` is set) backend on loopback.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Backend {
+    /// A backend that answers 200 with its `name` as the body.
+    pub async fn named(name: &'static str) -> Backend {
+        Backend::start(false, move |_req| async move { text(StatusCode::OK, name) }).await
+    }
+
+    /// A backend with a custom handler; `h2` serves prior-knowledge HTTP/2 instead of HTTP/1.1.
+    pub async fn start<F, Fut>(h2: bool, f: F) -> Backend
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |req| Box::pin(f(req)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (seen2, conns2) = (seen.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(s) => s, Err(_) => return },
+                    _ = &mut stopped => return,
+                };
+                conns2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (handler, seen) = (handler.clone(), seen2.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        seen.lock().unwrap().push(Seen {
+                            method: req.method().clone(),
+                            uri: req.uri().clone(),
+                            version: req.version(),
+                            headers: req.headers().clone(),
+                        });
+                        let h = handler.clone();
+                        async move { Ok::<_, Infallible>(h(req).await) }
+                    });
+                    let io = TokioIo::new(stream);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .with_upgrades()
+                            .await;
+                    }
+                });
+            }
+        });
+        Backend {
+            addr,
+            seen,
+            connections,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<BoxBody> {
+    let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+pub fn full(b: Bytes) -> BoxBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A gateway running in this process on a config built from YAML.
+pub struct TestGateway {
+    gateway: Option<ferrogate::Gateway>,
+    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+impl TestGateway {
+    /// Starts a gateway; `yaml` should use `127.0.0.1:0` listener addresses.
+    pub fn start(yaml: &str) -> TestGateway {
+        Self::start_in(yaml, Path::new("."), None)
+    }
+
+    /// Starts from a config file on disk, watched for changes.
+    pub fn start_file(path: &Path) -> TestGateway {
+        let yaml = std::fs::read_to_string(path).unwrap();
+        Self::start_in(&yaml, path.parent().unwrap(), Some(path))
+    }
+
+    fn start_in(yaml: &str, base: &Path, path: Option<&Path>) -> TestGateway {
+        let config = match ferrogate::config::parse(yaml, base) {
+            Ok(c) => c,
+            Err(e) => panic!("test config is invalid:\n{e}\n{yaml}"),
+        };
+        let gateway = ferrogate::Gateway::start(
+            config,
+            ferrogate::StartOptions {
+                config_path: path.map(Path::to_path_buf),
+                watch: path.is_some(),
+            },
+        )
+        .unwrap();
+        TestGateway {
+            addr: gateway.listener_addrs()[0],
+            addrs: gateway.listener_addrs().to_vec(),
+            admin: gateway.admin_addr(),
+            gateway: Some(gateway),
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<ferrogate::gateway::Shared> {
+        &self.gateway.as_ref().unwrap().shared
+    }
+
+    /// Graceful shutdown with a drain time; returns connections cut at the end.
+    pub fn shutdown(mut self, drain: Duration) -> usize {
+        self.gateway.take().unwrap().shutdown(drain)
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown(Duration::ZERO);
+        }
+    }
+}
+
+/// Sends raw bytes and reads until the peer closes (or 5 s pass).
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Status code of the first response in raw HTTP/1.1 output.
+pub fn status_of(raw: &str) -> u16 {
+    raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// A simple HTTP/1.1 response: status, headers, body.
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one request on a fresh HTTP/1.1 connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Got {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = tx.send_request(req).await.unwrap();
+    collect(resp).await
+}
+
+pub async fn collect(resp: Response<Incoming>) -> Got {
+    let (parts, body) = resp.into_parts();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// GET `path` with a Host header.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Got {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(addr, req).await
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A minimal gateway config: one listener on port 0, one upstream `app` with the given
+/// targets, and the given routes YAML (indented as list items under `routes:`).
+pub fn config(targets: &[SocketAddr], routes: &str) -> String {
+    let mut t = String::new();
+    for a in targets {
+        t.push_str(&format!("      - address: \"{a}\"\n"));
+    }
+    format!(
+        "workers: 1\nlisteners:\n  - address: \"127.0.0.1:0\"\nadmin:\n  address: \"127.0.0.1:0\"\nupstreams:\n  app:\n    targets:\n{t}routes:\n{routes}"
+    )
+}
+
+/// A test CA and server certificates signed by it, written as PEM files in a temp dir.
+pub struct TestPki {
+    pub dir: tempdir::Dir,
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TestPki {
+    /// One certificate per name, files `<name>.crt` / `<name>.key`.
+    pub fn new(names: &[&str]) -> TestPki {
+        let dir = tempdir::Dir::new("pki");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Ferrogate Test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        for name in names {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+            params.distinguished_name.push(rcgen::DnType::CommonName, *name);
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.path.join(format!("{name}.crt")), cert.pem()).unwrap();
+            std::fs::write(dir.path.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        TestPki {
+            dir,
+            ca_der: ca_cert.der().clone(),
+        }
+    }
+
+    /// A TLS client trusting only this CA, offering the given ALPN protocols.
+    pub fn client(&self, alpn: &[&[u8]], versions: &[&'static rustls::SupportedProtocolVersion]) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    }
+}
+
+/// Temporary directories removed on drop.
+pub mod tempdir {
+    use std::path::PathBuf;
+
+    pub struct Dir {
+        pub path: PathBuf,
+    }
+
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            let path = std::env::temp_dir().join(format!(
+                "ferrogate-test-{tag}-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir { path }
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
