@@ -64,11 +64,13 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    match config::load(path).map_err(ferrogate::gateway::GatewayError::from).and_then(|c| {
-        // Compile too: certificates load and routes build, as they would at start.
-        let metrics = ferrogate::observe::metrics::Metrics::new();
-        ferrogate::snapshot::Snapshot::build(c, &metrics, None).map_err(Into::into)
-    }) {
+    match config::load(path)
+        .map_err(ferrogate::gateway::GatewayError::from)
+        .and_then(|c| {
+            // Compile too: certificates load and routes build, as they would at start.
+            let metrics = ferrogate::observe::metrics::Metrics::new();
+            ferrogate::snapshot::Snapshot::build(c, &metrics, None).map_err(Into::into)
+        }) {
         Ok(_) => {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
@@ -122,8 +124,9 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let config = config::parse(&text, Path::new("."))
         .map_err(|e| anyhow::anyhow!("demo config is invalid: {e}"))?;
     let drain = config.shutdown_drain.min(std::time::Duration::from_secs(5));
-    let gateway = Gateway::start(config, StartOptions::default())
-        .with_context(|| format!("cannot start the demo on {listen} (is the port in use? try --listen)"))?;
+    let gateway = Gateway::start(config, StartOptions::default()).with_context(|| {
+        format!("cannot start the demo on {listen} (is the port in use? try --listen)")
+    })?;
     let g = gateway.listener_addrs()[0];
     let a = gateway.admin_addr().unwrap_or(admin);
     println!(

@@ -84,7 +84,7 @@ pub async fn handle(
         headers: req.headers(),
     };
     let Some(matched) = snap.router.find(&view) else {
-        done.route_metrics = Some(snap.unmatched.clone());
+        done.route_metrics = snap.metrics_on.then(|| snap.unmatched.clone());
         let err = ProxyError::NoRoute {
             method: req.method().clone(),
             host: host.to_string(),
@@ -93,7 +93,7 @@ pub async fn handle(
         return respond_error(&err, &request_id, done);
     };
     let route = &snap.routes[matched.route];
-    done.route_metrics = Some(route.metrics.clone());
+    done.route_metrics = snap.metrics_on.then(|| route.metrics.clone());
     if let Some(log) = &mut done.log {
         log.route = Some(route.name.clone());
     }
@@ -182,12 +182,16 @@ pub async fn handle(
     let mut resp = match result {
         Ok(Ok(resp)) => {
             inflight.finish(up_elapsed);
-            target.metrics.observe(resp.status().as_u16(), up_elapsed);
+            if snap.metrics_on {
+                target.metrics.observe(resp.status().as_u16(), up_elapsed);
+            }
             resp
         }
         Ok(Err(e)) => {
             drop(inflight);
-            target.metrics.observe(0, up_elapsed);
+            if snap.metrics_on {
+                target.metrics.observe(0, up_elapsed);
+            }
             let err = if body_state.as_ref().is_some_and(|s| s.failed.load(std::sync::atomic::Ordering::Relaxed)) {
                 ProxyError::DownstreamBody
             } else if e.is_connect() {
@@ -206,7 +210,9 @@ pub async fn handle(
         }
         Err(_) => {
             drop(inflight);
-            target.metrics.observe(0, up_elapsed);
+            if snap.metrics_on {
+                target.metrics.observe(0, up_elapsed);
+            }
             let err = ProxyError::UpstreamTimeout {
                 target: target.label.to_string(),
                 timeout_ms: group.request_timeout.as_millis(),

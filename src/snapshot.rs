@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSettings>,
     /// Metrics of requests that matched no route (`route=""`).
     pub unmatched: RouteMetrics,
+    /// `metrics.enabled`: when off, requests record nothing.
+    pub metrics_on: bool,
     /// Present when the access log is on.
     pub access_log: Option<Arc<AccessLog>>,
 }
@@ -143,6 +145,7 @@ impl Snapshot {
         Ok(Snapshot {
             access_log: access_log.filter(|_| config.access_log.enabled),
             unmatched: metrics.route(""),
+            metrics_on: config.metrics_enabled,
             config,
             router,
             routes,
@@ -153,7 +156,6 @@ impl Snapshot {
 }
 
 fn upstream_group(u: &model::Upstream, metrics: &Metrics) -> UpstreamGroup {
-    let weights: Vec<u32> = u.targets.iter().map(|t| t.weight).collect();
     let targets = u
         .targets
         .iter()
@@ -171,7 +173,7 @@ fn upstream_group(u: &model::Upstream, metrics: &Metrics) -> UpstreamGroup {
     UpstreamGroup {
         name: Arc::from(u.name.as_str()),
         targets,
-        balancer: Balancer::new(&u.balancer, &weights),
+        balancer: Balancer::with_targets(&u.balancer, &u.targets),
         client: ClientProfile {
             protocol: u.protocol,
             connect_timeout: u.connect_timeout,

@@ -14,8 +14,8 @@ fn check(path: &std::path::Path) -> (bool, String) {
         .arg(path)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -41,9 +41,18 @@ routes:
     let (ok, text) = check(&path);
     assert!(!ok, "check must exit non-zero");
     assert!(text.contains("3 problem(s)"), "{text}");
-    assert!(text.contains("listeners[0].address: invalid address"), "{text}");
-    assert!(text.contains("routes[0].upstream: no upstream named \"apii\""), "{text}");
-    assert!(text.contains("routes[1].match.path.regex: invalid regex"), "{text}");
+    assert!(
+        text.contains("listeners[0].address: invalid address"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[0].upstream: no upstream named \"apii\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[1].match.path.regex: invalid regex"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -63,7 +72,8 @@ fn check_accepts_a_valid_config() {
 /// unless the block's first line is `# invalid` (examples of mistakes).
 #[test]
 fn every_example_in_the_config_docs_passes_check() {
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md")).unwrap();
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md")).unwrap();
     let dir = tempdir::Dir::new("docs");
     // Examples may name certificate files: give them real ones.
     let pki = support::TestPki::new(&["api.example.com", "www.example.com"]);

@@ -49,7 +49,10 @@ async fn a_changed_config_file_is_reloaded_and_an_invalid_one_is_refused() {
     assert_eq!(get(gw.addr, "a", "/").await.text(), "one");
     write_config(&path, &config(&[two.addr], ALL));
     assert!(
-        eventually(Duration::from_secs(5), || async { get(gw.addr, "a", "/").await.text() == "two" }).await,
+        eventually(Duration::from_secs(5), || async {
+            get(gw.addr, "a", "/").await.text() == "two"
+        })
+        .await,
         "the new upstream is used after the file changes"
     );
 
@@ -65,7 +68,11 @@ async fn a_changed_config_file_is_reloaded_and_an_invalid_one_is_refused() {
         .await,
         "the failed reload is counted"
     );
-    assert_eq!(get(gw.addr, "a", "/").await.text(), "two", "the running config stays");
+    assert_eq!(
+        get(gw.addr, "a", "/").await.text(),
+        "two",
+        "the running config stays"
+    );
 }
 
 #[tokio::test]

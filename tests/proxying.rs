@@ -36,7 +36,11 @@ async fn forwarding_headers_are_added_and_client_xff_from_untrusted_peer_is_repl
     assert_eq!(seen.headers["via"], "1.1 ferrogate");
     let id = seen.headers["x-request-id"].to_str().unwrap();
     assert_eq!(id.len(), 32, "a request id is generated");
-    assert_eq!(got.header("x-request-id"), Some(id), "and returned to the client");
+    assert_eq!(
+        got.header("x-request-id"),
+        Some(id),
+        "and returned to the client"
+    );
 }
 
 #[tokio::test]
@@ -58,7 +62,10 @@ async fn client_xff_is_kept_and_appended_from_a_trusted_proxy() {
     let seen = &backend.requests()[0];
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
-    assert_eq!(seen.headers["x-request-id"], "abc-123", "a client request id is propagated");
+    assert_eq!(
+        seen.headers["x-request-id"], "abc-123",
+        "a client request id is propagated"
+    );
     assert_eq!(got.header("x-request-id"), Some("abc-123"));
 }
 
@@ -66,9 +73,12 @@ async fn client_xff_is_kept_and_appended_from_a_trusted_proxy() {
 async fn hop_by_hop_and_connection_nominated_headers_are_stripped_both_ways() {
     let backend = Backend::start(false, |_req| async {
         let mut r = text(StatusCode::OK, "ok");
-        r.headers_mut().insert("connection", "x-internal".parse().unwrap());
-        r.headers_mut().insert("x-internal", "secret".parse().unwrap());
-        r.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+        r.headers_mut()
+            .insert("connection", "x-internal".parse().unwrap());
+        r.headers_mut()
+            .insert("x-internal", "secret".parse().unwrap());
+        r.headers_mut()
+            .insert("keep-alive", "timeout=5".parse().unwrap());
         r
     })
     .await;
@@ -83,7 +93,13 @@ async fn hop_by_hop_and_connection_nominated_headers_are_stripped_both_ways() {
     assert!(!lower.contains("x-internal"), "{reply}");
     assert!(!lower.contains("keep-alive"), "{reply}");
     let seen = &backend.requests()[0];
-    for h in ["x-drop", "keep-alive", "te", "proxy-authorization", "connection"] {
+    for h in [
+        "x-drop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "connection",
+    ] {
         assert!(!seen.headers.contains_key(h), "{h} reached the backend");
     }
     assert_eq!(seen.headers["x-keep"], "1");
@@ -97,19 +113,30 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         assert_eq!(get(gw.addr, "a", "/").await.status, 200);
     }
     assert_eq!(backend.count(), 20);
-    let conns = backend.connections.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(conns, 1, "20 sequential requests use one pooled upstream connection");
+    let conns = backend
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        conns, 1,
+        "20 sequential requests use one pooled upstream connection"
+    );
 }
 
 #[tokio::test]
 async fn refused_upstream_gives_502_problem_json() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let gw = TestGateway::start(&config(&[dead], ALL));
     let got = get(gw.addr, "a", "/").await;
     assert_eq!(got.status, 502);
     assert_eq!(got.header("content-type"), Some("application/problem+json"));
     assert!(got.text().contains("\"status\":502"));
-    assert!(!got.text().contains("127.0.0.1"), "no internal address leaks");
+    assert!(
+        !got.text().contains("127.0.0.1"),
+        "no internal address leaks"
+    );
 }
 
 #[tokio::test]
@@ -119,10 +146,8 @@ async fn hanging_upstream_gives_504_at_the_request_timeout() {
         text(StatusCode::OK, "late")
     })
     .await;
-    let yaml = config(&[backend.addr], ALL).replace(
-        "  app:\n",
-        "  app:\n    request_timeout: 300ms\n",
-    );
+    let yaml =
+        config(&[backend.addr], ALL).replace("  app:\n", "  app:\n    request_timeout: 300ms\n");
     let gw = TestGateway::start(&yaml);
     let t = std::time::Instant::now();
     let got = get(gw.addr, "a", "/").await;
@@ -169,18 +194,25 @@ async fn websocket_echo_backend() -> Backend {
 #[tokio::test]
 async fn websocket_echo_passes_through_on_a_websocket_route() {
     let backend = websocket_echo_backend().await;
-    let gw = TestGateway::start(&config(&[backend.addr], "  - upstream: app\n    websocket: true\n"));
+    let gw = TestGateway::start(&config(
+        &[backend.addr],
+        "  - upstream: app\n    websocket: true\n",
+    ));
     let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr))
         .await
         .unwrap();
     assert_eq!(resp.status(), 101);
     for msg in ["hello", "world"] {
-        ws.send(tokio_tungstenite::tungstenite::Message::text(msg)).await.unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg))
+            .await
+            .unwrap();
         let echo = ws.next().await.unwrap().unwrap();
         assert_eq!(echo.into_text().unwrap().as_str(), msg);
     }
     let bin = vec![0u8, 1, 2, 255];
-    ws.send(tokio_tungstenite::tungstenite::Message::binary(bin.clone())).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(bin.clone()))
+        .await
+        .unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap().into_data().to_vec(), bin);
 }
 
@@ -201,7 +233,10 @@ async fn upgrade_is_not_forwarded_on_a_route_without_websocket() {
 #[tokio::test]
 async fn upgrade_to_h2c_is_never_tunnelled() {
     let backend = websocket_echo_backend().await;
-    let gw = TestGateway::start(&config(&[backend.addr], "  - upstream: app\n    websocket: true\n"));
+    let gw = TestGateway::start(&config(
+        &[backend.addr],
+        "  - upstream: app\n    websocket: true\n",
+    ));
     let reply = raw(
         gw.addr,
         b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\r\n",
@@ -220,9 +255,13 @@ async fn server_sent_events_stream_without_buffering() {
         let mut release = release_rx.clone();
         async move {
             let stream = async_stream(move |tx| async move {
-                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: first\n\n")))).await;
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"data: first\n\n"))))
+                    .await;
                 let _ = release.wait_for(|r| *r).await;
-                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: second\n\n")))).await;
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"data: second\n\n"))))
+                    .await;
             });
             Response::builder()
                 .header("content-type", "text/event-stream")
@@ -233,9 +272,14 @@ async fn server_sent_events_stream_without_buffering() {
     .await;
     let gw = TestGateway::start(&config(&[backend.addr], ALL));
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let req = Request::get("/events").header("host", "a").body(Full::new(Bytes::new())).unwrap();
+    let req = Request::get("/events")
+        .header("host", "a")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let mut body = tx.send_request(req).await.unwrap().into_body();
     let first = tokio::time::timeout(Duration::from_secs(2), body.frame())
         .await
@@ -256,7 +300,8 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(f(tx));
-    let s = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let s =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     StreamBody::new(s).boxed_unsync()
 }
 
@@ -265,11 +310,14 @@ async fn h2c_prior_knowledge_is_served() {
     let backend = Backend::named("app").await;
     let gw = TestGateway::start(&config(&[backend.addr], ALL));
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
-    let req = Request::get(format!("http://{}/h2", gw.addr)).body(Full::new(Bytes::new())).unwrap();
+    let req = Request::get(format!("http://{}/h2", gw.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let resp = tx.send_request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let got = collect(resp).await;
@@ -283,7 +331,9 @@ async fn grpc_over_h2c_keeps_trailers() {
     let backend = Backend::start(true, |req| async move {
         assert_eq!(req.version(), http::Version::HTTP_2);
         let body = async_stream(|tx| async move {
-            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")))).await;
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))))
+                .await;
             let mut trailers = http::HeaderMap::new();
             trailers.insert("grpc-status", "0".parse().unwrap());
             trailers.insert("grpc-message", "fine".parse().unwrap());
@@ -298,9 +348,10 @@ async fn grpc_over_h2c_keeps_trailers() {
     let yaml = config(&[backend.addr], ALL).replace("  app:\n", "  app:\n    protocol: h2c\n");
     let gw = TestGateway::start(&yaml);
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = Request::post(format!("http://{}/pkg.Svc/Call", gw.addr))
         .header("content-type", "application/grpc")
@@ -310,7 +361,10 @@ async fn grpc_over_h2c_keeps_trailers() {
     let resp = tx.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let collected = resp.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers reach the client");
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers reach the client");
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["grpc-message"], "fine");
     assert_eq!(collected.to_bytes(), Bytes::from_static(b"\0\0\0\0\x02hi"));

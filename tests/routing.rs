@@ -17,7 +17,11 @@ struct Fixture {
 }
 
 async fn fixture(routes: &str) -> Fixture {
-    let (a, b, c) = (Backend::named("a").await, Backend::named("b").await, Backend::named("c").await);
+    let (a, b, c) = (
+        Backend::named("a").await,
+        Backend::named("b").await,
+        Backend::named("c").await,
+    );
     let yaml = format!(
         "workers: 1
 listeners: [{{address: 127.0.0.1:0}}]
@@ -43,9 +47,15 @@ async fn exact_host_beats_wildcard_which_beats_any_host() {
     )
     .await;
     assert_eq!(get(f.gw.addr, "api.example.com", "/").await.text(), "a");
-    assert_eq!(get(f.gw.addr, "API.example.com:8080", "/").await.text(), "a");
+    assert_eq!(
+        get(f.gw.addr, "API.example.com:8080", "/").await.text(),
+        "a"
+    );
     assert_eq!(get(f.gw.addr, "www.example.com", "/").await.text(), "b");
-    assert_eq!(get(f.gw.addr, "deep.www.example.com", "/").await.text(), "b");
+    assert_eq!(
+        get(f.gw.addr, "deep.www.example.com", "/").await.text(),
+        "b"
+    );
     assert_eq!(get(f.gw.addr, "example.com", "/").await.text(), "c");
 }
 
@@ -62,7 +72,11 @@ async fn exact_path_beats_template_beats_prefix_beats_regex() {
     assert_eq!(get(f.gw.addr, "h", "/users/me").await.text(), "c");
     assert_eq!(get(f.gw.addr, "h", "/users/42").await.text(), "a");
     assert_eq!(get(f.gw.addr, "h", "/users/42/posts").await.text(), "b");
-    assert_eq!(get(f.gw.addr, "h", "/usersX").await.text(), "c", "prefix is segment-aware");
+    assert_eq!(
+        get(f.gw.addr, "h", "/usersX").await.text(),
+        "c",
+        "prefix is segment-aware"
+    );
 }
 
 #[tokio::test]
@@ -121,7 +135,10 @@ async fn strip_prefix_and_template_rewrite_change_the_upstream_path_and_keep_the
     let seen = &f.c.requests()[0];
     assert_eq!(seen.uri, "/new/x/y");
     assert_eq!(seen.headers["host"], "internal.example");
-    assert_eq!(seen.headers["x-forwarded-host"], "h", "the client's host is still reported");
+    assert_eq!(
+        seen.headers["x-forwarded-host"], "h",
+        "the client's host is still reported"
+    );
 }
 
 #[tokio::test]

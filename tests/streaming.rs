@@ -21,7 +21,12 @@ const CHUNK: usize = 256 * 1024;
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 /// A body of `total` bytes made on the fly from one shared chunk.
@@ -73,7 +78,9 @@ async fn one_gib_upload_and_download_stream_in_bounded_memory() {
     let before = peak_rss();
 
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let up = Request::post("/upload")
         .header("host", "a")
@@ -83,12 +90,23 @@ async fn one_gib_upload_and_download_stream_in_bounded_memory() {
     let resp = tx.send_request(up).await.unwrap();
     assert_eq!(resp.status(), 200);
     drain(resp.into_body()).await;
-    assert_eq!(received.load(Ordering::SeqCst), GIB, "the backend got every byte");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        GIB,
+        "the backend got every byte"
+    );
 
-    let down = Request::get("/download").header("host", "a").body(generated(0)).unwrap();
+    let down = Request::get("/download")
+        .header("host", "a")
+        .body(generated(0))
+        .unwrap();
     let resp = tx.send_request(down).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(drain(resp.into_body()).await, GIB, "the client got every byte");
+    assert_eq!(
+        drain(resp.into_body()).await,
+        GIB,
+        "the client got every byte"
+    );
 
     let growth = peak_rss().saturating_sub(before);
     assert!(

@@ -62,8 +62,18 @@ async fn each_sni_name_gets_its_own_certificate() {
     let backend = Backend::named("app").await;
     let gw = TestGateway::start(&tls_config(&pki, backend.addr, "1.2"));
     for name in ["a.example.com", "b.example.com"] {
-        let s = handshake(&pki, gw.addr, name, &[b"http/1.1"], rustls::DEFAULT_VERSIONS).await;
-        assert!(leaf_matches(&s, &pki, name), "{name} got another certificate");
+        let s = handshake(
+            &pki,
+            gw.addr,
+            name,
+            &[b"http/1.1"],
+            rustls::DEFAULT_VERSIONS,
+        )
+        .await;
+        assert!(
+            leaf_matches(&s, &pki, name),
+            "{name} got another certificate"
+        );
     }
 }
 
@@ -88,7 +98,10 @@ async fn min_version_13_refuses_tls12() {
         .client(&[b"http/1.1"], &[&rustls::version::TLS12])
         .connect(ServerName::try_from("a.example.com").unwrap(), tcp)
         .await;
-    assert!(r.is_err(), "a TLS 1.2 handshake must fail on a 1.3-only listener");
+    assert!(
+        r.is_err(),
+        "a TLS 1.2 handshake must fail on a 1.3-only listener"
+    );
 }
 
 #[tokio::test]
@@ -96,8 +109,17 @@ async fn http1_over_tls_is_proxied_with_forwarded_proto_https() {
     let pki = TestPki::new(&["a.example.com", "b.example.com"]);
     let backend = Backend::named("app").await;
     let gw = TestGateway::start(&tls_config(&pki, backend.addr, "1.2"));
-    let s = handshake(&pki, gw.addr, "a.example.com", &[b"http/1.1"], rustls::DEFAULT_VERSIONS).await;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+    let s = handshake(
+        &pki,
+        gw.addr,
+        "a.example.com",
+        &[b"http/1.1"],
+        rustls::DEFAULT_VERSIONS,
+    )
+    .await;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let req = Request::get("/hello")
         .header("host", "a.example.com")
@@ -115,11 +137,19 @@ async fn h2_is_negotiated_by_alpn_and_proxied() {
     let pki = TestPki::new(&["a.example.com", "b.example.com"]);
     let backend = Backend::named("app").await;
     let gw = TestGateway::start(&tls_config(&pki, backend.addr, "1.2"));
-    let s = handshake(&pki, gw.addr, "b.example.com", &[b"h2", b"http/1.1"], rustls::DEFAULT_VERSIONS).await;
+    let s = handshake(
+        &pki,
+        gw.addr,
+        "b.example.com",
+        &[b"h2", b"http/1.1"],
+        rustls::DEFAULT_VERSIONS,
+    )
+    .await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     for _ in 0..3 {
         let req = Request::get("https://b.example.com/x")

@@ -200,7 +200,10 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 
 /// Status code of the first response in raw HTTP/1.1 output.
 pub fn status_of(raw: &str) -> u16 {
-    raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    raw.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A simple HTTP/1.1 response: status, headers, body.
@@ -299,7 +302,9 @@ impl TestPki {
         for name in names {
             let key = rcgen::KeyPair::generate().unwrap();
             let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-            params.distinguished_name.push(rcgen::DnType::CommonName, *name);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, *name);
             let cert = params.signed_by(&key, &issuer).unwrap();
             std::fs::write(dir.path.join(format!("{name}.crt")), cert.pem()).unwrap();
             std::fs::write(dir.path.join(format!("{name}.key")), key.serialize_pem()).unwrap();
@@ -311,7 +316,11 @@ impl TestPki {
     }
 
     /// A TLS client trusting only this CA, offering the given ALPN protocols.
-    pub fn client(&self, alpn: &[&[u8]], versions: &[&'static rustls::SupportedProtocolVersion]) -> tokio_rustls::TlsConnector {
+    pub fn client(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone()).unwrap();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
