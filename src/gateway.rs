@@ -104,7 +104,8 @@ impl Shared {
                 return Ok(Some(log.clone()));
             }
         }
-        let log = Arc::new(AccessLog::open(&config.access_log.target).map_err(GatewayError::AccessLog)?);
+        let log =
+            Arc::new(AccessLog::open(&config.access_log.target).map_err(GatewayError::AccessLog)?);
         *slot = Some((config.access_log.target.clone(), log.clone()));
         Ok(Some(log))
     }
@@ -142,7 +143,10 @@ impl Shared {
 }
 
 fn listener_shape(c: &Config) -> Vec<(SocketAddr, bool)> {
-    c.listeners.iter().map(|l| (l.address, l.tls.is_some())).collect()
+    c.listeners
+        .iter()
+        .map(|l| (l.address, l.tls.is_some()))
+        .collect()
 }
 
 /// Options that do not come from the config file.
@@ -195,11 +199,7 @@ impl Gateway {
         let listener_addrs = config.listeners.iter().map(|l| l.address).collect();
         let admin = config.admin.clone();
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(
-                config.clone(),
-                &metrics,
-                None,
-            )?),
+            snapshot: ArcSwap::from_pointee(Snapshot::build(config.clone(), &metrics, None)?),
             metrics,
             config_path: opts.config_path.clone(),
             listener_shape: shape,
@@ -234,7 +234,11 @@ impl Gateway {
             handles.push(h);
         }
         let admin_addr = match admin {
-            Some(a) => Some(crate::admin::start(a.address, shared.clone(), shutdown.subscribe())?),
+            Some(a) => Some(crate::admin::start(
+                a.address,
+                shared.clone(),
+                shutdown.subscribe(),
+            )?),
             None => None,
         };
         let watcher = match (&opts.config_path, opts.watch) {

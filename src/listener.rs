@@ -43,7 +43,10 @@ pub fn run_worker(
     sockets: Vec<(usize, std::net::TcpListener)>,
     mut signals: WorkerSignals,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start worker runtime: {e}");
@@ -54,7 +57,12 @@ pub fn run_worker(
         for (index, socket) in sockets {
             match tokio::net::TcpListener::from_std(socket) {
                 Ok(l) => {
-                    tokio::spawn(accept_loop(shared.clone(), index, l, signals.shutdown.clone()));
+                    tokio::spawn(accept_loop(
+                        shared.clone(),
+                        index,
+                        l,
+                        signals.shutdown.clone(),
+                    ));
                 }
                 Err(e) => tracing::error!("cannot register listener: {e}"),
             }
@@ -70,10 +78,10 @@ pub fn run_worker(
     flush_log(&shared);
 }
 
-fn flush_log(shared: &Shared) {
-    if let Some(log) = &shared.snapshot.load().access_log {
-        log.flush();
-    }
+/// Hands this worker's buffered access-log lines to the writer (even if a reload has
+/// turned the log off since they were buffered).
+fn flush_log(_shared: &Shared) {
+    crate::observe::access_log::flush_current_thread();
 }
 
 async fn accept_loop(

@@ -118,7 +118,11 @@ pub async fn handle(
         Action::Proxy(p) => p,
     };
     let Some(group) = route.upstream.map(|i| &snap.upstreams[i]) else {
-        return respond_error(&ProxyError::Internal("route without upstream"), &request_id, done);
+        return respond_error(
+            &ProxyError::Internal("route without upstream"),
+            &request_id,
+            done,
+        );
     };
 
     // SELECT
@@ -137,11 +141,13 @@ pub async fn handle(
     let target = &group.targets[ti];
 
     // upstream_request
-    let upgrade = wants_upgrade(req.headers()) && route.websocket && req.version() == Version::HTTP_11;
+    let upgrade =
+        wants_upgrade(req.headers()) && route.websocket && req.version() == Version::HTTP_11;
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let path = rewrite(action, &matched, req.uri());
     let (mut parts, body) = req.into_parts();
-    let body_state = (!http_body::Body::is_end_stream(&body)).then(Arc::<RequestBodyState>::default);
+    let body_state =
+        (!http_body::Body::is_end_stream(&body)).then(Arc::<RequestBodyState>::default);
     if let Some(log) = &mut done.log {
         log.upstream = Some(target.label.clone());
         log.req_body = body_state.clone();
@@ -166,7 +172,11 @@ pub async fn handle(
         UpstreamProtocol::H2c => Version::HTTP_2,
     });
     let Ok(mut up_req) = builder.body(RequestBody::new(body, body_state.clone())) else {
-        return respond_error(&ProxyError::BadRequest("invalid request target"), &request_id, done);
+        return respond_error(
+            &ProxyError::BadRequest("invalid request target"),
+            &request_id,
+            done,
+        );
     };
     *up_req.headers_mut() = parts.headers;
 
@@ -192,7 +202,10 @@ pub async fn handle(
             if snap.metrics_on {
                 target.metrics.observe(0, up_elapsed);
             }
-            let err = if body_state.as_ref().is_some_and(|s| s.failed.load(std::sync::atomic::Ordering::Relaxed)) {
+            let err = if body_state
+                .as_ref()
+                .is_some_and(|s| s.failed.load(std::sync::atomic::Ordering::Relaxed))
+            {
                 ProxyError::DownstreamBody
             } else if e.is_connect() {
                 ProxyError::UpstreamConnect {
@@ -312,7 +325,11 @@ fn finish_response(mut resp: Response<ProxyBody>, mut done: Completion) -> Respo
     resp
 }
 
-fn respond_error(err: &ProxyError, request_id: &HeaderValue, done: Completion) -> Response<ProxyBody> {
+fn respond_error(
+    err: &ProxyError,
+    request_id: &HeaderValue,
+    done: Completion,
+) -> Response<ProxyBody> {
     finish_response(err.to_response(request_id), done)
 }
 
@@ -504,7 +521,11 @@ fn prepare_upstream_headers(headers: &mut HeaderMap, h: UpstreamHeaders<'_>) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !h.trusted || !headers.contains_key(&X_FORWARDED_HOST) {
-        match headers.get(header::HOST).cloned().or_else(|| h.host.clone()) {
+        match headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| h.host.clone())
+        {
             Some(v) => {
                 headers.insert(X_FORWARDED_HOST, v);
             }
@@ -535,7 +556,9 @@ fn append_via(headers: &mut HeaderMap) {
 }
 
 fn prepare_downstream_headers(headers: &mut HeaderMap, switching: bool) {
-    let upgrade = switching.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    let upgrade = switching
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
     strip_hop_by_hop(headers);
     if let Some(u) = upgrade {
         headers.insert(header::UPGRADE, u);
@@ -559,7 +582,10 @@ mod tests {
     #[test]
     fn connection_nominated_headers_are_stripped_but_not_framing() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("x-secret, content-length, keep-alive"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-secret, content-length, keep-alive"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
         h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
@@ -574,8 +600,14 @@ mod tests {
     fn forwarded_client_skips_trusted_hops_from_the_right() {
         let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.5"));
-        assert_eq!(forwarded_client(&trusted, &h), Some("2.2.2.2".parse().unwrap()));
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.5"),
+        );
+        assert_eq!(
+            forwarded_client(&trusted, &h),
+            Some("2.2.2.2".parse().unwrap())
+        );
     }
 
     #[test]

@@ -29,7 +29,10 @@ impl Watcher {
         let (tx, rx) = mpsc::channel::<()>();
         let mut inner = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if let Ok(ev) = ev {
-                let ours = ev.paths.iter().any(|p| p.file_name() == Some(file.as_os_str()));
+                let ours = ev
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == Some(file.as_os_str()));
                 if ours && !ev.kind.is_access() {
                     let _ = tx.send(());
                 }

@@ -125,10 +125,8 @@ impl Snapshot {
             .map(|(index, l)| {
                 let tls = match &l.tls {
                     Some(t) => Some(
-                        crate::tls::server_config(t).map_err(|source| SnapshotError::Tls {
-                            index,
-                            source,
-                        })?,
+                        crate::tls::server_config(t)
+                            .map_err(|source| SnapshotError::Tls { index, source })?,
                     ),
                     None => None,
                 };

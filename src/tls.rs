@@ -37,7 +37,12 @@ pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut resolver = SniResolver::default();
     for (index, c) in tls.certificates.iter().enumerate() {
-        let key = Arc::new(load_certified_key(index, &c.cert_path, &c.key_path, &provider)?);
+        let key = Arc::new(load_certified_key(
+            index,
+            &c.cert_path,
+            &c.key_path,
+            &provider,
+        )?);
         if c.server_names.is_empty() {
             resolver.by_san.push(key.clone());
         }
@@ -45,7 +50,10 @@ pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
             match name.strip_prefix("*.") {
                 Some(suffix) => resolver.wildcard.push((format!(".{suffix}"), key.clone())),
                 None => {
-                    resolver.exact.entry(name.clone()).or_insert_with(|| key.clone());
+                    resolver
+                        .exact
+                        .entry(name.clone())
+                        .or_insert_with(|| key.clone());
                 }
             }
         }
@@ -54,7 +62,9 @@ pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         }
     }
     // Longest suffix first, so `*.a.example.com` beats `*.example.com`.
-    resolver.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    resolver
+        .wildcard
+        .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -112,9 +122,11 @@ impl SniResolver {
         if let Some(k) = self.exact.get(&sni) {
             return Some(k);
         }
-        if let Some((_, k)) = self.wildcard.iter().find(|(suffix, _)| {
-            sni.len() > suffix.len() && sni.ends_with(suffix.as_str())
-        }) {
+        if let Some((_, k)) = self
+            .wildcard
+            .iter()
+            .find(|(suffix, _)| sni.len() > suffix.len() && sni.ends_with(suffix.as_str()))
+        {
             return Some(k);
         }
         let name = ServerName::try_from(sni.as_str()).ok()?;

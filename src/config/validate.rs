@@ -162,7 +162,10 @@ fn listener(
         .enumerate()
         .filter_map(|(i, s)| cidr(errs, &format!("{at}.trusted_proxies[{i}]"), s))
         .collect();
-    let tls = l.tls.as_ref().map(|t| tls(errs, &format!("{at}.tls"), t, base_dir));
+    let tls = l
+        .tls
+        .as_ref()
+        .map(|t| tls(errs, &format!("{at}.tls"), t, base_dir));
     let limits = limits(errs, &format!("{at}.limits"), l.limits.as_ref());
     if l.tls.is_some() && l.h2c == Some(true) {
         errs.push(
@@ -171,7 +174,10 @@ fn listener(
         );
     }
     Some(Listener {
-        name: l.name.clone().unwrap_or_else(|| format!("listener-{index}")),
+        name: l
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("listener-{index}")),
         address: address?,
         h2c: l.h2c.unwrap_or(true),
         tls,
@@ -200,7 +206,11 @@ fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
             Certificate {
                 cert_path: base_dir.join(&c.cert),
                 key_path: base_dir.join(&c.key),
-                server_names: c.server_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+                server_names: c
+                    .server_names
+                    .iter()
+                    .map(|n| n.to_ascii_lowercase())
+                    .collect(),
             }
         })
         .collect();
@@ -234,10 +244,25 @@ fn limits(errs: &mut Errors, at: &str, l: Option<&file::Limits>) -> Limits {
         Some(v) => v,
         None => default,
     };
-    let max_request_line = size("max_request_line", l.max_request_line, d.max_request_line, 64);
-    let max_header_bytes = size("max_header_bytes", l.max_header_bytes, d.max_header_bytes, 256);
+    let max_request_line = size(
+        "max_request_line",
+        l.max_request_line,
+        d.max_request_line,
+        64,
+    );
+    let max_header_bytes = size(
+        "max_header_bytes",
+        l.max_header_bytes,
+        d.max_header_bytes,
+        256,
+    );
     let max_headers = size("max_headers", l.max_headers, d.max_headers, 1);
-    let max_chunk_extension = size("max_chunk_extension", l.max_chunk_extension, d.max_chunk_extension, 0);
+    let max_chunk_extension = size(
+        "max_chunk_extension",
+        l.max_chunk_extension,
+        d.max_chunk_extension,
+        0,
+    );
     Limits {
         max_request_line,
         max_header_bytes,
@@ -282,7 +307,10 @@ fn upstream(errs: &mut Errors, name: &str, u: &file::Upstream) -> Option<Upstrea
             Some(Target { address, weight })
         })
         .collect();
-    let hash_key = u.hash_on.as_deref().map(|h| hash_key(errs, &format!("{at}.hash_on"), h));
+    let hash_key = u
+        .hash_on
+        .as_deref()
+        .map(|h| hash_key(errs, &format!("{at}.hash_on"), h));
     let balancer = match (u.balancer.as_deref().unwrap_or("round_robin"), hash_key) {
         ("round_robin", None) => BalancerKind::RoundRobin,
         ("least_connections", None) => BalancerKind::LeastConnections,
@@ -450,7 +478,10 @@ fn route_match(errs: &mut Errors, at: &str, m: &file::Match) -> RouteMatch {
             match Method::from_bytes(upper.as_bytes()) {
                 Ok(m) => Some(m),
                 Err(_) => {
-                    errs.push(format!("{at}.methods[{i}]"), format!("invalid method {s:?}"));
+                    errs.push(
+                        format!("{at}.methods[{i}]"),
+                        format!("invalid method {s:?}"),
+                    );
                     None
                 }
             }
@@ -466,7 +497,10 @@ fn route_match(errs: &mut Errors, at: &str, m: &file::Match) -> RouteMatch {
             match HeaderName::from_str(&p.name) {
                 Ok(name) => Some(HeaderPredicate { name, test: test? }),
                 Err(_) => {
-                    errs.push(format!("{at}.name"), format!("invalid header name {:?}", p.name));
+                    errs.push(
+                        format!("{at}.name"),
+                        format!("invalid header name {:?}", p.name),
+                    );
                     None
                 }
             }
@@ -653,7 +687,10 @@ fn redirect(errs: &mut Errors, at: &str, r: &file::Redirect) -> Redirect {
     };
     if let Some(s) = &r.scheme {
         if s != "http" && s != "https" {
-            errs.push(format!("{at}.scheme"), format!("{s:?} must be http or https"));
+            errs.push(
+                format!("{at}.scheme"),
+                format!("{s:?} must be http or https"),
+            );
         }
     }
     if let Some(p) = &r.path {
@@ -675,7 +712,10 @@ fn socket_addr(errs: &mut Errors, at: &str, s: &str) -> Option<SocketAddr> {
     match s.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            errs.push(at, format!("invalid address {s:?}; use IP:PORT like 127.0.0.1:8080"));
+            errs.push(
+                at,
+                format!("invalid address {s:?}; use IP:PORT like 127.0.0.1:8080"),
+            );
             None
         }
     }
@@ -688,7 +728,10 @@ fn cidr(errs: &mut Errors, at: &str, s: &str) -> Option<IpNet> {
     if let Ok(ip) = s.parse::<std::net::IpAddr>() {
         return Some(IpNet::from(ip));
     }
-    errs.push(at, format!("invalid CIDR {s:?}; use 10.0.0.0/8 or an address"));
+    errs.push(
+        at,
+        format!("invalid CIDR {s:?}; use 10.0.0.0/8 or an address"),
+    );
     None
 }
 
@@ -698,7 +741,10 @@ fn opt_duration(errs: &mut Errors, at: &str, v: &Option<String>, default: Durati
         Some(s) => match parse_duration(s) {
             Some(d) => d,
             None => {
-                errs.push(at, format!("invalid duration {s:?}; use e.g. 250ms, 5s, 2m"));
+                errs.push(
+                    at,
+                    format!("invalid duration {s:?}; use e.g. 250ms, 5s, 2m"),
+                );
                 default
             }
         },
@@ -764,8 +810,12 @@ routes:
             "all five problems are listed at once: {errs:#?}"
         );
         assert!(errs.iter().any(|e| e.starts_with("listeners[0].address: ")));
-        assert!(errs.iter().any(|e| e.starts_with("upstreams.api.balancer: ")));
-        assert!(errs.iter().any(|e| e.starts_with("routes[0].match.path.regex: ")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("upstreams.api.balancer: ")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("routes[0].match.path.regex: ")));
         assert!(errs.iter().any(|e| e.starts_with("routes[0].upstream: ")));
         assert!(errs.iter().any(|e| e == "routes[0].colour: unknown key"));
     }
@@ -782,7 +832,10 @@ routes:
     #[test]
     fn wildcard_hosts_are_stored_as_suffixes() {
         let cfg = crate::config::parse(
-            &OK.replace("{path: {prefix: /}}", "{hosts: ['*.Example.com'], path: {prefix: /}}"),
+            &OK.replace(
+                "{path: {prefix: /}}",
+                "{hosts: ['*.Example.com'], path: {prefix: /}}",
+            ),
             Path::new("."),
         )
         .unwrap();

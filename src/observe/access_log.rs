@@ -176,7 +176,9 @@ impl Sink {
             }
             Err(e) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("access log write failed, lines are lost until it recovers: {e}");
+                    tracing::warn!(
+                        "access log write failed, lines are lost until it recovers: {e}"
+                    );
                 }
             }
         }
@@ -218,7 +220,10 @@ fn format_line(out: &mut Vec<u8>, rec: &Record<'_>) {
     out.extend_from_slice(b",\"host\":");
     write_json_str(out, rec.host);
     out.extend_from_slice(b",\"path\":");
-    let path = rec.path.split_once('?').map_or(rec.path, |(path, _query)| path);
+    let path = rec
+        .path
+        .split_once('?')
+        .map_or(rec.path, |(path, _query)| path);
     write_json_str(out, path);
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(b",\"status\":");
@@ -412,8 +417,10 @@ mod tests {
 
     impl TempLog {
         fn new(name: &str) -> TempLog {
-            let path = std::env::temp_dir()
-                .join(format!("ferrogate-access-{}-{name}.log", std::process::id()));
+            let path = std::env::temp_dir().join(format!(
+                "ferrogate-access-{}-{name}.log",
+                std::process::id()
+            ));
             let _ = std::fs::remove_file(&path);
             TempLog(path)
         }
@@ -435,14 +442,22 @@ mod tests {
 
     fn read_lines(path: &Path) -> Vec<Value> {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(text.is_empty() || text.ends_with('\n'), "cut line in {text:?}");
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "cut line in {text:?}"
+        );
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     #[test]
     fn record_is_one_json_line_with_every_field() {
         let text = line(&record("/users/42"));
-        assert!(text.ends_with("}\n") && text.matches('\n').count() == 1, "{text}");
+        assert!(
+            text.ends_with("}\n") && text.matches('\n').count() == 1,
+            "{text}"
+        );
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["time"], "2026-11-23T15:04:05.123Z");
         assert_eq!(v["request_id"], "req-1");
@@ -464,8 +479,19 @@ mod tests {
     fn fields_keep_the_documented_order() {
         let text = line(&record("/"));
         let keys = [
-            "time", "request_id", "client_ip", "method", "host", "path", "status", "bytes_in",
-            "bytes_out", "duration_ms", "route", "upstream", "upstream_ms",
+            "time",
+            "request_id",
+            "client_ip",
+            "method",
+            "host",
+            "path",
+            "status",
+            "bytes_in",
+            "bytes_out",
+            "duration_ms",
+            "route",
+            "upstream",
+            "upstream_ms",
         ];
         let positions: Vec<usize> = keys
             .iter()
@@ -526,17 +552,26 @@ mod tests {
     #[test]
     fn control_bytes_are_escaped() {
         assert_eq!(json_str("a\nb\rc\td"), r#""a\nb\rc\td""#);
-        assert_eq!(json_str("\u{0}\u{1}\u{1b}[31m\u{1f}\u{7f}"), r#""\u0000\u0001\u001b[31m\u001f\u007f""#);
+        assert_eq!(
+            json_str("\u{0}\u{1}\u{1b}[31m\u{1f}\u{7f}"),
+            r#""\u0000\u0001\u001b[31m\u001f\u007f""#
+        );
     }
 
     #[test]
     fn unicode_passes_through_unchanged() {
-        assert_eq!(json_str("/caf\u{e9}/\u{1f600}/\u{2028}"), "\"/caf\u{e9}/\u{1f600}/\u{2028}\"");
+        assert_eq!(
+            json_str("/caf\u{e9}/\u{1f600}/\u{2028}"),
+            "\"/caf\u{e9}/\u{1f600}/\u{2028}\""
+        );
     }
 
     #[test]
     fn hostile_strings_round_trip_through_json() {
-        let nasty: String = (0u8..=0x7f).map(char::from).chain("\"\\\u{e9}\u{1f600}\u{feff}".chars()).collect();
+        let nasty: String = (0u8..=0x7f)
+            .map(char::from)
+            .chain("\"\\\u{e9}\u{1f600}\u{feff}".chars())
+            .collect();
         let rec = Record {
             request_id: &nasty,
             method: &nasty,
@@ -546,13 +581,23 @@ mod tests {
             ..record(&nasty)
         };
         let text = line(&rec);
-        assert_eq!(text.matches('\n').count(), 1, "a raw newline would split the line");
+        assert_eq!(
+            text.matches('\n').count(),
+            1,
+            "a raw newline would split the line"
+        );
         let v: Value = serde_json::from_str(&text).unwrap();
         let without_query = nasty.split_once('?').unwrap().0;
         assert_eq!(v["path"], without_query);
         for key in ["request_id", "method", "host", "route", "upstream"] {
             assert_eq!(v[key], nasty.as_str(), "{key}");
         }
+    }
+
+    #[test]
+    fn log_can_be_shared_across_workers() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<AccessLog>();
     }
 
     #[test]
@@ -568,13 +613,19 @@ mod tests {
     #[test]
     fn leap_day_is_formatted() {
         assert_eq!(time(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
-        assert_eq!(time(951_868_800_000 - 86_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            time(951_868_800_000 - 86_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
     fn century_without_leap_day_rolls_into_march() {
         // 2100-02-28T12:00:00Z plus one day.
-        assert_eq!(time(4_107_499_200_000 + 86_400_000), "2100-03-01T12:00:00.000Z");
+        assert_eq!(
+            time(4_107_499_200_000 + 86_400_000),
+            "2100-03-01T12:00:00.000Z"
+        );
     }
 
     #[test]
@@ -700,7 +751,10 @@ mod tests {
         assert_eq!(lines.len(), 2000);
         for t in 0..4 {
             let want = format!("{long_path}/{t}");
-            assert_eq!(lines.iter().filter(|v| v["path"] == want.as_str()).count(), 500);
+            assert_eq!(
+                lines.iter().filter(|v| v["path"] == want.as_str()).count(),
+                500
+            );
         }
     }
 

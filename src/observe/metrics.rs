@@ -58,7 +58,10 @@ const BUCKETS: usize = BUCKET_BOUNDS_NS.len() + 1;
 /// Slots of the per-handle counter cache. A route sees a handful of (method, status) pairs;
 /// pairs beyond this fall back to the shared family map, which is slower but still correct.
 const CACHE_SLOTS: usize = 32;
-const _: () = assert!(CACHE_SLOTS.is_power_of_two(), "the probe start takes the top bits");
+const _: () = assert!(
+    CACHE_SLOTS.is_power_of_two(),
+    "the probe start takes the top bits"
+);
 
 /// Methods with their own `method` label value; everything else is `other`.
 static KNOWN_METHODS: [Method; 9] = [
@@ -311,7 +314,10 @@ impl Metrics {
         if let Some(handle) = known {
             return handle;
         }
-        let mut map = self.listeners.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .listeners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let name: Arc<str> = Arc::from(listener);
         let labels = ListenerLabels {
             listener: name.clone(),
@@ -395,10 +401,9 @@ impl TargetMetrics {
             target: cells.target.clone(),
             status,
         };
-        match cells
-            .by_status
-            .get_or_claim(u32::from(status), || cells.requests.get_or_create_owned(&labels()))
-        {
+        match cells.by_status.get_or_claim(u32::from(status), || {
+            cells.requests.get_or_create_owned(&labels())
+        }) {
             Some(counter) => {
                 counter.inc();
             }
@@ -451,7 +456,12 @@ impl EncodeMetric for LatencyHistogram {
         // The count is the bucket total, so `_count` always equals the `+Inf` bucket even
         // while other threads observe.
         let sum = self.cells.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None::<&HashMap<usize, Exemplar<NoLabelSet, f64>>>)
+        encoder.encode_histogram::<NoLabelSet>(
+            sum,
+            count,
+            &buckets,
+            None::<&HashMap<usize, Exemplar<NoLabelSet, f64>>>,
+        )
     }
 
     fn metric_type(&self) -> MetricType {
@@ -464,7 +474,8 @@ impl CounterCache {
     /// when every slot on the probe path holds another key.
     fn get_or_claim(&self, key: u32, make: impl Fn() -> Counter) -> Option<&Counter> {
         // Fibonacci hashing: the top bits of the product spread nearby keys (status codes).
-        let start = (key.wrapping_mul(0x9E37_79B9) >> (32 - CACHE_SLOTS.trailing_zeros())) as usize;
+        let top_bits = 32 - CACHE_SLOTS.trailing_zeros();
+        let start = (key.wrapping_mul(0x9E37_79B9) >> top_bits) as usize;
         for step in 0..CACHE_SLOTS {
             let slot = &self.slots[(start + step) % CACHE_SLOTS];
             if slot.get().is_none() {
@@ -509,8 +520,18 @@ mod tests {
         r1.observe(&Method::GET, 200, Duration::from_millis(1));
         r1.observe(&Method::POST, 404, Duration::from_millis(1));
         let text = m.encode();
-        assert!(text.contains("ferrogate_requests_total{route=\"r1\",method=\"GET\",status=\"200\"} 2\n"), "{text}");
-        assert!(text.contains("ferrogate_requests_total{route=\"r1\",method=\"POST\",status=\"404\"} 1\n"), "{text}");
+        assert!(
+            text.contains(
+                "ferrogate_requests_total{route=\"r1\",method=\"GET\",status=\"200\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ferrogate_requests_total{route=\"r1\",method=\"POST\",status=\"404\"} 1\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -519,7 +540,12 @@ mod tests {
         let purge = Method::from_bytes(b"PURGE").unwrap();
         m.route("r").observe(&purge, 200, Duration::ZERO);
         let text = m.encode();
-        assert!(text.contains("ferrogate_requests_total{route=\"r\",method=\"other\",status=\"200\"} 1\n"), "{text}");
+        assert!(
+            text.contains(
+                "ferrogate_requests_total{route=\"r\",method=\"other\",status=\"200\"} 1\n"
+            ),
+            "{text}"
+        );
         assert!(!text.contains("PURGE"), "{text}");
     }
 
@@ -532,7 +558,9 @@ mod tests {
         }
         let text = m.encode();
         for method in KNOWN_METHODS.iter() {
-            let line = format!("ferrogate_requests_total{{route=\"r\",method=\"{method}\",status=\"200\"}} 1\n");
+            let line = format!(
+                "ferrogate_requests_total{{route=\"r\",method=\"{method}\",status=\"200\"}} 1\n"
+            );
             assert!(text.contains(&line), "missing {line} in {text}");
         }
     }
@@ -547,15 +575,48 @@ mod tests {
         r.observe(&Method::GET, 200, Duration::from_secs(60));
         let text = m.encode();
         let name = "ferrogate_request_duration_seconds";
-        assert_eq!(sample(&text, &format!("{name}_count{{route=\"r1\"}}")), Some(4));
+        assert_eq!(
+            sample(&text, &format!("{name}_count{{route=\"r1\"}}")),
+            Some(4)
+        );
         // The encoder puts `le` first. 0.5 ms is inside the 0.0005 bucket (upper bounds are inclusive).
-        assert_eq!(sample(&text, &format!("{name}_bucket{{le=\"0.0005\",route=\"r1\"}}")), Some(2));
-        assert_eq!(sample(&text, &format!("{name}_bucket{{le=\"0.0025\",route=\"r1\"}}")), Some(2));
-        assert_eq!(sample(&text, &format!("{name}_bucket{{le=\"0.005\",route=\"r1\"}}")), Some(3));
-        assert_eq!(sample(&text, &format!("{name}_bucket{{le=\"10.0\",route=\"r1\"}}")), Some(3));
-        assert_eq!(sample(&text, &format!("{name}_bucket{{le=\"+Inf\",route=\"r1\"}}")), Some(4));
-        assert!(text.contains(&format!("{name}_sum{{route=\"r1\"}} 60.0038\n")), "{text}");
-        assert!(text.contains(&format!("# TYPE {name} histogram\n")), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{name}_bucket{{le=\"0.0005\",route=\"r1\"}}")
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{name}_bucket{{le=\"0.0025\",route=\"r1\"}}")
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{name}_bucket{{le=\"0.005\",route=\"r1\"}}")
+            ),
+            Some(3)
+        );
+        assert_eq!(
+            sample(&text, &format!("{name}_bucket{{le=\"10.0\",route=\"r1\"}}")),
+            Some(3)
+        );
+        assert_eq!(
+            sample(&text, &format!("{name}_bucket{{le=\"+Inf\",route=\"r1\"}}")),
+            Some(4)
+        );
+        assert!(
+            text.contains(&format!("{name}_sum{{route=\"r1\"}} 60.0038\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("# TYPE {name} histogram\n")),
+            "{text}"
+        );
     }
 
     #[test]
@@ -567,10 +628,34 @@ mod tests {
         t.observe(0, Duration::from_secs(1));
         let text = m.encode();
         let labels = "upstream=\"api\",target=\"127.0.0.1:9001\"";
-        assert_eq!(sample(&text, &format!("ferrogate_upstream_requests_total{{{labels},status=\"200\"}}")), Some(1));
-        assert_eq!(sample(&text, &format!("ferrogate_upstream_requests_total{{{labels},status=\"0\"}}")), Some(2));
-        assert_eq!(sample(&text, &format!("ferrogate_upstream_duration_seconds_count{{{labels}}}")), Some(3));
-        assert_eq!(sample(&text, &format!("ferrogate_upstream_duration_seconds_bucket{{le=\"0.0025\",{labels}}}")), Some(1));
+        assert_eq!(
+            sample(
+                &text,
+                &format!("ferrogate_upstream_requests_total{{{labels},status=\"200\"}}")
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("ferrogate_upstream_requests_total{{{labels},status=\"0\"}}")
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("ferrogate_upstream_duration_seconds_count{{{labels}}}")
+            ),
+            Some(3)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("ferrogate_upstream_duration_seconds_bucket{{le=\"0.0025\",{labels}}}")
+            ),
+            Some(1)
+        );
     }
 
     #[test]
@@ -581,11 +666,26 @@ mod tests {
         m.connection_opened("internal");
         m.connection_closed("public");
         let text = m.encode();
-        assert_eq!(sample(&text, "ferrogate_connections_open{listener=\"public\"}"), Some(1));
-        assert_eq!(sample(&text, "ferrogate_connections_open{listener=\"internal\"}"), Some(1));
-        assert_eq!(sample(&text, "ferrogate_connections_total{listener=\"public\"}"), Some(2));
+        assert_eq!(
+            sample(&text, "ferrogate_connections_open{listener=\"public\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            sample(&text, "ferrogate_connections_open{listener=\"internal\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            sample(&text, "ferrogate_connections_total{listener=\"public\"}"),
+            Some(2)
+        );
         m.connection_closed("public");
-        assert_eq!(sample(&m.encode(), "ferrogate_connections_open{listener=\"public\"}"), Some(0));
+        assert_eq!(
+            sample(
+                &m.encode(),
+                "ferrogate_connections_open{listener=\"public\"}"
+            ),
+            Some(0)
+        );
     }
 
     #[test]
@@ -596,22 +696,40 @@ mod tests {
         m.connection_closed("public");
         m.connection_opened("public");
         let text = m.encode();
-        assert_eq!(sample(&text, "ferrogate_connections_open{listener=\"public\"}"), Some(1));
-        assert_eq!(sample(&text, "ferrogate_connections_total{listener=\"public\"}"), Some(2));
+        assert_eq!(
+            sample(&text, "ferrogate_connections_open{listener=\"public\"}"),
+            Some(1)
+        );
+        assert_eq!(
+            sample(&text, "ferrogate_connections_total{listener=\"public\"}"),
+            Some(2)
+        );
     }
 
     #[test]
     fn reloads_are_counted_by_result_and_start_at_zero() {
         let m = Metrics::new();
         let text = m.encode();
-        assert_eq!(sample(&text, "ferrogate_config_reloads_total{result=\"ok\"}"), Some(0));
-        assert_eq!(sample(&text, "ferrogate_config_reloads_total{result=\"failed\"}"), Some(0));
+        assert_eq!(
+            sample(&text, "ferrogate_config_reloads_total{result=\"ok\"}"),
+            Some(0)
+        );
+        assert_eq!(
+            sample(&text, "ferrogate_config_reloads_total{result=\"failed\"}"),
+            Some(0)
+        );
         m.reload(true);
         m.reload(true);
         m.reload(false);
         let text = m.encode();
-        assert_eq!(sample(&text, "ferrogate_config_reloads_total{result=\"ok\"}"), Some(2));
-        assert_eq!(sample(&text, "ferrogate_config_reloads_total{result=\"failed\"}"), Some(1));
+        assert_eq!(
+            sample(&text, "ferrogate_config_reloads_total{result=\"ok\"}"),
+            Some(2)
+        );
+        assert_eq!(
+            sample(&text, "ferrogate_config_reloads_total{result=\"failed\"}"),
+            Some(1)
+        );
     }
 
     #[test]
@@ -620,8 +738,20 @@ mod tests {
         m.route("r1").observe(&Method::GET, 200, Duration::ZERO);
         m.route("r1").observe(&Method::GET, 200, Duration::ZERO);
         let text = m.encode();
-        assert_eq!(sample(&text, "ferrogate_requests_total{route=\"r1\",method=\"GET\",status=\"200\"}"), Some(2));
-        assert_eq!(sample(&text, "ferrogate_request_duration_seconds_count{route=\"r1\"}"), Some(2));
+        assert_eq!(
+            sample(
+                &text,
+                "ferrogate_requests_total{route=\"r1\",method=\"GET\",status=\"200\"}"
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "ferrogate_request_duration_seconds_count{route=\"r1\"}"
+            ),
+            Some(2)
+        );
     }
 
     #[test]
@@ -638,7 +768,10 @@ mod tests {
             }
         }
         let text = m.encode();
-        let series: Vec<&str> = text.lines().filter(|l| l.starts_with("ferrogate_requests_total{")).collect();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ferrogate_requests_total{"))
+            .collect();
         assert_eq!(series.len(), 50, "{text}");
         assert!(series.iter().all(|l| l.ends_with(" 3")), "{text}");
     }
@@ -662,10 +795,24 @@ mod tests {
         }
         let text = m.encode();
         let total: u64 = (200..203)
-            .map(|s| sample(&text, &format!("ferrogate_requests_total{{route=\"r\",method=\"GET\",status=\"{s}\"}}")).unwrap())
+            .map(|s| {
+                sample(
+                    &text,
+                    &format!(
+                        "ferrogate_requests_total{{route=\"r\",method=\"GET\",status=\"{s}\"}}"
+                    ),
+                )
+                .unwrap()
+            })
             .sum();
         assert_eq!(total, 4000);
-        assert_eq!(sample(&text, "ferrogate_request_duration_seconds_count{route=\"r\"}"), Some(4000));
+        assert_eq!(
+            sample(
+                &text,
+                "ferrogate_request_duration_seconds_count{route=\"r\"}"
+            ),
+            Some(4000)
+        );
     }
 
     #[test]
@@ -674,31 +821,52 @@ mod tests {
         m.route("r").observe(&Method::GET, 200, Duration::ZERO);
         let text = m.encode();
         assert!(text.ends_with("# EOF\n"), "{text}");
-        assert!(text.contains("# TYPE ferrogate_requests counter\n"), "{text}");
-        assert!(text.contains("# UNIT ferrogate_request_duration_seconds seconds\n"), "{text}");
+        assert!(
+            text.contains("# TYPE ferrogate_requests counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# UNIT ferrogate_request_duration_seconds seconds\n"),
+            "{text}"
+        );
         assert!(CONTENT_TYPE.starts_with("application/openmetrics-text"));
     }
 
-    /// Cost of the two per-request observations. Run with
-    /// `cargo test --profile measure -- --ignored --nocapture observe_cost`.
+    #[test]
+    fn handles_can_be_shared_across_workers() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Metrics>();
+        shareable::<RouteMetrics>();
+        shareable::<TargetMetrics>();
+        shareable::<ListenerMetrics>();
+    }
+
+    /// Cost of the two per-request observations, on one thread and on two threads hitting
+    /// the same route. Run with
+    /// `cargo test --release --lib -- --ignored --nocapture observe_cost`.
     #[test]
     #[ignore]
     fn observe_cost() {
+        fn per_observe(threads: u32, work: impl Fn() + Send + Sync + Copy) -> f64 {
+            let n = 5_000_000u32;
+            let start = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(move || (0..n).for_each(|_| work()));
+                }
+            });
+            start.elapsed().as_nanos() as f64 / f64::from(n)
+        }
         let m = Metrics::new();
-        let r = m.route("bench");
-        let t = m.target("up", "127.0.0.1:1");
-        let n = 5_000_000u32;
+        let (r, t) = (m.route("bench"), m.target("up", "127.0.0.1:1"));
         let d = Duration::from_micros(700);
-        let start = std::time::Instant::now();
-        for i in 0..n {
-            r.observe(&Method::GET, if i % 16 == 0 { 404 } else { 200 }, d);
-        }
-        let route_ns = start.elapsed().as_nanos() as f64 / f64::from(n);
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            t.observe(200, d);
-        }
-        let target_ns = start.elapsed().as_nanos() as f64 / f64::from(n);
-        println!("RouteMetrics::observe {route_ns:.1} ns, TargetMetrics::observe {target_ns:.1} ns");
+        let route = || r.observe(&Method::GET, 200, d);
+        let target = || t.observe(200, d);
+        println!(
+            "ns per observe: route {:.1}, target {:.1}; two threads on one route {:.1} (wall time per pair)",
+            per_observe(1, route),
+            per_observe(1, target),
+            per_observe(2, route),
+        );
     }
 }
