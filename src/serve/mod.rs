@@ -118,7 +118,9 @@ async fn serve_h1<I>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192) * 2);
+        // The guard enforces the real limits; hyper's only have to admit what it admits.
+        .max_buf_size((limits.max_request_line + limits.max_header_bytes + 2).max(8192))
+        .max_headers(limits.max_headers.max(100));
     let c = builder
         .serve_connection(TokioIo::new(StrictIo::new(io, limits)), svc)
         .with_upgrades();
