@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::proxy::Completion;
+use crate::upstream::pool::Lease;
 
 /// Error type of relayed bodies.
 pub type BodyError = hyper::Error;
@@ -24,6 +25,8 @@ pub struct ProxyBody {
     inner: Inner,
     bytes_out: u64,
     completion: Option<Completion>,
+    /// The upstream connection the relayed body comes from: back to the pool at its end.
+    lease: Option<Lease>,
 }
 
 enum Inner {
@@ -41,8 +44,10 @@ impl ProxyBody {
         Self::new(Inner::Full(Some(bytes)))
     }
 
-    pub fn relay(body: Incoming) -> Self {
-        Self::new(Inner::Relay(body))
+    pub fn relay(body: Incoming, lease: Option<Lease>) -> Self {
+        let mut b = Self::new(Inner::Relay(body));
+        b.lease = lease;
+        b
     }
 
     fn new(inner: Inner) -> Self {
@@ -50,6 +55,7 @@ impl ProxyBody {
             inner,
             bytes_out: 0,
             completion: None,
+            lease: None,
         }
     }
 
@@ -67,6 +73,12 @@ impl ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        // A body that was never polled may still be complete (HEAD, 204, empty).
+        if let Some(lease) = self.lease.take() {
+            if self.is_end_stream() {
+                lease.release();
+            }
+        }
         self.complete();
     }
 }
@@ -91,7 +103,16 @@ impl Body for ProxyBody {
                     this.bytes_out += d.len() as u64;
                 }
             }
-            Some(Err(_)) | None => this.complete(),
+            None => {
+                if let Some(lease) = this.lease.take() {
+                    lease.release();
+                }
+                this.complete();
+            }
+            Some(Err(_)) => {
+                this.lease = None;
+                this.complete();
+            }
         }
         Poll::Ready(frame)
     }

@@ -22,13 +22,13 @@ pub enum ProxyError {
     UpstreamConnect {
         target: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::pool::UpstreamError,
     },
     #[error("upstream {target} failed: {source}")]
     UpstreamFailed {
         target: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::pool::UpstreamError,
     },
     #[error("upstream protocol error: {0}")]
     UpstreamProtocol(&'static str),

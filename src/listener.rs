@@ -71,7 +71,10 @@ pub fn run_worker(
         loop {
             tokio::select! {
                 _ = raised(&mut signals.stop) => break,
-                _ = tick.tick() => flush_log(&shared),
+                _ = tick.tick() => {
+                    flush_log(&shared);
+                    crate::upstream::pool::sweep();
+                }
             }
         }
     });

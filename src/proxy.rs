@@ -33,8 +33,16 @@ const VIA_VALUE: &str = "1.1 ferrogate";
 /// What a connection knows that every request on it shares.
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer address as X-Forwarded-For text, formatted once per connection.
+    pub peer_text: HeaderValue,
     pub tls: bool,
     pub listener: usize,
+}
+
+/// X-Forwarded-For text of a peer address (IPv4-mapped IPv6 shown as IPv4).
+pub fn peer_text(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&canonical_ip(peer).to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Handles one downstream request; never fails (errors become problem+json responses).
@@ -156,17 +164,27 @@ pub async fn handle(
         &mut parts.headers,
         UpstreamHeaders {
             trusted,
-            peer: conn.peer.ip(),
+            peer_text: &conn.peer_text,
             tls: conn.tls,
-            host: action.host_rewrite.clone().or(host_value.clone()),
+            // HTTP/1.0 clients may send no Host; upstreams still need one.
+            host: Some(
+                action
+                    .host_rewrite
+                    .clone()
+                    .or(host_value.clone())
+                    .unwrap_or_else(|| authority_value(&target.authority)),
+            ),
             request_id: &request_id,
             upgrade,
             grpc_trailers: group.client.protocol == UpstreamProtocol::H2c,
         },
     );
-    let mut builder = Request::builder()
-        .method(parts.method)
-        .uri(upstream_uri(target.authority.clone(), path));
+    let uri = match group.client.protocol {
+        // HTTP/1.1 sends origin-form; HTTP/2 needs scheme and authority for its pseudo-headers.
+        UpstreamProtocol::Http1 => Uri::from(path),
+        UpstreamProtocol::H2c => upstream_uri(target.authority.clone(), path),
+    };
+    let mut builder = Request::builder().method(parts.method).uri(uri);
     builder = builder.version(match group.client.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::H2c => Version::HTTP_2,
@@ -181,21 +199,24 @@ pub async fn handle(
     *up_req.headers_mut() = parts.headers;
 
     // FORWARD
-    let client = pool::client(&group.client);
     let inflight = group.balancer.start(ti);
     let up_start = Instant::now();
-    let result = tokio::time::timeout(group.request_timeout, client.request(up_req)).await;
+    let result = tokio::time::timeout(
+        group.request_timeout,
+        pool::send(&group.client, target.address, up_req),
+    )
+    .await;
     let up_elapsed = up_start.elapsed();
     if let Some(log) = &mut done.log {
         log.upstream_duration = Some(up_elapsed);
     }
-    let mut resp = match result {
-        Ok(Ok(resp)) => {
+    let (mut resp, lease) = match result {
+        Ok(Ok((resp, lease))) => {
             inflight.finish(up_elapsed);
             if snap.metrics_on {
                 target.metrics.observe(resp.status().as_u16(), up_elapsed);
             }
-            resp
+            (resp, lease)
         }
         Ok(Err(e)) => {
             drop(inflight);
@@ -251,7 +272,9 @@ pub async fn handle(
     let (mut parts, body) = resp.into_parts();
     prepare_downstream_headers(&mut parts.headers, switching);
     parts.headers.insert(X_REQUEST_ID, request_id);
-    let mut resp = Response::from_parts(parts, ProxyBody::relay(body));
+    // After a protocol switch the upstream connection belongs to the tunnel.
+    let lease = if switching { None } else { lease };
+    let mut resp = Response::from_parts(parts, ProxyBody::relay(body, lease));
     *resp.version_mut() = Version::HTTP_11;
     finish_response(resp, done)
 }
@@ -431,6 +454,10 @@ fn rewrite(action: &ProxyAction, matched: &router::Matched<'_>, uri: &Uri) -> Pa
     }
 }
 
+fn authority_value(a: &http::uri::Authority) -> HeaderValue {
+    HeaderValue::from_str(a.as_str()).unwrap_or(HeaderValue::from_static("localhost"))
+}
+
 fn upstream_uri(authority: http::uri::Authority, path: PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
@@ -441,7 +468,7 @@ fn upstream_uri(authority: http::uri::Authority, path: PathAndQuery) -> Uri {
 
 struct UpstreamHeaders<'a> {
     trusted: bool,
-    peer: IpAddr,
+    peer_text: &'a HeaderValue,
     tls: bool,
     host: Option<HeaderValue>,
     request_id: &'a HeaderValue,
@@ -450,7 +477,7 @@ struct UpstreamHeaders<'a> {
 }
 
 /// Headers that describe one hop and never travel further (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -467,21 +494,47 @@ fn protected(name: &str) -> bool {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names (no hashing) finds which of these are present; most messages
+    // carry at most `Connection: keep-alive`.
+    let mut present = [false; 8];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    if present[0] {
+        remove_nominated(headers);
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
+    }
+}
+
+/// Removes the headers a `Connection` field names (RFC 9110 §7.6.1).
+fn remove_nominated(headers: &mut HeaderMap) {
     let nominated: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
         .map(str::trim)
-        .filter(|t| !t.is_empty() && !protected(t))
+        .filter(|t| !t.is_empty() && !protected(t) && !is_connection_option(t))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in nominated {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+}
+
+/// `close` and `keep-alive` are connection options, not header names worth a lookup
+/// (`Keep-Alive` itself is removed as hop-by-hop anyway).
+fn is_connection_option(t: &str) -> bool {
+    t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive")
 }
 
 fn prepare_upstream_headers(headers: &mut HeaderMap, h: UpstreamHeaders<'_>) {
@@ -497,21 +550,15 @@ fn prepare_upstream_headers(headers: &mut HeaderMap, h: UpstreamHeaders<'_>) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    let peer = canonical_ip(h.peer);
-    let mut ip_buf = String::new();
-    {
-        use std::fmt::Write;
-        let _ = write!(ip_buf, "{peer}");
-    }
     let xff = match headers.get(&X_FORWARDED_FOR).filter(|_| h.trusted) {
         Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + ip_buf.len());
+            let mut v = Vec::with_capacity(prev.len() + 2 + h.peer_text.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip_buf.as_bytes());
+            v.extend_from_slice(h.peer_text.as_bytes());
             HeaderValue::from_bytes(&v).ok()
         }
-        None => HeaderValue::from_str(&ip_buf).ok(),
+        None => Some(h.peer_text.clone()),
     };
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);

@@ -70,7 +70,7 @@ pub struct UpstreamTarget {
 }
 
 /// Settings that decide which pooled upstream client a group uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientProfile {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,

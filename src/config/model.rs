@@ -132,7 +132,7 @@ pub enum HashKey {
     Path,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 with prior knowledge (gRPC backends).

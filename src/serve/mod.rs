@@ -44,6 +44,7 @@ pub async fn connection(
     let header_timeout = settings.limits.header_timeout;
     let conn = Arc::new(ConnInfo {
         peer,
+        peer_text: proxy::peer_text(peer.ip()),
         tls: settings.tls.is_some(),
         listener,
     });

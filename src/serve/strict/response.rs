@@ -96,17 +96,17 @@ impl Responses {
 
     /// Offset after the next empty line, keeping line state across calls.
     pub(super) fn find_blank_line(&mut self, data: &[u8]) -> Option<usize> {
-        for (i, &c) in data.iter().enumerate() {
-            if c == b'\n' {
-                if self.line_len == 1 {
-                    self.line_len = 0;
-                    return Some(i + 1);
-                }
-                self.line_len = 0;
-            } else {
-                self.line_len += 1;
+        // Jump from LF to LF; `line_len` carries a line split across writes.
+        let mut pos = 0;
+        while let Some(off) = data[pos..].iter().position(|&c| c == b'\n') {
+            let len = self.line_len + off;
+            self.line_len = 0;
+            pos += off + 1;
+            if len == 1 {
+                return Some(pos);
             }
         }
+        self.line_len += data.len() - pos;
         None
     }
 
@@ -253,6 +253,10 @@ pub(super) fn parse_response_head(h: &[u8]) -> Option<ResponseHead> {
         close: false,
     };
     for line in h.split(|&c| c == b'\n').skip(1) {
+        // Only Content-Length, Transfer-Encoding and Connection matter here.
+        if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
+            continue;
+        }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&c| c == b':') else {
             continue;
