@@ -72,41 +72,51 @@ async fn one_gib_upload_and_download_stream_in_bounded_memory() {
         }
     })
     .await;
-    let gw = TestGateway::start(&config(&[backend.addr], "  - upstream: app\n"));
+    let gw = TestGateway::start(
+        &config(&[backend.addr], "  - upstream: app\n").replace("workers: 1", "workers: 2"),
+    );
     // Warm up so allocator arenas and pools exist before the baseline.
     assert_eq!(get(gw.addr, "a", "/").await.status, 200);
     let before = peak_rss();
 
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let up = Request::post("/upload")
-        .header("host", "a")
-        .header("content-length", GIB.to_string())
-        .body(generated(GIB))
-        .unwrap();
-    let resp = tx.send_request(up).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    drain(resp.into_body()).await;
+    // Upload and download run at once, on two connections, to keep the test short.
+    let addr = gw.addr;
+    let upload = async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let up = Request::post("/upload")
+            .header("host", "a")
+            .header("content-length", GIB.to_string())
+            .body(generated(GIB))
+            .unwrap();
+        let resp = tx.send_request(up).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        drain(resp.into_body()).await;
+    };
+    let download = async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let down = Request::get("/download")
+            .header("host", "a")
+            .body(generated(0))
+            .unwrap();
+        let resp = tx.send_request(down).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        drain(resp.into_body()).await
+    };
+    let ((), got) = tokio::join!(upload, download);
     assert_eq!(
         received.load(Ordering::SeqCst),
         GIB,
         "the backend got every byte"
     );
-
-    let down = Request::get("/download")
-        .header("host", "a")
-        .body(generated(0))
-        .unwrap();
-    let resp = tx.send_request(down).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(
-        drain(resp.into_body()).await,
-        GIB,
-        "the client got every byte"
-    );
+    assert_eq!(got, GIB, "the client got every byte");
 
     let growth = peak_rss().saturating_sub(before);
     assert!(
