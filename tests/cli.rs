@@ -105,3 +105,80 @@ fn every_example_in_the_config_docs_passes_check() {
     }
     assert!(count >= 5, "docs/config.md has only {count} examples");
 }
+
+/// `ferrogate run`: SIGHUP reloads, SIGTERM drains in-flight requests and exits 0.
+#[tokio::test]
+async fn run_reloads_on_sighup_and_exits_zero_after_draining_on_sigterm() {
+    use std::io::BufRead;
+    use std::time::Duration;
+
+    let slow = support::Backend::start(false, |_req| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        support::text(http::StatusCode::OK, "slow")
+    })
+    .await;
+    let dir = tempdir::Dir::new("run");
+    let path = dir.path.join("gateway.yaml");
+    let yaml = |prefix: &str| {
+        format!(
+            "workers: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nupstreams:\n  app: {{targets: [{{address: \"{}\"}}]}}\nroutes:\n  - {{match: {{path: {{prefix: {prefix}}}}}, upstream: app}}\n",
+            slow.addr
+        )
+    };
+    std::fs::write(&path, yaml("/only")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("FERROGATE_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr: std::net::SocketAddr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the gateway starts");
+        if let Some(a) = line.split("listening on ").nth(1) {
+            break a.trim().parse().unwrap();
+        }
+    };
+    assert_eq!(support::get(addr, "h", "/").await.status, 404);
+
+    // Change the file and send SIGHUP (the watcher may also see the change; either reloads).
+    std::fs::write(&path, yaml("/")).unwrap();
+    let kill = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(kill("-HUP").success());
+    assert!(
+        support::eventually(Duration::from_secs(5), || async {
+            support::get(addr, "h", "/").await.status == 200
+        })
+        .await,
+        "the reloaded route answers"
+    );
+
+    let before = slow.count();
+    let pending = tokio::spawn(async move { support::get(addr, "h", "/x").await });
+    assert!(support::eventually(Duration::from_secs(2), || async { slow.count() > before }).await);
+    assert!(kill("-TERM").success());
+    let got = pending.await.unwrap();
+    assert_eq!(
+        got.status, 200,
+        "the in-flight request completes during the drain"
+    );
+    assert_eq!(got.text(), "slow");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}

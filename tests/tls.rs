@@ -164,3 +164,39 @@ async fn h2_is_negotiated_by_alpn_and_proxied() {
     assert_eq!(backend.count(), 3);
     assert_eq!(backend.requests()[0].headers["host"], "b.example.com");
 }
+
+#[tokio::test]
+async fn certificates_are_read_again_on_reload() {
+    let pki = TestPki::new(&["a.example.com", "b.example.com"]);
+    let backend = Backend::named("app").await;
+    let path = pki.dir.path.join("gateway.yaml");
+    std::fs::write(&path, tls_config(&pki, backend.addr, "1.2")).unwrap();
+    let gw = TestGateway::start_file(&path);
+    let first = handshake(
+        &pki,
+        gw.addr,
+        "a.example.com",
+        &[b"http/1.1"],
+        rustls::DEFAULT_VERSIONS,
+    )
+    .await;
+    assert!(leaf_matches(&first, &pki, "a.example.com"));
+
+    // Renew a.example.com's certificate in place (same CA, new key), then reload.
+    let renewed = TestPki::new(&["a.example.com"]);
+    for ext in ["crt", "key"] {
+        std::fs::copy(
+            renewed.dir.path.join(format!("a.example.com.{ext}")),
+            pki.dir.path.join(format!("a.example.com.{ext}")),
+        )
+        .unwrap();
+    }
+    gw.shared().reload().unwrap();
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let s = renewed
+        .client(&[b"http/1.1"], rustls::DEFAULT_VERSIONS)
+        .connect(ServerName::try_from("a.example.com").unwrap(), tcp)
+        .await
+        .expect("the renewed certificate (from another CA) is served after the reload");
+    assert!(leaf_matches(&s, &pki, "a.example.com"));
+}
