@@ -184,19 +184,14 @@ pub async fn handle(
         UpstreamProtocol::Http1 => Uri::from(path),
         UpstreamProtocol::H2c => upstream_uri(target.authority.clone(), path),
     };
-    let mut builder = Request::builder().method(parts.method).uri(uri);
-    builder = builder.version(match group.client.protocol {
+    // Reuse the downstream request's parts: method and headers move, nothing is rebuilt.
+    parts.uri = uri;
+    parts.version = match group.client.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::H2c => Version::HTTP_2,
-    });
-    let Ok(mut up_req) = builder.body(RequestBody::new(body, body_state.clone())) else {
-        return respond_error(
-            &ProxyError::BadRequest("invalid request target"),
-            &request_id,
-            done,
-        );
     };
-    *up_req.headers_mut() = parts.headers;
+    parts.extensions = http::Extensions::new();
+    let up_req = Request::from_parts(parts, RequestBody::new(body, body_state.clone()));
 
     // FORWARD
     let inflight = group.balancer.start(ti);
