@@ -198,21 +198,26 @@ impl Gateway {
         }
         let listener_addrs = config.listeners.iter().map(|l| l.address).collect();
         let admin = config.admin.clone();
+        let log = match config.access_log.enabled {
+            true => Some((
+                config.access_log.target.clone(),
+                Arc::new(
+                    AccessLog::open(&config.access_log.target).map_err(GatewayError::AccessLog)?,
+                ),
+            )),
+            false => None,
+        };
+        let snapshot = Snapshot::build(config, &metrics, log.as_ref().map(|(_, l)| l.clone()))?;
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(config.clone(), &metrics, None)?),
+            snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             config_path: opts.config_path.clone(),
             listener_shape: shape,
             open_connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
-            access_log: Mutex::new(None),
+            access_log: Mutex::new(log),
             reload_lock: Mutex::new(()),
         });
-        let log = shared.access_log_for(&config)?;
-        if log.is_some() {
-            let snap = Snapshot::build(config, &shared.metrics, log)?;
-            shared.snapshot.store(Arc::new(snap));
-        }
         let (shutdown, _) = watch::channel(false);
         let (stop, _) = watch::channel(false);
         let mut handles = Vec::new();

@@ -49,7 +49,6 @@ pub async fn connection(
         listener,
     });
     if let Some(tls) = settings.tls.clone() {
-        let h2c = false;
         drop(snap);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let Ok(Ok(stream)) =
@@ -58,7 +57,6 @@ pub async fn connection(
             return;
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        debug_assert!(!h2c, "h2c is never offered over TLS");
         if h2 {
             serve_h2(shared, conn, stream, shutdown).await;
         } else {
