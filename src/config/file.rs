@@ -80,7 +80,6 @@ pub struct Limits {
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_chunk_extension: Option<usize>,
-    pub keepalive_timeout: Option<String>,
     pub header_timeout: Option<String>,
 }
 

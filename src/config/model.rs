@@ -67,7 +67,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_chunk_extension: usize,
-    pub keepalive_timeout: Duration,
+    /// Time to receive a request head, including the idle wait for the next request on a
+    /// kept-alive connection.
     pub header_timeout: Duration,
 }
 
@@ -78,7 +79,6 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_chunk_extension: 256,
-            keepalive_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
         }
     }

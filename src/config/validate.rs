@@ -268,12 +268,6 @@ fn limits(errs: &mut Errors, at: &str, l: Option<&file::Limits>) -> Limits {
         max_header_bytes,
         max_headers,
         max_chunk_extension,
-        keepalive_timeout: opt_duration(
-            errs,
-            &format!("{at}.keepalive_timeout"),
-            &l.keepalive_timeout,
-            d.keepalive_timeout,
-        ),
         header_timeout: opt_duration(
             errs,
             &format!("{at}.header_timeout"),
