@@ -75,8 +75,9 @@ pub async fn connection(
     } else {
         Vec::new()
     };
-    let io = Prefixed::new(prefix.clone(), stream);
-    if h2c && prefix == H2_PREFACE {
+    let is_h2 = h2c && prefix == H2_PREFACE;
+    let io = Prefixed::new(prefix, stream);
+    if is_h2 {
         serve_h2(shared, conn, io, shutdown).await;
     } else {
         serve_h1(shared, conn, io, limits, header_timeout, shutdown).await;
