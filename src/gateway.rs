@@ -104,10 +104,10 @@ impl Shared {
                 return Ok(Some(log.clone()));
             }
         }
-        let log =
-            Arc::new(AccessLog::open(&config.access_log.target).map_err(GatewayError::AccessLog)?);
-        *slot = Some((config.access_log.target.clone(), log.clone()));
-        Ok(Some(log))
+        let opened = open_access_log(config)?;
+        let log = opened.as_ref().map(|(_, l)| l.clone());
+        *slot = opened;
+        Ok(log)
     }
 
     /// Loads the config file again and swaps the snapshot, or keeps the running one.
@@ -140,6 +140,16 @@ impl Shared {
         self.snapshot.store(Arc::new(snap));
         Ok(())
     }
+}
+
+/// Opens the access log a config asks for, with its target (kept to reuse it on reload).
+fn open_access_log(config: &Config) -> Result<Option<(LogTarget, Arc<AccessLog>)>, GatewayError> {
+    if !config.access_log.enabled {
+        return Ok(None);
+    }
+    let target = &config.access_log.target;
+    let log = AccessLog::open(target).map_err(GatewayError::AccessLog)?;
+    Ok(Some((target.clone(), Arc::new(log))))
 }
 
 fn listener_shape(c: &Config) -> Vec<(SocketAddr, bool)> {
@@ -198,15 +208,7 @@ impl Gateway {
         }
         let listener_addrs = config.listeners.iter().map(|l| l.address).collect();
         let admin = config.admin.clone();
-        let log = match config.access_log.enabled {
-            true => Some((
-                config.access_log.target.clone(),
-                Arc::new(
-                    AccessLog::open(&config.access_log.target).map_err(GatewayError::AccessLog)?,
-                ),
-            )),
-            false => None,
-        };
+        let log = open_access_log(&config)?;
         let snapshot = Snapshot::build(config, &metrics, log.as_ref().map(|(_, l)| l.clone()))?;
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),

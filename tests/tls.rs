@@ -182,7 +182,7 @@ async fn certificates_are_read_again_on_reload() {
     .await;
     assert!(leaf_matches(&first, &pki, "a.example.com"));
 
-    // Renew a.example.com's certificate in place (same CA, new key), then reload.
+    // Replace a.example.com's certificate in place with one from another CA, then reload.
     let renewed = TestPki::new(&["a.example.com"]);
     for ext in ["crt", "key"] {
         std::fs::copy(
