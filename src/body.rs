@@ -5,20 +5,35 @@
 //! to the client, or the client goes away and the body is dropped, the `log` phase runs, and
 //! it runs once.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 
 use crate::proxy::Completion;
 use crate::upstream::pool::Lease;
 
-/// Error type of relayed bodies.
-pub type BodyError = hyper::Error;
+/// Error type of relayed bodies: hyper's, or a limit of ours that cut the body.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body cut by one of the gateway's own limits.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyLimit {
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("no request body data for {0:?}")]
+    RequestIdle(Duration),
+    #[error("upstream response body stalled or ran past the route's total timeout")]
+    ResponseTimeout,
+}
 
 /// The body of every response the gateway sends downstream.
 pub struct ProxyBody {
@@ -27,6 +42,45 @@ pub struct ProxyBody {
     completion: Option<Completion>,
     /// The upstream connection the relayed body comes from: back to the pool at its end.
     lease: Option<Lease>,
+    /// Route `timeouts.idle` / `timeouts.total` on the relayed body, when configured.
+    timer: Option<Box<BodyTimer>>,
+}
+
+/// Idle and total deadlines of a relayed body. Armed only while the upstream is silent.
+pub struct BodyTimer {
+    idle: Option<Duration>,
+    deadline: Option<Instant>,
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+impl BodyTimer {
+    /// `None` when neither limit is set.
+    pub fn new(idle: Option<Duration>, deadline: Option<Instant>) -> Option<Box<Self>> {
+        if idle.is_none() && deadline.is_none() {
+            return None;
+        }
+        Some(Box::new(BodyTimer {
+            idle,
+            deadline,
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed: false,
+        }))
+    }
+
+    /// True once the body has been silent too long or the exchange ran out of time.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            let idle_at = self.idle.map(|d| Instant::now() + d);
+            let at = match (idle_at, self.deadline) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or_else(Instant::now),
+            };
+            self.sleep.as_mut().reset(at);
+            self.armed = true;
+        }
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
 }
 
 enum Inner {
@@ -56,7 +110,13 @@ impl ProxyBody {
             bytes_out: 0,
             completion: None,
             lease: None,
+            timer: None,
         }
+    }
+
+    /// Applies idle/total deadlines to a relayed body.
+    pub fn set_timer(&mut self, timer: Option<Box<BodyTimer>>) {
+        self.timer = timer;
     }
 
     /// Attaches the request's `log` phase, run when this body ends or is dropped.
@@ -95,7 +155,18 @@ impl Body for ProxyBody {
         let frame = match &mut this.inner {
             Inner::Empty => None,
             Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
-            Inner::Relay(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Inner::Relay(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(f) => {
+                    if let Some(t) = &mut this.timer {
+                        t.armed = false;
+                    }
+                    f.map(|r| r.map_err(BodyError::from))
+                }
+                Poll::Pending => match this.timer.as_deref_mut().map(|t| t.expired(cx)) {
+                    Some(true) => Some(Err(BodyError::from(BodyLimit::ResponseTimeout))),
+                    _ => return Poll::Pending,
+                },
+            },
         };
         match &frame {
             Some(Ok(f)) => {
@@ -140,18 +211,97 @@ pub struct RequestBodyState {
     pub bytes: AtomicU64,
     /// The client's body failed (reset, bad framing): the request is the client's fault.
     pub failed: AtomicBool,
+    /// The body passed the route's `max_body_bytes` (413).
+    pub too_large: AtomicBool,
+    /// The client stopped sending its body for longer than `body_timeout` (408).
+    pub timed_out: AtomicBool,
 }
 
-/// The body sent upstream: the client's body, counted as it passes.
+/// The body sent upstream: the client's body, counted as it passes (and copied to a mirror
+/// when one is attached), or a mirror's copy of another request's body.
 pub struct RequestBody {
-    inner: Incoming,
+    source: Source,
     state: Option<Arc<RequestBodyState>>,
+    limit: Option<u64>,
+    idle: Option<(Duration, Option<Pin<Box<Sleep>>>)>,
+    tee: Option<Tee>,
 }
+
+/// The sending side of a mirror's copy; `whole` is set only when the original ended well,
+/// so a copy cut short ends in an error upstream, never in a truncated body that looks whole.
+struct Tee {
+    tx: mpsc::Sender<Bytes>,
+    whole: Arc<AtomicBool>,
+}
+
+enum Source {
+    Empty,
+    Client(Incoming),
+    Copy(mpsc::Receiver<Bytes>, Arc<AtomicBool>),
+}
+
+/// A mirror's copy that lost frames (it fell behind or the original failed).
+#[derive(Debug, thiserror::Error)]
+#[error("mirrored body copy was cut")]
+pub struct CopyCut;
 
 impl RequestBody {
     /// `state` is only allocated for requests that have a body.
     pub fn new(inner: Incoming, state: Option<Arc<RequestBodyState>>) -> Self {
-        RequestBody { inner, state }
+        RequestBody {
+            source: Source::Client(inner),
+            state,
+            limit: None,
+            idle: None,
+            tee: None,
+        }
+    }
+
+    /// No body (a retried or mirrored request without one).
+    pub fn empty() -> Self {
+        RequestBody {
+            source: Source::Empty,
+            state: None,
+            limit: None,
+            idle: None,
+            tee: None,
+        }
+    }
+
+    /// Cuts the body past `limit` bytes and after `idle` without data.
+    pub fn with_limits(mut self, limit: Option<u64>, idle: Duration) -> Self {
+        self.limit = limit;
+        self.idle = Some((idle, None));
+        self
+    }
+
+    /// Copies the body, frame by frame, to a mirror; a mirror that falls behind by more than
+    /// `depth` frames loses its copy rather than slow this request down.
+    pub fn tee(&mut self, depth: usize) -> RequestBody {
+        let (tx, rx) = mpsc::channel(depth);
+        let whole = Arc::new(AtomicBool::new(false));
+        self.tee = Some(Tee {
+            tx,
+            whole: whole.clone(),
+        });
+        RequestBody {
+            source: Source::Copy(rx, whole),
+            state: None,
+            limit: None,
+            idle: None,
+            tee: None,
+        }
+    }
+
+    fn fail(&self, why: BodyLimit) -> Option<Result<Frame<Bytes>, BodyError>> {
+        if let Some(state) = &self.state {
+            let flag = match why {
+                BodyLimit::TooLarge(_) => &state.too_large,
+                _ => &state.timed_out,
+            };
+            flag.store(true, Ordering::Relaxed);
+        }
+        Some(Err(BodyError::from(why)))
     }
 }
 
@@ -164,26 +314,85 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let Some(state) = &this.state {
-            match &frame {
-                Some(Ok(f)) => {
-                    if let Some(d) = f.data_ref() {
-                        state.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+        let polled = match &mut this.source {
+            Source::Empty => Poll::Ready(None),
+            Source::Client(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::from))),
+            Source::Copy(rx, whole) => rx.poll_recv(cx).map(|b| match b {
+                Some(b) => Some(Ok(Frame::data(b))),
+                None if whole.load(Ordering::Acquire) => None,
+                None => Some(Err(BodyError::from(CopyCut))),
+            }),
+        };
+        let frame = match polled {
+            Poll::Ready(f) => f,
+            Poll::Pending => {
+                if let Some((limit, sleep)) = &mut this.idle {
+                    let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(*limit)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        let limit = *limit;
+                        return Poll::Ready(this.fail(BodyLimit::RequestIdle(limit)));
                     }
                 }
-                Some(Err(_)) => state.failed.store(true, Ordering::Relaxed),
-                None => {}
+                return Poll::Pending;
             }
+        };
+        if let Some((limit, Some(sleep))) = &mut this.idle {
+            sleep.as_mut().reset(Instant::now() + *limit);
+        }
+        if let Some(Ok(f)) = &frame {
+            if let Some(d) = f.data_ref() {
+                let total = match &this.state {
+                    Some(state) => {
+                        state.bytes.fetch_add(d.len() as u64, Ordering::Relaxed) + d.len() as u64
+                    }
+                    None => 0,
+                };
+                if let Some(limit) = this.limit {
+                    if total > limit {
+                        this.tee = None;
+                        return Poll::Ready(this.fail(BodyLimit::TooLarge(limit)));
+                    }
+                }
+                if let Some(tee) = &this.tee {
+                    if tee.tx.try_send(d.clone()).is_err() {
+                        this.tee = None;
+                    }
+                }
+            }
+        }
+        match &frame {
+            Some(Err(_)) => {
+                if let Some(state) = &this.state {
+                    state.failed.store(true, Ordering::Relaxed);
+                }
+                this.tee = None;
+            }
+            // The copy ends where the original does.
+            None => {
+                if let Some(tee) = this.tee.take() {
+                    tee.whole.store(true, Ordering::Release);
+                }
+            }
+            Some(Ok(_)) => {}
         }
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.source {
+            Source::Empty => true,
+            Source::Client(b) => b.is_end_stream(),
+            Source::Copy(..) => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.source {
+            Source::Empty => SizeHint::with_exact(0),
+            Source::Client(b) => b.size_hint(),
+            Source::Copy(..) => SizeHint::default(),
+        }
     }
 }

@@ -18,6 +18,14 @@ pub enum ProxyError {
     },
     #[error("no healthy target in upstream {0}")]
     NoHealthyTarget(String),
+    #[error("upstream {0} is at its concurrency limit and its queue is full or timed out")]
+    UpstreamBusy(String),
+    #[error("request body larger than the route allows")]
+    PayloadTooLarge,
+    #[error("request body not received in time")]
+    RequestBodyTimeout,
+    #[error("too many request header fields")]
+    TooManyHeaders,
     #[error("upstream connection to {target} failed: {source}")]
     UpstreamConnect {
         target: String,
@@ -46,7 +54,12 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) | ProxyError::DownstreamBody => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoHealthyTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyTarget(_) | ProxyError::UpstreamBusy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
@@ -61,6 +74,10 @@ impl ProxyError {
             ProxyError::BadRequest(why) => why,
             ProxyError::NoRoute { .. } => "no route matches this request",
             ProxyError::NoHealthyTarget(_) => "no upstream target is available",
+            ProxyError::UpstreamBusy(_) => "the upstream is busy; try again later",
+            ProxyError::PayloadTooLarge => "the request body is larger than allowed",
+            ProxyError::RequestBodyTimeout => "the request body was not received in time",
+            ProxyError::TooManyHeaders => "the request has too many header fields",
             ProxyError::UpstreamConnect { .. } => "the upstream could not be reached",
             ProxyError::UpstreamFailed { .. } => "the upstream response was invalid or cut",
             ProxyError::UpstreamProtocol(_) => "the upstream response was invalid",
@@ -143,6 +160,26 @@ mod tests {
     #[test]
     fn no_healthy_target_is_503() {
         assert_eq!(status_of(ProxyError::NoHealthyTarget("api".into())), 503);
+    }
+
+    #[test]
+    fn upstream_busy_is_503() {
+        assert_eq!(status_of(ProxyError::UpstreamBusy("api".into())), 503);
+    }
+
+    #[test]
+    fn payload_too_large_is_413() {
+        assert_eq!(status_of(ProxyError::PayloadTooLarge), 413);
+    }
+
+    #[test]
+    fn request_body_timeout_is_408() {
+        assert_eq!(status_of(ProxyError::RequestBodyTimeout), 408);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        assert_eq!(status_of(ProxyError::TooManyHeaders), 431);
     }
 
     #[test]

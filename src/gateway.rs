@@ -19,7 +19,8 @@ use crate::config::model::{Config, LogTarget};
 use crate::config::{self, ConfigErrors};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
-use crate::snapshot::{Snapshot, SnapshotError};
+use crate::snapshot::{Snapshot, SnapshotError, TargetStates};
+use crate::upstream::checker::Checker;
 
 /// Why the gateway could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,9 @@ pub struct Shared {
     shutting_down: AtomicBool,
     access_log: Mutex<Option<(LogTarget, Arc<AccessLog>)>>,
     reload_lock: Mutex<()>,
+    /// Health, ejection, circuit and draining state per target, kept across reloads.
+    pub targets: TargetStates,
+    checker: Checker,
 }
 
 /// Decrements the open-connection count when a connection ends.
@@ -136,8 +140,9 @@ impl Shared {
             new.address = running.address;
         }
         let log = self.access_log_for(&config)?;
-        let snap = Snapshot::build(config, &self.metrics, log)?;
-        self.snapshot.store(Arc::new(snap));
+        let snap = Arc::new(Snapshot::build(config, &self.metrics, log, &self.targets)?);
+        self.snapshot.store(snap.clone());
+        self.checker.apply(&snap);
         Ok(())
     }
 }
@@ -209,8 +214,18 @@ impl Gateway {
         let listener_addrs = config.listeners.iter().map(|l| l.address).collect();
         let admin = config.admin.clone();
         let log = open_access_log(&config)?;
-        let snapshot = Snapshot::build(config, &metrics, log.as_ref().map(|(_, l)| l.clone()))?;
+        let targets = TargetStates::default();
+        let snapshot = Snapshot::build(
+            config,
+            &metrics,
+            log.as_ref().map(|(_, l)| l.clone()),
+            &targets,
+        )?;
+        let checker = Checker::start().map_err(GatewayError::Runtime)?;
+        checker.apply(&snapshot);
         let shared = Arc::new(Shared {
+            targets,
+            checker,
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             config_path: opts.config_path.clone(),

@@ -70,7 +70,13 @@ fn check(path: &Path) -> ExitCode {
         .and_then(|c| {
             // Compile too: certificates load and routes build, as they would at start.
             let metrics = ferrogate::observe::metrics::Metrics::new();
-            ferrogate::snapshot::Snapshot::build(c, &metrics, None).map_err(Into::into)
+            ferrogate::snapshot::Snapshot::build(
+                c,
+                &metrics,
+                None,
+                &ferrogate::snapshot::TargetStates::default(),
+            )
+            .map_err(Into::into)
         }) {
         Ok(_) => {
             println!("{}: ok", path.display());

@@ -2,18 +2,27 @@
 //! listener settings. Built off the request path, swapped atomically by reload, and read
 //! by every request through one `ArcSwap` load.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::uri::Authority;
 use ipnet::IpNet;
 
-use crate::config::model::{self, Action, Config, Limits, UpstreamProtocol};
+use crate::config::model::{
+    self, Action, Config, Limits, RetryPolicy, RouteTimeouts, UpstreamProtocol,
+};
 use crate::observe::access_log::AccessLog;
-use crate::observe::metrics::{Metrics, RouteMetrics, TargetMetrics};
+use crate::observe::metrics::{Metrics, ResilienceMetrics, RouteMetrics, TargetMetrics};
 use crate::router::{Router, RouterError};
 use crate::upstream::balancer::Balancer;
+use crate::upstream::health::{
+    ActiveThresholds, CircuitSettings, GroupHealth, PassiveSettings, TargetHealth,
+};
+use crate::upstream::limit::GroupLimiter;
+use crate::upstream::retry::{Backoff, BudgetSettings, RetryBudget};
+use crate::upstream::sticky::StickySessions;
 
 /// Why a validated config could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +50,32 @@ pub struct Snapshot {
     pub metrics_on: bool,
     /// Present when the access log is on.
     pub access_log: Option<Arc<AccessLog>>,
+    pub resilience: ResilienceMetrics,
 }
 
 pub struct CompiledRoute {
     pub name: Arc<str>,
     pub action: Action,
-    /// Index into `Snapshot::upstreams` for proxy routes.
-    pub upstream: Option<usize>,
+    /// Upstream groups of a proxy route (indices into `Snapshot::upstreams`) with their
+    /// split weights; one entry for a plain route.
+    pub split: Vec<(usize, u32)>,
+    /// Sum of the split weights.
+    pub split_total: u32,
+    pub split_header: Option<http::HeaderName>,
+    /// Shadow group and the share of requests mirrored to it (0..=1).
+    pub mirror: Option<(usize, f64)>,
     pub websocket: bool,
     pub metrics: RouteMetrics,
+    pub timeouts: RouteTimeouts,
+    pub retry: Option<RouteRetry>,
+    pub max_body_bytes: Option<u64>,
+}
+
+/// A route's retry policy with its budget (shared by every worker).
+pub struct RouteRetry {
+    pub policy: RetryPolicy,
+    pub budget: RetryBudget,
+    pub backoff: Backoff,
 }
 
 pub struct UpstreamGroup {
@@ -58,6 +84,10 @@ pub struct UpstreamGroup {
     pub balancer: Balancer,
     pub client: ClientProfile,
     pub request_timeout: Duration,
+    /// Health, ejection, circuit and draining state of the targets; survives reloads.
+    pub health: Arc<GroupHealth>,
+    pub limiter: Option<GroupLimiter>,
+    pub sticky: Option<StickySessions>,
 }
 
 pub struct UpstreamTarget {
@@ -97,25 +127,46 @@ impl Snapshot {
         config: Config,
         metrics: &Metrics,
         access_log: Option<Arc<AccessLog>>,
+        states: &TargetStates,
     ) -> Result<Snapshot, SnapshotError> {
         let router = Router::build(&config.routes)?;
         let upstreams: Vec<Arc<UpstreamGroup>> = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(upstream_group(u, metrics)))
+            .map(|u| Arc::new(upstream_group(u, metrics, states)))
             .collect();
+        states.keep_only(&config.upstreams);
+        let index_of = |name: &str| upstreams.iter().position(|u| *u.name == *name);
         let routes = config
             .routes
             .iter()
-            .map(|r| CompiledRoute {
-                name: Arc::from(r.name.as_str()),
-                upstream: match &r.action {
-                    Action::Proxy(p) => upstreams.iter().position(|u| *u.name == *p.upstream),
-                    Action::Redirect(_) => None,
-                },
-                action: r.action.clone(),
-                websocket: r.websocket,
-                metrics: metrics.route(&r.name),
+            .map(|r| {
+                let (split, split_header, mirror) = match &r.action {
+                    Action::Proxy(p) => (
+                        p.upstreams
+                            .iter()
+                            .filter_map(|w| Some((index_of(&w.name)?, w.weight)))
+                            .collect(),
+                        p.split_header.clone(),
+                        p.mirror
+                            .as_ref()
+                            .and_then(|m| Some((index_of(&m.upstream)?, m.percent / 100.0))),
+                    ),
+                    Action::Redirect(_) => (Vec::new(), None, None),
+                };
+                CompiledRoute {
+                    name: Arc::from(r.name.as_str()),
+                    split_total: split.iter().map(|(_, w): &(usize, u32)| *w).sum(),
+                    split,
+                    split_header,
+                    mirror,
+                    action: r.action.clone(),
+                    websocket: r.websocket,
+                    metrics: metrics.route(&r.name),
+                    timeouts: r.timeouts.clone(),
+                    retry: r.retry.as_ref().map(route_retry),
+                    max_body_bytes: r.max_body_bytes,
+                }
             })
             .collect();
         let listeners = config
@@ -144,6 +195,7 @@ impl Snapshot {
             access_log: access_log.filter(|_| config.access_log.enabled),
             unmatched: metrics.route(""),
             metrics_on: config.metrics_enabled,
+            resilience: metrics.resilience.clone(),
             config,
             router,
             routes,
@@ -153,7 +205,75 @@ impl Snapshot {
     }
 }
 
-fn upstream_group(u: &model::Upstream, metrics: &Metrics) -> UpstreamGroup {
+/// Target state that outlives snapshots: health, ejections, circuit and draining flags of
+/// each (group, address), so a reload neither forgets a sick target nor un-drains one.
+#[derive(Default)]
+pub struct TargetStates {
+    map: Mutex<HashMap<(String, SocketAddr), Arc<TargetHealth>>>,
+}
+
+impl TargetStates {
+    fn get(&self, group: &str, addr: SocketAddr) -> Arc<TargetHealth> {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((group.to_owned(), addr))
+            .or_insert_with(|| Arc::new(TargetHealth::new()))
+            .clone()
+    }
+
+    /// Forgets targets no longer configured (their in-flight requests keep their own Arc).
+    fn keep_only(&self, upstreams: &[model::Upstream]) {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(group, addr), _| {
+                upstreams
+                    .iter()
+                    .any(|u| u.name == *group && u.targets.iter().any(|t| t.address == *addr))
+            });
+    }
+}
+
+fn route_retry(p: &RetryPolicy) -> RouteRetry {
+    RouteRetry {
+        budget: RetryBudget::new(BudgetSettings {
+            ratio: p.budget_ratio,
+            min_per_second: p.budget_min_per_second,
+            ttl: Duration::from_secs(10),
+        }),
+        backoff: Backoff {
+            base: p.backoff_base,
+            max: p.backoff_max,
+        },
+        policy: p.clone(),
+    }
+}
+
+fn upstream_group(u: &model::Upstream, metrics: &Metrics, states: &TargetStates) -> UpstreamGroup {
+    let addresses: Vec<SocketAddr> = u.targets.iter().map(|t| t.address).collect();
+    let health = GroupHealth::new(
+        addresses.iter().map(|a| states.get(&u.name, *a)).collect(),
+        u.passive_check.as_ref().map(|p| PassiveSettings {
+            consecutive_5xx: p.consecutive_5xx,
+            consecutive_failures: p.consecutive_failures,
+            base_ejection: p.base_ejection,
+            max_ejection: p.max_ejection,
+            max_ejected_percent: p.max_ejected_percent,
+        }),
+        u.circuit_breaker.as_ref().map(|c| CircuitSettings {
+            consecutive_failures: c.consecutive_failures,
+            error_ratio: c.error_ratio,
+            min_requests: c.min_requests,
+            window: c.window,
+            open_for: c.open_for,
+            half_open_probes: c.half_open_probes,
+        }),
+        u.active_check.as_ref().map(|a| ActiveThresholds {
+            healthy: a.healthy_threshold,
+            unhealthy: a.unhealthy_threshold,
+        }),
+    );
     let targets = u
         .targets
         .iter()
@@ -179,5 +299,13 @@ fn upstream_group(u: &model::Upstream, metrics: &Metrics) -> UpstreamGroup {
             max_idle: u.keepalive_max_idle,
         },
         request_timeout: u.request_timeout,
+        health: Arc::new(health),
+        limiter: u
+            .max_concurrent_requests
+            .map(|max| GroupLimiter::new(max, u.queue_size, u.queue_timeout)),
+        sticky: u
+            .sticky
+            .as_ref()
+            .map(|s| StickySessions::new(s, &u.name, &addresses)),
     }
 }

@@ -1,5 +1,6 @@
-//! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz` and
-//! `POST /reload`. It runs on its own thread so a busy data plane cannot starve it.
+//! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`,
+//! `POST /reload`, and `/upstreams` (target state, draining). It runs on its own thread so a
+//! busy data plane cannot starve it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,6 +16,8 @@ use tokio::sync::watch;
 
 use crate::gateway::{GatewayError, Shared};
 use crate::observe::metrics::CONTENT_TYPE;
+
+mod upstreams;
 
 /// Binds the admin address and serves it on a thread of its own; returns the bound address.
 pub fn start(
@@ -64,7 +67,24 @@ pub fn start(
 fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
+            upstreams::refresh_metrics(&shared.snapshot.load());
             reply(StatusCode::OK, CONTENT_TYPE, shared.metrics.encode().into())
+        }
+        (&Method::GET, "/upstreams") => reply(
+            StatusCode::OK,
+            "application/json",
+            upstreams::json(&shared.snapshot.load()).into(),
+        ),
+        (&Method::POST, p) if p.starts_with("/upstreams/") => {
+            match upstreams::set_draining(&shared.snapshot.load(), p) {
+                Some(true) => reply(StatusCode::OK, "text/plain", "draining\n".into()),
+                Some(false) => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "no such target\n".into(),
+                ),
+            }
         }
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") if shared.is_shutting_down() => reply(

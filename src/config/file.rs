@@ -81,6 +81,12 @@ pub struct Limits {
     pub max_headers: Option<usize>,
     pub max_chunk_extension: Option<usize>,
     pub header_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub h2_max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +134,117 @@ pub struct Upstream {
     pub request_timeout: Option<String>,
     #[serde(default)]
     pub keepalive: Option<Keepalive>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
+    #[serde(default)]
+    pub queue: Option<Queue>,
+    #[serde(default)]
+    pub sticky: Option<Sticky>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HealthCheck {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub active: Option<ActiveCheck>,
+    #[serde(default)]
+    pub passive: Option<PassiveCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActiveCheck {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    /// `http` (default) or `tcp`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Statuses or ranges: `200`, `"200-399"`.
+    #[serde(default)]
+    pub expected_statuses: Vec<StatusSpec>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub healthy_threshold: Option<u32>,
+    #[serde(default)]
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// A status code or a `"low-high"` range.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    Code(u16),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PassiveCheck {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub consecutive_5xx: Option<u32>,
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    #[serde(default)]
+    pub base_ejection: Option<String>,
+    #[serde(default)]
+    pub max_ejection: Option<String>,
+    #[serde(default)]
+    pub max_ejected_percent: Option<u8>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CircuitBreaker {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    #[serde(default)]
+    pub error_ratio: Option<f64>,
+    #[serde(default)]
+    pub min_requests: Option<u32>,
+    #[serde(default)]
+    pub window: Option<String>,
+    #[serde(default)]
+    pub open_for: Option<String>,
+    #[serde(default)]
+    pub half_open_probes: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Queue {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub size: Option<usize>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Sticky {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub cookie: Option<String>,
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// Key for the cookie value's keyed hash; random per process when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +282,89 @@ pub struct Route {
     pub redirect: Option<Redirect>,
     #[serde(default)]
     pub websocket: Option<bool>,
+    #[serde(default)]
+    pub split: Vec<SplitEntry>,
+    #[serde(default)]
+    pub split_header: Option<String>,
+    #[serde(default)]
+    pub mirror: Option<Mirror>,
+    #[serde(default)]
+    pub timeouts: Option<Timeouts>,
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SplitEntry {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    pub upstream: String,
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Mirror {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    pub upstream: String,
+    #[serde(default)]
+    pub percent: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Timeouts {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub connect: Option<String>,
+    #[serde(default)]
+    pub response_header: Option<String>,
+    #[serde(default)]
+    pub idle: Option<String>,
+    #[serde(default)]
+    pub total: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Retry {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// `connect_failure`, `reset`, `timeout` and status codes.
+    #[serde(default)]
+    pub on: Vec<StatusSpec>,
+    #[serde(default)]
+    pub per_try_timeout: Option<String>,
+    #[serde(default)]
+    pub non_idempotent: Option<bool>,
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    #[serde(default)]
+    pub budget: Option<Budget>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Backoff {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Budget {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub ratio: Option<f64>,
+    #[serde(default)]
+    pub min_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

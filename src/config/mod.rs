@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod model;
+mod resilience;
 mod validate;
 
 use std::fmt;

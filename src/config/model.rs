@@ -67,9 +67,19 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_chunk_extension: usize,
-    /// Time to receive a request head, including the idle wait for the next request on a
-    /// kept-alive connection.
+    /// Time from the first byte of a request head to its end (slowloris).
     pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub keepalive_timeout: Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: Duration,
+    /// Largest request body; routes may set their own (413 beyond it).
+    pub max_body_bytes: Option<u64>,
+    /// Open connections on this listener (accepting pauses at the limit).
+    pub max_connections: Option<usize>,
+    /// Open connections per client address (more are closed at once).
+    pub max_connections_per_ip: Option<usize>,
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -80,6 +90,12 @@ impl Default for Limits {
             max_headers: 100,
             max_chunk_extension: 256,
             header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            body_timeout: Duration::from_secs(60),
+            max_body_bytes: None,
+            max_connections: None,
+            max_connections_per_ip: None,
+            h2_max_concurrent_streams: 128,
         }
     }
 }
@@ -112,6 +128,61 @@ pub struct Upstream {
     pub request_timeout: Duration,
     pub keepalive_idle: Duration,
     pub keepalive_max_idle: usize,
+    pub active_check: Option<ActiveCheck>,
+    pub passive_check: Option<PassiveCheck>,
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Requests in flight to the group at once; more wait in the queue.
+    pub max_concurrent_requests: Option<usize>,
+    pub queue_size: usize,
+    pub queue_timeout: Duration,
+    pub sticky: Option<Sticky>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActiveCheck {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    Tcp,
+    Http {
+        method: Method,
+        path: String,
+        host: Option<String>,
+        /// Inclusive status ranges that count as healthy.
+        expected: Vec<(u16, u16)>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PassiveCheck {
+    pub consecutive_5xx: u32,
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejected_percent: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker {
+    pub consecutive_failures: u32,
+    pub error_ratio: f64,
+    pub min_requests: u32,
+    pub window: Duration,
+    pub open_for: Duration,
+    pub half_open_probes: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sticky {
+    pub cookie: String,
+    pub ttl: Option<Duration>,
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +224,39 @@ pub struct Route {
     pub action: Action,
     /// Forward `Upgrade` (WebSocket) requests on this route.
     pub websocket: bool,
+    pub timeouts: RouteTimeouts,
+    pub retry: Option<RetryPolicy>,
+    /// Overrides the listener's `max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// Per-route upstream timeouts; `None` falls back to the upstream group's setting.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTimeouts {
+    pub connect: Option<Duration>,
+    pub response_header: Option<Duration>,
+    /// Longest pause between two pieces of the upstream response body.
+    pub idle: Option<Duration>,
+    /// The whole exchange, body included.
+    pub total: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    pub on_connect_failure: bool,
+    pub on_reset: bool,
+    pub on_timeout: bool,
+    pub statuses: Vec<u16>,
+    pub per_try_timeout: Option<Duration>,
+    /// Also retry methods that are not idempotent (only failures before sending are retried
+    /// otherwise).
+    pub non_idempotent: bool,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub budget_ratio: f64,
+    pub budget_min_per_second: u32,
 }
 
 /// What a request must look like for a route to apply.
@@ -219,10 +323,28 @@ pub enum Action {
 
 #[derive(Debug, Clone)]
 pub struct ProxyAction {
-    pub upstream: String,
+    /// One entry for a plain route; several split traffic by weight.
+    pub upstreams: Vec<WeightedUpstream>,
+    /// A header whose value names one of `upstreams` forces that group.
+    pub split_header: Option<HeaderName>,
+    pub mirror: Option<Mirror>,
     pub strip_prefix: Option<String>,
     pub rewrite: Option<PathRewrite>,
     pub host_rewrite: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WeightedUpstream {
+    pub name: String,
+    pub weight: u32,
+}
+
+/// Copies of requests sent to a shadow group; its responses are discarded.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub upstream: String,
+    /// Share of requests mirrored, 0 to 100.
+    pub percent: f64,
 }
 
 #[derive(Debug, Clone)]

@@ -16,17 +16,17 @@ use super::model::*;
 use super::{ConfigError, ConfigErrors};
 
 /// Problems found so far, each with its key path.
-struct Errors(Vec<ConfigError>);
+pub(super) struct Errors(Vec<ConfigError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn unknown(&mut self, path: &str, unknown: &file::Unknown) {
+    pub(super) fn unknown(&mut self, path: &str, unknown: &file::Unknown) {
         for key in unknown.keys() {
             let at = if path.is_empty() {
                 key.clone()
@@ -263,17 +263,47 @@ fn limits(errs: &mut Errors, at: &str, l: Option<&file::Limits>) -> Limits {
         d.max_chunk_extension,
         0,
     );
+    let mut duration = |key: &str, v: &Option<String>, default: Duration| {
+        opt_duration(errs, &format!("{at}.{key}"), v, default)
+    };
+    let header_timeout = duration("header_timeout", &l.header_timeout, d.header_timeout);
+    let keepalive_timeout = duration(
+        "keepalive_timeout",
+        &l.keepalive_timeout,
+        d.keepalive_timeout,
+    );
+    let body_timeout = duration("body_timeout", &l.body_timeout, d.body_timeout);
+    for (key, v) in [
+        ("max_connections", l.max_connections),
+        ("max_connections_per_ip", l.max_connections_per_ip),
+    ] {
+        if v == Some(0) {
+            errs.push(format!("{at}.{key}"), "must be at least 1");
+        }
+    }
+    let h2_max_concurrent_streams = match l.h2_max_concurrent_streams {
+        Some(0) => {
+            errs.push(
+                format!("{at}.h2_max_concurrent_streams"),
+                "must be at least 1",
+            );
+            d.h2_max_concurrent_streams
+        }
+        Some(n) => n,
+        None => d.h2_max_concurrent_streams,
+    };
     Limits {
         max_request_line,
         max_header_bytes,
         max_headers,
         max_chunk_extension,
-        header_timeout: opt_duration(
-            errs,
-            &format!("{at}.header_timeout"),
-            &l.header_timeout,
-            d.header_timeout,
-        ),
+        header_timeout,
+        keepalive_timeout,
+        body_timeout,
+        max_body_bytes: l.max_body_bytes,
+        max_connections: l.max_connections,
+        max_connections_per_ip: l.max_connections_per_ip,
+        h2_max_concurrent_streams,
     }
 }
 
@@ -376,6 +406,7 @@ fn upstream(errs: &mut Errors, name: &str, u: &file::Upstream) -> Option<Upstrea
         ),
         keepalive_idle,
         keepalive_max_idle,
+        ..super::resilience::upstream(errs, &at, u)
     })
 }
 
@@ -412,25 +443,25 @@ fn route(
     let default_match = file::Match::default();
     let m = r.matcher.as_ref().unwrap_or(&default_match);
     let matcher = route_match(errs, &format!("{at}.match"), m);
-    let action = match (&r.upstream, &r.redirect) {
-        (Some(_), Some(_)) => {
-            errs.push(at, "a route has either upstream or redirect, not both");
+    let proxies = r.upstream.is_some() || !r.split.is_empty();
+    let action = match (proxies, &r.redirect) {
+        (true, Some(_)) => {
+            errs.push(
+                at,
+                "a route has either upstream (or split) or redirect, not both",
+            );
             return None;
         }
-        (None, None) => {
-            errs.push(at, "a route needs upstream or redirect");
+        (false, None) => {
+            errs.push(at, "a route needs upstream, split or redirect");
             return None;
         }
-        (Some(up), None) => {
-            if !upstreams.contains(up.as_str()) {
-                errs.push(
-                    format!("{at}.upstream"),
-                    format!("no upstream named {up:?}"),
-                );
-            }
-            Action::Proxy(proxy_action(errs, at, r, up, &matcher))
+        (true, None) => {
+            let targets = super::resilience::split(errs, at, r, upstreams);
+            super::resilience::check_mirror(errs, at, r, upstreams);
+            Action::Proxy(proxy_action(errs, at, r, targets, &matcher))
         }
-        (None, Some(rd)) => {
+        (false, Some(rd)) => {
             for key in ["strip_prefix", "rewrite"] {
                 let set = match key {
                     "strip_prefix" => r.strip_prefix.is_some(),
@@ -443,11 +474,29 @@ fn route(
             Action::Redirect(redirect(errs, &format!("{at}.redirect"), rd))
         }
     };
+    if matches!(action, Action::Redirect(_)) {
+        for (key, set) in [
+            ("timeouts", r.timeouts.is_some()),
+            ("retry", r.retry.is_some()),
+            ("mirror", r.mirror.is_some()),
+            ("max_body_bytes", r.max_body_bytes.is_some()),
+        ] {
+            if set {
+                errs.push(format!("{at}.{key}"), "not allowed with redirect");
+            }
+        }
+    }
     Some(Route {
         name: r.name.clone().unwrap_or_else(|| format!("route-{index}")),
         matcher,
         action,
         websocket: r.websocket.unwrap_or(false),
+        timeouts: super::resilience::timeouts(errs, &format!("{at}.timeouts"), &r.timeouts),
+        retry: r
+            .retry
+            .as_ref()
+            .map(|rt| super::resilience::retry(errs, &format!("{at}.retry"), rt)),
+        max_body_bytes: r.max_body_bytes,
     })
 }
 
@@ -607,7 +656,7 @@ fn proxy_action(
     errs: &mut Errors,
     at: &str,
     r: &file::Route,
-    upstream: &str,
+    upstreams: Vec<WeightedUpstream>,
     matcher: &RouteMatch,
 ) -> ProxyAction {
     if let Some(p) = &r.strip_prefix {
@@ -660,7 +709,9 @@ fn proxy_action(
         }
     }
     ProxyAction {
-        upstream: upstream.to_owned(),
+        upstreams,
+        split_header: super::resilience::split_header(errs, at, r),
+        mirror: super::resilience::mirror(errs, at, r),
         strip_prefix: r.strip_prefix.clone(),
         rewrite,
         host_rewrite,
@@ -729,7 +780,12 @@ fn cidr(errs: &mut Errors, at: &str, s: &str) -> Option<IpNet> {
     None
 }
 
-fn opt_duration(errs: &mut Errors, at: &str, v: &Option<String>, default: Duration) -> Duration {
+pub(super) fn opt_duration(
+    errs: &mut Errors,
+    at: &str,
+    v: &Option<String>,
+    default: Duration,
+) -> Duration {
     match v {
         None => default,
         Some(s) => match parse_duration(s) {

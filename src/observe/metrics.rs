@@ -13,6 +13,8 @@
 //! | `ferrogate_connections_total` | counter | `listener` |
 //! | `ferrogate_config_reloads_total` | counter | `result` (`ok` or `failed`) |
 //!
+//! and the resilience metrics listed in `metrics/resilience.rs`.
+//!
 //! Label values stay bounded: `route`, `upstream`, `target` and `listener` come from the
 //! config, `method` is one of the nine standard methods or `other`, `status` is the numeric
 //! status (`0` on upstream series when no response arrived). Series of routes or targets
@@ -24,6 +26,8 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::Method;
+
+mod resilience;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::Exemplar;
@@ -31,6 +35,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
+pub use resilience::{ResilienceMetrics, TargetState};
 
 /// Content type of [`Metrics::encode`]: the crate writes OpenMetrics text, ending in `# EOF`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -101,6 +106,8 @@ pub struct Metrics {
     reloads_ok: Counter,
     /// `ferrogate_config_reloads_total{result="failed"}`.
     reloads_failed: Counter,
+    /// Health, retry, queue, mirror and connection-limit metrics (`resilience.rs`).
+    pub resilience: ResilienceMetrics,
 }
 
 /// Request metrics of one route. Cheap to clone; counts survive reloads because handles of
@@ -254,7 +261,11 @@ impl Metrics {
             reloads,
         );
 
+        let resilience = ResilienceMetrics::default();
+        resilience.register(&mut registry);
+
         Metrics {
+            resilience,
             registry,
             requests,
             request_duration,

@@ -11,7 +11,7 @@ use regex::Regex;
 use super::*;
 use crate::config::model::{
     Action, HeaderPredicate, PathMatch, PathRewrite, ProxyAction, QueryPredicate, Redirect,
-    RouteMatch, ValueTest,
+    RouteMatch, RouteTimeouts, ValueTest, WeightedUpstream,
 };
 
 pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
@@ -24,6 +24,9 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         },
         action: Action::Proxy(proxy()),
         websocket: false,
+        timeouts: RouteTimeouts::default(),
+        retry: None,
+        max_body_bytes: None,
     }
 }
 
@@ -36,7 +39,12 @@ pub(super) fn host(h: &str) -> HostMatch {
 
 fn proxy() -> ProxyAction {
     ProxyAction {
-        upstream: "backend".to_owned(),
+        upstreams: vec![WeightedUpstream {
+            name: "backend".to_owned(),
+            weight: 1,
+        }],
+        split_header: None,
+        mirror: None,
         strip_prefix: None,
         rewrite: None,
         host_rewrite: None,

@@ -42,6 +42,12 @@ pub async fn connection(
         max_chunk_extension: settings.limits.max_chunk_extension,
     };
     let header_timeout = settings.limits.header_timeout;
+    let keepalive_timeout = settings.limits.keepalive_timeout;
+    let h2 = H2Settings {
+        max_streams: settings.limits.h2_max_concurrent_streams,
+        max_header_list: u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX),
+    };
+    let deadlines = (header_timeout, keepalive_timeout);
     let conn = Arc::new(ConnInfo {
         peer,
         peer_text: proxy::peer_text(peer.ip()),
@@ -56,11 +62,10 @@ pub async fn connection(
         else {
             return;
         };
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        if h2 {
-            serve_h2(shared, conn, stream, shutdown).await;
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            serve_h2(shared, conn, stream, h2, shutdown).await;
         } else {
-            serve_h1(shared, conn, stream, limits, header_timeout, shutdown).await;
+            serve_h1(shared, conn, stream, limits, deadlines, shutdown).await;
         }
         return;
     }
@@ -78,9 +83,9 @@ pub async fn connection(
     let is_h2 = h2c && prefix == H2_PREFACE;
     let io = Prefixed::new(prefix, stream);
     if is_h2 {
-        serve_h2(shared, conn, io, shutdown).await;
+        serve_h2(shared, conn, io, h2, shutdown).await;
     } else {
-        serve_h1(shared, conn, io, limits, header_timeout, shutdown).await;
+        serve_h1(shared, conn, io, limits, deadlines, shutdown).await;
     }
 }
 
@@ -108,7 +113,7 @@ async fn serve_h1<I>(
     conn: Arc<ConnInfo>,
     io: I,
     limits: StrictLimits,
-    header_timeout: Duration,
+    (header_timeout, keepalive_timeout): (Duration, Duration),
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -117,12 +122,18 @@ async fn serve_h1<I>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        // The guard times heads from their first byte and idle connections on their own.
+        .header_read_timeout(None)
         // The guard enforces the real limits; hyper's only have to admit what it admits.
         .max_buf_size((limits.max_request_line + limits.max_header_bytes + 2).max(8192))
         .max_headers(limits.max_headers.max(100));
     let c = builder
-        .serve_connection(TokioIo::new(StrictIo::new(io, limits)), svc)
+        .serve_connection(
+            TokioIo::new(
+                StrictIo::new(io, limits).with_deadlines(header_timeout, keepalive_timeout),
+            ),
+            svc,
+        )
         .with_upgrades();
     tokio::pin!(c);
     let draining = tokio::select! {
@@ -135,17 +146,28 @@ async fn serve_h1<I>(
     }
 }
 
+/// HTTP/2 settings of a listener.
+#[derive(Clone, Copy)]
+struct H2Settings {
+    max_streams: u32,
+    max_header_list: u32,
+}
+
 async fn serve_h2<I>(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     io: I,
+    h2: H2Settings,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service(shared, conn);
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(h2.max_streams)
+        .max_header_list_size(h2.max_header_list);
     let c = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(c);
     let draining = tokio::select! {

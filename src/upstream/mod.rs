@@ -1,5 +1,12 @@
-//! Upstream side: load balancers and the per-worker keep-alive connection pools.
+//! Upstream side: load balancers, target health, retries, concurrency limits, sticky
+//! sessions and the per-worker keep-alive connection pools.
 
 pub mod balancer;
+pub mod checker;
 mod hash;
+pub mod health;
+pub mod limit;
 pub mod pool;
+pub mod probe;
+pub mod retry;
+pub mod sticky;

@@ -119,12 +119,16 @@ impl Lease {
     }
 }
 
+/// A failed send, with the request when it never left (so it can be retried elsewhere).
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+type Sent = Result<(Response<Incoming>, Option<Lease>), SendError>;
+
 /// Sends `req` to `addr` on a pooled connection (or a new one).
-pub async fn send(
-    profile: &ClientProfile,
-    addr: SocketAddr,
-    req: Request<RequestBody>,
-) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+pub async fn send(profile: &ClientProfile, addr: SocketAddr, req: Request<RequestBody>) -> Sent {
     let key = (addr, *profile);
     match profile.protocol {
         UpstreamProtocol::Http1 => send_h1(key, req).await,
@@ -132,10 +136,21 @@ pub async fn send(
     }
 }
 
-async fn send_h1(
-    key: Key,
-    req: Request<RequestBody>,
-) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+fn unsent(error: UpstreamError, req: Request<RequestBody>) -> SendError {
+    SendError {
+        error,
+        unsent: Some(req),
+    }
+}
+
+fn sent(error: UpstreamError) -> SendError {
+    SendError {
+        error,
+        unsent: None,
+    }
+}
+
+async fn send_h1(key: Key, req: Request<RequestBody>) -> Sent {
     let mut req = req;
     if let Some(mut sender) = checkout_h1(&key) {
         if sender.ready().await.is_ok() {
@@ -145,17 +160,22 @@ async fn send_h1(
                 // send it on a fresh connection instead.
                 Err(mut e) => match e.take_message() {
                     Some(r) => req = r,
-                    None => return Err(UpstreamError::Request(e.into_error())),
+                    None => return Err(sent(UpstreamError::Request(e.into_error()))),
                 },
             }
         }
     }
-    let mut sender = connect_h1(&key).await?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(UpstreamError::Request)?;
-    Ok((resp, Some(Lease { key, sender })))
+    let mut sender = match connect_h1(&key).await {
+        Ok(s) => s,
+        Err(e) => return Err(unsent(e, req)),
+    };
+    match sender.try_send_request(req).await {
+        Ok(resp) => Ok((resp, Some(Lease { key, sender }))),
+        Err(mut e) => Err(match e.take_message() {
+            Some(r) => unsent(UpstreamError::Request(e.into_error()), r),
+            None => sent(UpstreamError::Request(e.into_error())),
+        }),
+    }
 }
 
 fn checkout_h1(key: &Key) -> Option<http1::SendRequest<RequestBody>> {
@@ -192,7 +212,7 @@ async fn connect_h1(key: &Key) -> Result<http1::SendRequest<RequestBody>, Upstre
     Ok(sender)
 }
 
-async fn send_h2(key: Key, req: Request<RequestBody>) -> Result<Response<Incoming>, UpstreamError> {
+async fn send_h2(key: Key, req: Request<RequestBody>) -> Result<Response<Incoming>, SendError> {
     let shared = POOL.with_borrow(|pool| {
         pool.get(&key)
             .and_then(|i| i.h2.as_ref())
@@ -202,12 +222,18 @@ async fn send_h2(key: Key, req: Request<RequestBody>) -> Result<Response<Incomin
     let mut sender = match shared {
         Some(s) => s,
         None => {
-            let io = connect(&key).await?;
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            let io = match connect(&key).await {
+                Ok(io) => io,
+                Err(e) => return Err(unsent(e, req)),
+            };
+            let handshake = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
-                .await
-                .map_err(UpstreamError::Handshake)?;
+                .await;
+            let (sender, conn) = match handshake {
+                Ok(h) => h,
+                Err(e) => return Err(unsent(UpstreamError::Handshake(e), req)),
+            };
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -215,11 +241,16 @@ async fn send_h2(key: Key, req: Request<RequestBody>) -> Result<Response<Incomin
             sender
         }
     };
-    sender.ready().await.map_err(UpstreamError::Request)?;
+    if let Err(e) = sender.ready().await {
+        return Err(unsent(UpstreamError::Request(e), req));
+    }
     sender
-        .send_request(req)
+        .try_send_request(req)
         .await
-        .map_err(UpstreamError::Request)
+        .map_err(|mut e| match e.take_message() {
+            Some(r) => unsent(UpstreamError::Request(e.into_error()), r),
+            None => sent(UpstreamError::Request(e.into_error())),
+        })
 }
 
 /// Closes this worker's idle connections that outlived their idle timeout.

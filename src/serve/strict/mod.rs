@@ -23,8 +23,11 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
 
 use http::StatusCode;
+use std::future::Future;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 mod request;
@@ -72,6 +75,28 @@ pub struct StrictIo<T> {
     /// The reader, parked until the write side makes progress (held upgrade or refusal).
     parked: Option<Waker>,
     reply: Reply,
+    deadlines: Option<Deadlines>,
+}
+
+/// Downstream time limits that only this layer can place right: the header deadline runs
+/// from the first byte of a head (not from the end of the previous response), and the
+/// keep-alive deadline only while every request has been answered.
+struct Deadlines {
+    header: Duration,
+    keepalive: Duration,
+    /// One timer per connection, re-armed when the phase changes.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    phase: Phase,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// A request or a response is under way: other limits apply.
+    Busy,
+    /// Everything answered, waiting for the next request.
+    Idle,
+    /// Part of a request head has arrived.
+    Head,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +205,10 @@ const CHUNK_EXTENSION_TOO_LONG: Rejection = Rejection::bad("chunk extension too 
 const INVALID_CHUNK_EXTENSION: Rejection = Rejection::bad("invalid chunk extension");
 const MISSING_CHUNK_CRLF: Rejection = Rejection::bad("missing crlf after chunk data");
 const FRAMING_FIELD_IN_TRAILERS: Rejection = Rejection::bad("framing field in trailers");
+const HEADER_TIMEOUT: Rejection = Rejection {
+    status: StatusCode::REQUEST_TIMEOUT,
+    reason: "request header timeout",
+};
 
 impl<T> StrictIo<T> {
     pub fn new(io: T, limits: StrictLimits) -> Self {
@@ -196,7 +225,61 @@ impl<T> StrictIo<T> {
             rejection: None,
             parked: None,
             reply: Reply::Unset,
+            deadlines: None,
         }
+    }
+
+    /// Closes a connection idle for `keepalive`, and answers 408 to a head not complete
+    /// `header` after its first byte.
+    pub fn with_deadlines(mut self, header: Duration, keepalive: Duration) -> Self {
+        self.deadlines = Some(Deadlines {
+            header,
+            keepalive,
+            sleep: None,
+            phase: Phase::Busy,
+        });
+        self
+    }
+
+    fn phase(&self) -> Phase {
+        if self.mode != Mode::Checking {
+            return Phase::Busy;
+        }
+        match self.req.state {
+            RState::RequestLine | RState::Fields => Phase::Head,
+            _ if self.req.withheld => Phase::Head,
+            RState::Start if self.end > self.req.base => Phase::Head,
+            RState::Start if self.resp.tracking() && self.resp.done >= self.req.heads => {
+                Phase::Idle
+            }
+            _ => Phase::Busy,
+        }
+    }
+
+    /// Called when the socket has nothing to read: arms the deadline of the current phase,
+    /// or reports which one has passed.
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> Option<Phase> {
+        let phase = self.phase();
+        let d = self.deadlines.as_mut()?;
+        if phase == Phase::Busy {
+            d.phase = phase;
+            return None;
+        }
+        if phase != d.phase {
+            d.phase = phase;
+            let limit = if phase == Phase::Idle {
+                d.keepalive
+            } else {
+                d.header
+            };
+            let at = tokio::time::Instant::now() + limit;
+            match &mut d.sleep {
+                Some(s) => s.as_mut().reset(at),
+                None => d.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        let sleep = d.sleep.as_mut()?;
+        sleep.as_mut().poll(cx).is_ready().then_some(phase)
     }
 
     /// Why the connection was refused, if it was (for metrics/logs).
@@ -366,7 +449,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for StrictIo<T> {
             }
             this.make_room();
             let mut rb = ReadBuf::new(&mut this.buf[this.end..]);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            if Pin::new(&mut this.io).poll_read(cx, &mut rb)?.is_pending() {
+                match this.deadline_passed(cx) {
+                    Some(Phase::Idle) => {
+                        this.eof = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Some(_) => {
+                        this.rejection = Some(HEADER_TIMEOUT);
+                        this.mode = Mode::Refused { mid_body: false };
+                        continue;
+                    }
+                    None => return Poll::Pending,
+                }
+            }
             let n = rb.filled().len();
             if n == 0 {
                 this.eof = true;

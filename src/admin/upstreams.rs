@@ -1,0 +1,103 @@
+//! `/upstreams` on the admin listener: target state as JSON, and draining a target by hand
+//! (`POST /upstreams/{group}/targets/{address}/drain`, undone by `.../ready`).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::observe::metrics::TargetState;
+use crate::snapshot::Snapshot;
+use crate::upstream::health::CircuitState;
+
+/// Every group and target with its health, ejection, circuit and draining state.
+pub fn json(snap: &Snapshot) -> String {
+    let now = Instant::now();
+    let mut out = String::from("{\"upstreams\":[");
+    for (gi, group) in snap.upstreams.iter().enumerate() {
+        if gi > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        string(&mut out, &group.name);
+        out.push_str(",\"targets\":[");
+        for (ti, target) in group.targets.iter().enumerate() {
+            if ti > 0 {
+                out.push(',');
+            }
+            let Some(s) = group.health.snapshot(ti, now) else {
+                continue;
+            };
+            let _ = write!(
+                out,
+                "{{\"address\":\"{}\",\"available\":{},\"healthy\":{},\"ejected_for_ms\":{},\
+                 \"ejections\":{},\"circuit\":\"{}\",\"draining\":{},\"consecutive_failures\":{}}}",
+                target.address,
+                s.available,
+                s.active_healthy,
+                s.ejected_until.map_or(0, |d| d.as_millis()),
+                s.ejections_total,
+                s.circuit.as_str(),
+                s.draining,
+                s.consecutive_failures,
+            );
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}\n");
+    out
+}
+
+/// Sets the metrics gauges of every target from its state now.
+pub fn refresh_metrics(snap: &Snapshot) {
+    let now = Instant::now();
+    for group in &snap.upstreams {
+        for (ti, target) in group.targets.iter().enumerate() {
+            if let Some(s) = group.health.snapshot(ti, now) {
+                snap.resilience.set_target(
+                    &group.name,
+                    &target.label,
+                    &TargetState {
+                        healthy: s.active_healthy,
+                        ejected: s.ejected_until.is_some(),
+                        circuit_open: s.circuit != CircuitState::Closed,
+                        draining: s.draining,
+                        ejections: s.ejections_total,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Marks `/upstreams/{group}/targets/{address}/drain` (or `/ready`); false when the path
+/// names no configured target.
+pub fn set_draining(snap: &Snapshot, path: &str) -> Option<bool> {
+    let rest = path.strip_prefix("/upstreams/")?;
+    let (group, rest) = rest.split_once("/targets/")?;
+    let (address, action) = rest.rsplit_once('/')?;
+    let draining = match action {
+        "drain" => true,
+        "ready" => false,
+        _ => return None,
+    };
+    let address: SocketAddr = address.parse().ok()?;
+    let g = snap.upstreams.iter().find(|g| &*g.name == group)?;
+    let index = g.targets.iter().position(|t| t.address == address)?;
+    g.health.set_draining(index, draining);
+    Some(draining)
+}
+
+fn string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}

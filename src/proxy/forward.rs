@@ -1,0 +1,352 @@
+//! The FORWARD phase: choose a target, send, and retry on another target when the route's
+//! policy, the method and the retry budget allow it. Each attempt reports its outcome to the
+//! group's health state (passive ejection, circuit breaker) and to the balancer.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+
+use super::headers::{authority_value, upstream_uri};
+use crate::body::{RequestBody, RequestBodyState};
+use crate::config::model::UpstreamProtocol;
+use crate::error::ProxyError;
+use crate::snapshot::{ClientProfile, CompiledRoute, Snapshot, UpstreamGroup};
+use crate::upstream::balancer::PickInput;
+use crate::upstream::health::Outcome;
+use crate::upstream::pool::{self, Lease, SendError, UpstreamError};
+use crate::upstream::retry::is_idempotent;
+
+/// What the chosen target answered.
+pub(super) struct Answer {
+    pub response: Response<Incoming>,
+    pub lease: Option<Lease>,
+    pub target: usize,
+    /// `Set-Cookie` pinning the client, when the group is sticky and the pin changed.
+    pub pin: Option<HeaderValue>,
+}
+
+/// What one request brings to the FORWARD phase.
+pub(super) struct Exchange<'a> {
+    pub snap: &'a Snapshot,
+    pub route: &'a CompiledRoute,
+    pub group: &'a UpstreamGroup,
+    pub client_ip: IpAddr,
+    /// Path the client asked for (hash balancing keys on it).
+    pub path: &'a str,
+    /// The request has no Host of its own: each attempt names its target instead.
+    pub host_from_target: bool,
+    pub body_state: Option<&'a RequestBodyState>,
+    /// Ends the attempts (route `timeouts.total`).
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+/// A copy of the request head for retries that need to send the request again; only taken
+/// for bodiless requests on routes that retry.
+struct Replay {
+    parts: Parts,
+}
+
+impl Replay {
+    fn request(&self) -> Request<RequestBody> {
+        let mut r = Request::new(RequestBody::empty());
+        *r.method_mut() = self.parts.method.clone();
+        *r.uri_mut() = self.parts.uri.clone();
+        *r.version_mut() = self.parts.version;
+        *r.headers_mut() = self.parts.headers.clone();
+        r
+    }
+}
+
+type Failed = (ProxyError, Option<String>);
+
+/// What an attempt ended with, and what a retry would send.
+enum Step {
+    Done(Result<Answer, Failed>),
+    /// Retry with `next` if allowed; otherwise `fallback` stands.
+    Retry {
+        fallback: Result<Answer, Failed>,
+        next: Box<Request<RequestBody>>,
+    },
+}
+
+/// Sends `req` to a target of the group, retrying as the route allows.
+pub(super) async fn forward(x: &Exchange<'_>, req: Request<RequestBody>) -> Result<Answer, Failed> {
+    let retry = x.route.retry.as_ref();
+    if let Some(r) = retry {
+        r.budget.deposit(Instant::now());
+    }
+    let method_ok = retry.is_some_and(|r| r.policy.non_idempotent || is_idempotent(req.method()));
+    // Only bodiless requests can be sent again once they left; others are retried only
+    // when they never left (connect failures).
+    let replay = retry
+        .filter(|r| {
+            r.policy.attempts > 1 && method_ok && http_body::Body::is_end_stream(req.body())
+        })
+        .map(|_| Replay {
+            parts: clone_head(&req),
+        });
+    let max_attempts = retry.map_or(1, |r| r.policy.attempts);
+    let mut req = req;
+    let mut tried: u64 = 0;
+    let mut attempt = 1;
+    let sticky_pin = x
+        .group
+        .sticky
+        .as_ref()
+        .and_then(|s| s.pinned(req.headers()));
+    loop {
+        let step = attempt_once(x, req, replay.as_ref(), sticky_pin, &mut tried).await;
+        match step {
+            Step::Done(r) => return r,
+            Step::Retry { fallback, next } => {
+                if attempt >= max_attempts || !may_retry(x, attempt).await {
+                    return fallback;
+                }
+                if let Err((e, _)) = &fallback {
+                    tracing::debug!(error = %e, attempt, "retrying on another target");
+                }
+                req = *next;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn attempt_once(
+    x: &Exchange<'_>,
+    mut req: Request<RequestBody>,
+    replay: Option<&Replay>,
+    sticky_pin: Option<usize>,
+    tried: &mut u64,
+) -> Step {
+    let group = x.group;
+    let retry = x.route.retry.as_ref();
+    let per_try = retry
+        .and_then(|r| r.policy.per_try_timeout)
+        .or(x.route.timeouts.response_header)
+        .unwrap_or(group.request_timeout);
+    let profile = ClientProfile {
+        connect_timeout: x
+            .route
+            .timeouts
+            .connect
+            .unwrap_or(group.client.connect_timeout),
+        ..group.client
+    };
+    let no_target = || {
+        Step::Done(Err((
+            ProxyError::NoHealthyTarget(group.name.to_string()),
+            None,
+        )))
+    };
+    let (ti, admission) = loop {
+        let now = Instant::now();
+        let Some(ti) = pick(x, &req, sticky_pin, *tried, now) else {
+            return no_target();
+        };
+        if ti < 64 {
+            *tried |= 1 << ti;
+        }
+        if let Some(a) = group.health.try_admit(ti, now) {
+            break (ti, a);
+        }
+        // The circuit opened between the choice and now: choose again (not an attempt).
+        if (*tried).count_ones() as usize >= group.targets.len().min(64) {
+            return no_target();
+        }
+    };
+    let target = &group.targets[ti];
+    prepare_for(x, &mut req, group, ti);
+    let inflight = group.balancer.start(ti);
+    let started = Instant::now();
+    let limit = match x.deadline {
+        Some(d) => per_try.min(d.saturating_duration_since(tokio::time::Instant::now())),
+        None => per_try,
+    };
+    let sent = tokio::time::timeout(limit, pool::send(&profile, target.address, req)).await;
+    let elapsed = started.elapsed();
+    let label = || Some(target.label.to_string());
+    let (unsent, error) = match sent {
+        Ok(Ok((response, lease))) => {
+            let status = response.status().as_u16();
+            if x.snap.metrics_on {
+                target.metrics.observe(status, elapsed);
+            }
+            let outcome = if status >= 500 {
+                Outcome::Status5xx
+            } else {
+                Outcome::Success
+            };
+            admission.record(outcome, Instant::now());
+            inflight.finish(elapsed);
+            let pin = group
+                .sticky
+                .as_ref()
+                .filter(|_| sticky_pin != Some(ti))
+                .and_then(|s| s.set_cookie(ti).cloned());
+            let answer = Ok(Answer {
+                response,
+                lease,
+                target: ti,
+                pin,
+            });
+            let wants_retry = retry.is_some_and(|r| r.policy.statuses.contains(&status));
+            return match replay.filter(|_| wants_retry) {
+                Some(rp) => Step::Retry {
+                    fallback: answer,
+                    next: Box::new(rp.request()),
+                },
+                None => Step::Done(answer),
+            };
+        }
+        Ok(Err(SendError { error, unsent })) => (unsent, Some(error)),
+        Err(_) => (None, None),
+    };
+    if x.snap.metrics_on {
+        target.metrics.observe(0, elapsed);
+    }
+    drop(inflight);
+    if let Some(err) = client_fault(x.body_state) {
+        drop(admission);
+        return Step::Done(Err((err, label())));
+    }
+    admission.record(Outcome::Failure, Instant::now());
+    let policy = retry.map(|r| &r.policy);
+    let (err, next) = match error {
+        Some(error) => {
+            let next = match (unsent, policy) {
+                (Some(r), Some(p)) if p.on_connect_failure => Some(r),
+                (_, Some(p)) if p.on_reset => replay.map(Replay::request),
+                _ => None,
+            };
+            (upstream_error(target.label.to_string(), error), next)
+        }
+        None => (
+            ProxyError::UpstreamTimeout {
+                target: target.label.to_string(),
+                timeout_ms: limit.as_millis(),
+            },
+            replay
+                .filter(|_| policy.is_some_and(|p| p.on_timeout))
+                .map(Replay::request),
+        ),
+    };
+    match next {
+        Some(next) => Step::Retry {
+            fallback: Err((err, label())),
+            next: Box::new(next),
+        },
+        None => Step::Done(Err((err, label()))),
+    }
+}
+
+/// Whether attempt `attempt + 1` may go out: the budget allows it and there is time left;
+/// waits the backoff before saying yes.
+async fn may_retry(x: &Exchange<'_>, attempt: u32) -> bool {
+    let Some(r) = x.route.retry.as_ref() else {
+        return false;
+    };
+    if !r.budget.try_withdraw(Instant::now()) {
+        x.snap.resilience.retry_budget_exhausted(&x.route.name);
+        return false;
+    }
+    let delay = r.backoff.delay(attempt, fastrand::f64());
+    if let Some(d) = x.deadline {
+        if tokio::time::Instant::now() + delay >= d {
+            return false;
+        }
+    }
+    x.snap.resilience.retried(&x.route.name);
+    tokio::time::sleep(delay).await;
+    true
+}
+
+/// The target for this attempt: the sticky pin when it is usable, else the balancer's
+/// choice among available targets not tried yet (or tried ones, when nothing else is left).
+fn pick(
+    x: &Exchange<'_>,
+    req: &Request<RequestBody>,
+    pin: Option<usize>,
+    tried: u64,
+    now: Instant,
+) -> Option<usize> {
+    let health = &x.group.health;
+    let was_tried = |i: usize| i < 64 && tried & (1 << i) != 0;
+    if let Some(p) = pin {
+        if !was_tried(p) && health.available(p, now) {
+            return Some(p);
+        }
+    }
+    let input = PickInput {
+        client_ip: x.client_ip,
+        headers: req.headers(),
+        path: x.path,
+    };
+    let fresh = x
+        .group
+        .balancer
+        .pick(&input, &|i| was_tried(i) || !health.available(i, now));
+    match fresh {
+        Some(i) => Some(i),
+        None if tried != 0 => x
+            .group
+            .balancer
+            .pick(&input, &|i| !health.available(i, now)),
+        None => None,
+    }
+}
+
+/// Per-target parts of the upstream request: the HTTP/2 authority and a Host for requests
+/// that came without one.
+fn prepare_for(x: &Exchange<'_>, req: &mut Request<RequestBody>, group: &UpstreamGroup, ti: usize) {
+    let target = &group.targets[ti];
+    if x.host_from_target {
+        req.headers_mut()
+            .insert(header::HOST, authority_value(&target.authority));
+    }
+    if group.client.protocol == UpstreamProtocol::H2c {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = upstream_uri(target.authority.clone(), path);
+        *req.version_mut() = Version::HTTP_2;
+    }
+}
+
+/// The request failed because of the client's body, not the upstream.
+fn client_fault(state: Option<&RequestBodyState>) -> Option<ProxyError> {
+    let s = state?;
+    if s.too_large.load(Ordering::Relaxed) {
+        Some(ProxyError::PayloadTooLarge)
+    } else if s.timed_out.load(Ordering::Relaxed) {
+        Some(ProxyError::RequestBodyTimeout)
+    } else if s.failed.load(Ordering::Relaxed) {
+        Some(ProxyError::DownstreamBody)
+    } else {
+        None
+    }
+}
+
+fn upstream_error(target: String, source: UpstreamError) -> ProxyError {
+    if source.is_connect() {
+        ProxyError::UpstreamConnect { target, source }
+    } else {
+        ProxyError::UpstreamFailed { target, source }
+    }
+}
+
+fn clone_head(r: &Request<RequestBody>) -> Parts {
+    let mut c = Request::new(());
+    *c.method_mut() = r.method().clone();
+    *c.uri_mut() = r.uri().clone();
+    *c.version_mut() = r.version();
+    *c.headers_mut() = r.headers().clone();
+    c.into_parts().0
+}

@@ -1,0 +1,333 @@
+//! Header rules of the proxy: request ids, the trusted client address, host normalization,
+//! hop-by-hop stripping both ways, and the X-Forwarded-* and Via fields added upstream.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::Request;
+use hyper::body::Incoming;
+
+use crate::config::model::ProxyAction;
+use crate::router;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const VIA_VALUE: &str = "1.1 ferrogate";
+
+/// Propagates a well-formed client `X-Request-Id`, or makes a new random one.
+pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let mut buf = [0u8; 32];
+    let n = fastrand::u128(..);
+    for (i, slot) in buf.iter_mut().enumerate() {
+        *slot = b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+}
+
+pub(super) fn is_trusted(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let ip = canonical_ip(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+pub(super) fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client behind trusted proxies: the right-most X-Forwarded-For entry that is not a
+/// trusted proxy itself (entries left of it could be forged by the client).
+pub(super) fn forwarded_client(trusted: &[ipnet::IpNet], headers: &HeaderMap) -> Option<IpAddr> {
+    let mut last = None;
+    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let text = value.to_str().ok()?;
+        for entry in text.rsplit(',') {
+            let ip: IpAddr = entry.trim().parse().ok()?;
+            if !is_trusted(trusted, ip) {
+                return Some(ip);
+            }
+            last = Some(ip);
+        }
+    }
+    last
+}
+
+/// Host of the request: the URI authority (HTTP/2, absolute-form) or the Host header.
+pub(super) fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if let Some(a) = req.uri().authority() {
+        return HeaderValue::from_str(a.as_str()).ok();
+    }
+    req.headers().get(header::HOST).cloned()
+}
+
+/// Lower-case host without port or trailing dot, for routing.
+pub fn normalize_host(h: &str) -> std::borrow::Cow<'_, str> {
+    let without_port = if h.starts_with('[') {
+        h.find(']').map_or(h, |i| &h[..=i])
+    } else {
+        h.rsplit_once(':').map_or(h, |(host, _)| host)
+    };
+    let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(trimmed)
+    }
+}
+
+pub(super) fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && connection_has(headers, "upgrade")
+}
+
+pub(super) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+pub(super) fn rewrite(
+    action: &ProxyAction,
+    matched: &router::Matched<'_>,
+    uri: &Uri,
+) -> PathAndQuery {
+    let path = router::rewrite_path(action, matched, uri.path());
+    match (path, uri.path_and_query()) {
+        (std::borrow::Cow::Borrowed(_), Some(pq)) => pq.clone(),
+        (p, _) => {
+            let mut s = String::with_capacity(p.len() + uri.query().map_or(0, |q| q.len() + 1));
+            s.push_str(if p.is_empty() { "/" } else { &p });
+            if let Some(q) = uri.query() {
+                s.push('?');
+                s.push_str(q);
+            }
+            PathAndQuery::try_from(s).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+        }
+    }
+}
+
+pub(super) fn authority_value(a: &http::uri::Authority) -> HeaderValue {
+    HeaderValue::from_str(a.as_str()).unwrap_or(HeaderValue::from_static("localhost"))
+}
+
+pub(super) fn upstream_uri(authority: http::uri::Authority, path: PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
+pub(super) struct UpstreamHeaders<'a> {
+    pub trusted: bool,
+    pub peer_text: &'a HeaderValue,
+    pub tls: bool,
+    pub host: Option<HeaderValue>,
+    pub request_id: &'a HeaderValue,
+    pub upgrade: bool,
+    pub grpc_trailers: bool,
+}
+
+/// Headers that describe one hop and never travel further (RFC 9110 §7.6.1).
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Headers a `Connection` field may not remove: framing and routing stay ours.
+pub(super) fn protected(name: &str) -> bool {
+    name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case("content-length")
+}
+
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names (no hashing) finds which of these are present; most messages
+    // carry at most `Connection: keep-alive`.
+    let mut present = [false; 8];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    if present[0] {
+        remove_nominated(headers);
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
+    }
+}
+
+/// Removes the headers a `Connection` field names (RFC 9110 §7.6.1).
+pub(super) fn remove_nominated(headers: &mut HeaderMap) {
+    let nominated: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !protected(t) && !is_connection_option(t))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in nominated {
+        headers.remove(name);
+    }
+}
+
+/// `close` and `keep-alive` are connection options, not header names worth a lookup
+/// (`Keep-Alive` itself is removed as hop-by-hop anyway).
+pub(super) fn is_connection_option(t: &str) -> bool {
+    t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive")
+}
+
+pub(super) fn prepare_upstream_headers(headers: &mut HeaderMap, h: UpstreamHeaders<'_>) {
+    let te_trailers = h.grpc_trailers
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    strip_hop_by_hop(headers);
+    if h.upgrade {
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let xff = match headers.get(&X_FORWARDED_FOR).filter(|_| h.trusted) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + h.peer_text.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(h.peer_text.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        None => Some(h.peer_text.clone()),
+    };
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !h.trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        let proto = if h.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !h.trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+        match headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| h.host.clone())
+        {
+            Some(v) => {
+                headers.insert(X_FORWARDED_HOST, v);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    append_via(headers);
+    if let Some(host) = h.host {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(X_REQUEST_ID, h.request_id.clone());
+}
+
+pub(super) fn append_via(headers: &mut HeaderMap) {
+    let v = match headers.get(header::VIA) {
+        Some(prev) => {
+            let mut b = Vec::with_capacity(prev.len() + 2 + VIA_VALUE.len());
+            b.extend_from_slice(prev.as_bytes());
+            b.extend_from_slice(b", ");
+            b.extend_from_slice(VIA_VALUE.as_bytes());
+            HeaderValue::from_bytes(&b).unwrap_or(HeaderValue::from_static(VIA_VALUE))
+        }
+        None => HeaderValue::from_static(VIA_VALUE),
+    };
+    headers.insert(header::VIA, v);
+}
+
+pub(super) fn prepare_downstream_headers(headers: &mut HeaderMap, switching: bool) {
+    let upgrade = switching
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
+    strip_hop_by_hop(headers);
+    if let Some(u) = upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    append_via(headers);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_lowercased_without_port_or_dot() {
+        assert_eq!(normalize_host("API.Example.com:8443"), "api.example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn connection_nominated_headers_are_stripped_but_not_framing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-secret, content-length, keep-alive"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(KEEP_ALIVE).is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get(header::CONTENT_LENGTH).unwrap(), "3");
+    }
+
+    #[test]
+    fn forwarded_client_skips_trusted_hops_from_the_right() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.5"),
+        );
+        assert_eq!(
+            forwarded_client(&trusted, &h),
+            Some("2.2.2.2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn generated_request_ids_are_32_hex_chars() {
+        let id = request_id(&HeaderMap::new());
+        assert_eq!(id.len(), 32);
+        assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+    }
+}

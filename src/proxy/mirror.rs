@@ -1,0 +1,80 @@
+//! Request mirroring: a copy of the request goes to a shadow group and its response is read
+//! and thrown away. The copy never slows the original: its body is a bounded tee that is cut
+//! (and the shadow request fails) when the shadow falls behind.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Version};
+use http_body_util::BodyExt;
+
+use super::headers::upstream_uri;
+use crate::body::RequestBody;
+use crate::config::model::UpstreamProtocol;
+use crate::snapshot::Snapshot;
+use crate::upstream::balancer::PickInput;
+use crate::upstream::pool;
+
+/// Body frames a shadow may lag behind the original before its copy is cut.
+const TEE_DEPTH: usize = 16;
+
+/// Starts a copy of `req` (already prepared for upstream) toward group `shadow`.
+pub(super) fn spawn(snap: Arc<Snapshot>, shadow: usize, req: &mut Request<RequestBody>) {
+    let body = if http_body::Body::is_end_stream(req.body()) {
+        RequestBody::empty()
+    } else {
+        req.body_mut().tee(TEE_DEPTH)
+    };
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.headers_mut() = req.headers().clone();
+    tokio::spawn(async move {
+        let Some(group) = snap.upstreams.get(shadow) else {
+            return;
+        };
+        let now = Instant::now();
+        let input = PickInput {
+            client_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+            headers: copy.headers(),
+            path: copy.uri().path(),
+        };
+        let Some(ti) = group
+            .balancer
+            .pick(&input, &|i| !group.health.available(i, now))
+        else {
+            snap.resilience.mirrored(&group.name, false);
+            return;
+        };
+        let target = &group.targets[ti];
+        if group.client.protocol == UpstreamProtocol::H2c {
+            if let Some(pq) = copy.uri().path_and_query().cloned() {
+                *copy.uri_mut() = upstream_uri(target.authority.clone(), pq);
+            }
+            *copy.version_mut() = Version::HTTP_2;
+        }
+        let sent = tokio::time::timeout(
+            group.request_timeout,
+            pool::send(&group.client, target.address, copy),
+        )
+        .await;
+        let ok = match sent {
+            Ok(Ok((resp, lease))) => {
+                let status_ok = !resp.status().is_server_error();
+                // Read the response to its end so the connection can serve again.
+                let drained =
+                    tokio::time::timeout(group.request_timeout, resp.into_body().collect())
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                if drained {
+                    if let Some(l) = lease {
+                        l.release();
+                    }
+                }
+                status_ok && drained
+            }
+            _ => false,
+        };
+        snap.resilience.mirrored(&group.name, ok);
+    });
+}

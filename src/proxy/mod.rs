@@ -1,0 +1,386 @@
+//! One request through the gateway: `request` (request id, client IP, host) → ROUTE →
+//! SELECT → `upstream_request` (rewrite, hop-by-hop rules, X-Forwarded-*) → FORWARD →
+//! `response_headers` → streamed body → `log` (exactly once, from the response body).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::uri::Uri;
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+mod forward;
+mod headers;
+mod mirror;
+
+use crate::body::{BodyTimer, ProxyBody, RequestBody, RequestBodyState};
+use crate::config::model::{Action, UpstreamProtocol};
+use crate::error::ProxyError;
+use crate::observe::access_log::{AccessLog, Record};
+use crate::observe::metrics::RouteMetrics;
+use crate::router::{self, RequestView};
+use crate::snapshot::{CompiledRoute, Snapshot};
+use crate::upstream::limit::{Refusal, Slot};
+
+pub use headers::X_REQUEST_ID;
+use headers::*;
+
+/// What a connection knows that every request on it shares.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The peer address as X-Forwarded-For text, formatted once per connection.
+    pub peer_text: HeaderValue,
+    pub tls: bool,
+    pub listener: usize,
+}
+
+/// X-Forwarded-For text of a peer address (IPv4-mapped IPv6 shown as IPv4).
+pub fn peer_text(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&canonical_ip(peer).to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Handles one downstream request; never fails (errors become problem+json responses).
+pub async fn handle(
+    snap: Arc<Snapshot>,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let request_id = request_id(req.headers());
+    let listener = &snap.listeners[conn.listener];
+    let trusted = is_trusted(&listener.trusted_proxies, conn.peer.ip());
+    let client_ip = if trusted {
+        forwarded_client(&listener.trusted_proxies, req.headers()).unwrap_or(conn.peer.ip())
+    } else {
+        conn.peer.ip()
+    };
+    let host_value = request_host(&req);
+    let host_text = host_value.as_ref().and_then(|h| h.to_str().ok());
+    let host = normalize_host(host_text.unwrap_or(""));
+    let mut done = Completion {
+        start,
+        method: req.method().clone(),
+        status: 0,
+        route_metrics: None,
+        slot: None,
+        log: snap.access_log.as_ref().map(|log| {
+            Box::new(LogData {
+                log: log.clone(),
+                time: SystemTime::now(),
+                request_id: request_id.clone(),
+                client_ip,
+                host: host.to_string(),
+                path: req.uri().path().to_owned(),
+                route: None,
+                upstream: None,
+                upstream_duration: None,
+                req_body: None,
+            })
+        }),
+    };
+
+    let view = RequestView {
+        host: &host,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let Some(matched) = snap.router.find(&view) else {
+        done.route_metrics = snap.metrics_on.then(|| snap.unmatched.clone());
+        let err = ProxyError::NoRoute {
+            method: req.method().clone(),
+            host: host.to_string(),
+            path: req.uri().path().to_owned(),
+        };
+        return respond_error(&err, &request_id, done);
+    };
+    let route = &snap.routes[matched.route];
+    done.route_metrics = snap.metrics_on.then(|| route.metrics.clone());
+    if let Some(log) = &mut done.log {
+        log.route = Some(route.name.clone());
+    }
+    let action = match &route.action {
+        Action::Redirect(r) => {
+            let scheme = if conn.tls { "https" } else { "http" };
+            let location = router::redirect_location(
+                r,
+                scheme,
+                host_text.unwrap_or(""),
+                req.uri().path(),
+                req.uri().query(),
+            );
+            let mut resp = Response::new(ProxyBody::empty());
+            *resp.status_mut() = r.status;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp.headers_mut().insert(X_REQUEST_ID, request_id);
+            return finish_response(resp, done);
+        }
+        Action::Proxy(p) => p,
+    };
+
+    // access: limits that need no upstream
+    let max_body = route.max_body_bytes.or(listener.limits.max_body_bytes);
+    if let Some(max) = max_body {
+        if declared_length(req.headers()).is_some_and(|n| n > max) {
+            return respond_error(&ProxyError::PayloadTooLarge, &request_id, done);
+        }
+    }
+    // HTTP/1.1 heads are counted by the strict guard; HTTP/2 ones here.
+    if req.headers().len() > listener.limits.max_headers {
+        return respond_error(&ProxyError::TooManyHeaders, &request_id, done);
+    }
+
+    // SELECT the group (split, forced by header), then wait for a slot in it
+    let Some(group) = choose_group(&snap, route, req.headers()).map(|i| &snap.upstreams[i]) else {
+        return respond_error(
+            &ProxyError::Internal("route without upstream"),
+            &request_id,
+            done,
+        );
+    };
+    if let Some(limiter) = &group.limiter {
+        match limiter.acquire().await {
+            Ok(slot) => done.slot = Some(slot),
+            Err(why) => {
+                snap.resilience
+                    .queue_refused(&group.name, why == Refusal::QueueTimeout);
+                let err = ProxyError::UpstreamBusy(group.name.to_string());
+                return respond_error(&err, &request_id, done);
+            }
+        }
+    }
+
+    // upstream_request
+    let upgrade =
+        wants_upgrade(req.headers()) && route.websocket && req.version() == Version::HTTP_11;
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let path = rewrite(action, &matched, req.uri());
+    let (mut parts, body) = req.into_parts();
+    let body_state =
+        (!http_body::Body::is_end_stream(&body)).then(Arc::<RequestBodyState>::default);
+    if let Some(log) = &mut done.log {
+        log.req_body = body_state.clone();
+    }
+    let host = action.host_rewrite.clone().or(host_value.clone());
+    prepare_upstream_headers(
+        &mut parts.headers,
+        UpstreamHeaders {
+            trusted,
+            peer_text: &conn.peer_text,
+            tls: conn.tls,
+            // HTTP/1.0 clients may send no Host: each attempt then names its target.
+            host: host.clone(),
+            request_id: &request_id,
+            upgrade,
+            grpc_trailers: group.client.protocol == UpstreamProtocol::H2c,
+        },
+    );
+    // Reuse the downstream request's parts: method and headers move, nothing is rebuilt.
+    let downstream_uri = std::mem::replace(&mut parts.uri, Uri::from(path));
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    let body = match &body_state {
+        Some(state) => RequestBody::new(body, Some(state.clone()))
+            .with_limits(max_body, listener.limits.body_timeout),
+        None => RequestBody::new(body, None),
+    };
+    let mut up_req = Request::from_parts(parts, body);
+    if let Some((shadow, share)) = route.mirror {
+        if fastrand::f64() < share {
+            mirror::spawn(snap.clone(), shadow, &mut up_req);
+        }
+    }
+
+    // FORWARD
+    let deadline = route
+        .timeouts
+        .total
+        .map(|t| tokio::time::Instant::now() + t);
+    let exchange = forward::Exchange {
+        snap: &snap,
+        route,
+        group,
+        client_ip,
+        path: downstream_uri.path(),
+        host_from_target: host.is_none(),
+        body_state: body_state.as_deref(),
+        deadline,
+    };
+    let up_start = Instant::now();
+    let result = forward::forward(&exchange, up_req).await;
+    if let Some(log) = &mut done.log {
+        log.upstream_duration = Some(up_start.elapsed());
+    }
+    let answer = match result {
+        Ok(a) => a,
+        Err((err, target)) => {
+            if let Some(log) = &mut done.log {
+                log.upstream = target.map(Arc::from);
+            }
+            tracing::debug!(error = %err, "upstream request failed");
+            return respond_error(&err, &request_id, done);
+        }
+    };
+    if let Some(log) = &mut done.log {
+        log.upstream = Some(group.targets[answer.target].label.clone());
+    }
+    let mut resp = answer.response;
+
+    // response_headers
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        match downstream_upgrade {
+            Some(down) => {
+                let up = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(down, up));
+            }
+            None => {
+                let err = ProxyError::UpstreamProtocol("upstream switched protocols unasked");
+                return respond_error(&err, &request_id, done);
+            }
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    prepare_downstream_headers(&mut parts.headers, switching);
+    parts.headers.insert(X_REQUEST_ID, request_id);
+    if let Some(pin) = answer.pin {
+        parts.headers.append(header::SET_COOKIE, pin);
+    }
+    // After a protocol switch the upstream connection belongs to the tunnel.
+    let lease = if switching { None } else { answer.lease };
+    let mut body = ProxyBody::relay(body, lease);
+    body.set_timer(BodyTimer::new(route.timeouts.idle, deadline));
+    let mut resp = Response::from_parts(parts, body);
+    *resp.version_mut() = Version::HTTP_11;
+    finish_response(resp, done)
+}
+
+/// The group a proxy route sends this request to: the one a split header names, else a
+/// weighted draw over the split (one entry: that group).
+fn choose_group(
+    snap: &Snapshot,
+    route: &CompiledRoute,
+    headers: &http::HeaderMap,
+) -> Option<usize> {
+    if let [(only, _)] = route.split.as_slice() {
+        return Some(*only);
+    }
+    if let Some(name) = &route.split_header {
+        if let Some(v) = headers.get(name) {
+            if let Some(i) = route.split.iter().map(|(i, _)| *i).find(|i| {
+                snap.upstreams
+                    .get(*i)
+                    .is_some_and(|g| g.name.as_bytes() == v.as_bytes())
+            }) {
+                return Some(i);
+            }
+        }
+    }
+    if route.split_total == 0 {
+        return route.split.first().map(|(i, _)| *i);
+    }
+    let mut draw = fastrand::u32(..route.split_total);
+    for (i, w) in &route.split {
+        if draw < *w {
+            return Some(*i);
+        }
+        draw -= w;
+    }
+    route.split.last().map(|(i, _)| *i)
+}
+
+/// The Content-Length a request declares, if any.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Relays bytes both ways after a `101 Switching Protocols`.
+async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    let (Ok(down), Ok(up)) = (down.await, up.await) else {
+        return;
+    };
+    let mut down = TokioIo::new(down);
+    let mut up = TokioIo::new(up);
+    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+}
+
+/// The `log` phase of one request: metrics and the access-log line, run once when the
+/// response body ends or is dropped.
+pub struct Completion {
+    start: Instant,
+    method: Method,
+    status: u16,
+    route_metrics: Option<RouteMetrics>,
+    log: Option<Box<LogData>>,
+    /// The request's place in its upstream group's concurrency limit, freed at the end.
+    slot: Option<Slot>,
+}
+
+struct LogData {
+    log: Arc<AccessLog>,
+    time: SystemTime,
+    request_id: HeaderValue,
+    client_ip: IpAddr,
+    host: String,
+    path: String,
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+    upstream_duration: Option<Duration>,
+    req_body: Option<Arc<RequestBodyState>>,
+}
+
+impl Completion {
+    pub fn finish(self, bytes_out: u64) {
+        let duration = self.start.elapsed();
+        if let Some(m) = &self.route_metrics {
+            m.observe(&self.method, self.status, duration);
+        }
+        if let Some(l) = self.log {
+            let bytes_in = l
+                .req_body
+                .as_ref()
+                .map_or(0, |b| b.bytes.load(std::sync::atomic::Ordering::Relaxed));
+            l.log.write(&Record {
+                time: l.time,
+                request_id: l.request_id.to_str().unwrap_or(""),
+                client_ip: l.client_ip,
+                method: self.method.as_str(),
+                host: &l.host,
+                path: &l.path,
+                status: self.status,
+                bytes_in,
+                bytes_out,
+                duration,
+                route: l.route.as_deref(),
+                upstream_target: l.upstream.as_deref(),
+                upstream_duration: l.upstream_duration,
+            });
+        }
+    }
+}
+
+fn finish_response(mut resp: Response<ProxyBody>, mut done: Completion) -> Response<ProxyBody> {
+    done.status = resp.status().as_u16();
+    resp.body_mut().set_completion(done);
+    resp
+}
+
+fn respond_error(
+    err: &ProxyError,
+    request_id: &HeaderValue,
+    done: Completion,
+) -> Response<ProxyBody> {
+    finish_response(err.to_response(request_id), done)
+}

@@ -1,0 +1,216 @@
+//! Active health checks: probes each target of one upstream group on a timer and reports
+//! the results to the group's `GroupHealth`.
+//!
+//! Every probe uses a fresh connection (never the request pool), so a probe sees what a new
+//! request would see. A TCP probe passes when the connect succeeds; an HTTP probe sends one
+//! HTTP/1.1 request with `Connection: close` and passes when the status is in the expected
+//! ranges. Each target has its own timer so one slow target does not delay the others;
+//! intervals are jittered by ±10% so that gateways started together do not probe in step.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST, USER_AGENT};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::health::GroupHealth;
+
+const AGENT: &str = "ferrogate-health-check";
+/// Response body bytes read at most; the status is all a probe needs, reading a little lets
+/// small responses finish cleanly.
+const MAX_BODY: usize = 16 * 1024;
+const JITTER: f64 = 0.1;
+/// Floor on the pause between probes, so a zero interval cannot spin.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+/// Expected statuses when none are configured.
+const DEFAULT_EXPECTED: (u16, u16) = (200, 399);
+
+/// What a probe checks.
+#[derive(Debug, Clone)]
+pub enum ProbeKind {
+    /// The connect succeeds.
+    Tcp,
+    /// One HTTP/1.1 request answers with an expected status.
+    Http {
+        method: Method,
+        /// Path and query, e.g. `/healthz`.
+        path: String,
+        /// Host header; the target address when None.
+        host: Option<String>,
+        /// Inclusive status ranges; empty means 200..=399.
+        expected: Vec<(u16, u16)>,
+    },
+}
+
+/// Active check settings of one upstream group.
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    /// Bound on one whole probe, connect included.
+    pub timeout: Duration,
+}
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("invalid probe request: {0}")]
+    Request(#[source] http::Error),
+    #[error("http exchange failed: {0}")]
+    Http(#[source] hyper::Error),
+    #[error("unexpected status {0}")]
+    Status(StatusCode),
+}
+
+/// Probes `targets` (address, index in `group`) until `stop` turns true or its sender is
+/// dropped. The first probe of each target is immediate.
+pub async fn run(
+    targets: Vec<(SocketAddr, usize)>,
+    group: Arc<GroupHealth>,
+    settings: ProbeSettings,
+    stop: watch::Receiver<bool>,
+) {
+    let loops = targets
+        .into_iter()
+        .map(|(addr, index)| probe_target(addr, index, &group, &settings, stop.clone()));
+    futures_util::future::join_all(loops).await;
+}
+
+async fn probe_target(
+    addr: SocketAddr,
+    index: usize,
+    group: &GroupHealth,
+    settings: &ProbeSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let result = tokio::select! {
+            result = tokio::time::timeout(settings.timeout, probe_once(addr, &settings.kind)) => {
+                result.unwrap_or(Err(ProbeError::Timeout(settings.timeout)))
+            }
+            () = stopped(&mut stop) => return,
+        };
+        let flipped = group.probe_result(index, result.is_ok());
+        match (&result, flipped) {
+            (Err(error), true) => {
+                tracing::warn!(target_addr = %addr, %error, "upstream target marked down by health check");
+            }
+            (Ok(()), true) => {
+                tracing::info!(target_addr = %addr, "upstream target marked up by health check");
+            }
+            (Err(error), false) => {
+                tracing::debug!(target_addr = %addr, %error, "health check failed");
+            }
+            (Ok(()), false) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(jittered(settings.interval)) => {}
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Resolves once `stop` is true or its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender was dropped: stop as well.
+    let _ = stop.wait_for(|&stop| stop).await;
+}
+
+async fn probe_once(addr: SocketAddr, kind: &ProbeKind) -> Result<(), ProbeError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(ProbeError::Connect)?;
+    let ProbeKind::Http {
+        method,
+        path,
+        host,
+        expected,
+    } = kind
+    else {
+        return Ok(());
+    };
+    // Best effort: the request fits one segment either way.
+    let _ = stream.set_nodelay(true);
+    let host = host.clone().unwrap_or_else(|| addr.to_string());
+    let request = Request::builder()
+        .method(method.clone())
+        .uri(path.as_str())
+        .header(HOST, host)
+        .header(USER_AGENT, AGENT)
+        .header(CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(ProbeError::Request)?;
+    let status = exchange(stream, request).await?;
+    if status_expected(status, expected) {
+        Ok(())
+    } else {
+        Err(ProbeError::Status(status))
+    }
+}
+
+/// Sends `request` on `stream` and returns the response status, reading at most
+/// `MAX_BODY` bytes of the body.
+async fn exchange(
+    stream: TcpStream,
+    request: Request<Empty<Bytes>>,
+) -> Result<StatusCode, ProbeError> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(ProbeError::Http)?;
+    let response = async move {
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut read = 0;
+        // A body error after the status changes nothing: the status was the answer.
+        while read < MAX_BODY {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                Some(Err(_)) | None => break,
+            }
+        }
+        Ok::<_, hyper::Error>(status)
+    };
+    // The connection is driven here rather than spawned, so the probe's timeout ends it.
+    tokio::pin!(response, conn);
+    tokio::select! {
+        result = &mut response => result.map_err(ProbeError::Http),
+        result = &mut conn => {
+            // With `Connection: close` the connection may finish before the response is
+            // taken; the response then is already buffered (or its send fails).
+            result.map_err(ProbeError::Http)?;
+            response.await.map_err(ProbeError::Http)
+        }
+    }
+}
+
+fn status_expected(status: StatusCode, expected: &[(u16, u16)]) -> bool {
+    let code = status.as_u16();
+    let within = |&(low, high): &(u16, u16)| (low..=high).contains(&code);
+    if expected.is_empty() {
+        within(&DEFAULT_EXPECTED)
+    } else {
+        expected.iter().any(within)
+    }
+}
+
+fn jittered(interval: Duration) -> Duration {
+    let factor = 1.0 - JITTER + 2.0 * JITTER * fastrand::f64();
+    Duration::try_from_secs_f64(interval.as_secs_f64() * factor)
+        .unwrap_or(interval)
+        .max(MIN_INTERVAL)
+}
+
+#[cfg(test)]
+#[path = "probe/tests.rs"]
+mod tests;
