@@ -162,7 +162,10 @@ impl Drop for ConnPermit {
         if let Some(ip) = self.ip {
             let mut shard = self.limiter.shard(ip);
             if let Some(count) = shard.get_mut(&ip) {
-                debug_assert!(*count > 0, "per-address count at zero while a permit holds it");
+                debug_assert!(
+                    *count > 0,
+                    "per-address count at zero while a permit holds it"
+                );
                 *count = count.saturating_sub(1);
                 if *count == 0 {
                     shard.remove(&ip);

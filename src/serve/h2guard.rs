@@ -17,7 +17,9 @@
 //! can only be slipped in between two frames hyper wrote, and each non-empty DATA frame we
 //! send earns the client two WINDOW_UPDATEs (stream and connection) that are not a flood
 //! (Envoy's `max_inbound_window_update_frames_per_data_frame_sent` idea): a fast download
-//! through a client with small windows is honest however many updates it takes.
+//! through a client with small windows is honest however many updates it takes. Likewise a
+//! PING after we sent DATA or HEADERS is free (gRPC's ping policy): gRPC and hyper clients
+//! measure bandwidth-delay with one PING per round trip while data flows.
 
 use std::convert::Infallible;
 use std::io;
@@ -40,7 +42,8 @@ mod tests;
 pub struct H2GuardLimits {
     /// RST_STREAM frames per second (rapid reset, CVE-2023-44487).
     pub max_resets_per_sec: u32,
-    /// PING frames, acknowledgements excluded, per second.
+    /// PING frames per second, not counting acknowledgements nor the first PING after each
+    /// DATA or HEADERS frame we sent.
     pub max_pings_per_sec: u32,
     /// SETTINGS frames, acknowledgements excluded, per second.
     pub max_settings_per_sec: u32,
@@ -137,6 +140,8 @@ struct Meter {
     /// Frames counted in the current window, indexed by `Rate`.
     counts: [u32; 4],
     window_update_credit: u32,
+    /// Whether we sent DATA or HEADERS since the client's last PING.
+    ping_credit: bool,
     block: Option<Block>,
     empty_run: u32,
     /// Highest client stream id opened with HEADERS, for the GOAWAY.
@@ -164,7 +169,7 @@ const HEAD_LEN: usize = 9;
 const WINDOW: Duration = Duration::from_secs(1);
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 /// One WINDOW_UPDATE for the stream and one for the connection per DATA frame sent.
-const WINDOW_UPDATES_PER_DATA_SENT: u32 = 0;
+const WINDOW_UPDATES_PER_DATA_SENT: u32 = 2;
 /// Unused credit is capped so a long download cannot bank an unbounded flood.
 const WINDOW_UPDATE_CREDIT_CAP: u32 = 1 << 16;
 
@@ -487,7 +492,10 @@ impl Frames {
                     }
                 }
                 Step::PadLength(head) => {
-                    let head = Head { pad: first, ..*head };
+                    let head = Head {
+                        pad: first,
+                        ..*head
+                    };
                     data = &data[1..];
                     self.step = Step::after_head(head.len - 1);
                     on_head(head)?;
@@ -514,6 +522,7 @@ impl Meter {
             window_start: None,
             counts: [0; 4],
             window_update_credit: 0,
+            ping_credit: false,
             block: None,
             empty_run: 0,
             last_stream: 0,
@@ -550,7 +559,12 @@ impl Meter {
                 self.extend_block(head)
             }
             RST_STREAM => self.rate(Rate::Resets, now),
-            PING if !head.has(ACK) => self.rate(Rate::Pings, now),
+            PING if head.has(ACK) => Ok(()),
+            PING if self.ping_credit => {
+                self.ping_credit = false;
+                Ok(())
+            }
+            PING => self.rate(Rate::Pings, now),
             SETTINGS if !head.has(ACK) => self.rate(Rate::Settings, now),
             PRIORITY => self.rate(Rate::PriorityOrWindowUpdates, now),
             WINDOW_UPDATE if self.window_update_credit > 0 => {
@@ -564,6 +578,9 @@ impl Meter {
 
     /// Notes one frame we sent.
     fn outbound(&mut self, head: Head) {
+        if head.kind == HEADERS || head.kind == DATA && head.len > 0 {
+            self.ping_credit = true;
+        }
         if head.kind == DATA && head.len > 0 {
             self.window_update_credit = self
                 .window_update_credit

@@ -40,7 +40,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Backend {
@@ -55,18 +55,29 @@ impl Backend {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<BoxBody>> + Send + 'static,
     {
+        Backend::start_at("127.0.0.1:0".parse().unwrap(), h2, f).await
+    }
+
+    /// Like [`Backend::start`], on a given address (to bring a killed backend back).
+    pub async fn start_at<F, Fut>(at: SocketAddr, h2: bool, f: F) -> Backend
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |req| Box::pin(f(req)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(at).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        // Dropping the backend kills it: the listener and every open connection close.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let (seen2, conns2) = (seen.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
+                let mut stopped = stopped.clone();
                 let (stream, _) = tokio::select! {
                     r = listener.accept() => match r { Ok(s) => s, Err(_) => return },
-                    _ = &mut stopped => return,
+                    _ = stopped.wait_for(|s| *s) => return,
                 };
                 conns2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (handler, seen) = (handler.clone(), seen2.clone());
@@ -82,15 +93,21 @@ impl Backend {
                         async move { Ok::<_, Infallible>(h(req).await) }
                     });
                     let io = TokioIo::new(stream);
-                    if h2 {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, svc)
-                            .await;
-                    } else {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
-                            .with_upgrades()
-                            .await;
+                    let serve = async move {
+                        if h2 {
+                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, svc)
+                                .await;
+                        } else {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, svc)
+                                .with_upgrades()
+                                .await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = stopped.wait_for(|s| *s) => {}
                     }
                 });
             }
@@ -115,9 +132,145 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
     }
+}
+
+/// What a load run saw.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    pub requests: usize,
+    /// Transport errors and responses with a status of 400 or more.
+    pub failures: usize,
+    pub statuses: std::collections::BTreeMap<u16, usize>,
+    pub bodies: std::collections::BTreeMap<String, usize>,
+}
+
+/// `workers` keep-alive clients sending GET `path` until `stop` resolves; a broken
+/// connection counts as a failure and is replaced.
+pub async fn load_until(
+    addr: SocketAddr,
+    path: &'static str,
+    workers: usize,
+    stop: impl Future<Output = ()>,
+) -> LoadReport {
+    load(addr, path, &[], workers, usize::MAX, stop).await
+}
+
+/// Exactly `count` GET requests from `workers` keep-alive clients, with extra headers.
+pub async fn load_count(
+    addr: SocketAddr,
+    path: &'static str,
+    headers: &[(&'static str, &'static str)],
+    workers: usize,
+    count: usize,
+) -> LoadReport {
+    load(addr, path, headers, workers, count, std::future::pending()).await
+}
+
+async fn load(
+    addr: SocketAddr,
+    path: &'static str,
+    headers: &[(&'static str, &'static str)],
+    workers: usize,
+    count: usize,
+    stop: impl Future<Output = ()>,
+) -> LoadReport {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(count));
+    let headers: Arc<Vec<(&'static str, &'static str)>> = Arc::new(headers.to_vec());
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (done, left, headers) = (done.clone(), left.clone(), headers.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut r = LoadReport::default();
+            let mut conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
+            let take = || {
+                left.fetch_update(
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            };
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && take() {
+                if conn.is_none() {
+                    let Ok(stream) = TcpStream::connect(addr).await else {
+                        r.requests += 1;
+                        r.failures += 1;
+                        continue;
+                    };
+                    let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                    tokio::spawn(c);
+                    conn = Some(tx);
+                }
+                let tx = conn.as_mut().unwrap();
+                let mut req = Request::get(path).header("host", "test");
+                for (k, v) in headers.iter() {
+                    req = req.header(*k, *v);
+                }
+                let req = req.body(Full::new(Bytes::new())).unwrap();
+                r.requests += 1;
+                let sent = tokio::time::timeout(Duration::from_secs(5), async {
+                    let resp = tx.send_request(req).await?;
+                    let status = resp.status();
+                    let body = resp.into_body().collect().await?.to_bytes();
+                    Ok::<_, hyper::Error>((status, body))
+                })
+                .await;
+                match sent {
+                    Ok(Ok((status, body))) => {
+                        *r.statuses.entry(status.as_u16()).or_default() += 1;
+                        *r.bodies
+                            .entry(String::from_utf8_lossy(&body).into_owned())
+                            .or_default() += 1;
+                        if status.as_u16() >= 400 {
+                            r.failures += 1;
+                        }
+                    }
+                    _ => {
+                        r.failures += 1;
+                        conn = None;
+                    }
+                }
+            }
+            r
+        }));
+    }
+    let all = futures_util::future::join_all(tasks);
+    tokio::pin!(all);
+    let results = tokio::select! {
+        r = &mut all => r,
+        _ = stop => {
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            all.await
+        }
+    };
+    let mut total = LoadReport::default();
+    for r in results {
+        let r = r.unwrap();
+        total.requests += r.requests;
+        total.failures += r.failures;
+        for (k, v) in r.statuses {
+            *total.statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in r.bodies {
+            *total.bodies.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+/// POSTs to the admin listener; returns the status.
+pub async fn admin_post(admin: SocketAddr, path: &str) -> u16 {
+    let req = Request::post(path)
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(admin, req).await.status.as_u16()
 }
 
 pub fn text(status: StatusCode, body: &'static str) -> Response<BoxBody> {

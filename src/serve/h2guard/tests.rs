@@ -77,10 +77,7 @@ fn frame_headers_after_the_preface_are_read() {
     let heads = walk(&mut Frames::client(), &wire);
     assert_eq!(
         heads,
-        [
-            head(HEADERS, END_HEADERS, 1, 14),
-            head(PING, ACK, 0, 8)
-        ]
+        [head(HEADERS, END_HEADERS, 1, 14), head(PING, ACK, 0, 8)]
     );
 }
 
@@ -107,20 +104,13 @@ fn largest_frame_length_is_skipped_whole() {
     wire.resize(wire.len() + 0xff_ffff, 0);
     wire.extend(frame(PING, 0, 0, &[0; 8]));
     let heads = walk(&mut Frames::client(), &wire);
-    assert_eq!(
-        heads,
-        [head(DATA, 0, 1, 0xff_ffff), head(PING, 0, 0, 8)]
-    );
+    assert_eq!(heads, [head(DATA, 0, 1, 0xff_ffff), head(PING, 0, 0, 8)]);
 }
 
 #[test]
 fn padded_frame_is_reported_once_its_pad_length_arrives() {
     let mut frames = Frames::client();
-    let wire = [
-        PREFACE.to_vec(),
-        frame(DATA, PADDED, 1, &[4, 0, 0, 0, 0]),
-    ]
-    .concat();
+    let wire = [PREFACE.to_vec(), frame(DATA, PADDED, 1, &[4, 0, 0, 0, 0])].concat();
     assert!(walk(&mut frames, &wire[..PREFACE.len() + HEAD_LEN]).is_empty());
     let heads = walk(&mut frames, &wire[PREFACE.len() + HEAD_LEN..]);
     assert_eq!(heads[0].pad, 4);
@@ -225,7 +215,10 @@ fn pings_at_the_limit_every_second_never_trip() {
 fn settings_beyond_the_limit_in_one_second_trip() {
     let (mut m, t) = (Meter::new(H2GuardLimits::default()), Instant::now());
     assert_eq!(send(&mut m, head(SETTINGS, 0, 0, 0), 100, t), Ok(()));
-    assert_eq!(send(&mut m, head(SETTINGS, 0, 0, 0), 1, t), Err(Trip::Settings));
+    assert_eq!(
+        send(&mut m, head(SETTINGS, 0, 0, 0), 1, t),
+        Err(Trip::Settings)
+    );
 }
 
 #[test]
@@ -238,7 +231,10 @@ fn settings_acks_are_not_counted() {
 fn resets_beyond_the_limit_in_one_second_trip() {
     let (mut m, t) = (Meter::new(H2GuardLimits::default()), Instant::now());
     assert_eq!(send(&mut m, head(RST_STREAM, 0, 1, 4), 500, t), Ok(()));
-    assert_eq!(send(&mut m, head(RST_STREAM, 0, 1, 4), 1, t), Err(Trip::Resets));
+    assert_eq!(
+        send(&mut m, head(RST_STREAM, 0, 1, 4), 1, t),
+        Err(Trip::Resets)
+    );
 }
 
 #[test]
@@ -281,7 +277,12 @@ fn header_block_bytes_exclude_padding_and_priority() {
         ..H2GuardLimits::default()
     };
     let (mut m, t) = (Meter::new(limits), Instant::now());
-    let mut padded = head(HEADERS, END_HEADERS | PADDED | PRIORITY_FLAG, 1, 1 + 5 + 10 + 200);
+    let mut padded = head(
+        HEADERS,
+        END_HEADERS | PADDED | PRIORITY_FLAG,
+        1,
+        1 + 5 + 10 + 200,
+    );
     padded.pad = 200;
     assert_eq!(send(&mut m, padded, 1, t), Ok(()));
 }
@@ -290,7 +291,10 @@ fn header_block_bytes_exclude_padding_and_priority() {
 fn consecutive_empty_frames_beyond_the_limit_trip() {
     let (mut m, t) = (Meter::new(H2GuardLimits::default()), Instant::now());
     assert_eq!(send(&mut m, head(DATA, 0, 1, 0), 100, t), Ok(()));
-    assert_eq!(send(&mut m, head(DATA, 0, 1, 0), 1, t), Err(Trip::EmptyFrames));
+    assert_eq!(
+        send(&mut m, head(DATA, 0, 1, 0), 1, t),
+        Err(Trip::EmptyFrames)
+    );
 }
 
 #[test]
@@ -332,11 +336,28 @@ fn empty_continuations_count_whatever_their_flags() {
 }
 
 #[test]
+fn one_ping_per_data_or_headers_we_sent_is_not_counted() {
+    let limits = H2GuardLimits {
+        max_pings_per_sec: 0,
+        ..H2GuardLimits::default()
+    };
+    let (mut m, t) = (Meter::new(limits), Instant::now());
+    for sent in [head(HEADERS, END_HEADERS, 1, 20), head(DATA, 0, 1, 100)] {
+        m.outbound(sent);
+        assert_eq!(send(&mut m, head(PING, 0, 0, 8), 1, t), Ok(()));
+    }
+    assert_eq!(send(&mut m, head(PING, 0, 0, 8), 1, t), Err(Trip::Pings));
+}
+
+#[test]
 fn window_updates_beyond_the_limit_in_one_second_trip() {
     let (mut m, t) = (Meter::new(H2GuardLimits::default()), Instant::now());
     let update = head(WINDOW_UPDATE, 0, 0, 4);
     assert_eq!(send(&mut m, update, 1000, t), Ok(()));
-    assert_eq!(send(&mut m, update, 1, t), Err(Trip::PriorityOrWindowUpdates));
+    assert_eq!(
+        send(&mut m, update, 1, t),
+        Err(Trip::PriorityOrWindowUpdates)
+    );
 }
 
 #[test]
@@ -358,7 +379,10 @@ fn window_updates_earned_by_data_we_sent_are_not_counted() {
     }
     let update = head(WINDOW_UPDATE, 0, 1, 4);
     assert_eq!(send(&mut m, update, 2000 + 1000, t), Ok(()));
-    assert_eq!(send(&mut m, update, 1, t), Err(Trip::PriorityOrWindowUpdates));
+    assert_eq!(
+        send(&mut m, update, 1, t),
+        Err(Trip::PriorityOrWindowUpdates)
+    );
 }
 
 #[test]
@@ -433,8 +457,14 @@ fn goaway(last_stream: u32) -> Vec<u8> {
 async fn tripped_guard_fails_reads_with_connection_aborted() {
     let (mut client, mut io) = guard(H2GuardLimits::default());
     client.write_all(&ping_flood(1)).await.unwrap();
-    assert_eq!(read_until_error(&mut io).await, io::ErrorKind::ConnectionAborted);
-    assert_eq!(read_until_error(&mut io).await, io::ErrorKind::ConnectionAborted);
+    assert_eq!(
+        read_until_error(&mut io).await,
+        io::ErrorKind::ConnectionAborted
+    );
+    assert_eq!(
+        read_until_error(&mut io).await,
+        io::ErrorKind::ConnectionAborted
+    );
 }
 
 #[tokio::test]
@@ -444,7 +474,10 @@ async fn trip_is_readable_through_the_handle() {
     assert_eq!(handle.get(), None);
     client.write_all(&ping_flood(1)).await.unwrap();
     read_until_error(&mut io).await;
-    assert_eq!((io.tripped(), handle.get()), (Some(Trip::Pings), Some(Trip::Pings)));
+    assert_eq!(
+        (io.tripped(), handle.get()),
+        (Some(Trip::Pings), Some(Trip::Pings))
+    );
 }
 
 #[tokio::test]
@@ -489,7 +522,10 @@ async fn writes_after_a_trip_are_refused() {
     let (mut client, mut io) = guard(H2GuardLimits::default());
     client.write_all(&ping_flood(1)).await.unwrap();
     read_until_error(&mut io).await;
-    let err = io.write_all(&frame(PING, ACK, 0, &[0; 8])).await.unwrap_err();
+    let err = io
+        .write_all(&frame(PING, ACK, 0, &[0; 8]))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
 }
 
@@ -559,17 +595,17 @@ async fn serve(limits: H2GuardLimits, tune: fn(&mut http2::Builder<TokioExecutor
     Server { addr, trips }
 }
 
-fn as_is(_: &mut http2::Builder<TokioExecutor>) {}
+fn as_is<B>(_: &mut B) {}
+
+type ClientBuilder = hyper::client::conn::http2::Builder<TokioExecutor>;
 
 async fn client(
     addr: SocketAddr,
-    window: Option<u32>,
+    tune: fn(&mut ClientBuilder),
 ) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
-    if let Some(window) = window {
-        builder.initial_stream_window_size(window);
-    }
+    let mut builder = ClientBuilder::new(TokioExecutor::new());
+    tune(&mut builder);
     let (send, conn) = builder.handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     send
@@ -630,7 +666,7 @@ async fn cut_off_within(
 #[tokio::test]
 async fn honest_client_makes_200_requests() {
     let mut server = serve(H2GuardLimits::default(), as_is).await;
-    let mut send = client(server.addr, None).await;
+    let mut send = client(server.addr, as_is).await;
     for _ in 0..200 {
         assert_eq!(get(&mut send, server.addr, "/").await, "ok");
     }
@@ -646,7 +682,28 @@ async fn window_updates_answering_our_data_do_not_trip() {
         ..H2GuardLimits::default()
     };
     let mut server = serve(limits, as_is).await;
-    let mut send = client(server.addr, Some(16 * 1024)).await;
+    let mut send = client(server.addr, |b| {
+        b.initial_stream_window_size(16 * 1024);
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(get(&mut send, server.addr, "/big").await.len(), BIG);
+    }
+    assert_eq!(server.trips.recv().await.unwrap().get(), None);
+}
+
+#[tokio::test]
+async fn bandwidth_probing_pings_do_not_trip() {
+    // hyper's adaptive window, like gRPC's, sends a PING per round trip while data flows.
+    let limits = H2GuardLimits {
+        max_pings_per_sec: 0,
+        ..H2GuardLimits::default()
+    };
+    let mut server = serve(limits, as_is).await;
+    let mut send = client(server.addr, |b| {
+        b.adaptive_window(true);
+    })
+    .await;
     for _ in 0..2 {
         assert_eq!(get(&mut send, server.addr, "/big").await.len(), BIG);
     }
@@ -703,5 +760,8 @@ async fn continuation_flood_is_cut_off_with_enhance_your_calm() {
     let mut wire = frame(HEADERS, END_STREAM, 1, &block);
     wire.extend(repeat(&frame(CONTINUATION, 0, 1, &[b'a'; 100]), 10_000));
     let outcome = cut_off_within(&mut server, Duration::from_secs(2), wire).await;
-    assert_eq!(outcome, (Some(ENHANCE_YOUR_CALM), Some(Trip::Continuations)));
+    assert_eq!(
+        outcome,
+        (Some(ENHANCE_YOUR_CALM), Some(Trip::Continuations))
+    );
 }

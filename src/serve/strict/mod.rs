@@ -263,6 +263,15 @@ impl<T> StrictIo<T> {
         let d = self.deadlines.as_mut()?;
         if phase == Phase::Busy {
             d.phase = phase;
+            // hyper will not read again by itself once the response is out: have the write
+            // side wake the reader then, so the keep-alive deadline gets armed.
+            if !self
+                .parked
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                self.parked = Some(cx.waker().clone());
+            }
             return None;
         }
         if phase != d.phase {
