@@ -19,6 +19,7 @@ use crate::config::model::{Config, LogTarget};
 use crate::config::{self, ConfigErrors};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
+use crate::serve::conn_limit::ConnLimiter;
 use crate::snapshot::{Snapshot, SnapshotError, TargetStates};
 use crate::upstream::checker::Checker;
 
@@ -58,6 +59,8 @@ pub struct Shared {
     /// Health, ejection, circuit and draining state per target, kept across reloads.
     pub targets: TargetStates,
     checker: Checker,
+    /// Connection limits per listener, kept across reloads (their counts must survive).
+    pub conn_limits: Vec<Arc<ConnLimiter>>,
 }
 
 /// Decrements the open-connection count when a connection ends.
@@ -141,6 +144,9 @@ impl Shared {
         }
         let log = self.access_log_for(&config)?;
         let snap = Arc::new(Snapshot::build(config, &self.metrics, log, &self.targets)?);
+        for (limiter, l) in self.conn_limits.iter().zip(&snap.config.listeners) {
+            limiter.set_limits(l.limits.max_connections, l.limits.max_connections_per_ip);
+        }
         self.snapshot.store(snap.clone());
         self.checker.apply(&snap);
         Ok(())
@@ -215,6 +221,16 @@ impl Gateway {
         let admin = config.admin.clone();
         let log = open_access_log(&config)?;
         let targets = TargetStates::default();
+        let conn_limits = config
+            .listeners
+            .iter()
+            .map(|l| {
+                Arc::new(ConnLimiter::new(
+                    l.limits.max_connections,
+                    l.limits.max_connections_per_ip,
+                ))
+            })
+            .collect();
         let snapshot = Snapshot::build(
             config,
             &metrics,
@@ -224,6 +240,7 @@ impl Gateway {
         let checker = Checker::start().map_err(GatewayError::Runtime)?;
         checker.apply(&snapshot);
         let shared = Arc::new(Shared {
+            conn_limits,
             targets,
             checker,
             snapshot: ArcSwap::from_pointee(snapshot),

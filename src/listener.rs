@@ -87,6 +87,20 @@ fn flush_log(_shared: &Shared) {
     crate::observe::access_log::flush_current_thread();
 }
 
+/// Counts a connection closed at once by a limit (the stream is already dropped).
+fn refuse(shared: &Shared, index: usize, refused: crate::serve::conn_limit::Refused) {
+    let reason = match refused {
+        crate::serve::conn_limit::Refused::Total => "total",
+        crate::serve::conn_limit::Refused::PerIp => "per_ip",
+    };
+    if let Some(l) = shared.snapshot.load().listeners.get(index) {
+        shared
+            .metrics
+            .resilience
+            .connection_refused(&l.name, reason);
+    }
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
     index: usize,
@@ -94,18 +108,37 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let for_connections = shutdown.clone();
+    let Some(limiter) = shared.conn_limits.get(index).cloned() else {
+        return;
+    };
     loop {
+        // At the listener's limit, leave new connections in the kernel backlog.
+        tokio::select! {
+            _ = limiter.wait_for_room() => {}
+            _ = raised(&mut shutdown) => break,
+        }
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    let permit = match limiter.try_acquire(peer.ip()) {
+                        Ok(p) => p,
+                        Err(refused) => {
+                            refuse(&shared, index, refused);
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(crate::serve::connection(
+                    let serve = crate::serve::connection(
                         shared.clone(),
                         index,
                         stream,
                         peer,
                         for_connections.clone(),
-                    ));
+                    );
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        serve.await;
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

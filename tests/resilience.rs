@@ -556,3 +556,79 @@ async fn mirrored_requests_reach_the_shadow_and_the_client_sees_the_primary() {
     assert!(eventually(Duration::from_secs(2), || async { shadow.count() == 5 }).await);
     assert_eq!(shadow.requests()[0].uri.path(), "/copy");
 }
+
+#[tokio::test]
+async fn connections_beyond_the_per_ip_limit_are_closed_at_once() {
+    let a = Backend::named("a").await;
+    let yaml = gateway_yaml(&[a.addr], "", "").replace(
+        "  - address: \"127.0.0.1:0\"\nadmin",
+        "  - address: \"127.0.0.1:0\"\n    limits:\n      max_connections_per_ip: 2\nadmin",
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 200);
+        held.push(s);
+    }
+    let mut third = TcpStream::connect(gw.addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the third connection is closed unanswered");
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            get(gw.addr, "test", "/").await.status == StatusCode::OK
+        })
+        .await
+    );
+    let metrics = get(gw.admin.unwrap(), "admin", "/metrics").await.text();
+    assert!(
+        metrics.contains(
+            "ferrogate_connections_refused_total{listener=\"listener-0\",reason=\"per_ip\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_ping_flood_is_cut_with_enhance_your_calm() {
+    let a = Backend::named("a").await;
+    let gw = TestGateway::start(&gateway_yaml(&[a.addr], "", ""));
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    for i in 0u64..10_000 {
+        out.extend_from_slice(&[0, 0, 8, 6, 0, 0, 0, 0, 0]); // PING, 8 bytes
+        out.extend_from_slice(&i.to_be_bytes());
+    }
+    let started = Instant::now();
+    let _ = s.write_all(&out).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got)).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Find a GOAWAY frame (type 7) and read its error code.
+    let mut at = 0;
+    let mut code = None;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        if got[at + 3] == 7 && at + 9 + 8 <= got.len() {
+            let p = &got[at + 9..];
+            code = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        }
+        at += 9 + len;
+    }
+    assert_eq!(code, Some(0xb), "GOAWAY with ENHANCE_YOUR_CALM");
+    assert_eq!(a.count(), 0);
+}

@@ -1,6 +1,8 @@
 //! One downstream connection: TLS handshake, protocol choice (ALPN, h2c preface), and the
 //! hyper HTTP/1.1 or HTTP/2 server driving [`crate::proxy::handle`] for each request.
 
+pub mod conn_limit;
+pub mod h2guard;
 mod prefixed;
 pub mod strict;
 
@@ -16,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::gateway::Shared;
 use crate::proxy::{self, ConnInfo};
+use h2guard::{H2Guard, H2GuardLimits};
 use prefixed::Prefixed;
 use strict::{StrictIo, StrictLimits};
 
@@ -162,13 +165,32 @@ async fn serve_h2<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let listener = shared
+        .snapshot
+        .load()
+        .listeners
+        .get(conn.listener)
+        .map(|l| l.name.clone());
+    let resilience = shared.metrics.resilience.clone();
+    let peer = conn.peer;
     let svc = service(shared, conn);
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(h2.max_streams)
-        .max_header_list_size(h2.max_header_list);
-    let c = builder.serve_connection(TokioIo::new(io), svc);
+        // h2's own burst-reset and local-error limits, made explicit.
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
+        .max_header_list_size(h2.max_header_list)
+        // 400 KiB (the default) per stream adds up on a client that does not read.
+        .max_send_buf_size(128 * 1024)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    // The guard adds what h2 lacks: rate limits on PING, SETTINGS, paced resets, PRIORITY
+    // and WINDOW_UPDATE floods, and per-block CONTINUATION and header-byte caps.
+    let guarded = H2Guard::new(io, H2GuardLimits::default());
+    let trip = guarded.trip_handle();
+    let c = builder.serve_connection(TokioIo::new(guarded), svc);
     tokio::pin!(c);
     let draining = tokio::select! {
         _ = c.as_mut() => false,
@@ -177,6 +199,12 @@ async fn serve_h2<I>(
     if draining {
         c.as_mut().graceful_shutdown();
         let _ = c.await;
+    }
+    if let Some(t) = trip.get() {
+        if let Some(name) = &listener {
+            resilience.h2_flood(name, t.as_str());
+        }
+        tracing::warn!(%peer, reason = t.as_str(), "http/2 connection closed: {t}");
     }
 }
 
