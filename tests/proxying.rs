@@ -155,42 +155,6 @@ async fn hanging_upstream_gives_504_at_the_request_timeout() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
-/// A backend that echoes WebSocket frames after accepting the upgrade.
-async fn websocket_echo_backend() -> Backend {
-    Backend::start(false, |mut req| async move {
-        if req.headers().get("upgrade").is_none() {
-            return text(StatusCode::OK, "no upgrade");
-        }
-        let key = req.headers()["sec-websocket-key"].clone();
-        let on = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let up = on.await.unwrap();
-            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                TokioIo::new(up),
-                tokio_tungstenite::tungstenite::protocol::Role::Server,
-                None,
-            )
-            .await;
-            let (mut tx, mut rx) = ws.split();
-            while let Some(Ok(m)) = rx.next().await {
-                if m.is_close() {
-                    break;
-                }
-                let _ = tx.send(m).await;
-            }
-        });
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header("upgrade", "websocket")
-            .header("connection", "upgrade")
-            .header("sec-websocket-accept", accept)
-            .body(full(Bytes::new()))
-            .unwrap()
-    })
-    .await
-}
-
 #[tokio::test]
 async fn websocket_echo_passes_through_on_a_websocket_route() {
     let backend = websocket_echo_backend().await;

@@ -587,9 +587,15 @@ async fn connections_beyond_the_per_ip_limit_are_closed_at_once() {
         .unwrap_or(0);
     assert_eq!(n, 0, "the third connection is closed unanswered");
     drop(held);
+    // The places come back once the gateway has seen those connections close.
     assert!(
         eventually(Duration::from_secs(2), || async {
-            get(gw.addr, "test", "/").await.status == StatusCode::OK
+            let out = raw(
+                gw.addr,
+                b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            status_of(&out) == 200
         })
         .await
     );
@@ -631,4 +637,31 @@ async fn an_http2_ping_flood_is_cut_with_enhance_your_calm() {
     }
     assert_eq!(code, Some(0xb), "GOAWAY with ENHANCE_YOUR_CALM");
     assert_eq!(a.count(), 0);
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_outlives_a_reload() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let echo = websocket_echo_backend().await;
+    let dir = tempdir::Dir::new("ws-reload");
+    let yaml = gateway_yaml(&[echo.addr], "", "    websocket: true\n");
+    let path = write_config(&dir, &yaml);
+    let gw = TestGateway::start_file(&path);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr))
+        .await
+        .unwrap();
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+    std::fs::write(
+        &path,
+        yaml.replace("    targets:\n", "    balancer: random\n    targets:\n"),
+    )
+    .unwrap();
+    let shared = gw.shared().clone();
+    tokio::task::spawn_blocking(move || shared.reload().unwrap())
+        .await
+        .unwrap();
+    ws.send(Message::text("after")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("after"));
 }

@@ -137,6 +137,42 @@ impl Drop for Backend {
     }
 }
 
+/// A backend that echoes WebSocket frames after accepting the upgrade.
+pub async fn websocket_echo_backend() -> Backend {
+    Backend::start(false, |mut req| async move {
+        if req.headers().get("upgrade").is_none() {
+            return text(StatusCode::OK, "no upgrade");
+        }
+        let key = req.headers()["sec-websocket-key"].clone();
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let up = on.await.unwrap();
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(up),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            let (mut tx, mut rx) = futures_util::StreamExt::split(ws);
+            while let Some(Ok(m)) = futures_util::StreamExt::next(&mut rx).await {
+                if m.is_close() {
+                    break;
+                }
+                let _ = futures_util::SinkExt::send(&mut tx, m).await;
+            }
+        });
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-accept", accept)
+            .body(full(Bytes::new()))
+            .unwrap()
+    })
+    .await
+}
+
 /// What a load run saw.
 #[derive(Debug, Default, Clone)]
 pub struct LoadReport {
