@@ -665,3 +665,94 @@ async fn a_websocket_tunnel_outlives_a_reload() {
     ws.send(Message::text("after")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("after"));
 }
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_at_the_body_timeout() {
+    let a = Backend::start(false, |req| async move {
+        let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+        text(StatusCode::OK, "a")
+    })
+    .await;
+    let yaml = gateway_yaml(&[a.addr], "", "").replace(
+        "  - address: \"127.0.0.1:0\"\nadmin",
+        "  - address: \"127.0.0.1:0\"\n    limits:\n      body_timeout: 300ms\nadmin",
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    let took = started.elapsed();
+    assert_eq!(status_of(&String::from_utf8_lossy(&out)), 408);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+}
+
+/// A backend that sends the head and one chunk of a body, then stalls.
+async fn stalling_body() -> Backend {
+    Backend::start(false, |_req| async {
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(1);
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(hyper::body::Frame::data(Bytes::from_static(b"first"))))
+                .await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(tx);
+        });
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+            );
+        let body = http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(stream));
+        http::Response::new(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stalled_response_body_is_cut_at_the_idle_timeout() {
+    let a = stalling_body().await;
+    let gw = TestGateway::start(&gateway_yaml(
+        &[a.addr],
+        "",
+        "    timeouts:\n      idle: 300ms\n",
+    ));
+    let started = Instant::now();
+    let out = raw(gw.addr, b"GET / HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let took = started.elapsed();
+    assert_eq!(status_of(&out), 200);
+    assert!(out.contains("first"));
+    assert!(
+        !out.ends_with("0\r\n\r\n"),
+        "the cut body does not look complete: {out:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_total_timeout_bounds_the_whole_exchange() {
+    let a = stalling_body().await;
+    let gw = TestGateway::start(&gateway_yaml(
+        &[a.addr],
+        "",
+        "    timeouts:\n      idle: 5s\n      total: 400ms\n",
+    ));
+    let started = Instant::now();
+    let out = raw(gw.addr, b"GET / HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let took = started.elapsed();
+    assert!(out.contains("first"));
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+}
