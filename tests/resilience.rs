@@ -756,3 +756,37 @@ async fn the_total_timeout_bounds_the_whole_exchange() {
         "{took:?}"
     );
 }
+
+#[tokio::test]
+async fn at_the_listener_connection_limit_new_connections_wait_their_turn() {
+    let a = Backend::named("a").await;
+    let yaml = gateway_yaml(&[a.addr], "", "").replace(
+        "  - address: \"127.0.0.1:0\"\nadmin",
+        "  - address: \"127.0.0.1:0\"\n    limits:\n      max_connections: 1\nadmin",
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut first = TcpStream::connect(gw.addr).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = first.read(&mut buf).await.unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 200);
+    // The second connection is not served while the first is open...
+    let mut second = TcpStream::connect(gw.addr).await.unwrap();
+    second
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
+    assert!(waited.is_err(), "no answer while the listener is full");
+    // ...and is served as soon as it closes.
+    drop(first);
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), second.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&out)), 200);
+}
