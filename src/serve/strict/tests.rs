@@ -855,6 +855,7 @@ mod valid_requests {
                 let mut released = Vec::new();
                 let (mut pos, mut turn) = (0, 0);
                 let mut closed = false;
+                let mut stalled = 0;
                 loop {
                     if pos < wire.len() {
                         let n = writes[turn % writes.len()].min(wire.len() - pos);
@@ -866,7 +867,16 @@ mod valid_requests {
                     }
                     turn += 1;
                     match poll_sized(&mut io, reads[turn % reads.len()]).await {
-                        None => {}
+                        None => {
+                            // Let the runtime run: tokio's cooperative budget makes the duplex
+                            // answer Pending after enough polls without a yield.
+                            tokio::task::yield_now().await;
+                            if closed {
+                                // Everything was sent: the guard must finish, not wait forever.
+                                stalled += 1;
+                                assert!(stalled < 1000, "the guard stalled after the client closed");
+                            }
+                        }
                         Some(Ok(bytes)) if bytes.is_empty() => break,
                         Some(Ok(bytes)) => released.extend_from_slice(&bytes),
                         Some(Err(e)) => panic!("{e}"),
