@@ -17,9 +17,7 @@ use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, ResilienceMetrics, RouteMetrics, TargetMetrics};
 use crate::router::{Router, RouterError};
 use crate::upstream::balancer::Balancer;
-use crate::upstream::health::{
-    ActiveThresholds, CircuitSettings, GroupHealth, PassiveSettings, TargetHealth,
-};
+use crate::upstream::health::{ActiveThresholds, GroupHealth, TargetHealth};
 use crate::upstream::limit::GroupLimiter;
 use crate::upstream::retry::{Backoff, BudgetSettings, RetryBudget};
 use crate::upstream::sticky::StickySessions;
@@ -254,21 +252,8 @@ fn upstream_group(u: &model::Upstream, metrics: &Metrics, states: &TargetStates)
     let addresses: Vec<SocketAddr> = u.targets.iter().map(|t| t.address).collect();
     let health = GroupHealth::new(
         addresses.iter().map(|a| states.get(&u.name, *a)).collect(),
-        u.passive_check.as_ref().map(|p| PassiveSettings {
-            consecutive_5xx: p.consecutive_5xx,
-            consecutive_failures: p.consecutive_failures,
-            base_ejection: p.base_ejection,
-            max_ejection: p.max_ejection,
-            max_ejected_percent: p.max_ejected_percent,
-        }),
-        u.circuit_breaker.as_ref().map(|c| CircuitSettings {
-            consecutive_failures: c.consecutive_failures,
-            error_ratio: c.error_ratio,
-            min_requests: c.min_requests,
-            window: c.window,
-            open_for: c.open_for,
-            half_open_probes: c.half_open_probes,
-        }),
+        u.passive_check.clone(),
+        u.circuit_breaker.clone(),
         u.active_check.as_ref().map(|a| ActiveThresholds {
             healthy: a.healthy_threshold,
             unhealthy: a.unhealthy_threshold,

@@ -1,28 +1,29 @@
 //! `/upstreams` on the admin listener: target state as JSON, and draining a target by hand
 //! (`POST /upstreams/{group}/targets/{address}/drain`, undone by `.../ready`).
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::observe::access_log::write_json_str;
 use crate::observe::metrics::TargetState;
 use crate::snapshot::Snapshot;
 use crate::upstream::health::CircuitState;
 
 /// Every group and target with its health, ejection, circuit and draining state.
-pub fn json(snap: &Snapshot) -> String {
+pub fn json(snap: &Snapshot) -> Vec<u8> {
     let now = Instant::now();
-    let mut out = String::from("{\"upstreams\":[");
+    let mut out = b"{\"upstreams\":[".to_vec();
     for (gi, group) in snap.upstreams.iter().enumerate() {
         if gi > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str("{\"name\":");
-        string(&mut out, &group.name);
-        out.push_str(",\"targets\":[");
+        out.extend_from_slice(b"{\"name\":");
+        write_json_str(&mut out, &group.name);
+        out.extend_from_slice(b",\"targets\":[");
         for (ti, target) in group.targets.iter().enumerate() {
             if ti > 0 {
-                out.push(',');
+                out.push(b',');
             }
             let Some(s) = group.health.snapshot(ti, now) else {
                 continue;
@@ -41,9 +42,9 @@ pub fn json(snap: &Snapshot) -> String {
                 s.consecutive_failures,
             );
         }
-        out.push_str("]}");
+        out.extend_from_slice(b"]}");
     }
-    out.push_str("]}\n");
+    out.extend_from_slice(b"]}\n");
     out
 }
 
@@ -85,19 +86,4 @@ pub fn set_draining(snap: &Snapshot, path: &str) -> Option<bool> {
     let index = g.targets.iter().position(|t| t.address == address)?;
     g.health.set_draining(index, draining);
     Some(draining)
-}
-
-fn string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }

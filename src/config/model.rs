@@ -147,21 +147,28 @@ pub struct ActiveCheck {
     pub unhealthy_threshold: u32,
 }
 
+/// What an active probe checks.
 #[derive(Debug, Clone)]
 pub enum CheckKind {
+    /// The connect succeeds.
     Tcp,
+    /// One HTTP/1.1 request answers with an expected status.
     Http {
         method: Method,
+        /// Path and query, e.g. `/healthz`.
         path: String,
+        /// Host header; the target address when None.
         host: Option<String>,
-        /// Inclusive status ranges that count as healthy.
+        /// Inclusive status ranges that count as healthy; empty means 200..=399.
         expected: Vec<(u16, u16)>,
     },
 }
 
 #[derive(Debug, Clone)]
 pub struct PassiveCheck {
+    /// 5xx responses in a row that eject a target; 0 turns the rule off.
     pub consecutive_5xx: u32,
+    /// Connect errors, resets or timeouts in a row that eject a target; 0 turns it off.
     pub consecutive_failures: u32,
     pub base_ejection: Duration,
     pub max_ejection: Duration,
@@ -170,11 +177,15 @@ pub struct PassiveCheck {
 
 #[derive(Debug, Clone)]
 pub struct CircuitBreaker {
+    /// Failures (5xx included) in a row that open the circuit; 0 turns the rule off.
     pub consecutive_failures: u32,
+    /// Share of failures within `window` that opens the circuit; 0 turns the rule off.
     pub error_ratio: f64,
+    /// Outcomes needed within `window` before `error_ratio` applies.
     pub min_requests: u32,
     pub window: Duration,
     pub open_for: Duration,
+    /// Trial requests admitted at once while half-open (at least 1).
     pub half_open_probes: u32,
 }
 

@@ -254,7 +254,7 @@ fn format_line(out: &mut Vec<u8>, rec: &Record<'_>) {
 
 /// A JSON string literal. Quotes, backslashes and control characters (and DEL, which
 /// terminals act on) are escaped; other UTF-8 passes through as is.
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.push(b'"');

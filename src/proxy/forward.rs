@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::request::Parts;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
@@ -48,18 +47,23 @@ pub(super) struct Exchange<'a> {
 /// A copy of the request head for retries that need to send the request again; only taken
 /// for bodiless requests on routes that retry.
 struct Replay {
-    parts: Parts,
+    head: Request<()>,
 }
 
 impl Replay {
     fn request(&self) -> Request<RequestBody> {
-        let mut r = Request::new(RequestBody::empty());
-        *r.method_mut() = self.parts.method.clone();
-        *r.uri_mut() = self.parts.uri.clone();
-        *r.version_mut() = self.parts.version;
-        *r.headers_mut() = self.parts.headers.clone();
-        r
+        copy_head(&self.head, RequestBody::empty())
     }
+}
+
+/// A new request with `r`'s method, URI, version and headers (not its extensions).
+pub(super) fn copy_head<A, B>(r: &Request<A>, body: B) -> Request<B> {
+    let mut c = Request::new(body);
+    *c.method_mut() = r.method().clone();
+    *c.uri_mut() = r.uri().clone();
+    *c.version_mut() = r.version();
+    *c.headers_mut() = r.headers().clone();
+    c
 }
 
 type Failed = (ProxyError, Option<String>);
@@ -88,7 +92,7 @@ pub(super) async fn forward(x: &Exchange<'_>, req: Request<RequestBody>) -> Resu
             r.policy.attempts > 1 && method_ok && http_body::Body::is_end_stream(req.body())
         })
         .map(|_| Replay {
-            parts: clone_head(&req),
+            head: copy_head(&req, ()),
         });
     let max_attempts = retry.map_or(1, |r| r.policy.attempts);
     let mut req = req;
@@ -340,13 +344,4 @@ fn upstream_error(target: String, source: UpstreamError) -> ProxyError {
     } else {
         ProxyError::UpstreamFailed { target, source }
     }
-}
-
-fn clone_head(r: &Request<RequestBody>) -> Parts {
-    let mut c = Request::new(());
-    *c.method_mut() = r.method().clone();
-    *c.uri_mut() = r.uri().clone();
-    *c.version_mut() = r.version();
-    *c.headers_mut() = r.headers().clone();
-    c.into_parts().0
 }

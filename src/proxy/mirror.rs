@@ -25,10 +25,7 @@ pub(super) fn spawn(snap: Arc<Snapshot>, shadow: usize, req: &mut Request<Reques
     } else {
         req.body_mut().tee(TEE_DEPTH)
     };
-    let mut copy = Request::new(body);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.headers_mut() = req.headers().clone();
+    let mut copy = super::forward::copy_head(req, body);
     tokio::spawn(async move {
         let Some(group) = snap.upstreams.get(shadow) else {
             return;

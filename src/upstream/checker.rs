@@ -7,9 +7,8 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::watch;
 
-use crate::config::model::CheckKind;
 use crate::snapshot::Snapshot;
-use crate::upstream::probe::{self, ProbeKind, ProbeSettings};
+use crate::upstream::probe::{self, ProbeSettings};
 
 pub struct Checker {
     runtime: tokio::runtime::Handle,
@@ -54,20 +53,7 @@ impl Checker {
                 .map(|(i, t)| (t.address, i))
                 .collect();
             let settings = ProbeSettings {
-                kind: match &check.kind {
-                    CheckKind::Tcp => ProbeKind::Tcp,
-                    CheckKind::Http {
-                        method,
-                        path,
-                        host,
-                        expected,
-                    } => ProbeKind::Http {
-                        method: method.clone(),
-                        path: path.clone(),
-                        host: host.clone(),
-                        expected: expected.clone(),
-                    },
-                },
+                kind: check.kind.clone(),
                 interval: check.interval,
                 timeout: check.timeout,
             };

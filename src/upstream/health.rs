@@ -39,32 +39,11 @@ const PROBE_ONE: u64 = 1 << 8;
 const PROBE_MASK: u64 = 0xff_ffff;
 const GENERATION_MASK: u64 = 0xffff_ffff;
 
-/// Passive ejection settings (outlier detection).
-#[derive(Debug, Clone)]
-pub struct PassiveSettings {
-    /// 5xx responses in a row that eject a target; 0 turns the rule off.
-    pub consecutive_5xx: u32,
-    /// Connect errors, resets or timeouts in a row that eject a target; 0 turns it off.
-    pub consecutive_failures: u32,
-    pub base_ejection: Duration,
-    pub max_ejection: Duration,
-    pub max_ejected_percent: u8,
-}
+/// Passive ejection settings (outlier detection): the validated config, used as is.
+pub type PassiveSettings = crate::config::model::PassiveCheck;
 
 /// Circuit breaker settings, applied to each target separately.
-#[derive(Debug, Clone)]
-pub struct CircuitSettings {
-    /// Failures (5xx included) in a row that open the circuit; 0 turns the rule off.
-    pub consecutive_failures: u32,
-    /// Share of failures within `window` that opens the circuit; 0 turns the rule off.
-    pub error_ratio: f64,
-    /// Outcomes needed within `window` before `error_ratio` applies.
-    pub min_requests: u32,
-    pub window: Duration,
-    pub open_for: Duration,
-    /// Trial requests admitted at once while half-open (at least 1).
-    pub half_open_probes: u32,
-}
+pub type CircuitSettings = crate::config::model::CircuitBreaker;
 
 /// Consecutive probe results that flip a target's active state (each at least 1).
 #[derive(Debug, Clone)]

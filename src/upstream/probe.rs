@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, USER_AGENT};
-use http::{Method, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -31,22 +31,8 @@ const MIN_INTERVAL: Duration = Duration::from_millis(1);
 /// Expected statuses when none are configured.
 const DEFAULT_EXPECTED: (u16, u16) = (200, 399);
 
-/// What a probe checks.
-#[derive(Debug, Clone)]
-pub enum ProbeKind {
-    /// The connect succeeds.
-    Tcp,
-    /// One HTTP/1.1 request answers with an expected status.
-    Http {
-        method: Method,
-        /// Path and query, e.g. `/healthz`.
-        path: String,
-        /// Host header; the target address when None.
-        host: Option<String>,
-        /// Inclusive status ranges; empty means 200..=399.
-        expected: Vec<(u16, u16)>,
-    },
-}
+/// What a probe checks: the validated config's check kind.
+pub use crate::config::model::CheckKind as ProbeKind;
 
 /// Active check settings of one upstream group.
 #[derive(Debug, Clone)]

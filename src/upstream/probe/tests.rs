@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::upstream::health::{ActiveThresholds, TargetHealth};
+use http::Method;
 
 /// A tiny HTTP backend whose status can change while it runs.
 struct Backend {
