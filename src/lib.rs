@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod listener;
 pub mod observe;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod router;
 pub mod serve;
