@@ -3,6 +3,15 @@
 # This is the test command the README gives; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The Redis tests start a real redis-server on a free port; install it when it is missing.
+if ! command -v redis-server >/dev/null; then
+  echo "installing redis-server for the Redis tests" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null 2>&1 \
+         && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+  command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
+fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets

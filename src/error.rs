@@ -44,6 +44,10 @@ pub enum ProxyError {
     UpstreamTimeout { target: String, timeout_ms: u128 },
     #[error("request body from the client failed")]
     DownstreamBody,
+    #[error("rate limit of policy {0} exceeded")]
+    RateLimited(std::sync::Arc<str>),
+    #[error("rate-limit policy {0} cannot decide: its store failed")]
+    RateLimitUnavailable(std::sync::Arc<str>),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -54,9 +58,10 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) | ProxyError::DownstreamBody => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoHealthyTarget(_) | ProxyError::UpstreamBusy(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoHealthyTarget(_)
+            | ProxyError::UpstreamBusy(_)
+            | ProxyError::RateLimitUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -83,6 +88,10 @@ impl ProxyError {
             ProxyError::UpstreamProtocol(_) => "the upstream response was invalid",
             ProxyError::UpstreamTimeout { .. } => "the upstream did not answer in time",
             ProxyError::DownstreamBody => "the request body could not be read",
+            ProxyError::RateLimited(_) => "too many requests; see Retry-After",
+            ProxyError::RateLimitUnavailable(_) => {
+                "the rate limiter is unavailable; try again later"
+            }
             ProxyError::Internal(_) => "internal error",
         }
     }

@@ -20,7 +20,7 @@ use crate::config::{self, ConfigErrors};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
 use crate::serve::conn_limit::ConnLimiter;
-use crate::snapshot::{Snapshot, SnapshotError, TargetStates};
+use crate::snapshot::{Kept, Snapshot, SnapshotError, TargetStates};
 use crate::upstream::checker::Checker;
 
 /// Why the gateway could not start or reload.
@@ -56,8 +56,8 @@ pub struct Shared {
     shutting_down: AtomicBool,
     access_log: Mutex<Option<(LogTarget, Arc<AccessLog>)>>,
     reload_lock: Mutex<()>,
-    /// Health, ejection, circuit and draining state per target, kept across reloads.
-    pub targets: TargetStates,
+    /// Target health and rate-limit counts, kept across reloads.
+    pub kept: Kept,
     checker: Checker,
     /// Connection limits per listener, kept across reloads (their counts must survive).
     pub conn_limits: Vec<Arc<ConnLimiter>>,
@@ -143,7 +143,7 @@ impl Shared {
             new.address = running.address;
         }
         let log = self.access_log_for(&config)?;
-        let snap = Arc::new(Snapshot::build(config, &self.metrics, log, &self.targets)?);
+        let snap = Arc::new(Snapshot::build(config, &self.metrics, log, &self.kept)?);
         for (limiter, l) in self.conn_limits.iter().zip(&snap.config.listeners) {
             limiter.set_limits(l.limits.max_connections, l.limits.max_connections_per_ip);
         }
@@ -220,7 +220,10 @@ impl Gateway {
         let listener_addrs = config.listeners.iter().map(|l| l.address).collect();
         let admin = config.admin.clone();
         let log = open_access_log(&config)?;
-        let targets = TargetStates::default();
+        let kept = Kept {
+            targets: TargetStates::default(),
+            rate_limits: crate::ratelimit::RateLimiter::new(metrics.rate_limits.clone()),
+        };
         let conn_limits = config
             .listeners
             .iter()
@@ -235,13 +238,13 @@ impl Gateway {
             config,
             &metrics,
             log.as_ref().map(|(_, l)| l.clone()),
-            &targets,
+            &kept,
         )?;
         let checker = Checker::start().map_err(GatewayError::Runtime)?;
         checker.apply(&snapshot);
         let shared = Arc::new(Shared {
             conn_limits,
-            targets,
+            kept,
             checker,
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,

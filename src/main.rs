@@ -74,7 +74,12 @@ fn check(path: &Path) -> ExitCode {
                 c,
                 &metrics,
                 None,
-                &ferrogate::snapshot::TargetStates::default(),
+                &ferrogate::snapshot::Kept {
+                    targets: ferrogate::snapshot::TargetStates::default(),
+                    rate_limits: ferrogate::ratelimit::RateLimiter::offline(
+                        metrics.rate_limits.clone(),
+                    ),
+                },
             )
             .map_err(Into::into)
         }) {

@@ -33,6 +33,8 @@ pub enum SnapshotError {
         #[source]
         source: crate::tls::TlsError,
     },
+    #[error("rate_limiting: {0}")]
+    RateLimit(#[from] crate::ratelimit::RateLimitError),
 }
 
 /// Everything the request path reads, for one configuration generation.
@@ -67,6 +69,10 @@ pub struct CompiledRoute {
     pub timeouts: RouteTimeouts,
     pub retry: Option<RouteRetry>,
     pub max_body_bytes: Option<u64>,
+    /// Rate-limit policies applied, in order.
+    pub rate_limits: Vec<Arc<crate::ratelimit::Policy>>,
+    /// `rate_limiting.consumer_header`, for the `consumer` key part.
+    pub consumer_header: Option<http::HeaderName>,
 }
 
 /// A route's retry policy with its budget (shared by every worker).
@@ -125,9 +131,11 @@ impl Snapshot {
         config: Config,
         metrics: &Metrics,
         access_log: Option<Arc<AccessLog>>,
-        states: &TargetStates,
+        kept: &Kept,
     ) -> Result<Snapshot, SnapshotError> {
         let router = Router::build(&config.routes)?;
+        let states = &kept.targets;
+        let policies = kept.rate_limits.compile(&config)?;
         let upstreams: Vec<Arc<UpstreamGroup>> = config
             .upstreams
             .iter()
@@ -164,6 +172,12 @@ impl Snapshot {
                     timeouts: r.timeouts.clone(),
                     retry: r.retry.as_ref().map(route_retry),
                     max_body_bytes: r.max_body_bytes,
+                    rate_limits: r
+                        .rate_limits
+                        .iter()
+                        .filter_map(|name| policies.get(name).cloned())
+                        .collect(),
+                    consumer_header: config.rate_limiting.consumer_header.clone(),
                 }
             })
             .collect();
@@ -201,6 +215,12 @@ impl Snapshot {
             listeners,
         })
     }
+}
+
+/// State that outlives snapshots and that each new snapshot builds on.
+pub struct Kept {
+    pub targets: TargetStates,
+    pub rate_limits: crate::ratelimit::RateLimiter,
 }
 
 /// Target state that outlives snapshots: health, ejections, circuit and draining flags of

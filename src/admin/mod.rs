@@ -68,6 +68,7 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             upstreams::refresh_metrics(&shared.snapshot.load());
+            shared.kept.rate_limits.refresh_metrics();
             reply(StatusCode::OK, CONTENT_TYPE, shared.metrics.encode().into())
         }
         (&Method::GET, "/upstreams") => reply(

@@ -32,6 +32,79 @@ pub struct File {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub shutdown_drain: Option<String>,
+    #[serde(default)]
+    pub redis: Option<Redis>,
+    #[serde(default)]
+    pub rate_limiting: Option<RateLimiting>,
+}
+
+/// The Redis deployment shared by cluster-wide features: exactly one of `url`, `sentinel`
+/// and `cluster`.
+#[derive(Debug, Deserialize)]
+pub struct Redis {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub sentinel: Option<Sentinel>,
+    #[serde(default)]
+    pub cluster: Vec<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Sentinel {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    pub master: String,
+    pub urls: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RateLimiting {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub max_keys: Option<usize>,
+    #[serde(default)]
+    pub consumer_header: Option<String>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, RatePolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RatePolicy {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    pub algorithm: String,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub window: Option<String>,
+    #[serde(default)]
+    pub rate: Option<u64>,
+    #[serde(default)]
+    pub period: Option<String>,
+    #[serde(default)]
+    pub burst: Option<u64>,
+    #[serde(default)]
+    pub key: Vec<String>,
+    #[serde(default)]
+    pub ipv6_prefix: Option<u8>,
+    #[serde(default)]
+    pub store: Option<String>,
+    #[serde(default)]
+    pub redis_mode: Option<String>,
+    #[serde(default)]
+    pub batch_interval: Option<String>,
+    #[serde(default)]
+    pub batch_max_pending: Option<u64>,
+    #[serde(default)]
+    pub on_redis_error: Option<String>,
+    #[serde(default)]
+    pub x_ratelimit_headers: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -294,6 +367,8 @@ pub struct Route {
     pub retry: Option<Retry>,
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub rate_limits: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod model;
+mod ratelimit;
 mod resilience;
 mod validate;
 

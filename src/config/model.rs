@@ -23,6 +23,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub shutdown_drain: Duration,
+    pub redis: Option<Redis>,
+    pub rate_limiting: RateLimiting,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
 }
@@ -239,6 +241,8 @@ pub struct Route {
     pub retry: Option<RetryPolicy>,
     /// Overrides the listener's `max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// Names of the rate-limit policies applied, in order.
+    pub rate_limits: Vec<String>,
 }
 
 /// Per-route upstream timeouts; `None` falls back to the upstream group's setting.
@@ -374,4 +378,67 @@ pub struct Redirect {
     pub port: Option<u16>,
     pub path: Option<String>,
     pub strip_query: bool,
+}
+
+/// Where the Redis deployment is and how long any call to it may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redis {
+    pub deployment: RedisDeployment,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisDeployment {
+    Standalone(String),
+    Sentinel { master: String, urls: Vec<String> },
+    Cluster(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RateLimiting {
+    /// Most keys the in-process store holds, over all policies.
+    pub max_keys: usize,
+    /// Header naming the consumer until authentication provides one.
+    pub consumer_header: Option<HeaderName>,
+    pub policies: Vec<RatePolicy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RatePolicy {
+    pub name: String,
+    pub algorithm: crate::ratelimit::spec::Algorithm,
+    /// Parts of the counting key, in order; empty means one counter for the policy.
+    pub key: Vec<KeyPart>,
+    /// IPv6 client addresses are grouped by this prefix length.
+    pub ipv6_prefix: u8,
+    pub store: RateStore,
+    /// Also send `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
+    pub x_headers: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    ClientIp,
+    Consumer,
+    Route,
+    Path,
+    Header(HeaderName),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateStore {
+    Local,
+    Redis {
+        /// Decide locally and push counts in batches instead of one round trip per request.
+        batch: Option<RateBatch>,
+        /// When Redis fails: count locally (true) or answer 503 (false).
+        fail_open: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateBatch {
+    pub interval: Duration,
+    /// Unconfirmed admissions one instance may make per key before it waits for a flush.
+    pub max_pending: u64,
 }

@@ -119,6 +119,27 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         }
     }
 
+    let redis = f
+        .redis
+        .as_ref()
+        .and_then(|r| super::ratelimit::redis(&mut errs, r));
+    let rate_limiting =
+        super::ratelimit::rate_limiting(&mut errs, f.rate_limiting.as_ref(), f.redis.is_some());
+    for (i, r) in f.routes.iter().enumerate() {
+        for (j, name) in r.rate_limits.iter().enumerate() {
+            let known = f
+                .rate_limiting
+                .as_ref()
+                .is_some_and(|rl| rl.policies.contains_key(name));
+            if !known {
+                errs.push(
+                    format!("routes[{i}].rate_limits[{j}]"),
+                    format!("no rate-limit policy named {name:?}"),
+                );
+            }
+        }
+    }
+
     let shutdown_drain = opt_duration(
         &mut errs,
         "shutdown_drain",
@@ -140,6 +161,8 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             upstreams,
             routes,
             shutdown_drain,
+            redis,
+            rate_limiting,
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -480,6 +503,7 @@ fn route(
             ("retry", r.retry.is_some()),
             ("mirror", r.mirror.is_some()),
             ("max_body_bytes", r.max_body_bytes.is_some()),
+            ("rate_limits", !r.rate_limits.is_empty()),
         ] {
             if set {
                 errs.push(format!("{at}.{key}"), "not allowed with redirect");
@@ -497,6 +521,7 @@ fn route(
             .as_ref()
             .map(|rt| super::resilience::retry(errs, &format!("{at}.retry"), rt)),
         max_body_bytes: r.max_body_bytes,
+        rate_limits: r.rate_limits.clone(),
     })
 }
 

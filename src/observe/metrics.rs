@@ -13,7 +13,8 @@
 //! | `ferrogate_connections_total` | counter | `listener` |
 //! | `ferrogate_config_reloads_total` | counter | `result` (`ok` or `failed`) |
 //!
-//! and the resilience metrics listed in `metrics/resilience.rs`.
+//! and the resilience and rate-limit metrics listed in `metrics/resilience.rs` and
+//! `metrics/ratelimit.rs`.
 //!
 //! Label values stay bounded: `route`, `upstream`, `target` and `listener` come from the
 //! config, `method` is one of the nine standard methods or `other`, `status` is the numeric
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use http::Method;
 
+mod ratelimit;
 mod resilience;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +37,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
+pub use ratelimit::{PolicyCounters, RateLimitMetrics};
 pub use resilience::{ResilienceMetrics, TargetState};
 
 /// Content type of [`Metrics::encode`]: the crate writes OpenMetrics text, ending in `# EOF`.
@@ -108,6 +111,8 @@ pub struct Metrics {
     reloads_failed: Counter,
     /// Health, retry, queue, mirror and connection-limit metrics (`resilience.rs`).
     pub resilience: ResilienceMetrics,
+    /// Rate-limit and Redis metrics (`ratelimit.rs`).
+    pub rate_limits: RateLimitMetrics,
 }
 
 /// Request metrics of one route. Cheap to clone; counts survive reloads because handles of
@@ -263,9 +268,12 @@ impl Metrics {
 
         let resilience = ResilienceMetrics::default();
         resilience.register(&mut registry);
+        let rate_limits = RateLimitMetrics::default();
+        rate_limits.register(&mut registry);
 
         Metrics {
             resilience,
+            rate_limits,
             registry,
             requests,
             request_duration,

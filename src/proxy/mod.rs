@@ -21,6 +21,8 @@ use crate::config::model::{Action, UpstreamProtocol};
 use crate::error::ProxyError;
 use crate::observe::access_log::{AccessLog, Record};
 use crate::observe::metrics::RouteMetrics;
+use crate::ratelimit::key::KeyContext;
+use crate::ratelimit::{self, Admission, Hold};
 use crate::router::{self, RequestView};
 use crate::snapshot::{CompiledRoute, Snapshot};
 use crate::upstream::limit::{Refusal, Slot};
@@ -67,6 +69,7 @@ pub async fn handle(
         status: 0,
         route_metrics: None,
         slot: None,
+        holds: Vec::new(),
         log: snap.access_log.as_ref().map(|log| {
             Box::new(LogData {
                 log: log.clone(),
@@ -135,6 +138,34 @@ pub async fn handle(
     // HTTP/1.1 heads are counted by the strict guard; HTTP/2 ones here.
     if req.headers().len() > listener.limits.max_headers {
         return respond_error(&ProxyError::TooManyHeaders, &request_id, done);
+    }
+
+    // access: rate limits
+    let mut passed = None;
+    if !route.rate_limits.is_empty() {
+        let ctx = KeyContext {
+            client_ip,
+            route: &route.name,
+            path: req.uri().path(),
+            headers: req.headers(),
+            consumer_header: route.consumer_header.as_ref(),
+        };
+        match ratelimit::admit(&route.rate_limits, &ctx).await {
+            Admission::Pass(mut p) => {
+                done.holds = std::mem::take(&mut p.holds);
+                passed = Some(p);
+            }
+            Admission::Limited(p) => {
+                let name = p.refused_by().unwrap_or_default();
+                let mut resp = ProxyError::RateLimited(name).to_response(&request_id);
+                p.write_headers(resp.headers_mut());
+                return finish_response(resp, done);
+            }
+            Admission::Unavailable(name) => {
+                let err = ProxyError::RateLimitUnavailable(name);
+                return respond_error(&err, &request_id, done);
+            }
+        }
     }
 
     // SELECT the group (split, forced by header), then wait for a slot in it
@@ -250,6 +281,9 @@ pub async fn handle(
     let (mut parts, body) = resp.into_parts();
     prepare_downstream_headers(&mut parts.headers, switching);
     parts.headers.insert(X_REQUEST_ID, request_id);
+    if let Some(p) = &passed {
+        p.write_headers(&mut parts.headers);
+    }
     if let Some(pin) = answer.pin {
         parts.headers.append(header::SET_COOKIE, pin);
     }
@@ -326,6 +360,8 @@ pub struct Completion {
     log: Option<Box<LogData>>,
     /// The request's place in its upstream group's concurrency limit, freed at the end.
     slot: Option<Slot>,
+    /// Places held in rate-limit concurrency policies, freed at the end.
+    holds: Vec<Hold>,
 }
 
 struct LogData {

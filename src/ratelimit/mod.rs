@@ -1,3 +1,346 @@
-//! Rate limiting: policies, keys and the stores that count them.
+//! Rate limiting: named policies compiled from the config, the key of each request under
+//! them, and the admission decision made by the in-process store or by Redis.
+//!
+//! [`RateLimiter`] outlives snapshots: the local counts, the policy ids and the Redis
+//! connection survive reloads. A snapshot holds [`Policy`] values; a route lists the ones it
+//! applies, and a policy used by several routes counts once across them (its key decides what
+//! is shared, not the route).
 
+pub mod algo;
+pub mod headers;
+pub mod key;
+pub mod local;
+pub mod redis;
 pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use crate::config::model::{self, KeyPart, RateStore};
+use crate::observe::metrics::{PolicyCounters, RateLimitMetrics};
+use key::KeyContext;
+use local::{ConcurrencyGuard, LocalStore};
+use redis::{RedisSettings, RedisStore};
+use spec::{now_micros, Algorithm, Decision};
+
+/// One compiled policy, shared by the routes that apply it.
+pub struct Policy {
+    pub name: Arc<str>,
+    /// Id in the local store, stable across reloads for the same name.
+    id: u32,
+    algorithm: Algorithm,
+    key: Vec<KeyPart>,
+    ipv6_prefix: u8,
+    backend: Backend,
+    x_headers: bool,
+    /// This policy's `RateLimit-Policy` item.
+    policy_item: String,
+    counters: PolicyCounters,
+    metrics: RateLimitMetrics,
+    local: Arc<LocalStore>,
+}
+
+enum Backend {
+    Local,
+    Redis {
+        store: Arc<RedisStore>,
+        batch: Option<model::RateBatch>,
+        fail_open: bool,
+    },
+}
+
+/// Held for the whole exchange; frees concurrency places when dropped.
+pub enum Hold {
+    Local(ConcurrencyGuard),
+    Redis(redis::Lease),
+}
+
+/// Decisions of the policies a request passed, for the response fields.
+#[derive(Default)]
+pub struct Passed {
+    decisions: Vec<(Arc<Policy>, Decision)>,
+    pub holds: Vec<Hold>,
+}
+
+pub enum Admission {
+    Pass(Passed),
+    /// Refused by `decisions.last()`: 429.
+    Limited(Passed),
+    /// Redis failed and the policy fails closed: 503.
+    Unavailable(Arc<str>),
+}
+
+impl Passed {
+    /// The policy that refused, if one did.
+    pub fn refused_by(&self) -> Option<Arc<str>> {
+        self.decisions
+            .last()
+            .filter(|(_, d)| !d.allowed)
+            .map(|(p, _)| p.name.clone())
+    }
+
+    /// Adds `RateLimit-Policy`, `RateLimit` (and `X-RateLimit-*` if asked) for every policy
+    /// checked; on a refusal also `Retry-After`.
+    pub fn write_headers(&self, headers: &mut http::HeaderMap) {
+        let applied: Vec<headers::Applied<'_>> = self
+            .decisions
+            .iter()
+            .map(|(p, d)| headers::Applied {
+                name: &p.name,
+                policy_item: &p.policy_item,
+                decision: *d,
+                x_headers: p.x_headers,
+            })
+            .collect();
+        headers::write(headers, &applied);
+        if let Some((_, d)) = self.decisions.last() {
+            if let (false, Some(wait)) = (d.allowed, d.retry_after) {
+                headers::retry_after(headers, wait);
+            }
+        }
+    }
+}
+
+/// Checks `policies` in order; the first refusal stops (earlier policies have counted the
+/// request, as nginx's `limit_req` stacks do).
+pub async fn admit(policies: &[Arc<Policy>], ctx: &KeyContext<'_>) -> Admission {
+    let mut passed = Passed {
+        decisions: Vec::with_capacity(policies.len()),
+        holds: Vec::new(),
+    };
+    let mut key_buf = Vec::with_capacity(64);
+    for policy in policies {
+        key::build(&mut key_buf, &policy.key, policy.ipv6_prefix, ctx);
+        let decision = match policy.decide(&key_buf).await {
+            Ok((decision, hold)) => {
+                passed.holds.extend(hold);
+                decision
+            }
+            Err(()) => {
+                policy.counters.unavailable.inc();
+                return Admission::Unavailable(policy.name.clone());
+            }
+        };
+        passed.decisions.push((policy.clone(), decision));
+        if !decision.allowed {
+            policy.counters.rejected.inc();
+            return Admission::Limited(passed);
+        }
+        policy.counters.allowed.inc();
+    }
+    Admission::Pass(passed)
+}
+
+impl Policy {
+    /// The decision for one key; `Err` when Redis failed and the policy fails closed.
+    async fn decide(&self, key: &[u8]) -> Result<(Decision, Option<Hold>), ()> {
+        let Backend::Redis {
+            store,
+            batch,
+            fail_open,
+        } = &self.backend
+        else {
+            return Ok(self.decide_locally(key));
+        };
+        let start = Instant::now();
+        let (operation, result) = match (self.algorithm, batch) {
+            (Algorithm::Concurrency { max }, _) => (
+                "acquire",
+                store.acquire(&self.name, max, key).await.map(|r| match r {
+                    Ok(lease) => (lease.decision(), Some(Hold::Redis(lease))),
+                    Err(refused) => (refused, None),
+                }),
+            ),
+            (alg, Some(batch)) => (
+                "batched",
+                store
+                    .check_batched(&self.name, &alg, (*batch).into(), key, 1)
+                    .await
+                    .map(|d| (d, None)),
+            ),
+            (alg, None) => (
+                "check",
+                store
+                    .check(&self.name, &alg, key, 1)
+                    .await
+                    .map(|d| (d, None)),
+            ),
+        };
+        self.metrics.redis_call(operation, start.elapsed());
+        match result {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                self.metrics.redis_error(operation, e.kind());
+                tracing::warn!(policy = %self.name, error = %e, "rate limit: Redis call failed");
+                if *fail_open {
+                    self.counters.fallbacks.inc();
+                    Ok(self.decide_locally(key))
+                } else {
+                    Err(())
+                }
+            }
+        }
+    }
+
+    fn decide_locally(&self, key: &[u8]) -> (Decision, Option<Hold>) {
+        match self.algorithm {
+            Algorithm::Concurrency { max } => match self.local.acquire(self.id, max, key) {
+                Ok(guard) => (guard.decision(), Some(Hold::Local(guard))),
+                Err(refused) => (refused, None),
+            },
+            alg => (self.local.check(self.id, &alg, key, now_micros(), 1), None),
+        }
+    }
+}
+
+/// Rate-limit state that outlives snapshots.
+pub struct RateLimiter {
+    metrics: RateLimitMetrics,
+    /// Contact Redis (false for `ferrogate check`, which only compiles).
+    connect: bool,
+    state: Mutex<State>,
+}
+
+struct State {
+    local: Arc<LocalStore>,
+    max_keys: usize,
+    ids: HashMap<String, u32>,
+    redis: Option<(model::Redis, Arc<RedisStore>)>,
+    /// Runs the Redis connections and batch flushers, off the worker runtimes.
+    runtime: Option<RedisRuntime>,
+}
+
+/// Errors compiling the rate-limit part of a config.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    #[error("cannot start the Redis client runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("invalid Redis settings: {0}")]
+    Redis(String),
+}
+
+impl RateLimiter {
+    pub fn new(metrics: RateLimitMetrics) -> RateLimiter {
+        RateLimiter {
+            metrics,
+            connect: true,
+            state: Mutex::new(State {
+                local: Arc::new(LocalStore::new(1)),
+                max_keys: 0,
+                ids: HashMap::new(),
+                redis: None,
+                runtime: None,
+            }),
+        }
+    }
+
+    /// A limiter that compiles policies but never contacts Redis.
+    pub fn offline(metrics: RateLimitMetrics) -> RateLimiter {
+        RateLimiter {
+            connect: false,
+            ..RateLimiter::new(metrics)
+        }
+    }
+
+    /// Compiles the config's policies by name. The local store is replaced only when
+    /// `max_keys` changes; the Redis client only when the `redis` settings change.
+    pub fn compile(
+        &self,
+        config: &model::Config,
+    ) -> Result<HashMap<String, Arc<Policy>>, RateLimitError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let rl = &config.rate_limiting;
+        if state.max_keys != rl.max_keys {
+            state.local = Arc::new(LocalStore::new(rl.max_keys.max(1)));
+            state.max_keys = rl.max_keys;
+        }
+        let needs_redis = self.connect
+            && rl
+                .policies
+                .iter()
+                .any(|p| matches!(p.store, RateStore::Redis { .. }));
+        let redis = match (&config.redis, needs_redis) {
+            (Some(settings), true) => Some(state.redis_store(settings)?),
+            _ => None,
+        };
+        let mut policies = HashMap::new();
+        for p in &rl.policies {
+            let next = u32::try_from(state.ids.len()).unwrap_or(u32::MAX);
+            let id = *state.ids.entry(p.name.clone()).or_insert(next);
+            let backend = match (&p.store, &redis) {
+                (RateStore::Redis { batch, fail_open }, Some(store)) => Backend::Redis {
+                    store: store.clone(),
+                    batch: *batch,
+                    fail_open: *fail_open,
+                },
+                _ => Backend::Local,
+            };
+            let policy = Policy {
+                name: Arc::from(p.name.as_str()),
+                id,
+                algorithm: p.algorithm,
+                key: p.key.clone(),
+                ipv6_prefix: p.ipv6_prefix,
+                backend,
+                x_headers: p.x_headers,
+                policy_item: headers::policy_item(&p.name, &p.algorithm),
+                counters: self.metrics.policy(&p.name),
+                metrics: self.metrics.clone(),
+                local: state.local.clone(),
+            };
+            policies.insert(p.name.clone(), Arc::new(policy));
+        }
+        Ok(policies)
+    }
+
+    /// Updates the local store gauges (at scrape time).
+    pub fn refresh_metrics(&self) {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.metrics
+            .set_local(state.local.len(), state.local.evictions());
+    }
+}
+
+impl State {
+    fn redis_store(&mut self, settings: &model::Redis) -> Result<Arc<RedisStore>, RateLimitError> {
+        if let Some((current, store)) = &self.redis {
+            if current == settings {
+                return Ok(store.clone());
+            }
+        }
+        if self.runtime.is_none() {
+            self.runtime = Some(RedisRuntime::start().map_err(RateLimitError::Runtime)?);
+        }
+        let runtime = self.runtime.as_ref().map(|r| r.handle.clone());
+        let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
+        let store = RedisStore::new(redis_settings(settings))
+            .map_err(|e| RateLimitError::Redis(e.to_string()))?;
+        let store = Arc::new(store);
+        self.redis = Some((settings.clone(), store.clone()));
+        Ok(store)
+    }
+}
+
+fn redis_settings(r: &model::Redis) -> RedisSettings {
+    RedisSettings::from_model(r)
+}
+
+/// A one-thread runtime for Redis connections and background flushes; stops with the
+/// process.
+struct RedisRuntime {
+    handle: tokio::runtime::Handle,
+}
+
+impl RedisRuntime {
+    fn start() -> std::io::Result<RedisRuntime> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("ferrogate-redis".to_owned())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        Ok(RedisRuntime { handle })
+    }
+}

@@ -27,6 +27,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         timeouts: RouteTimeouts::default(),
         retry: None,
         max_body_bytes: None,
+        rate_limits: Vec::new(),
     }
 }
 

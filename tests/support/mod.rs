@@ -2,6 +2,8 @@
 //! in-process gateway started from YAML, and small clients (raw TCP, HTTP/1.1, h2c).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod redis;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
