@@ -1,5 +1,5 @@
 //! `ferrogate demo`: built-in backends on loopback and an example config that shows routing,
-//! load balancing, redirects and metrics without anything else installed.
+//! load balancing, redirects, rate limiting and metrics without anything else installed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,6 +35,14 @@ upstreams:
       - {address: "{alpha}"}
       - {address: "{beta}"}
       - {address: "{gamma}"}
+rate_limiting:
+  policies:
+    five_per_10s:
+      algorithm: sliding_window
+      limit: 5
+      window: 10s
+      key: [client_ip]
+      x_ratelimit_headers: true
 routes:
   - name: api
     match: {path: {prefix: /api}}
@@ -44,6 +52,10 @@ routes:
     match: {path: {template: "/users/{id}"}, methods: [GET]}
     upstream: sticky
     rewrite: {path: "/profile/{id}"}
+  - name: limited
+    match: {path: {prefix: /limited}}
+    upstream: demo
+    rate_limits: [five_per_10s]
   - name: old-docs
     match: {path: {prefix: /old}}
     redirect: {status: 301, path: /api/docs}

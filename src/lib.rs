@@ -7,6 +7,7 @@
 //! whole picture.
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod config;
@@ -23,5 +24,6 @@ pub mod serve;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;
+pub mod validate;
 
 pub use gateway::{Gateway, StartOptions};

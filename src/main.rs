@@ -150,6 +150,7 @@ Try:
   curl -s http://{g}/api/hello          # round robin over alpha (weight 2), beta, gamma; /api stripped
   for i in 1 2 3 4; do curl -s http://{g}/api/; done
   curl -s http://{g}/users/42 -H 'x-user: ada'   # consistent hash on x-user, path rewritten
+  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' http://{g}/limited; done  # 5 per 10 s, then 429
   curl -si http://{g}/old                # 301 redirect
   curl -si http://{g}/nowhere            # 404 problem+json
   curl -s http://{a}/metrics | grep ferrogate_requests_total

@@ -182,3 +182,40 @@ async fn run_reloads_on_sighup_and_exits_zero_after_draining_on_sigterm() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+/// The demo's configuration runs as the README's quick start promises: routing, load
+/// balancing, rate limiting and the redirect, against its own built-in backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_config_shows_routing_balancing_limits_and_redirects() {
+    let backends = [
+        ferrogate::demo::spawn_backend("alpha").unwrap(),
+        ferrogate::demo::spawn_backend("beta").unwrap(),
+        ferrogate::demo::spawn_backend("gamma").unwrap(),
+    ];
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let text = ferrogate::demo::config_text(any, any, backends);
+    let gw = support::TestGateway::start(&text);
+
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let got = support::get(gw.addr, "demo", "/api/hello").await;
+        assert_eq!(got.status, 200);
+        assert!(got.text().contains("\"path\":\"/hello\""), "{}", got.text());
+        seen.insert(got.text().split('"').nth(3).unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 3, "round robin reached {seen:?}");
+
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            support::get(gw.addr, "demo", "/limited")
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+
+    let redirect = support::get(gw.addr, "demo", "/old").await;
+    assert_eq!(redirect.status, 301);
+}

@@ -70,48 +70,79 @@ pub fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// One applied policy's answer, as the response fields need it.
-pub struct Applied<'a> {
-    pub name: &'a str,
-    pub policy_item: &'a str,
-    pub decision: Decision,
+/// What the response fields need of one policy, written once when the policy is compiled.
+#[derive(Debug)]
+pub struct PolicyFields {
+    /// The `RateLimit-Policy` item, as a ready header value.
+    pub policy_value: HeaderValue,
+    /// `"name";r=`, the start of the policy's `RateLimit` item.
+    pub state_prefix: Box<[u8]>,
     pub x_headers: bool,
 }
 
+impl PolicyFields {
+    pub fn new(name: &str, alg: &Algorithm, x_headers: bool) -> PolicyFields {
+        let item = policy_item(name, alg);
+        let mut prefix = String::with_capacity(name.len() + 6);
+        push_name(&mut prefix, name);
+        prefix.push_str(";r=");
+        PolicyFields {
+            policy_value: HeaderValue::try_from(item)
+                .unwrap_or_else(|_| HeaderValue::from_static("\"policy\"")),
+            state_prefix: prefix.into_bytes().into_boxed_slice(),
+            x_headers,
+        }
+    }
+}
+
 /// Adds `RateLimit-Policy` and `RateLimit` for every applied policy, and `X-RateLimit-*`
-/// for the most restrictive one of those that ask for them.
-pub fn write(headers: &mut HeaderMap, applied: &[Applied<'_>]) {
-    if applied.is_empty() {
+/// for the most restrictive one of those that ask for them. Runs on every response of a
+/// limited route, so it joins bytes instead of formatting.
+pub fn write<'a>(
+    headers: &mut HeaderMap,
+    applied: impl Iterator<Item = (&'a PolicyFields, Decision)> + Clone,
+) {
+    let mut count = 0;
+    let mut state = Vec::with_capacity(48);
+    let mut tightest: Option<Decision> = None;
+    let mut numbers = itoa::Buffer::new();
+    for (fields, d) in applied.clone() {
+        if count > 0 {
+            state.extend_from_slice(b", ");
+        }
+        count += 1;
+        state.extend_from_slice(&fields.state_prefix);
+        state.extend_from_slice(numbers.format(d.remaining).as_bytes());
+        state.extend_from_slice(b";t=");
+        state.extend_from_slice(numbers.format(ceil_secs(d.reset)).as_bytes());
+        if fields.x_headers
+            && tightest.is_none_or(|t| (d.allowed, d.remaining) < (t.allowed, t.remaining))
+        {
+            tightest = Some(d);
+        }
+    }
+    if count == 0 {
         return;
     }
-    let mut policy = String::with_capacity(32 * applied.len());
-    let mut state = String::with_capacity(32 * applied.len());
-    for (i, a) in applied.iter().enumerate() {
-        if i > 0 {
-            policy.push_str(", ");
-            state.push_str(", ");
+    let policy = if count == 1 {
+        applied.clone().next().map(|(f, _)| f.policy_value.clone())
+    } else {
+        let mut joined = Vec::with_capacity(32 * count);
+        for (i, (fields, _)) in applied.enumerate() {
+            if i > 0 {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(fields.policy_value.as_bytes());
         }
-        policy.push_str(a.policy_item);
-        push_name(&mut state, a.name);
-        let _ = write!(
-            state,
-            ";r={};t={}",
-            a.decision.remaining,
-            ceil_secs(a.decision.reset)
-        );
-    }
-    if let Ok(v) = HeaderValue::try_from(policy) {
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
+    };
+    if let Some(v) = policy {
         headers.insert(RATELIMIT_POLICY.clone(), v);
     }
-    if let Ok(v) = HeaderValue::try_from(state) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(state)) {
         headers.insert(RATELIMIT.clone(), v);
     }
-    let tightest = applied
-        .iter()
-        .filter(|a| a.x_headers)
-        .min_by_key(|a| (a.decision.allowed, a.decision.remaining));
-    if let Some(a) = tightest {
-        let d = a.decision;
+    if let Some(d) = tightest {
         headers.insert(X_LIMIT.clone(), number(d.limit));
         headers.insert(X_REMAINING.clone(), number(d.remaining));
         headers.insert(X_RESET.clone(), number(ceil_secs(d.reset)));
@@ -159,28 +190,29 @@ mod tests {
 
     #[test]
     fn fields_list_every_policy_and_x_headers_the_tightest() {
-        let a = policy_item("a", &Algorithm::Concurrency { max: 10 });
-        let b = policy_item("b", &Algorithm::Concurrency { max: 10 });
-        let applied = [
-            Applied {
-                name: "a",
-                policy_item: &a,
-                decision: decision(7, 1_500),
-                x_headers: true,
-            },
-            Applied {
-                name: "b",
-                policy_item: &b,
-                decision: decision(3, 200),
-                x_headers: true,
-            },
-        ];
+        let a = PolicyFields::new("a", &Algorithm::Concurrency { max: 10 }, true);
+        let b = PolicyFields::new("b", &Algorithm::Concurrency { max: 10 }, true);
+        let applied = [(&a, decision(7, 1_500)), (&b, decision(3, 200))];
         let mut h = HeaderMap::new();
-        write(&mut h, &applied);
+        write(&mut h, applied.iter().copied());
         assert_eq!(h["ratelimit-policy"], "\"a\";q=10, \"b\";q=10");
         assert_eq!(h["ratelimit"], "\"a\";r=7;t=2, \"b\";r=3;t=1");
         assert_eq!(h["x-ratelimit-remaining"], "3");
         assert_eq!(h["x-ratelimit-reset"], "1");
+    }
+
+    #[test]
+    fn one_policy_gets_its_ready_policy_value() {
+        let alg = Algorithm::FixedWindow {
+            limit: 5,
+            window: Duration::from_secs(10),
+        };
+        let f = PolicyFields::new("p", &alg, false);
+        let mut h = HeaderMap::new();
+        write(&mut h, std::iter::once((&f, decision(4, 9_001))));
+        assert_eq!(h["ratelimit-policy"], "\"p\";q=5;w=10");
+        assert_eq!(h["ratelimit"], "\"p\";r=4;t=10");
+        assert!(h.get("x-ratelimit-limit").is_none());
     }
 
     #[test]

@@ -33,9 +33,8 @@ pub struct Policy {
     key: Vec<KeyPart>,
     ipv6_prefix: u8,
     backend: Backend,
-    x_headers: bool,
-    /// This policy's `RateLimit-Policy` item.
-    policy_item: String,
+    /// This policy's ready-made response field parts.
+    fields: headers::PolicyFields,
     counters: PolicyCounters,
     metrics: RateLimitMetrics,
     local: Arc<LocalStore>,
@@ -83,17 +82,7 @@ impl Passed {
     /// Adds `RateLimit-Policy`, `RateLimit` (and `X-RateLimit-*` if asked) for every policy
     /// checked; on a refusal also `Retry-After`.
     pub fn write_headers(&self, headers: &mut http::HeaderMap) {
-        let applied: Vec<headers::Applied<'_>> = self
-            .decisions
-            .iter()
-            .map(|(p, d)| headers::Applied {
-                name: &p.name,
-                policy_item: &p.policy_item,
-                decision: *d,
-                x_headers: p.x_headers,
-            })
-            .collect();
-        headers::write(headers, &applied);
+        headers::write(headers, self.decisions.iter().map(|(p, d)| (&p.fields, *d)));
         if let Some((_, d)) = self.decisions.last() {
             if let (false, Some(wait)) = (d.allowed, d.retry_after) {
                 headers::retry_after(headers, wait);
@@ -283,8 +272,7 @@ impl RateLimiter {
                 key: p.key.clone(),
                 ipv6_prefix: p.ipv6_prefix,
                 backend,
-                x_headers: p.x_headers,
-                policy_item: headers::policy_item(&p.name, &p.algorithm),
+                fields: headers::PolicyFields::new(&p.name, &p.algorithm, p.x_headers),
                 counters: self.metrics.policy(&p.name),
                 metrics: self.metrics.clone(),
                 local: state.local.clone(),

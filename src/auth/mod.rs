@@ -1,0 +1,15 @@
+//! Authentication and authorization building blocks: consumers and their credentials (API
+//! keys, Basic), JWT with JWKS, OAuth 2.0 token introspection, access rules, IP rules and
+//! CORS. Each is a library piece with its own tests; the proxy's `access` phase applies them
+//! per route.
+
+pub mod acl;
+pub mod apikey;
+pub mod basic;
+pub mod consumer;
+pub mod cors;
+pub mod introspect;
+pub mod iprules;
+pub mod jwks;
+pub mod jwt;
+pub mod token;
