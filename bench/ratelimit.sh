@@ -4,7 +4,8 @@
 # the way ../shared/bench/peers.sh measures proxies (gateway pinned to CPU 1, backend nginx,
 # Redis and wrk on CPU 0, 50 keep-alive connections, CPU microseconds per request from
 # /proc/PID/stat), in alternating rounds within one run so the ratios share the machine's
-# state. Redis's own CPU is not counted. Usage: bench/ratelimit.sh [DURATION_S] [ROUNDS]
+# state. Redis's own CPU is not counted. Usage: [CONFIGS="peers ratelimit-local"]
+# bench/ratelimit.sh [DURATION_S] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-5}; ROUNDS=${2:-3}; C=50
@@ -39,7 +40,7 @@ measure() { # config -> prints cpu µs per request
 }
 
 declare -A SUM
-CONFIGS=(peers ratelimit-local ratelimit-redis ratelimit-batched)
+CONFIGS=(${CONFIGS:-peers ratelimit-local ratelimit-redis ratelimit-batched})
 for r in $(seq $ROUNDS); do
   line="round $r:"
   for c in "${CONFIGS[@]}"; do

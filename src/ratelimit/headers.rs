@@ -103,18 +103,18 @@ pub fn write<'a>(
     applied: impl Iterator<Item = (&'a PolicyFields, Decision)> + Clone,
 ) {
     let mut count = 0;
-    let mut state = Vec::with_capacity(48);
+    let mut state = Buf::default();
     let mut tightest: Option<Decision> = None;
     let mut numbers = itoa::Buffer::new();
     for (fields, d) in applied.clone() {
         if count > 0 {
-            state.extend_from_slice(b", ");
+            state.push(b", ");
         }
         count += 1;
-        state.extend_from_slice(&fields.state_prefix);
-        state.extend_from_slice(numbers.format(d.remaining).as_bytes());
-        state.extend_from_slice(b";t=");
-        state.extend_from_slice(numbers.format(ceil_secs(d.reset)).as_bytes());
+        state.push(&fields.state_prefix);
+        state.push(numbers.format(d.remaining).as_bytes());
+        state.push(b";t=");
+        state.push(numbers.format(ceil_secs(d.reset)).as_bytes());
         if fields.x_headers
             && tightest.is_none_or(|t| (d.allowed, d.remaining) < (t.allowed, t.remaining))
         {
@@ -139,13 +139,54 @@ pub fn write<'a>(
     if let Some(v) = policy {
         headers.insert(RATELIMIT_POLICY.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(state)) {
+    if let Ok(v) = HeaderValue::from_bytes(state.as_slice()) {
         headers.insert(RATELIMIT.clone(), v);
     }
     if let Some(d) = tightest {
         headers.insert(X_LIMIT.clone(), number(d.limit));
         headers.insert(X_REMAINING.clone(), number(d.remaining));
         headers.insert(X_RESET.clone(), number(ceil_secs(d.reset)));
+    }
+}
+
+/// Bytes on the stack while they fit (one policy's `RateLimit` item always does), so the
+/// header value is the only allocation.
+struct Buf {
+    stack: [u8; 128],
+    len: usize,
+    heap: Option<Vec<u8>>,
+}
+
+impl Default for Buf {
+    fn default() -> Self {
+        Buf {
+            stack: [0; 128],
+            len: 0,
+            heap: None,
+        }
+    }
+}
+
+impl Buf {
+    fn push(&mut self, bytes: &[u8]) {
+        if let Some(heap) = &mut self.heap {
+            heap.extend_from_slice(bytes);
+        } else if let Some(room) = self.stack.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            let mut heap = Vec::with_capacity(2 * (self.len + bytes.len()));
+            heap.extend_from_slice(&self.stack[..self.len]);
+            heap.extend_from_slice(bytes);
+            self.heap = Some(heap);
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match &self.heap {
+            Some(heap) => heap,
+            None => &self.stack[..self.len],
+        }
     }
 }
 
@@ -213,6 +254,21 @@ mod tests {
         assert_eq!(h["ratelimit-policy"], "\"p\";q=5;w=10");
         assert_eq!(h["ratelimit"], "\"p\";r=4;t=10");
         assert!(h.get("x-ratelimit-limit").is_none());
+    }
+
+    #[test]
+    fn long_field_lists_move_off_the_stack_intact() {
+        let alg = Algorithm::Concurrency { max: 1 };
+        let names: Vec<String> = (0..20).map(|i| format!("policy-number-{i}")).collect();
+        let fields: Vec<PolicyFields> = names
+            .iter()
+            .map(|n| PolicyFields::new(n, &alg, false))
+            .collect();
+        let mut h = HeaderMap::new();
+        write(&mut h, fields.iter().map(|f| (f, decision(1, 1_000))));
+        let state = h["ratelimit"].to_str().unwrap();
+        assert_eq!(state.split(", ").count(), 20);
+        assert!(state.ends_with("\"policy-number-19\";r=1;t=1"), "{state}");
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //!
 //! Keys are stored as a 128-bit hash of (policy id, key bytes) rather than the bytes: every
 //! entry has the same small size and no heap allocation of its own, and a lookup allocates
-//! nothing. The hash is two runs (domain bytes 0 and 1) of the standard library's keyed,
-//! DoS-resistant hasher (`RandomState`, SipHash-1-3 today) under a random key drawn when the
-//! store is created, so clients can neither compute it nor search for collisions offline;
-//! by chance, any two of a billion keys collide with a probability around 10^-21.
+//! nothing. The high half is the standard library's keyed, DoS-resistant hasher
+//! (`RandomState`, SipHash-1-3 today) under a random key drawn when the store is created, so
+//! clients can neither compute it nor search for collisions offline; the low half is a cheap
+//! multiply-rotate mix under its own random seed (one SipHash run per request, not two: this
+//! is on every request of a limited route). Two keys share an entry only if both halves
+//! collide: by chance, below 10^-19 for any two of a billion keys, and not something a client
+//! can aim for without the SipHash key.
 //!
 //! Entries live in 64 shards (fewer when `max_keys` is smaller), each a mutex over a dense
 //! slot array plus an index map, picked by the hash's high half. A lock is held only for
@@ -40,6 +43,8 @@ const PINNED: Micros = Micros::MAX;
 /// The in-process store. Share it behind an `Arc`.
 pub struct LocalStore {
     keys: RandomState,
+    /// Seed of the low half of key ids.
+    seed: u64,
     shards: Box<[Arc<Shard>]>,
     mask: usize,
 }
@@ -105,6 +110,7 @@ impl LocalStore {
             .collect();
         LocalStore {
             keys: RandomState::new(),
+            seed: RandomState::new().hash_one(0x5eed_u64) | 1,
             mask: shards.len() - 1,
             shards,
         }
@@ -161,20 +167,38 @@ impl LocalStore {
     }
 
     fn id(&self, policy: u32, key: &[u8]) -> u128 {
-        let half = |domain: u8| {
-            let mut h = self.keys.build_hasher();
-            h.write_u8(domain);
-            h.write_u32(policy);
-            h.write(key);
-            h.finish()
-        };
-        (u128::from(half(0)) << 64) | u128::from(half(1))
+        let mut h = self.keys.build_hasher();
+        h.write_u32(policy);
+        h.write(key);
+        let high = h.finish();
+        (u128::from(high) << 64) | u128::from(mix(self.seed ^ u64::from(policy), key))
     }
 
     fn shard(&self, id: u128) -> &Arc<Shard> {
         // The high half picks the shard; the map uses the low half.
         &self.shards[(id >> 64) as usize & self.mask]
     }
+}
+
+/// A fast seeded mix of the key bytes, 8 at a time (the low half of a key id).
+fn mix(seed: u64, key: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = seed ^ (key.len() as u64).wrapping_mul(K);
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(K)
+            .rotate_left(29);
+    }
+    let mut tail = [0u8; 8];
+    let rest = chunks.remainder();
+    tail[..rest.len()].copy_from_slice(rest);
+    h = (h ^ u64::from_le_bytes(tail))
+        .wrapping_mul(K)
+        .rotate_left(29);
+    h ^ (h >> 32)
 }
 
 impl fmt::Debug for LocalStore {

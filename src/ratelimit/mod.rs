@@ -58,13 +58,15 @@ pub enum Hold {
 /// Decisions of the policies a request passed, for the response fields.
 #[derive(Default)]
 pub struct Passed {
-    decisions: Vec<(Arc<Policy>, Decision)>,
+    /// Most routes apply one policy: its decision needs no allocation.
+    first: Option<(Arc<Policy>, Decision)>,
+    more: Vec<(Arc<Policy>, Decision)>,
     pub holds: Vec<Hold>,
 }
 
 pub enum Admission {
     Pass(Passed),
-    /// Refused by `decisions.last()`: 429.
+    /// Refused by the last policy checked: 429.
     Limited(Passed),
     /// Redis failed and the policy fails closed: 503.
     Unavailable(Arc<str>),
@@ -73,8 +75,7 @@ pub enum Admission {
 impl Passed {
     /// The policy that refused, if one did.
     pub fn refused_by(&self) -> Option<Arc<str>> {
-        self.decisions
-            .last()
+        self.last()
             .filter(|(_, d)| !d.allowed)
             .map(|(p, _)| p.name.clone())
     }
@@ -82,8 +83,9 @@ impl Passed {
     /// Adds `RateLimit-Policy`, `RateLimit` (and `X-RateLimit-*` if asked) for every policy
     /// checked; on a refusal also `Retry-After`.
     pub fn write_headers(&self, headers: &mut http::HeaderMap) {
-        headers::write(headers, self.decisions.iter().map(|(p, d)| (&p.fields, *d)));
-        if let Some((_, d)) = self.decisions.last() {
+        let all = self.first.iter().chain(&self.more);
+        headers::write(headers, all.map(|(p, d)| (&p.fields, *d)));
+        if let Some((_, d)) = self.last() {
             if let (false, Some(wait)) = (d.allowed, d.retry_after) {
                 headers::retry_after(headers, wait);
             }
@@ -91,17 +93,41 @@ impl Passed {
     }
 }
 
+impl Passed {
+    fn push(&mut self, policy: &Arc<Policy>, decision: Decision) {
+        if self.first.is_none() {
+            self.first = Some((policy.clone(), decision));
+        } else {
+            self.more.push((policy.clone(), decision));
+        }
+    }
+
+    fn last(&self) -> Option<&(Arc<Policy>, Decision)> {
+        self.more.last().or(self.first.as_ref())
+    }
+}
+
+thread_local! {
+    /// The key buffer of local decisions, reused by every request on the thread.
+    static KEY: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(64));
+}
+
 /// Checks `policies` in order; the first refusal stops (earlier policies have counted the
 /// request, as nginx's `limit_req` stacks do).
 pub async fn admit(policies: &[Arc<Policy>], ctx: &KeyContext<'_>) -> Admission {
-    let mut passed = Passed {
-        decisions: Vec::with_capacity(policies.len()),
-        holds: Vec::new(),
-    };
-    let mut key_buf = Vec::with_capacity(64);
+    let mut passed = Passed::default();
     for policy in policies {
-        key::build(&mut key_buf, &policy.key, policy.ipv6_prefix, ctx);
-        let decision = match policy.decide(&key_buf).await {
+        let answer = if matches!(policy.backend, Backend::Local) {
+            Ok(KEY.with_borrow_mut(|key| {
+                key::build(key, &policy.key, policy.ipv6_prefix, ctx);
+                policy.decide_locally(key)
+            }))
+        } else {
+            let mut key = Vec::with_capacity(64);
+            key::build(&mut key, &policy.key, policy.ipv6_prefix, ctx);
+            policy.decide(&key).await
+        };
+        let decision = match answer {
             Ok((decision, hold)) => {
                 passed.holds.extend(hold);
                 decision
@@ -111,7 +137,7 @@ pub async fn admit(policies: &[Arc<Policy>], ctx: &KeyContext<'_>) -> Admission 
                 return Admission::Unavailable(policy.name.clone());
             }
         };
-        passed.decisions.push((policy.clone(), decision));
+        passed.push(policy, decision);
         if !decision.allowed {
             policy.counters.rejected.inc();
             return Admission::Limited(passed);
