@@ -71,8 +71,6 @@ pub struct CompiledRoute {
     pub max_body_bytes: Option<u64>,
     /// Rate-limit policies applied, in order.
     pub rate_limits: Vec<Arc<crate::ratelimit::Policy>>,
-    /// `rate_limiting.consumer_header`, for the `consumer` key part.
-    pub consumer_header: Option<http::HeaderName>,
 }
 
 /// A route's retry policy with its budget (shared by every worker).
@@ -177,7 +175,6 @@ impl Snapshot {
                         .iter()
                         .filter_map(|name| policies.get(name).cloned())
                         .collect(),
-                    consumer_header: config.rate_limiting.consumer_header.clone(),
                 }
             })
             .collect();

@@ -148,7 +148,7 @@ pub async fn handle(
             route: &route.name,
             path: req.uri().path(),
             headers: req.headers(),
-            consumer_header: route.consumer_header.as_ref(),
+            consumer_header: snap.config.rate_limiting.consumer_header.as_ref(),
         };
         match ratelimit::admit(&route.rate_limits, &ctx).await {
             Admission::Pass(mut p) => {

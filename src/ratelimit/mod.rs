@@ -148,7 +148,8 @@ pub async fn admit(policies: &[Arc<Policy>], ctx: &KeyContext<'_>) -> Admission 
 }
 
 impl Policy {
-    /// The decision for one key; `Err` when Redis failed and the policy fails closed.
+    /// The decision of a Redis-backed policy for one key; `Err` when Redis failed and the
+    /// policy fails closed. (Local policies are decided synchronously in `admit`.)
     async fn decide(&self, key: &[u8]) -> Result<(Decision, Option<Hold>), ()> {
         let Backend::Redis {
             store,
@@ -328,16 +329,12 @@ impl State {
         }
         let runtime = self.runtime.as_ref().map(|r| r.handle.clone());
         let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
-        let store = RedisStore::new(redis_settings(settings))
+        let store = RedisStore::new(RedisSettings::from_model(settings))
             .map_err(|e| RateLimitError::Redis(e.to_string()))?;
         let store = Arc::new(store);
         self.redis = Some((settings.clone(), store.clone()));
         Ok(store)
     }
-}
-
-fn redis_settings(r: &model::Redis) -> RedisSettings {
-    RedisSettings::from_model(r)
 }
 
 /// A one-thread runtime for Redis connections and background flushes; stops with the
