@@ -237,6 +237,8 @@ struct Tee {
 enum Source {
     Empty,
     Client(Incoming),
+    /// A body read in full already (validated against a schema).
+    Buffered(Option<Bytes>),
     Copy(mpsc::Receiver<Bytes>, Arc<AtomicBool>),
 }
 
@@ -250,6 +252,17 @@ impl RequestBody {
     pub fn new(inner: Incoming, state: Option<Arc<RequestBodyState>>) -> Self {
         RequestBody {
             source: Source::Client(inner),
+            state,
+            limit: None,
+            idle: None,
+            tee: None,
+        }
+    }
+
+    /// A body the gateway already read in full.
+    pub fn buffered(bytes: Bytes, state: Option<Arc<RequestBodyState>>) -> Self {
+        RequestBody {
+            source: Source::Buffered((!bytes.is_empty()).then_some(bytes)),
             state,
             limit: None,
             idle: None,
@@ -316,6 +329,7 @@ impl Body for RequestBody {
         let this = &mut *self;
         let polled = match &mut this.source {
             Source::Empty => Poll::Ready(None),
+            Source::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Source::Client(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(BodyError::from))),
@@ -383,6 +397,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Empty => true,
+            Source::Buffered(b) => b.is_none(),
             Source::Client(b) => b.is_end_stream(),
             Source::Copy(..) => false,
         }
@@ -391,6 +406,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match &self.source {
             Source::Empty => SizeHint::with_exact(0),
+            Source::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Source::Client(b) => b.size_hint(),
             Source::Copy(..) => SizeHint::default(),
         }

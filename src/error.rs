@@ -48,6 +48,16 @@ pub enum ProxyError {
     RateLimited(std::sync::Arc<str>),
     #[error("rate-limit policy {0} cannot decide: its store failed")]
     RateLimitUnavailable(std::sync::Arc<str>),
+    #[error("not authenticated")]
+    Unauthorized,
+    #[error("access denied")]
+    Forbidden,
+    #[error("identity provider unavailable")]
+    AuthUnavailable,
+    #[error("request failed validation")]
+    InvalidRequest,
+    #[error("unsupported request content type")]
+    UnsupportedMediaType,
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -56,11 +66,17 @@ impl ProxyError {
     /// The one error → status table (docs/request-lifecycle.md repeats it).
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::DownstreamBody => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::DownstreamBody | ProxyError::InvalidRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyTarget(_)
             | ProxyError::UpstreamBusy(_)
-            | ProxyError::RateLimitUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::RateLimitUnavailable(_)
+            | ProxyError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -92,6 +108,11 @@ impl ProxyError {
             ProxyError::RateLimitUnavailable(_) => {
                 "the rate limiter is unavailable; try again later"
             }
+            ProxyError::Unauthorized => "authentication is required",
+            ProxyError::Forbidden => "access to this resource is denied",
+            ProxyError::AuthUnavailable => "the identity provider is unavailable; try again later",
+            ProxyError::InvalidRequest => "the request failed validation",
+            ProxyError::UnsupportedMediaType => "the request content type is not accepted here",
             ProxyError::Internal(_) => "internal error",
         }
     }

@@ -223,6 +223,7 @@ impl Gateway {
         let kept = Kept {
             targets: TargetStates::default(),
             rate_limits: crate::ratelimit::RateLimiter::new(metrics.rate_limits.clone()),
+            background: crate::background::Background::new("ferrogate-auth"),
         };
         let conn_limits = config
             .listeners

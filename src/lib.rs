@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod background;
 pub mod body;
 pub mod cache;
 pub mod config;

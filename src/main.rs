@@ -79,6 +79,7 @@ fn check(path: &Path) -> ExitCode {
                     rate_limits: ferrogate::ratelimit::RateLimiter::offline(
                         metrics.rate_limits.clone(),
                     ),
+                    background: ferrogate::background::Background::offline(),
                 },
             )
             .map_err(Into::into)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use ipnet::IpNet;
 
+use crate::auth::gate::{Authenticators, Gate};
 use crate::config::model::{
     self, Action, Config, Limits, RetryPolicy, RouteTimeouts, UpstreamProtocol,
 };
@@ -35,6 +36,8 @@ pub enum SnapshotError {
     },
     #[error("rate_limiting: {0}")]
     RateLimit(#[from] crate::ratelimit::RateLimitError),
+    #[error("{0}")]
+    Access(#[from] crate::auth::gate::GateError),
 }
 
 /// Everything the request path reads, for one configuration generation.
@@ -51,6 +54,8 @@ pub struct Snapshot {
     /// Present when the access log is on.
     pub access_log: Option<Arc<AccessLog>>,
     pub resilience: ResilienceMetrics,
+    /// Consumers and authentication methods.
+    pub auth: Authenticators,
 }
 
 pub struct CompiledRoute {
@@ -71,6 +76,11 @@ pub struct CompiledRoute {
     pub max_body_bytes: Option<u64>,
     /// Rate-limit policies applied, in order.
     pub rate_limits: Vec<Arc<crate::ratelimit::Policy>>,
+    /// The access phase (CORS, IP rules, auth, validation), when the route has one.
+    pub gate: Option<Gate>,
+    /// Request headers removed before forwarding: those the gateway sets from a verified
+    /// credential (claims, consumer), so a client cannot pose as one.
+    pub reserved_headers: Vec<http::HeaderName>,
 }
 
 /// A route's retry policy with its budget (shared by every worker).
@@ -134,6 +144,7 @@ impl Snapshot {
         let router = Router::build(&config.routes)?;
         let states = &kept.targets;
         let policies = kept.rate_limits.compile(&config)?;
+        let auth = Authenticators::build(&config.access, &kept.background)?;
         let upstreams: Vec<Arc<UpstreamGroup>> = config
             .upstreams
             .iter()
@@ -144,7 +155,11 @@ impl Snapshot {
         let routes = config
             .routes
             .iter()
-            .map(|r| {
+            .map(|r| -> Result<CompiledRoute, SnapshotError> {
+                let gate = Gate::build(&r.name, &r.access, &auth)?;
+                let mut reserved_headers: Vec<http::HeaderName> =
+                    gate.iter().flat_map(Gate::forwarded_headers).collect();
+                reserved_headers.extend(auth.consumer_header.clone());
                 let (split, split_header, mirror) = match &r.action {
                     Action::Proxy(p) => (
                         p.upstreams
@@ -158,7 +173,7 @@ impl Snapshot {
                     ),
                     Action::Redirect(_) => (Vec::new(), None, None),
                 };
-                CompiledRoute {
+                Ok(CompiledRoute {
                     name: Arc::from(r.name.as_str()),
                     split_total: split.iter().map(|(_, w): &(usize, u32)| *w).sum(),
                     split,
@@ -175,9 +190,11 @@ impl Snapshot {
                         .iter()
                         .filter_map(|name| policies.get(name).cloned())
                         .collect(),
-                }
+                    gate,
+                    reserved_headers,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
         let listeners = config
             .listeners
             .iter()
@@ -210,6 +227,7 @@ impl Snapshot {
             routes,
             upstreams,
             listeners,
+            auth,
         })
     }
 }
@@ -218,6 +236,8 @@ impl Snapshot {
 pub struct Kept {
     pub targets: TargetStates,
     pub rate_limits: crate::ratelimit::RateLimiter,
+    /// Runs identity-provider fetches (JWKS), started when a config first needs it.
+    pub background: crate::background::Background,
 }
 
 /// Target state that outlives snapshots: health, ejections, circuit and draining flags of

@@ -8,6 +8,7 @@ pub mod apikey;
 pub mod basic;
 pub mod consumer;
 pub mod cors;
+pub mod gate;
 pub mod introspect;
 pub mod iprules;
 pub mod jwks;

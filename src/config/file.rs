@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+mod access;
+pub use access::*;
+
 /// Keys the file has but the gateway does not know; `validate.rs` reports each one.
 pub type Unknown = BTreeMap<String, serde::de::IgnoredAny>;
 
@@ -36,6 +39,10 @@ pub struct File {
     pub redis: Option<Redis>,
     #[serde(default)]
     pub rate_limiting: Option<RateLimiting>,
+    #[serde(default)]
+    pub consumers: BTreeMap<String, Consumer>,
+    #[serde(default)]
+    pub auth: Option<Auth>,
 }
 
 /// The Redis deployment shared by cluster-wide features: exactly one of `url`, `sentinel`
@@ -369,6 +376,14 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     #[serde(default)]
     pub rate_limits: Vec<String>,
+    #[serde(default)]
+    pub auth: Option<RouteAuth>,
+    #[serde(default)]
+    pub ip_rules: Option<IpRules>,
+    #[serde(default)]
+    pub cors: Option<Cors>,
+    #[serde(default)]
+    pub validate: Option<Validate>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,6 @@
 //! Configuration: YAML file → validated model, with every problem reported at once.
 
+mod access;
 pub mod file;
 pub mod model;
 mod ratelimit;

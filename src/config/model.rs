@@ -25,6 +25,7 @@ pub struct Config {
     pub shutdown_drain: Duration,
     pub redis: Option<Redis>,
     pub rate_limiting: RateLimiting,
+    pub access: AccessControl,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
 }
@@ -243,6 +244,7 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// Names of the rate-limit policies applied, in order.
     pub rate_limits: Vec<String>,
+    pub access: RouteAccess,
 }
 
 /// Per-route upstream timeouts; `None` falls back to the upstream group's setting.
@@ -441,4 +443,60 @@ pub struct RateBatch {
     pub interval: Duration,
     /// Unconfirmed admissions one instance may make per key before it waits for a flush.
     pub max_pending: u64,
+}
+
+/// Consumers and the authentication methods routes name (`consumers:` and `auth:`).
+#[derive(Debug, Clone, Default)]
+pub struct AccessControl {
+    pub consumers: Vec<ConsumerDef>,
+    /// Request header telling the upstream the consumer's name; client copies are removed.
+    pub consumer_header: Option<HeaderName>,
+    pub methods: std::collections::BTreeMap<String, AuthMethodDef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerDef {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Hex SHA-256 digests of the consumer's API keys.
+    pub api_keys: Vec<String>,
+    pub password_hash: Option<String>,
+}
+
+/// One named authentication method.
+#[derive(Debug, Clone)]
+pub enum AuthMethodDef {
+    ApiKey {
+        source: crate::auth::apikey::KeySource,
+        hide: bool,
+    },
+    Basic {
+        settings: crate::auth::basic::BasicSettings,
+        hide: bool,
+    },
+    Jwt {
+        settings: crate::auth::jwt::JwtSettings,
+        source: crate::auth::token::TokenSource,
+        hide: bool,
+    },
+    Introspection {
+        settings: crate::auth::introspect::IntrospectionSettings,
+        source: crate::auth::token::TokenSource,
+        hide: bool,
+    },
+}
+
+/// A route's access phase: CORS, IP rules, authentication and authorization, validation.
+#[derive(Debug, Clone, Default)]
+pub struct RouteAccess {
+    pub cors: Option<crate::auth::cors::CorsSettings>,
+    /// `(allow, deny)` on the trusted client address.
+    pub ip_rules: Option<(Vec<IpNet>, Vec<IpNet>)>,
+    /// Accepted method names (any of) and the allow/deny rule.
+    pub auth: Option<(Vec<String>, crate::auth::acl::AccessRule)>,
+    pub params: Vec<crate::validate::params::ParamRule>,
+    /// `(content type, schema)` pairs; empty means bodies are not validated.
+    pub body_schemas: Vec<(String, serde_json::Value)>,
+    pub body_max: usize,
 }

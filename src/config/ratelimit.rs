@@ -73,6 +73,7 @@ pub(super) fn rate_limiting(
     errs: &mut Errors,
     r: Option<&file::RateLimiting>,
     has_redis: bool,
+    has_auth: bool,
 ) -> RateLimiting {
     let Some(r) = r else {
         return RateLimiting {
@@ -101,10 +102,10 @@ pub(super) fn rate_limiting(
         .filter_map(|(name, p)| {
             let at = format!("rate_limiting.policies.{name}");
             let policy = policy(errs, &at, name, p, has_redis)?;
-            if policy.key.contains(&KeyPart::Consumer) && consumer_header.is_none() {
+            if policy.key.contains(&KeyPart::Consumer) && consumer_header.is_none() && !has_auth {
                 errs.push(
                     format!("{at}.key"),
-                    "the consumer key part needs rate_limiting.consumer_header",
+                    "the consumer key part needs auth.methods or rate_limiting.consumer_header",
                 );
             }
             Some(policy)

@@ -106,9 +106,13 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
 
     let mut route_names = HashSet::new();
     let mut routes = Vec::new();
+    let no_methods = std::collections::BTreeMap::new();
     for (i, r) in f.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
-        if let Some(route) = route(&mut errs, &at, i, r, &upstream_names) {
+        if let Some(mut route) = route(&mut errs, &at, i, r, &upstream_names) {
+            let methods = f.auth.as_ref().map(|a| &a.methods);
+            route.access =
+                super::access::route_access(&mut errs, &at, r, methods.unwrap_or(&no_methods));
             if !route_names.insert(route.name.clone()) {
                 errs.push(
                     format!("{at}.name"),
@@ -123,8 +127,12 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         .redis
         .as_ref()
         .and_then(|r| super::ratelimit::redis(&mut errs, r));
-    let rate_limiting =
-        super::ratelimit::rate_limiting(&mut errs, f.rate_limiting.as_ref(), f.redis.is_some());
+    let rate_limiting = super::ratelimit::rate_limiting(
+        &mut errs,
+        f.rate_limiting.as_ref(),
+        f.redis.is_some(),
+        f.auth.as_ref().is_some_and(|a| !a.methods.is_empty()),
+    );
     for (i, r) in f.routes.iter().enumerate() {
         for (j, name) in r.rate_limits.iter().enumerate() {
             let known = f
@@ -139,6 +147,8 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             }
         }
     }
+
+    let access = super::access::access_control(&mut errs, &f, base_dir);
 
     let shutdown_drain = opt_duration(
         &mut errs,
@@ -163,6 +173,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             shutdown_drain,
             redis,
             rate_limiting,
+            access,
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -504,6 +515,10 @@ fn route(
             ("mirror", r.mirror.is_some()),
             ("max_body_bytes", r.max_body_bytes.is_some()),
             ("rate_limits", !r.rate_limits.is_empty()),
+            ("auth", r.auth.is_some()),
+            ("ip_rules", r.ip_rules.is_some()),
+            ("cors", r.cors.is_some()),
+            ("validate", r.validate.is_some()),
         ] {
             if set {
                 errs.push(format!("{at}.{key}"), "not allowed with redirect");
@@ -522,6 +537,7 @@ fn route(
             .map(|rt| super::resilience::retry(errs, &format!("{at}.retry"), rt)),
         max_body_bytes: r.max_body_bytes,
         rate_limits: r.rate_limits.clone(),
+        access: RouteAccess::default(),
     })
 }
 

@@ -52,6 +52,8 @@ pub struct Record<'a> {
     pub bytes_out: u64,
     pub duration: Duration,
     pub route: Option<&'a str>,
+    /// The authenticated consumer (or token subject).
+    pub consumer: Option<&'a str>,
     pub upstream_target: Option<&'a str>,
     pub upstream_duration: Option<Duration>,
 }
@@ -238,6 +240,10 @@ fn format_line(out: &mut Vec<u8>, rec: &Record<'_>) {
     match rec.route {
         Some(route) => write_json_str(out, route),
         None => out.extend_from_slice(b"null"),
+    }
+    if let Some(consumer) = rec.consumer {
+        out.extend_from_slice(b",\"consumer\":");
+        write_json_str(out, consumer);
     }
     out.extend_from_slice(b",\"upstream\":");
     match rec.upstream_target {

@@ -12,10 +12,12 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+mod access;
 mod forward;
 mod headers;
 mod mirror;
 
+use crate::auth::cors::Preflight;
 use crate::body::{BodyTimer, ProxyBody, RequestBody, RequestBodyState};
 use crate::config::model::{Action, UpstreamProtocol};
 use crate::error::ProxyError;
@@ -70,6 +72,7 @@ pub async fn handle(
         route_metrics: None,
         slot: None,
         holds: Vec::new(),
+        cors: None,
         log: snap.access_log.as_ref().map(|log| {
             Box::new(LogData {
                 log: log.clone(),
@@ -79,6 +82,7 @@ pub async fn handle(
                 host: host.to_string(),
                 path: req.uri().path().to_owned(),
                 route: None,
+                consumer: None,
                 upstream: None,
                 upstream_duration: None,
                 req_body: None,
@@ -128,6 +132,38 @@ pub async fn handle(
         Action::Proxy(p) => p,
     };
 
+    // access: CORS, IP rules, authentication and authorization, parameters
+    let mut authenticated = None;
+    if let Some(gate) = &route.gate {
+        match gate.preflight(req.headers(), req.method()) {
+            Preflight::NotCors => {}
+            Preflight::Allowed(fields) => {
+                return finish_response(access::preflight_answer(fields, request_id), done);
+            }
+            Preflight::Denied(why) => {
+                let denied = crate::auth::gate::Denied::Forbidden(why.to_string());
+                return finish_response(access::refusal(denied, &request_id), done);
+            }
+        }
+        done.cors = gate.cors_fields(req.headers()).map(Box::new);
+        let checked = async {
+            gate.check_ip(client_ip)?;
+            let found = gate.authenticate(req.headers(), req.uri().query()).await?;
+            gate.check_params(req.headers(), req.uri().query())?;
+            Ok(found)
+        };
+        match checked.await {
+            Ok(found) => authenticated = found,
+            Err(denied) => return finish_response(access::refusal(denied, &request_id), done),
+        }
+        if let (Some(log), Some(name)) = (
+            &mut done.log,
+            authenticated.as_ref().and_then(|a| a.identity.name()),
+        ) {
+            log.consumer = Some(Arc::from(name));
+        }
+    }
+
     // access: limits that need no upstream
     let max_body = route.max_body_bytes.or(listener.limits.max_body_bytes);
     if let Some(max) = max_body {
@@ -148,6 +184,7 @@ pub async fn handle(
             route: &route.name,
             path: req.uri().path(),
             headers: req.headers(),
+            consumer: authenticated.as_ref().and_then(|a| a.identity.name()),
             consumer_header: snap.config.rate_limiting.consumer_header.as_ref(),
         };
         match ratelimit::admit(&route.rate_limits, &ctx).await {
@@ -164,6 +201,24 @@ pub async fn handle(
             Admission::Unavailable(name) => {
                 let err = ProxyError::RateLimitUnavailable(name);
                 return respond_error(&err, &request_id, done);
+            }
+        }
+    }
+
+    // access: body validation, last, so refused callers never make the gateway read a body
+    let mut validated = None;
+    if let Some(gate) = route.gate.as_ref().filter(|g| g.body_schemas().is_some()) {
+        if !http_body::Body::is_end_stream(req.body()) {
+            let limit = usize::try_from(max_body.unwrap_or(u64::MAX)).unwrap_or(usize::MAX);
+            let limit = limit.min(gate.body_schemas().map_or(0, |s| s.max_body()));
+            let (parts, body) = req.into_parts();
+            let mut body = body;
+            let read =
+                access::validated_body(gate, &parts.headers, &mut body, limit, &request_id).await;
+            req = Request::from_parts(parts, body);
+            match read {
+                Ok(bytes) => validated = Some(bytes),
+                Err(resp) => return finish_response(resp, done),
             }
         }
     }
@@ -192,10 +247,11 @@ pub async fn handle(
     let upgrade =
         wants_upgrade(req.headers()) && route.websocket && req.version() == Version::HTTP_11;
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let path = rewrite(action, &matched, req.uri());
+    let mut path = rewrite(action, &matched, req.uri());
     let (mut parts, body) = req.into_parts();
-    let body_state =
-        (!http_body::Body::is_end_stream(&body)).then(Arc::<RequestBodyState>::default);
+    let body_state = (validated.as_ref().is_some_and(|b| !b.is_empty())
+        || !http_body::Body::is_end_stream(&body))
+    .then(Arc::<RequestBodyState>::default);
     if let Some(log) = &mut done.log {
         log.req_body = body_state.clone();
     }
@@ -213,14 +269,34 @@ pub async fn handle(
             grpc_trailers: group.client.protocol == UpstreamProtocol::H2c,
         },
     );
+    let hidden_param = access::identify_upstream(
+        &mut parts.headers,
+        &route.reserved_headers,
+        snap.auth.consumer_header.as_ref(),
+        authenticated.as_ref(),
+    );
+    if let Some(param) = hidden_param {
+        let stripped = access::strip_query_param(path.as_str(), &param);
+        if let Ok(p) = http::uri::PathAndQuery::try_from(stripped) {
+            path = p;
+        }
+    }
     // Reuse the downstream request's parts: method and headers move, nothing is rebuilt.
     let downstream_uri = std::mem::replace(&mut parts.uri, Uri::from(path));
     parts.version = Version::HTTP_11;
     parts.extensions = http::Extensions::new();
-    let body = match &body_state {
-        Some(state) => RequestBody::new(body, Some(state.clone()))
+    let body = match (validated, &body_state) {
+        (Some(bytes), state) => {
+            if let Some(state) = state {
+                state
+                    .bytes
+                    .store(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            RequestBody::buffered(bytes, state.clone())
+        }
+        (None, Some(state)) => RequestBody::new(body, Some(state.clone()))
             .with_limits(max_body, listener.limits.body_timeout),
-        None => RequestBody::new(body, None),
+        (None, None) => RequestBody::new(body, None),
     };
     let mut up_req = Request::from_parts(parts, body);
     if let Some((shadow, share)) = route.mirror {
@@ -362,6 +438,8 @@ pub struct Completion {
     slot: Option<Slot>,
     /// Places held in rate-limit concurrency policies, freed at the end.
     holds: Vec<Hold>,
+    /// CORS fields of the route for this request's origin, set on whatever answers it.
+    cors: Option<Box<http::HeaderMap>>,
 }
 
 struct LogData {
@@ -372,6 +450,7 @@ struct LogData {
     host: String,
     path: String,
     route: Option<Arc<str>>,
+    consumer: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
     upstream_duration: Option<Duration>,
     req_body: Option<Arc<RequestBodyState>>,
@@ -400,6 +479,7 @@ impl Completion {
                 bytes_out,
                 duration,
                 route: l.route.as_deref(),
+                consumer: l.consumer.as_deref(),
                 upstream_target: l.upstream.as_deref(),
                 upstream_duration: l.upstream_duration,
             });
@@ -409,6 +489,9 @@ impl Completion {
 
 fn finish_response(mut resp: Response<ProxyBody>, mut done: Completion) -> Response<ProxyBody> {
     done.status = resp.status().as_u16();
+    if let Some(fields) = done.cors.take() {
+        access::apply_cors(resp.headers_mut(), &fields);
+    }
     resp.body_mut().set_completion(done);
     resp
 }

@@ -13,7 +13,10 @@ pub struct KeyContext<'a> {
     pub route: &'a str,
     pub path: &'a str,
     pub headers: &'a HeaderMap,
-    /// The header naming the consumer (`rate_limiting.consumer_header`).
+    /// The authenticated consumer (or token subject), when the route authenticates.
+    pub consumer: Option<&'a str>,
+    /// The header naming the consumer when authentication did not
+    /// (`rate_limiting.consumer_header`).
     pub consumer_header: Option<&'a http::HeaderName>,
 }
 
@@ -27,9 +30,12 @@ pub fn build(out: &mut Vec<u8>, parts: &[KeyPart], ipv6_prefix: u8, ctx: &KeyCon
             KeyPart::ClientIp => client_ip(out, ctx.client_ip, ipv6_prefix),
             KeyPart::Route => tagged(out, b'r', ctx.route.as_bytes()),
             KeyPart::Path => tagged(out, b'p', ctx.path.as_bytes()),
-            KeyPart::Consumer => match ctx.consumer_header.and_then(|h| ctx.headers.get(h)) {
-                Some(v) => tagged(out, b'c', v.as_bytes()),
-                None => client_ip(out, ctx.client_ip, ipv6_prefix),
+            KeyPart::Consumer => match ctx.consumer {
+                Some(name) => tagged(out, b'c', name.as_bytes()),
+                None => match ctx.consumer_header.and_then(|h| ctx.headers.get(h)) {
+                    Some(v) => tagged(out, b'c', v.as_bytes()),
+                    None => client_ip(out, ctx.client_ip, ipv6_prefix),
+                },
             },
             KeyPart::Header(name) => match ctx.headers.get(name) {
                 Some(v) => tagged(out, b'h', v.as_bytes()),
@@ -76,6 +82,7 @@ mod tests {
             route: "r",
             path: "/p",
             headers,
+            consumer: None,
             consumer_header: Some(&consumer),
         };
         let mut out = Vec::new();

@@ -345,13 +345,8 @@ struct RedisRuntime {
 
 impl RedisRuntime {
     fn start() -> std::io::Result<RedisRuntime> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("ferrogate-redis".to_owned())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
-        Ok(RedisRuntime { handle })
+        Ok(RedisRuntime {
+            handle: crate::background::start("ferrogate-redis")?,
+        })
     }
 }

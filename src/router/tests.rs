@@ -28,6 +28,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         retry: None,
         max_body_bytes: None,
         rate_limits: Vec::new(),
+        access: Default::default(),
     }
 }
 

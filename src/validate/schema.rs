@@ -99,6 +99,11 @@ impl BodySchemas {
         })
     }
 
+    /// Largest body validated.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
     /// Checks a complete body sent with `content_type`.
     pub fn validate(&self, content_type: Option<&str>, body: &[u8]) -> Result<(), BodyError> {
         let validator = content_type

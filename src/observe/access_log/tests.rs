@@ -21,6 +21,7 @@ fn record<'a>(path: &'a str) -> Record<'a> {
         bytes_out: 1024,
         duration: Duration::from_micros(1234),
         route: Some("r1"),
+        consumer: None,
         upstream_target: Some("127.0.0.1:9001"),
         upstream_duration: Some(Duration::from_micros(900)),
     }
@@ -136,6 +137,7 @@ fn fields_keep_the_documented_order() {
 fn missing_route_and_upstream_are_null() {
     let rec = Record {
         route: None,
+        consumer: None,
         upstream_target: None,
         upstream_duration: None,
         ..record("/")
@@ -209,6 +211,7 @@ fn hostile_strings_round_trip_through_json() {
         method: &nasty,
         host: &nasty,
         route: Some(&nasty),
+        consumer: None,
         upstream_target: Some(&nasty),
         ..record(&nasty)
     };
