@@ -1,0 +1,318 @@
+//! The gateway's own HTTP/1.1 upstream client connection.
+//!
+//! One [`H1Conn`] is owned by one request at a time: the request handler's task writes the
+//! request head straight into the socket, reads the response head straight out of it, and the
+//! response body ([`H1Body`]) reads from the socket only when the downstream side polls it.
+//! There is no connection task, no channel and no cross-task wake-up, which is where a general
+//! purpose client spends most of its per-request cost. Pipelining is never used: a connection
+//! carries one exchange at a time and goes back to the pool only when that exchange ended
+//! cleanly (see [`H1Body::take_conn`]).
+//!
+//! Framing rules (RFC 9112) are in `encode` (request) and `decode` (response, with the
+//! choices this client makes where the RFC leaves room); `body` streams the response body.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::{pin, Pin};
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::{Buf, BytesMut};
+use http::header::CONNECTION;
+use http::{HeaderMap, Method, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+mod body;
+mod decode;
+mod encode;
+#[cfg(test)]
+mod tests;
+
+pub use body::H1Body;
+
+/// Boxed error of a request body, as `http_body` bodies report them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an exchange on an upstream HTTP/1.1 connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("upstream i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("upstream closed the connection before the end of the response")]
+    Closed,
+    #[error("upstream response head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    #[error("upstream response head has more than {0} header fields")]
+    TooManyHeaders(usize),
+    #[error("malformed upstream response: {0}")]
+    Malformed(&'static str),
+    #[error("request body: {0}")]
+    Body(#[source] BoxError),
+    #[error("request body length differs from its content-length {0}")]
+    BodyLength(u64),
+    #[error("invalid request: {0}")]
+    Request(&'static str),
+}
+
+/// Size limits on what an upstream may send in a response head (and in chunked trailers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H1Limits {
+    /// Bytes of the status line and header section together.
+    pub max_head_bytes: usize,
+    /// Header fields in the head (or in the trailer section).
+    pub max_headers: usize,
+}
+
+/// A failed [`H1Conn::send`]. The connection is gone (dropped, hence closed).
+pub struct SendFailure<B> {
+    pub error: H1Error,
+    /// The request, handed back when none of its body was taken and the connection failed
+    /// before any response byte arrived (so the caller may send it on another connection).
+    pub request: Option<Request<B>>,
+    /// Nothing at all came back on this connection (EOF or reset before the first response
+    /// byte): typical of a pooled connection the server closed while idle.
+    pub no_response: bool,
+}
+
+/// A single-owner HTTP/1.1 client connection.
+pub struct H1Conn {
+    stream: TcpStream,
+    /// Bytes read from the upstream and not yet consumed; frames are split off it.
+    rbuf: BytesMut,
+    /// The request head (and chunk framing), reused from one request to the next.
+    wbuf: Vec<u8>,
+    /// Where each header of the last parsed head lies, reused likewise.
+    idx: Vec<decode::HeaderIdx>,
+    limits: H1Limits,
+}
+
+/// What the response side needs to know about the request once it has been sent.
+#[derive(Debug, Clone, Copy)]
+struct RequestInfo {
+    head: bool,
+    close: bool,
+}
+
+/// How far an exchange got: decides whether a failed request can be handed back, and
+/// whether the connection can be reused.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    got_bytes: bool,
+    body_taken: bool,
+    body_sent: bool,
+}
+
+/// Read size: a bodiless response usually arrives in one read; a large body streams through
+/// buffers of this size, so memory per connection stays constant.
+const READ_CHUNK: usize = 16 * 1024;
+/// Below this much free space the read buffer is grown (or reclaimed) before reading.
+const MIN_SPARE: usize = 4 * 1024;
+
+impl Default for H1Limits {
+    fn default() -> Self {
+        H1Limits {
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for SendFailure<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendFailure")
+            .field("error", &self.error)
+            .field("request", &self.request.is_some())
+            .field("no_response", &self.no_response)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for H1Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Conn")
+            .field("peer", &self.stream.peer_addr().ok())
+            .field("buffered", &self.rbuf.len())
+            .finish()
+    }
+}
+
+impl H1Conn {
+    /// Wraps a connected stream (the caller connects, with its own timeout, and sets nodelay).
+    pub fn new(stream: TcpStream, limits: H1Limits) -> Self {
+        H1Conn {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: Vec::with_capacity(1024),
+            idx: Vec::new(),
+            limits,
+        }
+    }
+
+    /// True when an idle pooled connection can still be used: no syscall in the common case.
+    ///
+    /// An idle connection must have nothing to read. If the reactor has seen it readable,
+    /// one non-blocking read tells a spurious wake-up (usable) from EOF or unsolicited bytes.
+    pub fn is_usable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Sends one request and returns the response head with a streaming body. The request
+    /// head is encoded from `req` (borrowed), the body polled from `req.body_mut()`.
+    pub async fn send<B>(mut self, mut req: Request<B>) -> Result<Response<H1Body>, SendFailure<B>>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let info = RequestInfo {
+            head: req.method() == Method::HEAD,
+            close: has_close_token(req.headers()),
+        };
+        let framing = match encode::encode_head(&mut self.wbuf, &req) {
+            Ok(framing) => framing,
+            Err(error) => {
+                return Err(SendFailure {
+                    error,
+                    request: Some(req),
+                    no_response: false,
+                })
+            }
+        };
+        let mut progress = Progress::default();
+        let result = match framing {
+            None => self.send_bodiless(&mut progress).await,
+            Some(framing) => {
+                let mut sender = encode::BodySender::new(framing);
+                let result = self
+                    .exchange(&mut sender, req.body_mut(), &mut progress)
+                    .await;
+                progress.body_taken = sender.taken();
+                result
+            }
+        };
+        let failed = |error: H1Error, progress: Progress, req| {
+            let no_response =
+                !progress.got_bytes && matches!(error, H1Error::Closed | H1Error::Io(_));
+            let untouched = !progress.got_bytes && !progress.body_taken;
+            SendFailure {
+                error,
+                request: untouched.then_some(req),
+                no_response,
+            }
+        };
+        match result {
+            Ok(head) => body::response(self, head, info, progress.body_sent).map_err(|error| {
+                SendFailure {
+                    error,
+                    request: None,
+                    no_response: false,
+                }
+            }),
+            Err(error) => Err(failed(error, progress, req)),
+        }
+    }
+
+    /// A request without body: one write of the head, then the response head.
+    async fn send_bodiless(&mut self, progress: &mut Progress) -> Result<decode::Parsed, H1Error> {
+        self.stream.write_all(&self.wbuf).await?;
+        progress.body_sent = true;
+        poll_fn(|cx| self.poll_head(cx, &mut progress.got_bytes)).await
+    }
+
+    /// A request with a body: the body is written while the response head is watched for,
+    /// in one future, so an early final response (413, 401...) stops the upload.
+    async fn exchange<B>(
+        &mut self,
+        sender: &mut encode::BodySender,
+        body: &mut B,
+        progress: &mut Progress,
+    ) -> Result<decode::Parsed, H1Error>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let mut body = Pin::new(body);
+        let mut sending = true;
+        let mut write_error: Option<io::Error> = None;
+        poll_fn(|cx| {
+            if sending {
+                match sender.poll_send(&mut self.stream, &mut self.wbuf, body.as_mut(), cx) {
+                    Poll::Ready(Ok(())) => {
+                        sending = false;
+                        progress.body_sent = true;
+                    }
+                    // The upstream may have answered and closed its side: look for the answer.
+                    Poll::Ready(Err(H1Error::Io(e))) => {
+                        sending = false;
+                        write_error = Some(e);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            match ready!(self.poll_head(cx, &mut progress.got_bytes)) {
+                Err(H1Error::Closed) => match write_error.take() {
+                    Some(e) => Poll::Ready(Err(H1Error::Io(e))),
+                    None => Poll::Ready(Err(H1Error::Closed)),
+                },
+                other => Poll::Ready(other),
+            }
+        })
+        .await
+    }
+
+    /// Reads until a final (or 101) response head is complete; informational heads are
+    /// skipped. The head stays at the front of `rbuf` for [`body::response`] to take.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        got_bytes: &mut bool,
+    ) -> Poll<Result<decode::Parsed, H1Error>> {
+        loop {
+            if !self.rbuf.is_empty() {
+                if let Some(parsed) = decode::parse_head(&self.rbuf, &self.limits, &mut self.idx)? {
+                    if parsed.is_interim() {
+                        self.rbuf.advance(parsed.len);
+                        continue;
+                    }
+                    return Poll::Ready(Ok(parsed));
+                }
+                if self.rbuf.len() >= self.limits.max_head_bytes {
+                    return Poll::Ready(Err(H1Error::HeadTooLarge(self.limits.max_head_bytes)));
+                }
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(H1Error::Closed));
+            }
+            *got_bytes = true;
+        }
+    }
+
+    /// One read from the socket into `rbuf`; `Ok(0)` is EOF.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < MIN_SPARE {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        pin!(self.stream.read_buf(&mut self.rbuf)).poll(cx)
+    }
+}
+
+/// Whether a `connection` header lists the `close` option.
+fn has_close_token(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}

@@ -1,0 +1,294 @@
+//! Request side of an upstream HTTP/1.1 exchange: the request head and the body framing.
+//!
+//! Framing is decided once, from the request's own `content-length` and its body's end and
+//! size hint: a declared length is sent as is (and enforced), an empty body sends nothing
+//! (with `content-length: 0` for the methods servers expect it on), an exactly known size gets
+//! a `content-length`, anything else is chunked. The caller has already removed hop-by-hop
+//! headers; every other header is written as given.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method, Request};
+use http_body::{Body, Frame};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use super::{BoxError, H1Error};
+
+/// How the request body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReqFraming {
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// `transfer-encoding: chunked`.
+    Chunked,
+}
+
+/// Writes a request body to the socket, one frame at a time: the next frame is polled only
+/// once the previous one is entirely in the socket (backpressure, one frame of buffering).
+pub(super) struct BodySender {
+    framing: ReqFraming,
+    /// Bytes of `wbuf` already written (the head first, then chunk-size lines).
+    wpos: usize,
+    /// The frame being written, after `wbuf`.
+    data: Bytes,
+    /// Written after `data`: the CRLF closing a chunk.
+    tail: &'static [u8],
+    /// The body's end (or its declared length) has been queued.
+    ended: bool,
+    /// The head has not been written yet: the first frame may join it.
+    first: bool,
+    taken: bool,
+}
+
+const CRLF: &[u8] = b"\r\n";
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Encodes the request head into `buf`; `None` framing means no body is sent.
+pub(super) fn encode_head<B: Body>(
+    buf: &mut Vec<u8>,
+    req: &Request<B>,
+) -> Result<Option<ReqFraming>, H1Error> {
+    let body = req.body();
+    let declared = match req.headers().get(CONTENT_LENGTH) {
+        Some(v) => Some(parse_length(v.as_bytes()).ok_or(H1Error::Request("invalid content-length"))?),
+        None => None,
+    };
+    buf.clear();
+    buf.extend_from_slice(req.method().as_str().as_bytes());
+    buf.push(b' ');
+    match req.uri().path_and_query() {
+        Some(pq) if !pq.as_str().is_empty() => buf.extend_from_slice(pq.as_str().as_bytes()),
+        _ => buf.push(b'/'),
+    }
+    buf.extend_from_slice(b" HTTP/1.1\r\n");
+    write_fields(buf, req.headers());
+    let framing = match declared {
+        Some(0) if body.is_end_stream() => None,
+        Some(n) => Some(ReqFraming::Length(n)),
+        None if body.is_end_stream() || body.size_hint().exact() == Some(0) => {
+            if wants_zero_length(req.method()) {
+                buf.extend_from_slice(b"content-length: 0\r\n");
+            }
+            None
+        }
+        None => match body.size_hint().exact() {
+            Some(n) => {
+                buf.extend_from_slice(b"content-length: ");
+                buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                buf.extend_from_slice(CRLF);
+                Some(ReqFraming::Length(n))
+            }
+            None => {
+                buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Some(ReqFraming::Chunked)
+            }
+        },
+    };
+    buf.extend_from_slice(CRLF);
+    Ok(framing)
+}
+
+impl BodySender {
+    pub(super) fn new(framing: ReqFraming) -> Self {
+        BodySender {
+            framing,
+            wpos: 0,
+            data: Bytes::new(),
+            tail: b"",
+            ended: framing == ReqFraming::Length(0),
+            first: true,
+            taken: false,
+        }
+    }
+
+    /// Some frame (data, trailers or an error) was taken from the body: it cannot be resent.
+    pub(super) fn taken(&self) -> bool {
+        self.taken
+    }
+
+    /// Writes the head (already in `wbuf`) and the whole body. Ready(Ok) once all of it is
+    /// in the socket.
+    pub(super) fn poll_send<B>(
+        &mut self,
+        stream: &mut TcpStream,
+        wbuf: &mut Vec<u8>,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), H1Error>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        if self.first {
+            self.first = false;
+            // A frame that is ready now goes out in the same write as the head.
+            if !self.ended {
+                if let Poll::Ready(frame) = body.as_mut().poll_frame(cx) {
+                    self.accept(frame, wbuf)?;
+                }
+            }
+        }
+        loop {
+            ready!(self.poll_flush(stream, wbuf, cx))?;
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            let frame = ready!(body.as_mut().poll_frame(cx));
+            self.accept(frame, wbuf)?;
+        }
+    }
+
+    /// Queues what the body produced, with its chunk framing.
+    fn accept<E: Into<BoxError>>(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, E>>,
+        wbuf: &mut Vec<u8>,
+    ) -> Result<(), H1Error> {
+        let frame = match frame {
+            None => {
+                match self.framing {
+                    ReqFraming::Length(0) => {}
+                    ReqFraming::Length(_) => return Err(self.length_error()),
+                    ReqFraming::Chunked => wbuf.extend_from_slice(b"0\r\n\r\n"),
+                }
+                self.ended = true;
+                return Ok(());
+            }
+            Some(Err(e)) => {
+                self.taken = true;
+                return Err(H1Error::Body(e.into()));
+            }
+            Some(Ok(frame)) => frame,
+        };
+        self.taken = true;
+        match frame.into_data() {
+            Ok(data) if data.is_empty() => {}
+            Ok(data) => match &mut self.framing {
+                ReqFraming::Length(remaining) => {
+                    let len = data.len() as u64;
+                    if len > *remaining {
+                        return Err(self.length_error());
+                    }
+                    *remaining -= len;
+                    self.ended = *remaining == 0;
+                    self.data = data;
+                }
+                ReqFraming::Chunked => {
+                    push_hex(wbuf, data.len() as u64);
+                    wbuf.extend_from_slice(CRLF);
+                    self.data = data;
+                    self.tail = CRLF;
+                }
+            },
+            Err(frame) => {
+                // Trailers only exist on the wire in chunked framing; with a declared
+                // length they are dropped, as nothing could carry them.
+                if let (Ok(trailers), ReqFraming::Chunked) = (frame.into_trailers(), self.framing)
+                {
+                    wbuf.extend_from_slice(b"0\r\n");
+                    write_fields(wbuf, &trailers);
+                    wbuf.extend_from_slice(CRLF);
+                    self.ended = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn length_error(&self) -> H1Error {
+        match self.framing {
+            ReqFraming::Length(n) => H1Error::BodyLength(n),
+            ReqFraming::Chunked => H1Error::Request("chunked body has no length"),
+        }
+    }
+
+    /// Writes `wbuf[wpos..]`, `data` and `tail`, vectored, until all are in the socket.
+    fn poll_flush(
+        &mut self,
+        stream: &mut TcpStream,
+        wbuf: &mut Vec<u8>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), H1Error>> {
+        loop {
+            let head = wbuf.get(self.wpos..).unwrap_or_default();
+            let parts = [head, &self.data[..], self.tail];
+            let mut slices = [IoSlice::new(&[]); 3];
+            let mut n = 0;
+            for part in parts.into_iter().filter(|p| !p.is_empty()) {
+                slices[n] = IoSlice::new(part);
+                n += 1;
+            }
+            if n == 0 {
+                wbuf.clear();
+                self.wpos = 0;
+                return Poll::Ready(Ok(()));
+            }
+            let written = ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]))?;
+            if written == 0 {
+                return Poll::Ready(Err(H1Error::Io(std::io::ErrorKind::WriteZero.into())));
+            }
+            self.advance(wbuf.len(), written);
+        }
+    }
+
+    /// Marks `n` bytes as written, across `wbuf`, `data` and `tail` in that order.
+    fn advance(&mut self, wbuf_len: usize, mut n: usize) {
+        let from_head = n.min(wbuf_len - self.wpos);
+        self.wpos += from_head;
+        n -= from_head;
+        let from_data = n.min(self.data.len());
+        self.data.advance(from_data);
+        n -= from_data;
+        let from_tail = n.min(self.tail.len());
+        self.tail = self.tail.get(from_tail..).unwrap_or_default();
+        debug_assert_eq!(n, from_tail, "wrote more bytes than were queued");
+    }
+}
+
+/// `name: value` CRLF for each field, names in the lower case the http crate keeps.
+fn write_fields(buf: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(CRLF);
+    }
+}
+
+/// Servers expect an explicit zero length on methods that normally carry a body.
+fn wants_zero_length(method: &Method) -> bool {
+    *method == Method::POST || *method == Method::PUT || *method == Method::PATCH
+}
+
+/// A content-length value: ASCII digits only, without overflow.
+pub(super) fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+fn push_hex(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = HEX[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[start..]);
+}
