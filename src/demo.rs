@@ -1,5 +1,5 @@
 //! `ferrogate demo`: built-in backends on loopback and an example config that shows routing,
-//! load balancing, redirects, rate limiting and metrics without anything else installed.
+//! load balancing, redirects, rate limiting, API-key authentication and metrics without anything else installed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,6 +35,15 @@ upstreams:
       - {address: "{alpha}"}
       - {address: "{beta}"}
       - {address: "{gamma}"}
+consumers:
+  demo-user:
+    groups: [demo]
+    # SHA-256 of the key "demo-key"; clients send the key itself in X-Api-Key.
+    api_keys: ["c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c"]
+auth:
+  consumer_header: X-Consumer
+  methods:
+    keys: {api_key: {header: X-Api-Key}}
 rate_limiting:
   policies:
     five_per_10s:
@@ -56,6 +65,10 @@ routes:
     match: {path: {prefix: /limited}}
     upstream: demo
     rate_limits: [five_per_10s]
+  - name: private
+    match: {path: {prefix: /private}}
+    upstream: demo
+    auth: {methods: [keys], allow: {groups: [demo]}}
   - name: old-docs
     match: {path: {prefix: /old}}
     redirect: {status: 301, path: /api/docs}

@@ -216,6 +216,14 @@ async fn demo_config_shows_routing_balancing_limits_and_redirects() {
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
 
+    assert_eq!(support::get(gw.addr, "demo", "/private").await.status, 401);
+    let req = http::Request::get("/private")
+        .header("host", "demo")
+        .header("x-api-key", "demo-key")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(support::send(gw.addr, req).await.status, 200);
+
     let redirect = support::get(gw.addr, "demo", "/old").await;
     assert_eq!(redirect.status, 301);
 }

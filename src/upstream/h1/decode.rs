@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
 use super::encode::parse_length;
 use super::{H1Error, H1Limits};
@@ -145,7 +145,7 @@ fn parse_error(e: httparse::Error, limits: &H1Limits) -> H1Error {
         httparse::Error::NewLine => "invalid line ending",
         httparse::Error::Status => "invalid status line",
         httparse::Error::Version => "invalid http version",
-        httparse::Error::Token | httparse::Error::Method => "invalid token",
+        httparse::Error::Token => "invalid token",
     })
 }
 
