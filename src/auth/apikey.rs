@@ -7,11 +7,15 @@
 //! real one, and the final equality check is constant-time. Digests are uniformly
 //! distributed, so the map hashes them by taking their first eight bytes instead of running
 //! SipHash again (the map is built at load and never grows, so there is nothing to flood).
+//!
+//! A key that authenticated once is remembered under a 128-bit keyed hash (the verified-token
+//! cache's, random keys per process), so a repeat caller costs two short SipHash runs instead
+//! of a SHA-256; only keys that matched are remembered, and the memory still holds no key.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{digest, SHA256, SHA256_OUTPUT_LEN};
@@ -35,7 +39,15 @@ pub enum KeySource {
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
     by_digest: HashMap<KeyDigest, Arc<Consumer>, BuildHasherDefault<DigestHasher>>,
+    /// Keys that authenticated, by keyed hash (bounded by [`MAX_RECENT`]).
+    recent: Arc<Mutex<Recent>>,
 }
+
+/// Keyed-hash head → (keyed-hash tail, consumer).
+type Recent = HashMap<u64, (u64, Arc<Consumer>), BuildHasherDefault<DigestHasher>>;
+
+/// Most remembered keys; the map starts over when full (keys are cheap to verify again).
+const MAX_RECENT: usize = 10_000;
 
 /// A key definition rejected at load.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,11 +138,35 @@ impl ApiKeys {
                 });
             }
         }
-        Ok(ApiKeys { by_digest })
+        Ok(ApiKeys {
+            by_digest,
+            recent: Arc::default(),
+        })
     }
 
     /// The consumer owning `presented`, if any.
     pub fn authenticate(&self, presented: &[u8]) -> Option<Arc<Consumer>> {
+        let keyed = super::jwt::digest_bytes(presented);
+        let (head, tail) = keyed.split_at(8);
+        let head = u64::from_le_bytes(head.try_into().unwrap_or_default());
+        let tail = u64::from_le_bytes(tail.try_into().unwrap_or_default());
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((t, consumer)) = recent.get(&head) {
+            if *t == tail {
+                return Some(consumer.clone());
+            }
+        }
+        drop(recent);
+        let consumer = self.verify(presented)?;
+        recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() >= MAX_RECENT {
+            recent.clear();
+        }
+        recent.insert(head, (tail, consumer.clone()));
+        Some(consumer)
+    }
+
+    fn verify(&self, presented: &[u8]) -> Option<Arc<Consumer>> {
         let mut actual = [0u8; SHA256_OUTPUT_LEN];
         actual.copy_from_slice(digest(&SHA256, presented).as_ref());
         let (stored, consumer) = self.by_digest.get_key_value(&KeyDigest(actual))?;

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use super::jwks::{JwksClient, JwksSettings, JwksStats};
 use super::token::MAX_TOKEN_LEN;
 
-pub(crate) use cache::{digest, TokenCache};
+pub(crate) use cache::{digest, digest_bytes, TokenCache};
 pub(crate) use claims::ClaimPolicy;
 pub(crate) use keys::PinnedKey;
 

@@ -10,4 +10,5 @@ pub mod invalidate;
 pub mod key;
 pub mod status;
 pub mod storable;
+pub mod store;
 pub mod vary;

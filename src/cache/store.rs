@@ -28,6 +28,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::freshness::StoredMeta;
 use super::key::{CacheKey, KEY_LEN};
+use super::vary::Vary;
 
 #[path = "store/admission.rs"]
 mod admission;
@@ -113,6 +114,7 @@ pub enum Lookup {
 /// Whether an entry was stored, and why not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
+    /// Stored; later lookups hit it.
     Stored,
     /// Larger than `max_object_bytes` or a shard's share of `max_bytes`.
     TooLarge,
@@ -132,7 +134,6 @@ pub struct CacheStore {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
     /// Keys the shard choice, so that nobody can aim many URLs at one shard.
@@ -151,11 +152,11 @@ impl Entry {
             .sum();
         let surrogates: usize = self.surrogate_keys.iter().map(|key| key.len() + 16).sum();
         let vary: usize = match &self.meta.vary {
-            super::vary::Vary::Fields(fields) => fields
+            Vary::Fields(fields) => fields
                 .iter()
                 .map(|f| f.name.as_str().len() + f.value.as_ref().map_or(0, Bytes::len) + 32)
                 .sum(),
-            super::vary::Vary::Absent | super::vary::Vary::Any => 0,
+            Vary::Absent | Vary::Any => 0,
         };
         ENTRY_OVERHEAD + self.body.len() + fields + self.url.len() + surrogates + vary
     }
@@ -166,7 +167,8 @@ impl CacheStore {
         let shards = settings.shards.max(1);
         let shards = (0..shards)
             .map(|i| {
-                let budget = settings.max_bytes / shards + usize::from(i < settings.max_bytes % shards);
+                let budget =
+                    settings.max_bytes / shards + usize::from(i < settings.max_bytes % shards);
                 Mutex::new(Shard::new(budget, settings.max_object_bytes.min(budget)))
             })
             .collect();
@@ -279,17 +281,25 @@ impl CacheStore {
 
     fn lookup_of(&self, key: &CacheKey, request: &HeaderMap, begin: Begin) -> Lookup {
         match begin {
-            Begin::Lead(fill) => Lookup::Miss(FillLeader::new(
-                Arc::clone(&self.inner),
-                key.digest,
-                fill,
-            )),
+            Begin::Lead(fill) => {
+                Lookup::Miss(FillLeader::new(Arc::clone(&self.inner), key.digest, fill))
+            }
             Begin::Follow(reader) => Lookup::Follow(FillFollower::new(
                 reader,
                 request.clone(),
                 Instant::now() + self.inner.lock_timeout,
             )),
         }
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    /// Deliberately short: a leader's `Debug` must not print the whole store.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheStore")
+            .field("shards", &self.shards.len())
+            .field("lock_timeout", &self.lock_timeout)
+            .finish_non_exhaustive()
     }
 }
 

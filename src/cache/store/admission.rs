@@ -117,7 +117,11 @@ impl FrequencySketch {
     fn door_insert(&mut self, words: &[u64; 4]) -> bool {
         let mut present = true;
         for i in 0..2 {
-            let bit = position(words[i] ^ words[3 - i], self.seeds[DEPTH + i], self.door_bits);
+            let bit = position(
+                words[i] ^ words[3 - i],
+                self.seeds[DEPTH + i],
+                self.door_bits,
+            );
             let mask = 1u64 << (bit % 64);
             present &= self.doorkeeper[bit / 64] & mask != 0;
             self.doorkeeper[bit / 64] |= mask;
@@ -127,7 +131,11 @@ impl FrequencySketch {
 
     fn door_contains(&self, words: &[u64; 4]) -> bool {
         (0..2).all(|i| {
-            let bit = position(words[i] ^ words[3 - i], self.seeds[DEPTH + i], self.door_bits);
+            let bit = position(
+                words[i] ^ words[3 - i],
+                self.seeds[DEPTH + i],
+                self.door_bits,
+            );
             self.doorkeeper[bit / 64] & (1u64 << (bit % 64)) != 0
         })
     }

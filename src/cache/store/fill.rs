@@ -92,7 +92,6 @@ pub struct FillBody {
 }
 
 /// The shared state of one fill.
-#[derive(Debug)]
 pub(super) struct Fill {
     url: Box<str>,
     /// Object size limit: beyond it the fill is not stored, and lagging readers fail.
@@ -166,9 +165,11 @@ impl FillLeader {
     /// Appends a body chunk for followers and the stored entry.
     pub fn push(&mut self, chunk: Bytes) {
         if self.fill.push(chunk) {
-            self.store
-                .shard(&self.digest)
-                .release_fill(&self.digest, &self.fill, Admission::TooLarge);
+            self.store.shard(&self.digest).detach_fill(
+                &self.digest,
+                &self.fill,
+                Admission::TooLarge,
+            );
         }
     }
 
@@ -186,7 +187,7 @@ impl FillLeader {
             if why == Admission::Abandoned || why == Admission::TooLarge {
                 self.store
                     .shard(&self.digest)
-                    .release_fill(&self.digest, &self.fill, why);
+                    .abandon_fill(&self.digest, &self.fill, why);
             }
             return why;
         };
@@ -219,7 +220,7 @@ impl FillLeader {
         self.fill.abort();
         self.store
             .shard(&self.digest)
-            .release_fill(&self.digest, &self.fill, Admission::Abandoned);
+            .abandon_fill(&self.digest, &self.fill, Admission::Abandoned);
     }
 }
 
@@ -303,6 +304,19 @@ impl Body for FillBody {
 
     fn is_end_stream(&self) -> bool {
         self.done
+    }
+}
+
+impl std::fmt::Debug for Fill {
+    /// Without the buffered body, which may be large and is not text.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Fill")
+            .field("url", &self.url)
+            .field("body_len", &state.body_len)
+            .field("outcome", &state.outcome)
+            .field("end", &state.end)
+            .finish_non_exhaustive()
     }
 }
 

@@ -159,11 +159,9 @@ impl Shard {
         self.admit(*digest, entry)
     }
 
-    /// The fill was abandoned (or outgrew the limit): it no longer represents the key.
-    pub(super) fn release_fill(&mut self, digest: &Digest, fill: &Arc<Fill>, why: Admission) {
-        if why == Admission::Abandoned || why == Admission::TooLarge {
-            self.fills_abandoned += 1;
-        }
+    /// The fill ended without being stored for a reason of its own (abandoned, too large).
+    pub(super) fn abandon_fill(&mut self, digest: &Digest, fill: &Arc<Fill>, why: Admission) {
+        self.fills_abandoned += 1;
         self.detach_fill(digest, fill, why);
     }
 
@@ -199,8 +197,7 @@ impl Shard {
                 return Admission::TooLarge;
             };
             // Variants of one key share a frequency: the newer one wins without a contest.
-            if victim != digest && self.sketch.estimate(&digest) <= self.sketch.estimate(&victim)
-            {
+            if victim != digest && self.sketch.estimate(&digest) <= self.sketch.estimate(&victim) {
                 self.clock.push_back((victim, id));
                 self.admissions_rejected += 1;
                 return Admission::Rejected;
@@ -361,9 +358,13 @@ impl Shard {
     }
 
     /// Makes `fill` no longer the key's fill and not stored; unindexes its surrogate keys.
-    fn detach_fill(&mut self, digest: &Digest, fill: &Arc<Fill>, why: Admission) {
+    pub(super) fn detach_fill(&mut self, digest: &Digest, fill: &Arc<Fill>, why: Admission) {
         if let Some(slot) = self.slots.get_mut(digest) {
-            if slot.fill.as_ref().is_some_and(|current| Arc::ptr_eq(current, fill)) {
+            if slot
+                .fill
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, fill))
+            {
                 slot.fill = None;
             }
         }
@@ -421,7 +422,8 @@ impl Shard {
         debug_assert!(self.used >= variant.charge, "shard charge underflow");
         self.used -= variant.charge;
         self.entries -= 1;
-        self.surrogates.remove(digest, &variant.entry.surrogate_keys);
+        self.surrogates
+            .remove(digest, &variant.entry.surrogate_keys);
     }
 
     fn remove_if_empty(&mut self, digest: &Digest) {
