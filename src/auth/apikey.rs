@@ -8,9 +8,9 @@
 //! distributed, so the map hashes them by taking their first eight bytes instead of running
 //! SipHash again (the map is built at load and never grows, so there is nothing to flood).
 //!
-//! A key that authenticated once is remembered under a 128-bit keyed hash (the verified-token
-//! cache's, random keys per process), so a repeat caller costs two short SipHash runs instead
-//! of a SHA-256; only keys that matched are remembered, and the memory still holds no key.
+//! A key that authenticated once is remembered under the verified-token cache's keyed hash
+//! (random key per process, plus the length), so a repeat caller costs one short SipHash run
+//! instead of a SHA-256; only keys that matched are remembered, and memory holds no key.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
