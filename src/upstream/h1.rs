@@ -100,6 +100,8 @@ struct Progress {
     got_bytes: bool,
     body_taken: bool,
     body_sent: bool,
+    /// The request body is still being written (not ended, no write error).
+    uploading: bool,
 }
 
 /// Read size: a bodiless response usually arrives in one read; a large body streams through
@@ -170,11 +172,19 @@ impl H1Conn {
 
     /// Sends one request and returns the response head with a streaming body. The request
     /// head is encoded from `req` (borrowed), the body polled from `req.body_mut()`.
+    ///
+    /// A final response that arrives before the request body is sent stops the upload and
+    /// leaves the connection unusable, unless it is a 2xx: then the upstream is taken to be
+    /// reading both ways, and the rest of the body is sent while the response body is read.
     pub async fn send<B>(mut self, mut req: Request<B>) -> Result<Response<H1Body>, SendFailure<B>>
     where
-        B: http_body::Body<Data = bytes::Bytes> + Unpin,
+        B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        debug_assert!(
+            self.rbuf.is_empty(),
+            "an idle connection has nothing buffered"
+        );
         let info = RequestInfo {
             head: req.method() == Method::HEAD,
             close: has_close_token(req.headers()),
@@ -190,37 +200,43 @@ impl H1Conn {
             }
         };
         let mut progress = Progress::default();
-        let result = match framing {
+        let mut sender = framing.map(encode::BodySender::new);
+        let result = match sender.as_mut() {
             None => self.send_bodiless(&mut progress).await,
-            Some(framing) => {
-                let mut sender = encode::BodySender::new(framing);
-                let result = self
-                    .exchange(&mut sender, req.body_mut(), &mut progress)
-                    .await;
+            Some(sender) => {
+                let result = self.exchange(sender, req.body_mut(), &mut progress).await;
                 progress.body_taken = sender.taken();
                 result
             }
         };
-        let failed = |error: H1Error, progress: Progress, req| {
-            let no_response =
-                !progress.got_bytes && matches!(error, H1Error::Closed | H1Error::Io(_));
-            let untouched = !progress.got_bytes && !progress.body_taken;
-            SendFailure {
-                error,
-                request: untouched.then_some(req),
-                no_response,
+        let head = match result {
+            Ok(head) => head,
+            Err(error) => {
+                let no_response =
+                    !progress.got_bytes && matches!(error, H1Error::Closed | H1Error::Io(_));
+                let untouched = !progress.got_bytes && !progress.body_taken;
+                return Err(SendFailure {
+                    error,
+                    request: untouched.then_some(req),
+                    no_response,
+                });
             }
         };
-        match result {
-            Ok(head) => body::response(self, head, info, progress.body_sent).map_err(|error| {
-                SendFailure {
-                    error,
-                    request: None,
-                    no_response: false,
-                }
-            }),
-            Err(error) => Err(failed(error, progress, req)),
-        }
+        let upload = match sender {
+            Some(sender) if progress.uploading && (200..300).contains(&head.status) => {
+                let rest = encode::Continued {
+                    sender,
+                    body: req.into_body(),
+                };
+                Some(Box::new(rest) as Box<dyn encode::Upload>)
+            }
+            _ => None,
+        };
+        body::response(self, head, info, progress.body_sent, upload).map_err(|error| SendFailure {
+            error,
+            request: None,
+            no_response: false,
+        })
     }
 
     /// A request without body: one write of the head, then the response head.
@@ -231,7 +247,8 @@ impl H1Conn {
     }
 
     /// A request with a body: the body is written while the response head is watched for,
-    /// in one future, so an early final response (413, 401...) stops the upload.
+    /// in one future, checking for a response between frames, so an early final response
+    /// (413, 401...) is seen while the upload is still going.
     async fn exchange<B>(
         &mut self,
         sender: &mut encode::BodySender,
@@ -243,30 +260,32 @@ impl H1Conn {
         B::Error: Into<BoxError>,
     {
         let mut body = Pin::new(body);
-        let mut sending = true;
         let mut write_error: Option<io::Error> = None;
-        poll_fn(|cx| {
-            if sending {
-                match sender.poll_send(&mut self.stream, &mut self.wbuf, body.as_mut(), cx) {
-                    Poll::Ready(Ok(())) => {
-                        sending = false;
-                        progress.body_sent = true;
-                    }
-                    // The upstream may have answered and closed its side: look for the answer.
-                    Poll::Ready(Err(H1Error::Io(e))) => {
-                        sending = false;
-                        write_error = Some(e);
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
+        progress.uploading = true;
+        poll_fn(|cx| loop {
+            match self.poll_head(cx, &mut progress.got_bytes) {
+                Poll::Ready(Err(H1Error::Closed)) => {
+                    // A reset on write says more than the EOF that follows it.
+                    let error = write_error.take().map_or(H1Error::Closed, H1Error::Io);
+                    return Poll::Ready(Err(error));
                 }
+                Poll::Ready(result) => return Poll::Ready(result),
+                Poll::Pending if !progress.uploading => return Poll::Pending,
+                Poll::Pending => {}
             }
-            match ready!(self.poll_head(cx, &mut progress.got_bytes)) {
-                Err(H1Error::Closed) => match write_error.take() {
-                    Some(e) => Poll::Ready(Err(H1Error::Io(e))),
-                    None => Poll::Ready(Err(H1Error::Closed)),
-                },
-                other => Poll::Ready(other),
+            match sender.poll_step(&mut self.stream, &mut self.wbuf, body.as_mut(), cx) {
+                Poll::Ready(Ok(false)) => {}
+                Poll::Ready(Ok(true)) => {
+                    progress.uploading = false;
+                    progress.body_sent = true;
+                }
+                // The upstream may have answered and closed its side: look for the answer.
+                Poll::Ready(Err(H1Error::Io(e))) => {
+                    progress.uploading = false;
+                    write_error = Some(e);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         })
         .await

@@ -3,6 +3,7 @@
 
 pub mod balancer;
 pub mod checker;
+pub mod h1;
 mod hash;
 pub mod health;
 pub mod limit;

@@ -7,11 +7,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
-use http::Response;
+use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::decode::{self, Framing, Parsed, MAX_CHUNK_LINE};
+use super::encode::Upload;
 use super::{H1Conn, H1Error, RequestInfo};
 
 /// The response body, read from the connection as it is polled.
@@ -23,6 +24,8 @@ pub struct H1Body {
     keep_alive: bool,
     /// A 101 response: the connection now speaks another protocol.
     upgrade: bool,
+    /// The rest of the request body, when a 2xx came before it was all sent.
+    upload: Option<Box<dyn Upload>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,7 @@ pub(super) fn response(
     parsed: Parsed,
     req: RequestInfo,
     body_sent: bool,
+    upload: Option<Box<dyn Upload>>,
 ) -> Result<Response<H1Body>, H1Error> {
     let status = http::StatusCode::from_u16(parsed.status)
         .map_err(|_| H1Error::Malformed("invalid status code"))?;
@@ -62,7 +66,7 @@ pub(super) fn response(
         && !fields.close
         && !req.close
         && !upgrade
-        && body_sent
+        && (body_sent || upload.is_some())
         && framing != Framing::Close;
     let state = match framing {
         Framing::Empty => State::Done,
@@ -75,6 +79,7 @@ pub(super) fn response(
         state,
         keep_alive,
         upgrade,
+        upload,
     };
     if state == State::Done {
         body.finish();
@@ -106,19 +111,50 @@ impl H1Body {
         self.conn.take().map(|c| (c.stream, c.rbuf.freeze()))
     }
 
+    #[cfg(test)]
+    pub(super) fn conn_ref(&self) -> Option<&H1Conn> {
+        self.conn.as_ref()
+    }
+
     /// The body ended cleanly: keep the connection only if the exchange allows reuse and
     /// nothing unsolicited follows the message; otherwise close it now.
     fn finish(&mut self) {
         self.state = State::Done;
-        let clean = self.conn.as_ref().is_some_and(|c| c.rbuf.is_empty());
+        // An upload the response did not wait for is cut short: the upstream would read
+        // its remainder as the next request.
+        let clean =
+            self.upload.take().is_none() && self.conn.as_ref().is_some_and(|c| c.rbuf.is_empty());
         self.keep_alive &= clean;
         if !self.keep_alive && !self.upgrade {
             self.conn = None;
         }
     }
 
+    /// Sends what it can of a continued upload; a write error ends the upload (the
+    /// response may still arrive in full) but not the response.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) -> Result<(), H1Error> {
+        let (Some(upload), Some(conn)) = (self.upload.as_mut(), self.conn.as_mut()) else {
+            return Ok(());
+        };
+        loop {
+            match upload.poll_step(&mut conn.stream, &mut conn.wbuf, cx) {
+                Poll::Ready(Ok(false)) => {}
+                Poll::Ready(Ok(true)) => break,
+                Poll::Ready(Err(H1Error::Io(_))) => {
+                    self.keep_alive = false;
+                    break;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(()),
+            }
+        }
+        self.upload = None;
+        Ok(())
+    }
+
     /// Decodes up to the next frame; `Ok(None)` at the end.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame<Bytes>>, H1Error>> {
+        self.poll_upload(cx)?;
         loop {
             let state = self.state;
             if matches!(state, State::Done | State::Failed) {
@@ -151,49 +187,20 @@ impl H1Body {
                     return Poll::Ready(Ok(Some(Frame::data(conn.rbuf.split().freeze()))));
                 }
                 State::ChunkSize => {
-                    let window = conn.rbuf.len().min(MAX_CHUNK_LINE);
-                    match conn.rbuf[..window].iter().position(|&b| b == b'\n') {
-                        Some(lf) => {
-                            let size = decode::chunk_size(&conn.rbuf[..=lf])?;
-                            conn.rbuf.advance(lf + 1);
-                            self.state = if size == 0 {
-                                State::Trailers
-                            } else {
-                                State::ChunkData(size)
-                            };
-                        }
-                        None if window == MAX_CHUNK_LINE => {
-                            return Poll::Ready(Err(H1Error::Malformed("chunk-size line too long")))
-                        }
-                        None => ready!(conn.poll_more(cx))?,
-                    }
+                    self.state = match ready!(conn.poll_chunk_size(cx))? {
+                        0 => State::Trailers,
+                        size => State::ChunkData(size),
+                    };
                 }
                 State::ChunkEnd => {
-                    if conn.rbuf.len() < 2 {
-                        ready!(conn.poll_more(cx))?;
-                    } else if conn.rbuf.starts_with(b"\r\n") {
-                        conn.rbuf.advance(2);
-                        self.state = State::ChunkSize;
-                    } else {
-                        return Poll::Ready(Err(H1Error::Malformed("chunk data not ended by crlf")));
-                    }
+                    ready!(conn.poll_chunk_end(cx))?;
+                    self.state = State::ChunkSize;
                 }
-                State::Trailers => match decode::parse_trailers(&conn.rbuf, &conn.limits, &mut conn.idx)? {
-                    Some(len) => {
-                        let section = conn.rbuf.split_to(len).freeze();
-                        let frame = if conn.idx.is_empty() {
-                            None
-                        } else {
-                            Some(Frame::trailers(decode::build_map(&section, &conn.idx)?.0))
-                        };
-                        self.finish();
-                        return Poll::Ready(Ok(frame));
-                    }
-                    None if conn.rbuf.len() >= conn.limits.max_head_bytes => {
-                        return Poll::Ready(Err(H1Error::HeadTooLarge(conn.limits.max_head_bytes)))
-                    }
-                    None => ready!(conn.poll_more(cx))?,
-                },
+                State::Trailers => {
+                    let trailers = ready!(conn.poll_trailers(cx))?;
+                    self.finish();
+                    return Poll::Ready(Ok(trailers.map(Frame::trailers)));
+                }
                 State::Done | State::Failed => {}
             }
         }
@@ -208,6 +215,52 @@ impl H1Conn {
         }
         let n = usize::try_from(max).map_or(self.rbuf.len(), |m| m.min(self.rbuf.len()));
         Poll::Ready(Ok(self.rbuf.split_to(n).freeze()))
+    }
+
+    /// The size from the next chunk-size line.
+    fn poll_chunk_size(&mut self, cx: &mut Context<'_>) -> Poll<Result<u64, H1Error>> {
+        loop {
+            let window = self.rbuf.len().min(MAX_CHUNK_LINE);
+            if let Some(lf) = self.rbuf[..window].iter().position(|&b| b == b'\n') {
+                let size = decode::chunk_size(&self.rbuf[..=lf])?;
+                self.rbuf.advance(lf + 1);
+                return Poll::Ready(Ok(size));
+            }
+            if window == MAX_CHUNK_LINE {
+                return Poll::Ready(Err(H1Error::Malformed("chunk-size line too long")));
+            }
+            ready!(self.poll_more(cx))?;
+        }
+    }
+
+    /// The CRLF that ends a chunk's data.
+    fn poll_chunk_end(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+        while self.rbuf.len() < 2 {
+            ready!(self.poll_more(cx))?;
+        }
+        if !self.rbuf.starts_with(b"\r\n") {
+            return Poll::Ready(Err(H1Error::Malformed("chunk data not ended by crlf")));
+        }
+        self.rbuf.advance(2);
+        Poll::Ready(Ok(()))
+    }
+
+    /// The trailer section after the last chunk; `None` when it is empty.
+    fn poll_trailers(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<HeaderMap>, H1Error>> {
+        loop {
+            if let Some(len) = decode::parse_trailers(&self.rbuf, &self.limits, &mut self.idx)? {
+                let section = self.rbuf.split_to(len).freeze();
+                if self.idx.is_empty() {
+                    return Poll::Ready(Ok(None));
+                }
+                let (trailers, _) = decode::build_map(&section, &self.idx)?;
+                return Poll::Ready(Ok(Some(trailers)));
+            }
+            if self.rbuf.len() >= self.limits.max_head_bytes {
+                return Poll::Ready(Err(H1Error::HeadTooLarge(self.limits.max_head_bytes)));
+            }
+            ready!(self.poll_more(cx))?;
+        }
     }
 
     /// Reads more of a message that is not complete yet: EOF is an error.
@@ -258,6 +311,7 @@ impl std::fmt::Debug for H1Body {
             .field("state", &self.state)
             .field("keep_alive", &self.keep_alive)
             .field("upgrade", &self.upgrade)
+            .field("uploading", &self.upload.is_some())
             .finish()
     }
 }

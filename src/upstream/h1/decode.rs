@@ -4,11 +4,13 @@
 //!
 //! Where the RFC leaves a choice, this side is strict, as a gateway must be about framing:
 //! `transfer-encoding` together with `content-length`, differing or non-numeric
-//! content-lengths, `chunked` applied twice, and `transfer-encoding` in an HTTP/1.0 response
-//! are all refused; obs-fold and invalid names or values are refused (httparse's lenient
-//! options stay off). A bare LF ending a head or trailer line is accepted (RFC 9112 §2.2
-//! allows it, and the body is re-framed downstream, so no reading of it can desync anyone),
-//! but chunk-size lines and the end of chunk data must be CRLF.
+//! content-lengths, `chunked` applied more than once, and `transfer-encoding` in an HTTP/1.0
+//! response are all refused; obs-fold and invalid names or values are refused (httparse's
+//! lenient options stay off). A `transfer-encoding` not ending in `chunked` is read until
+//! close, as §6.3 says, and its codings are left alone. A bare LF ending a head or trailer
+//! line is accepted (RFC 9112 §2.2 allows it, and the body is re-framed downstream, so no
+//! reading of it can desync anyone), but chunk-size lines and the end of chunk data must be
+//! CRLF.
 
 use std::mem::MaybeUninit;
 
@@ -50,6 +52,7 @@ pub(super) enum Framing {
 pub(super) struct FramingFields {
     content_length: Option<u64>,
     transfer_encoding: bool,
+    chunked_seen: bool,
     chunked_last: bool,
     pub close: bool,
 }
@@ -90,9 +93,9 @@ fn parse_head_into<'b>(
     idx: &mut Vec<HeaderIdx>,
 ) -> Result<Option<Parsed>, H1Error> {
     let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp, buf, slots,
-    ) {
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, slots)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(parse_error(e, limits)),
@@ -214,14 +217,13 @@ impl FramingFields {
     fn transfer_encoding(&mut self, value: &[u8]) -> Result<(), H1Error> {
         self.transfer_encoding = true;
         for t in tokens(value) {
-            if self.chunked_last {
-                // Only `chunked` followed by nothing frames a message; chunked applied
-                // twice is a smuggling pattern, not a coding.
-                if t.eq_ignore_ascii_case(b"chunked") {
-                    return Err(H1Error::Malformed("chunked applied more than once"));
-                }
+            let chunked = t.eq_ignore_ascii_case(b"chunked");
+            // Chunked applied twice is a smuggling pattern, not a coding.
+            if chunked && self.chunked_seen {
+                return Err(H1Error::Malformed("chunked applied more than once"));
             }
-            self.chunked_last = t.eq_ignore_ascii_case(b"chunked");
+            self.chunked_seen |= chunked;
+            self.chunked_last = chunked;
         }
         Ok(())
     }
@@ -236,10 +238,14 @@ impl FramingFields {
     ) -> Result<Framing, H1Error> {
         if self.transfer_encoding {
             if self.content_length.is_some() {
-                return Err(H1Error::Malformed("both transfer-encoding and content-length"));
+                return Err(H1Error::Malformed(
+                    "both transfer-encoding and content-length",
+                ));
             }
             if version == Version::HTTP_10 {
-                return Err(H1Error::Malformed("transfer-encoding in an http/1.0 response"));
+                return Err(H1Error::Malformed(
+                    "transfer-encoding in an http/1.0 response",
+                ));
             }
         }
         if head || status < 200 || status == 204 || status == 304 {

@@ -19,6 +19,25 @@ use tokio::net::TcpStream;
 
 use super::{BoxError, H1Error};
 
+/// The rest of an upload that continues while the response streams back (a 2xx that came
+/// before the request body ended: the upstream is reading both ways). Type-erased so the
+/// response body stays one type; boxed only on this uncommon path.
+pub(super) trait Upload: Send {
+    /// As [`BodySender::poll_step`].
+    fn poll_step(
+        &mut self,
+        stream: &mut TcpStream,
+        wbuf: &mut Vec<u8>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<bool, H1Error>>;
+}
+
+/// A request body with its sender, as an [`Upload`].
+pub(super) struct Continued<B> {
+    pub sender: BodySender,
+    pub body: B,
+}
+
 /// How the request body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ReqFraming {
@@ -32,6 +51,8 @@ pub(super) enum ReqFraming {
 /// once the previous one is entirely in the socket (backpressure, one frame of buffering).
 pub(super) struct BodySender {
     framing: ReqFraming,
+    /// The content-length announced, for the error when the body does not match it.
+    declared: u64,
     /// Bytes of `wbuf` already written (the head first, then chunk-size lines).
     wpos: usize,
     /// The frame being written, after `wbuf`.
@@ -55,7 +76,9 @@ pub(super) fn encode_head<B: Body>(
 ) -> Result<Option<ReqFraming>, H1Error> {
     let body = req.body();
     let declared = match req.headers().get(CONTENT_LENGTH) {
-        Some(v) => Some(parse_length(v.as_bytes()).ok_or(H1Error::Request("invalid content-length"))?),
+        Some(v) => {
+            Some(parse_length(v.as_bytes()).ok_or(H1Error::Request("invalid content-length"))?)
+        }
         None => None,
     };
     buf.clear();
@@ -97,6 +120,10 @@ impl BodySender {
     pub(super) fn new(framing: ReqFraming) -> Self {
         BodySender {
             framing,
+            declared: match framing {
+                ReqFraming::Length(n) => n,
+                ReqFraming::Chunked => 0,
+            },
             wpos: 0,
             data: Bytes::new(),
             tail: b"",
@@ -111,15 +138,16 @@ impl BodySender {
         self.taken
     }
 
-    /// Writes the head (already in `wbuf`) and the whole body. Ready(Ok) once all of it is
-    /// in the socket.
-    pub(super) fn poll_send<B>(
+    /// Writes the head (already in `wbuf`) and then the body, one frame per call:
+    /// `Ready(Ok(true))` once all of it is in the socket, `Ready(Ok(false))` after each
+    /// frame, so the caller can look for an early response in between.
+    pub(super) fn poll_step<B>(
         &mut self,
         stream: &mut TcpStream,
         wbuf: &mut Vec<u8>,
         mut body: Pin<&mut B>,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), H1Error>>
+    ) -> Poll<Result<bool, H1Error>>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
@@ -133,14 +161,13 @@ impl BodySender {
                 }
             }
         }
-        loop {
-            ready!(self.poll_flush(stream, wbuf, cx))?;
-            if self.ended {
-                return Poll::Ready(Ok(()));
-            }
-            let frame = ready!(body.as_mut().poll_frame(cx));
-            self.accept(frame, wbuf)?;
+        ready!(self.poll_flush(stream, wbuf, cx))?;
+        if self.ended {
+            return Poll::Ready(Ok(true));
         }
+        let frame = ready!(body.as_mut().poll_frame(cx));
+        self.accept(frame, wbuf)?;
+        Poll::Ready(Ok(false))
     }
 
     /// Queues what the body produced, with its chunk framing.
@@ -188,8 +215,7 @@ impl BodySender {
             Err(frame) => {
                 // Trailers only exist on the wire in chunked framing; with a declared
                 // length they are dropped, as nothing could carry them.
-                if let (Ok(trailers), ReqFraming::Chunked) = (frame.into_trailers(), self.framing)
-                {
+                if let (Ok(trailers), ReqFraming::Chunked) = (frame.into_trailers(), self.framing) {
                     wbuf.extend_from_slice(b"0\r\n");
                     write_fields(wbuf, &trailers);
                     wbuf.extend_from_slice(CRLF);
@@ -201,10 +227,7 @@ impl BodySender {
     }
 
     fn length_error(&self) -> H1Error {
-        match self.framing {
-            ReqFraming::Length(n) => H1Error::BodyLength(n),
-            ReqFraming::Chunked => H1Error::Request("chunked body has no length"),
-        }
+        H1Error::BodyLength(self.declared)
     }
 
     /// Writes `wbuf[wpos..]`, `data` and `tail`, vectored, until all are in the socket.
@@ -247,6 +270,22 @@ impl BodySender {
         let from_tail = n.min(self.tail.len());
         self.tail = self.tail.get(from_tail..).unwrap_or_default();
         debug_assert_eq!(n, from_tail, "wrote more bytes than were queued");
+    }
+}
+
+impl<B> Upload for Continued<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send,
+    B::Error: Into<BoxError>,
+{
+    fn poll_step(
+        &mut self,
+        stream: &mut TcpStream,
+        wbuf: &mut Vec<u8>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<bool, H1Error>> {
+        self.sender
+            .poll_step(stream, wbuf, Pin::new(&mut self.body), cx)
     }
 }
 
