@@ -674,6 +674,12 @@ async fn bodies_and_parameters_are_validated_with_precise_locations() {
     assert_eq!(got.status, StatusCode::BAD_REQUEST);
     let problem: Value = serde_json::from_slice(&got.body).unwrap();
     assert_eq!(problem["errors"][0]["location"], "/price");
+    let empty = request(gw.addr, Method::POST, "/items", &json_ct, "").await;
+    assert_eq!(
+        empty.status,
+        StatusCode::BAD_REQUEST,
+        "an empty body is not valid JSON"
+    );
     let got = request(
         gw.addr,
         Method::POST,
