@@ -66,7 +66,7 @@ pub struct Authenticators {
 pub enum Authenticator {
     ApiKey {
         source: KeySource,
-        keys: ApiKeys,
+        keys: Arc<ApiKeys>,
         hide: bool,
     },
     Basic {
@@ -115,6 +115,7 @@ impl Authenticators {
             list.push(consumer);
         }
         let consumers = Arc::new(ConsumerSet::new(list).map_err(|e| gate_error("consumers", e))?);
+        // One key map for every api_key method: keys belong to consumers, not to methods.
         let key_entries: Vec<(String, String)> = access
             .consumers
             .iter()
@@ -124,6 +125,9 @@ impl Authenticators {
                     .map(|k| (c.name.clone(), k.to_ascii_lowercase()))
             })
             .collect();
+        let keys = Arc::new(
+            ApiKeys::new(&consumers, key_entries).map_err(|e| gate_error("consumers", e))?,
+        );
         let password_entries: Vec<(String, String)> = access
             .consumers
             .iter()
@@ -135,8 +139,7 @@ impl Authenticators {
             let method = match def {
                 AuthMethodDef::ApiKey { source, hide } => Authenticator::ApiKey {
                     source: source.clone(),
-                    keys: ApiKeys::new(&consumers, key_entries.clone())
-                        .map_err(|e| gate_error(&at, e))?,
+                    keys: keys.clone(),
                     hide: *hide,
                 },
                 AuthMethodDef::Basic { settings, hide } => Authenticator::Basic {

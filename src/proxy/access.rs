@@ -8,10 +8,10 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::auth::gate::{Authenticated, Denied, Gate, Hidden};
+use crate::auth::gate::{Authenticated, Denied, Hidden};
 use crate::body::ProxyBody;
 use crate::error::{problem_response, ProxyError};
-use crate::validate::schema::{problem_body, BodyError};
+use crate::validate::schema::{problem_body, BodyError, BodySchemas};
 
 /// The answer to a refused request; the reason goes to the debug log only.
 pub(super) fn refusal(denied: Denied, request_id: &HeaderValue) -> Response<ProxyBody> {
@@ -67,15 +67,12 @@ pub(super) fn apply_cors(response: &mut HeaderMap, fields: &HeaderMap) {
 /// Reads the whole body (at most `limit` bytes) and checks it against the route's schemas.
 /// The body is left drained: the caller forwards the returned bytes instead.
 pub(super) async fn validated_body(
-    gate: &Gate,
+    schemas: &BodySchemas,
     headers: &HeaderMap,
     body: &mut Incoming,
     limit: usize,
     request_id: &HeaderValue,
 ) -> Result<Bytes, Response<ProxyBody>> {
-    let Some(schemas) = gate.body_schemas() else {
-        return Ok(Bytes::new());
-    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());

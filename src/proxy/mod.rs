@@ -207,17 +207,19 @@ pub async fn handle(
 
     // access: body validation, last, so refused callers never make the gateway read a body
     let mut validated = None;
-    if let Some(gate) = route.gate.as_ref().filter(|g| g.body_schemas().is_some()) {
+    if let Some(schemas) = route.gate.as_ref().and_then(|g| g.body_schemas()) {
         // Methods that carry a body are validated even when it is empty (an empty body is
         // not valid JSON); others only when they send one.
         let carries_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
         if carries_body || !http_body::Body::is_end_stream(req.body()) {
-            let limit = usize::try_from(max_body.unwrap_or(u64::MAX)).unwrap_or(usize::MAX);
-            let limit = limit.min(gate.body_schemas().map_or(0, |s| s.max_body()));
+            let limit = usize::try_from(max_body.unwrap_or(u64::MAX))
+                .unwrap_or(usize::MAX)
+                .min(schemas.max_body());
             let (parts, body) = req.into_parts();
             let mut body = body;
             let read =
-                access::validated_body(gate, &parts.headers, &mut body, limit, &request_id).await;
+                access::validated_body(schemas, &parts.headers, &mut body, limit, &request_id)
+                    .await;
             req = Request::from_parts(parts, body);
             match read {
                 Ok(bytes) => validated = Some(bytes),
