@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy::Completion;
-use crate::upstream::pool::Lease;
+use crate::upstream::pool::UpstreamBody;
 
 /// Error type of relayed bodies: hyper's, or a limit of ours that cut the body.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,8 +40,6 @@ pub struct ProxyBody {
     inner: Inner,
     bytes_out: u64,
     completion: Option<Completion>,
-    /// The upstream connection the relayed body comes from: back to the pool at its end.
-    lease: Option<Lease>,
     /// Route `timeouts.idle` / `timeouts.total` on the relayed body, when configured.
     timer: Option<Box<BodyTimer>>,
 }
@@ -83,10 +81,13 @@ impl BodyTimer {
     }
 }
 
+// Relayed bodies are the common case (see `UpstreamBody`): kept inline, not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     Empty,
     Full(Option<Bytes>),
-    Relay(Incoming),
+    /// An upstream response; its connection goes back to the pool at its end.
+    Relay(UpstreamBody),
 }
 
 impl ProxyBody {
@@ -98,10 +99,8 @@ impl ProxyBody {
         Self::new(Inner::Full(Some(bytes)))
     }
 
-    pub fn relay(body: Incoming, lease: Option<Lease>) -> Self {
-        let mut b = Self::new(Inner::Relay(body));
-        b.lease = lease;
-        b
+    pub fn relay(body: UpstreamBody) -> Self {
+        Self::new(Inner::Relay(body))
     }
 
     fn new(inner: Inner) -> Self {
@@ -109,7 +108,6 @@ impl ProxyBody {
             inner,
             bytes_out: 0,
             completion: None,
-            lease: None,
             timer: None,
         }
     }
@@ -134,10 +132,8 @@ impl ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         // A body that was never polled may still be complete (HEAD, 204, empty).
-        if let Some(lease) = self.lease.take() {
-            if self.is_end_stream() {
-                lease.release();
-            }
+        if let Inner::Relay(body) = &mut self.inner {
+            body.recycle();
         }
         self.complete();
     }
@@ -160,7 +156,7 @@ impl Body for ProxyBody {
                     if let Some(t) = &mut this.timer {
                         t.armed = false;
                     }
-                    f.map(|r| r.map_err(BodyError::from))
+                    f
                 }
                 Poll::Pending => match this.timer.as_deref_mut().map(|t| t.expired(cx)) {
                     Some(true) => Some(Err(BodyError::from(BodyLimit::ResponseTimeout))),
@@ -175,15 +171,12 @@ impl Body for ProxyBody {
                 }
             }
             None => {
-                if let Some(lease) = this.lease.take() {
-                    lease.release();
+                if let Inner::Relay(body) = &mut this.inner {
+                    body.recycle();
                 }
                 this.complete();
             }
-            Some(Err(_)) => {
-                this.lease = None;
-                this.complete();
-            }
+            Some(Err(_)) => this.complete(),
         }
         Poll::Ready(frame)
     }

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -120,6 +122,64 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         conns, 1,
         "20 sequential requests use one pooled upstream connection"
     );
+}
+
+/// A raw HTTP/1.1 upstream that answers the first request on each connection with
+/// keep-alive, then reads the second and closes without a reply: what a server closing an
+/// idle connection looks like to a request that was already on its way.
+async fn closes_after_first_exchange() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                for exchange in 0..2 {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear();
+                    if exchange == 0 {
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        let _ = s.write_all(reply).await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn idempotent_request_on_a_connection_closed_under_it_goes_again_on_a_fresh_one() {
+    let (addr, conns) = closes_after_first_exchange().await;
+    let gw = TestGateway::start(&config(&[addr], ALL));
+    assert_eq!(get(gw.addr, "a", "/").await.status, 200);
+    let again = get(gw.addr, "a", "/").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.text(), "ok");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn post_on_a_connection_closed_under_it_is_not_sent_twice() {
+    let (addr, conns) = closes_after_first_exchange().await;
+    let gw = TestGateway::start(&config(&[addr], ALL));
+    assert_eq!(get(gw.addr, "a", "/").await.status, 200);
+    let post = Request::post("/")
+        .header("host", "a")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(gw.addr, post).await.status, 502);
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "the POST was not repeated");
 }
 
 #[tokio::test]

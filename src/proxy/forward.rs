@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
 use super::headers::{authority_value, upstream_uri};
 use crate::body::{RequestBody, RequestBodyState};
@@ -17,13 +16,12 @@ use crate::error::ProxyError;
 use crate::snapshot::{ClientProfile, CompiledRoute, Snapshot, UpstreamGroup};
 use crate::upstream::balancer::PickInput;
 use crate::upstream::health::Outcome;
-use crate::upstream::pool::{self, Lease, SendError, UpstreamError};
+use crate::upstream::pool::{self, SendError, UpstreamBody, UpstreamError};
 use crate::upstream::retry::is_idempotent;
 
 /// What the chosen target answered.
 pub(super) struct Answer {
-    pub response: Response<Incoming>,
-    pub lease: Option<Lease>,
+    pub response: Response<UpstreamBody>,
     pub target: usize,
     /// `Set-Cookie` pinning the client, when the group is sticky and the pin changed.
     pub pin: Option<HeaderValue>,
@@ -176,7 +174,7 @@ async fn attempt_once(
     let elapsed = started.elapsed();
     let label = || Some(target.label.to_string());
     let (unsent, error) = match sent {
-        Ok(Ok((response, lease))) => {
+        Ok(Ok(response)) => {
             let status = response.status().as_u16();
             if x.snap.metrics_on {
                 target.metrics.observe(status, elapsed);
@@ -195,7 +193,6 @@ async fn attempt_once(
                 .and_then(|s| s.set_cookie(ti).cloned());
             let answer = Ok(Answer {
                 response,
-                lease,
                 target: ti,
                 pin,
             });

@@ -8,6 +8,8 @@ use std::time::Instant;
 use http::{Request, Version};
 use http_body_util::BodyExt;
 
+use crate::upstream::pool::UpstreamBody;
+
 use super::headers::upstream_uri;
 use crate::body::RequestBody;
 use crate::config::model::UpstreamProtocol;
@@ -56,22 +58,28 @@ pub(super) fn spawn(snap: Arc<Snapshot>, shadow: usize, req: &mut Request<Reques
         )
         .await;
         let ok = match sent {
-            Ok(Ok((resp, lease))) => {
+            Ok(Ok(resp)) => {
                 let status_ok = !resp.status().is_server_error();
                 // Read the response to its end so the connection can serve again.
-                let drained =
-                    tokio::time::timeout(group.request_timeout, resp.into_body().collect())
-                        .await
-                        .is_ok_and(|r| r.is_ok());
-                if drained {
-                    if let Some(l) = lease {
-                        l.release();
-                    }
-                }
+                let mut body = resp.into_body();
+                let drained = tokio::time::timeout(group.request_timeout, drain(&mut body))
+                    .await
+                    .is_ok_and(|ended| ended);
+                body.recycle();
                 status_ok && drained
             }
             _ => false,
         };
         snap.resilience.mirrored(&group.name, ok);
     });
+}
+
+/// Reads a body to its end, throwing the data away; false when it failed.
+async fn drain(body: &mut UpstreamBody) -> bool {
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            return false;
+        }
+    }
+    true
 }

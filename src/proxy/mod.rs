@@ -6,11 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::Uri;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 mod access;
 mod forward;
@@ -349,10 +352,15 @@ pub async fn handle(
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         match downstream_upgrade {
-            Some(down) => {
-                let up = hyper::upgrade::on(&mut resp);
-                tokio::spawn(tunnel(down, up));
-            }
+            Some(down) => match resp.body_mut().take_upgraded() {
+                Some(up) => {
+                    tokio::spawn(tunnel(down, up));
+                }
+                None => {
+                    let err = ProxyError::UpstreamProtocol("upstream switched protocols unasked");
+                    return respond_error(&err, &request_id, done);
+                }
+            },
             None => {
                 let err = ProxyError::UpstreamProtocol("upstream switched protocols unasked");
                 return respond_error(&err, &request_id, done);
@@ -368,9 +376,7 @@ pub async fn handle(
     if let Some(pin) = answer.pin {
         parts.headers.append(header::SET_COOKIE, pin);
     }
-    // After a protocol switch the upstream connection belongs to the tunnel.
-    let lease = if switching { None } else { answer.lease };
-    let mut body = ProxyBody::relay(body, lease);
+    let mut body = ProxyBody::relay(body);
     body.set_timer(BodyTimer::new(route.timeouts.idle, deadline));
     let mut resp = Response::from_parts(parts, body);
     *resp.version_mut() = Version::HTTP_11;
@@ -421,13 +427,16 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Relays bytes both ways after a `101 Switching Protocols`.
-async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
-    let (Ok(down), Ok(up)) = (down.await, up.await) else {
+/// Relays bytes both ways after a `101 Switching Protocols`; `early` is what the upstream
+/// sent right behind its 101 head, owed to the client first.
+async fn tunnel(down: hyper::upgrade::OnUpgrade, (mut up, early): (TcpStream, Bytes)) {
+    let Ok(down) = down.await else {
         return;
     };
     let mut down = TokioIo::new(down);
-    let mut up = TokioIo::new(up);
+    if !early.is_empty() && down.write_all(&early).await.is_err() {
+        return;
+    }
     let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
 }
 

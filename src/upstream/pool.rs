@@ -1,27 +1,35 @@
 //! Upstream keep-alive pools, one per worker thread.
 //!
 //! Each worker runs a single-threaded runtime, so its pool is a plain thread-local map: no
-//! lock, no atomics, no hashing of URIs. HTTP/1.1 connections are checked out for one
-//! request and come back when the response body has been relayed to its end (a response the
-//! client abandoned takes its connection with it, since its state is unknown). HTTP/2 (h2c)
-//! targets share one multiplexed connection per worker. Idle connections are closed after
-//! the group's `keepalive.idle_timeout` (swept by the worker) and at most
-//! `keepalive.max_idle` stay per target. Pools are keyed by target address and client
-//! profile, not by config snapshot, so unchanged targets keep their connections over reloads.
+//! lock, no atomics, no hashing of URIs. HTTP/1.1 exchanges use the gateway's own client
+//! connection ([`H1Conn`]): the request's task writes the head and reads the response itself,
+//! with no connection task in between. A connection is checked out for one request and comes
+//! back when the response body has been relayed to its end (a response the client abandoned
+//! takes its connection with it, since its state is unknown). HTTP/2 (h2c) targets share one
+//! multiplexed hyper connection per worker. Idle connections are closed after the group's
+//! `keepalive.idle_timeout` (swept by the worker) and at most `keepalive.max_idle` stay per
+//! target. Pools are keyed by target address and client profile, not by config snapshot, so
+//! unchanged targets keep their connections over reloads.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
+use super::h1::{H1Body, H1Conn, H1Error, H1Limits};
+use super::retry::is_idempotent;
+use crate::body::{BodyError, RequestBody};
 use crate::config::model::UpstreamProtocol;
 use crate::snapshot::ClientProfile;
 
@@ -36,12 +44,17 @@ pub enum UpstreamError {
     Handshake(#[source] hyper::Error),
     #[error("request: {0}")]
     Request(#[source] hyper::Error),
+    #[error("{0}")]
+    Exchange(#[source] H1Error),
 }
 
 impl UpstreamError {
     /// The target could not be reached at all (nothing was sent).
     pub fn is_connect(&self) -> bool {
-        !matches!(self, UpstreamError::Request(_))
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout | UpstreamError::Handshake(_)
+        )
     }
 }
 
@@ -49,7 +62,7 @@ type Key = (SocketAddr, ClientProfile);
 
 #[derive(Default)]
 struct Idle {
-    h1: Vec<(http1::SendRequest<RequestBody>, Instant)>,
+    h1: Vec<(H1Conn, Instant)>,
     h2: Option<http2::SendRequest<RequestBody>>,
 }
 
@@ -97,25 +110,80 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// An HTTP/1.1 connection lent to one request; give it back with [`Lease::release`] once
-/// the response body has ended.
-pub struct Lease {
-    key: Key,
-    sender: http1::SendRequest<RequestBody>,
+/// The response body of an upstream exchange. An HTTP/1.1 body owns its connection and,
+/// once relayed to a clean end, [`UpstreamBody::recycle`] puts the connection back in this
+/// worker's pool.
+pub struct UpstreamBody {
+    kind: Kind,
 }
 
-impl Lease {
-    /// Returns the connection to this worker's pool (or closes it when the pool is full).
-    pub fn release(self) {
-        if self.sender.is_closed() {
+// HTTP/1.1 is the common case and carries its connection inline: boxing it would cost an
+// allocation per request to save bytes on the rarer h2c bodies.
+#[allow(clippy::large_enum_variant)]
+enum Kind {
+    H1 { body: H1Body, key: Key },
+    H2(Incoming),
+}
+
+impl UpstreamBody {
+    /// Returns the connection of a cleanly ended HTTP/1.1 body to this worker's pool (or
+    /// closes it when the pool is full); does nothing otherwise.
+    pub fn recycle(&mut self) {
+        let Kind::H1 { body, key } = &mut self.kind else {
             return;
-        }
+        };
+        let Some(conn) = body.take_conn() else {
+            return;
+        };
+        let key = *key;
         POOL.with_borrow_mut(|pool| {
-            let idle = pool.entry(self.key).or_default();
-            if idle.h1.len() < self.key.1.max_idle {
-                idle.h1.push((self.sender, Instant::now()));
+            let idle = pool.entry(key).or_default();
+            if idle.h1.len() < key.1.max_idle {
+                idle.h1.push((conn, Instant::now()));
             }
         });
+    }
+
+    /// After a `101 Switching Protocols`: the upstream stream and the bytes already read
+    /// past the response head (they belong to the new protocol).
+    pub fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
+        match &mut self.kind {
+            Kind::H1 { body, .. } => body.take_upgraded(),
+            Kind::H2(_) => None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.get_mut().kind {
+            Kind::H1 { body, .. } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::from))),
+            Kind::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::from))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::H1 { body, .. } => body.is_end_stream(),
+            Kind::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::H1 { body, .. } => body.size_hint(),
+            Kind::H2(body) => body.size_hint(),
+        }
     }
 }
 
@@ -125,14 +193,14 @@ pub struct SendError {
     pub unsent: Option<Request<RequestBody>>,
 }
 
-type Sent = Result<(Response<Incoming>, Option<Lease>), SendError>;
+type Sent = Result<Response<UpstreamBody>, SendError>;
 
 /// Sends `req` to `addr` on a pooled connection (or a new one).
 pub async fn send(profile: &ClientProfile, addr: SocketAddr, req: Request<RequestBody>) -> Sent {
     let key = (addr, *profile);
     match profile.protocol {
         UpstreamProtocol::Http1 => send_h1(key, req).await,
-        UpstreamProtocol::H2c => send_h2(key, req).await.map(|r| (r, None)),
+        UpstreamProtocol::H2c => send_h2(key, req).await,
     }
 }
 
@@ -152,67 +220,57 @@ fn sent(error: UpstreamError) -> SendError {
 
 async fn send_h1(key: Key, req: Request<RequestBody>) -> Sent {
     let mut req = req;
-    if let Some(mut sender) = checkout_h1(&key) {
-        if sender.ready().await.is_ok() {
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(Lease { key, sender }))),
-                // The idle connection was closed under us before the request went out:
-                // send it on a fresh connection instead.
-                Err(mut e) => match e.take_message() {
-                    Some(r) => req = r,
-                    None => return Err(sent(UpstreamError::Request(e.into_error()))),
-                },
-            }
+    if let Some(conn) = checkout_h1(&key) {
+        match conn.send(req).await {
+            Ok(resp) => return Ok(h1_response(resp, key)),
+            Err(failure) => match failure.request {
+                // The server closed the idle connection as the request went out: nothing
+                // came back and none of the body was read, so an idempotent request goes
+                // again on a fresh connection (the others cannot know it was not processed).
+                Some(r) if failure.no_response && is_idempotent(r.method()) => req = r,
+                _ => return Err(sent(UpstreamError::Exchange(failure.error))),
+            },
         }
     }
-    let mut sender = match connect_h1(&key).await {
-        Ok(s) => s,
+    let conn = match connect(&key).await {
+        Ok(stream) => H1Conn::new(stream, H1Limits::default()),
         Err(e) => return Err(unsent(e, req)),
     };
-    match sender.try_send_request(req).await {
-        Ok(resp) => Ok((resp, Some(Lease { key, sender }))),
-        Err(mut e) => Err(match e.take_message() {
-            Some(r) => unsent(UpstreamError::Request(e.into_error()), r),
-            None => sent(UpstreamError::Request(e.into_error())),
-        }),
+    match conn.send(req).await {
+        Ok(resp) => Ok(h1_response(resp, key)),
+        Err(failure) => Err(sent(UpstreamError::Exchange(failure.error))),
     }
 }
 
-fn checkout_h1(key: &Key) -> Option<http1::SendRequest<RequestBody>> {
+fn h1_response(resp: Response<H1Body>, key: Key) -> Response<UpstreamBody> {
+    resp.map(|body| UpstreamBody {
+        kind: Kind::H1 { body, key },
+    })
+}
+
+fn checkout_h1(key: &Key) -> Option<H1Conn> {
     POOL.with_borrow_mut(|pool| {
         let idle = pool.get_mut(key)?;
         let limit = key.1.idle_timeout;
-        while let Some((sender, since)) = idle.h1.pop() {
-            if !sender.is_closed() && since.elapsed() < limit {
-                return Some(sender);
+        while let Some((mut conn, since)) = idle.h1.pop() {
+            if since.elapsed() < limit && conn.is_usable() {
+                return Some(conn);
             }
         }
         None
     })
 }
 
-async fn connect(key: &Key) -> Result<TokioIo<TcpStream>, UpstreamError> {
+async fn connect(key: &Key) -> Result<TcpStream, UpstreamError> {
     let stream = tokio::time::timeout(key.1.connect_timeout, TcpStream::connect(key.0))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout)?
         .map_err(UpstreamError::Connect)?;
     let _ = stream.set_nodelay(true);
-    Ok(TokioIo::new(stream))
+    Ok(stream)
 }
 
-async fn connect_h1(key: &Key) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
-    let io = connect(key).await?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(io)
-        .await
-        .map_err(UpstreamError::Handshake)?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    Ok(sender)
-}
-
-async fn send_h2(key: Key, req: Request<RequestBody>) -> Result<Response<Incoming>, SendError> {
+async fn send_h2(key: Key, req: Request<RequestBody>) -> Sent {
     let shared = POOL.with_borrow(|pool| {
         pool.get(&key)
             .and_then(|i| i.h2.as_ref())
@@ -223,7 +281,7 @@ async fn send_h2(key: Key, req: Request<RequestBody>) -> Result<Response<Incomin
         Some(s) => s,
         None => {
             let io = match connect(&key).await {
-                Ok(io) => io,
+                Ok(stream) => TokioIo::new(stream),
                 Err(e) => return Err(unsent(e, req)),
             };
             let handshake = http2::Builder::new(TokioExecutor::new())
@@ -244,22 +302,25 @@ async fn send_h2(key: Key, req: Request<RequestBody>) -> Result<Response<Incomin
     if let Err(e) = sender.ready().await {
         return Err(unsent(UpstreamError::Request(e), req));
     }
-    sender
-        .try_send_request(req)
-        .await
-        .map_err(|mut e| match e.take_message() {
+    match sender.try_send_request(req).await {
+        Ok(resp) => Ok(resp.map(|body| UpstreamBody {
+            kind: Kind::H2(body),
+        })),
+        Err(mut e) => Err(match e.take_message() {
             Some(r) => unsent(UpstreamError::Request(e.into_error()), r),
             None => sent(UpstreamError::Request(e.into_error())),
-        })
+        }),
+    }
 }
 
-/// Closes this worker's idle connections that outlived their idle timeout.
+/// Closes this worker's idle connections that outlived their idle timeout or that the
+/// upstream closed.
 pub fn sweep() {
     POOL.with_borrow_mut(|pool| {
         pool.retain(|key, idle| {
             let limit = key.1.idle_timeout;
             idle.h1
-                .retain(|(s, since)| !s.is_closed() && since.elapsed() < limit);
+                .retain_mut(|(c, since)| since.elapsed() < limit && c.is_usable());
             if idle.h2.as_ref().is_some_and(|s| s.is_closed()) {
                 idle.h2 = None;
             }
