@@ -26,6 +26,7 @@ pub struct Config {
     pub redis: Option<Redis>,
     pub rate_limiting: RateLimiting,
     pub access: AccessControl,
+    pub cache: CacheSettings,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
 }
@@ -245,6 +246,8 @@ pub struct Route {
     /// Names of the rate-limit policies applied, in order.
     pub rate_limits: Vec<String>,
     pub access: RouteAccess,
+    /// HTTP caching of this route's responses (RFC 9111), when configured.
+    pub cache: Option<RouteCache>,
 }
 
 /// Per-route upstream timeouts; `None` falls back to the upstream group's setting.
@@ -499,4 +502,64 @@ pub struct RouteAccess {
     /// `(content type, schema)` pairs; empty means bodies are not validated.
     pub body_schemas: Vec<(String, serde_json::Value)>,
     pub body_max: usize,
+}
+
+/// The shared HTTP cache (top-level `cache`): one store for every cached route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Bytes of stored responses in memory (bodies, fields and per-entry overhead).
+    pub max_bytes: usize,
+    /// Larger responses are relayed but not stored.
+    pub max_object_bytes: usize,
+    /// How long a request waits for another request fetching the same key (coalescing)
+    /// before it goes to the origin itself.
+    pub lock_timeout: Duration,
+    /// Heuristic freshness (RFC 9111 §4.2.2): this share of the time since Last-Modified,
+    /// in percent, at most `heuristic_max`; 0 disables heuristics.
+    pub heuristic_percent: u32,
+    pub heuristic_max: Duration,
+    /// Response field listing surrogate keys (space separated) for purges; it is removed
+    /// before the response reaches the client.
+    pub surrogate_header: HeaderName,
+    /// Name of this cache in `Cache-Status` (RFC 9211).
+    pub status_name: String,
+    /// Share stored responses and purges through the top-level `redis`.
+    pub redis: Option<CacheRedis>,
+}
+
+/// The Redis tier of the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRedis {
+    /// Prefix of every key the cache writes, and of its purge channel.
+    pub prefix: String,
+    /// Larger responses stay in memory only.
+    pub max_object_bytes: usize,
+}
+
+/// Per-route caching (`routes[].cache`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteCache {
+    /// Request header values added to the cache key.
+    pub key_headers: Vec<HeaderName>,
+    /// Cookie values added to the cache key (hashed, never stored in clear).
+    pub key_cookies: Vec<String>,
+    /// Add the authenticated consumer to the cache key.
+    pub key_consumer: bool,
+    /// Store responses that carry Set-Cookie (they are then served to every client).
+    pub store_set_cookie: bool,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            max_bytes: 256 << 20,
+            max_object_bytes: 8 << 20,
+            lock_timeout: Duration::from_secs(5),
+            heuristic_percent: 10,
+            heuristic_max: Duration::from_secs(24 * 3600),
+            surrogate_header: HeaderName::from_static("surrogate-key"),
+            status_name: "ferrogate".to_string(),
+            redis: None,
+        }
+    }
 }

@@ -174,6 +174,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             redis,
             rate_limiting,
             access,
+            cache: super::model::CacheSettings::default(),
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -538,6 +539,7 @@ fn route(
         max_body_bytes: r.max_body_bytes,
         rate_limits: r.rate_limits.clone(),
         access: RouteAccess::default(),
+        cache: None,
     })
 }
 
