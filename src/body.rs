@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
+use crate::cache::store::{FillBody, FillLeader};
 use crate::proxy::Completion;
 use crate::upstream::pool::UpstreamBody;
 
@@ -40,6 +41,9 @@ pub struct ProxyBody {
     inner: Inner,
     bytes_out: u64,
     completion: Option<Completion>,
+    /// The cache fill this relayed body feeds: each data frame is pushed, the end stores it,
+    /// an error or an early drop abandons it.
+    fill: Option<Box<FillLeader>>,
     /// Route `timeouts.idle` / `timeouts.total` on the relayed body, when configured.
     timer: Option<Box<BodyTimer>>,
 }
@@ -88,6 +92,8 @@ enum Inner {
     Full(Option<Bytes>),
     /// An upstream response; its connection goes back to the pool at its end.
     Relay(UpstreamBody),
+    /// Another request's response, read from the cache fill it is streaming into.
+    Follow(FillBody),
 }
 
 impl ProxyBody {
@@ -103,11 +109,24 @@ impl ProxyBody {
         Self::new(Inner::Relay(body))
     }
 
+    /// A relayed body that also fills the cache.
+    pub fn relay_filling(body: UpstreamBody, fill: FillLeader) -> Self {
+        let mut b = Self::new(Inner::Relay(body));
+        b.fill = Some(Box::new(fill));
+        b
+    }
+
+    /// The body of a response another request is fetching into the cache.
+    pub fn follow(body: FillBody) -> Self {
+        Self::new(Inner::Follow(body))
+    }
+
     fn new(inner: Inner) -> Self {
         ProxyBody {
             inner,
             bytes_out: 0,
             completion: None,
+            fill: None,
             timer: None,
         }
     }
@@ -134,6 +153,13 @@ impl Drop for ProxyBody {
         // A body that was never polled may still be complete (HEAD, 204, empty).
         if let Inner::Relay(body) = &mut self.inner {
             body.recycle();
+            // An empty body the server never polled still completes its fill; any other
+            // unfinished fill is abandoned as it drops.
+            if body.is_end_stream() {
+                if let Some(fill) = self.fill.take() {
+                    fill.finish();
+                }
+            }
         }
         self.complete();
     }
@@ -151,6 +177,10 @@ impl Body for ProxyBody {
         let frame = match &mut this.inner {
             Inner::Empty => None,
             Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
+            Inner::Follow(body) => match body.poll_chunk(cx) {
+                Poll::Ready(f) => f.map(|r| r.map(Frame::data).map_err(BodyError::from)),
+                Poll::Pending => return Poll::Pending,
+            },
             Inner::Relay(body) => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(f) => {
                     if let Some(t) = &mut this.timer {
@@ -168,15 +198,24 @@ impl Body for ProxyBody {
             Some(Ok(f)) => {
                 if let Some(d) = f.data_ref() {
                     this.bytes_out += d.len() as u64;
+                    if let Some(fill) = &mut this.fill {
+                        fill.push(d.clone());
+                    }
                 }
             }
             None => {
                 if let Inner::Relay(body) = &mut this.inner {
                     body.recycle();
                 }
+                if let Some(fill) = this.fill.take() {
+                    fill.finish();
+                }
                 this.complete();
             }
-            Some(Err(_)) => this.complete(),
+            Some(Err(_)) => {
+                this.fill = None;
+                this.complete();
+            }
         }
         Poll::Ready(frame)
     }
@@ -186,6 +225,7 @@ impl Body for ProxyBody {
             Inner::Empty => true,
             Inner::Full(b) => b.is_none(),
             Inner::Relay(body) => body.is_end_stream(),
+            Inner::Follow(_) => false,
         }
     }
 
@@ -194,6 +234,7 @@ impl Body for ProxyBody {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Relay(body) => body.size_hint(),
+            Inner::Follow(_) => SizeHint::default(),
         }
     }
 }

@@ -58,6 +58,10 @@ pub enum ProxyError {
     InvalidRequest,
     #[error("unsupported request content type")]
     UnsupportedMediaType,
+    #[error("only-if-cached and no usable stored response")]
+    OnlyIfCached,
+    #[error("the stored response needs validation and the upstream is unreachable")]
+    StaleForbidden,
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -84,7 +88,9 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamTimeout { .. }
+            | ProxyError::OnlyIfCached
+            | ProxyError::StaleForbidden => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,6 +119,10 @@ impl ProxyError {
             ProxyError::AuthUnavailable => "the identity provider is unavailable; try again later",
             ProxyError::InvalidRequest => "the request failed validation",
             ProxyError::UnsupportedMediaType => "the request content type is not accepted here",
+            ProxyError::OnlyIfCached => "only-if-cached and the response is not in the cache",
+            ProxyError::StaleForbidden => {
+                "the cached response must be revalidated and the upstream is unreachable"
+            }
             ProxyError::Internal(_) => "internal error",
         }
     }

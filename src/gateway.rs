@@ -224,6 +224,7 @@ impl Gateway {
             targets: TargetStates::default(),
             rate_limits: crate::ratelimit::RateLimiter::new(metrics.rate_limits.clone()),
             background: crate::background::Background::new("ferrogate-auth"),
+            caches: crate::cache::service::Caches::default(),
         };
         let conn_limits = config
             .listeners

@@ -80,6 +80,7 @@ fn check(path: &Path) -> ExitCode {
                         metrics.rate_limits.clone(),
                     ),
                     background: ferrogate::background::Background::offline(),
+                    caches: ferrogate::cache::service::Caches::default(),
                 },
             )
             .map_err(Into::into)

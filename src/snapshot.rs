@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub resilience: ResilienceMetrics,
     /// Consumers and authentication methods.
     pub auth: Authenticators,
+    /// The HTTP cache, when a route caches.
+    pub cache: Option<Arc<crate::cache::service::CacheService>>,
 }
 
 pub struct CompiledRoute {
@@ -81,6 +83,8 @@ pub struct CompiledRoute {
     /// Request headers removed before forwarding: those the gateway sets from a verified
     /// credential (claims, consumer), so a client cannot pose as one.
     pub reserved_headers: Vec<http::HeaderName>,
+    /// Caching rules, when the route caches.
+    pub cache: Option<crate::cache::service::RouteCacheRules>,
 }
 
 /// A route's retry policy with its budget (shared by every worker).
@@ -192,6 +196,9 @@ impl Snapshot {
                         .collect(),
                     gate,
                     reserved_headers,
+                    cache: r.cache.as_ref().map(|c| {
+                        crate::cache::service::RouteCacheRules::new(&r.name, c, &metrics.cache)
+                    }),
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
@@ -217,7 +224,12 @@ impl Snapshot {
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
+        let cache = routes
+            .iter()
+            .any(|r| r.cache.is_some())
+            .then(|| kept.caches.service(&config.cache, &metrics.cache));
         Ok(Snapshot {
+            cache,
             access_log: access_log.filter(|_| config.access_log.enabled),
             unmatched: metrics.route(""),
             metrics_on: config.metrics_enabled,
@@ -238,6 +250,8 @@ pub struct Kept {
     pub rate_limits: crate::ratelimit::RateLimiter,
     /// Runs identity-provider fetches (JWKS), started when a config first needs it.
     pub background: crate::background::Background,
+    /// The cache store, kept while its size settings stay the same.
+    pub caches: crate::cache::service::Caches,
 }
 
 /// Target state that outlives snapshots: health, ejections, circuit and draining flags of

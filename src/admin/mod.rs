@@ -1,5 +1,5 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`,
-//! `POST /reload`, and `/upstreams` (target state, draining). It runs on its own thread so a
+//! `POST /reload`, `/upstreams` (target state, draining) and `POST /cache/purge`. It runs on its own thread so a
 //! busy data plane cannot starve it.
 
 use std::convert::Infallible;
@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::gateway::{GatewayError, Shared};
 use crate::observe::metrics::CONTENT_TYPE;
 
+mod purge;
 mod upstreams;
 
 /// Binds the admin address and serves it on a thread of its own; returns the bound address.
@@ -48,7 +49,16 @@ pub fn start(
                             tokio::spawn(async move {
                                 let svc = service_fn(move |req| {
                                     let shared = shared.clone();
-                                    async move { Ok::<_, Infallible>(route(&shared, req)) }
+                                    async move {
+                                        let resp = if req.method() == Method::POST
+                                            && req.uri().path() == "/cache/purge"
+                                        {
+                                            purge::purge(&shared, req).await
+                                        } else {
+                                            route(&shared, req)
+                                        };
+                                        Ok::<_, Infallible>(resp)
+                                    }
                                 });
                                 let _ = hyper::server::conn::http1::Builder::new()
                                     .serve_connection(TokioIo::new(stream), svc)
@@ -69,6 +79,9 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (&Method::GET, "/metrics") => {
             upstreams::refresh_metrics(&shared.snapshot.load());
             shared.kept.rate_limits.refresh_metrics();
+            if let Some(store) = shared.kept.caches.store() {
+                shared.metrics.cache.refresh(&store);
+            }
             reply(StatusCode::OK, CONTENT_TYPE, shared.metrics.encode().into())
         }
         (&Method::GET, "/upstreams") => reply(

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub resilience: ResilienceMetrics,
     /// Rate-limit and Redis metrics (`ratelimit.rs`).
     pub rate_limits: RateLimitMetrics,
+    /// HTTP cache metrics (`cache::service`).
+    pub cache: crate::cache::service::CacheMetrics,
 }
 
 /// Request metrics of one route. Cheap to clone; counts survive reloads because handles of
@@ -270,10 +272,13 @@ impl Metrics {
         resilience.register(&mut registry);
         let rate_limits = RateLimitMetrics::default();
         rate_limits.register(&mut registry);
+        let cache = crate::cache::service::CacheMetrics::default();
+        cache.register(&mut registry);
 
         Metrics {
             resilience,
             rate_limits,
+            cache,
             registry,
             requests,
             request_duration,

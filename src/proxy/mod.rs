@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 mod access;
+mod cache;
 mod forward;
 mod headers;
 mod mirror;
@@ -231,6 +232,36 @@ pub async fn handle(
         }
     }
 
+    // cache: answer from the store, or note what to do with the upstream's answer
+    let upgrade =
+        wants_upgrade(req.headers()) && route.websocket && req.version() == Version::HTTP_11;
+    let mut pending = None;
+    if let (Some(svc), Some(rules), false) = (&snap.cache, &route.cache, upgrade) {
+        let lookup = cache::CacheRequest {
+            method: req.method(),
+            headers: req.headers(),
+            scheme: if conn.tls { "https" } else { "http" },
+            authority: host_text.unwrap_or(""),
+            path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            consumer: authenticated.as_ref().and_then(|a| a.identity.name()),
+        };
+        match cache::plan(svc, rules, &lookup).await {
+            cache::Plan::Answer(mut resp, refresh) => {
+                if let Some(refresh) = refresh {
+                    let head =
+                        refresh_head(&snap, conn, trusted, action, &matched, &req, &request_id);
+                    spawn_refresh(snap.clone(), matched.route, client_ip, head, refresh);
+                }
+                resp.headers_mut().insert(X_REQUEST_ID, request_id);
+                if let Some(p) = &passed {
+                    p.write_headers(resp.headers_mut());
+                }
+                return finish_response(resp, done);
+            }
+            cache::Plan::Forward(p) => pending = Some(p),
+        }
+    }
+
     // SELECT the group (split, forced by header), then wait for a slot in it
     let Some(group) = choose_group(&snap, route, req.headers()).map(|i| &snap.upstreams[i]) else {
         return respond_error(
@@ -252,8 +283,6 @@ pub async fn handle(
     }
 
     // upstream_request
-    let upgrade =
-        wants_upgrade(req.headers()) && route.websocket && req.version() == Version::HTTP_11;
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let mut path = rewrite(action, &matched, req.uri());
     let (mut parts, body) = req.into_parts();
@@ -277,6 +306,9 @@ pub async fn handle(
             grpc_trailers: group.client.protocol == UpstreamProtocol::H2c,
         },
     );
+    if let Some(p) = &pending {
+        p.prepare(&mut parts.headers);
+    }
     let hidden_param = access::identify_upstream(
         &mut parts.headers,
         &route.reserved_headers,
@@ -340,7 +372,17 @@ pub async fn handle(
                 log.upstream = target.map(Arc::from);
             }
             tracing::debug!(error = %err, "upstream request failed");
-            return respond_error(&err, &request_id, done);
+            let fallback = match (pending, &snap.cache, &route.cache) {
+                (Some(p), Some(svc), Some(rules)) => p.failed(svc, rules, err),
+                _ => Err(err),
+            };
+            return match fallback {
+                Ok(mut resp) => {
+                    resp.headers_mut().insert(X_REQUEST_ID, request_id);
+                    finish_response(resp, done)
+                }
+                Err(err) => respond_error(&err, &request_id, done),
+            };
         }
     };
     if let Some(log) = &mut done.log {
@@ -367,18 +409,21 @@ pub async fn handle(
             }
         }
     }
-    let (mut parts, body) = resp.into_parts();
-    prepare_downstream_headers(&mut parts.headers, switching);
-    parts.headers.insert(X_REQUEST_ID, request_id);
+    prepare_downstream_headers(resp.headers_mut(), switching);
+    let mut resp = match (pending, &snap.cache, &route.cache) {
+        (Some(p), Some(svc), Some(rules)) => p.answer(svc, rules, resp),
+        _ => resp.map(ProxyBody::relay),
+    };
+    let headers = resp.headers_mut();
+    headers.insert(X_REQUEST_ID, request_id);
     if let Some(p) = &passed {
-        p.write_headers(&mut parts.headers);
+        p.write_headers(headers);
     }
     if let Some(pin) = answer.pin {
-        parts.headers.append(header::SET_COOKIE, pin);
+        headers.append(header::SET_COOKIE, pin);
     }
-    let mut body = ProxyBody::relay(body);
-    body.set_timer(BodyTimer::new(route.timeouts.idle, deadline));
-    let mut resp = Response::from_parts(parts, body);
+    resp.body_mut()
+        .set_timer(BodyTimer::new(route.timeouts.idle, deadline));
     *resp.version_mut() = Version::HTTP_11;
     finish_response(resp, done)
 }
@@ -415,6 +460,77 @@ fn choose_group(
         draw -= w;
     }
     route.split.last().map(|(i, _)| *i)
+}
+
+/// The upstream request head of a background cache refresh: what the request itself would
+/// have sent, without body, as a GET.
+fn refresh_head(
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    trusted: bool,
+    action: &crate::config::model::ProxyAction,
+    matched: &router::Matched<'_>,
+    req: &Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Request<()> {
+    let mut head = cache::refresh_request(req);
+    let path = rewrite(action, matched, req.uri());
+    *head.uri_mut() = Uri::from(path);
+    *head.version_mut() = Version::HTTP_11;
+    prepare_upstream_headers(
+        head.headers_mut(),
+        UpstreamHeaders {
+            trusted,
+            peer_text: &conn.peer_text,
+            tls: conn.tls,
+            host: action.host_rewrite.clone().or(request_host(req)),
+            request_id,
+            upgrade: false,
+            grpc_trailers: false,
+        },
+    );
+    let _ = snap;
+    head
+}
+
+/// Runs a stale-while-revalidate refresh in the background: the request that served the
+/// stale response does not wait for it.
+fn spawn_refresh(
+    snap: Arc<Snapshot>,
+    route: usize,
+    client_ip: IpAddr,
+    head: Request<()>,
+    pending: cache::Pending,
+) {
+    tokio::spawn(async move {
+        let route = &snap.routes[route];
+        let (Some(svc), Some(rules)) = (&snap.cache, &route.cache) else {
+            return;
+        };
+        let Some(group) = choose_group(&snap, route, head.headers()).map(|i| &snap.upstreams[i])
+        else {
+            return;
+        };
+        let (mut parts, ()) = head.into_parts();
+        pending.prepare(&mut parts.headers);
+        let path = parts.uri.path().to_owned();
+        let host_from_target = !parts.headers.contains_key(header::HOST);
+        let exchange = forward::Exchange {
+            snap: &snap,
+            route,
+            group,
+            client_ip,
+            path: &path,
+            host_from_target,
+            body_state: None,
+            deadline: None,
+        };
+        let result = forward::forward(&exchange, Request::from_parts(parts, RequestBody::empty()))
+            .await
+            .map(|a| a.response)
+            .map_err(|(e, _)| e);
+        cache::finish_refresh(pending, svc, rules, result).await;
+    });
 }
 
 /// The Content-Length a request declares, if any.
