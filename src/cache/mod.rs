@@ -9,6 +9,7 @@ pub mod freshness;
 pub mod invalidate;
 pub mod key;
 pub mod service;
+pub mod shared;
 pub mod status;
 pub mod storable;
 pub mod store;

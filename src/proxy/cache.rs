@@ -453,8 +453,9 @@ impl Pending {
             Err(_) => {
                 leader.abandon();
                 // The origin replaced a stored response with one that may not be stored:
-                // the old one must not be served any more.
-                if validating.is_some() {
+                // the old one must not be served any more. (A HEAD's answer is never
+                // stored and says nothing of the kind.)
+                if validating.is_some() && self.method == Method::GET {
                     svc.metrics.purged(svc.store.invalidate(&key.digest));
                 }
                 None

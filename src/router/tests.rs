@@ -29,6 +29,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         max_body_bytes: None,
         rate_limits: Vec::new(),
         access: Default::default(),
+        cache: None,
     }
 }
 
