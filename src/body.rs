@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use crate::cache::store::{FillBody, FillLeader};
+use crate::cache::store::{Admission, FillBody, FillLeader};
 use crate::proxy::Completion;
 use crate::upstream::pool::UpstreamBody;
 
@@ -43,7 +43,7 @@ pub struct ProxyBody {
     completion: Option<Completion>,
     /// The cache fill this relayed body feeds: each data frame is pushed, the end stores it,
     /// an error or an early drop abandons it.
-    fill: Option<Box<FillLeader>>,
+    fill: Option<Box<Filling>>,
     /// Route `timeouts.idle` / `timeouts.total` on the relayed body, when configured.
     timer: Option<Box<BodyTimer>>,
 }
@@ -87,6 +87,25 @@ impl BodyTimer {
 
 // Relayed bodies are the common case (see `UpstreamBody`): kept inline, not boxed.
 #[allow(clippy::large_enum_variant)]
+/// What runs after a fill is stored (sharing it with other instances).
+pub type AfterFill = Box<dyn FnOnce() + Send>;
+
+/// A cache fill fed by a relayed body.
+struct Filling {
+    leader: FillLeader,
+    after: Option<AfterFill>,
+}
+
+impl Filling {
+    fn finish(self) {
+        if self.leader.finish() == Admission::Stored {
+            if let Some(after) = self.after {
+                after();
+            }
+        }
+    }
+}
+
 enum Inner {
     Empty,
     Full(Option<Bytes>),
@@ -109,10 +128,10 @@ impl ProxyBody {
         Self::new(Inner::Relay(body))
     }
 
-    /// A relayed body that also fills the cache.
-    pub fn relay_filling(body: UpstreamBody, fill: FillLeader) -> Self {
+    /// A relayed body that also fills the cache; `after` runs once the fill is stored.
+    pub fn relay_filling(body: UpstreamBody, leader: FillLeader, after: Option<AfterFill>) -> Self {
         let mut b = Self::new(Inner::Relay(body));
-        b.fill = Some(Box::new(fill));
+        b.fill = Some(Box::new(Filling { leader, after }));
         b
     }
 
@@ -199,7 +218,7 @@ impl Body for ProxyBody {
                 if let Some(d) = f.data_ref() {
                     this.bytes_out += d.len() as u64;
                     if let Some(fill) = &mut this.fill {
-                        fill.push(d.clone());
+                        fill.leader.push(d.clone());
                     }
                 }
             }

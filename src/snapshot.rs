@@ -224,10 +224,18 @@ impl Snapshot {
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
-        let cache = routes
-            .iter()
-            .any(|r| r.cache.is_some())
-            .then(|| kept.caches.service(&config.cache, &metrics.cache));
+        let cache = routes.iter().any(|r| r.cache.is_some()).then(|| {
+            let runtime = match &config.cache.redis {
+                Some(_) => kept.background.handle().ok().flatten(),
+                None => None,
+            };
+            kept.caches.service(
+                &config.cache,
+                config.redis.as_ref(),
+                runtime.as_ref(),
+                &metrics.cache,
+            )
+        });
         Ok(Snapshot {
             cache,
             access_log: access_log.filter(|_| config.access_log.enabled),

@@ -2,7 +2,9 @@
 //! all of them. The body is one JSON object: `{"url": "http://host/path?query"}`,
 //! `{"prefix": "http://host/path/"}`, `{"surrogate_key": "key"}` or `{"all": true}`. URLs are
 //! normalised as cache keys are, so any spelling of a URL purges its entries. The answer is
-//! `{"purged": N}`, the number of stored responses removed.
+//! `{"purged": N}`, the number of stored responses removed (in memory here, or in the Redis
+//! tier when it held more). With a Redis tier the purge also removes the tier's copies and is
+//! published to every instance; if Redis fails, the answer is 502 after the local purge.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -40,10 +42,22 @@ pub(super) async fn purge(shared: &Shared, req: Request<Incoming>) -> Response<F
         Ok(p) => p,
         Err(why) => return bad(why),
     };
-    let purged = match shared.kept.caches.store() {
+    let mut purged = match shared.kept.caches.store() {
         Some(store) => purge.apply(&store),
         None => 0,
     };
+    if let Some(tier) = shared.kept.caches.shared_tier() {
+        match purge.apply_shared(&tier).await {
+            Ok(n) => purged = purged.max(n),
+            Err(e) => {
+                return reply(
+                    StatusCode::BAD_GATEWAY,
+                    "text/plain",
+                    format!("purged {purged} locally; the Redis tier failed: {e}\n").into(),
+                )
+            }
+        }
+    }
     shared.metrics.cache.purged(purged);
     reply(
         StatusCode::OK,

@@ -12,9 +12,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::freshness::HeuristicPolicy;
+use super::shared::{PurgeBus, PurgeMessage, RedisTier, TierSettings};
 use super::storable::StoreOptions;
 use super::store::{CacheStore, StoreSettings};
-use crate::config::model::{CacheSettings, RouteCache};
+use crate::config::model::{CacheSettings, Redis, RouteCache};
 
 /// Shards of the store: enough that the workers of a large machine rarely meet on a lock.
 const SHARDS: usize = 64;
@@ -27,17 +28,43 @@ pub struct CacheService {
     pub surrogate_header: HeaderName,
     pub status_name: Box<str>,
     pub metrics: CacheMetrics,
+    /// The Redis tier shared with other instances, when configured.
+    pub shared: Option<Arc<Shared>>,
 }
 
-/// Holds the store across reloads; lives as long as the gateway.
+/// The Redis tier and the purge bus that keeps this instance's store in step.
+pub struct Shared {
+    pub tier: RedisTier,
+    pub bus: PurgeBus,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// Holds the store (and the Redis tier) across reloads; lives as long as the gateway.
 #[derive(Default)]
 pub struct Caches {
     current: Mutex<Option<(StoreSettings, CacheStore)>>,
+    shared: Mutex<Option<(TierSettingsKey, Arc<Shared>)>>,
 }
+
+/// What decides whether a reload keeps the Redis connection.
+type TierSettingsKey = (Redis, crate::config::model::CacheRedis);
 
 impl Caches {
     /// The service for a config: the running store when its size settings are unchanged.
-    pub fn service(&self, settings: &CacheSettings, metrics: &CacheMetrics) -> Arc<CacheService> {
+    /// `runtime` runs the Redis tier's connection and purge subscription; without one (a
+    /// config check) the tier is left out.
+    pub fn service(
+        &self,
+        settings: &CacheSettings,
+        redis: Option<&Redis>,
+        runtime: Option<&tokio::runtime::Handle>,
+        metrics: &CacheMetrics,
+    ) -> Arc<CacheService> {
         let wanted = StoreSettings {
             max_bytes: settings.max_bytes,
             max_object_bytes: settings.max_object_bytes,
@@ -53,7 +80,12 @@ impl Caches {
                 store
             }
         };
+        let shared = match (settings.redis.as_ref(), redis, runtime) {
+            (Some(c), Some(r), Some(rt)) => self.shared(r, c, &store, rt),
+            _ => None,
+        };
         Arc::new(CacheService {
+            shared,
             store,
             policy: HeuristicPolicy {
                 percent: settings.heuristic_percent,
@@ -63,6 +95,44 @@ impl Caches {
             status_name: settings.status_name.as_str().into(),
             metrics: metrics.clone(),
         })
+    }
+
+    fn shared(
+        &self,
+        redis: &Redis,
+        cache: &crate::config::model::CacheRedis,
+        store: &CacheStore,
+        runtime: &tokio::runtime::Handle,
+    ) -> Option<Arc<Shared>> {
+        let key = (redis.clone(), cache.clone());
+        let mut current = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((k, shared)) = current.as_ref() {
+            if *k == key {
+                return Some(shared.clone());
+            }
+        }
+        let _entered = runtime.enter();
+        let started = RedisTier::new(TierSettings::from_model(redis, cache)).and_then(|tier| {
+            let bus = PurgeBus::subscribe(&tier, Arc::new(store.clone()))?;
+            Ok(Shared { tier, bus })
+        });
+        match started {
+            Ok(shared) => {
+                let shared = Arc::new(shared);
+                *current = Some((key, shared.clone()));
+                Some(shared)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cache: the Redis tier could not start; caching in memory only");
+                None
+            }
+        }
+    }
+
+    /// The running Redis tier, for purges.
+    pub fn shared_tier(&self) -> Option<Arc<Shared>> {
+        let current = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        current.as_ref().map(|(_, s)| s.clone())
     }
 
     /// The running store, for purges and metrics; `None` before any cached route.
@@ -254,6 +324,30 @@ pub enum Purge {
 }
 
 impl Purge {
+    /// The message that carries this purge to other instances.
+    pub fn message(&self) -> PurgeMessage {
+        match self {
+            Purge::Url(url) => PurgeMessage::Url(url.clone()),
+            Purge::Prefix(prefix) => PurgeMessage::Prefix(prefix.clone()),
+            Purge::Surrogate(key) => PurgeMessage::Surrogate(key.clone()),
+            Purge::All => PurgeMessage::All,
+        }
+    }
+
+    /// Removes the purged entries from the Redis tier and tells every instance to drop
+    /// them from memory; returns how many the tier held.
+    pub async fn apply_shared(&self, shared: &Shared) -> Result<usize, super::shared::TierError> {
+        let removed = match self {
+            Purge::Url(url) => shared.tier.purge_url(url).await,
+            Purge::Prefix(prefix) => shared.tier.purge_prefix(prefix).await,
+            Purge::Surrogate(key) => shared.tier.purge_surrogate(key).await,
+            Purge::All => shared.tier.purge_all().await,
+        };
+        // Published even when the tier failed: memory copies must go either way.
+        shared.bus.publish(&self.message()).await?;
+        removed
+    }
+
     /// Applies the purge to a store; returns how many entries went.
     pub fn apply(&self, store: &CacheStore) -> usize {
         match self {

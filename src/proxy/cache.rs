@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 
-use crate::body::ProxyBody;
+use crate::body::{AfterFill, ProxyBody};
 use crate::cache::conditional::{
     after_failed_validation, evaluate_client_conditional, merge_not_modified, not_modified_headers,
     prepare_validation, ClientConditional, Fallback, ValidationFailure,
@@ -24,7 +24,7 @@ use crate::cache::freshness::{
 };
 use crate::cache::invalidate::{invalidation_urls, is_safe_method};
 use crate::cache::key::{primary_key, CacheKey, Target};
-use crate::cache::service::{CacheService, KeyPart, Outcome, RouteCacheRules};
+use crate::cache::service::{CacheService, KeyPart, Outcome, Purge, RouteCacheRules};
 use crate::cache::status::{CacheStatus, Forward};
 use crate::cache::storable::{add_missing_date, storable, strip_for_storage};
 use crate::cache::store::{Entry, FillHead, FillLeader, FollowOutcome, Lookup, OriginReason};
@@ -168,6 +168,11 @@ pub(super) async fn plan(
                     leader.abandon();
                     return pass(rules, r.method, Forward::UriMiss, None);
                 }
+                if let Some(resp) = shared_hit(svc, rules, &key, r, &cc, now).await {
+                    // Followers look up again and find the copy in memory.
+                    leader.abandon();
+                    return Plan::Answer(resp, None);
+                }
                 let fill = Fill {
                     key,
                     leader,
@@ -197,6 +202,67 @@ pub(super) async fn plan(
         }
     }
     pass(rules, r.method, Forward::Miss, None)
+}
+
+/// A response another instance stored in the Redis tier, when it may answer `r` without
+/// validation; copied into memory for the next requests.
+async fn shared_hit(
+    svc: &CacheService,
+    rules: &RouteCacheRules,
+    key: &CacheKey,
+    r: &CacheRequest<'_>,
+    cc: &RequestDirectives,
+    now: SystemTime,
+) -> Option<Response<ProxyBody>> {
+    let shared = svc.shared.as_ref()?;
+    let entry = match shared.tier.get(&key.digest, r.headers).await {
+        Ok(found) => found?,
+        Err(e) => {
+            tracing::debug!(error = %e, "cache: Redis tier lookup failed");
+            return None;
+        }
+    };
+    let age = match freshness(cc, &entry.meta, now) {
+        Verdict::Fresh { age } | Verdict::Stale { age, .. } => age,
+        Verdict::Validate { .. } | Verdict::GatewayTimeout => return None,
+    };
+    rules.counters.count(Outcome::Hit);
+    let status = CacheStatus::hit(&svc.status_name)
+        .ttl(entry.meta.ttl_secs(now))
+        .detail("shared");
+    let resp = serve(&entry, age, r, now, &status);
+    svc.store.insert(&key.digest, entry);
+    Some(resp)
+}
+
+/// How long the Redis tier keeps a response: while it is fresh, plus the windows in which
+/// it may still be served stale.
+fn shared_ttl(meta: &StoredMeta, now: SystemTime) -> Duration {
+    let fresh = meta.lifetime.duration.saturating_sub(meta.current_age(now));
+    let d = &meta.directives;
+    let window = d.stale_while_revalidate.max(d.stale_if_error).unwrap_or(0);
+    fresh + Duration::from_secs(u64::from(window))
+}
+
+/// After a fill is stored in memory: the same response goes to the Redis tier.
+fn share_after_fill(svc: &CacheService, key: &CacheKey) -> Option<AfterFill> {
+    let shared = svc.shared.clone()?;
+    let store = svc.store.clone();
+    let digest = key.digest;
+    Some(Box::new(move || {
+        let Some(entry) = store.variants(&digest).into_iter().next() else {
+            return;
+        };
+        let ttl = shared_ttl(&entry.meta, SystemTime::now());
+        if ttl.is_zero() {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = shared.tier.put(&digest, &entry, ttl).await {
+                tracing::debug!(error = %e, "cache: Redis tier store failed");
+            }
+        });
+    }))
 }
 
 fn pass(
@@ -469,7 +535,9 @@ impl Pending {
             .stored(filling.is_some())
             .append_to(&mut parts.headers);
         let body = match filling {
-            Some(leader) if leader.is_storing() => ProxyBody::relay_filling(body, leader),
+            Some(leader) if leader.is_storing() => {
+                ProxyBody::relay_filling(body, leader, share_after_fill(svc, &key))
+            }
             _ => ProxyBody::relay(body),
         };
         Response::from_parts(parts, body)
@@ -569,6 +637,13 @@ fn invalidate_after(svc: &CacheService, t: &OwnedTarget, status: StatusCode, hea
     // The method only matters as "not safe" here.
     for url in invalidation_urls(&Method::POST, status, target, headers) {
         svc.metrics.purged(svc.store.purge_url(&url));
+        if let Some(shared) = svc.shared.clone() {
+            tokio::spawn(async move {
+                if let Err(e) = Purge::Url(url).apply_shared(&shared).await {
+                    tracing::warn!(error = %e, "cache: invalidation did not reach the Redis tier");
+                }
+            });
+        }
     }
 }
 
