@@ -159,6 +159,11 @@ pub(super) async fn plan(
                 },
             },
             Lookup::Miss(leader) => {
+                if let Some(resp) = shared_hit(svc, rules, &key, r, &cc, now).await {
+                    // Followers look up again and find the copy in memory.
+                    leader.abandon();
+                    return Plan::Answer(resp, None);
+                }
                 if cc.only_if_cached {
                     leader.abandon();
                     return only_if_cached(svc, rules);
@@ -167,11 +172,6 @@ pub(super) async fn plan(
                     // A HEAD has no body to store: let a GET fill the key.
                     leader.abandon();
                     return pass(rules, r.method, Forward::UriMiss, None);
-                }
-                if let Some(resp) = shared_hit(svc, rules, &key, r, &cc, now).await {
-                    // Followers look up again and find the copy in memory.
-                    leader.abandon();
-                    return Plan::Answer(resp, None);
                 }
                 let fill = Fill {
                     key,
