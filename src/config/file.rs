@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 mod access;
+mod cache;
 pub use access::*;
+pub use cache::*;
 
 /// Keys the file has but the gateway does not know; `validate.rs` reports each one.
 pub type Unknown = BTreeMap<String, serde::de::IgnoredAny>;
@@ -43,6 +45,8 @@ pub struct File {
     pub consumers: BTreeMap<String, Consumer>,
     #[serde(default)]
     pub auth: Option<Auth>,
+    #[serde(default)]
+    pub cache: Option<Cache>,
 }
 
 /// The Redis deployment shared by cluster-wide features: exactly one of `url`, `sentinel`
@@ -384,6 +388,8 @@ pub struct Route {
     pub cors: Option<Cors>,
     #[serde(default)]
     pub validate: Option<Validate>,
+    #[serde(default, deserialize_with = "cache::present")]
+    pub cache: Option<RouteCache>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! Configuration: YAML file → validated model, with every problem reported at once.
 
 mod access;
+mod cache;
 pub mod file;
 pub mod model;
 mod ratelimit;

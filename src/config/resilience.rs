@@ -460,6 +460,6 @@ fn at_least_one(errs: &mut Errors, at: &str, key: &str, v: Option<u32>, default:
 }
 
 /// RFC 9110 token characters (cookie names are tokens).
-fn is_token_byte(b: u8) -> bool {
+pub(super) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

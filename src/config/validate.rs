@@ -149,6 +149,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     }
 
     let access = super::access::access_control(&mut errs, &f, base_dir);
+    let cache = super::cache::settings(&mut errs, f.cache.as_ref(), f.redis.is_some());
 
     let shutdown_drain = opt_duration(
         &mut errs,
@@ -174,7 +175,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             redis,
             rate_limiting,
             access,
-            cache: super::model::CacheSettings::default(),
+            cache,
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -520,6 +521,7 @@ fn route(
             ("ip_rules", r.ip_rules.is_some()),
             ("cors", r.cors.is_some()),
             ("validate", r.validate.is_some()),
+            ("cache", r.cache.is_some()),
         ] {
             if set {
                 errs.push(format!("{at}.{key}"), "not allowed with redirect");
@@ -539,7 +541,10 @@ fn route(
         max_body_bytes: r.max_body_bytes,
         rate_limits: r.rate_limits.clone(),
         access: RouteAccess::default(),
-        cache: None,
+        cache: r
+            .cache
+            .as_ref()
+            .map(|c| super::cache::route(errs, &format!("{at}.cache"), c, r.auth.is_some())),
     })
 }
 
@@ -844,7 +849,7 @@ pub(super) fn opt_duration(
     }
 }
 
-/// `250ms`, `5s`, `2m`, `1h`; whole numbers only.
+/// `250ms`, `5s`, `2m`, `1h`, `1d`; whole numbers only.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
@@ -855,7 +860,63 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "s" => Some(Duration::from_secs(n)),
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
         "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        "d" => Some(Duration::from_secs(n.checked_mul(86_400)?)),
         _ => None,
+    }
+}
+
+/// A size given as an integer, or as a string: whole bytes (`"4096"`) or a whole number with
+/// a binary suffix (`512KiB`, `8MiB`, `1GiB`). Decimal suffixes (`MB`) are refused rather
+/// than guessed at.
+pub(super) fn parse_byte_size(v: &file::ByteSize) -> Option<u64> {
+    let s = match v {
+        file::ByteSize::Bytes(n) => return Some(*n),
+        file::ByteSize::Text(s) => s.trim(),
+    };
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit {
+        "" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+/// A size that must be more than 0: `default` when absent, `None` (reported) when invalid.
+pub(super) fn opt_positive_size(
+    errs: &mut Errors,
+    at: &str,
+    v: &Option<file::ByteSize>,
+    default: usize,
+) -> Option<usize> {
+    let Some(v) = v else {
+        return Some(default);
+    };
+    match parse_byte_size(v).map(usize::try_from) {
+        Some(Ok(0)) => {
+            errs.push(at, "must be more than 0");
+            None
+        }
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            errs.push(at, "too large for this platform");
+            None
+        }
+        None => {
+            let text = match v {
+                file::ByteSize::Bytes(n) => n.to_string(),
+                file::ByteSize::Text(s) => s.clone(),
+            };
+            errs.push(
+                at,
+                format!("invalid size {text:?}; use bytes or e.g. 512KiB, 8MiB, 1GiB"),
+            );
+            None
+        }
     }
 }
 
@@ -920,6 +981,11 @@ routes:
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("s"), None);
+    }
+
+    #[test]
+    fn durations_accept_days() {
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
     }
 
     #[test]

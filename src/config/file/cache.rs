@@ -1,0 +1,114 @@
+//! File types of HTTP caching: the top-level `cache` store and a route's `cache` block.
+
+use std::fmt;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::Unknown;
+
+/// `cache:` at the top level: the one store every cached route shares.
+#[derive(Debug, Default, Deserialize)]
+pub struct Cache {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub max_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub max_object_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub lock_timeout: Option<String>,
+    /// Wider than the model's type so that a huge value is reported with its path, not as
+    /// a YAML error.
+    #[serde(default)]
+    pub heuristic_percent: Option<u64>,
+    #[serde(default)]
+    pub heuristic_max: Option<String>,
+    #[serde(default)]
+    pub surrogate_header: Option<String>,
+    #[serde(default)]
+    pub status_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub redis: Option<CacheRedis>,
+}
+
+/// `cache.redis`: the shared tier, on the deployment of the top-level `redis`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CacheRedis {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub max_object_bytes: Option<ByteSize>,
+}
+
+/// A route's `cache:` block; its presence turns caching on for the route.
+#[derive(Debug, Default, Deserialize)]
+pub struct RouteCache {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub key_headers: Vec<String>,
+    #[serde(default)]
+    pub key_cookies: Vec<String>,
+    #[serde(default)]
+    pub key_consumer: Option<bool>,
+    #[serde(default)]
+    pub store_set_cookie: Option<bool>,
+}
+
+/// A block whose presence turns a feature on: `key:` with no value means the defaults, as
+/// `key: {}` does, instead of being read as absent.
+pub(super) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(d).map(|v| Some(v.unwrap_or_default()))
+}
+
+/// A size in bytes as written: an integer, or a string such as `512KiB` that `validate.rs`
+/// parses. Any other scalar (`-1`, `1.5`, `true`) is kept as text, so that it is reported
+/// with its key path instead of failing the whole file.
+#[derive(Debug)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ByteSizeVisitor)
+    }
+}
+
+struct ByteSizeVisitor;
+
+impl Visitor<'_> for ByteSizeVisitor {
+    type Value = ByteSize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size such as 1048576 or 8MiB")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+        Ok(ByteSize::Bytes(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+        Ok(u64::try_from(v).map_or_else(|_| ByteSize::Text(v.to_string()), ByteSize::Bytes))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<ByteSize, E> {
+        Ok(ByteSize::Text(v.to_string()))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<ByteSize, E> {
+        Ok(ByteSize::Text(v.to_string()))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+        Ok(ByteSize::Text(v.to_owned()))
+    }
+}
