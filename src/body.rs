@@ -85,8 +85,6 @@ impl BodyTimer {
     }
 }
 
-// Relayed bodies are the common case (see `UpstreamBody`): kept inline, not boxed.
-#[allow(clippy::large_enum_variant)]
 /// What runs after a fill is stored (sharing it with other instances).
 pub type AfterFill = Box<dyn FnOnce() + Send>;
 
@@ -106,6 +104,8 @@ impl Filling {
     }
 }
 
+// Relayed bodies are the common case (see `UpstreamBody`): kept inline, not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     Empty,
     Full(Option<Bytes>),

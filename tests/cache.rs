@@ -548,7 +548,11 @@ async fn two_instances_share_stored_responses_and_purges_through_redis() {
     // ...hit on the other, without the origin (the copy reaches Redis just after the fill).
     let shared = eventually(Duration::from_secs(3), || async {
         let got = request(b.addr, GET, "/p/1", &only_cached).await;
-        got.status == 200 && got.header("cache-status").unwrap().contains("detail=shared")
+        got.status == 200
+            && got
+                .header("cache-status")
+                .unwrap()
+                .contains("detail=shared")
     })
     .await;
     assert!(shared, "instance b served a's response from Redis");

@@ -17,7 +17,7 @@ use super::storable::StoreOptions;
 use super::store::{CacheStore, StoreSettings};
 use crate::config::model::{CacheSettings, Redis, RouteCache};
 
-/// Shards of the store: enough that the workers of a large machine rarely meet on a lock.
+/// Most shards of the store: enough that the workers of a large machine rarely meet on a lock.
 const SHARDS: usize = 64;
 
 /// The running cache of one snapshot.
@@ -65,10 +65,13 @@ impl Caches {
         runtime: Option<&tokio::runtime::Handle>,
         metrics: &CacheMetrics,
     ) -> Arc<CacheService> {
+        // A response must fit in one shard's share of the bytes: fewer shards when objects
+        // are large next to the whole store.
+        let shards = (settings.max_bytes / settings.max_object_bytes.max(1)).clamp(1, SHARDS);
         let wanted = StoreSettings {
             max_bytes: settings.max_bytes,
             max_object_bytes: settings.max_object_bytes,
-            shards: SHARDS,
+            shards,
             lock_timeout: settings.lock_timeout,
         };
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);

@@ -14,6 +14,8 @@ use crate::cache::freshness::{ExchangeTimes, HeuristicPolicy, StoredMeta};
 use crate::cache::key::{primary_key, CacheKey, Target};
 use crate::config::model::{self, RedisDeployment};
 
+// The rate limiter's tests include the same test support.
+#[allow(clippy::duplicate_mod)]
 #[path = "../../../tests/support/redis.rs"]
 #[allow(dead_code)]
 mod harness;
