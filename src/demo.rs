@@ -69,6 +69,10 @@ routes:
     match: {path: {prefix: /private}}
     upstream: demo
     auth: {methods: [keys], allow: {groups: [demo]}}
+  - name: cached
+    match: {path: {prefix: /cached}}
+    upstream: demo
+    cache: {}
   - name: old-docs
     match: {path: {prefix: /old}}
     redirect: {status: 301, path: /api/docs}
@@ -125,6 +129,12 @@ fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if req.uri().path().starts_with("/cached") {
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=30"),
+        );
+    }
     r
 }
 

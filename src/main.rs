@@ -155,6 +155,7 @@ Try:
   for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' http://{g}/limited; done  # 5 per 10 s, then 429
   curl -si http://{g}/private            # 401: needs an API key
   curl -s http://{g}/private -H 'x-api-key: demo-key'   # consumer demo-user (sent upstream as X-Consumer)
+  curl -si http://{g}/cached/page                       # twice: the second is a cache hit (Cache-Status, Age)
   curl -si http://{g}/old                # 301 redirect
   curl -si http://{g}/nowhere            # 404 problem+json
   curl -s http://{a}/metrics | grep ferrogate_requests_total

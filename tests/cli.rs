@@ -224,6 +224,12 @@ async fn demo_config_shows_routing_balancing_limits_and_redirects() {
         .unwrap();
     assert_eq!(support::send(gw.addr, req).await.status, 200);
 
+    let first = support::get(gw.addr, "demo", "/cached/page").await;
+    assert!(first.header("cache-status").unwrap().contains("stored"));
+    let second = support::get(gw.addr, "demo", "/cached/page").await;
+    assert!(second.header("cache-status").unwrap().contains(";hit"));
+    assert_eq!(second.body, first.body);
+
     let redirect = support::get(gw.addr, "demo", "/old").await;
     assert_eq!(redirect.status, 301);
 }
