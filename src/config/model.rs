@@ -47,6 +47,24 @@ pub struct Tls {
     pub min_version: TlsVersion,
     /// Offer h2 through ALPN.
     pub h2: bool,
+    /// Client certificate verification (mutual TLS); `None` asks for no certificate.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// How a listener verifies client certificates.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub ca_path: PathBuf,
+    pub mode: ClientAuthMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// The handshake fails without a valid client certificate.
+    Required,
+    /// A client may send none; one that is sent must verify.
+    Optional,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
