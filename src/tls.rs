@@ -7,7 +7,10 @@
 //! certificate (clients that send no SNI, or an unknown name, get the default).
 //!
 //! A listener with `client_auth` also verifies client certificates against its CA bundle
-//! (read again on every reload too).
+//! (read again on every reload too); [`ClientCert`] reads the names of the one presented.
+
+mod client_cert;
+mod der;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,6 +24,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::config::model::{ClientAuth, ClientAuthMode, Tls, TlsVersion};
+
+pub use client_cert::ClientCert;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

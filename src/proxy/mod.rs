@@ -39,6 +39,8 @@ pub struct ConnInfo {
     pub peer_text: HeaderValue,
     pub tls: bool,
     pub listener: usize,
+    /// Names of the client certificate the TLS handshake verified (`tls.client_auth`).
+    pub client_cert: Option<Arc<crate::tls::ClientCert>>,
 }
 
 /// X-Forwarded-For text of a peer address (IPv4-mapped IPv6 shown as IPv4).
