@@ -480,6 +480,9 @@ pub struct ConsumerDef {
     /// Hex SHA-256 digests of the consumer's API keys.
     pub api_keys: Vec<String>,
     pub password_hash: Option<String>,
+    /// Client-certificate names (CN or SAN, as the `mtls` method reads them) that are this
+    /// consumer.
+    pub certificate_names: Vec<String>,
 }
 
 /// One named authentication method.
@@ -502,6 +505,10 @@ pub enum AuthMethodDef {
         settings: crate::auth::introspect::IntrospectionSettings,
         source: crate::auth::token::TokenSource,
         hide: bool,
+    },
+    /// The client certificate verified by the listener's `tls.client_auth`.
+    Mtls {
+        consumer_from: crate::auth::mtls::ConsumerFrom,
     },
 }
 

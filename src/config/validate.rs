@@ -1008,4 +1008,24 @@ routes:
             .iter()
             .any(|e| e.starts_with("listeners[0].tls.client_auth.mode: unknown mode")));
     }
+
+    #[test]
+    fn mtls_method_and_certificate_names_are_checked_with_their_paths() {
+        let yaml = format!(
+            "{OK}consumers:
+  alice: {{certificate_names: [svc]}}
+  bob: {{certificate_names: [bob, svc, \"\"]}}
+auth:
+  methods:
+    cert: {{mtls: {{consumer_from: san_dns}}}}
+    odd: {{mtls: {{consumer_from: issuer}}}}
+"
+        );
+        let errs = errors(&yaml);
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(errs[0].starts_with("consumers.bob.certificate_names[1]: "));
+        assert!(errs[0].contains("also listed by consumer \"alice\""));
+        assert!(errs[1].starts_with("consumers.bob.certificate_names[2]: "));
+        assert!(errs[2].starts_with("auth.methods.odd.mtls.consumer_from: unknown source"));
+    }
 }

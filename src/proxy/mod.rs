@@ -150,7 +150,13 @@ pub async fn handle(
         done.cors = gate.cors_fields(req.headers()).map(Box::new);
         let checked = async {
             gate.check_ip(client_ip)?;
-            let found = gate.authenticate(req.headers(), req.uri().query()).await?;
+            let found = gate
+                .authenticate(
+                    req.headers(),
+                    req.uri().query(),
+                    conn.client_cert.as_deref(),
+                )
+                .await?;
             gate.check_params(req.headers(), req.uri().query())?;
             Ok(found)
         };
