@@ -5,18 +5,27 @@
 //! exactly; then one whose `*.suffix` name covers it; then the first certificate without
 //! configured names that is valid for the SNI name (its SAN list); then the first
 //! certificate (clients that send no SNI, or an unknown name, get the default).
+//!
+//! A listener with `client_auth` also verifies client certificates against its CA bundle
+//! (read again on every reload too); [`ClientCert`] reads the names of the one presented.
+
+mod client_cert;
+mod der;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::config::model::{Tls, TlsVersion};
+use crate::config::model::{ClientAuth, ClientAuthMode, Tls, TlsVersion};
+
+pub use client_cert::ClientCert;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -28,6 +37,8 @@ pub enum TlsError {
     },
     #[error("certificates[{index}]: {reason}")]
     Key { index: usize, reason: String },
+    #[error("client_auth.ca_file: {0}")]
+    ClientCa(String),
     #[error("{0}")]
     Config(String),
 }
@@ -35,6 +46,10 @@ pub enum TlsError {
 /// Builds the rustls config of one listener.
 pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client_verifier = match &tls.client_auth {
+        Some(c) => Some(client_verifier(c, &provider)?),
+        None => None,
+    };
     let mut resolver = SniResolver::default();
     for (index, c) in tls.certificates.iter().enumerate() {
         let key = Arc::new(load_certified_key(
@@ -69,17 +84,57 @@ pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = if tls.h2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
     Ok(Arc::new(config))
+}
+
+/// Reads a PEM bundle of CA certificates (one or more) that client certificates must chain
+/// to. The error says what is wrong with the file, for `check` and for reload failures.
+pub fn client_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {shown}"));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, der) in certs.into_iter().enumerate() {
+        roots
+            .add(der)
+            .map_err(|e| format!("certificate {} in {shown}: {e}", i + 1))?;
+    }
+    Ok(roots)
+}
+
+/// The verifier of a listener's client certificates: chains to the bundle's CAs, with the
+/// client-auth key usage; `optional` also admits clients that send no certificate.
+fn client_verifier(
+    auth: &ClientAuth,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let roots = client_roots(&auth.ca_path).map_err(TlsError::ClientCa)?;
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = match auth.mode {
+        ClientAuthMode::Required => builder,
+        ClientAuthMode::Optional => builder.allow_unauthenticated(),
+    };
+    builder
+        .build()
+        .map_err(|e| TlsError::ClientCa(e.to_string()))
 }
 
 fn load_certified_key(

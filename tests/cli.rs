@@ -75,7 +75,7 @@ fn every_example_in_the_config_docs_passes_check() {
     let docs =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md")).unwrap();
     let dir = tempdir::Dir::new("docs");
-    // Examples may name certificate files: give them real ones.
+    // Examples may name certificate files: give them real ones (and a CA bundle).
     let pki = support::TestPki::new(&["api.example.com", "www.example.com"]);
     for name in ["api.example.com", "www.example.com"] {
         for ext in ["crt", "key"] {
@@ -86,6 +86,7 @@ fn every_example_in_the_config_docs_passes_check() {
             .unwrap();
         }
     }
+    std::fs::copy(pki.dir.path.join("ca.crt"), dir.path.join("clients-ca.crt")).unwrap();
     let mut count = 0;
     let mut rest = docs.as_str();
     while let Some(start) = rest.find("```yaml\n") {

@@ -18,8 +18,10 @@ use super::cors::{CorsPolicy, Preflight};
 use super::introspect::Introspector;
 use super::iprules::IpRules;
 use super::jwt::{AuthFailure, JwtVerifier, Verified};
+use super::mtls::{CertificateNames, ConsumerFrom};
 use super::token::{self, TokenSource};
 use crate::config::model::{AccessControl, AuthMethodDef, RouteAccess};
+use crate::tls::ClientCert;
 use crate::validate::params::ParamRules;
 use crate::validate::schema::{BodySchemas, Violation};
 
@@ -85,6 +87,10 @@ pub enum Authenticator {
         consumers: Arc<ConsumerSet>,
         hide: bool,
     },
+    Mtls {
+        from: ConsumerFrom,
+        names: Arc<CertificateNames>,
+    },
 }
 
 /// A setting that passed validation but failed to compile (e.g. no randomness).
@@ -127,6 +133,15 @@ impl Authenticators {
             .collect();
         let keys = Arc::new(
             ApiKeys::new(&consumers, key_entries).map_err(|e| gate_error("consumers", e))?,
+        );
+        let cert_entries = access.consumers.iter().flat_map(|c| {
+            c.certificate_names
+                .iter()
+                .map(|n| (c.name.clone(), n.clone()))
+        });
+        let cert_names = Arc::new(
+            CertificateNames::new(&consumers, cert_entries)
+                .map_err(|e| gate_error("consumers", e))?,
         );
         let password_entries: Vec<(String, String)> = access
             .consumers
@@ -182,6 +197,10 @@ impl Authenticators {
                     source: source.clone(),
                     consumers: consumers.clone(),
                     hide: *hide,
+                },
+                AuthMethodDef::Mtls { consumer_from } => Authenticator::Mtls {
+                    from: *consumer_from,
+                    names: cert_names.clone(),
                 },
             };
             methods.insert(name.clone(), Arc::new(method));
@@ -317,10 +336,12 @@ impl Gate {
     }
 
     /// Authenticates with the first method that accepts the request, then authorizes.
+    /// `client_cert` is the certificate the connection's TLS handshake verified, if any.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
+        client_cert: Option<&ClientCert>,
     ) -> Result<Option<Authenticated>, Denied> {
         let Some(auth) = &self.auth else {
             return Ok(None);
@@ -328,7 +349,7 @@ impl Gate {
         let mut failures: Vec<AuthFailure> = Vec::new();
         let mut challenges = Vec::with_capacity(auth.methods.len());
         for method in &auth.methods {
-            match method.run(headers, query).await {
+            match method.run(headers, query, client_cert).await {
                 Ok(found) => {
                     auth.rule
                         .check(&found.identity)
@@ -376,7 +397,12 @@ impl Gate {
 type Failed = (AuthFailure, Option<HeaderValue>);
 
 impl Authenticator {
-    async fn run(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Authenticated, Failed> {
+    async fn run(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        client_cert: Option<&ClientCert>,
+    ) -> Result<Authenticated, Failed> {
         match self {
             Authenticator::ApiKey { source, keys, hide } => {
                 let challenge = Some(HeaderValue::from_static("Key realm=\"ferrogate\""));
@@ -446,6 +472,13 @@ impl Authenticator {
                     *hide,
                 ))
             }
+            // No HTTP challenge exists for a certificate: a client that lacks one learns
+            // nothing from a WWW-Authenticate field.
+            Authenticator::Mtls { from, names } => Ok(Authenticated {
+                identity: names.identify(client_cert, *from).map_err(|f| (f, None))?,
+                forward: Vec::new(),
+                hide: None,
+            }),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Authentication and authorization building blocks: consumers and their credentials (API
-//! keys, Basic), JWT with JWKS, OAuth 2.0 token introspection, access rules, IP rules and
-//! CORS. Each is a library piece with its own tests; the proxy's `access` phase applies them
-//! per route.
+//! keys, Basic), JWT with JWKS, OAuth 2.0 token introspection, client certificates (mTLS),
+//! access rules, IP rules and CORS. Each is a library piece with its own tests; the proxy's
+//! `access` phase applies them per route.
 
 pub mod acl;
 pub mod apikey;
@@ -13,4 +13,5 @@ pub mod introspect;
 pub mod iprules;
 pub mod jwks;
 pub mod jwt;
+pub mod mtls;
 pub mod token;

@@ -3,7 +3,7 @@
 //! a bad key, hash, origin or schema with its key path instead of failing at load.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,6 +23,7 @@ use crate::auth::cors::{CorsPolicy, CorsSettings, OriginRule};
 use crate::auth::introspect::IntrospectionSettings;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::jwt::{JwtSettings, KeyMaterial, KeySpec, PinnedKey, ALGORITHMS};
+use crate::auth::mtls::{CertificateNameError, ConsumerFrom};
 use crate::auth::token::TokenSource;
 use crate::validate::params::{ParamIn, ParamRule, ParamRules};
 use crate::validate::schema::BodySchemas;
@@ -72,13 +73,16 @@ fn consumers(errs: &mut Errors, f: &BTreeMap<String, file::Consumer>) -> Vec<Con
             metadata: c.metadata.clone(),
             api_keys: c.api_keys.clone(),
             password_hash: c.password_hash.clone(),
+            certificate_names: c.certificate_names.clone(),
         });
     }
     let Ok(set) = ConsumerSet::new(built) else {
         return defs;
     };
-    // Keys and hashes are checked one consumer at a time, so each error has its own path.
+    // Keys, hashes and names are checked one consumer at a time, so each error has its own
+    // path.
     let mut seen_keys: HashSet<String> = HashSet::new();
+    let mut cert_names: HashMap<&str, &str> = HashMap::new();
     for d in &defs {
         let at = format!("consumers.{}", d.name);
         for (i, key) in d.api_keys.iter().enumerate() {
@@ -97,6 +101,24 @@ fn consumers(errs: &mut Errors, f: &BTreeMap<String, file::Consumer>) -> Vec<Con
             let settings = basic_settings(None, Duration::ZERO);
             if let Err(e) = BasicAuth::new(&set, entry, &settings) {
                 errs.push(format!("{at}.password_hash"), e.to_string());
+            }
+        }
+        for (i, name) in d.certificate_names.iter().enumerate() {
+            let problem = if name.is_empty() {
+                Some(CertificateNameError::Empty)
+            } else {
+                cert_names
+                    .get(name.as_str())
+                    .map(|other| CertificateNameError::Duplicate {
+                        name: name.clone(),
+                        other: (*other).to_owned(),
+                    })
+            };
+            match problem {
+                Some(e) => errs.push(format!("{at}.certificate_names[{i}]"), e.to_string()),
+                None => {
+                    cert_names.insert(name, &d.name);
+                }
             }
         }
     }
@@ -123,13 +145,31 @@ fn method(
         m.basic.is_some(),
         m.jwt.is_some(),
         m.introspection.is_some(),
+        m.mtls.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         errs.push(
             at,
-            "exactly one of api_key, basic, jwt and introspection is required",
+            "exactly one of api_key, basic, jwt, introspection and mtls is required",
         );
         return None;
+    }
+    if let Some(t) = &m.mtls {
+        let at = format!("{at}.mtls");
+        errs.unknown(&at, &t.unknown);
+        let consumer_from = match t.consumer_from.as_deref() {
+            None => ConsumerFrom::default(),
+            Some(text) => ConsumerFrom::parse(text).or_else(|| {
+                errs.push(
+                    format!("{at}.consumer_from"),
+                    format!(
+                        "unknown source {text:?}; use subject_cn, san_dns, san_uri or san_email"
+                    ),
+                );
+                None
+            })?,
+        };
+        return Some(AuthMethodDef::Mtls { consumer_from });
     }
     if let Some(k) = &m.api_key {
         let at = format!("{at}.api_key");

@@ -144,6 +144,20 @@ pub struct Tls {
     pub min_version: Option<String>,
     #[serde(default)]
     pub h2: Option<bool>,
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `tls.client_auth`: verify client certificates against a CA bundle.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientAuth {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// `required` (default) or `optional`.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -48,6 +48,24 @@ pub struct Tls {
     pub min_version: TlsVersion,
     /// Offer h2 through ALPN.
     pub h2: bool,
+    /// Client certificate verification (mutual TLS); `None` asks for no certificate.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// How a listener verifies client certificates.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub ca_path: PathBuf,
+    pub mode: ClientAuthMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// The handshake fails without a valid client certificate.
+    Required,
+    /// A client may send none; one that is sent must verify.
+    Optional,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -465,6 +483,9 @@ pub struct ConsumerDef {
     /// Hex SHA-256 digests of the consumer's API keys.
     pub api_keys: Vec<String>,
     pub password_hash: Option<String>,
+    /// Client-certificate names (CN or SAN, as the `mtls` method reads them) that are this
+    /// consumer.
+    pub certificate_names: Vec<String>,
 }
 
 /// One named authentication method.
@@ -487,6 +508,10 @@ pub enum AuthMethodDef {
         settings: crate::auth::introspect::IntrospectionSettings,
         source: crate::auth::token::TokenSource,
         hide: bool,
+    },
+    /// The client certificate verified by the listener's `tls.client_auth`.
+    Mtls {
+        consumer_from: crate::auth::mtls::ConsumerFrom,
     },
 }
 

@@ -265,7 +265,49 @@ fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
         certificates,
         min_version,
         h2: t.h2.unwrap_or(true),
+        client_auth: t
+            .client_auth
+            .as_ref()
+            .and_then(|c| client_auth(errs, &format!("{at}.client_auth"), c, base_dir)),
     }
+}
+
+/// `tls.client_auth`; the CA bundle is read and parsed here so `check` reports a bad one.
+fn client_auth(
+    errs: &mut Errors,
+    at: &str,
+    c: &file::ClientAuth,
+    base_dir: &Path,
+) -> Option<ClientAuth> {
+    errs.unknown(at, &c.unknown);
+    let mode = match c.mode.as_deref() {
+        None | Some("required") => ClientAuthMode::Required,
+        Some("optional") => ClientAuthMode::Optional,
+        Some(m) => {
+            errs.push(
+                format!("{at}.mode"),
+                format!("unknown mode {m:?}; use required or optional"),
+            );
+            ClientAuthMode::Required
+        }
+    };
+    let Some(file) = &c.ca_file else {
+        errs.push(
+            format!("{at}.ca_file"),
+            "required: the PEM bundle of CAs that client certificates must chain to",
+        );
+        return None;
+    };
+    let ca_path = base_dir.join(file);
+    if !ca_path.is_file() {
+        errs.push(format!("{at}.ca_file"), format!("no such file: {file}"));
+        return None;
+    }
+    if let Err(e) = crate::tls::client_roots(&ca_path) {
+        errs.push(format!("{at}.ca_file"), e);
+        return None;
+    }
+    Some(ClientAuth { ca_path, mode })
 }
 
 fn limits(errs: &mut Errors, at: &str, l: Option<&file::Limits>) -> Limits {
@@ -1002,5 +1044,56 @@ routes:
             cfg.routes[0].matcher.hosts,
             vec![HostMatch::WildcardSuffix(".example.com".into())]
         );
+    }
+
+    #[test]
+    fn client_auth_without_a_readable_ca_file_is_reported_at_its_path() {
+        let tls = |client_auth: &str| {
+            OK.replace(
+                "listeners: [{address: 127.0.0.1:8080}]",
+                &format!(
+                    "listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      certificates: [{{cert: Cargo.toml, key: Cargo.toml}}]\n      client_auth: {client_auth}"
+                ),
+            )
+        };
+        let errs = errors(&tls("{ca_file: missing-ca.pem}"));
+        assert_eq!(
+            errs,
+            ["listeners[0].tls.client_auth.ca_file: no such file: missing-ca.pem"]
+        );
+        let errs = errors(&tls("{mode: optional}"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("listeners[0].tls.client_auth.ca_file: required"));
+        // A file that holds no certificate is refused at check time too.
+        let errs = errors(&tls("{ca_file: Cargo.toml}"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("listeners[0].tls.client_auth.ca_file: no certificate in"),
+            "{errs:?}"
+        );
+        let errs = errors(&tls("{ca_file: Cargo.toml, mode: sometimes}"));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("listeners[0].tls.client_auth.mode: unknown mode")));
+    }
+
+    #[test]
+    fn mtls_method_and_certificate_names_are_checked_with_their_paths() {
+        let yaml = format!(
+            "{OK}consumers:
+  alice: {{certificate_names: [svc]}}
+  bob: {{certificate_names: [bob, svc, \"\"]}}
+auth:
+  methods:
+    cert: {{mtls: {{consumer_from: san_dns}}}}
+    odd: {{mtls: {{consumer_from: issuer}}}}
+"
+        );
+        let errs = errors(&yaml);
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(errs[0].starts_with("consumers.bob.certificate_names[1]: "));
+        assert!(errs[0].contains("also listed by consumer \"alice\""));
+        assert!(errs[1].starts_with("consumers.bob.certificate_names[2]: "));
+        assert!(errs[2].starts_with("auth.methods.odd.mtls.consumer_from: unknown source"));
     }
 }

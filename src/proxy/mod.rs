@@ -43,6 +43,8 @@ pub struct ConnInfo {
     pub peer_text: HeaderValue,
     pub tls: bool,
     pub listener: usize,
+    /// Names of the client certificate the TLS handshake verified (`tls.client_auth`).
+    pub client_cert: Option<Arc<crate::tls::ClientCert>>,
 }
 
 /// X-Forwarded-For text of a peer address (IPv4-mapped IPv6 shown as IPv4).
@@ -152,7 +154,13 @@ pub async fn handle(
         done.cors = gate.cors_fields(req.headers()).map(Box::new);
         let checked = async {
             gate.check_ip(client_ip)?;
-            let found = gate.authenticate(req.headers(), req.uri().query()).await?;
+            let found = gate
+                .authenticate(
+                    req.headers(),
+                    req.uri().query(),
+                    conn.client_cert.as_deref(),
+                )
+                .await?;
             gate.check_params(req.headers(), req.uri().query())?;
             Ok(found)
         };

@@ -1,5 +1,6 @@
-//! One downstream connection: TLS handshake, protocol choice (ALPN, h2c preface), and the
-//! hyper HTTP/1.1 or HTTP/2 server driving [`crate::proxy::handle`] for each request.
+//! One downstream connection: TLS handshake (and the client certificate's names), protocol
+//! choice (ALPN, h2c preface), and the hyper HTTP/1.1 or HTTP/2 server driving
+//! [`crate::proxy::handle`] for each request.
 
 pub mod conn_limit;
 pub mod h2guard;
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::gateway::Shared;
 use crate::proxy::{self, ConnInfo};
+use crate::tls::ClientCert;
 use h2guard::{H2Guard, H2GuardLimits};
 use prefixed::Prefixed;
 use strict::{StrictIo, StrictLimits};
@@ -51,12 +53,13 @@ pub async fn connection(
         max_header_list: u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX),
     };
     let deadlines = (header_timeout, keepalive_timeout);
-    let conn = Arc::new(ConnInfo {
+    let conn = ConnInfo {
         peer,
         peer_text: proxy::peer_text(peer.ip()),
         tls: settings.tls.is_some(),
         listener,
-    });
+        client_cert: None,
+    };
     if let Some(tls) = settings.tls.clone() {
         drop(snap);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -65,6 +68,10 @@ pub async fn connection(
         else {
             return;
         };
+        let conn = Arc::new(ConnInfo {
+            client_cert: client_cert(stream.get_ref().1),
+            ..conn
+        });
         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
             serve_h2(shared, conn, stream, h2, shutdown).await;
         } else {
@@ -84,12 +91,24 @@ pub async fn connection(
         Vec::new()
     };
     let is_h2 = h2c && prefix == H2_PREFACE;
+    let conn = Arc::new(conn);
     let io = Prefixed::new(prefix, stream);
     if is_h2 {
         serve_h2(shared, conn, io, h2, shutdown).await;
     } else {
         serve_h1(shared, conn, io, limits, deadlines, shutdown).await;
     }
+}
+
+/// The names of the end-entity certificate a client presented, once rustls has verified
+/// it (a listener without `client_auth` never asks for one).
+fn client_cert(tls: &rustls::ServerConnection) -> Option<Arc<ClientCert>> {
+    let der = tls.peer_certificates()?.first()?;
+    let cert = ClientCert::from_der(der);
+    if cert.is_none() {
+        tracing::debug!("verified client certificate has unreadable names");
+    }
+    cert.map(Arc::new)
 }
 
 /// Reads until the bytes either are the HTTP/2 preface or cannot be; returns what was read.

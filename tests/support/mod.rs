@@ -479,7 +479,7 @@ pub struct TestPki {
 }
 
 impl TestPki {
-    /// One certificate per name, files `<name>.crt` / `<name>.key`.
+    /// One certificate per name, files `<name>.crt` / `<name>.key`; the CA in `ca.crt`.
     pub fn new(names: &[&str]) -> TestPki {
         let dir = tempdir::Dir::new("pki");
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -489,6 +489,7 @@ impl TestPki {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "Ferrogate Test CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.path.join("ca.crt"), ca_cert.pem()).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         for name in names {
             let key = rcgen::KeyPair::generate().unwrap();

@@ -22,6 +22,9 @@ pub struct Consumer {
     /// bcrypt (`$2b$…`) or argon2 (`$argon2id$…`) hash for Basic authentication.
     #[serde(default)]
     pub password_hash: Option<String>,
+    /// Client-certificate names (CN or SAN) that identify this consumer to `mtls` methods.
+    #[serde(default)]
+    pub certificate_names: Vec<String>,
 }
 
 /// `auth:` at the top level: the methods routes refer to by name.
@@ -49,6 +52,18 @@ pub struct AuthMethod {
     pub jwt: Option<Jwt>,
     #[serde(default)]
     pub introspection: Option<Introspection>,
+    #[serde(default)]
+    pub mtls: Option<Mtls>,
+}
+
+/// Authentication by the client certificate the listener verified.
+#[derive(Debug, Default, Deserialize)]
+pub struct Mtls {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    /// `subject_cn` (default), `san_dns`, `san_uri` or `san_email`.
+    #[serde(default)]
+    pub consumer_from: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
