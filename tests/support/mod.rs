@@ -442,6 +442,23 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Got {
     send(addr, req).await
 }
 
+/// A request with the given method, path, Host `a` and extra fields.
+pub async fn request(
+    gw: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> Got {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "a");
+    for (name, value) in fields {
+        req = req.header(*name, *value);
+    }
+    send(gw, req.body(Full::new(Bytes::new())).unwrap()).await
+}
+
 /// Polls `f` until it returns true or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
 where

@@ -164,11 +164,16 @@ fn record(buf: &[u8], headers: &[httparse::Header<'_>], idx: &mut Vec<HeaderIdx>
 
 /// Builds the header map on slices of `head` (values are shared, not copied) and notes the
 /// framing fields on the way.
+/// Response fields the gateway may add to an upstream response head.
+const GATEWAY_FIELDS: usize = 8;
+
 pub(super) fn build_map(
     head: &Bytes,
     idx: &[HeaderIdx],
 ) -> Result<(HeaderMap, FramingFields), H1Error> {
-    let mut map = HeaderMap::with_capacity(idx.len());
+    // Room for the fields the gateway adds on the way down (request id, rate-limit fields,
+    // Cache-Status and Age, CORS, a sticky cookie) so adding them never rehashes the map.
+    let mut map = HeaderMap::with_capacity(idx.len() + GATEWAY_FIELDS);
     let mut fields = FramingFields::default();
     for i in idx {
         let name = span(head, i.name)
