@@ -7,8 +7,7 @@
 mod support;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
+use http::Response;
 use support::*;
 
 const CACHED: &str = "  - upstream: app\n    cache: {}\n";
