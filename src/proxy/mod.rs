@@ -256,8 +256,7 @@ pub async fn handle(
         match cache::plan(svc, rules, &lookup).await {
             cache::Plan::Answer(mut resp, refresh) => {
                 if let Some(refresh) = refresh {
-                    let head =
-                        refresh_head(&snap, conn, trusted, action, &matched, &req, &request_id);
+                    let head = refresh_head(conn, trusted, action, &matched, &req, &request_id);
                     spawn_refresh(snap.clone(), matched.route, client_ip, head, refresh);
                 }
                 resp.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -473,7 +472,6 @@ fn choose_group(
 /// The upstream request head of a background cache refresh: what the request itself would
 /// have sent, without body, as a GET.
 fn refresh_head(
-    snap: &Snapshot,
     conn: &ConnInfo,
     trusted: bool,
     action: &crate::config::model::ProxyAction,
@@ -497,7 +495,6 @@ fn refresh_head(
             grpc_trailers: false,
         },
     );
-    let _ = snap;
     head
 }
 
