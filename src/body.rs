@@ -465,3 +465,17 @@ impl Body for RequestBody {
         }
     }
 }
+
+/// Reads a body to its end, throwing the data away; false when it failed.
+pub async fn drain<B>(body: &mut B) -> bool
+where
+    B: Body + Unpin,
+{
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            return false;
+        }
+    }
+    true
+}

@@ -19,6 +19,7 @@ pub mod listener;
 pub mod observe;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis_link;
 pub mod reload;
 pub mod router;
 pub mod serve;

@@ -44,11 +44,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
-use redis::{ErrorKind, FromRedisValue, RedisResult, ScriptInvocation, ServerErrorKind};
+use redis::{FromRedisValue, RedisResult, ScriptInvocation};
 use tokio::sync::watch;
 
 use super::store::{codec, Digest, Entry, MAX_VARIANTS};
 use super::vary::Vary;
+use crate::redis_link::Failure;
 use link::{Conn, Link};
 use scripts::{IndexKind, Keys};
 
@@ -122,7 +123,7 @@ impl RedisTier {
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| TierError::NoRuntime)?;
         let connector = link::Connector::new(&settings)?;
-        let link = Arc::new(Link::new());
+        let link = Arc::new(Link::default());
         let (stop, stopped) = watch::channel(());
         runtime.spawn(link::supervise(
             Arc::clone(&link),
@@ -355,32 +356,13 @@ impl fmt::Debug for RedisTier {
     }
 }
 
-/// Sorts a client error, and tells the link when the connection looks broken (or reaches
-/// a demoted master, which must be replaced even though it answers PING).
+/// Sorts a client error (see `crate::redis_link::classify`, which also tells the link when
+/// the connection looks broken).
 fn classify(link: &Link, timeout: Duration, e: redis::RedisError) -> TierError {
-    if e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) {
-        link.replace();
-        return TierError::Connection(e);
-    }
-    if e.is_timeout() {
-        link.suspect();
-        return TierError::Timeout(timeout);
-    }
-    let connection = e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_unrecoverable_error()
-        || e.is_cluster_error()
-        || matches!(
-            e.kind(),
-            ErrorKind::ClusterConnectionNotFound
-                | ErrorKind::MasterNameNotFoundBySentinel
-                | ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown)
-        );
-    if connection {
-        link.suspect();
-        TierError::Connection(e)
-    } else {
-        TierError::Redis(e)
+    match crate::redis_link::classify(link, &e) {
+        Failure::Connection => TierError::Connection(e),
+        Failure::Timeout => TierError::Timeout(timeout),
+        Failure::Server => TierError::Redis(e),
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::body::{AfterFill, ProxyBody};
 use crate::cache::conditional::{
@@ -654,25 +654,9 @@ pub(super) async fn finish_refresh(
     rules: &RouteCacheRules,
     result: Result<Response<UpstreamBody>, ProxyError>,
 ) {
-    use http_body_util::BodyExt;
     let resp = match result {
         Ok(resp) => pending.answer(svc, rules, resp),
         Err(_) => return,
     };
-    let mut body = resp.into_body();
-    while let Some(frame) = body.frame().await {
-        if frame.is_err() {
-            return;
-        }
-    }
-}
-
-/// Request for a background refresh: the method and the client's fields it validates with.
-pub(super) fn refresh_request<B>(req: &Request<B>) -> Request<()> {
-    let mut r = Request::new(());
-    *r.method_mut() = Method::GET;
-    *r.uri_mut() = req.uri().clone();
-    *r.version_mut() = req.version();
-    *r.headers_mut() = req.headers().clone();
-    r
+    crate::body::drain(&mut resp.into_body()).await;
 }

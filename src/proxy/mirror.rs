@@ -6,9 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Version};
-use http_body_util::BodyExt;
-
-use crate::upstream::pool::UpstreamBody;
 
 use super::headers::upstream_uri;
 use crate::body::RequestBody;
@@ -62,9 +59,10 @@ pub(super) fn spawn(snap: Arc<Snapshot>, shadow: usize, req: &mut Request<Reques
                 let status_ok = !resp.status().is_server_error();
                 // Read the response to its end so the connection can serve again.
                 let mut body = resp.into_body();
-                let drained = tokio::time::timeout(group.request_timeout, drain(&mut body))
-                    .await
-                    .is_ok_and(|ended| ended);
+                let drained =
+                    tokio::time::timeout(group.request_timeout, crate::body::drain(&mut body))
+                        .await
+                        .is_ok_and(|ended| ended);
                 body.recycle();
                 status_ok && drained
             }
@@ -72,14 +70,4 @@ pub(super) fn spawn(snap: Arc<Snapshot>, shadow: usize, req: &mut Request<Reques
         };
         snap.resilience.mirrored(&group.name, ok);
     });
-}
-
-/// Reads a body to its end, throwing the data away; false when it failed.
-async fn drain(body: &mut UpstreamBody) -> bool {
-    while let Some(frame) = body.frame().await {
-        if frame.is_err() {
-            return false;
-        }
-    }
-    true
 }

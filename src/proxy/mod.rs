@@ -479,7 +479,8 @@ fn refresh_head(
     req: &Request<Incoming>,
     request_id: &HeaderValue,
 ) -> Request<()> {
-    let mut head = cache::refresh_request(req);
+    let mut head = forward::copy_head(req, ());
+    *head.method_mut() = Method::GET;
     let path = rewrite(action, matched, req.uri());
     *head.uri_mut() = Uri::from(path);
     *head.version_mut() = Version::HTTP_11;

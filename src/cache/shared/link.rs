@@ -3,43 +3,26 @@
 //! dedicated pub/sub connections for the purge bus. Callers never wait for a connection:
 //! while there is none, [`Link::conn`] answers `None` at once.
 //!
-//! Same approach as the rate limiter's link (and for the same reason: a
-//! `ConnectionManager` makes every call wait on its reconnection), without its Sentinel
-//! master watch: here a write refused with READONLY (a demoted master) replaces the
-//! connection, and a stale cache read until then is harmless.
+//! The link, the connection kinds, PING and the back-off are `crate::redis_link`'s, shared
+//! with the rate limiter; unlike the rate limiter's supervisor this one has no Sentinel
+//! master watch: a write refused with READONLY (a demoted master) replaces the connection,
+//! and a stale cache read until then is harmless.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
+use redis::aio::PubSub;
 use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
-};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
-use tokio::sync::{watch, Notify};
+use redis::{AsyncConnectionConfig, Client, RedisResult, Value};
+use tokio::sync::watch;
+
+use crate::redis_link::ping;
+pub(super) use crate::redis_link::{backoff, Conn, Link, Timing};
 
 use super::{TierError, TierSettings};
 use crate::config::model::RedisDeployment;
-
-/// The current command connection, if any, shared by the tier and its supervisor.
-pub(super) struct Link {
-    current: ArcSwapOption<Conn>,
-    check_now: Notify,
-    /// Set with `check_now` when the connection must be replaced whatever PING says.
-    replace: AtomicBool,
-}
-
-/// A command connection of any deployment: both kinds multiplex and are cheap to clone.
-#[derive(Clone)]
-pub(super) enum Conn {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
 
 /// A server a SCAN walks: the one server, or one cluster master.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,74 +38,6 @@ pub(super) enum Connector {
     /// The cluster client, and one client per seed node for pub/sub: a message published
     /// on any node of a cluster reaches the subscribers of every node.
     Cluster(Box<ClusterClient>, Vec<Client>),
-}
-
-/// The supervisor's timing, from [`TierSettings`].
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Timing {
-    pub(super) timeout: Duration,
-    pub(super) connect_timeout: Duration,
-    pub(super) reconnect_min: Duration,
-    pub(super) reconnect_max: Duration,
-    pub(super) health_interval: Duration,
-}
-
-impl Link {
-    pub(super) fn new() -> Link {
-        Link {
-            current: ArcSwapOption::empty(),
-            check_now: Notify::new(),
-            replace: AtomicBool::new(false),
-        }
-    }
-
-    /// A handle on the current connection, or `None` at once while disconnected.
-    pub(super) fn conn(&self) -> Option<Conn> {
-        self.current.load().as_deref().cloned()
-    }
-
-    pub(super) fn is_connected(&self) -> bool {
-        self.current.load().is_some()
-    }
-
-    /// A call failed in a way that may mean the connection is gone: check it now.
-    pub(super) fn suspect(&self) {
-        self.check_now.notify_one();
-    }
-
-    /// The connection reaches a server that refuses writes: reconnect now.
-    pub(super) fn replace(&self) {
-        self.replace.store(true, Ordering::Relaxed);
-        self.check_now.notify_one();
-    }
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
 }
 
 impl Conn {
@@ -311,53 +226,19 @@ pub(super) async fn supervise(
             tracing::info!("cache tier: connected to Redis");
         }
         failures = 0;
-        link.replace.store(false, Ordering::Relaxed);
-        link.current.store(Some(Arc::new(conn.clone())));
+        link.connected(conn.clone());
         loop {
-            tokio::select! {
-                () = link.check_now.notified() => {}
-                () = tokio::time::sleep(timing.health_interval) => {}
+            let replace = tokio::select! {
+                asked = link.check_due(timing.health_interval) => asked,
                 _ = stop.changed() => return,
-            }
-            let replace = link.replace.swap(false, Ordering::Relaxed);
+            };
             if replace || !ping(&mut conn, timing.timeout).await {
                 tracing::warn!(replace, "cache tier: Redis connection lost, reconnecting");
-                link.current.store(None);
+                link.disconnected();
                 break;
             }
         }
     }
-}
-
-/// Whether Redis answers PING within `timeout`. A cluster counts as up while any master
-/// answers: the cluster client reconnects single nodes itself.
-async fn ping(conn: &mut Conn, timeout: Duration) -> bool {
-    let ping = redis::cmd("PING");
-    let answered = match conn {
-        Conn::Single(c) => tokio::time::timeout(timeout, ping.query_async::<String>(c))
-            .await
-            .map(|r| r.is_ok()),
-        Conn::Cluster(c) => {
-            let any_master = RoutingInfo::MultiNode((
-                MultipleNodeRoutingInfo::AllMasters,
-                Some(ResponsePolicy::OneSucceeded),
-            ));
-            tokio::time::timeout(timeout, c.route_command(ping, any_master))
-                .await
-                .map(|r| r.is_ok())
-        }
-    };
-    matches!(answered, Ok(true))
-}
-
-/// Exponential back-off from `reconnect_min` to `reconnect_max`, with jitter so instances
-/// that lost Redis together do not reconnect in step.
-pub(super) fn backoff(timing: &Timing, failures: u32) -> Duration {
-    let base = timing
-        .reconnect_min
-        .saturating_mul(1u32 << failures.min(16))
-        .min(timing.reconnect_max);
-    base.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 pub(super) fn mode_name(deployment: &RedisDeployment) -> &'static str {

@@ -4,43 +4,24 @@
 //! check fails. Callers never wait for a connection: while there is none, [`Link::conn`]
 //! answers `None` at once.
 //!
-//! `redis::aio::ConnectionManager` is not used: while it reconnects, every command waits on
-//! the reconnection future (up to its retry budget), where a gateway must fail at once and
-//! apply the policy's fallback. It also knows nothing of Sentinel: after a failover it would
-//! keep writing to the old master.
+//! The link, the connection kinds, PING and the back-off are `crate::redis_link`'s, shared
+//! with the cache tier. `redis::aio::ConnectionManager` is not used: it makes every command
+//! wait on its reconnection, and knows nothing of Sentinel (after a failover it would keep
+//! writing to the old master).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionLike, MultiplexedConnection};
+use ::redis::aio::MultiplexedConnection;
 use ::redis::cluster::ClusterClient;
-use ::redis::cluster_async::ClusterConnection;
-use ::redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use ::redis::sentinel::{SentinelClient, SentinelServerType};
-use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
-use arc_swap::ArcSwapOption;
-use tokio::sync::{watch, Notify};
+use ::redis::{AsyncConnectionConfig, Client, ConnectionAddr};
+use tokio::sync::watch;
+
+use crate::redis_link::{backoff, ping};
+pub(super) use crate::redis_link::{Conn, Link, Timing};
 
 use super::{RedisError, RedisMode, RedisSettings};
-
-/// The current connection, if any, shared by the store and its background tasks.
-pub(super) struct Link {
-    current: ArcSwapOption<Conn>,
-    /// Wakes the supervisor to check the connection now.
-    check_now: Notify,
-    /// Set with `check_now` when the connection must be replaced whatever PING says (a
-    /// master demoted to replica still answers PING, but refuses writes).
-    replace: AtomicBool,
-    pub(super) connects: AtomicU64,
-}
-
-/// A connection of any deployment: both kinds multiplex and are cheap to clone.
-#[derive(Clone)]
-pub(super) enum Conn {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
 
 /// How to open a connection; owned by the supervisor task.
 pub(super) enum Connector {
@@ -60,74 +41,6 @@ pub(super) struct Sentinels {
     watcher: Option<MultiplexedConnection>,
     /// The master the current connection reaches.
     current: Option<(String, u16)>,
-}
-
-/// The supervisor's timing, from [`RedisSettings`].
-pub(super) struct Timing {
-    pub(super) timeout: Duration,
-    pub(super) connect_timeout: Duration,
-    pub(super) reconnect_min: Duration,
-    pub(super) reconnect_max: Duration,
-    pub(super) health_interval: Duration,
-}
-
-impl Link {
-    pub(super) fn new() -> Link {
-        Link {
-            current: ArcSwapOption::empty(),
-            check_now: Notify::new(),
-            replace: AtomicBool::new(false),
-            connects: AtomicU64::new(0),
-        }
-    }
-
-    /// A handle on the current connection, or `None` at once while disconnected.
-    pub(super) fn conn(&self) -> Option<Conn> {
-        self.current.load().as_deref().cloned()
-    }
-
-    pub(super) fn is_connected(&self) -> bool {
-        self.current.load().is_some()
-    }
-
-    /// A call failed in a way that may mean the connection is gone: check it now.
-    pub(super) fn suspect(&self) {
-        self.check_now.notify_one();
-    }
-
-    /// The connection reaches the wrong server (a demoted master): reconnect now.
-    pub(super) fn replace(&self) {
-        self.replace.store(true, Ordering::Relaxed);
-        self.check_now.notify_one();
-    }
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
 }
 
 impl Connector {
@@ -293,57 +206,21 @@ pub(super) async fn supervise(
             tracing::info!("rate limit: connected to Redis");
         }
         failures = 0;
-        link.replace.store(false, Ordering::Relaxed);
-        link.current.store(Some(Arc::new(conn.clone())));
-        link.connects.fetch_add(1, Ordering::Relaxed);
+        link.connected(conn.clone());
         loop {
-            tokio::select! {
-                () = link.check_now.notified() => {}
-                () = tokio::time::sleep(timing.health_interval) => {}
+            let asked = tokio::select! {
+                asked = link.check_due(timing.health_interval) => asked,
                 _ = stop.changed() => return,
-            }
-            let replace = link.replace.swap(false, Ordering::Relaxed)
-                || connector.master_moved(timing.timeout).await;
+            };
+            let replace = asked || connector.master_moved(timing.timeout).await;
             if replace || !ping(&mut conn, timing.timeout).await {
                 tracing::warn!(
                     replace,
                     "rate limit: Redis connection lost or master moved, reconnecting"
                 );
-                link.current.store(None);
+                link.disconnected();
                 break;
             }
         }
     }
-}
-
-/// Whether Redis answers PING within `timeout`. A cluster counts as up while any master
-/// answers: the cluster client reconnects single nodes itself, and dropping it for one dead
-/// node would fail the keys of the live ones too.
-async fn ping(conn: &mut Conn, timeout: Duration) -> bool {
-    let ping = ::redis::cmd("PING");
-    let answered = match conn {
-        Conn::Single(c) => tokio::time::timeout(timeout, ping.query_async::<String>(c))
-            .await
-            .map(|r| r.is_ok()),
-        Conn::Cluster(c) => {
-            let any_master = RoutingInfo::MultiNode((
-                MultipleNodeRoutingInfo::AllMasters,
-                Some(ResponsePolicy::OneSucceeded),
-            ));
-            tokio::time::timeout(timeout, c.route_command(ping, any_master))
-                .await
-                .map(|r| r.is_ok())
-        }
-    };
-    matches!(answered, Ok(true))
-}
-
-/// Exponential back-off from `reconnect_min` to `reconnect_max`, with jitter so instances
-/// that lost Redis together do not reconnect in step.
-fn backoff(timing: &Timing, failures: u32) -> Duration {
-    let base = timing
-        .reconnect_min
-        .saturating_mul(1u32 << failures.min(16))
-        .min(timing.reconnect_max);
-    base.mul_f64(0.5 + fastrand::f64() / 2.0)
 }

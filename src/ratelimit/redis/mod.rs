@@ -25,10 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::{ErrorKind, ScriptInvocation, ServerErrorKind};
+use ::redis::ScriptInvocation;
 use tokio::sync::{mpsc, watch};
 
 use super::spec::{now_micros, Algorithm, Decision};
+use crate::redis_link::Failure;
 use batch::{Admit, Table};
 use link::Link;
 
@@ -159,7 +160,7 @@ impl RedisStore {
     pub fn new(settings: RedisSettings) -> Result<RedisStore, RedisError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| RedisError::NoRuntime)?;
         let connector = link::Connector::new(&settings)?;
-        let link = Arc::new(Link::new());
+        let link = Arc::new(Link::default());
         let stats = Arc::new(Stats::default());
         let batch = Arc::new(Table::new(settings.batch_max_keys));
         let (stop, stopped) = watch::channel(());
@@ -312,7 +313,7 @@ impl RedisStore {
         let s = &self.inner.stats;
         StoreStats {
             connected: self.inner.link.is_connected(),
-            connects: self.inner.link.connects.load(Relaxed),
+            connects: self.inner.link.connects(),
             calls: s.calls.load(Relaxed),
             timeouts: s.timeouts.load(Relaxed),
             connection_errors: s.connection_errors.load(Relaxed),
@@ -382,32 +383,13 @@ impl Inner {
     }
 }
 
-/// Sorts a client error into the three kinds, and tells the link when the connection looks
-/// broken (or reaches a demoted master, which must be replaced even though it answers PING).
+/// Sorts a client error into the three kinds (see `crate::redis_link::classify`, which also
+/// tells the link when the connection looks broken).
 fn classify(link: &Link, timeout: Duration, e: ::redis::RedisError) -> StoreError {
-    if e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) {
-        link.replace();
-        return StoreError::Connection(e);
-    }
-    if e.is_timeout() {
-        link.suspect();
-        return StoreError::Timeout(timeout);
-    }
-    let connection = e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_unrecoverable_error()
-        || e.is_cluster_error()
-        || matches!(
-            e.kind(),
-            ErrorKind::ClusterConnectionNotFound
-                | ErrorKind::MasterNameNotFoundBySentinel
-                | ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown)
-        );
-    if connection {
-        link.suspect();
-        StoreError::Connection(e)
-    } else {
-        StoreError::Redis(e)
+    match crate::redis_link::classify(link, &e) {
+        Failure::Connection => StoreError::Connection(e),
+        Failure::Timeout => StoreError::Timeout(timeout),
+        Failure::Server => StoreError::Redis(e),
     }
 }
 
