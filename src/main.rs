@@ -109,6 +109,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
         Err(errs) => anyhow::bail!("{}: invalid configuration\n{errs}", path.display()),
     };
     let drain = config.shutdown_drain;
+    let signals = Signals::install().context("cannot install signal handlers")?;
     let gateway = Gateway::start(
         config,
         StartOptions {
@@ -123,7 +124,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
     if let Some(a) = gateway.admin_addr() {
         tracing::info!("admin on http://{a}");
     }
-    wait_for_signals(&gateway)?;
+    signals.wait(&gateway);
     finish(gateway, drain);
     Ok(())
 }
@@ -138,6 +139,7 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let config = config::parse(&text, Path::new("."))
         .map_err(|e| anyhow::anyhow!("demo config is invalid: {e}"))?;
     let drain = config.shutdown_drain.min(std::time::Duration::from_secs(5));
+    let signals = Signals::install().context("cannot install signal handlers")?;
     let gateway = Gateway::start(config, StartOptions::default()).with_context(|| {
         format!("cannot start the demo on {listen} (is the port in use? try --listen)")
     })?;
@@ -162,35 +164,57 @@ Try:
 Access log lines (JSON) follow below. Ctrl-C stops.",
         backends[0], backends[1], backends[2]
     );
-    wait_for_signals(&gateway)?;
+    signals.wait(&gateway);
     finish(gateway, drain);
     Ok(())
 }
 
-/// Blocks until SIGTERM or SIGINT; SIGHUP reloads the config meanwhile.
-fn wait_for_signals(gateway: &Gateway) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+/// The process's signal handlers. They are installed before the gateway binds anything:
+/// a SIGHUP or SIGTERM sent as soon as the gateway answers must not meet the default
+/// action, which ends the process and resets every open connection.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => {
-                    let shared = gateway.shared.clone();
-                    // Reload off this thread: it reads files and compiles the snapshot.
-                    let _ = tokio::task::spawn_blocking(move || shared.reload()).await;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let entered = rt.enter();
+        let term = signal(SignalKind::terminate())?;
+        let int = signal(SignalKind::interrupt())?;
+        let hup = signal(SignalKind::hangup())?;
+        drop(entered);
+        Ok(Signals { rt, term, int, hup })
+    }
+
+    /// Blocks until SIGTERM or SIGINT; SIGHUP reloads the config meanwhile.
+    fn wait(self, gateway: &Gateway) {
+        let Signals {
+            rt,
+            mut term,
+            mut int,
+            mut hup,
+        } = self;
+        rt.block_on(async {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        let shared = gateway.shared.clone();
+                        // Reload off this thread: it reads files and compiles the snapshot.
+                        let _ = tokio::task::spawn_blocking(move || shared.reload()).await;
+                    }
                 }
             }
-        }
-        Ok::<_, std::io::Error>(())
-    })?;
-    Ok(())
+        });
+    }
 }
 
 fn finish(gateway: Gateway, drain: std::time::Duration) {

@@ -107,10 +107,71 @@ fn every_example_in_the_config_docs_passes_check() {
     assert!(count >= 5, "docs/config.md has only {count} examples");
 }
 
+/// Starts `ferrogate run -c path` and waits for its "listening on" line.
+fn spawn_run(path: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(["run", "-c"])
+        .arg(path)
+        .env("FERROGATE_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the gateway starts");
+        if let Some(a) = line.split("listening on ").nth(1) {
+            break a.trim().parse().unwrap();
+        }
+    };
+    (child, addr)
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Signals sent the moment the gateway says it listens are handled: the handlers exist
+/// before anything is bound, so SIGHUP never meets its default action (ending the process).
+#[tokio::test]
+async fn sighup_right_after_start_reloads_instead_of_ending_the_process() {
+    let dir = tempdir::Dir::new("early-hup");
+    let path = dir.path.join("gateway.yaml");
+    std::fs::write(
+        &path,
+        "workers: 1\nlisteners: [{address: 127.0.0.1:0}]\nupstreams:\n  app: {targets: [{address: \"127.0.0.1:9\"}]}\nroutes:\n  - {match: {path: {prefix: /only}}, upstream: app}\n",
+    )
+    .unwrap();
+    let (mut child, addr) = spawn_run(&path);
+    signal(&child, "-HUP");
+    signal(&child, "-HUP");
+    assert_eq!(support::get(addr, "h", "/").await.status, 404);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the gateway still runs"
+    );
+    signal(&child, "-TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
 /// `ferrogate run`: SIGHUP reloads, SIGTERM drains in-flight requests and exits 0.
 #[tokio::test]
 async fn run_reloads_on_sighup_and_exits_zero_after_draining_on_sigterm() {
-    use std::io::BufRead;
     use std::time::Duration;
 
     let slow = support::Backend::start(false, |_req| async {
@@ -127,39 +188,12 @@ async fn run_reloads_on_sighup_and_exits_zero_after_draining_on_sigterm() {
         )
     };
     std::fs::write(&path, yaml("/only")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("FERROGATE_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr: std::net::SocketAddr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the gateway starts");
-        if let Some(a) = line.split("listening on ").nth(1) {
-            break a.trim().parse().unwrap();
-        }
-    };
+    let (mut child, addr) = spawn_run(&path);
     assert_eq!(support::get(addr, "h", "/").await.status, 404);
 
     // Change the file and send SIGHUP (the watcher may also see the change; either reloads).
     std::fs::write(&path, yaml("/")).unwrap();
-    let kill = |sig: &str| {
-        Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .unwrap()
-    };
-    assert!(kill("-HUP").success());
+    signal(&child, "-HUP");
     assert!(
         support::eventually(Duration::from_secs(5), || async {
             support::get(addr, "h", "/").await.status == 200
@@ -171,7 +205,7 @@ async fn run_reloads_on_sighup_and_exits_zero_after_draining_on_sigterm() {
     let before = slow.count();
     let pending = tokio::spawn(async move { support::get(addr, "h", "/x").await });
     assert!(support::eventually(Duration::from_secs(2), || async { slow.count() > before }).await);
-    assert!(kill("-TERM").success());
+    signal(&child, "-TERM");
     let got = pending.await.unwrap();
     assert_eq!(
         got.status, 200,
