@@ -162,11 +162,14 @@ fn record(buf: &[u8], headers: &[httparse::Header<'_>], idx: &mut Vec<HeaderIdx>
     }));
 }
 
-/// Builds the header map on slices of `head` (values are shared, not copied) and notes the
-/// framing fields on the way.
 /// Response fields the gateway may add to an upstream response head.
 const GATEWAY_FIELDS: usize = 8;
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Builds the header map on slices of `head` (values are shared, not copied) and notes the
+/// framing fields on the way. Fields that only describe this hop and name no other field
+/// (`Connection` listing only `close`/`keep-alive`, `Keep-Alive`) are read, not kept.
 pub(super) fn build_map(
     head: &Bytes,
     idx: &[HeaderIdx],
@@ -190,7 +193,20 @@ pub(super) fn build_map(
         } else if name == TRANSFER_ENCODING {
             fields.transfer_encoding(value.as_bytes())?;
         } else if name == CONNECTION {
-            fields.close |= tokens(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"));
+            let mut only_options = true;
+            for t in tokens(value.as_bytes()) {
+                let close = t.eq_ignore_ascii_case(b"close");
+                fields.close |= close;
+                only_options &= close || t.eq_ignore_ascii_case(b"keep-alive");
+            }
+            // `Connection: keep-alive` (nearly every response) names no field: the proxy
+            // would strip it at once, so it never enters the map.
+            if only_options {
+                continue;
+            }
+        } else if name == KEEP_ALIVE {
+            // Hop-by-hop by definition (RFC 9110 §7.6.1), never relayed.
+            continue;
         }
         map.append(name, value);
     }

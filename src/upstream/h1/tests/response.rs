@@ -27,6 +27,28 @@ async fn header_values_and_repeated_fields_are_kept() {
 }
 
 #[tokio::test]
+async fn connection_options_and_keep_alive_are_read_but_not_kept() {
+    let (resp, _) = fetch(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(resp.headers().get("connection").is_none());
+    assert!(resp.headers().get("keep-alive").is_none());
+}
+
+#[tokio::test]
+async fn connection_naming_a_field_is_kept_for_the_proxy_to_strip() {
+    let (resp, _) = fetch(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.headers()["connection"], "keep-alive, x-hop");
+    assert_eq!(resp.headers()["x-hop"], "1");
+}
+
+#[tokio::test]
 async fn content_length_body_reports_exact_size_hint() {
     let (addr, _server) = scripted(
         b"\r\n\r\n",
