@@ -38,7 +38,7 @@ pub struct Identity {
     /// The configured consumer, when the credential maps to one.
     pub consumer: Option<Arc<Consumer>>,
     /// The token subject (`sub`), when a token method authenticated the request.
-    pub subject: Option<String>,
+    pub subject: Option<Arc<str>>,
     /// Granted scopes.
     pub scopes: Vec<String>,
     /// Verified token claims.

@@ -223,7 +223,7 @@ impl AuthFailure {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
     /// `sub`.
-    pub subject: Option<String>,
+    pub subject: Option<Arc<str>>,
     pub claims: Arc<Map<String, Value>>,
     pub scopes: Vec<String>,
     /// Headers to set on the upstream request (the proxy must also strip any client-sent

@@ -110,7 +110,7 @@ impl CertificateNames {
             .map_or((first, None), |(n, c)| (n, Some(c)));
         Ok(Identity {
             consumer,
-            subject: Some(subject.clone()),
+            subject: Some(Arc::from(subject.as_str())),
             method: "mtls",
             ..Identity::default()
         })

@@ -67,7 +67,7 @@ impl ClaimPolicy {
             .collect();
         let subject = match claims.get("sub") {
             None | Some(Value::Null) => None,
-            Some(Value::String(sub)) => Some(sub.clone()),
+            Some(Value::String(sub)) => Some(Arc::from(sub.as_str())),
             Some(_) => return Err(AuthFailure::InvalidClaim("sub".into())),
         };
         Ok(Verified {
