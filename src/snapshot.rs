@@ -22,6 +22,7 @@ use crate::upstream::health::{ActiveThresholds, GroupHealth, TargetHealth};
 use crate::upstream::limit::GroupLimiter;
 use crate::upstream::retry::{Backoff, BudgetSettings, RetryBudget};
 use crate::upstream::sticky::StickySessions;
+use crate::upstream::tls::TlsClient;
 
 /// Why a validated config could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,12 @@ pub enum SnapshotError {
     RateLimit(#[from] crate::ratelimit::RateLimitError),
     #[error("{0}")]
     Access(#[from] crate::auth::gate::GateError),
+    #[error("upstreams.{group}.tls: {source}")]
+    UpstreamTls {
+        group: String,
+        #[source]
+        source: crate::upstream::tls::UpstreamTlsError,
+    },
 }
 
 /// Everything the request path reads, for one configuration generation.
@@ -116,12 +123,15 @@ pub struct UpstreamTarget {
 }
 
 /// Settings that decide which pooled upstream client a group uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientProfile {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    /// TLS to the targets. Compared by fingerprint (settings and file contents), so an
+    /// unchanged reload keeps pooled connections and a changed one does not reuse them.
+    pub tls: Option<Arc<TlsClient>>,
 }
 
 pub struct ListenerSettings {
@@ -149,11 +159,11 @@ impl Snapshot {
         let states = &kept.targets;
         let policies = kept.rate_limits.compile(&config)?;
         let auth = Authenticators::build(&config.access, &kept.background)?;
-        let upstreams: Vec<Arc<UpstreamGroup>> = config
+        let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(upstream_group(u, metrics, states)))
-            .collect();
+            .map(|u| upstream_group(u, metrics, states).map(Arc::new))
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
         states.keep_only(&config.upstreams);
         let index_of = |name: &str| upstreams.iter().position(|u| *u.name == *name);
         let routes = config
@@ -307,7 +317,28 @@ fn route_retry(p: &RetryPolicy) -> RouteRetry {
     }
 }
 
-fn upstream_group(u: &model::Upstream, metrics: &Metrics, states: &TargetStates) -> UpstreamGroup {
+fn upstream_group(
+    u: &model::Upstream,
+    metrics: &Metrics,
+    states: &TargetStates,
+) -> Result<UpstreamGroup, SnapshotError> {
+    let tls = match &u.tls {
+        Some(t) => {
+            let client =
+                TlsClient::build(t, u.protocol).map_err(|source| SnapshotError::UpstreamTls {
+                    group: u.name.clone(),
+                    source,
+                })?;
+            if !t.verify {
+                tracing::warn!(
+                    upstream = %u.name,
+                    "upstream tls verification is off (tls.verify: false): any certificate is accepted"
+                );
+            }
+            Some(Arc::new(client))
+        }
+        None => None,
+    };
     let addresses: Vec<SocketAddr> = u.targets.iter().map(|t| t.address).collect();
     let health = GroupHealth::new(
         addresses.iter().map(|a| states.get(&u.name, *a)).collect(),
@@ -332,7 +363,7 @@ fn upstream_group(u: &model::Upstream, metrics: &Metrics, states: &TargetStates)
             }
         })
         .collect();
-    UpstreamGroup {
+    Ok(UpstreamGroup {
         name: Arc::from(u.name.as_str()),
         targets,
         balancer: Balancer::with_targets(&u.balancer, &u.targets),
@@ -341,6 +372,7 @@ fn upstream_group(u: &model::Upstream, metrics: &Metrics, states: &TargetStates)
             connect_timeout: u.connect_timeout,
             idle_timeout: u.keepalive_idle,
             max_idle: u.keepalive_max_idle,
+            tls,
         },
         request_timeout: u.request_timeout,
         health: Arc::new(health),
@@ -351,5 +383,5 @@ fn upstream_group(u: &model::Upstream, metrics: &Metrics, states: &TargetStates)
             .sticky
             .as_ref()
             .map(|s| StickySessions::new(s, &u.name, &addresses)),
-    }
+    })
 }

@@ -103,9 +103,14 @@ pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
 /// Reads a PEM bundle of CA certificates (one or more) that client certificates must chain
 /// to. The error says what is wrong with the file, for `check` and for reload failures.
 pub fn client_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    roots_from_pem(&pem, path)
+}
+
+/// The CA certificates of a PEM bundle (read from `path`) as trust anchors; at least one.
+pub fn roots_from_pem(pem: &[u8], path: &Path) -> Result<rustls::RootCertStore, String> {
     let shown = path.display();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot read {shown}: {e}"))?;
     if certs.is_empty() {

@@ -87,6 +87,18 @@ fn every_example_in_the_config_docs_passes_check() {
         }
     }
     std::fs::copy(pki.dir.path.join("ca.crt"), dir.path.join("clients-ca.crt")).unwrap();
+    std::fs::copy(
+        pki.dir.path.join("ca.crt"),
+        dir.path.join("upstream-ca.crt"),
+    )
+    .unwrap();
+    for ext in ["crt", "key"] {
+        std::fs::copy(
+            pki.dir.path.join(format!("www.example.com.{ext}")),
+            dir.path.join(format!("gateway-client.{ext}")),
+        )
+        .unwrap();
+    }
     let mut count = 0;
     let mut rest = docs.as_str();
     while let Some(start) = rest.find("```yaml\n") {

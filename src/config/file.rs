@@ -223,9 +223,11 @@ pub struct Upstream {
     /// For `consistent_hash`: `client_ip`, `path`, `header:NAME` or `cookie:NAME`.
     #[serde(default)]
     pub hash_on: Option<String>,
-    /// `http1` (default) or `h2c`.
+    /// `http1` (default), `h2c`, or `h2` (with `tls`).
     #[serde(default)]
     pub protocol: Option<String>,
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
     #[serde(default)]
     pub connect_timeout: Option<String>,
     #[serde(default)]
@@ -242,6 +244,35 @@ pub struct Upstream {
     pub queue: Option<Queue>,
     #[serde(default)]
     pub sticky: Option<Sticky>,
+}
+
+/// `upstreams.NAME.tls`: TLS to the group's targets.
+#[derive(Debug, Default, Deserialize)]
+pub struct UpstreamTls {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    /// SNI and the name the certificate must be valid for.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM bundle of trusted CAs; the system roots when absent.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The certificate the gateway presents to targets that ask for one.
+    #[serde(default)]
+    pub client_certificate: Option<ClientCertificate>,
+    #[serde(default)]
+    pub verify: Option<bool>,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientCertificate {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ pub mod file;
 pub mod model;
 mod ratelimit;
 mod resilience;
+mod upstream_tls;
 mod validate;
 
 use std::fmt;

@@ -146,6 +146,8 @@ pub struct Upstream {
     pub balancer: BalancerKind,
     pub targets: Vec<Target>,
     pub protocol: UpstreamProtocol,
+    /// TLS to the targets; plain TCP when `None`.
+    pub tls: Option<UpstreamTls>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub keepalive_idle: Duration,
@@ -239,8 +241,29 @@ pub enum HashKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamProtocol {
     Http1,
-    /// HTTP/2 with prior knowledge (gRPC backends).
-    H2c,
+    /// HTTP/2 (gRPC backends): with prior knowledge on plain TCP (`h2c`), negotiated by ALPN
+    /// over TLS (`h2`).
+    H2,
+}
+
+/// How the gateway speaks TLS to an upstream group's targets.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Sent as SNI and matched against the certificate; `None` sends no SNI and matches the
+    /// certificate against the target's IP address.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+    /// PEM bundle of trusted CAs; `None` trusts the system roots.
+    pub ca_path: Option<PathBuf>,
+    /// Certificate chain and key presented to targets that ask for a client certificate.
+    pub client_certificate: Option<ClientCertificate>,
+    /// `false` accepts any certificate (the handshake still proves the key).
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
 }
 
 #[derive(Debug, Clone)]

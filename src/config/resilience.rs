@@ -85,6 +85,7 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
         balancer: BalancerKind::RoundRobin,
         targets: Vec::new(),
         protocol: UpstreamProtocol::Http1,
+        tls: None,
         connect_timeout: Duration::ZERO,
         request_timeout: Duration::ZERO,
         keepalive_idle: Duration::ZERO,

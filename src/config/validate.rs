@@ -100,7 +100,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let upstreams = f
         .upstreams
         .iter()
-        .filter_map(|(name, u)| upstream(&mut errs, name, u))
+        .filter_map(|(name, u)| upstream(&mut errs, name, u, base_dir))
         .collect::<Vec<_>>();
     let upstream_names: HashSet<&str> = f.upstreams.keys().map(String::as_str).collect();
 
@@ -385,7 +385,12 @@ fn limits(errs: &mut Errors, at: &str, l: Option<&file::Limits>) -> Limits {
     }
 }
 
-fn upstream(errs: &mut Errors, name: &str, u: &file::Upstream) -> Option<Upstream> {
+fn upstream(
+    errs: &mut Errors,
+    name: &str,
+    u: &file::Upstream,
+    base_dir: &Path,
+) -> Option<Upstream> {
     let at = format!("upstreams.{name}");
     errs.unknown(&at, &u.unknown);
     if name.is_empty() {
@@ -439,17 +444,11 @@ fn upstream(errs: &mut Errors, name: &str, u: &file::Upstream) -> Option<Upstrea
             BalancerKind::RoundRobin
         }
     };
-    let protocol = match u.protocol.as_deref() {
-        None | Some("http1") => UpstreamProtocol::Http1,
-        Some("h2c") => UpstreamProtocol::H2c,
-        Some(p) => {
-            errs.push(
-                format!("{at}.protocol"),
-                format!("unknown protocol {p:?}; use http1 or h2c"),
-            );
-            UpstreamProtocol::Http1
-        }
-    };
+    let protocol = super::upstream_tls::protocol(errs, &at, u);
+    let tls = u
+        .tls
+        .as_ref()
+        .and_then(|t| super::upstream_tls::tls(errs, &at, t, base_dir));
     let (keepalive_idle, keepalive_max_idle) = match &u.keepalive {
         None => (Duration::from_secs(60), 256),
         Some(k) => {
@@ -470,6 +469,7 @@ fn upstream(errs: &mut Errors, name: &str, u: &file::Upstream) -> Option<Upstrea
         balancer,
         targets,
         protocol,
+        tls,
         connect_timeout: opt_duration(
             errs,
             &format!("{at}.connect_timeout"),

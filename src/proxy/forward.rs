@@ -138,7 +138,7 @@ async fn attempt_once(
             .timeouts
             .connect
             .unwrap_or(group.client.connect_timeout),
-        ..group.client
+        ..group.client.clone()
     };
     let no_target = || {
         Step::Done(Err((
@@ -310,13 +310,14 @@ fn prepare_for(x: &Exchange<'_>, req: &mut Request<RequestBody>, group: &Upstrea
         req.headers_mut()
             .insert(header::HOST, authority_value(&target.authority));
     }
-    if group.client.protocol == UpstreamProtocol::H2c {
+    if group.client.protocol == UpstreamProtocol::H2 {
         let path = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        *req.uri_mut() = upstream_uri(target.authority.clone(), path);
+        let tls = group.client.tls.is_some();
+        *req.uri_mut() = upstream_uri(tls, target.authority.clone(), path);
         *req.version_mut() = Version::HTTP_2;
     }
 }

@@ -125,9 +125,11 @@ pub(super) fn authority_value(a: &http::uri::Authority) -> HeaderValue {
     HeaderValue::from_str(a.as_str()).unwrap_or(HeaderValue::from_static("localhost"))
 }
 
-pub(super) fn upstream_uri(authority: http::uri::Authority, path: PathAndQuery) -> Uri {
+/// The absolute URI of an HTTP/2 upstream request (`:scheme`, `:authority`, `:path`):
+/// `https` when the group speaks TLS.
+pub(super) fn upstream_uri(tls: bool, authority: http::uri::Authority, path: PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
     parts.authority = Some(authority);
     parts.path_and_query = Some(path);
     Uri::from_parts(parts).unwrap_or_default()

@@ -43,9 +43,10 @@ pub(super) fn spawn(snap: Arc<Snapshot>, shadow: usize, req: &mut Request<Reques
             return;
         };
         let target = &group.targets[ti];
-        if group.client.protocol == UpstreamProtocol::H2c {
+        if group.client.protocol == UpstreamProtocol::H2 {
             if let Some(pq) = copy.uri().path_and_query().cloned() {
-                *copy.uri_mut() = upstream_uri(target.authority.clone(), pq);
+                let tls = group.client.tls.is_some();
+                *copy.uri_mut() = upstream_uri(tls, target.authority.clone(), pq);
             }
             *copy.version_mut() = Version::HTTP_2;
         }

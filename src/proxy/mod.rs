@@ -13,7 +13,6 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 mod access;
 mod cache;
@@ -32,6 +31,7 @@ use crate::ratelimit::{self, Admission, Hold};
 use crate::router::{self, RequestView};
 use crate::snapshot::{CompiledRoute, Snapshot};
 use crate::upstream::limit::{Refusal, Slot};
+use crate::upstream::stream::UpstreamStream;
 
 pub use headers::X_REQUEST_ID;
 use headers::*;
@@ -310,7 +310,7 @@ pub async fn handle(
             host: host.clone(),
             request_id: &request_id,
             upgrade,
-            grpc_trailers: group.client.protocol == UpstreamProtocol::H2c,
+            grpc_trailers: group.client.protocol == UpstreamProtocol::H2,
         },
     );
     if let Some(p) = &pending {
@@ -551,7 +551,7 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 
 /// Relays bytes both ways after a `101 Switching Protocols`; `early` is what the upstream
 /// sent right behind its 101 head, owed to the client first.
-async fn tunnel(down: hyper::upgrade::OnUpgrade, (mut up, early): (TcpStream, Bytes)) {
+async fn tunnel(down: hyper::upgrade::OnUpgrade, (mut up, early): (UpstreamStream, Bytes)) {
     let Ok(down) = down.await else {
         return;
     };

@@ -56,6 +56,7 @@ impl Checker {
                 kind: check.kind.clone(),
                 interval: check.interval,
                 timeout: check.timeout,
+                tls: group.client.tls.clone(),
             };
             self.runtime.spawn(probe::run(
                 targets,

@@ -14,13 +14,14 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use http::header::CONNECTION;
 use http::{HeaderMap, Method, Request, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
+
+use super::stream::UpstreamStream;
 
 mod body;
 mod decode;
@@ -76,7 +77,7 @@ pub struct SendFailure<B> {
 
 /// A single-owner HTTP/1.1 client connection.
 pub struct H1Conn {
-    stream: TcpStream,
+    stream: UpstreamStream,
     /// Bytes read from the upstream and not yet consumed; frames are split off it.
     rbuf: BytesMut,
     /// The request head (and chunk framing), reused from one request to the next.
@@ -140,7 +141,7 @@ impl std::fmt::Debug for H1Conn {
 
 impl H1Conn {
     /// Wraps a connected stream (the caller connects, with its own timeout, and sets nodelay).
-    pub fn new(stream: TcpStream, limits: H1Limits) -> Self {
+    pub fn new(stream: UpstreamStream, limits: H1Limits) -> Self {
         H1Conn {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -150,24 +151,10 @@ impl H1Conn {
         }
     }
 
-    /// True when an idle pooled connection can still be used: no syscall in the common case.
-    ///
-    /// An idle connection must have nothing to read. If the reactor has seen it readable,
-    /// one non-blocking read tells a spurious wake-up (usable) from EOF or unsolicited bytes.
+    /// True when an idle pooled connection can still be used: nothing buffered and nothing
+    /// to read (no syscall in the common plain case).
     pub fn is_usable(&mut self) -> bool {
-        if !self.rbuf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        self.rbuf.is_empty() && self.stream.is_idle_usable()
     }
 
     /// Sends one request and returns the response head with a streaming body. The request
@@ -241,7 +228,7 @@ impl H1Conn {
 
     /// A request without body: one write of the head, then the response head.
     async fn send_bodiless(&mut self, progress: &mut Progress) -> Result<decode::Parsed, H1Error> {
-        self.stream.write_all(&self.wbuf).await?;
+        self.stream.write_all_flushed(&self.wbuf).await?;
         progress.body_sent = true;
         poll_fn(|cx| self.poll_head(cx, &mut progress.got_bytes)).await
     }

@@ -11,3 +11,5 @@ pub mod pool;
 pub mod probe;
 pub mod retry;
 pub mod sticky;
+pub mod stream;
+pub mod tls;

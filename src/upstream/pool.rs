@@ -9,7 +9,9 @@
 //! multiplexed hyper connection per worker. Idle connections are closed after the group's
 //! `keepalive.idle_timeout` (swept by the worker) and at most `keepalive.max_idle` stay per
 //! target. Pools are keyed by target address and client profile, not by config snapshot, so
-//! unchanged targets keep their connections over reloads.
+//! unchanged targets keep their connections over reloads; the profile includes the group's
+//! TLS fingerprint, so changed TLS settings or files start new connections. Over TLS, h2
+//! targets are reached by ALPN `h2` and HTTP/1.1 ones offer `http/1.1`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,10 +27,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
 use super::h1::{H1Body, H1Conn, H1Error, H1Limits};
 use super::retry::is_idempotent;
+use super::stream::{self, ConnectError, UpstreamStream};
 use crate::body::{BodyError, RequestBody};
 use crate::config::model::UpstreamProtocol;
 use crate::snapshot::ClientProfile;
@@ -36,10 +38,8 @@ use crate::snapshot::ClientProfile;
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("connect: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("connect timed out")]
-    ConnectTimeout,
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
     #[error("handshake: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("request: {0}")]
@@ -53,7 +53,7 @@ impl UpstreamError {
     pub fn is_connect(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout | UpstreamError::Handshake(_)
+            UpstreamError::Connect(_) | UpstreamError::Handshake(_)
         )
     }
 }
@@ -135,10 +135,12 @@ impl UpstreamBody {
         let Some(conn) = body.take_conn() else {
             return;
         };
-        let key = *key;
+        let idle_limit = key.1.max_idle;
+        // A plain profile clones as cheaply as a copy; a TLS one adds a reference count.
+        let key = key.clone();
         POOL.with_borrow_mut(|pool| {
             let idle = pool.entry(key).or_default();
-            if idle.h1.len() < key.1.max_idle {
+            if idle.h1.len() < idle_limit {
                 idle.h1.push((conn, Instant::now()));
             }
         });
@@ -146,7 +148,7 @@ impl UpstreamBody {
 
     /// After a `101 Switching Protocols`: the upstream stream and the bytes already read
     /// past the response head (they belong to the new protocol).
-    pub fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
+    pub fn take_upgraded(&mut self) -> Option<(UpstreamStream, Bytes)> {
         match &mut self.kind {
             Kind::H1 { body, .. } => body.take_upgraded(),
             Kind::H2(_) => None,
@@ -197,10 +199,10 @@ type Sent = Result<Response<UpstreamBody>, SendError>;
 
 /// Sends `req` to `addr` on a pooled connection (or a new one).
 pub async fn send(profile: &ClientProfile, addr: SocketAddr, req: Request<RequestBody>) -> Sent {
-    let key = (addr, *profile);
+    let key = (addr, profile.clone());
     match profile.protocol {
         UpstreamProtocol::Http1 => send_h1(key, req).await,
-        UpstreamProtocol::H2c => send_h2(key, req).await,
+        UpstreamProtocol::H2 => send_h2(key, req).await,
     }
 }
 
@@ -261,13 +263,18 @@ fn checkout_h1(key: &Key) -> Option<H1Conn> {
     })
 }
 
-async fn connect(key: &Key) -> Result<TcpStream, UpstreamError> {
-    let stream = tokio::time::timeout(key.1.connect_timeout, TcpStream::connect(key.0))
+async fn connect(key: &Key) -> Result<UpstreamStream, UpstreamError> {
+    let profile = &key.1;
+    stream::connect(key.0, profile.tls.as_deref(), profile.connect_timeout)
         .await
-        .map_err(|_| UpstreamError::ConnectTimeout)?
-        .map_err(UpstreamError::Connect)?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+        .map_err(|e| {
+            if let ConnectError::Tls(error) = &e {
+                // A TLS failure is a configuration problem on one side or the other, not
+                // load: say which target and why where operators look.
+                tracing::warn!(target_addr = %key.0, %error, "upstream tls handshake failed");
+            }
+            UpstreamError::Connect(e)
+        })
 }
 
 async fn send_h2(key: Key, req: Request<RequestBody>) -> Sent {
@@ -295,7 +302,9 @@ async fn send_h2(key: Key, req: Request<RequestBody>) -> Sent {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            POOL.with_borrow_mut(|pool| pool.entry(key).or_default().h2 = Some(sender.clone()));
+            POOL.with_borrow_mut(|pool| {
+                pool.entry(key).or_default().h2 = Some(sender.clone());
+            });
             sender
         }
     };

@@ -2,9 +2,11 @@
 //! the results to the group's `GroupHealth`.
 //!
 //! Every probe uses a fresh connection (never the request pool), so a probe sees what a new
-//! request would see. A TCP probe passes when the connect succeeds; an HTTP probe sends one
-//! HTTP/1.1 request with `Connection: close` and passes when the status is in the expected
-//! ranges. Each target has its own timer so one slow target does not delay the others;
+//! request would see: over TLS it makes the handshake requests make, with the group's
+//! trust anchors, server name and client certificate. A TCP probe passes when the connect
+//! (and handshake) succeeds; an HTTP probe sends one request (HTTP/1.1 with
+//! `Connection: close`, or HTTP/2 when the target chose `h2` by ALPN) and passes when the
+//! status is in the expected ranges. Each target has its own timer so one slow target does not delay the others;
 //! intervals are jittered by ±10% so that gateways started together do not probe in step.
 
 use std::net::SocketAddr;
@@ -15,11 +17,12 @@ use bytes::Bytes;
 use http::header::{CONNECTION, HOST, USER_AGENT};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::watch;
 
 use super::health::GroupHealth;
+use super::stream::{self, ConnectError, UpstreamStream};
+use super::tls::TlsClient;
 
 const AGENT: &str = "ferrogate-health-check";
 /// Response body bytes read at most; the status is all a probe needs, reading a little lets
@@ -39,15 +42,17 @@ pub use crate::config::model::CheckKind as ProbeKind;
 pub struct ProbeSettings {
     pub kind: ProbeKind,
     pub interval: Duration,
-    /// Bound on one whole probe, connect included.
+    /// Bound on one whole probe, connect and TLS handshake included.
     pub timeout: Duration,
+    /// The group's TLS client, when its targets speak TLS.
+    pub tls: Option<Arc<TlsClient>>,
 }
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
 enum ProbeError {
-    #[error("connect failed: {0}")]
-    Connect(#[source] std::io::Error),
+    #[error("{0}")]
+    Connect(#[source] ConnectError),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("invalid probe request: {0}")]
@@ -81,7 +86,7 @@ async fn probe_target(
 ) {
     loop {
         let result = tokio::select! {
-            result = tokio::time::timeout(settings.timeout, probe_once(addr, &settings.kind)) => {
+            result = tokio::time::timeout(settings.timeout, probe_once(addr, settings)) => {
                 result.unwrap_or(Err(ProbeError::Timeout(settings.timeout)))
             }
             () = stopped(&mut stop) => return,
@@ -112,8 +117,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|&stop| stop).await;
 }
 
-async fn probe_once(addr: SocketAddr, kind: &ProbeKind) -> Result<(), ProbeError> {
-    let stream = TcpStream::connect(addr)
+async fn probe_once(addr: SocketAddr, settings: &ProbeSettings) -> Result<(), ProbeError> {
+    let stream = stream::connect(addr, settings.tls.as_deref(), settings.timeout)
         .await
         .map_err(ProbeError::Connect)?;
     let ProbeKind::Http {
@@ -121,22 +126,29 @@ async fn probe_once(addr: SocketAddr, kind: &ProbeKind) -> Result<(), ProbeError
         path,
         host,
         expected,
-    } = kind
+    } = &settings.kind
     else {
         return Ok(());
     };
-    // Best effort: the request fits one segment either way.
-    let _ = stream.set_nodelay(true);
+    let h2 = stream.alpn_protocol() == Some(b"h2");
     let host = host.clone().unwrap_or_else(|| addr.to_string());
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(method.clone())
         .uri(path.as_str())
         .header(HOST, host)
-        .header(USER_AGENT, AGENT)
-        .header(CONNECTION, "close")
+        .header(USER_AGENT, AGENT);
+    // HTTP/2 has no Connection field; its connection ends when the probe drops it.
+    if !h2 {
+        request = request.header(CONNECTION, "close");
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(ProbeError::Request)?;
-    let status = exchange(stream, request).await?;
+    let status = if h2 {
+        exchange_h2(stream, request).await?
+    } else {
+        exchange(stream, request).await?
+    };
     if status_expected(status, expected) {
         Ok(())
     } else {
@@ -144,10 +156,10 @@ async fn probe_once(addr: SocketAddr, kind: &ProbeKind) -> Result<(), ProbeError
     }
 }
 
-/// Sends `request` on `stream` and returns the response status, reading at most
+/// Sends `request` on `stream` (HTTP/1.1) and returns the response status, reading at most
 /// `MAX_BODY` bytes of the body.
 async fn exchange(
-    stream: TcpStream,
+    stream: UpstreamStream,
     request: Request<Empty<Bytes>>,
 ) -> Result<StatusCode, ProbeError> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -155,17 +167,7 @@ async fn exchange(
         .map_err(ProbeError::Http)?;
     let response = async move {
         let response = sender.send_request(request).await?;
-        let status = response.status();
-        let mut body = response.into_body();
-        let mut read = 0;
-        // A body error after the status changes nothing: the status was the answer.
-        while read < MAX_BODY {
-            match body.frame().await {
-                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
-                Some(Err(_)) | None => break,
-            }
-        }
-        Ok::<_, hyper::Error>(status)
+        Ok::<_, hyper::Error>(read_status(response).await)
     };
     // The connection is driven here rather than spawned, so the probe's timeout ends it.
     tokio::pin!(response, conn);
@@ -178,6 +180,44 @@ async fn exchange(
             response.await.map_err(ProbeError::Http)
         }
     }
+}
+
+/// As [`exchange`], over HTTP/2 (a target that chose `h2` by ALPN).
+async fn exchange_h2(
+    stream: UpstreamStream,
+    request: Request<Empty<Bytes>>,
+) -> Result<StatusCode, ProbeError> {
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(ProbeError::Http)?;
+    let response = async move {
+        let response = sender.send_request(request).await?;
+        Ok::<_, hyper::Error>(read_status(response).await)
+    };
+    tokio::pin!(response, conn);
+    tokio::select! {
+        result = &mut response => result.map_err(ProbeError::Http),
+        result = &mut conn => {
+            result.map_err(ProbeError::Http)?;
+            response.await.map_err(ProbeError::Http)
+        }
+    }
+}
+
+/// The status, after reading up to `MAX_BODY` bytes of the body so small responses end
+/// cleanly; a body error changes nothing, the status was the answer.
+async fn read_status(response: http::Response<hyper::body::Incoming>) -> StatusCode {
+    let status = response.status();
+    let mut body = response.into_body();
+    let mut read = 0;
+    while read < MAX_BODY {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(_)) | None => break,
+        }
+    }
+    status
 }
 
 fn status_expected(status: StatusCode, expected: &[(u16, u16)]) -> bool {

@@ -37,11 +37,18 @@ pub struct Seen {
     pub headers: HeaderMap,
 }
 
-/// A real HTTP/1.1 (and h2c when `h2` is set) backend on loopback.
+/// A real HTTP/1.1 (and h2c when `h2` is set) backend on loopback, or a TLS one.
 pub struct Backend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// TCP connections accepted.
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// TLS backends: the SNI name of each completed handshake (`None`: no SNI sent).
+    pub sni: Arc<Mutex<Vec<Option<String>>>>,
+    /// TLS backends: the ALPN protocol of each completed handshake.
+    pub alpn: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
+    /// TLS backends: handshakes that failed.
+    pub tls_failures: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -66,14 +73,40 @@ impl Backend {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<BoxBody>> + Send + 'static,
     {
+        Backend::launch(at, h2, None, f).await
+    }
+
+    /// A TLS backend: HTTP/2 when the handshake chose `h2` by ALPN, HTTP/1.1 otherwise.
+    pub async fn start_tls<F, Fut>(tls: tokio_rustls::TlsAcceptor, f: F) -> Backend
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+    {
+        Backend::launch("127.0.0.1:0".parse().unwrap(), false, Some(tls), f).await
+    }
+
+    async fn launch<F, Fut>(
+        at: SocketAddr,
+        h2: bool,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        f: F,
+    ) -> Backend
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |req| Box::pin(f(req)));
         let listener = tokio::net::TcpListener::bind(at).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sni = Arc::new(Mutex::new(Vec::new()));
+        let alpn = Arc::new(Mutex::new(Vec::new()));
+        let tls_failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Dropping the backend kills it: the listener and every open connection close.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (seen2, conns2) = (seen.clone(), connections.clone());
+        let (sni2, alpn2, failures2) = (sni.clone(), alpn.clone(), tls_failures.clone());
         tokio::spawn(async move {
             loop {
                 let mut stopped = stopped.clone();
@@ -83,6 +116,8 @@ impl Backend {
                 };
                 conns2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (handler, seen) = (handler.clone(), seen2.clone());
+                let (tls, sni, alpn, failures) =
+                    (tls.clone(), sni2.clone(), alpn2.clone(), failures2.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         seen.lock().unwrap().push(Seen {
@@ -94,18 +129,23 @@ impl Backend {
                         let h = handler.clone();
                         async move { Ok::<_, Infallible>(h(req).await) }
                     });
-                    let io = TokioIo::new(stream);
                     let serve = async move {
-                        if h2 {
-                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                                .serve_connection(io, svc)
-                                .await;
-                        } else {
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(io, svc)
-                                .with_upgrades()
-                                .await;
-                        }
+                        let Some(acceptor) = tls else {
+                            serve_connection(TokioIo::new(stream), h2, svc).await;
+                            return;
+                        };
+                        let Ok(stream) = acceptor.accept(stream).await else {
+                            failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return;
+                        };
+                        let session = stream.get_ref().1;
+                        let chosen = session.alpn_protocol().map(<[u8]>::to_vec);
+                        sni.lock()
+                            .unwrap()
+                            .push(session.server_name().map(str::to_owned));
+                        let h2 = chosen.as_deref() == Some(b"h2");
+                        alpn.lock().unwrap().push(chosen);
+                        serve_connection(TokioIo::new(stream), h2, svc).await;
                     };
                     tokio::select! {
                         _ = serve => {}
@@ -118,6 +158,9 @@ impl Backend {
             addr,
             seen,
             connections,
+            sni,
+            alpn,
+            tls_failures,
             stop: Some(stop),
         }
     }
@@ -139,40 +182,63 @@ impl Drop for Backend {
     }
 }
 
+/// Serves one connection with hyper: HTTP/2 when `h2`, else HTTP/1.1 with upgrades.
+async fn serve_connection<IO, S>(io: TokioIo<IO>, h2: bool, svc: S)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .with_upgrades()
+            .await;
+    }
+}
+
 /// A backend that echoes WebSocket frames after accepting the upgrade.
 pub async fn websocket_echo_backend() -> Backend {
-    Backend::start(false, |mut req| async move {
-        if req.headers().get("upgrade").is_none() {
-            return text(StatusCode::OK, "no upgrade");
-        }
-        let key = req.headers()["sec-websocket-key"].clone();
-        let on = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let up = on.await.unwrap();
-            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                TokioIo::new(up),
-                tokio_tungstenite::tungstenite::protocol::Role::Server,
-                None,
-            )
-            .await;
-            let (mut tx, mut rx) = futures_util::StreamExt::split(ws);
-            while let Some(Ok(m)) = futures_util::StreamExt::next(&mut rx).await {
-                if m.is_close() {
-                    break;
-                }
-                let _ = futures_util::SinkExt::send(&mut tx, m).await;
+    Backend::start(false, websocket_echo).await
+}
+
+/// A handler that accepts a WebSocket upgrade and echoes every frame.
+pub async fn websocket_echo(mut req: Request<Incoming>) -> Response<BoxBody> {
+    if req.headers().get("upgrade").is_none() {
+        return text(StatusCode::OK, "no upgrade");
+    }
+    let key = req.headers()["sec-websocket-key"].clone();
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let up = on.await.unwrap();
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(up),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        let (mut tx, mut rx) = futures_util::StreamExt::split(ws);
+        while let Some(Ok(m)) = futures_util::StreamExt::next(&mut rx).await {
+            if m.is_close() {
+                break;
             }
-        });
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header("upgrade", "websocket")
-            .header("connection", "upgrade")
-            .header("sec-websocket-accept", accept)
-            .body(full(Bytes::new()))
-            .unwrap()
-    })
-    .await
+            let _ = futures_util::SinkExt::send(&mut tx, m).await;
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-accept", accept)
+        .body(full(Bytes::new()))
+        .unwrap()
 }
 
 /// What a load run saw.
@@ -524,6 +590,21 @@ impl TestPki {
         }
     }
 
+    /// The path of a file in the PKI's directory (`ca.crt`, `<name>.crt`, `<name>.key`).
+    pub fn file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path.join(name)
+    }
+
+    /// A TLS server with this CA's certificate for `name`, offering `alpn`.
+    pub fn acceptor(&self, name: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+        tls_acceptor(
+            &self.file(&format!("{name}.crt")),
+            &self.file(&format!("{name}.key")),
+            alpn,
+            None,
+        )
+    }
+
     /// A TLS client trusting only this CA, offering the given ALPN protocols.
     pub fn client(
         &self,
@@ -541,6 +622,46 @@ impl TestPki {
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         tokio_rustls::TlsConnector::from(Arc::new(cfg))
     }
+}
+
+/// A TLS acceptor serving the certificate `cert` with key `key` (PEM files), offering the
+/// ALPN protocols `alpn`, and requiring a client certificate from `client_ca`'s CAs if given.
+pub fn tls_acceptor(
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+    client_ca: Option<&Path>,
+) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for der in CertificateDer::pem_file_iter(ca).unwrap() {
+                roots.add(der.unwrap()).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder.with_single_cert(chain, key).unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
 
 /// Temporary directories removed on drop.

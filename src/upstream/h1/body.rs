@@ -9,11 +9,11 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
-use tokio::net::TcpStream;
 
 use super::decode::{self, Framing, Parsed, MAX_CHUNK_LINE};
 use super::encode::Upload;
 use super::{H1Conn, H1Error, RequestInfo};
+use crate::upstream::stream::UpstreamStream;
 
 /// The response body, read from the connection as it is polled.
 pub struct H1Body {
@@ -104,7 +104,7 @@ impl H1Body {
 
     /// For a 101 Switching Protocols response: the raw stream and any bytes already read
     /// past the head (they belong to the new protocol). The body of a 101 is empty.
-    pub fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
+    pub fn take_upgraded(&mut self) -> Option<(UpstreamStream, Bytes)> {
         if !self.upgrade {
             return None;
         }

@@ -15,9 +15,9 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method, Request};
 use http_body::{Body, Frame};
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 
 use super::{BoxError, H1Error};
+use crate::upstream::stream::UpstreamStream;
 
 /// The rest of an upload that continues while the response streams back (a 2xx that came
 /// before the request body ended: the upstream is reading both ways). Type-erased so the
@@ -26,7 +26,7 @@ pub(super) trait Upload: Send {
     /// As [`BodySender::poll_step`].
     fn poll_step(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut UpstreamStream,
         wbuf: &mut Vec<u8>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<bool, H1Error>>;
@@ -143,7 +143,7 @@ impl BodySender {
     /// frame, so the caller can look for an early response in between.
     pub(super) fn poll_step<B>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut UpstreamStream,
         wbuf: &mut Vec<u8>,
         mut body: Pin<&mut B>,
         cx: &mut Context<'_>,
@@ -233,7 +233,7 @@ impl BodySender {
     /// Writes `wbuf[wpos..]`, `data` and `tail`, vectored, until all are in the socket.
     fn poll_flush(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut UpstreamStream,
         wbuf: &mut Vec<u8>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), H1Error>> {
@@ -247,6 +247,9 @@ impl BodySender {
                 n += 1;
             }
             if n == 0 {
+                // Over TLS, written bytes may still sit in the session as records; they must
+                // be on the wire before the caller waits for the next frame or the response.
+                ready!(Pin::new(&mut *stream).poll_flush(cx))?;
                 wbuf.clear();
                 self.wpos = 0;
                 return Poll::Ready(Ok(()));
@@ -280,7 +283,7 @@ where
 {
     fn poll_step(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut UpstreamStream,
         wbuf: &mut Vec<u8>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<bool, H1Error>> {

@@ -23,6 +23,7 @@ mod conn;
 mod malformed;
 mod request;
 mod response;
+mod tls;
 
 /// What a scripted server does once it has written its reply.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -110,7 +111,7 @@ async fn connect(addr: SocketAddr) -> H1Conn {
 async fn connect_with(addr: SocketAddr, limits: H1Limits) -> H1Conn {
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    H1Conn::new(stream, limits)
+    H1Conn::new(stream.into(), limits)
 }
 
 fn get(uri: &str) -> Request<Empty<Bytes>> {

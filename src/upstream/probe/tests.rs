@@ -98,6 +98,7 @@ fn settings(kind: ProbeKind) -> ProbeSettings {
         kind,
         interval: Duration::from_millis(20),
         timeout: Duration::from_millis(100),
+        tls: None,
     }
 }
 
@@ -136,25 +137,29 @@ async fn wait_available(group: &GroupHealth, want: bool) {
 #[tokio::test]
 async fn tcp_probe_passes_against_a_listener() {
     let backend = backend(200).await;
-    assert!(probe_once(backend.addr, &ProbeKind::Tcp).await.is_ok());
+    assert!(probe_once(backend.addr, &settings(ProbeKind::Tcp))
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
 async fn tcp_probe_fails_against_a_closed_port() {
-    let result = probe_once(closed_port(), &ProbeKind::Tcp).await;
+    let result = probe_once(closed_port(), &settings(ProbeKind::Tcp)).await;
     assert!(matches!(result, Err(ProbeError::Connect(_))));
 }
 
 #[tokio::test]
 async fn http_probe_passes_on_200() {
     let backend = backend(200).await;
-    assert!(probe_once(backend.addr, &http(Vec::new())).await.is_ok());
+    assert!(probe_once(backend.addr, &settings(http(Vec::new())))
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
 async fn http_probe_fails_on_500_by_default() {
     let backend = backend(500).await;
-    let result = probe_once(backend.addr, &http(Vec::new())).await;
+    let result = probe_once(backend.addr, &settings(http(Vec::new()))).await;
     assert!(matches!(
         result,
         Err(ProbeError::Status(StatusCode::INTERNAL_SERVER_ERROR))
@@ -164,14 +169,14 @@ async fn http_probe_fails_on_500_by_default() {
 #[tokio::test]
 async fn http_probe_honours_configured_status_ranges() {
     let backend = backend(204).await;
-    let result = probe_once(backend.addr, &http(vec![(200, 200), (300, 399)])).await;
+    let result = probe_once(backend.addr, &settings(http(vec![(200, 200), (300, 399)]))).await;
     assert!(matches!(
         result,
         Err(ProbeError::Status(StatusCode::NO_CONTENT))
     ));
     backend.status.store(302, Ordering::SeqCst);
     assert!(
-        probe_once(backend.addr, &http(vec![(200, 200), (300, 399)]))
+        probe_once(backend.addr, &settings(http(vec![(200, 200), (300, 399)])))
             .await
             .is_ok()
     );
@@ -180,7 +185,9 @@ async fn http_probe_honours_configured_status_ranges() {
 #[tokio::test]
 async fn http_probe_sends_one_close_request_with_agent_and_host() {
     let backend = backend(200).await;
-    probe_once(backend.addr, &http(Vec::new())).await.unwrap();
+    probe_once(backend.addr, &settings(http(Vec::new())))
+        .await
+        .unwrap();
     let parts = backend.last.lock().unwrap().take().unwrap();
     assert_eq!(parts.method, Method::GET);
     assert_eq!(parts.uri.path(), "/healthz");
@@ -198,7 +205,7 @@ async fn http_probe_uses_the_configured_host() {
         host: Some("api.internal".to_owned()),
         expected: Vec::new(),
     };
-    probe_once(backend.addr, &kind).await.unwrap();
+    probe_once(backend.addr, &settings(kind)).await.unwrap();
     let parts = backend.last.lock().unwrap().take().unwrap();
     assert_eq!(parts.method, Method::HEAD);
     assert_eq!(parts.uri, "/status?deep=1");
