@@ -75,9 +75,11 @@ const MAX_DRAIN: u64 = 64 * 1024;
 /// Time allowed for that.
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 /// After a close that may leave client bytes unread, input is read and dropped for at most
-/// this long, while it keeps coming (`LINGER_PAUSE`), so the kernel does not answer it with
-/// a reset that could destroy the response still in flight (nginx's lingering close).
+/// this long and this much, while it keeps coming (`LINGER_PAUSE`), so the kernel does not
+/// answer it with a reset that could destroy the response still in flight (nginx's
+/// lingering close, bounded).
 const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
 const LINGER_PAUSE: Duration = Duration::from_millis(100);
 
 /// Serves HTTP/1.1 on `io` until the connection closes, is upgraded, or has drained on
@@ -333,12 +335,18 @@ impl Conn {
 
     /// Whether the request body, as it stands, leaves the connection able to carry another
     /// request after the response (decided before the head is written, to say so in it).
+    /// A `100 Continue` not sent yet never will be: it cannot follow the final response.
     fn can_continue(&self) -> bool {
-        let wire = lock(&self.wire);
+        let mut wire = lock(&self.wire);
+        let waiting = wire.expect == Expect::Owed && wire.rbuf.is_empty();
+        if wire.expect == Expect::Owed {
+            wire.expect = Expect::Nothing;
+        }
         match wire.body {
             BodyState::Done => true,
             BodyState::Failed => false,
-            _ if wire.expect == Expect::Owed && wire.rbuf.is_empty() => false,
+            // The client waits for a go-ahead it will not get: it may never send the body.
+            _ if waiting => false,
             BodyState::Length(n) => n <= MAX_DRAIN,
             _ => true,
         }
@@ -402,15 +410,13 @@ impl Conn {
             // Earlier body handles read nothing from now on.
             wire.request += 1;
             match wire.body {
-                BodyState::Done => return true,
+                BodyState::Done => {
+                    wire.shrink_idle_buffer();
+                    return true;
+                }
                 BodyState::Failed => return false,
                 _ => {}
             }
-            if wire.expect == Expect::Owed && wire.rbuf.is_empty() {
-                return false;
-            }
-            // The client is sending anyway; it is owed no interim response any more.
-            wire.expect = Expect::Nothing;
         }
         let wire = &*self.wire;
         let mut drained = 0u64;
@@ -429,9 +435,13 @@ impl Conn {
                 }
             }
         });
-        tokio::time::timeout(DRAIN_TIME, drain)
+        let drained = tokio::time::timeout(DRAIN_TIME, drain)
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+        if drained {
+            lock(wire).shrink_idle_buffer();
+        }
+        drained
     }
 
     /// Answers a refused head with its status and closes. A client too slow to send its
@@ -495,11 +505,13 @@ fn begin_request(parser: &HeadParser, wire: &mut Wire) -> u64 {
     wire.request
 }
 
-/// Reads and drops input until EOF, an error, or a pause in it.
+/// Reads and drops input until EOF, an error, a pause in it, or `LINGER_BYTES`.
 async fn discard(io: &mut BoxIo) {
     let mut scratch = [0u8; 4096];
+    let mut dropped = 0;
     while let Ok(Ok(n)) = tokio::time::timeout(LINGER_PAUSE, io.read(&mut scratch)).await {
-        if n == 0 {
+        dropped += n;
+        if n == 0 || dropped > LINGER_BYTES {
             break;
         }
     }

@@ -79,11 +79,13 @@ pub(super) enum Expect {
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-/// A request head usually arrives in one read of this size; a body streams through buffers
-/// of it, so memory per connection stays constant.
+/// A request head usually arrives in one read of this size.
 const READ_CHUNK: usize = 16 * 1024;
 /// Below this much free space the read buffer is grown (or reclaimed) before reading.
 const MIN_SPARE: usize = 2 * 1024;
+/// Most body data asked for in one read: large bodies stream in frames of this size (fewer
+/// reads and upstream writes), and memory per connection stays bounded.
+const BODY_READ: u64 = 64 * 1024;
 
 /// Locks the wire. Poisoning cannot happen (panics abort), and a poisoned wire would still
 /// be in a consistent state between polls.
@@ -109,12 +111,16 @@ impl Wire {
 
     /// One read from the socket into the buffer; `Ok(0)` is EOF.
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let Some(io) = self.io.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
         if self.rbuf.capacity() - self.rbuf.len() < MIN_SPARE {
             self.rbuf.reserve(READ_CHUNK);
         }
+        self.poll_read(cx)
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
         let n = ready!(pin!(io.read_buf(&mut self.rbuf)).poll(cx))?;
         self.eof |= n == 0;
         Poll::Ready(Ok(n))
@@ -128,6 +134,31 @@ impl Wire {
         match ready!(self.poll_fill(cx))? {
             0 => Poll::Ready(Err(ReadError::Closed)),
             _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Reads body data, with room for up to `left` bytes of it (within `BODY_READ`). The
+    /// buffer is empty here, and the previous frame usually written upstream and dropped,
+    /// so the room is reclaimed rather than allocated.
+    fn poll_data(&mut self, cx: &mut Context<'_>, left: u64) -> Poll<Result<(), ReadError>> {
+        if self.eof {
+            return Poll::Ready(Err(ReadError::Closed));
+        }
+        let want = usize::try_from(left.min(BODY_READ)).unwrap_or(READ_CHUNK);
+        if self.rbuf.capacity() - self.rbuf.len() < want.max(MIN_SPARE) {
+            self.rbuf.reserve(want.max(READ_CHUNK));
+        }
+        match ready!(self.poll_read(cx))? {
+            0 => Poll::Ready(Err(ReadError::Closed)),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Lets go of a read buffer grown for a large body once nothing is left in it, so an
+    /// idle connection holds no more than a head's worth.
+    pub(super) fn shrink_idle_buffer(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * READ_CHUNK {
+            self.rbuf = BytesMut::new();
         }
     }
 
@@ -193,7 +224,7 @@ impl Wire {
                 BodyState::Failed => return Poll::Ready(Err(ReadError::Failed)),
                 BodyState::Length(left) | BodyState::ChunkData(left) => {
                     if self.rbuf.is_empty() {
-                        ready!(self.poll_more(cx))?;
+                        ready!(self.poll_data(cx, left))?;
                     }
                     let n =
                         usize::try_from(left).map_or(self.rbuf.len(), |l| l.min(self.rbuf.len()));

@@ -24,6 +24,31 @@ async fn request_reaches_the_handler_with_method_target_version_and_fields() {
 }
 
 #[tokio::test]
+async fn bytes_read_before_serving_begin_the_first_request() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_shutdown, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let svc = Handler(move |req| {
+            let log = log.clone();
+            async move {
+                let got = read_request(req).await;
+                log.lock().unwrap().push(got);
+                reply(200, "ok")
+            }
+        });
+        serve(Box::new(stream), b"GET /sniffed HT", SETTINGS, svc, rx).await;
+    });
+    let mut c = Client::connect(addr).await;
+    c.send(b"TP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(c.response(false).await.status(), 200);
+    assert_eq!(seen.lock().unwrap()[0].uri, "/sniffed");
+}
+
+#[tokio::test]
 async fn field_values_keep_obs_text_and_inner_tabs() {
     let (server, log) = recording(SETTINGS).await;
     let mut c = Client::connect(server.addr).await;
@@ -413,6 +438,19 @@ async fn expect_continue_answered_without_the_body_gets_no_100_and_closes() {
     assert_eq!(r.status(), 401);
     assert_eq!(r.field("connection"), Some("close"));
     assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn expect_continue_body_sent_anyway_is_drained_and_the_connection_kept() {
+    let server = answering(401, &[], || full("no")).await;
+    let mut c = Client::connect(server.addr).await;
+    c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc")
+        .await;
+    let r = c.response(false).await;
+    assert_eq!(r.status(), 401, "no 100 first: {}", r.head);
+    assert_eq!(r.field("connection"), None);
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(c.response(false).await.status(), 401);
 }
 
 #[tokio::test]
