@@ -201,6 +201,14 @@ impl Conn {
             let resp = svc.call(req).await;
             self.draining |= self.shutdown.has_changed().unwrap_or(true);
             let has_body = kind != BodyKind::None;
+            // A `100 Continue` begun must be complete before the final response starts.
+            if has_body
+                && poll_fn(|cx| lock(&self.wire).poll_interim(cx))
+                    .await
+                    .is_err()
+            {
+                return End::Gone;
+            }
             let ex = Exchange {
                 v11: info.v11,
                 head: info.method_head,

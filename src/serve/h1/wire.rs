@@ -185,6 +185,14 @@ impl Wire {
         }
     }
 
+    /// Completes a `100 Continue` whose write has begun (and does nothing otherwise).
+    pub(super) fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ReadError>> {
+        match self.expect {
+            Expect::Writing(_) => self.poll_continue(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
     /// Writes `100 Continue` if the client waits for it and has sent nothing yet.
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ReadError>> {
         loop {
