@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use crate::cache::store::{Admission, FillBody, FillLeader};
 use crate::proxy::Completion;
+use crate::serve::DownstreamBody;
 use crate::upstream::pool::UpstreamBody;
 
 /// Error type of relayed bodies: hyper's, or a limit of ours that cut the body.
@@ -289,7 +289,7 @@ struct Tee {
 
 enum Source {
     Empty,
-    Client(Incoming),
+    Client(DownstreamBody),
     /// A body read in full already (validated against a schema).
     Buffered(Option<Bytes>),
     Copy(mpsc::Receiver<Bytes>, Arc<AtomicBool>),
@@ -302,7 +302,7 @@ pub struct CopyCut;
 
 impl RequestBody {
     /// `state` is only allocated for requests that have a body.
-    pub fn new(inner: Incoming, state: Option<Arc<RequestBodyState>>) -> Self {
+    pub fn new(inner: DownstreamBody, state: Option<Arc<RequestBodyState>>) -> Self {
         RequestBody {
             source: Source::Client(inner),
             state,
@@ -383,9 +383,7 @@ impl Body for RequestBody {
         let polled = match &mut this.source {
             Source::Empty => Poll::Ready(None),
             Source::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Source::Client(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(BodyError::from))),
+            Source::Client(body) => Pin::new(body).poll_frame(cx),
             Source::Copy(rx, whole) => rx.poll_recv(cx).map(|b| match b {
                 Some(b) => Some(Ok(Frame::data(b))),
                 None if whole.load(Ordering::Acquire) => None,

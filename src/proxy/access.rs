@@ -6,11 +6,11 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::auth::gate::{Authenticated, Denied, Hidden};
 use crate::body::ProxyBody;
 use crate::error::{problem_response, ProxyError};
+use crate::serve::DownstreamBody;
 use crate::validate::schema::{problem_body, BodyError, BodySchemas};
 
 /// The answer to a refused request; the reason goes to the debug log only.
@@ -69,7 +69,7 @@ pub(super) fn apply_cors(response: &mut HeaderMap, fields: &HeaderMap) {
 pub(super) async fn validated_body(
     schemas: &BodySchemas,
     headers: &HeaderMap,
-    body: &mut Incoming,
+    body: &mut DownstreamBody,
     limit: usize,
     request_id: &HeaderValue,
 ) -> Result<Bytes, Response<ProxyBody>> {

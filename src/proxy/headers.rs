@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::Request;
-use hyper::body::Incoming;
 
 use crate::config::model::ProxyAction;
 use crate::router;
@@ -65,7 +64,7 @@ pub(super) fn forwarded_client(trusted: &[ipnet::IpNet], headers: &HeaderMap) ->
 }
 
 /// Host of the request: the URI authority (HTTP/2, absolute-form) or the Host header.
-pub(super) fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+pub(super) fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
     if let Some(a) = req.uri().authority() {
         return HeaderValue::from_str(a.as_str()).ok();
     }

@@ -10,8 +10,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::Uri;
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 mod access;
@@ -29,6 +27,8 @@ use crate::observe::metrics::RouteMetrics;
 use crate::ratelimit::key::KeyContext;
 use crate::ratelimit::{self, Admission, Hold};
 use crate::router::{self, RequestView};
+use crate::serve::h1::upgrade::{self as h1_upgrade, OnUpgrade};
+use crate::serve::DownstreamBody;
 use crate::snapshot::{CompiledRoute, Snapshot};
 use crate::upstream::limit::{Refusal, Slot};
 use crate::upstream::stream::UpstreamStream;
@@ -57,7 +57,7 @@ pub fn peer_text(peer: IpAddr) -> HeaderValue {
 pub async fn handle(
     snap: Arc<Snapshot>,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<DownstreamBody>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let request_id = request_id(req.headers());
@@ -183,7 +183,7 @@ pub async fn handle(
             return respond_error(&ProxyError::PayloadTooLarge, &request_id, done);
         }
     }
-    // HTTP/1.1 heads are counted by the strict guard; HTTP/2 ones here.
+    // HTTP/1.1 heads are counted by the strict parser; HTTP/2 ones here.
     if req.headers().len() > listener.limits.max_headers {
         return respond_error(&ProxyError::TooManyHeaders, &request_id, done);
     }
@@ -290,7 +290,11 @@ pub async fn handle(
     }
 
     // upstream_request
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let downstream_upgrade = if upgrade {
+        h1_upgrade::on(&mut req)
+    } else {
+        None
+    };
     let mut path = rewrite(action, &matched, req.uri());
     let (mut parts, body) = req.into_parts();
     let body_state = (validated.as_ref().is_some_and(|b| !b.is_empty())
@@ -476,7 +480,7 @@ fn refresh_head(
     trusted: bool,
     action: &crate::config::model::ProxyAction,
     matched: &router::Matched<'_>,
-    req: &Request<Incoming>,
+    req: &Request<DownstreamBody>,
     request_id: &HeaderValue,
 ) -> Request<()> {
     let mut head = forward::copy_head(req, ());
@@ -550,16 +554,19 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// Relays bytes both ways after a `101 Switching Protocols`; `early` is what the upstream
-/// sent right behind its 101 head, owed to the client first.
-async fn tunnel(down: hyper::upgrade::OnUpgrade, (mut up, early): (UpstreamStream, Bytes)) {
-    let Ok(down) = down.await else {
+/// sent right behind its 101 head, owed to the client first, as the bytes the client sent
+/// behind its request head are owed to the upstream.
+async fn tunnel(down: OnUpgrade, (mut up, early): (UpstreamStream, Bytes)) {
+    let Some(mut down) = down.upgraded().await else {
         return;
     };
-    let mut down = TokioIo::new(down);
-    if !early.is_empty() && down.write_all(&early).await.is_err() {
+    if !early.is_empty() && down.io.write_all(&early).await.is_err() {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+    if !down.read.is_empty() && up.write_all(&down.read).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut down.io, &mut up).await;
 }
 
 /// The `log` phase of one request: metrics and the access-log line, run once when the

@@ -1,11 +1,15 @@
 //! One downstream connection: TLS handshake (and the client certificate's names), protocol
-//! choice (ALPN, h2c preface), and the hyper HTTP/1.1 or HTTP/2 server driving
-//! [`crate::proxy::handle`] for each request.
+//! choice (ALPN, h2c preface), and the server driving [`crate::proxy::handle`] for each
+//! request: the gateway's own HTTP/1.1 connection (`h1`), or hyper's HTTP/2 server.
 
+mod body;
 pub mod conn_limit;
+pub mod h1;
 pub mod h2guard;
 mod prefixed;
 pub mod strict;
+
+pub use body::DownstreamBody;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use crate::proxy::{self, ConnInfo};
 use crate::tls::ClientCert;
 use h2guard::{H2Guard, H2GuardLimits};
 use prefixed::Prefixed;
-use strict::{StrictIo, StrictLimits};
+use strict::StrictLimits;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,12 +51,15 @@ pub async fn connection(
         max_chunk_extension: settings.limits.max_chunk_extension,
     };
     let header_timeout = settings.limits.header_timeout;
-    let keepalive_timeout = settings.limits.keepalive_timeout;
+    let h1 = h1::Settings {
+        limits,
+        header_timeout,
+        keepalive_timeout: settings.limits.keepalive_timeout,
+    };
     let h2 = H2Settings {
         max_streams: settings.limits.h2_max_concurrent_streams,
         max_header_list: u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX),
     };
-    let deadlines = (header_timeout, keepalive_timeout);
     let conn = ConnInfo {
         peer,
         peer_text: proxy::peer_text(peer.ip()),
@@ -75,7 +82,7 @@ pub async fn connection(
         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
             serve_h2(shared, conn, stream, h2, shutdown).await;
         } else {
-            serve_h1(shared, conn, stream, limits, deadlines, shutdown).await;
+            serve_h1(shared, conn, Box::new(stream), &[], h1, shutdown).await;
         }
         return;
     }
@@ -90,13 +97,11 @@ pub async fn connection(
     } else {
         Vec::new()
     };
-    let is_h2 = h2c && prefix == H2_PREFACE;
     let conn = Arc::new(conn);
-    let io = Prefixed::new(prefix, stream);
-    if is_h2 {
-        serve_h2(shared, conn, io, h2, shutdown).await;
+    if h2c && prefix == H2_PREFACE {
+        serve_h2(shared, conn, Prefixed::new(prefix, stream), h2, shutdown).await;
     } else {
-        serve_h1(shared, conn, io, limits, deadlines, shutdown).await;
+        serve_h1(shared, conn, Box::new(stream), &prefix, h1, shutdown).await;
     }
 }
 
@@ -130,41 +135,32 @@ async fn read_preface(stream: &mut TcpStream, deadline: Duration) -> Option<Vec<
     Some(buf)
 }
 
-async fn serve_h1<I>(
+async fn serve_h1(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    io: I,
-    limits: StrictLimits,
-    (header_timeout, keepalive_timeout): (Duration, Duration),
-    mut shutdown: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = service(shared, conn);
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // The guard times heads from their first byte and idle connections on their own.
-        .header_read_timeout(None)
-        // The guard enforces the real limits; hyper's only have to admit what it admits.
-        .max_buf_size((limits.max_request_line + limits.max_header_bytes + 2).max(8192))
-        .max_headers(limits.max_headers.max(100));
-    let c = builder
-        .serve_connection(
-            TokioIo::new(
-                StrictIo::new(io, limits).with_deadlines(header_timeout, keepalive_timeout),
-            ),
-            svc,
-        )
-        .with_upgrades();
-    tokio::pin!(c);
-    let draining = tokio::select! {
-        _ = c.as_mut() => false,
-        _ = crate::listener::raised(&mut shutdown) => true,
-    };
-    if draining {
-        c.as_mut().graceful_shutdown();
-        let _ = c.await;
+    io: h1::BoxIo,
+    read: &[u8],
+    settings: h1::Settings,
+    shutdown: watch::Receiver<bool>,
+) {
+    h1::serve(io, read, settings, Proxy { shared, conn }, shutdown).await;
+}
+
+/// The HTTP/1.1 connection's handler: each request through the proxy, on the snapshot
+/// current when it arrived.
+struct Proxy {
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+}
+
+impl h1::Service for Proxy {
+    type Body = crate::body::ProxyBody;
+
+    fn call(
+        &self,
+        req: http::Request<DownstreamBody>,
+    ) -> impl std::future::Future<Output = http::Response<crate::body::ProxyBody>> + Send {
+        proxy::handle(self.shared.snapshot.load_full(), &self.conn, req)
     }
 }
 
@@ -238,10 +234,11 @@ fn service(
         Output = Result<http::Response<crate::body::ProxyBody>, Infallible>,
     > + Send,
 > + Clone {
-    service_fn(move |req| {
+    service_fn(move |req: http::Request<hyper::body::Incoming>| {
         // Each request keeps the snapshot it started with, whatever reloads happen meanwhile.
         let snap = shared.snapshot.load_full();
         let conn = conn.clone();
+        let req = req.map(DownstreamBody::H2);
         async move { Ok::<_, Infallible>(proxy::handle(snap, &conn, req).await) }
     })
 }
