@@ -17,6 +17,7 @@ pub mod error;
 pub mod gateway;
 pub mod listener;
 pub mod observe;
+pub mod outgoing;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_link;

@@ -9,6 +9,7 @@
 //! status is in the expected ranges. Each target has its own timer so one slow target does not delay the others;
 //! intervals are jittered by ±10% so that gateways started together do not probe in step.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,7 +170,15 @@ async fn exchange(
         let response = sender.send_request(request).await?;
         Ok::<_, hyper::Error>(read_status(response).await)
     };
-    // The connection is driven here rather than spawned, so the probe's timeout ends it.
+    drive(response, conn).await
+}
+
+/// Awaits `response` while driving its connection here rather than spawned, so the probe's
+/// timeout ends both.
+async fn drive(
+    response: impl Future<Output = Result<StatusCode, hyper::Error>>,
+    conn: impl Future<Output = Result<(), hyper::Error>>,
+) -> Result<StatusCode, ProbeError> {
     tokio::pin!(response, conn);
     tokio::select! {
         result = &mut response => result.map_err(ProbeError::Http),
@@ -195,14 +204,7 @@ async fn exchange_h2(
         let response = sender.send_request(request).await?;
         Ok::<_, hyper::Error>(read_status(response).await)
     };
-    tokio::pin!(response, conn);
-    tokio::select! {
-        result = &mut response => result.map_err(ProbeError::Http),
-        result = &mut conn => {
-            result.map_err(ProbeError::Http)?;
-            response.await.map_err(ProbeError::Http)
-        }
-    }
+    drive(response, conn).await
 }
 
 /// The status, after reading up to `MAX_BODY` bytes of the body so small responses end

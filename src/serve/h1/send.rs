@@ -3,18 +3,18 @@
 //! (backpressure, no buffering beyond one frame); a frame that is ready when the head is
 //! goes out with it in one vectored write.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use http_body::{Body, Frame};
-use tokio::io::AsyncWrite;
 
 use super::response::{field, Framing, Head};
 use super::wire::{lock, Wire};
+use crate::outgoing::{push_hex, Outgoing};
 
 /// Why a response could not be written in full; the connection closes either way.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +32,9 @@ pub(super) struct Sender {
     framing: Framing,
     /// Body bytes still owed under `Framing::Length`.
     remaining: u64,
-    /// Bytes of the write buffer (head, chunk-size lines) already written.
-    wpos: usize,
-    /// The frame being written, after the buffer.
-    data: Bytes,
-    /// Written after `data`: the CRLF closing a chunk (and the last chunk, when known).
-    tail: &'static [u8],
+    /// After the write buffer (head, chunk-size lines): the frame being written, then the
+    /// CRLF closing a chunk (and the last chunk, when known).
+    out: Outgoing,
     /// Everything the body will put on the wire is queued.
     ended: bool,
     /// The body returned its end (its `log` phase has run).
@@ -59,9 +56,7 @@ impl Sender {
         Sender {
             framing: head.framing,
             remaining,
-            wpos: 0,
-            data: Bytes::new(),
-            tail: b"",
+            out: Outgoing::default(),
             ended: head.framing == Framing::None,
             finished: false,
             first: true,
@@ -158,16 +153,16 @@ impl Sender {
                     }
                     self.remaining -= len;
                     self.ended = self.remaining == 0;
-                    self.data = data;
+                    self.out.data = data;
                 }
                 Framing::Chunked => {
                     push_hex(wbuf, data.len() as u64);
                     wbuf.extend_from_slice(CRLF);
-                    self.data = data;
+                    self.out.data = data;
                     self.ended = end;
-                    self.tail = if end { CRLF_LAST_CHUNK } else { CRLF };
+                    self.out.tail = if end { CRLF_LAST_CHUNK } else { CRLF };
                 }
-                Framing::Close => self.data = data,
+                Framing::Close => self.out.data = data,
             },
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
@@ -209,42 +204,8 @@ impl Sender {
         let Some(io) = wire.io.as_mut() else {
             return Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected).into()));
         };
-        loop {
-            let head = wbuf.get(self.wpos..).unwrap_or_default();
-            let parts = [head, &self.data[..], self.tail];
-            let mut slices = [IoSlice::new(&[]); 3];
-            let mut n = 0;
-            for part in parts.into_iter().filter(|p| !p.is_empty()) {
-                slices[n] = IoSlice::new(part);
-                n += 1;
-            }
-            if n == 0 {
-                wbuf.clear();
-                self.wpos = 0;
-                if self.ended {
-                    ready!(Pin::new(io).poll_flush(cx))?;
-                }
-                return Poll::Ready(Ok(()));
-            }
-            let written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]))?;
-            if written == 0 {
-                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-            }
-            self.advance(wbuf.len(), written);
-        }
-    }
-
-    /// Marks `n` bytes as written, across the buffer, `data` and `tail` in that order.
-    fn advance(&mut self, wbuf_len: usize, mut n: usize) {
-        let from_head = n.min(wbuf_len - self.wpos);
-        self.wpos += from_head;
-        n -= from_head;
-        let from_data = n.min(self.data.len());
-        self.data.advance(from_data);
-        n -= from_data;
-        let from_tail = n.min(self.tail.len());
-        self.tail = self.tail.get(from_tail..).unwrap_or_default();
-        debug_assert_eq!(n, from_tail, "wrote more bytes than were queued");
+        let flush = self.ended;
+        Poll::Ready(ready!(self.out.poll_write(io, wbuf, flush, cx)).map_err(SendError::Io))
     }
 }
 
@@ -258,19 +219,4 @@ fn is_framing_field(name: &HeaderName) -> bool {
             | http::header::TRAILER
             | http::header::CONNECTION
     )
-}
-
-fn push_hex(buf: &mut Vec<u8>, mut n: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = HEX[(n & 0xf) as usize];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[start..]);
 }

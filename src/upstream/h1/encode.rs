@@ -6,17 +6,16 @@
 //! a `content-length`, anything else is chunked. The caller has already removed hop-by-hop
 //! headers; every other header is written as given.
 
-use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method, Request};
 use http_body::{Body, Frame};
-use tokio::io::AsyncWrite;
 
 use super::{BoxError, H1Error};
+use crate::outgoing::{push_hex, Outgoing};
 use crate::upstream::stream::UpstreamStream;
 
 /// The rest of an upload that continues while the response streams back (a 2xx that came
@@ -53,12 +52,9 @@ pub(super) struct BodySender {
     framing: ReqFraming,
     /// The content-length announced, for the error when the body does not match it.
     declared: u64,
-    /// Bytes of `wbuf` already written (the head first, then chunk-size lines).
-    wpos: usize,
-    /// The frame being written, after `wbuf`.
-    data: Bytes,
-    /// Written after `data`: the CRLF closing a chunk.
-    tail: &'static [u8],
+    /// After `wbuf` (the head first, then chunk-size lines): the frame being written, then
+    /// the CRLF closing a chunk.
+    out: Outgoing,
     /// The body's end (or its declared length) has been queued.
     ended: bool,
     /// The head has not been written yet: the first frame may join it.
@@ -67,7 +63,6 @@ pub(super) struct BodySender {
 }
 
 const CRLF: &[u8] = b"\r\n";
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Encodes the request head into `buf`; `None` framing means no body is sent.
 pub(super) fn encode_head<B: Body>(
@@ -124,9 +119,7 @@ impl BodySender {
                 ReqFraming::Length(n) => n,
                 ReqFraming::Chunked => 0,
             },
-            wpos: 0,
-            data: Bytes::new(),
-            tail: b"",
+            out: Outgoing::default(),
             ended: framing == ReqFraming::Length(0),
             first: true,
             taken: false,
@@ -203,13 +196,13 @@ impl BodySender {
                     }
                     *remaining -= len;
                     self.ended = *remaining == 0;
-                    self.data = data;
+                    self.out.data = data;
                 }
                 ReqFraming::Chunked => {
                     push_hex(wbuf, data.len() as u64);
                     wbuf.extend_from_slice(CRLF);
-                    self.data = data;
-                    self.tail = CRLF;
+                    self.out.data = data;
+                    self.out.tail = CRLF;
                 }
             },
             Err(frame) => {
@@ -230,49 +223,16 @@ impl BodySender {
         H1Error::BodyLength(self.declared)
     }
 
-    /// Writes `wbuf[wpos..]`, `data` and `tail`, vectored, until all are in the socket.
+    /// Writes `wbuf[wpos..]`, `data` and `tail`, vectored, until all are in the socket, and
+    /// flushes: over TLS, written bytes may still sit in the session as records; they must
+    /// be on the wire before the caller waits for the next frame or the response.
     fn poll_flush(
         &mut self,
         stream: &mut UpstreamStream,
         wbuf: &mut Vec<u8>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), H1Error>> {
-        loop {
-            let head = wbuf.get(self.wpos..).unwrap_or_default();
-            let parts = [head, &self.data[..], self.tail];
-            let mut slices = [IoSlice::new(&[]); 3];
-            let mut n = 0;
-            for part in parts.into_iter().filter(|p| !p.is_empty()) {
-                slices[n] = IoSlice::new(part);
-                n += 1;
-            }
-            if n == 0 {
-                // Over TLS, written bytes may still sit in the session as records; they must
-                // be on the wire before the caller waits for the next frame or the response.
-                ready!(Pin::new(&mut *stream).poll_flush(cx))?;
-                wbuf.clear();
-                self.wpos = 0;
-                return Poll::Ready(Ok(()));
-            }
-            let written = ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]))?;
-            if written == 0 {
-                return Poll::Ready(Err(H1Error::Io(std::io::ErrorKind::WriteZero.into())));
-            }
-            self.advance(wbuf.len(), written);
-        }
-    }
-
-    /// Marks `n` bytes as written, across `wbuf`, `data` and `tail` in that order.
-    fn advance(&mut self, wbuf_len: usize, mut n: usize) {
-        let from_head = n.min(wbuf_len - self.wpos);
-        self.wpos += from_head;
-        n -= from_head;
-        let from_data = n.min(self.data.len());
-        self.data.advance(from_data);
-        n -= from_data;
-        let from_tail = n.min(self.tail.len());
-        self.tail = self.tail.get(from_tail..).unwrap_or_default();
-        debug_assert_eq!(n, from_tail, "wrote more bytes than were queued");
+        Poll::Ready(ready!(self.out.poll_write(stream, wbuf, true, cx)).map_err(H1Error::Io))
     }
 }
 
@@ -319,18 +279,4 @@ pub(super) fn parse_length(v: &[u8]) -> Option<u64> {
             None
         }
     })
-}
-
-fn push_hex(buf: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 16];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = HEX[(n & 0xf) as usize];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[start..]);
 }
