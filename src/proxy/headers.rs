@@ -138,7 +138,11 @@ pub(super) struct UpstreamHeaders<'a> {
     pub trusted: bool,
     pub peer_text: &'a HeaderValue,
     pub tls: bool,
-    pub host: Option<HeaderValue>,
+    /// The host the client asked for (URI authority or `Host`), for X-Forwarded-Host.
+    pub client_host: Option<&'a HeaderValue>,
+    /// A `Host` to set: a rewritten host, or the authority of a request whose map has no
+    /// `Host` of its own. `None` keeps the map's `Host` as it is.
+    pub set_host: Option<HeaderValue>,
     pub request_id: &'a HeaderValue,
     pub upgrade: bool,
     pub grpc_trailers: bool,
@@ -155,30 +159,61 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
 ];
+const TE_INDEX: usize = 3;
+
+/// Which of the fields the proxy rewrites a message carries, found in one pass over the
+/// names (no hashing), so that absent ones cost no lookup.
+#[derive(Default)]
+pub(super) struct Present {
+    hop: [bool; 8],
+    any_hop: bool,
+    via: bool,
+    forwarded_for: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+}
+
+impl Present {
+    pub(super) fn scan(headers: &HeaderMap) -> Present {
+        let mut p = Present::default();
+        for name in headers.keys() {
+            let s = name.as_str();
+            // The lengths of the names looked for (3, 2, 7, 10, 15 to 19) rule out most
+            // fields before any comparison.
+            match s.len() {
+                3 => p.via |= *name == header::VIA,
+                15 => p.forwarded_for |= *name == X_FORWARDED_FOR,
+                2 | 7 | 10 | 16..=19 => {
+                    if let Some(i) = HOP_BY_HOP.iter().position(|h| h.as_str() == s) {
+                        p.hop[i] = true;
+                        p.any_hop = true;
+                    }
+                    p.forwarded_host |= *name == X_FORWARDED_HOST;
+                    p.forwarded_proto |= *name == X_FORWARDED_PROTO;
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+}
 
 /// Headers a `Connection` field may not remove: framing and routing stay ours.
 pub(super) fn protected(name: &str) -> bool {
     name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case("content-length")
 }
 
-pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names (no hashing) finds which of these are present; most messages
-    // carry at most `Connection: keep-alive`.
-    let mut present = [false; 8];
-    let mut any = false;
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present[i] = true;
-            any = true;
-        }
-    }
-    if !any {
+/// Removes the hop-by-hop headers `present` found, and those `Connection` nominates.
+fn strip_present(headers: &mut HeaderMap, present: &Present) {
+    // Most messages carry none, or only the `Connection: keep-alive` already left out of
+    // upstream response maps.
+    if !present.any_hop {
         return;
     }
-    if present[0] {
+    if present.hop[0] {
         remove_nominated(headers);
     }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+    for (name, _) in HOP_BY_HOP.iter().zip(present.hop).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }
@@ -206,11 +241,13 @@ pub(super) fn is_connection_option(t: &str) -> bool {
 }
 
 pub(super) fn prepare_upstream_headers(headers: &mut HeaderMap, h: UpstreamHeaders<'_>) {
+    let present = Present::scan(headers);
     let te_trailers = h.grpc_trailers
+        && present.hop[TE_INDEX]
         && headers
             .get(header::TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    strip_hop_by_hop(headers);
+    strip_present(headers, &present);
     if h.upgrade {
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -218,7 +255,12 @@ pub(super) fn prepare_upstream_headers(headers: &mut HeaderMap, h: UpstreamHeade
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    let xff = match headers.get(&X_FORWARDED_FOR).filter(|_| h.trusted) {
+    let previous = h
+        .trusted
+        .then(|| present.forwarded_for.then(|| headers.get(&X_FORWARDED_FOR)))
+        .flatten()
+        .flatten();
+    let xff = match previous {
         Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + h.peer_text.len());
             v.extend_from_slice(prev.as_bytes());
@@ -231,33 +273,32 @@ pub(super) fn prepare_upstream_headers(headers: &mut HeaderMap, h: UpstreamHeade
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    if !h.trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+    if !h.trusted || !present.forwarded_proto {
         let proto = if h.tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    if !h.trusted || !headers.contains_key(&X_FORWARDED_HOST) {
-        match headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| h.host.clone())
-        {
+    if !h.trusted || !present.forwarded_host {
+        match h.client_host {
             Some(v) => {
-                headers.insert(X_FORWARDED_HOST, v);
+                headers.insert(X_FORWARDED_HOST, v.clone());
             }
-            None => {
+            None if present.forwarded_host => {
                 headers.remove(&X_FORWARDED_HOST);
             }
+            None => {}
         }
     }
-    append_via(headers);
-    if let Some(host) = h.host {
+    append_via(headers, present.via);
+    if let Some(host) = h.set_host {
         headers.insert(header::HOST, host);
     }
     headers.insert(X_REQUEST_ID, h.request_id.clone());
 }
 
-pub(super) fn append_via(headers: &mut HeaderMap) {
-    let v = match headers.get(header::VIA) {
+/// Adds the gateway to `Via`, after the hops already listed when `listed`.
+fn append_via(headers: &mut HeaderMap, listed: bool) {
+    let previous = listed.then(|| headers.get(header::VIA)).flatten();
+    let v = match previous {
         Some(prev) => {
             let mut b = Vec::with_capacity(prev.len() + 2 + VIA_VALUE.len());
             b.extend_from_slice(prev.as_bytes());
@@ -271,15 +312,16 @@ pub(super) fn append_via(headers: &mut HeaderMap) {
 }
 
 pub(super) fn prepare_downstream_headers(headers: &mut HeaderMap, switching: bool) {
+    let present = Present::scan(headers);
     let upgrade = switching
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    strip_hop_by_hop(headers);
+    strip_present(headers, &present);
     if let Some(u) = upgrade {
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    append_via(headers);
+    append_via(headers, present.via);
 }
 
 #[cfg(test)]
@@ -304,7 +346,8 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
         h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
-        strip_hop_by_hop(&mut h);
+        let present = Present::scan(&h);
+        strip_present(&mut h, &present);
         assert!(h.get("x-secret").is_none());
         assert!(h.get(KEEP_ALIVE).is_none());
         assert!(h.get(header::CONNECTION).is_none());

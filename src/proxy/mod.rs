@@ -303,15 +303,16 @@ pub async fn handle(
     if let Some(log) = &mut done.log {
         log.req_body = body_state.clone();
     }
-    let host = action.host_rewrite.clone().or(host_value.clone());
+    // HTTP/1.0 clients may send no Host: each attempt then names its target.
+    let host_from_target = action.host_rewrite.is_none() && host_value.is_none();
     prepare_upstream_headers(
         &mut parts.headers,
         UpstreamHeaders {
             trusted,
             peer_text: &conn.peer_text,
             tls: conn.tls,
-            // HTTP/1.0 clients may send no Host: each attempt then names its target.
-            host: host.clone(),
+            client_host: host_value.as_ref(),
+            set_host: host_to_set(action, &parts.uri, host_value.as_ref()),
             request_id: &request_id,
             upgrade,
             grpc_trailers: group.client.protocol == UpstreamProtocol::H2,
@@ -367,7 +368,7 @@ pub async fn handle(
         group,
         client_ip,
         path: downstream_uri.path(),
-        host_from_target: host.is_none(),
+        host_from_target,
         body_state: body_state.as_deref(),
         deadline,
     };
@@ -473,6 +474,20 @@ fn choose_group(
     route.split.last().map(|(i, _)| *i)
 }
 
+/// The `Host` the upstream request needs set in its map: the route's rewritten host, or the
+/// client's host when it came as the URI's authority (HTTP/2, absolute-form) rather than as
+/// a `Host` field already in the map.
+fn host_to_set(
+    action: &crate::config::model::ProxyAction,
+    uri: &Uri,
+    client_host: Option<&HeaderValue>,
+) -> Option<HeaderValue> {
+    match &action.host_rewrite {
+        Some(h) => Some(h.clone()),
+        None => uri.authority().and(client_host.cloned()),
+    }
+}
+
 /// The upstream request head of a background cache refresh: what the request itself would
 /// have sent, without body, as a GET.
 fn refresh_head(
@@ -488,13 +503,15 @@ fn refresh_head(
     let path = rewrite(action, matched, req.uri());
     *head.uri_mut() = Uri::from(path);
     *head.version_mut() = Version::HTTP_11;
+    let client_host = request_host(req);
     prepare_upstream_headers(
         head.headers_mut(),
         UpstreamHeaders {
             trusted,
             peer_text: &conn.peer_text,
             tls: conn.tls,
-            host: action.host_rewrite.clone().or(request_host(req)),
+            client_host: client_host.as_ref(),
+            set_host: host_to_set(action, req.uri(), client_host.as_ref()),
             request_id,
             upgrade: false,
             grpc_trailers: false,

@@ -234,7 +234,9 @@ async fn send_h1(key: Key, req: Request<RequestBody>) -> Sent {
             },
         }
     }
-    let conn = match connect(&key).await {
+    // New connections are the rare path: boxing the connect (and TLS handshake) future keeps
+    // its size out of every request's future, which the layers above move by value.
+    let conn = match Box::pin(connect(&key)).await {
         Ok(stream) => H1Conn::new(stream, H1Limits::default()),
         Err(e) => return Err(unsent(e, req)),
     };
@@ -286,27 +288,11 @@ async fn send_h2(key: Key, req: Request<RequestBody>) -> Sent {
     });
     let mut sender = match shared {
         Some(s) => s,
-        None => {
-            let io = match connect(&key).await {
-                Ok(stream) => TokioIo::new(stream),
-                Err(e) => return Err(unsent(e, req)),
-            };
-            let handshake = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(io)
-                .await;
-            let (sender, conn) = match handshake {
-                Ok(h) => h,
-                Err(e) => return Err(unsent(UpstreamError::Handshake(e), req)),
-            };
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            POOL.with_borrow_mut(|pool| {
-                pool.entry(key).or_default().h2 = Some(sender.clone());
-            });
-            sender
-        }
+        // Boxed as in `send_h1`: connecting is rare, its future large.
+        None => match Box::pin(connect_h2(key)).await {
+            Ok(s) => s,
+            Err(e) => return Err(unsent(e, req)),
+        },
     };
     if let Err(e) = sender.ready().await {
         return Err(unsent(UpstreamError::Request(e), req));
@@ -320,6 +306,24 @@ async fn send_h2(key: Key, req: Request<RequestBody>) -> Sent {
             None => sent(UpstreamError::Request(e.into_error())),
         }),
     }
+}
+
+/// A new HTTP/2 connection to the key's target, driven by its own task and shared through
+/// this worker's pool.
+async fn connect_h2(key: Key) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    let io = TokioIo::new(connect(&key).await?);
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await
+        .map_err(UpstreamError::Handshake)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    POOL.with_borrow_mut(|pool| {
+        pool.entry(key).or_default().h2 = Some(sender.clone());
+    });
+    Ok(sender)
 }
 
 /// Closes this worker's idle connections that outlived their idle timeout or that the
