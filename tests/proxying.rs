@@ -71,6 +71,67 @@ async fn client_xff_is_kept_and_appended_from_a_trusted_proxy() {
     assert_eq!(got.header("x-request-id"), Some("abc-123"));
 }
 
+/// Sends a request carrying its own copies of every field the gateway sets, through a route
+/// that rewrites the host, and returns what the backend saw.
+async fn gateway_fields_seen(h2c_upstream: bool, trusted: bool) -> Seen {
+    let backend = Backend::start(h2c_upstream, |_| async { text(StatusCode::OK, "ok") }).await;
+    let routes = "  - upstream: app\n    rewrite: {host: internal.example}\n";
+    let mut yaml = config(&[backend.addr], routes);
+    if h2c_upstream {
+        yaml = yaml.replace("  app:\n", "  app:\n    protocol: h2c\n");
+    }
+    if trusted {
+        yaml = yaml.replace(
+            "  - address: \"127.0.0.1:0\"\n",
+            "  - address: \"127.0.0.1:0\"\n    trusted_proxies: [127.0.0.0/8]\n",
+        );
+    }
+    let gw = TestGateway::start(&yaml);
+    let got = raw(
+        gw.addr,
+        b"GET /f HTTP/1.1\r\nHost: api.example.com\r\nX-Forwarded-For: 203.0.113.9\r\n\
+          X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\n\
+          X-Forwarded-Host: front.example\r\nVia: 1.0 edge\r\nX-Request-Id: abc-123\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&got), 200, "{got}");
+    backend.requests().remove(0)
+}
+
+fn once<'a>(seen: &'a Seen, name: &str) -> &'a str {
+    let all: Vec<_> = seen.headers.get_all(name).iter().collect();
+    assert_eq!(all.len(), 1, "{name} arrives once: {all:?}");
+    all[0].to_str().unwrap()
+}
+
+#[tokio::test]
+async fn each_gateway_field_reaches_the_upstream_once_whatever_the_client_sent() {
+    for h2c in [false, true] {
+        let seen = gateway_fields_seen(h2c, false).await;
+        assert_eq!(once(&seen, "x-forwarded-for"), "127.0.0.1", "h2c={h2c}");
+        assert_eq!(once(&seen, "x-forwarded-proto"), "http");
+        assert_eq!(once(&seen, "x-forwarded-host"), "api.example.com");
+        assert_eq!(once(&seen, "via"), "1.0 edge, 1.1 ferrogate");
+        assert_eq!(once(&seen, "x-request-id"), "abc-123");
+        let hosts: Vec<_> = seen.headers.get_all("host").iter().collect();
+        // Over HTTP/2 the host may travel as the authority instead of a field.
+        assert!(
+            hosts == ["internal.example"] || h2c && hosts.is_empty(),
+            "the rewritten host, once: {hosts:?}"
+        );
+
+        let seen = gateway_fields_seen(h2c, true).await;
+        assert_eq!(
+            once(&seen, "x-forwarded-for"),
+            "203.0.113.9, 127.0.0.1",
+            "a trusted peer's first X-Forwarded-For line is extended (h2c={h2c})"
+        );
+        assert_eq!(once(&seen, "x-forwarded-proto"), "https");
+        assert_eq!(once(&seen, "x-forwarded-host"), "front.example");
+    }
+}
+
 #[tokio::test]
 async fn hop_by_hop_and_connection_nominated_headers_are_stripped_both_ways() {
     let backend = Backend::start(false, |_req| async {

@@ -14,6 +14,7 @@ use crate::body::{RequestBody, RequestBodyState};
 use crate::config::model::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::snapshot::{ClientProfile, CompiledRoute, Snapshot, UpstreamGroup};
+use crate::upstream::added::Added;
 use crate::upstream::balancer::PickInput;
 use crate::upstream::health::Outcome;
 use crate::upstream::pool::{self, SendError, UpstreamBody, UpstreamError};
@@ -40,6 +41,8 @@ pub(super) struct Exchange<'a> {
     pub body_state: Option<&'a RequestBodyState>,
     /// Ends the attempts (route `timeouts.total`).
     pub deadline: Option<tokio::time::Instant>,
+    /// The gateway's fields, sent with every attempt.
+    pub added: &'a Added,
 }
 
 /// A copy of the request head for retries that need to send the request again; only taken
@@ -170,7 +173,8 @@ async fn attempt_once(
         Some(d) => per_try.min(d.saturating_duration_since(tokio::time::Instant::now())),
         None => per_try,
     };
-    let sent = tokio::time::timeout(limit, pool::send(&profile, target.address, req)).await;
+    let sent =
+        tokio::time::timeout(limit, pool::send(&profile, target.address, req, x.added)).await;
     let elapsed = started.elapsed();
     let label = || Some(target.label.to_string());
     let (unsent, error) = match sent {

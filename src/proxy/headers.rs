@@ -9,6 +9,7 @@ use http::Request;
 
 use crate::config::model::ProxyAction;
 use crate::router;
+use crate::upstream::added::Added;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -171,6 +172,8 @@ pub(super) struct Present {
     forwarded_for: bool,
     forwarded_proto: bool,
     forwarded_host: bool,
+    host: bool,
+    request_id: bool,
 }
 
 impl Present {
@@ -178,10 +181,12 @@ impl Present {
         let mut p = Present::default();
         for name in headers.keys() {
             let s = name.as_str();
-            // The lengths of the names looked for (3, 2, 7, 10, 15 to 19) rule out most
+            // The lengths of the names looked for (2 to 4, 7, 10, 12, 15 to 19) rule out most
             // fields before any comparison.
             match s.len() {
                 3 => p.via |= *name == header::VIA,
+                4 => p.host |= *name == header::HOST,
+                12 => p.request_id |= *name == X_REQUEST_ID,
                 15 => p.forwarded_for |= *name == X_FORWARDED_FOR,
                 2 | 7 | 10 | 16..=19 => {
                     if let Some(i) = HOP_BY_HOP.iter().position(|h| h.as_str() == s) {
@@ -240,7 +245,14 @@ pub(super) fn is_connection_option(t: &str) -> bool {
     t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive")
 }
 
-pub(super) fn prepare_upstream_headers(headers: &mut HeaderMap, h: UpstreamHeaders<'_>) {
+/// Applies the proxy's header rules to an upstream request: hop-by-hop fields go, and the
+/// gateway's own fields (X-Forwarded-*, Via, X-Request-Id, a new Host) go to `added`, with
+/// the client's copies of them taken out of the map.
+pub(super) fn prepare_upstream_headers(
+    headers: &mut HeaderMap,
+    h: UpstreamHeaders<'_>,
+    added: &mut Added,
+) {
     let present = Present::scan(headers);
     let te_trailers = h.grpc_trailers
         && present.hop[TE_INDEX]
@@ -255,11 +267,11 @@ pub(super) fn prepare_upstream_headers(headers: &mut HeaderMap, h: UpstreamHeade
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    let previous = h
-        .trusted
-        .then(|| present.forwarded_for.then(|| headers.get(&X_FORWARDED_FOR)))
+    let previous = present
+        .forwarded_for
+        .then(|| headers.remove(&X_FORWARDED_FOR))
         .flatten()
-        .flatten();
+        .filter(|_| h.trusted);
     let xff = match previous {
         Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + h.peer_text.len());
@@ -271,34 +283,40 @@ pub(super) fn prepare_upstream_headers(headers: &mut HeaderMap, h: UpstreamHeade
         None => Some(h.peer_text.clone()),
     };
     if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
+        added.push(X_FORWARDED_FOR, v);
     }
     if !h.trusted || !present.forwarded_proto {
+        if present.forwarded_proto {
+            headers.remove(&X_FORWARDED_PROTO);
+        }
         let proto = if h.tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        added.push(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !h.trusted || !present.forwarded_host {
-        match h.client_host {
-            Some(v) => {
-                headers.insert(X_FORWARDED_HOST, v.clone());
-            }
-            None if present.forwarded_host => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
-            None => {}
+        if present.forwarded_host {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+        if let Some(v) = h.client_host {
+            added.push(X_FORWARDED_HOST, v.clone());
         }
     }
-    append_via(headers, present.via);
+    let via = present.via.then(|| headers.remove(header::VIA)).flatten();
+    added.push(header::VIA, via_value(via.as_ref()));
     if let Some(host) = h.set_host {
-        headers.insert(header::HOST, host);
+        if present.host {
+            headers.remove(header::HOST);
+        }
+        added.set_host(host);
     }
-    headers.insert(X_REQUEST_ID, h.request_id.clone());
+    if present.request_id {
+        headers.remove(&X_REQUEST_ID);
+    }
+    added.push(X_REQUEST_ID, h.request_id.clone());
 }
 
-/// Adds the gateway to `Via`, after the hops already listed when `listed`.
-fn append_via(headers: &mut HeaderMap, listed: bool) {
-    let previous = listed.then(|| headers.get(header::VIA)).flatten();
-    let v = match previous {
+/// `Via` with the gateway after the hops already listed in `previous`.
+fn via_value(previous: Option<&HeaderValue>) -> HeaderValue {
+    match previous {
         Some(prev) => {
             let mut b = Vec::with_capacity(prev.len() + 2 + VIA_VALUE.len());
             b.extend_from_slice(prev.as_bytes());
@@ -307,7 +325,12 @@ fn append_via(headers: &mut HeaderMap, listed: bool) {
             HeaderValue::from_bytes(&b).unwrap_or(HeaderValue::from_static(VIA_VALUE))
         }
         None => HeaderValue::from_static(VIA_VALUE),
-    };
+    }
+}
+
+/// Adds the gateway to `Via`, after the hops already listed when `listed`.
+fn append_via(headers: &mut HeaderMap, listed: bool) {
+    let v = via_value(listed.then(|| headers.get(header::VIA)).flatten());
     headers.insert(header::VIA, v);
 }
 

@@ -11,20 +11,28 @@ use super::headers::upstream_uri;
 use crate::body::RequestBody;
 use crate::config::model::UpstreamProtocol;
 use crate::snapshot::Snapshot;
+use crate::upstream::added::Added;
 use crate::upstream::balancer::PickInput;
 use crate::upstream::pool;
 
 /// Body frames a shadow may lag behind the original before its copy is cut.
 const TEE_DEPTH: usize = 16;
 
-/// Starts a copy of `req` (already prepared for upstream) toward group `shadow`.
-pub(super) fn spawn(snap: Arc<Snapshot>, shadow: usize, req: &mut Request<RequestBody>) {
+/// Starts a copy of `req` (already prepared for upstream, with the gateway's `added`
+/// fields) toward group `shadow`.
+pub(super) fn spawn(
+    snap: Arc<Snapshot>,
+    shadow: usize,
+    req: &mut Request<RequestBody>,
+    added: &Added,
+) {
     let body = if http_body::Body::is_end_stream(req.body()) {
         RequestBody::empty()
     } else {
         req.body_mut().tee(TEE_DEPTH)
     };
     let mut copy = super::forward::copy_head(req, body);
+    let added = added.clone();
     tokio::spawn(async move {
         let Some(group) = snap.upstreams.get(shadow) else {
             return;
@@ -52,7 +60,7 @@ pub(super) fn spawn(snap: Arc<Snapshot>, shadow: usize, req: &mut Request<Reques
         }
         let sent = tokio::time::timeout(
             group.request_timeout,
-            pool::send(&group.client, target.address, copy),
+            pool::send(&group.client, target.address, copy, &added),
         )
         .await;
         let ok = match sent {

@@ -30,6 +30,7 @@ use crate::router::{self, RequestView};
 use crate::serve::h1::upgrade::{self as h1_upgrade, OnUpgrade};
 use crate::serve::DownstreamBody;
 use crate::snapshot::{CompiledRoute, Snapshot};
+use crate::upstream::added::Added;
 use crate::upstream::limit::{Refusal, Slot};
 use crate::upstream::stream::UpstreamStream;
 
@@ -305,6 +306,7 @@ pub async fn handle(
     }
     // HTTP/1.0 clients may send no Host: each attempt then names its target.
     let host_from_target = action.host_rewrite.is_none() && host_value.is_none();
+    let mut added = Added::default();
     prepare_upstream_headers(
         &mut parts.headers,
         UpstreamHeaders {
@@ -317,6 +319,7 @@ pub async fn handle(
             upgrade,
             grpc_trailers: group.client.protocol == UpstreamProtocol::H2,
         },
+        &mut added,
     );
     if let Some(p) = &pending {
         p.prepare(&mut parts.headers);
@@ -353,7 +356,7 @@ pub async fn handle(
     let mut up_req = Request::from_parts(parts, body);
     if let Some((shadow, share)) = route.mirror {
         if fastrand::f64() < share {
-            mirror::spawn(snap.clone(), shadow, &mut up_req);
+            mirror::spawn(snap.clone(), shadow, &mut up_req, &added);
         }
     }
 
@@ -371,6 +374,7 @@ pub async fn handle(
         host_from_target,
         body_state: body_state.as_deref(),
         deadline,
+        added: &added,
     };
     let up_start = Instant::now();
     let result = forward::forward(&exchange, up_req).await;
@@ -504,6 +508,7 @@ fn refresh_head(
     *head.uri_mut() = Uri::from(path);
     *head.version_mut() = Version::HTTP_11;
     let client_host = request_host(req);
+    let mut added = Added::default();
     prepare_upstream_headers(
         head.headers_mut(),
         UpstreamHeaders {
@@ -516,7 +521,9 @@ fn refresh_head(
             upgrade: false,
             grpc_trailers: false,
         },
+        &mut added,
     );
+    added.insert_into(head.headers_mut());
     head
 }
 
@@ -551,6 +558,7 @@ fn spawn_refresh(
             host_from_target,
             body_state: None,
             deadline: None,
+            added: &Added::default(),
         };
         let result = forward::forward(&exchange, Request::from_parts(parts, RequestBody::empty()))
             .await

@@ -21,6 +21,7 @@ use http::header::CONNECTION;
 use http::{HeaderMap, Method, Request, Response};
 use tokio::io::AsyncReadExt;
 
+use super::added::Added;
 use super::stream::UpstreamStream;
 
 mod body;
@@ -158,12 +159,17 @@ impl H1Conn {
     }
 
     /// Sends one request and returns the response head with a streaming body. The request
-    /// head is encoded from `req` (borrowed), the body polled from `req.body_mut()`.
+    /// head is encoded from `req` (borrowed) and the gateway's `added` fields, the body
+    /// polled from `req.body_mut()`.
     ///
     /// A final response that arrives before the request body is sent stops the upload and
     /// leaves the connection unusable, unless it is a 2xx: then the upstream is taken to be
     /// reading both ways, and the rest of the body is sent while the response body is read.
-    pub async fn send<B>(mut self, mut req: Request<B>) -> Result<Response<H1Body>, SendFailure<B>>
+    pub async fn send<B>(
+        mut self,
+        mut req: Request<B>,
+        added: &Added,
+    ) -> Result<Response<H1Body>, SendFailure<B>>
     where
         B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
@@ -176,7 +182,7 @@ impl H1Conn {
             head: req.method() == Method::HEAD,
             close: has_close_token(req.headers()),
         };
-        let framing = match encode::encode_head(&mut self.wbuf, &req) {
+        let framing = match encode::encode_head(&mut self.wbuf, &req, added) {
             Ok(framing) => framing,
             Err(error) => {
                 return Err(SendFailure {

@@ -1,6 +1,7 @@
 //! Upstream side: load balancers, target health, retries, concurrency limits, sticky
 //! sessions and the per-worker keep-alive connection pools.
 
+pub mod added;
 pub mod balancer;
 pub mod checker;
 pub mod h1;

@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::added::Added;
 use super::h1::{H1Body, H1Conn, H1Error, H1Limits};
 use super::retry::is_idempotent;
 use super::stream::{self, ConnectError, UpstreamStream};
@@ -197,12 +198,22 @@ pub struct SendError {
 
 type Sent = Result<Response<UpstreamBody>, SendError>;
 
-/// Sends `req` to `addr` on a pooled connection (or a new one).
-pub async fn send(profile: &ClientProfile, addr: SocketAddr, req: Request<RequestBody>) -> Sent {
+/// Sends `req` with the gateway's `added` fields to `addr` on a pooled connection (or a new
+/// one).
+pub async fn send(
+    profile: &ClientProfile,
+    addr: SocketAddr,
+    req: Request<RequestBody>,
+    added: &Added,
+) -> Sent {
     let key = (addr, profile.clone());
     match profile.protocol {
-        UpstreamProtocol::Http1 => send_h1(key, req).await,
-        UpstreamProtocol::H2 => send_h2(key, req).await,
+        UpstreamProtocol::Http1 => send_h1(key, req, added).await,
+        UpstreamProtocol::H2 => {
+            let mut req = req;
+            added.insert_into(req.headers_mut());
+            send_h2(key, req).await
+        }
     }
 }
 
@@ -220,10 +231,10 @@ fn sent(error: UpstreamError) -> SendError {
     }
 }
 
-async fn send_h1(key: Key, req: Request<RequestBody>) -> Sent {
+async fn send_h1(key: Key, req: Request<RequestBody>, added: &Added) -> Sent {
     let mut req = req;
     if let Some(conn) = checkout_h1(&key) {
-        match conn.send(req).await {
+        match conn.send(req, added).await {
             Ok(resp) => return Ok(h1_response(resp, key)),
             Err(failure) => match failure.request {
                 // The server closed the idle connection as the request went out: nothing
@@ -240,7 +251,7 @@ async fn send_h1(key: Key, req: Request<RequestBody>) -> Sent {
         Ok(stream) => H1Conn::new(stream, H1Limits::default()),
         Err(e) => return Err(unsent(e, req)),
     };
-    match conn.send(req).await {
+    match conn.send(req, added).await {
         Ok(resp) => Ok(h1_response(resp, key)),
         Err(failure) => Err(sent(UpstreamError::Exchange(failure.error))),
     }

@@ -10,12 +10,13 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, Method, Request};
+use http::header::{self, HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::{Method, Request};
 use http_body::{Body, Frame};
 
 use super::{BoxError, H1Error};
 use crate::outgoing::{push_hex, Outgoing};
+use crate::upstream::added::Added;
 use crate::upstream::stream::UpstreamStream;
 
 /// The rest of an upload that continues while the response streams back (a 2xx that came
@@ -68,6 +69,7 @@ const CRLF: &[u8] = b"\r\n";
 pub(super) fn encode_head<B: Body>(
     buf: &mut Vec<u8>,
     req: &Request<B>,
+    added: &Added,
 ) -> Result<Option<ReqFraming>, H1Error> {
     let body = req.body();
     let declared = match req.headers().get(CONTENT_LENGTH) {
@@ -84,7 +86,12 @@ pub(super) fn encode_head<B: Body>(
         _ => buf.push(b'/'),
     }
     buf.extend_from_slice(b" HTTP/1.1\r\n");
-    write_fields(buf, req.headers());
+    if let Some(host) = added.host() {
+        write_field(buf, &header::HOST, host);
+    }
+    for (name, value) in req.headers().iter().chain(added.fields()) {
+        write_field(buf, name, value);
+    }
     let framing = match declared {
         Some(0) if body.is_end_stream() => None,
         Some(n) => Some(ReqFraming::Length(n)),
@@ -210,7 +217,9 @@ impl BodySender {
                 // length they are dropped, as nothing could carry them.
                 if let (Ok(trailers), ReqFraming::Chunked) = (frame.into_trailers(), self.framing) {
                     wbuf.extend_from_slice(b"0\r\n");
-                    write_fields(wbuf, &trailers);
+                    for (name, value) in &trailers {
+                        write_field(wbuf, name, value);
+                    }
                     wbuf.extend_from_slice(CRLF);
                     self.ended = true;
                 }
@@ -253,13 +262,11 @@ where
 }
 
 /// `name: value` CRLF for each field, names in the lower case the http crate keeps.
-fn write_fields(buf: &mut Vec<u8>, headers: &HeaderMap) {
-    for (name, value) in headers {
-        buf.extend_from_slice(name.as_str().as_bytes());
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value.as_bytes());
-        buf.extend_from_slice(CRLF);
-    }
+fn write_field(buf: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    buf.extend_from_slice(name.as_str().as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value.as_bytes());
+    buf.extend_from_slice(CRLF);
 }
 
 /// Servers expect an explicit zero length on methods that normally carry a body.

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::{H1Body, H1Conn, H1Error, H1Limits};
+use crate::upstream::added::Added;
 
 mod conn;
 mod malformed;
@@ -146,7 +147,10 @@ async fn fetch_with(
 ) -> Result<(Response<H1Body>, Vec<u8>), H1Error> {
     let (addr, _server) = scripted(b"\r\n\r\n", reply, Then::Close).await;
     let conn = connect_with(addr, limits).await;
-    let mut resp = conn.send(get("/")).await.map_err(|f| f.error)?;
+    let mut resp = conn
+        .send(get("/"), &Added::default())
+        .await
+        .map_err(|f| f.error)?;
     let (data, _) = collect(resp.body_mut()).await?;
     Ok((resp, data))
 }

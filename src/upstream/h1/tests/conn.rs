@@ -26,14 +26,18 @@ fn echo_path(req: Request<hyper::body::Incoming>) -> Response<BoxBody> {
 #[tokio::test]
 async fn keep_alive_carries_two_requests_on_one_connection() {
     let (addr, accepted) = hyper_server(echo_path).await;
-    let mut resp = connect(addr).await.send(get("/first")).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(get("/first"), &Added::default())
+        .await
+        .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"/first");
     let mut conn = resp
         .body_mut()
         .take_conn()
         .expect("reusable after a clean end");
     assert!(conn.is_usable());
-    let mut resp = conn.send(get("/second")).await.unwrap();
+    let mut resp = conn.send(get("/second"), &Added::default()).await.unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"/second");
     assert!(resp.body_mut().take_conn().is_some());
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -61,14 +65,18 @@ fn count_upload(req: Request<hyper::body::Incoming>) -> Response<BoxBody> {
 async fn keep_alive_works_with_chunked_bodies_both_ways() {
     let (addr, accepted) = hyper_server(count_upload).await;
     let req = Request::post("/").body(blocks(2, End::Finish)).unwrap();
-    let mut resp = connect(addr).await.send(req).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"32768");
     let conn = resp
         .body_mut()
         .take_conn()
         .expect("reusable after a chunked upload");
     let req = Request::post("/").body(blocks(1, End::Finish)).unwrap();
-    let mut resp = conn.send(req).await.unwrap();
+    let mut resp = conn.send(req, &Added::default()).await.unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"16384");
     assert!(resp.body_mut().take_conn().is_some());
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -82,7 +90,11 @@ async fn connection_close_response_is_not_reused() {
         Then::Drain,
     )
     .await;
-    let mut resp = connect(addr).await.send(get("/")).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(get("/"), &Added::default())
+        .await
+        .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"ok");
     assert!(resp.body_mut().take_conn().is_none());
 }
@@ -95,7 +107,11 @@ async fn http10_response_is_not_reused() {
         Then::Drain,
     )
     .await;
-    let mut resp = connect(addr).await.send(get("/")).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(get("/"), &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_10);
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"ok");
     assert!(resp.body_mut().take_conn().is_none());
@@ -109,7 +125,11 @@ async fn bytes_after_the_response_make_the_connection_unusable() {
         Then::Drain,
     )
     .await;
-    let mut resp = connect(addr).await.send(get("/")).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(get("/"), &Added::default())
+        .await
+        .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"ok");
     assert!(resp.body_mut().take_conn().is_none());
 }
@@ -122,7 +142,11 @@ async fn unread_body_keeps_the_connection_out_of_the_pool() {
         Then::Drain,
     )
     .await;
-    let mut resp = connect(addr).await.send(get("/")).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(get("/"), &Added::default())
+        .await
+        .unwrap();
     assert!(
         resp.body_mut().take_conn().is_none(),
         "the body is still unread"
@@ -159,7 +183,10 @@ async fn send_on_a_closed_connection_hands_the_request_back() {
     let addr = listener.local_addr().unwrap();
     let conn = connect(addr).await;
     drop(listener.accept().await.unwrap());
-    let failure = conn.send(get("/retry-me")).await.unwrap_err();
+    let failure = conn
+        .send(get("/retry-me"), &Added::default())
+        .await
+        .unwrap_err();
     assert!(failure.no_response, "{failure:?}");
     let req = failure
         .request
@@ -179,7 +206,11 @@ async fn early_final_response_stops_the_upload() {
     let body = blocks(usize::MAX, End::Finish);
     let dropped = body.dropped.clone();
     let req = Request::post("/upload").body(body).unwrap();
-    let mut resp = connect(addr).await.send(req).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
     assert!(
         dropped.load(Ordering::SeqCst),
@@ -204,7 +235,11 @@ async fn early_final_response_is_seen_while_the_upstream_does_not_read() {
     let req = Request::post("/upload")
         .body(blocks(64, End::Stall))
         .unwrap();
-    let mut resp = connect(addr).await.send(req).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"denied");
     assert!(resp.body_mut().take_conn().is_none());
@@ -215,7 +250,11 @@ async fn early_success_response_keeps_the_upload_going() {
     let (addr, accepted) = hyper_server(count_upload).await;
     // hyper answers 200 before reading the body: the upload continues as the body streams.
     let req = Request::post("/").body(blocks(256, End::Finish)).unwrap();
-    let mut resp = connect(addr).await.send(req).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(
         collect(resp.body_mut()).await.unwrap().0,
@@ -225,7 +264,7 @@ async fn early_success_response_keeps_the_upload_going() {
         .body_mut()
         .take_conn()
         .expect("both messages ended cleanly");
-    let mut resp = conn.send(get("/again")).await.unwrap();
+    let mut resp = conn.send(get("/again"), &Added::default()).await.unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"0");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
@@ -241,7 +280,11 @@ async fn success_response_ending_before_the_upload_cuts_it_short() {
     let body = blocks(usize::MAX, End::Finish);
     let dropped = body.dropped.clone();
     let req = Request::post("/").body(body).unwrap();
-    let mut resp = connect(addr).await.send(req).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"ok");
     assert!(
@@ -262,7 +305,11 @@ async fn large_response_streams_through_a_bounded_buffer() {
         Response::new(boxed(StreamBody::new(frames)))
     })
     .await;
-    let mut resp = connect(addr).await.send(get("/big")).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(get("/big"), &Added::default())
+        .await
+        .unwrap();
     let mut total = 0;
     let mut largest_buffer = 0;
     while let Some(frame) = resp.body_mut().frame().await {
@@ -288,7 +335,11 @@ async fn large_request_body_streams_through_a_bounded_buffer() {
     let req = Request::post("/upload")
         .body(blocks(FRAMES, End::Finish))
         .unwrap();
-    let mut resp = connect(addr).await.send(req).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap();
     let (data, _) = collect(resp.body_mut()).await.unwrap();
     assert_eq!(data, (FRAMES * BLOCK.len()).to_string().as_bytes());
     let conn = resp.body().conn_ref().expect("kept for reuse");

@@ -226,7 +226,11 @@ async fn eof_before_last_chunk_is_an_error() {
 async fn eof_mid_head_is_an_error_with_a_partial_response() {
     let (addr, _server) =
         scripted(b"\r\n\r\n", b"HTTP/1.1 200 OK\r\ncontent-le", Then::Close).await;
-    let failure = connect(addr).await.send(get("/")).await.unwrap_err();
+    let failure = connect(addr)
+        .await
+        .send(get("/"), &Added::default())
+        .await
+        .unwrap_err();
     assert!(matches!(failure.error, H1Error::Closed), "{failure:?}");
     assert!(!failure.no_response, "part of a response came back");
     assert!(

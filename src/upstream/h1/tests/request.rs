@@ -13,7 +13,11 @@ where
     B::Error: Into<super::super::BoxError>,
 {
     let (addr, server) = scripted(until, OK_EMPTY, Then::Drain).await;
-    let resp = connect(addr).await.send(req).await.unwrap();
+    let resp = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     drop(resp);
     server.await.unwrap()
@@ -122,7 +126,11 @@ async fn body_shorter_than_content_length_is_an_error() {
         .header("content-length", "10")
         .body(Full::new(Bytes::from_static(b"short")))
         .unwrap();
-    let failure = connect(addr).await.send(req).await.unwrap_err();
+    let failure = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(failure.error, H1Error::BodyLength(10)),
         "{failure:?}"
@@ -137,7 +145,11 @@ async fn body_longer_than_content_length_is_an_error() {
         .header("content-length", "3")
         .body(Full::new(Bytes::from_static(b"too long")))
         .unwrap();
-    let failure = connect(addr).await.send(req).await.unwrap_err();
+    let failure = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(failure.error, H1Error::BodyLength(3)),
         "{failure:?}"
@@ -151,7 +163,11 @@ async fn invalid_request_content_length_hands_the_request_back() {
         .header("content-length", "-1")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let failure = connect(addr).await.send(req).await.unwrap_err();
+    let failure = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap_err();
     assert!(matches!(failure.error, H1Error::Request(_)), "{failure:?}");
     assert!(failure.request.is_some());
 }
@@ -164,7 +180,11 @@ async fn failing_request_body_is_reported_as_body_error() {
         Err(std::io::Error::other("client went away")),
     ]);
     let req = Request::post("/").body(StreamBody::new(frames)).unwrap();
-    let failure = connect(addr).await.send(req).await.unwrap_err();
+    let failure = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap_err();
     assert!(matches!(failure.error, H1Error::Body(_)), "{failure:?}");
     assert!(!failure.no_response);
 }
@@ -181,7 +201,11 @@ async fn request_saying_connection_close_leaves_connection_unusable() {
         .header("connection", "close")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let mut resp = connect(addr).await.send(req).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"ok");
     assert!(resp.body_mut().take_conn().is_none());
 }

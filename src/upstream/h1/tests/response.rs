@@ -56,7 +56,11 @@ async fn content_length_body_reports_exact_size_hint() {
         Then::Drain,
     )
     .await;
-    let resp = connect(addr).await.send(get("/")).await.unwrap();
+    let resp = connect(addr)
+        .await
+        .send(get("/"), &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.body().size_hint().exact(), Some(3));
 }
 
@@ -70,7 +74,11 @@ async fn chunked_body_with_extensions_and_trailers_is_decoded() {
         Then::Drain,
     )
     .await;
-    let mut resp = connect(addr).await.send(get("/")).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(get("/"), &Added::default())
+        .await
+        .unwrap();
     let (data, trailers) = collect(resp.body_mut()).await.unwrap();
     assert_eq!(data, b"hello, world0123456789");
     let trailers = trailers.unwrap();
@@ -120,7 +128,11 @@ async fn head_response_has_no_body_despite_content_length() {
     )
     .await;
     let req = Request::head("/").body(Empty::<Bytes>::new()).unwrap();
-    let mut resp = connect(addr).await.send(req).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-length"], "1234");
     assert!(resp.body().is_end_stream());
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"");
@@ -131,7 +143,11 @@ async fn head_response_has_no_body_despite_content_length() {
 async fn no_content_response_has_no_body() {
     let (addr, _server) =
         scripted(b"\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n", Then::Drain).await;
-    let mut resp = connect(addr).await.send(get("/")).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(get("/"), &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     assert!(resp.body().is_end_stream());
     assert!(
@@ -148,7 +164,11 @@ async fn not_modified_response_has_no_body_despite_content_length() {
         Then::Drain,
     )
     .await;
-    let mut resp = connect(addr).await.send(get("/")).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(get("/"), &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 304);
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"");
     assert!(resp.body_mut().take_conn().is_some());
@@ -193,7 +213,11 @@ async fn switching_protocols_gives_the_stream_and_bytes_read_past_the_head() {
         .header("upgrade", "echo")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let mut resp = connect(addr).await.send(req).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(req, &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 101);
     assert!(resp.body().is_end_stream());
     assert!(resp.body_mut().take_conn().is_none());
@@ -251,7 +275,11 @@ async fn head_split_across_reads_is_reassembled() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     });
-    let mut resp = connect(addr).await.send(get("/")).await.unwrap();
+    let mut resp = connect(addr)
+        .await
+        .send(get("/"), &Added::default())
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-length"], "4");
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"data");
 }

@@ -1,0 +1,90 @@
+//! Fields the gateway adds to an upstream request head (X-Forwarded-*, Via, X-Request-Id, a
+//! rewritten Host). They travel beside the request's header map rather than in it: the
+//! HTTP/1.1 encoder writes them with the map's fields, so a request pays no hashing or map
+//! growth for them. HTTP/2 requests and copies (mirrors, retries of a changed protocol) get
+//! them inserted into their map instead.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Most fields one request gets: X-Forwarded-For, -Proto, -Host, Via, X-Request-Id.
+const MAX: usize = 5;
+
+/// The added fields of one request. The map they go with must not hold the same names (the
+/// proxy removes the client's copies before adding its own).
+#[derive(Clone, Default)]
+pub struct Added {
+    /// `Host` goes first on the wire, as clients send it.
+    host: Option<HeaderValue>,
+    fields: [Option<(HeaderName, HeaderValue)>; MAX],
+}
+
+impl Added {
+    /// Sets the `Host` to send.
+    pub fn set_host(&mut self, value: HeaderValue) {
+        self.host = Some(value);
+    }
+
+    /// Adds a field; past the capacity it is dropped (a bug: the proxy adds at most `MAX`).
+    pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
+        let free = self.fields.iter_mut().find(|f| f.is_none());
+        debug_assert!(free.is_some(), "more added fields than room for them");
+        if let Some(slot) = free {
+            *slot = Some((name, value));
+        }
+    }
+
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
+    }
+
+    /// The fields other than `Host`, in the order added.
+    pub fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.fields
+            .iter()
+            .map_while(|f| f.as_ref().map(|(n, v)| (n, v)))
+    }
+
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        if *name == header::HOST {
+            return self.host();
+        }
+        self.fields().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Puts the fields into `map`, replacing any of the same name.
+    pub fn insert_into(&self, map: &mut HeaderMap) {
+        if let Some(h) = &self.host {
+            map.insert(header::HOST, h.clone());
+        }
+        for (name, value) in self.fields() {
+            map.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_their_order_and_replace_map_entries_when_inserted() {
+        let mut added = Added::default();
+        added.push(header::VIA, HeaderValue::from_static("1.1 gw"));
+        added.push(
+            HeaderName::from_static("x-request-id"),
+            HeaderValue::from_static("abc"),
+        );
+        added.set_host(HeaderValue::from_static("h.example"));
+        let names: Vec<_> = added.fields().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["via", "x-request-id"]);
+        assert_eq!(added.get(&header::HOST).unwrap(), "h.example");
+        let mut map = HeaderMap::new();
+        map.insert(header::HOST, HeaderValue::from_static("old"));
+        map.insert(header::VIA, HeaderValue::from_static("1.0 old"));
+        added.insert_into(&mut map);
+        assert_eq!(map.len(), 3);
+        assert_eq!(map[header::HOST], "h.example");
+        assert_eq!(map[header::VIA], "1.1 gw");
+    }
+}
