@@ -149,8 +149,8 @@ async fn attempt_once(
             None,
         )))
     };
+    let mut now = Instant::now();
     let (ti, admission) = loop {
-        let now = Instant::now();
         let Some(ti) = pick(x, &req, sticky_pin, *tried, now) else {
             return no_target();
         };
@@ -164,11 +164,13 @@ async fn attempt_once(
         if (*tried).count_ones() as usize >= group.targets.len().min(64) {
             return no_target();
         }
+        now = Instant::now();
     };
     let target = &group.targets[ti];
     prepare_for(x, &mut req, group, ti);
     let inflight = group.balancer.start(ti);
-    let started = Instant::now();
+    // One clock read serves the choice, the start and (with `elapsed`) the outcome's time.
+    let started = now;
     let limit = match x.deadline {
         Some(d) => per_try.min(d.saturating_duration_since(tokio::time::Instant::now())),
         None => per_try,
@@ -188,7 +190,7 @@ async fn attempt_once(
             } else {
                 Outcome::Success
             };
-            admission.record(outcome, Instant::now());
+            admission.record(outcome, started + elapsed);
             inflight.finish(elapsed);
             let pin = group
                 .sticky
@@ -220,7 +222,7 @@ async fn attempt_once(
         drop(admission);
         return Step::Done(Err((err, label())));
     }
-    admission.record(Outcome::Failure, Instant::now());
+    admission.record(Outcome::Failure, started + elapsed);
     let policy = retry.map(|r| &r.policy);
     let (err, next) = match error {
         Some(error) => {

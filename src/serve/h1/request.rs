@@ -7,11 +7,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use crate::serve::strict::{self, HeadParser, Rejection};
 
-/// Header fields the gateway adds to a request on its way upstream (X-Forwarded-For,
-/// -Proto and -Host, Via, X-Request-Id): room for them, so adding them never grows the map.
-/// Not more: a map's table doubles at each step, and one field more than a plain request
-/// with its `Host` needs would double it.
-const GATEWAY_FIELDS: usize = 5;
+/// Room for fields the proxy may add to the request's own map (an upgrade's, a cache
+/// revalidation's); its usual fields (X-Forwarded-*, Via, X-Request-Id) travel beside the
+/// map. Not more: a map's table doubles at each step.
+const GATEWAY_FIELDS: usize = 2;
 
 /// Builds the request from `head`, the bytes `parser` just completed.
 pub(super) fn build<B>(
