@@ -144,8 +144,8 @@ pub(super) struct UpstreamHeaders<'a> {
     pub tls: bool,
     /// The host the client asked for (URI authority or `Host`), for X-Forwarded-Host.
     pub client_host: Option<&'a HeaderValue>,
-    /// A `Host` to set: a rewritten host, or the authority of a request whose map has no
-    /// `Host` of its own. `None` keeps the map's `Host` as it is.
+    /// A `Host` to send instead of the map's: a rewritten host, or the client's host when it
+    /// came as the URI's authority (HTTP/2, absolute-form). `None` keeps the map's `Host`.
     pub set_host: Option<HeaderValue>,
     pub request_id: &'a HeaderValue,
     pub upgrade: bool,

@@ -1,8 +1,8 @@
 //! Fields the gateway adds to an upstream request head (X-Forwarded-*, Via, X-Request-Id, a
 //! rewritten Host). They travel beside the request's header map rather than in it: the
 //! HTTP/1.1 encoder writes them with the map's fields, so a request pays no hashing or map
-//! growth for them. HTTP/2 requests and copies (mirrors, retries of a changed protocol) get
-//! them inserted into their map instead.
+//! growth for them. Requests to HTTP/2 upstreams get them inserted into their map instead,
+//! as do the heads of background cache refreshes.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
