@@ -1,7 +1,7 @@
 //! Bytes owed to a socket by an HTTP/1.1 connection, on either side of the gateway: the
 //! unwritten rest of a write buffer (a head, chunk-size lines), then one body frame, then a
 //! static tail (a chunk's CRLF, the last chunk), written vectored so a small message goes out
-//! in one `writev`.
+//! in one `writev`. Also the Content-Length reading that both sides' framing decisions use.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -87,6 +87,20 @@ pub fn push_hex(buf: &mut Vec<u8>, mut n: u64) {
         }
     }
     buf.extend_from_slice(&digits[start..]);
+}
+
+/// A content-length value: ASCII digits only, without overflow.
+pub fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use http::{response, HeaderName, HeaderValue, StatusCode};
 use http_body::Body;
 
 use crate::cache::date::{format_http_date, IMF_FIXDATE_LEN};
+use crate::outgoing::parse_length;
 
 /// What the head depends on from the request and the connection.
 #[derive(Debug, Clone, Copy)]
@@ -226,18 +227,4 @@ fn date_field(buf: &mut Vec<u8>) {
         text
     });
     field(buf, b"date", &text);
-}
-
-/// A content-length value: ASCII digits only, without overflow.
-fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
 }

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
-use super::encode::parse_length;
 use super::{H1Error, H1Limits};
+use crate::outgoing::parse_length;
 
 /// A complete response head at the front of the read buffer.
 #[derive(Debug, Clone, Copy)]

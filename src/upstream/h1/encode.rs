@@ -15,7 +15,7 @@ use http::{Method, Request};
 use http_body::{Body, Frame};
 
 use super::{BoxError, H1Error};
-use crate::outgoing::{push_hex, Outgoing};
+use crate::outgoing::{parse_length, push_hex, Outgoing};
 use crate::upstream::added::Added;
 use crate::upstream::stream::UpstreamStream;
 
@@ -272,18 +272,4 @@ fn write_field(buf: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
 /// Servers expect an explicit zero length on methods that normally carry a body.
 fn wants_zero_length(method: &Method) -> bool {
     *method == Method::POST || *method == Method::PUT || *method == Method::PATCH
-}
-
-/// A content-length value: ASCII digits only, without overflow.
-pub(super) fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
 }
