@@ -300,6 +300,13 @@ enum Source {
 #[error("mirrored body copy was cut")]
 pub struct CopyCut;
 
+/// No body: what is left in a request whose body was taken.
+impl Default for RequestBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
 impl RequestBody {
     /// `state` is only allocated for requests that have a body.
     pub fn new(inner: DownstreamBody, state: Option<Arc<RequestBodyState>>) -> Self {

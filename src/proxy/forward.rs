@@ -2,9 +2,10 @@
 //! policy, the method and the retry budget allow it. Each attempt reports its outcome to the
 //! group's health state (passive ejection, circuit breaker) and to the balancer.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
@@ -15,8 +16,8 @@ use crate::config::model::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::snapshot::{ClientProfile, CompiledRoute, Snapshot, UpstreamGroup};
 use crate::upstream::added::Added;
-use crate::upstream::balancer::PickInput;
-use crate::upstream::health::Outcome;
+use crate::upstream::balancer::{InFlight, PickInput};
+use crate::upstream::health::{Admission, Outcome};
 use crate::upstream::pool::{self, SendError, UpstreamBody, UpstreamError};
 use crate::upstream::retry::is_idempotent;
 
@@ -72,15 +73,37 @@ type Failed = (ProxyError, Option<String>);
 /// What an attempt ended with, and what a retry would send.
 enum Step {
     Done(Result<Answer, Failed>),
-    /// Retry with `next` if allowed; otherwise `fallback` stands.
+    /// Retry if allowed; otherwise `fallback` stands.
     Retry {
         fallback: Result<Answer, Failed>,
-        next: Box<Request<RequestBody>>,
+        next: Next,
     },
 }
 
+/// The request a retry sends.
+enum Next {
+    /// The same one: it never left.
+    Same,
+    /// A fresh copy of the replayable head.
+    Replay,
+}
+
+/// One attempt under way: its target and what its outcome is reported to.
+struct Attempt<'a> {
+    target: usize,
+    admission: Admission<'a>,
+    inflight: InFlight<'a>,
+    /// When the attempt started (one clock read serves the choice, the start and the
+    /// outcome's time).
+    started: Instant,
+    limit: Duration,
+}
+
 /// Sends `req` to a target of the group, retrying as the route allows.
-pub(super) async fn forward(x: &Exchange<'_>, req: Request<RequestBody>) -> Result<Answer, Failed> {
+pub(super) async fn forward(
+    x: &Exchange<'_>,
+    mut req: Request<RequestBody>,
+) -> Result<Answer, Failed> {
     let retry = x.route.retry.as_ref();
     if let Some(r) = retry {
         r.budget.deposit(Instant::now());
@@ -96,16 +119,29 @@ pub(super) async fn forward(x: &Exchange<'_>, req: Request<RequestBody>) -> Resu
             head: copy_head(&req, ()),
         });
     let max_attempts = retry.map_or(1, |r| r.policy.attempts);
-    let mut req = req;
+    let group = x.group;
+    let profile = match x.route.timeouts.connect {
+        Some(connect_timeout) => Cow::Owned(ClientProfile {
+            connect_timeout,
+            ..group.client.clone()
+        }),
+        None => Cow::Borrowed(&group.client),
+    };
     let mut tried: u64 = 0;
     let mut attempt = 1;
-    let sticky_pin = x
-        .group
-        .sticky
-        .as_ref()
-        .and_then(|s| s.pinned(req.headers()));
+    let sticky_pin = group.sticky.as_ref().and_then(|s| s.pinned(req.headers()));
     loop {
-        let step = attempt_once(x, req, replay.as_ref(), sticky_pin, &mut tried).await;
+        let a = match begin(x, &mut req, sticky_pin, &mut tried) {
+            Some(a) => a,
+            None => {
+                let err = ProxyError::NoHealthyTarget(group.name.to_string());
+                return Err((err, None));
+            }
+        };
+        let address = group.targets[a.target].address;
+        let sent =
+            tokio::time::timeout(a.limit, pool::send(&profile, address, &mut req, x.added)).await;
+        let step = settle(x, a, sent, replay.as_ref(), sticky_pin);
         match step {
             Step::Done(r) => return r,
             Step::Retry { fallback, next } => {
@@ -115,45 +151,32 @@ pub(super) async fn forward(x: &Exchange<'_>, req: Request<RequestBody>) -> Resu
                 if let Err((e, _)) = &fallback {
                     tracing::debug!(error = %e, attempt, "retrying on another target");
                 }
-                req = *next;
+                if let (Next::Replay, Some(rp)) = (next, &replay) {
+                    req = rp.request();
+                }
                 attempt += 1;
             }
         }
     }
 }
 
-async fn attempt_once(
-    x: &Exchange<'_>,
-    mut req: Request<RequestBody>,
-    replay: Option<&Replay>,
+/// Chooses the target of an attempt and admits the request to it; `None` when no target
+/// can take it.
+fn begin<'a>(
+    x: &Exchange<'a>,
+    req: &mut Request<RequestBody>,
     sticky_pin: Option<usize>,
     tried: &mut u64,
-) -> Step {
+) -> Option<Attempt<'a>> {
     let group = x.group;
     let retry = x.route.retry.as_ref();
     let per_try = retry
         .and_then(|r| r.policy.per_try_timeout)
         .or(x.route.timeouts.response_header)
         .unwrap_or(group.request_timeout);
-    let profile = ClientProfile {
-        connect_timeout: x
-            .route
-            .timeouts
-            .connect
-            .unwrap_or(group.client.connect_timeout),
-        ..group.client.clone()
-    };
-    let no_target = || {
-        Step::Done(Err((
-            ProxyError::NoHealthyTarget(group.name.to_string()),
-            None,
-        )))
-    };
     let mut now = Instant::now();
     let (ti, admission) = loop {
-        let Some(ti) = pick(x, &req, sticky_pin, *tried, now) else {
-            return no_target();
-        };
+        let ti = pick(x, req, sticky_pin, *tried, now)?;
         if ti < 64 {
             *tried |= 1 << ti;
         }
@@ -162,22 +185,37 @@ async fn attempt_once(
         }
         // The circuit opened between the choice and now: choose again (not an attempt).
         if (*tried).count_ones() as usize >= group.targets.len().min(64) {
-            return no_target();
+            return None;
         }
         now = Instant::now();
     };
-    let target = &group.targets[ti];
-    prepare_for(x, &mut req, group, ti);
-    let inflight = group.balancer.start(ti);
-    // One clock read serves the choice, the start and (with `elapsed`) the outcome's time.
-    let started = now;
+    prepare_for(x, req, group, ti);
     let limit = match x.deadline {
         Some(d) => per_try.min(d.saturating_duration_since(tokio::time::Instant::now())),
         None => per_try,
     };
-    let sent =
-        tokio::time::timeout(limit, pool::send(&profile, target.address, req, x.added)).await;
-    let elapsed = started.elapsed();
+    Some(Attempt {
+        target: ti,
+        admission,
+        inflight: group.balancer.start(ti),
+        started: now,
+        limit,
+    })
+}
+
+/// Reports an attempt's outcome and decides what comes next.
+fn settle(
+    x: &Exchange<'_>,
+    a: Attempt<'_>,
+    sent: Result<Result<Response<UpstreamBody>, SendError>, tokio::time::error::Elapsed>,
+    replay: Option<&Replay>,
+    sticky_pin: Option<usize>,
+) -> Step {
+    let group = x.group;
+    let retry = x.route.retry.as_ref();
+    let ti = a.target;
+    let target = &group.targets[ti];
+    let elapsed = a.started.elapsed();
     let label = || Some(target.label.to_string());
     let (unsent, error) = match sent {
         Ok(Ok(response)) => {
@@ -190,8 +228,8 @@ async fn attempt_once(
             } else {
                 Outcome::Success
             };
-            admission.record(outcome, started + elapsed);
-            inflight.finish(elapsed);
+            a.admission.record(outcome, a.started + elapsed);
+            a.inflight.finish(elapsed);
             let pin = group
                 .sticky
                 .as_ref()
@@ -204,31 +242,31 @@ async fn attempt_once(
             });
             let wants_retry = retry.is_some_and(|r| r.policy.statuses.contains(&status));
             return match replay.filter(|_| wants_retry) {
-                Some(rp) => Step::Retry {
+                Some(_) => Step::Retry {
                     fallback: answer,
-                    next: Box::new(rp.request()),
+                    next: Next::Replay,
                 },
                 None => Step::Done(answer),
             };
         }
         Ok(Err(SendError { error, unsent })) => (unsent, Some(error)),
-        Err(_) => (None, None),
+        Err(_) => (false, None),
     };
     if x.snap.metrics_on {
         target.metrics.observe(0, elapsed);
     }
-    drop(inflight);
+    drop(a.inflight);
     if let Some(err) = client_fault(x.body_state) {
-        drop(admission);
+        drop(a.admission);
         return Step::Done(Err((err, label())));
     }
-    admission.record(Outcome::Failure, started + elapsed);
+    a.admission.record(Outcome::Failure, a.started + elapsed);
     let policy = retry.map(|r| &r.policy);
     let (err, next) = match error {
         Some(error) => {
-            let next = match (unsent, policy) {
-                (Some(r), Some(p)) if p.on_connect_failure => Some(r),
-                (_, Some(p)) if p.on_reset => replay.map(Replay::request),
+            let next = match policy {
+                Some(p) if unsent && p.on_connect_failure => Some(Next::Same),
+                Some(p) if p.on_reset && replay.is_some() => Some(Next::Replay),
                 _ => None,
             };
             (upstream_error(target.label.to_string(), error), next)
@@ -236,17 +274,17 @@ async fn attempt_once(
         None => (
             ProxyError::UpstreamTimeout {
                 target: target.label.to_string(),
-                timeout_ms: limit.as_millis(),
+                timeout_ms: a.limit.as_millis(),
             },
             replay
                 .filter(|_| policy.is_some_and(|p| p.on_timeout))
-                .map(Replay::request),
+                .map(|_| Next::Replay),
         ),
     };
     match next {
         Some(next) => Step::Retry {
             fallback: Err((err, label())),
-            next: Box::new(next),
+            next,
         },
         None => Step::Done(Err((err, label()))),
     }

@@ -60,7 +60,7 @@ pub(super) fn spawn(
         }
         let sent = tokio::time::timeout(
             group.request_timeout,
-            pool::send(&group.client, target.address, copy, &added),
+            pool::send(&group.client, target.address, &mut copy, &added),
         )
         .await;
         let ok = match sent {

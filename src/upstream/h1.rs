@@ -66,11 +66,12 @@ pub struct H1Limits {
 }
 
 /// A failed [`H1Conn::send`]. The connection is gone (dropped, hence closed).
-pub struct SendFailure<B> {
+#[derive(Debug)]
+pub struct SendFailure {
     pub error: H1Error,
-    /// The request, handed back when none of its body was taken and the connection failed
-    /// before any response byte arrived (so the caller may send it on another connection).
-    pub request: Option<Request<B>>,
+    /// None of the request's body was taken and the connection failed before any response
+    /// byte arrived: the caller may send the same request on another connection.
+    pub untouched: bool,
     /// Nothing at all came back on this connection (EOF or reset before the first response
     /// byte): typical of a pooled connection the server closed while idle.
     pub no_response: bool,
@@ -86,6 +87,8 @@ pub struct H1Conn {
     /// Where each header of the last parsed head lies, reused likewise.
     idx: Vec<decode::HeaderIdx>,
     limits: H1Limits,
+    /// The pool this connection goes back to after a clean exchange; set by the pool.
+    pub(super) home: Option<super::pool::Key>,
 }
 
 /// What the response side needs to know about the request once it has been sent.
@@ -121,16 +124,6 @@ impl Default for H1Limits {
     }
 }
 
-impl<B> std::fmt::Debug for SendFailure<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendFailure")
-            .field("error", &self.error)
-            .field("request", &self.request.is_some())
-            .field("no_response", &self.no_response)
-            .finish()
-    }
-}
-
 impl std::fmt::Debug for H1Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("H1Conn")
@@ -142,14 +135,17 @@ impl std::fmt::Debug for H1Conn {
 
 impl H1Conn {
     /// Wraps a connected stream (the caller connects, with its own timeout, and sets nodelay).
-    pub fn new(stream: UpstreamStream, limits: H1Limits) -> Self {
-        H1Conn {
+    /// Boxed once for the connection's life: requests, responses and the pool then move a
+    /// pointer, not the connection.
+    pub fn new(stream: UpstreamStream, limits: H1Limits) -> Box<Self> {
+        Box::new(H1Conn {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(1024),
             idx: Vec::new(),
             limits,
-        }
+            home: None,
+        })
     }
 
     /// True when an idle pooled connection can still be used: nothing buffered and nothing
@@ -159,19 +155,21 @@ impl H1Conn {
     }
 
     /// Sends one request and returns the response head with a streaming body. The request
-    /// head is encoded from `req` (borrowed) and the gateway's `added` fields, the body
-    /// polled from `req.body_mut()`.
+    /// head is encoded from `req` and the gateway's `added` fields, the body polled from
+    /// `req.body_mut()`. The request stays the caller's (only a body still uploading when
+    /// the response comes is taken from it), so a failed send can be retried without
+    /// handing it back.
     ///
     /// A final response that arrives before the request body is sent stops the upload and
     /// leaves the connection unusable, unless it is a 2xx: then the upstream is taken to be
     /// reading both ways, and the rest of the body is sent while the response body is read.
     pub async fn send<B>(
-        mut self,
-        mut req: Request<B>,
+        mut self: Box<Self>,
+        req: &mut Request<B>,
         added: &Added,
-    ) -> Result<Response<H1Body>, SendFailure<B>>
+    ) -> Result<Response<H1Body>, SendFailure>
     where
-        B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+        B: http_body::Body<Data = bytes::Bytes> + Default + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
         debug_assert!(
@@ -182,12 +180,12 @@ impl H1Conn {
             head: req.method() == Method::HEAD,
             close: has_close_token(req.headers()),
         };
-        let framing = match encode::encode_head(&mut self.wbuf, &req, added) {
+        let framing = match encode::encode_head(&mut self.wbuf, req, added) {
             Ok(framing) => framing,
             Err(error) => {
                 return Err(SendFailure {
                     error,
-                    request: Some(req),
+                    untouched: true,
                     no_response: false,
                 })
             }
@@ -208,9 +206,13 @@ impl H1Conn {
                 let no_response =
                     !progress.got_bytes && matches!(error, H1Error::Closed | H1Error::Io(_));
                 let untouched = !progress.got_bytes && !progress.body_taken;
+                if !untouched {
+                    // What is left of a body partly sent cannot be sent anywhere else.
+                    drop(std::mem::take(req.body_mut()));
+                }
                 return Err(SendFailure {
                     error,
-                    request: untouched.then_some(req),
+                    untouched,
                     no_response,
                 });
             }
@@ -219,15 +221,20 @@ impl H1Conn {
             Some(sender) if progress.uploading && (200..300).contains(&head.status) => {
                 let rest = encode::Continued {
                     sender,
-                    body: req.into_body(),
+                    body: std::mem::take(req.body_mut()),
                 };
                 Some(Box::new(rest) as Box<dyn encode::Upload>)
+            }
+            Some(_) if progress.uploading => {
+                // The upload stops here: let go of the body now, not when the caller does.
+                drop(std::mem::take(req.body_mut()));
+                None
             }
             _ => None,
         };
         body::response(self, head, info, progress.body_sent, upload).map_err(|error| SendFailure {
             error,
-            request: None,
+            untouched: false,
             no_response: false,
         })
     }

@@ -59,11 +59,12 @@ impl UpstreamError {
     }
 }
 
-type Key = (SocketAddr, ClientProfile);
+/// What a pool is kept for: a target address and how the gateway talks to it.
+pub(super) type Key = (SocketAddr, ClientProfile);
 
 #[derive(Default)]
 struct Idle {
-    h1: Vec<(H1Conn, Instant)>,
+    h1: Vec<(Box<H1Conn>, Instant)>,
     h2: Option<http2::SendRequest<RequestBody>>,
 }
 
@@ -113,16 +114,13 @@ impl Hasher for KeyHasher {
 
 /// The response body of an upstream exchange. An HTTP/1.1 body owns its connection and,
 /// once relayed to a clean end, [`UpstreamBody::recycle`] puts the connection back in this
-/// worker's pool.
+/// worker's pool (the connection knows its pool's key).
 pub struct UpstreamBody {
     kind: Kind,
 }
 
-// HTTP/1.1 is the common case and carries its connection inline: boxing it would cost an
-// allocation per request to save bytes on the rarer h2c bodies.
-#[allow(clippy::large_enum_variant)]
 enum Kind {
-    H1 { body: H1Body, key: Key },
+    H1(H1Body),
     H2(Incoming),
 }
 
@@ -130,10 +128,13 @@ impl UpstreamBody {
     /// Returns the connection of a cleanly ended HTTP/1.1 body to this worker's pool (or
     /// closes it when the pool is full); does nothing otherwise.
     pub fn recycle(&mut self) {
-        let Kind::H1 { body, key } = &mut self.kind else {
+        let Kind::H1(body) = &mut self.kind else {
             return;
         };
         let Some(conn) = body.take_conn() else {
+            return;
+        };
+        let Some(key) = conn.home.as_ref() else {
             return;
         };
         let idle_limit = key.1.max_idle;
@@ -151,7 +152,7 @@ impl UpstreamBody {
     /// past the response head (they belong to the new protocol).
     pub fn take_upgraded(&mut self) -> Option<(UpstreamStream, Bytes)> {
         match &mut self.kind {
-            Kind::H1 { body, .. } => body.take_upgraded(),
+            Kind::H1(body) => body.take_upgraded(),
             Kind::H2(_) => None,
         }
     }
@@ -166,7 +167,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.get_mut().kind {
-            Kind::H1 { body, .. } => Pin::new(body)
+            Kind::H1(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(BodyError::from))),
             Kind::H2(body) => Pin::new(body)
@@ -177,93 +178,96 @@ impl Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::H1 { body, .. } => body.is_end_stream(),
+            Kind::H1(body) => body.is_end_stream(),
             Kind::H2(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::H1 { body, .. } => body.size_hint(),
+            Kind::H1(body) => body.size_hint(),
             Kind::H2(body) => body.size_hint(),
         }
     }
 }
 
-/// A failed send, with the request when it never left (so it can be retried elsewhere).
+/// A failed send.
 pub struct SendError {
     pub error: UpstreamError,
-    pub unsent: Option<Request<RequestBody>>,
+    /// The request never left and is as it was: it can go to another target.
+    pub unsent: bool,
 }
 
 type Sent = Result<Response<UpstreamBody>, SendError>;
 
 /// Sends `req` with the gateway's `added` fields to `addr` on a pooled connection (or a new
-/// one).
+/// one). The request stays the caller's, to send again when the error says it never left.
 pub async fn send(
     profile: &ClientProfile,
     addr: SocketAddr,
-    req: Request<RequestBody>,
+    req: &mut Request<RequestBody>,
     added: &Added,
 ) -> Sent {
-    let key = (addr, profile.clone());
     match profile.protocol {
-        UpstreamProtocol::Http1 => send_h1(key, req, added).await,
+        UpstreamProtocol::Http1 => send_h1(addr, profile, req, added).await,
         UpstreamProtocol::H2 => {
-            let mut req = req;
             added.insert_into(req.headers_mut());
-            send_h2(key, req).await
+            send_h2((addr, profile.clone()), req).await
         }
     }
 }
 
-fn unsent(error: UpstreamError, req: Request<RequestBody>) -> SendError {
+fn unsent(error: UpstreamError) -> SendError {
     SendError {
         error,
-        unsent: Some(req),
+        unsent: true,
     }
 }
 
 fn sent(error: UpstreamError) -> SendError {
     SendError {
         error,
-        unsent: None,
+        unsent: false,
     }
 }
 
-async fn send_h1(key: Key, req: Request<RequestBody>, added: &Added) -> Sent {
-    let mut req = req;
+async fn send_h1(
+    addr: SocketAddr,
+    profile: &ClientProfile,
+    req: &mut Request<RequestBody>,
+    added: &Added,
+) -> Sent {
+    let key = (addr, profile.clone());
     if let Some(conn) = checkout_h1(&key) {
         match conn.send(req, added).await {
-            Ok(resp) => return Ok(h1_response(resp, key)),
-            Err(failure) => match failure.request {
-                // The server closed the idle connection as the request went out: nothing
-                // came back and none of the body was read, so an idempotent request goes
-                // again on a fresh connection (the others cannot know it was not processed).
-                Some(r) if failure.no_response && is_idempotent(r.method()) => req = r,
-                _ => return Err(sent(UpstreamError::Exchange(failure.error))),
-            },
+            Ok(resp) => return Ok(h1_response(resp)),
+            // The server closed the idle connection as the request went out: nothing came
+            // back and none of the body was read, so an idempotent request goes again on a
+            // fresh connection (the others cannot know it was not processed).
+            Err(f) if f.untouched && f.no_response && is_idempotent(req.method()) => {}
+            Err(f) => return Err(sent(UpstreamError::Exchange(f.error))),
         }
     }
     // New connections are the rare path: boxing the connect (and TLS handshake) future keeps
     // its size out of every request's future, which the layers above move by value.
-    let conn = match Box::pin(connect(&key)).await {
+    let mut conn = match Box::pin(connect(&key)).await {
         Ok(stream) => H1Conn::new(stream, H1Limits::default()),
-        Err(e) => return Err(unsent(e, req)),
+        Err(e) => return Err(unsent(e)),
     };
+    conn.home = Some(key);
     match conn.send(req, added).await {
-        Ok(resp) => Ok(h1_response(resp, key)),
+        Ok(resp) => Ok(h1_response(resp)),
         Err(failure) => Err(sent(UpstreamError::Exchange(failure.error))),
     }
 }
 
-fn h1_response(resp: Response<H1Body>, key: Key) -> Response<UpstreamBody> {
+fn h1_response(resp: Response<H1Body>) -> Response<UpstreamBody> {
     resp.map(|body| UpstreamBody {
-        kind: Kind::H1 { body, key },
+        kind: Kind::H1(body),
     })
 }
 
-fn checkout_h1(key: &Key) -> Option<H1Conn> {
+fn checkout_h1(key: &Key) -> Option<Box<H1Conn>> {
     POOL.with_borrow_mut(|pool| {
         let idle = pool.get_mut(key)?;
         let limit = key.1.idle_timeout;
@@ -290,7 +294,7 @@ async fn connect(key: &Key) -> Result<UpstreamStream, UpstreamError> {
         })
 }
 
-async fn send_h2(key: Key, req: Request<RequestBody>) -> Sent {
+async fn send_h2(key: Key, req: &mut Request<RequestBody>) -> Sent {
     let shared = POOL.with_borrow(|pool| {
         pool.get(&key)
             .and_then(|i| i.h2.as_ref())
@@ -302,18 +306,23 @@ async fn send_h2(key: Key, req: Request<RequestBody>) -> Sent {
         // Boxed as in `send_h1`: connecting is rare, its future large.
         None => match Box::pin(connect_h2(key)).await {
             Ok(s) => s,
-            Err(e) => return Err(unsent(e, req)),
+            Err(e) => return Err(unsent(e)),
         },
     };
     if let Err(e) = sender.ready().await {
-        return Err(unsent(UpstreamError::Request(e), req));
+        return Err(unsent(UpstreamError::Request(e)));
     }
-    match sender.try_send_request(req).await {
+    // hyper takes the request; it hands it back when it never left.
+    let owned = std::mem::replace(req, Request::new(RequestBody::empty()));
+    match sender.try_send_request(owned).await {
         Ok(resp) => Ok(resp.map(|body| UpstreamBody {
             kind: Kind::H2(body),
         })),
         Err(mut e) => Err(match e.take_message() {
-            Some(r) => unsent(UpstreamError::Request(e.into_error()), r),
+            Some(r) => {
+                *req = r;
+                unsent(UpstreamError::Request(e.into_error()))
+            }
             None => sent(UpstreamError::Request(e.into_error())),
         }),
     }

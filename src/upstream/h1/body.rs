@@ -18,7 +18,7 @@ use crate::upstream::stream::UpstreamStream;
 /// The response body, read from the connection as it is polled.
 pub struct H1Body {
     /// `None` once the connection is taken, failed, or closed because it cannot be reused.
-    conn: Option<H1Conn>,
+    conn: Option<Box<H1Conn>>,
     state: State,
     /// The exchange leaves the connection reusable once the body has ended cleanly.
     keep_alive: bool,
@@ -50,7 +50,7 @@ enum State {
 
 /// Builds the response from the head at the front of `conn`'s read buffer.
 pub(super) fn response(
-    mut conn: H1Conn,
+    mut conn: Box<H1Conn>,
     parsed: Parsed,
     req: RequestInfo,
     body_sent: bool,
@@ -94,7 +94,7 @@ pub(super) fn response(
 impl H1Body {
     /// After the body ended cleanly (poll_frame returned None) and the exchange leaves the
     /// connection reusable: the connection, to go back to the pool. None otherwise.
-    pub fn take_conn(&mut self) -> Option<H1Conn> {
+    pub fn take_conn(&mut self) -> Option<Box<H1Conn>> {
         if self.state == State::Done && self.keep_alive {
             self.conn.take()
         } else {
@@ -108,12 +108,15 @@ impl H1Body {
         if !self.upgrade {
             return None;
         }
-        self.conn.take().map(|c| (c.stream, c.rbuf.freeze()))
+        self.conn.take().map(|c| {
+            let c = *c;
+            (c.stream, c.rbuf.freeze())
+        })
     }
 
     #[cfg(test)]
     pub(super) fn conn_ref(&self) -> Option<&H1Conn> {
-        self.conn.as_ref()
+        self.conn.as_deref()
     }
 
     /// The body ended cleanly: keep the connection only if the exchange allows reuse and

@@ -105,11 +105,11 @@ fn boxed<B: Body<Data = Bytes, Error = Infallible> + Send + 'static>(body: B) ->
     body.boxed_unsync()
 }
 
-async fn connect(addr: SocketAddr) -> H1Conn {
+async fn connect(addr: SocketAddr) -> Box<H1Conn> {
     connect_with(addr, H1Limits::default()).await
 }
 
-async fn connect_with(addr: SocketAddr, limits: H1Limits) -> H1Conn {
+async fn connect_with(addr: SocketAddr, limits: H1Limits) -> Box<H1Conn> {
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     H1Conn::new(stream.into(), limits)
@@ -148,7 +148,7 @@ async fn fetch_with(
     let (addr, _server) = scripted(b"\r\n\r\n", reply, Then::Close).await;
     let conn = connect_with(addr, limits).await;
     let mut resp = conn
-        .send(get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default())
         .await
         .map_err(|f| f.error)?;
     let (data, _) = collect(resp.body_mut()).await?;
@@ -170,6 +170,12 @@ fn blocks(frames: usize, end: End) -> Blocks {
         frames,
         end,
         dropped: Arc::default(),
+    }
+}
+
+impl Default for Blocks {
+    fn default() -> Self {
+        blocks(0, End::Finish)
     }
 }
 

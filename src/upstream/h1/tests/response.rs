@@ -58,7 +58,7 @@ async fn content_length_body_reports_exact_size_hint() {
     .await;
     let resp = connect(addr)
         .await
-        .send(get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default())
         .await
         .unwrap();
     assert_eq!(resp.body().size_hint().exact(), Some(3));
@@ -76,7 +76,7 @@ async fn chunked_body_with_extensions_and_trailers_is_decoded() {
     .await;
     let mut resp = connect(addr)
         .await
-        .send(get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default())
         .await
         .unwrap();
     let (data, trailers) = collect(resp.body_mut()).await.unwrap();
@@ -127,10 +127,10 @@ async fn head_response_has_no_body_despite_content_length() {
         Then::Drain,
     )
     .await;
-    let req = Request::head("/").body(Empty::<Bytes>::new()).unwrap();
+    let mut req = Request::head("/").body(Empty::<Bytes>::new()).unwrap();
     let mut resp = connect(addr)
         .await
-        .send(req, &Added::default())
+        .send(&mut req, &Added::default())
         .await
         .unwrap();
     assert_eq!(resp.headers()["content-length"], "1234");
@@ -145,7 +145,7 @@ async fn no_content_response_has_no_body() {
         scripted(b"\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n", Then::Drain).await;
     let mut resp = connect(addr)
         .await
-        .send(get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default())
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
@@ -166,7 +166,7 @@ async fn not_modified_response_has_no_body_despite_content_length() {
     .await;
     let mut resp = connect(addr)
         .await
-        .send(get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default())
         .await
         .unwrap();
     assert_eq!(resp.status(), 304);
@@ -208,14 +208,14 @@ async fn switching_protocols_gives_the_stream_and_bytes_read_past_the_head() {
         assert_eq!(&buf[..n], b"ping");
         stream.write_all(b"pong").await.unwrap();
     });
-    let req = Request::get("/ws")
+    let mut req = Request::get("/ws")
         .header("connection", "upgrade")
         .header("upgrade", "echo")
         .body(Empty::<Bytes>::new())
         .unwrap();
     let mut resp = connect(addr)
         .await
-        .send(req, &Added::default())
+        .send(&mut req, &Added::default())
         .await
         .unwrap();
     assert_eq!(resp.status(), 101);
@@ -277,7 +277,7 @@ async fn head_split_across_reads_is_reassembled() {
     });
     let mut resp = connect(addr)
         .await
-        .send(get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default())
         .await
         .unwrap();
     assert_eq!(resp.headers()["content-length"], "4");

@@ -74,7 +74,7 @@ async fn tls_server(acceptor: TlsAcceptor) -> SocketAddr {
     addr
 }
 
-async fn tls_conn(addr: SocketAddr, connector: &TlsConnector) -> H1Conn {
+async fn tls_conn(addr: SocketAddr, connector: &TlsConnector) -> Box<H1Conn> {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_send_buffer_size(SMALL_BUFFER).unwrap();
     let tcp = socket.connect(addr).await.unwrap();
@@ -95,11 +95,11 @@ async fn an_upload_is_flushed_out_of_the_tls_session_before_the_response_is_awai
     let addr = tls_server(acceptor).await;
     let conn = tls_conn(addr, &connector).await;
     let body = Full::new(Bytes::from(vec![b'x'; 1 << 20]));
-    let req = Request::post("/upload")
+    let mut req = Request::post("/upload")
         .header("host", "a")
         .body(body)
         .unwrap();
-    let exchange = async { text_of(conn.send(req, &Added::default()).await.unwrap()).await };
+    let exchange = async { text_of(conn.send(&mut req, &Added::default()).await.unwrap()).await };
     let got = tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
         .expect("the upload stalled with records left in the tls session");
@@ -129,11 +129,11 @@ async fn a_tls_connection_stays_usable_between_requests_until_the_server_closes_
         tls.shutdown().await.unwrap();
     });
     let conn = tls_conn(addr, &connector).await;
-    let req = Request::get("/")
+    let mut req = Request::get("/")
         .header("host", "a")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let mut resp = conn.send(req, &Added::default()).await.unwrap();
+    let mut resp = conn.send(&mut req, &Added::default()).await.unwrap();
     while resp.body_mut().frame().await.is_some() {}
     let mut conn = resp.body_mut().take_conn().unwrap();
     // TLS 1.3 session tickets arrive after the handshake: records without data.
