@@ -25,6 +25,7 @@ pub mod reload;
 pub mod router;
 pub mod serve;
 pub mod snapshot;
+pub mod timer;
 pub mod tls;
 pub mod upstream;
 pub mod validate;

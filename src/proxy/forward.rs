@@ -100,9 +100,10 @@ struct Attempt<'a> {
 }
 
 /// Sends `req` to a target of the group, retrying as the route allows.
+/// The request stays the caller's: attempts borrow it, and a replay replaces it.
 pub(super) async fn forward(
     x: &Exchange<'_>,
-    mut req: Request<RequestBody>,
+    req: &mut Request<RequestBody>,
 ) -> Result<Answer, Failed> {
     let retry = x.route.retry.as_ref();
     if let Some(r) = retry {
@@ -116,7 +117,7 @@ pub(super) async fn forward(
             r.policy.attempts > 1 && method_ok && http_body::Body::is_end_stream(req.body())
         })
         .map(|_| Replay {
-            head: copy_head(&req, ()),
+            head: copy_head(req, ()),
         });
     let max_attempts = retry.map_or(1, |r| r.policy.attempts);
     let group = x.group;
@@ -131,7 +132,7 @@ pub(super) async fn forward(
     let mut attempt = 1;
     let sticky_pin = group.sticky.as_ref().and_then(|s| s.pinned(req.headers()));
     loop {
-        let a = match begin(x, &mut req, sticky_pin, &mut tried) {
+        let a = match begin(x, req, sticky_pin, &mut tried) {
             Some(a) => a,
             None => {
                 let err = ProxyError::NoHealthyTarget(group.name.to_string());
@@ -139,8 +140,9 @@ pub(super) async fn forward(
             }
         };
         let address = group.targets[a.target].address;
+        let deadline = a.started + a.limit;
         let sent =
-            tokio::time::timeout(a.limit, pool::send(&profile, address, &mut req, x.added)).await;
+            crate::timer::timeout_at(deadline, pool::send(&profile, address, req, x.added)).await;
         let step = settle(x, a, sent, replay.as_ref(), sticky_pin);
         match step {
             Step::Done(r) => return r,
@@ -152,7 +154,7 @@ pub(super) async fn forward(
                     tracing::debug!(error = %e, attempt, "retrying on another target");
                 }
                 if let (Next::Replay, Some(rp)) = (next, &replay) {
-                    req = rp.request();
+                    *req = rp.request();
                 }
                 attempt += 1;
             }
@@ -207,7 +209,7 @@ fn begin<'a>(
 fn settle(
     x: &Exchange<'_>,
     a: Attempt<'_>,
-    sent: Result<Result<Response<UpstreamBody>, SendError>, tokio::time::error::Elapsed>,
+    sent: Result<Result<Response<UpstreamBody>, SendError>, crate::timer::Elapsed>,
     replay: Option<&Replay>,
     sticky_pin: Option<usize>,
 ) -> Step {

@@ -58,7 +58,7 @@ pub(super) fn spawn(
             }
             *copy.version_mut() = Version::HTTP_2;
         }
-        let sent = tokio::time::timeout(
+        let sent = crate::timer::timeout(
             group.request_timeout,
             pool::send(&group.client, target.address, &mut copy, &added),
         )

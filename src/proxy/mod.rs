@@ -377,7 +377,8 @@ pub async fn handle(
         added: &added,
     };
     let up_start = Instant::now();
-    let result = forward::forward(&exchange, up_req).await;
+    let result = forward::forward(&exchange, &mut up_req).await;
+    drop(up_req);
     if let Some(log) = &mut done.log {
         log.upstream_duration = Some(up_start.elapsed());
     }
@@ -560,7 +561,8 @@ fn spawn_refresh(
             deadline: None,
             added: &Added::default(),
         };
-        let result = forward::forward(&exchange, Request::from_parts(parts, RequestBody::empty()))
+        let mut req = Request::from_parts(parts, RequestBody::empty());
+        let result = forward::forward(&exchange, &mut req)
             .await
             .map(|a| a.response)
             .map_err(|(e, _)| e);
