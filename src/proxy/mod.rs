@@ -58,7 +58,7 @@ pub fn peer_text(peer: IpAddr) -> HeaderValue {
 pub async fn handle(
     snap: Arc<Snapshot>,
     conn: &ConnInfo,
-    mut req: Request<DownstreamBody>,
+    req: &mut Request<DownstreamBody>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let request_id = request_id(req.headers());
@@ -69,7 +69,7 @@ pub async fn handle(
     } else {
         conn.peer.ip()
     };
-    let host_value = request_host(&req);
+    let host_value = request_host(req);
     let host_text = host_value.as_ref().and_then(|h| h.to_str().ok());
     let host = normalize_host(host_text.unwrap_or(""));
     let mut done = Completion {
@@ -228,12 +228,10 @@ pub async fn handle(
             let limit = usize::try_from(max_body.unwrap_or(u64::MAX))
                 .unwrap_or(usize::MAX)
                 .min(schemas.max_body());
-            let (parts, body) = req.into_parts();
-            let mut body = body;
+            let mut body = std::mem::replace(req.body_mut(), DownstreamBody::Empty);
             let read =
-                access::validated_body(schemas, &parts.headers, &mut body, limit, &request_id)
-                    .await;
-            req = Request::from_parts(parts, body);
+                access::validated_body(schemas, req.headers(), &mut body, limit, &request_id).await;
+            *req.body_mut() = body;
             match read {
                 Ok(bytes) => validated = Some(bytes),
                 Err(resp) => return finish_response(resp, done),
@@ -257,7 +255,7 @@ pub async fn handle(
         match cache::plan(svc, rules, &lookup).await {
             cache::Plan::Answer(mut resp, refresh) => {
                 if let Some(refresh) = refresh {
-                    let head = refresh_head(conn, trusted, action, &matched, &req, &request_id);
+                    let head = refresh_head(conn, trusted, action, &matched, req, &request_id);
                     spawn_refresh(snap.clone(), matched.route, client_ip, head, refresh);
                 }
                 resp.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -291,13 +289,11 @@ pub async fn handle(
     }
 
     // upstream_request
-    let downstream_upgrade = if upgrade {
-        h1_upgrade::on(&mut req)
-    } else {
-        None
-    };
+    let downstream_upgrade = if upgrade { h1_upgrade::on(req) } else { None };
     let mut path = rewrite(action, &matched, req.uri());
-    let (mut parts, body) = req.into_parts();
+    // The upstream request takes the downstream one's method, headers and body: moved out
+    // of the lent request, nothing is rebuilt.
+    let body = std::mem::replace(req.body_mut(), DownstreamBody::Empty);
     let body_state = (validated.as_ref().is_some_and(|b| !b.is_empty())
         || !http_body::Body::is_end_stream(&body))
     .then(Arc::<RequestBodyState>::default);
@@ -307,14 +303,15 @@ pub async fn handle(
     // HTTP/1.0 clients may send no Host: each attempt then names its target.
     let host_from_target = action.host_rewrite.is_none() && host_value.is_none();
     let mut added = Added::default();
+    let set_host = host_to_set(action, req.uri(), host_value.as_ref());
     prepare_upstream_headers(
-        &mut parts.headers,
+        req.headers_mut(),
         UpstreamHeaders {
             trusted,
             peer_text: &conn.peer_text,
             tls: conn.tls,
             client_host: host_value.as_ref(),
-            set_host: host_to_set(action, &parts.uri, host_value.as_ref()),
+            set_host,
             request_id: &request_id,
             upgrade,
             grpc_trailers: group.client.protocol == UpstreamProtocol::H2,
@@ -322,10 +319,10 @@ pub async fn handle(
         &mut added,
     );
     if let Some(p) = &pending {
-        p.prepare(&mut parts.headers);
+        p.prepare(req.headers_mut());
     }
     let hidden_param = access::identify_upstream(
-        &mut parts.headers,
+        req.headers_mut(),
         &route.reserved_headers,
         snap.auth.consumer_header.as_ref(),
         authenticated.as_ref(),
@@ -336,10 +333,7 @@ pub async fn handle(
             path = p;
         }
     }
-    // Reuse the downstream request's parts: method and headers move, nothing is rebuilt.
-    let downstream_uri = std::mem::replace(&mut parts.uri, Uri::from(path));
-    parts.version = Version::HTTP_11;
-    parts.extensions = http::Extensions::new();
+    let downstream_uri = std::mem::replace(req.uri_mut(), Uri::from(path));
     let body = match (validated, &body_state) {
         (Some(bytes), state) => {
             if let Some(state) = state {
@@ -353,13 +347,6 @@ pub async fn handle(
             .with_limits(max_body, listener.limits.body_timeout),
         (None, None) => RequestBody::new(body, None),
     };
-    let mut up_req = Request::from_parts(parts, body);
-    if let Some((shadow, share)) = route.mirror {
-        if fastrand::f64() < share {
-            mirror::spawn(snap.clone(), shadow, &mut up_req, &added);
-        }
-    }
-
     // FORWARD
     let deadline = route
         .timeouts
@@ -376,11 +363,23 @@ pub async fn handle(
         deadline,
         added: &added,
     };
-    let up_start = Instant::now();
-    let result = forward::forward(&exchange, &mut up_req).await;
-    drop(up_req);
-    if let Some(log) = &mut done.log {
-        log.upstream_duration = Some(up_start.elapsed());
+    let up_start = done.log.is_some().then(Instant::now);
+    // The upstream request lives in this block and ends with it (its body above all),
+    // dropped where it lies.
+    let result = {
+        let mut up_req = Request::new(body);
+        *up_req.method_mut() = std::mem::take(req.method_mut());
+        *up_req.uri_mut() = std::mem::take(req.uri_mut());
+        *up_req.headers_mut() = std::mem::take(req.headers_mut());
+        if let Some((shadow, share)) = route.mirror {
+            if fastrand::f64() < share {
+                mirror::spawn(snap.clone(), shadow, &mut up_req, &added);
+            }
+        }
+        forward::forward(&exchange, &mut up_req).await
+    };
+    if let (Some(log), Some(start)) = (&mut done.log, up_start) {
+        log.upstream_duration = Some(start.elapsed());
     }
     let answer = match result {
         Ok(a) => a,
@@ -442,7 +441,9 @@ pub async fn handle(
     resp.body_mut()
         .set_timer(BodyTimer::new(route.timeouts.idle, deadline));
     *resp.version_mut() = Version::HTTP_11;
-    finish_response(resp, done)
+    // In place: the response is large, and this path is every proxied request's.
+    complete(&mut resp, done);
+    resp
 }
 
 /// The group a proxy route sends this request to: the one a split header names, else a
@@ -657,13 +658,18 @@ impl Completion {
     }
 }
 
-fn finish_response(mut resp: Response<ProxyBody>, mut done: Completion) -> Response<ProxyBody> {
+fn finish_response(mut resp: Response<ProxyBody>, done: Completion) -> Response<ProxyBody> {
+    complete(&mut resp, done);
+    resp
+}
+
+/// Hands the `log` phase to the response body, which runs it when it ends.
+fn complete(resp: &mut Response<ProxyBody>, mut done: Completion) {
     done.status = resp.status().as_u16();
     if let Some(fields) = done.cors.take() {
         access::apply_cors(resp.headers_mut(), &fields);
     }
     resp.body_mut().set_completion(done);
-    resp
 }
 
 fn respond_error(

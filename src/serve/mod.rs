@@ -158,7 +158,7 @@ impl h1::Service for Proxy {
 
     fn call(
         &self,
-        req: http::Request<DownstreamBody>,
+        req: &mut http::Request<DownstreamBody>,
     ) -> impl std::future::Future<Output = http::Response<crate::body::ProxyBody>> + Send {
         proxy::handle(self.shared.snapshot.load_full(), &self.conn, req)
     }
@@ -238,7 +238,7 @@ fn service(
         // Each request keeps the snapshot it started with, whatever reloads happen meanwhile.
         let snap = shared.snapshot.load_full();
         let conn = conn.clone();
-        let req = req.map(DownstreamBody::H2);
-        async move { Ok::<_, Infallible>(proxy::handle(snap, &conn, req).await) }
+        let mut req = req.map(DownstreamBody::H2);
+        async move { Ok::<_, Infallible>(proxy::handle(snap, &conn, &mut req).await) }
     })
 }

@@ -53,11 +53,13 @@ pub type BoxIo = Box<dyn Io>;
 
 /// What answers the requests of a connection.
 pub trait Service: Send + Sync {
-    type Body: Body<Data = Bytes> + Send;
+    type Body: Body<Data = Bytes> + Send + Unpin;
 
+    /// Answers `req`. The request stays in the connection's frame and is lent, so it is
+    /// built once and never moved; the service takes from it what it forwards.
     fn call(
         &self,
-        req: Request<DownstreamBody>,
+        req: &mut Request<DownstreamBody>,
     ) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
@@ -186,35 +188,43 @@ impl Conn {
                 BodyKind::None => DownstreamBody::Empty,
                 _ => DownstreamBody::H1(H1RequestBody::new(self.wire.clone(), self.request)),
             };
-            let mut req = match request::build(&head, &self.parser, body) {
-                Ok(req) => req,
-                Err(r) => return self.refuse(r).await,
-            };
-            drop(head);
-            let upgrade = if info.upgrade && info.v11 {
-                let (tx, on) = OnUpgrade::pair();
-                req.extensions_mut().insert(on);
-                Some(tx)
-            } else {
-                None
-            };
-            let resp = svc.call(req).await;
-            self.draining |= self.shutdown.has_changed().unwrap_or(true);
             let has_body = kind != BodyKind::None;
-            // A `100 Continue` begun must be complete before the final response starts.
-            if has_body
-                && poll_fn(|cx| lock(&self.wire).poll_interim(cx))
-                    .await
-                    .is_err()
-            {
-                return End::Gone;
-            }
-            let ex = Exchange {
-                v11: info.v11,
-                head: info.method_head,
-                close: info.close_after() || self.draining || (has_body && !self.can_continue()),
+            // The request and then the response live in these blocks and end with them,
+            // dropped where they lie: both are large, and moves copy them.
+            let responded = {
+                let mut upgrade = None;
+                let mut resp = {
+                    let mut req = match request::build(&head, &self.parser, body) {
+                        Ok(req) => req,
+                        Err(r) => return self.refuse(r).await,
+                    };
+                    drop(head);
+                    if info.upgrade && info.v11 {
+                        let (tx, on) = OnUpgrade::pair();
+                        req.extensions_mut().insert(on);
+                        upgrade = Some(tx);
+                    }
+                    svc.call(&mut req).await
+                };
+                self.draining |= self.shutdown.has_changed().unwrap_or(true);
+                // A `100 Continue` begun must be complete before the final response starts.
+                if has_body
+                    && poll_fn(|cx| lock(&self.wire).poll_interim(cx))
+                        .await
+                        .is_err()
+                {
+                    return End::Gone;
+                }
+                let ex = Exchange {
+                    v11: info.v11,
+                    head: info.method_head,
+                    close: info.close_after()
+                        || self.draining
+                        || (has_body && !self.can_continue()),
+                };
+                self.respond(&mut resp, ex, upgrade).await
             };
-            match self.respond(resp, ex, upgrade).await {
+            match responded {
                 Ok(false) => {}
                 Ok(true) => {
                     return if self.unread() {
@@ -369,21 +379,19 @@ impl Conn {
     /// Writes the response; `Ok(true)` when the connection closes after it.
     async fn respond<B>(
         &mut self,
-        resp: Response<B>,
+        resp: &mut Response<B>,
         ex: Exchange,
         upgrade: Option<oneshot::Sender<Upgraded>>,
     ) -> Result<bool, End>
     where
-        B: Body<Data = Bytes>,
+        B: Body<Data = Bytes> + Unpin,
     {
-        let (parts, body) = resp.into_parts();
-        let mut body = pin!(body);
-        let head = response::encode(&mut self.wbuf, &parts, &*body, &ex);
-        drop(parts);
+        let head = response::encode(&mut self.wbuf, resp, &ex);
         let (close, switching) = (head.close, head.switching);
         let mut sender = Sender::new(head);
         let wire = &*self.wire;
         let wbuf = &mut self.wbuf;
+        let mut body = Pin::new(resp.body_mut());
         let sent = poll_fn(|cx| sender.poll_send(cx, wire, wbuf, body.as_mut())).await;
         if let Err(e) = sent {
             tracing::debug!(error = %e, "response not written in full");

@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING};
-use http::{response, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body::Body;
 
 use crate::cache::date::{format_http_date, IMF_FIXDATE_LEN};
@@ -60,14 +60,10 @@ thread_local! {
     static DATE_TEXT: Cell<(u64, [u8; IMF_FIXDATE_LEN])> = const { Cell::new((0, [0; IMF_FIXDATE_LEN])) };
 }
 
-/// Encodes the head of `parts` into `buf` (cleared first).
-pub(super) fn encode<B: Body>(
-    buf: &mut Vec<u8>,
-    parts: &response::Parts,
-    body: &B,
-    ex: &Exchange,
-) -> Head {
-    let status = parts.status;
+/// Encodes the head of `resp` into `buf` (cleared first).
+pub(super) fn encode<B: Body>(buf: &mut Vec<u8>, resp: &Response<B>, ex: &Exchange) -> Head {
+    let status = resp.status();
+    let body = resp.body();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let no_length = status.is_informational() || status == StatusCode::NO_CONTENT;
     let bodiless = ex.head || no_length || status == StatusCode::NOT_MODIFIED;
@@ -82,7 +78,7 @@ pub(super) fn encode<B: Body>(
     let mut length = None;
     let (mut says_close, mut says_keep_alive, mut has_date) = (false, false, false);
     let mut trailers = None;
-    for (name, value) in &parts.headers {
+    for (name, value) in resp.headers() {
         if *name == CONTENT_LENGTH {
             // One length, never on responses that cannot have one, and not claiming bytes
             // a body known to be empty will not send.
