@@ -160,9 +160,9 @@ impl ProxyBody {
         self.completion = Some(c);
     }
 
-    fn complete(&mut self) {
+    fn complete(&mut self, now: std::time::Instant) {
         if let Some(c) = self.completion.take() {
-            c.finish(self.bytes_out);
+            c.finish(self.bytes_out, now);
         }
     }
 }
@@ -170,8 +170,9 @@ impl ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         // A body that was never polled may still be complete (HEAD, 204, empty).
+        let now = std::time::Instant::now();
         if let Inner::Relay(body) = &mut self.inner {
-            body.recycle();
+            body.recycle(now);
             // An empty body the server never polled still completes its fill; any other
             // unfinished fill is abandoned as it drops.
             if body.is_end_stream() {
@@ -180,7 +181,7 @@ impl Drop for ProxyBody {
                 }
             }
         }
-        self.complete();
+        self.complete(now);
     }
 }
 
@@ -223,17 +224,19 @@ impl Body for ProxyBody {
                 }
             }
             None => {
+                // One clock read serves the pool's idle stamp and the log phase.
+                let now = std::time::Instant::now();
                 if let Inner::Relay(body) = &mut this.inner {
-                    body.recycle();
+                    body.recycle(now);
                 }
                 if let Some(fill) = this.fill.take() {
                     fill.finish();
                 }
-                this.complete();
+                this.complete(now);
             }
             Some(Err(_)) => {
                 this.fill = None;
-                this.complete();
+                this.complete(std::time::Instant::now());
             }
         }
         Poll::Ready(frame)

@@ -472,7 +472,7 @@ impl Pending {
         if let Some((entry, on_error)) = &validating {
             if parts.status == StatusCode::NOT_MODIFIED {
                 let mut body = body;
-                body.recycle();
+                body.recycle(std::time::Instant::now());
                 leader.abandon();
                 rules.counters.count(Outcome::Revalidated);
                 let refreshed = refresh_stored(svc, &key, entry, &request, &parts.headers, times)

@@ -141,8 +141,8 @@ pub(super) async fn forward(
         };
         let address = group.targets[a.target].address;
         let deadline = a.started + a.limit;
-        let sent =
-            crate::timer::timeout_at(deadline, pool::send(&profile, address, req, x.added)).await;
+        let sending = pool::send(&profile, address, req, x.added, a.started);
+        let sent = crate::timer::timeout_at(deadline, sending).await;
         let step = settle(x, a, sent, replay.as_ref(), sticky_pin);
         match step {
             Step::Done(r) => return r,

@@ -80,7 +80,8 @@ pub fn normalize_host(h: &str) -> std::borrow::Cow<'_, str> {
     let without_port = if h.starts_with('[') {
         h.find(']').map_or(h, |i| &h[..=i])
     } else {
-        h.rsplit_once(':').map_or(h, |(host, _)| host)
+        // A byte scan: `rsplit_once` with a char pattern costs several times more here.
+        h.bytes().rposition(|b| b == b':').map_or(h, |i| &h[..i])
     };
     let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
     if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {

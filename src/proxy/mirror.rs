@@ -60,7 +60,7 @@ pub(super) fn spawn(
         }
         let sent = crate::timer::timeout(
             group.request_timeout,
-            pool::send(&group.client, target.address, &mut copy, &added),
+            pool::send(&group.client, target.address, &mut copy, &added, now),
         )
         .await;
         let ok = match sent {
@@ -72,7 +72,7 @@ pub(super) fn spawn(
                     tokio::time::timeout(group.request_timeout, crate::body::drain(&mut body))
                         .await
                         .is_ok_and(|ended| ended);
-                body.recycle();
+                body.recycle(std::time::Instant::now());
                 status_ok && drained
             }
             _ => false,

@@ -628,8 +628,9 @@ struct LogData {
 }
 
 impl Completion {
-    pub fn finish(self, bytes_out: u64) {
-        let duration = self.start.elapsed();
+    /// Runs the log phase of a response that ended at `now`.
+    pub fn finish(self, bytes_out: u64, now: Instant) {
+        let duration = now.saturating_duration_since(self.start);
         if let Some(m) = &self.route_metrics {
             m.observe(&self.method, self.status, duration);
         }

@@ -127,7 +127,7 @@ enum Kind {
 impl UpstreamBody {
     /// Returns the connection of a cleanly ended HTTP/1.1 body to this worker's pool (or
     /// closes it when the pool is full); does nothing otherwise.
-    pub fn recycle(&mut self) {
+    pub fn recycle(&mut self, now: Instant) {
         let Kind::H1(body) = &mut self.kind else {
             return;
         };
@@ -143,7 +143,7 @@ impl UpstreamBody {
         POOL.with_borrow_mut(|pool| {
             let idle = pool.entry(key).or_default();
             if idle.h1.len() < idle_limit {
-                idle.h1.push((conn, Instant::now()));
+                idle.h1.push((conn, now));
             }
         });
     }
@@ -201,15 +201,17 @@ pub struct SendError {
 type Sent = Result<Response<UpstreamBody>, SendError>;
 
 /// Sends `req` with the gateway's `added` fields to `addr` on a pooled connection (or a new
-/// one). The request stays the caller's, to send again when the error says it never left.
+/// one); `now` is the attempt's start, against which idle connections are aged. The request
+/// stays the caller's, to send again when the error says it never left.
 pub async fn send(
     profile: &ClientProfile,
     addr: SocketAddr,
     req: &mut Request<RequestBody>,
     added: &Added,
+    now: Instant,
 ) -> Sent {
     match profile.protocol {
-        UpstreamProtocol::Http1 => send_h1(addr, profile, req, added).await,
+        UpstreamProtocol::Http1 => send_h1(addr, profile, req, added, now).await,
         UpstreamProtocol::H2 => {
             added.insert_into(req.headers_mut());
             send_h2((addr, profile.clone()), req).await
@@ -236,9 +238,10 @@ async fn send_h1(
     profile: &ClientProfile,
     req: &mut Request<RequestBody>,
     added: &Added,
+    now: Instant,
 ) -> Sent {
     let key = (addr, profile.clone());
-    if let Some(conn) = checkout_h1(&key) {
+    if let Some(conn) = checkout_h1(&key, now) {
         match conn.send(req, added).await {
             Ok(resp) => return Ok(h1_response(resp)),
             // The server closed the idle connection as the request went out: nothing came
@@ -267,12 +270,12 @@ fn h1_response(resp: Response<H1Body>) -> Response<UpstreamBody> {
     })
 }
 
-fn checkout_h1(key: &Key) -> Option<Box<H1Conn>> {
+fn checkout_h1(key: &Key, now: Instant) -> Option<Box<H1Conn>> {
     POOL.with_borrow_mut(|pool| {
         let idle = pool.get_mut(key)?;
         let limit = key.1.idle_timeout;
         while let Some((mut conn, since)) = idle.h1.pop() {
-            if since.elapsed() < limit && conn.is_usable() {
+            if now.saturating_duration_since(since) < limit && conn.is_usable() {
                 return Some(conn);
             }
         }
