@@ -86,6 +86,8 @@ pub struct H1Conn {
     wbuf: Vec<u8>,
     /// Where each header of the last parsed head lies, reused likewise.
     idx: Vec<decode::HeaderIdx>,
+    /// The previous response's fields, to reuse what repeats.
+    memo: decode::FieldMemo,
     limits: H1Limits,
     /// The pool this connection goes back to after a clean exchange; set by the pool.
     pub(super) home: Option<super::pool::Key>,
@@ -143,6 +145,7 @@ impl H1Conn {
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(1024),
             idx: Vec::new(),
+            memo: decode::FieldMemo::default(),
             limits,
             home: None,
         })

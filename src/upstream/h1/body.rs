@@ -59,7 +59,7 @@ pub(super) fn response(
     let status = http::StatusCode::from_u16(parsed.status)
         .map_err(|_| H1Error::Malformed("invalid status code"))?;
     let head = conn.rbuf.split_to(parsed.len).freeze();
-    let (headers, fields) = decode::build_map(&head, &conn.idx)?;
+    let (headers, fields) = decode::build_map(&head, &conn.idx, Some(&mut conn.memo))?;
     let upgrade = parsed.status == 101;
     let framing = fields.framing(parsed.status, parsed.version, req.head)?;
     let keep_alive = parsed.version == http::Version::HTTP_11
@@ -256,7 +256,7 @@ impl H1Conn {
                 if self.idx.is_empty() {
                     return Poll::Ready(Ok(None));
                 }
-                let (trailers, _) = decode::build_map(&section, &self.idx)?;
+                let (trailers, _) = decode::build_map(&section, &self.idx, None)?;
                 return Poll::Ready(Ok(Some(trailers)));
             }
             if self.rbuf.len() >= self.limits.max_head_bytes {

@@ -170,22 +170,36 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Builds the header map on slices of `head` (values are shared, not copied) and notes the
 /// framing fields on the way. Fields that only describe this hop and name no other field
 /// (`Connection` listing only `close`/`keep-alive`, `Keep-Alive`) are read, not kept.
+/// With a `memo`, fields equal to the ones at the same positions of the connection's
+/// previous response reuse their checked names and values.
 pub(super) fn build_map(
     head: &Bytes,
     idx: &[HeaderIdx],
+    mut memo: Option<&mut FieldMemo>,
 ) -> Result<(HeaderMap, FramingFields), H1Error> {
     // Room for the fields the gateway adds on the way down (request id, rate-limit fields,
     // Cache-Status and Age, CORS, a sticky cookie) so adding them never rehashes the map.
     let mut map = HeaderMap::with_capacity(idx.len() + GATEWAY_FIELDS);
     let mut fields = FramingFields::default();
-    for i in idx {
-        let name = span(head, i.name)
-            .and_then(|r| HeaderName::from_bytes(&head[r]).ok())
+    for (at, i) in idx.iter().enumerate() {
+        let raw_name = span(head, i.name)
+            .map(|r| &head[r])
             .ok_or(H1Error::Malformed("invalid header name"))?;
+        let name = match memo.as_deref_mut() {
+            Some(m) => m.name(at, raw_name),
+            None => HeaderName::from_bytes(raw_name).ok(),
+        }
+        .ok_or(H1Error::Malformed("invalid header name"))?;
         let value = match span(head, i.value) {
             _ if i.value.1 == 0 => HeaderValue::from_static(""),
-            Some(r) => HeaderValue::from_maybe_shared(head.slice(r))
-                .map_err(|_| H1Error::Malformed("invalid header value"))?,
+            Some(r) => match memo
+                .as_deref_mut()
+                .and_then(|m| m.value(at, &head[r.clone()]))
+            {
+                Some(v) => v,
+                None => HeaderValue::from_maybe_shared(head.slice(r))
+                    .map_err(|_| H1Error::Malformed("invalid header value"))?,
+            },
             None => return Err(H1Error::Malformed("invalid header value")),
         };
         if name == CONTENT_LENGTH {
@@ -211,6 +225,98 @@ pub(super) fn build_map(
         map.append(name, value);
     }
     Ok((map, fields))
+}
+
+/// The fields of a connection's previous response, by position. An upstream sends the same
+/// names, and mostly the same values, in the same order from one response to the next: a
+/// field whose bytes equal the ones at its position last time reuses the name and value
+/// checked then, and a value that came twice in a row is kept in a copy of its own (the
+/// head it was read from is not held). Names and values longer than [`MEMO_BYTES`] and
+/// positions past [`MEMO_FIELDS`] are always checked afresh.
+#[derive(Default)]
+pub(crate) struct FieldMemo {
+    slots: Vec<MemoSlot>,
+}
+
+/// Longest name or value remembered.
+const MEMO_BYTES: usize = 40;
+/// Positions remembered.
+const MEMO_FIELDS: usize = 16;
+
+struct MemoSlot {
+    raw_name: Inline,
+    name: HeaderName,
+    raw_value: Inline,
+    /// Set once the value at this position came twice in a row.
+    value: Option<HeaderValue>,
+}
+
+/// Up to [`MEMO_BYTES`] bytes, kept in place.
+#[derive(Clone, Copy)]
+struct Inline {
+    len: u8,
+    bytes: [u8; MEMO_BYTES],
+}
+
+impl Inline {
+    const EMPTY: Inline = Inline {
+        len: 0,
+        bytes: [0; MEMO_BYTES],
+    };
+
+    fn new(b: &[u8]) -> Option<Inline> {
+        let mut i = Inline::EMPTY;
+        i.bytes.get_mut(..b.len())?.copy_from_slice(b);
+        i.len = u8::try_from(b.len()).ok()?;
+        Some(i)
+    }
+
+    fn is(&self, b: &[u8]) -> bool {
+        self.bytes.get(..usize::from(self.len)) == Some(b) && !b.is_empty()
+    }
+}
+
+impl FieldMemo {
+    /// The name at position `at` (`None` when the bytes are not a valid name).
+    fn name(&mut self, at: usize, raw: &[u8]) -> Option<HeaderName> {
+        if let Some(slot) = self.slots.get(at) {
+            if slot.raw_name.is(raw) {
+                return Some(slot.name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(raw).ok()?;
+        let Some(inline) = Inline::new(raw).filter(|_| at < MEMO_FIELDS) else {
+            return Some(name);
+        };
+        let slot = MemoSlot {
+            raw_name: inline,
+            name: name.clone(),
+            raw_value: Inline::EMPTY,
+            value: None,
+        };
+        if let Some(s) = self.slots.get_mut(at) {
+            *s = slot;
+        } else if self.slots.len() == at {
+            self.slots.push(slot);
+        }
+        Some(name)
+    }
+
+    /// The value at position `at` if it equals the one there last time (checked then, or
+    /// now, once, for its own copy); `None` when the caller checks it on the head's bytes.
+    /// Call after [`FieldMemo::name`] for the same position.
+    fn value(&mut self, at: usize, raw: &[u8]) -> Option<HeaderValue> {
+        let slot = self.slots.get_mut(at)?;
+        if !slot.raw_value.is(raw) {
+            slot.raw_value = Inline::new(raw).unwrap_or(Inline::EMPTY);
+            slot.value = None;
+            return None;
+        }
+        if slot.value.is_none() {
+            slot.value = Some(HeaderValue::from_bytes(raw).ok()?);
+        }
+        slot.value.clone()
+    }
 }
 
 /// The range `(offset, length)` if it lies within `head`.

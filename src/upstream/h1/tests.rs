@@ -22,6 +22,7 @@ use crate::upstream::added::Added;
 
 mod conn;
 mod malformed;
+mod memo;
 mod request;
 mod response;
 mod tls;
