@@ -13,12 +13,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use crate::cache::store::{Admission, FillBody, FillLeader};
-use crate::proxy::Completion;
+use crate::proxy::{Completion, VIA_VALUE, X_REQUEST_ID};
 use crate::serve::DownstreamBody;
 use crate::upstream::pool::UpstreamBody;
 
@@ -46,6 +47,16 @@ pub struct ProxyBody {
     fill: Option<Box<Filling>>,
     /// Route `timeouts.idle` / `timeouts.total` on the relayed body, when configured.
     timer: Option<Box<BodyTimer>>,
+    /// The gateway's response fields kept out of the header map (a hashed insert each).
+    gateway: GatewayFields,
+}
+
+/// Response fields the gateway adds, carried beside the header map: the HTTP/1.1 writer
+/// writes them after the map's fields; HTTP/2 responses get them in the map.
+#[derive(Default)]
+struct GatewayFields {
+    request_id: Option<HeaderValue>,
+    via: bool,
 }
 
 /// Idle and total deadlines of a relayed body. Armed only while the upstream is silent.
@@ -147,6 +158,27 @@ impl ProxyBody {
             completion: None,
             fill: None,
             timer: None,
+            gateway: GatewayFields::default(),
+        }
+    }
+
+    /// Carries `X-Request-Id` and, with `via`, the gateway's `Via` beside the header map;
+    /// the map must not hold either.
+    pub fn set_gateway_fields(&mut self, request_id: HeaderValue, via: bool) {
+        self.gateway = GatewayFields {
+            request_id: Some(request_id),
+            via,
+        };
+    }
+
+    /// Moves the fields carried beside the map into it, for writers that only know the map.
+    pub fn move_gateway_fields_into(&mut self, headers: &mut http::HeaderMap) {
+        let fields = std::mem::take(&mut self.gateway);
+        if fields.via {
+            headers.append(http::header::VIA, HeaderValue::from_static(VIA_VALUE));
+        }
+        if let Some(id) = fields.request_id {
+            headers.insert(X_REQUEST_ID, id);
         }
     }
 
@@ -182,6 +214,17 @@ impl Drop for ProxyBody {
             }
         }
         self.complete(now);
+    }
+}
+
+impl crate::serve::h1::ExtraFields for ProxyBody {
+    fn extra_fields(&self, mut field: impl FnMut(&[u8], &[u8])) {
+        if self.gateway.via {
+            field(b"via", VIA_VALUE.as_bytes());
+        }
+        if let Some(id) = &self.gateway.request_id {
+            field(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
+        }
     }
 }
 

@@ -390,6 +390,72 @@ where
     StreamBody::new(s).boxed_unsync()
 }
 
+/// The client's view of the gateway's response fields, over HTTP/1.1 and h2c, from an
+/// upstream that sends `upstream_fields` of its own.
+async fn gateway_fields_returned(upstream_fields: &'static [(&'static str, &'static str)]) {
+    let backend = Backend::start(false, move |_| async move {
+        let mut resp = text(StatusCode::OK, "ok");
+        for (name, value) in upstream_fields {
+            resp.headers_mut().append(*name, value.parse().unwrap());
+        }
+        resp
+    })
+    .await;
+    let gw = TestGateway::start(&config(&[backend.addr], ALL));
+    let via = if upstream_fields.iter().any(|(n, _)| *n == "via") {
+        "1.1 backend, 1.1 ferrogate"
+    } else {
+        "1.1 ferrogate"
+    };
+    let h1 = send(
+        gw.addr,
+        Request::get("/f")
+            .header("host", "a")
+            .header("x-request-id", "client-id")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/f", gw.addr))
+        .header("x-request-id", "client-id")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let h2 = collect(tx.send_request(req).await.unwrap()).await;
+    for (got, version) in [(h1, "HTTP/1.1"), (h2, "h2c")] {
+        assert_eq!(got.status, 200, "{version}");
+        let ids: Vec<_> = got.headers.get_all("x-request-id").iter().collect();
+        assert_eq!(
+            ids,
+            ["client-id"],
+            "one request id, the gateway's ({version})"
+        );
+        let vias: Vec<_> = got.headers.get_all("via").iter().collect();
+        assert_eq!(vias, [via], "one Via listing the gateway ({version})");
+        assert_eq!(
+            got.header("x-extra"),
+            upstream_fields.first().map(|_| "kept")
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_gateway_field_reaches_the_client_once_whatever_the_upstream_sent() {
+    gateway_fields_returned(&[]).await;
+    gateway_fields_returned(&[
+        ("x-extra", "kept"),
+        ("x-request-id", "upstream-id"),
+        ("via", "1.1 backend"),
+    ])
+    .await;
+    gateway_fields_returned(&[("x-extra", "kept"), ("x-request-id", "upstream-id")]).await;
+}
+
 #[tokio::test]
 async fn h2c_prior_knowledge_is_served() {
     let backend = Backend::named("app").await;

@@ -17,11 +17,12 @@ pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forw
 pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const VIA_VALUE: &str = "1.1 ferrogate";
+/// The gateway's entry in `Via`.
+pub const VIA_VALUE: &str = "1.1 ferrogate";
 
 /// Propagates a well-formed client `X-Request-Id`, or makes a new random one.
-pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
+pub(super) fn request_id(headers: &HeaderMap, present: &Present) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID).filter(|_| present.request_id) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
             return v.clone();
@@ -91,10 +92,11 @@ pub fn normalize_host(h: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub(super) fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+pub(super) fn wants_upgrade(headers: &HeaderMap, present: &Present) -> bool {
+    present.hop[UPGRADE_INDEX]
+        && headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
         && connection_has(headers, "upgrade")
 }
 
@@ -165,10 +167,11 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 const TE_INDEX: usize = 3;
+const UPGRADE_INDEX: usize = 5;
 
 /// Which of the fields the proxy rewrites a message carries, found in one pass over the
 /// names (no hashing), so that absent ones cost no lookup.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Present {
     hop: [bool; 8],
     any_hop: bool,
@@ -252,18 +255,23 @@ pub(super) fn is_connection_option(t: &str) -> bool {
 /// Applies the proxy's header rules to an upstream request: hop-by-hop fields go, and the
 /// gateway's own fields (X-Forwarded-*, Via, X-Request-Id, a new Host) go to `added`, with
 /// the client's copies of them taken out of the map.
+/// `present` is what [`Present::scan`] found in `headers`.
 pub(super) fn prepare_upstream_headers(
     headers: &mut HeaderMap,
+    present: &Present,
     h: UpstreamHeaders<'_>,
     added: &mut Added,
 ) {
-    let present = Present::scan(headers);
+    debug_assert!(
+        Present::scan(headers) == *present,
+        "the map changed since it was scanned"
+    );
     let te_trailers = h.grpc_trailers
         && present.hop[TE_INDEX]
         && headers
             .get(header::TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    strip_present(headers, &present);
+    strip_present(headers, present);
     if h.upgrade {
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -338,7 +346,16 @@ fn append_via(headers: &mut HeaderMap, listed: bool) {
     headers.insert(header::VIA, v);
 }
 
-pub(super) fn prepare_downstream_headers(headers: &mut HeaderMap, switching: bool) {
+/// Applies the proxy's header rules to an upstream response. With `beside`, the gateway's
+/// own fields travel beside the map (see [`crate::body::ProxyBody::set_gateway_fields`]):
+/// the upstream's `X-Request-Id` is removed for the gateway's, and `Via` is left out of the
+/// map unless the upstream listed hops of its own (they are merged there). Returns whether
+/// the gateway's `Via` is still to be written.
+pub(super) fn prepare_downstream_headers(
+    headers: &mut HeaderMap,
+    switching: bool,
+    beside: bool,
+) -> bool {
     let present = Present::scan(headers);
     let upgrade = switching
         .then(|| headers.get(header::UPGRADE).cloned())
@@ -348,7 +365,14 @@ pub(super) fn prepare_downstream_headers(headers: &mut HeaderMap, switching: boo
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    if beside && present.request_id {
+        headers.remove(&X_REQUEST_ID);
+    }
+    if beside && !present.via {
+        return true;
+    }
     append_via(headers, present.via);
+    false
 }
 
 #[cfg(test)]
@@ -397,7 +421,8 @@ mod tests {
 
     #[test]
     fn generated_request_ids_are_32_hex_chars() {
-        let id = request_id(&HeaderMap::new());
+        let map = HeaderMap::new();
+        let id = request_id(&map, &Present::scan(&map));
         assert_eq!(id.len(), 32);
         assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
     }

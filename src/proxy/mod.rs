@@ -34,8 +34,8 @@ use crate::upstream::added::Added;
 use crate::upstream::limit::{Refusal, Slot};
 use crate::upstream::stream::UpstreamStream;
 
-pub use headers::X_REQUEST_ID;
 use headers::*;
+pub use headers::{VIA_VALUE, X_REQUEST_ID};
 
 /// What a connection knows that every request on it shares.
 pub struct ConnInfo {
@@ -61,7 +61,10 @@ pub async fn handle(
     req: &mut Request<DownstreamBody>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
-    let request_id = request_id(req.headers());
+    // One pass over the field names tells which of the proxy's fields are there, so absent
+    // ones cost no lookup; nothing changes the map before the upstream request is made.
+    let present = Present::scan(req.headers());
+    let request_id = request_id(req.headers(), &present);
     let listener = &snap.listeners[conn.listener];
     let trusted = is_trusted(&listener.trusted_proxies, conn.peer.ip());
     let client_ip = if trusted {
@@ -240,8 +243,9 @@ pub async fn handle(
     }
 
     // cache: answer from the store, or note what to do with the upstream's answer
-    let upgrade =
-        wants_upgrade(req.headers()) && route.websocket && req.version() == Version::HTTP_11;
+    let upgrade = wants_upgrade(req.headers(), &present)
+        && route.websocket
+        && req.version() == Version::HTTP_11;
     let mut pending = None;
     if let (Some(svc), Some(rules), false) = (&snap.cache, &route.cache, upgrade) {
         let lookup = cache::CacheRequest {
@@ -306,6 +310,7 @@ pub async fn handle(
     let set_host = host_to_set(action, req.uri(), host_value.as_ref());
     prepare_upstream_headers(
         req.headers_mut(),
+        &present,
         UpstreamHeaders {
             trusted,
             peer_text: &conn.peer_text,
@@ -425,13 +430,20 @@ pub async fn handle(
             }
         }
     }
-    prepare_downstream_headers(resp.headers_mut(), switching);
+    // A plain relay keeps the gateway's own fields beside the map; a response the cache
+    // keeps has them in its map, as stored responses need.
+    let beside = pending.is_none();
+    let via_beside = prepare_downstream_headers(resp.headers_mut(), switching, beside);
     let mut resp = match (pending, &snap.cache, &route.cache) {
         (Some(p), Some(svc), Some(rules)) => p.answer(svc, rules, resp),
         _ => resp.map(ProxyBody::relay),
     };
+    if beside {
+        resp.body_mut().set_gateway_fields(request_id, via_beside);
+    } else {
+        resp.headers_mut().insert(X_REQUEST_ID, request_id);
+    }
     let headers = resp.headers_mut();
-    headers.insert(X_REQUEST_ID, request_id);
     if let Some(p) = &passed {
         p.write_headers(headers);
     }
@@ -511,8 +523,10 @@ fn refresh_head(
     *head.version_mut() = Version::HTTP_11;
     let client_host = request_host(req);
     let mut added = Added::default();
+    let present = Present::scan(head.headers());
     prepare_upstream_headers(
         head.headers_mut(),
+        &present,
         UpstreamHeaders {
             trusted,
             peer_text: &conn.peer_text,

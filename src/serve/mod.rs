@@ -239,6 +239,12 @@ fn service(
         let snap = shared.snapshot.load_full();
         let conn = conn.clone();
         let mut req = req.map(DownstreamBody::H2);
-        async move { Ok::<_, Infallible>(proxy::handle(snap, &conn, &mut req).await) }
+        async move {
+            let resp = proxy::handle(snap, &conn, &mut req).await;
+            // hyper writes the map only.
+            let (mut parts, mut body) = resp.into_parts();
+            body.move_gateway_fields_into(&mut parts.headers);
+            Ok::<_, Infallible>(http::Response::from_parts(parts, body))
+        }
     })
 }

@@ -51,9 +51,16 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// A downstream connection, type-erased: one indirect call per read or write.
 pub type BoxIo = Box<dyn Io>;
 
+/// Fields a response body carries for its head beside the header map (the gateway's own,
+/// spared a hashed insert each): written after the map's fields.
+pub trait ExtraFields {
+    /// Calls `field` with the name and value of each.
+    fn extra_fields(&self, _field: impl FnMut(&[u8], &[u8])) {}
+}
+
 /// What answers the requests of a connection.
 pub trait Service: Send + Sync {
-    type Body: Body<Data = Bytes> + Send + Unpin;
+    type Body: Body<Data = Bytes> + ExtraFields + Send + Unpin;
 
     /// Answers `req`. The request stays in the connection's frame and is lent, so it is
     /// built once and never moved; the service takes from it what it forwards.
@@ -384,7 +391,7 @@ impl Conn {
         upgrade: Option<oneshot::Sender<Upgraded>>,
     ) -> Result<bool, End>
     where
-        B: Body<Data = Bytes> + Unpin,
+        B: Body<Data = Bytes> + ExtraFields + Unpin,
     {
         let head = response::encode(&mut self.wbuf, resp, &ex);
         let (close, switching) = (head.close, head.switching);

@@ -15,6 +15,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING}
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body::Body;
 
+use super::ExtraFields;
 use crate::cache::date::{format_http_date, IMF_FIXDATE_LEN};
 use crate::outgoing::parse_length;
 
@@ -61,7 +62,11 @@ thread_local! {
 }
 
 /// Encodes the head of `resp` into `buf` (cleared first).
-pub(super) fn encode<B: Body>(buf: &mut Vec<u8>, resp: &Response<B>, ex: &Exchange) -> Head {
+pub(super) fn encode<B: Body + ExtraFields>(
+    buf: &mut Vec<u8>,
+    resp: &Response<B>,
+    ex: &Exchange,
+) -> Head {
     let status = resp.status();
     let body = resp.body();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
@@ -106,6 +111,7 @@ pub(super) fn encode<B: Body>(buf: &mut Vec<u8>, resp: &Response<B>, ex: &Exchan
         }
         field(buf, name.as_str().as_bytes(), value.as_bytes());
     }
+    body.extra_fields(|name, value| field(buf, name, value));
     let mut close = ex.close || says_close;
     let framing = if bodiless {
         // A HEAD response says what a GET would have sent.

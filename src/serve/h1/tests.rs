@@ -50,6 +50,8 @@ struct Seen {
     body_failed: bool,
 }
 
+impl super::ExtraFields for TestBody {}
+
 /// A handler built from a closure.
 struct Handler<F>(F);
 
