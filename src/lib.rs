@@ -25,6 +25,7 @@ pub mod reload;
 pub mod router;
 pub mod serve;
 pub mod snapshot;
+pub mod spare_maps;
 pub mod timer;
 pub mod tls;
 pub mod upstream;

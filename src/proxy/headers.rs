@@ -20,6 +20,18 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// The gateway's entry in `Via`.
 pub const VIA_VALUE: &str = "1.1 ferrogate";
 
+/// The two lower-case hex digits of each byte.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [digits[i >> 4], digits[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
 /// Propagates a well-formed client `X-Request-Id`, or makes a new random one.
 pub(super) fn request_id(headers: &HeaderMap, present: &Present) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID).filter(|_| present.request_id) {
@@ -29,9 +41,11 @@ pub(super) fn request_id(headers: &HeaderMap, present: &Present) -> HeaderValue 
         }
     }
     let mut buf = [0u8; 32];
-    let n = fastrand::u128(..);
-    for (i, slot) in buf.iter_mut().enumerate() {
-        *slot = b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize];
+    for (pair, byte) in buf
+        .chunks_exact_mut(2)
+        .zip(fastrand::u128(..).to_le_bytes())
+    {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
     }
     // Owned in place by the `Bytes`: one allocation, and clones (the upstream request's copy,
     // the log's) only count references.
@@ -424,6 +438,11 @@ mod tests {
         let map = HeaderMap::new();
         let id = request_id(&map, &Present::scan(&map));
         assert_eq!(id.len(), 32);
-        assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert!(id
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)));
+        let other = request_id(&map, &Present::scan(&map));
+        assert_ne!(id, other, "each request gets its own");
     }
 }

@@ -381,7 +381,9 @@ pub async fn handle(
                 mirror::spawn(snap.clone(), shadow, &mut up_req, &added);
             }
         }
-        forward::forward(&exchange, &mut up_req).await
+        let result = forward::forward(&exchange, &mut up_req).await;
+        crate::spare_maps::give(std::mem::take(up_req.headers_mut()));
+        result
     };
     if let (Some(log), Some(start)) = (&mut done.log, up_start) {
         log.upstream_duration = Some(start.elapsed());

@@ -394,6 +394,8 @@ impl Conn {
         B: Body<Data = Bytes> + ExtraFields + Unpin,
     {
         let head = response::encode(&mut self.wbuf, resp, &ex);
+        // The head is written: its map's allocations serve the next head read here.
+        crate::spare_maps::give(std::mem::take(resp.headers_mut()));
         let (close, switching) = (head.close, head.switching);
         let mut sender = Sender::new(head);
         let wire = &*self.wire;

@@ -3,7 +3,7 @@
 //! (shared, not copied).
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use crate::serve::strict::{self, HeadParser, Rejection};
 
@@ -27,7 +27,7 @@ pub(super) fn build<B>(
         .get(ts..te)
         .and_then(|_| Uri::from_maybe_shared(head.slice(ts..te)).ok())
         .ok_or(strict::INVALID_TARGET)?;
-    let mut headers = HeaderMap::with_capacity(parser.fields.len() + GATEWAY_FIELDS);
+    let mut headers = crate::spare_maps::take(parser.fields.len() + GATEWAY_FIELDS);
     for &((ns, ne), (vs, ve)) in &parser.fields {
         let name = head
             .get(ns..ne)

@@ -179,7 +179,7 @@ pub(super) fn build_map(
 ) -> Result<(HeaderMap, FramingFields), H1Error> {
     // Room for the fields the gateway adds on the way down (request id, rate-limit fields,
     // Cache-Status and Age, CORS, a sticky cookie) so adding them never rehashes the map.
-    let mut map = HeaderMap::with_capacity(idx.len() + GATEWAY_FIELDS);
+    let mut map = crate::spare_maps::take(idx.len() + GATEWAY_FIELDS);
     let mut fields = FramingFields::default();
     for (at, i) in idx.iter().enumerate() {
         let raw_name = span(head, i.name)
