@@ -118,7 +118,10 @@ struct Entry {
 
 impl Entry {
     fn arm(deadline: Instant, waker: &Waker) -> Entry {
-        let wheel = WHEEL.with(Arc::clone);
+        // A thread being torn down has no wheel left: a wheel of its own still works.
+        let wheel = WHEEL
+            .try_with(Arc::clone)
+            .unwrap_or_else(|_| Arc::new(Wheel::new()));
         let (slot, new_driver) = {
             let mut w = wheel.lock();
             let new_driver = (!w.driven).then(|| {

@@ -252,7 +252,7 @@ async fn send_h1(
         }
     }
     // New connections are the rare path: boxing the connect (and TLS handshake) future keeps
-    // its size out of every request's future, which the layers above move by value.
+    // its size out of every request's future.
     let mut conn = match Box::pin(connect(&key)).await {
         Ok(stream) => H1Conn::new(stream, H1Limits::default()),
         Err(e) => return Err(unsent(e)),
