@@ -390,6 +390,18 @@ where
     StreamBody::new(s).boxed_unsync()
 }
 
+/// An HTTP/2 prior-knowledge (h2c) client connection to `addr`.
+async fn h2c_client(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
 /// The client's view of the gateway's response fields, over HTTP/1.1 and h2c, from an
 /// upstream that sends `upstream_fields` of its own.
 async fn gateway_fields_returned(upstream_fields: &'static [(&'static str, &'static str)]) {
@@ -416,12 +428,7 @@ async fn gateway_fields_returned(upstream_fields: &'static [(&'static str, &'sta
             .unwrap(),
     )
     .await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2c_client(gw.addr).await;
     let req = Request::get(format!("http://{}/f", gw.addr))
         .header("x-request-id", "client-id")
         .body(Full::new(Bytes::new()))
@@ -460,12 +467,7 @@ async fn each_gateway_field_reaches_the_client_once_whatever_the_upstream_sent()
 async fn h2c_prior_knowledge_is_served() {
     let backend = Backend::named("app").await;
     let gw = TestGateway::start(&config(&[backend.addr], ALL));
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2c_client(gw.addr).await;
     let req = Request::get(format!("http://{}/h2", gw.addr))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -498,12 +500,7 @@ async fn grpc_over_h2c_keeps_trailers() {
     .await;
     let yaml = config(&[backend.addr], ALL).replace("  app:\n", "  app:\n    protocol: h2c\n");
     let gw = TestGateway::start(&yaml);
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2c_client(gw.addr).await;
     let req = Request::post(format!("http://{}/pkg.Svc/Call", gw.addr))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
