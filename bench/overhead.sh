@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cost of a route feature per request: the gateway with each config of CONFIGS in turn (the
 # first is the baseline; names are bench/NAME.yaml, or paths), measured the way
-# ../shared/bench/peers.sh measures proxies (gateway pinned to CPU 1, backend nginx, Redis and
+# bench/peers.sh measures proxies (gateway pinned to CPU 1, backend nginx, Redis and
 # wrk on CPU 0, 50 keep-alive connections, CPU microseconds per request from /proc/PID/stat),
 # in alternating rounds within one run so the ratios share the machine's state. HEADER, when
 # set, is sent with every request (to every config alike). Redis's own CPU is not counted.

@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
-# Builds the release binary and runs it beside nginx and HAProxy on the same backend with
-# the shared side-by-side method (peers.sh), once with the access log off (peers.yaml) and
-# once with it on (peers-log.yaml). Usage: bench/run.sh [DURATION_S] [CONNECTIONS]
+# Runs the gateway beside nginx and HAProxy on the same backend with the side-by-side method
+# of bench/peers.sh, in each mode of MODES (default: plain), with the gateway config for that
+# mode: bench/peers.yaml for plain and h2c, bench/peers-tls.yaml for tls, tls-new,
+# tls-resume and h2. Plain runs twice, with the access log off (peers.yaml) and on
+# (peers-log.yaml). Each config is validated with `ferrogate check` first.
+# Usage: [MODES="plain tls tls-new h2c h2"] [GATEWAY_BIN=path] [PEERS=path] bench/run.sh [DURATION_S=8] [CONNECTIONS=50]
+#   GATEWAY_BIN  the gateway binary (default target/release/ferrogate, built with
+#                `cargo build --release` first; a given binary is used as it is)
+#   PEERS        the side-by-side script (default bench/peers.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PEERS=${PEERS:-../shared/bench/peers.sh}
+PEERS=${PEERS:-bench/peers.sh}
 [ -f "$PEERS" ] || { echo "peers.sh not found at $PEERS (set PEERS=...)" >&2; exit 1; }
-cargo build --release --quiet
-for cfg in bench/peers.yaml bench/peers-log.yaml; do
-  echo "== $cfg"
-  GATEWAY_CMD="$PWD/target/release/ferrogate run -c $PWD/$cfg" GATEWAY_PORT=9200 \
-    bash "$PEERS" "${1:-8}" "${2:-50}"
+MODES=${MODES:-plain}
+if [ -z "${GATEWAY_BIN:-}" ]; then
+  cargo build --release --quiet
+  GATEWAY_BIN=target/release/ferrogate
+fi
+[ -x "$GATEWAY_BIN" ] || { echo "no gateway binary at $GATEWAY_BIN" >&2; exit 1; }
+GATEWAY_BIN=$(cd "$(dirname "$GATEWAY_BIN")" && pwd)/$(basename "$GATEWAY_BIN")
+. bench/proxies.sh
+for mode in $MODES; do
+  case $mode in
+    plain) cfgs="bench/peers.yaml bench/peers-log.yaml";;
+    h2c) cfgs=bench/peers.yaml;;
+    tls|tls-new|tls-resume|h2) cfgs=bench/peers-tls.yaml; bench_tls_cert target/bench-tls;;
+    *) echo "unknown mode $mode (plain, tls, tls-new, tls-resume, h2c, h2)" >&2; exit 2;;
+  esac
+  for cfg in $cfgs; do
+    "$GATEWAY_BIN" check -c "$cfg" >/dev/null
+    echo "== $mode $cfg"
+    MODE=$mode GATEWAY_CMD="$GATEWAY_BIN run -c $PWD/$cfg" GATEWAY_PORT=9200 \
+      bash "$PEERS" "${1:-8}" "${2:-50}"
+  done
 done
