@@ -9,13 +9,12 @@
 pub mod admin;
 pub mod auth;
 pub mod background;
-pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
-pub mod error;
 pub mod gateway;
 pub mod listener;
+pub mod message;
 pub mod observe;
 pub mod outgoing;
 pub mod proxy;

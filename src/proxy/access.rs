@@ -1,17 +1,70 @@
-//! The ACCESS phase's effects on a request: answering a refusal, reading and validating a
-//! body, and telling the upstream who the caller is (claims, consumer) without letting a
-//! client pose as anyone.
+//! ACCESS: who may make this request. In order: a CORS preflight is answered, the client
+//! address is checked against the IP rules, the credential is verified (the caller it
+//! names goes on to later phases and the log), and query and header parameters are checked.
+//! Also the effects of the caller on the response and the upstream request: refusals, CORS
+//! fields, the caller's identity told upstream without letting a client pose as anyone.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{Request, Response, StatusCode};
 
+use super::body::ProxyBody;
+use super::error::{problem_response, ProxyError};
+use super::log::Completion;
+use super::request::Arrival;
+use super::route::Routed;
+use super::{ConnInfo, Stop};
+use crate::auth::cors::Preflight;
 use crate::auth::gate::{Authenticated, Denied, Hidden};
-use crate::body::ProxyBody;
-use crate::error::{problem_response, ProxyError};
-use crate::serve::DownstreamBody;
-use crate::validate::schema::{problem_body, BodyError, BodySchemas};
+use crate::message::X_REQUEST_ID;
+use crate::validate::schema::problem_body;
+
+/// Runs the route's access checks; the verified caller, if the route authenticates.
+pub(super) async fn check<B>(
+    routed: &Routed<'_>,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    arrival: &Arrival,
+    done: &mut Completion,
+) -> Result<Option<Authenticated>, Stop> {
+    let Some(gate) = &routed.route.gate else {
+        return Ok(None);
+    };
+    let request_id = &arrival.request_id;
+    match gate.preflight(req.headers(), req.method()) {
+        Preflight::NotCors => {}
+        Preflight::Allowed(fields) => {
+            return Err(Stop::Respond(preflight_answer(fields, request_id.clone())));
+        }
+        Preflight::Denied(why) => {
+            let denied = Denied::Forbidden(why.to_string());
+            return Err(Stop::Respond(refusal(denied, request_id)));
+        }
+    }
+    done.cors = gate.cors_fields(req.headers()).map(Box::new);
+    let checked = async {
+        gate.check_ip(arrival.client_ip)?;
+        let found = gate
+            .authenticate(
+                req.headers(),
+                req.uri().query(),
+                conn.client_cert.as_deref(),
+            )
+            .await?;
+        gate.check_params(req.headers(), req.uri().query())?;
+        Ok(found)
+    };
+    let caller = checked
+        .await
+        .map_err(|denied| Stop::Respond(refusal(denied, request_id)))?;
+    if let (Some(log), Some(name)) = (
+        done.log_mut(),
+        caller.as_ref().and_then(|a| a.identity.name()),
+    ) {
+        log.consumer = Some(std::sync::Arc::from(name));
+    }
+    Ok(caller)
+}
 
 /// The answer to a refused request; the reason goes to the debug log only.
 pub(super) fn refusal(denied: Denied, request_id: &HeaderValue) -> Response<ProxyBody> {
@@ -36,7 +89,7 @@ pub(super) fn refusal(denied: Denied, request_id: &HeaderValue) -> Response<Prox
     }
 }
 
-fn invalid(
+pub(super) fn invalid(
     violations: &[crate::validate::schema::Violation],
     request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
@@ -50,7 +103,7 @@ pub(super) fn preflight_answer(fields: HeaderMap, request_id: HeaderValue) -> Re
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     *resp.headers_mut() = fields;
-    resp.headers_mut().insert(super::X_REQUEST_ID, request_id);
+    resp.headers_mut().insert(X_REQUEST_ID, request_id);
     resp
 }
 
@@ -61,45 +114,6 @@ pub(super) fn apply_cors(response: &mut HeaderMap, fields: &HeaderMap) {
     response.remove(header::ACCESS_CONTROL_EXPOSE_HEADERS);
     for (name, value) in fields {
         response.append(name.clone(), value.clone());
-    }
-}
-
-/// Reads the whole body (at most `limit` bytes) and checks it against the route's schemas.
-/// The body is left drained: the caller forwards the returned bytes instead.
-pub(super) async fn validated_body(
-    schemas: &BodySchemas,
-    headers: &HeaderMap,
-    body: &mut DownstreamBody,
-    limit: usize,
-    request_id: &HeaderValue,
-) -> Result<Bytes, Response<ProxyBody>> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    // The content type is checked before a byte of the body is read.
-    if let Err(BodyError::UnsupportedMediaType) = schemas.validate(content_type, b"") {
-        return Err(ProxyError::UnsupportedMediaType.to_response(request_id));
-    }
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return Err(ProxyError::DownstreamBody.to_response(request_id));
-        };
-        if let Some(data) = frame.data_ref() {
-            if buf.len() + data.len() > limit {
-                return Err(ProxyError::PayloadTooLarge.to_response(request_id));
-            }
-            buf.extend_from_slice(data);
-        }
-    }
-    let bytes = buf.freeze();
-    match schemas.validate(content_type, &bytes) {
-        Ok(()) => Ok(bytes),
-        Err(BodyError::UnsupportedMediaType) => {
-            Err(ProxyError::UnsupportedMediaType.to_response(request_id))
-        }
-        Err(BodyError::TooLarge { .. }) => Err(ProxyError::PayloadTooLarge.to_response(request_id)),
-        Err(BodyError::Invalid(violations)) => Err(invalid(&violations, request_id)),
     }
 }
 

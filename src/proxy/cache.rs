@@ -11,9 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 
-use crate::body::{AfterFill, ProxyBody};
+use super::body::{AfterFill, ProxyBody};
+use super::error::ProxyError;
+use super::request::Arrival;
+use super::route::Routed;
+use super::{refresh, ConnInfo, Stop};
+use crate::auth::gate::Authenticated;
 use crate::cache::conditional::{
     after_failed_validation, evaluate_client_conditional, merge_not_modified, not_modified_headers,
     prepare_validation, ClientConditional, Fallback, ValidationFailure,
@@ -28,7 +33,9 @@ use crate::cache::service::{CacheService, KeyPart, Outcome, Purge, RouteCacheRul
 use crate::cache::status::{CacheStatus, Forward};
 use crate::cache::storable::{add_missing_date, storable, strip_for_storage};
 use crate::cache::store::{Entry, FillHead, FillLeader, FollowOutcome, Lookup, OriginReason};
-use crate::error::ProxyError;
+use crate::message::X_REQUEST_ID;
+use crate::ratelimit::Passed;
+use crate::snapshot::Snapshot;
 use crate::upstream::pool::UpstreamBody;
 
 /// What the cache phase decided before the upstream. Returned once per request and moved
@@ -78,7 +85,7 @@ struct Fill {
 }
 
 /// The request facts the cache phase needs.
-pub(super) struct CacheRequest<'a> {
+struct CacheRequest<'a> {
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
     pub scheme: &'static str,
@@ -87,12 +94,53 @@ pub(super) struct CacheRequest<'a> {
     pub consumer: Option<&'a str>,
 }
 
+/// The cache phase before the upstream: on a cached route (not a tunnel), answers from the
+/// store when it can; otherwise what to do with the upstream's answer.
+pub(super) async fn lookup<B>(
+    snap: &Arc<Snapshot>,
+    conn: &ConnInfo,
+    routed: &Routed<'_>,
+    req: &Request<B>,
+    arrival: &Arrival,
+    caller: Option<&Authenticated>,
+    passed: Option<&Passed>,
+) -> Result<Option<Pending>, Stop> {
+    let (Some(svc), Some(rules), false) = (&snap.cache, &routed.route.cache, routed.upgrade) else {
+        return Ok(None);
+    };
+    let lookup = CacheRequest {
+        method: req.method(),
+        headers: req.headers(),
+        scheme: if conn.tls { "https" } else { "http" },
+        authority: arrival.host_text().unwrap_or(""),
+        path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        consumer: caller.and_then(|a| a.identity.name()),
+    };
+    match plan(svc, rules, &lookup).await {
+        Plan::Answer(mut resp, refresh) => {
+            if let Some(refresh) = refresh {
+                let head = refresh::head(conn, routed, req, arrival);
+                refresh::spawn(
+                    snap.clone(),
+                    routed.matched.route,
+                    arrival.client_ip,
+                    head,
+                    refresh,
+                );
+            }
+            resp.headers_mut()
+                .insert(X_REQUEST_ID, arrival.request_id.clone());
+            if let Some(p) = passed {
+                p.write_headers(resp.headers_mut());
+            }
+            Err(Stop::Respond(resp))
+        }
+        Plan::Forward(p) => Ok(Some(p)),
+    }
+}
+
 /// Looks the request up and decides: answer from the store, or go upstream.
-pub(super) async fn plan(
-    svc: &CacheService,
-    rules: &RouteCacheRules,
-    r: &CacheRequest<'_>,
-) -> Plan {
+async fn plan(svc: &CacheService, rules: &RouteCacheRules, r: &CacheRequest<'_>) -> Plan {
     let target = Target {
         scheme: r.scheme,
         authority: r.authority,
@@ -658,5 +706,5 @@ pub(super) async fn finish_refresh(
         Ok(resp) => pending.answer(svc, rules, resp),
         Err(_) => return,
     };
-    crate::body::drain(&mut resp.into_body()).await;
+    crate::message::drain(&mut resp.into_body()).await;
 }

@@ -5,24 +5,44 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 
+use super::cache::Pending;
+use super::error::ProxyError;
 use super::headers::{authority_value, upstream_uri};
-use crate::body::{RequestBody, RequestBodyState};
+use super::log::Completion;
+use super::request::Arrival;
+use super::route::Routed;
+use super::upstream_request::Outbound;
+use super::{mirror, Stop};
 use crate::config::model::UpstreamProtocol;
-use crate::error::ProxyError;
+use crate::message::X_REQUEST_ID;
+use crate::serve::h1::upgrade::OnUpgrade;
 use crate::snapshot::{ClientProfile, CompiledRoute, Snapshot, UpstreamGroup};
 use crate::upstream::added::Added;
 use crate::upstream::balancer::{InFlight, PickInput};
 use crate::upstream::health::{Admission, Outcome};
 use crate::upstream::pool::{self, SendError, UpstreamBody, UpstreamError};
+use crate::upstream::request_body::{RequestBody, RequestBodyState};
 use crate::upstream::retry::is_idempotent;
 
+/// What the upstream answered, with what `respond` needs of the request.
+pub(crate) struct Forwarded {
+    pub answer: Answer,
+    /// What the cache does with the answer, on a cached route.
+    pub pending: Option<Pending>,
+    /// The client side of a WebSocket tunnel, when the request asked for one.
+    pub upgrade: Option<OnUpgrade>,
+    /// The end of the whole exchange (route `timeouts.total`), body included.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
 /// What the chosen target answered.
-pub(super) struct Answer {
+pub(crate) struct Answer {
     pub response: Response<UpstreamBody>,
     pub target: usize,
     /// `Set-Cookie` pinning the client, when the group is sticky and the pin changed.
@@ -97,6 +117,86 @@ struct Attempt<'a> {
     /// outcome's time).
     started: Instant,
     limit: Duration,
+}
+
+/// The FORWARD phase: sends the upstream request (and its mirror copy), retrying as the
+/// route allows. The request ends here, its body above all; the cache may answer a failure
+/// with a stale response.
+pub(super) async fn send(
+    snap: &Arc<Snapshot>,
+    routed: &Routed<'_>,
+    group: &UpstreamGroup,
+    outbound: Outbound,
+    arrival: &Arrival,
+    pending: Option<Pending>,
+    done: &mut Completion,
+) -> Result<Forwarded, Stop> {
+    let route = routed.route;
+    let Outbound {
+        mut request,
+        added,
+        host_from_target,
+        body_state,
+        downstream_uri,
+        upgrade,
+    } = outbound;
+    let deadline = route
+        .timeouts
+        .total
+        .map(|t| tokio::time::Instant::now() + t);
+    let exchange = Exchange {
+        snap,
+        route,
+        group,
+        client_ip: arrival.client_ip,
+        path: downstream_uri.path(),
+        host_from_target,
+        body_state: body_state.as_deref(),
+        deadline,
+        added: &added,
+    };
+    let up_start = done.log.is_some().then(Instant::now);
+    if let Some((shadow, share)) = route.mirror {
+        if fastrand::f64() < share {
+            mirror::spawn(snap.clone(), shadow, &mut request, &added);
+        }
+    }
+    let result = forward(&exchange, &mut request).await;
+    crate::spare_maps::give(std::mem::take(request.headers_mut()));
+    drop(request);
+    if let (Some(log), Some(start)) = (done.log_mut(), up_start) {
+        log.upstream_duration = Some(start.elapsed());
+    }
+    let (err, target) = match result {
+        Ok(answer) => {
+            if let Some(log) = done.log_mut() {
+                log.upstream = Some(group.targets[answer.target].label.clone());
+            }
+            return Ok(Forwarded {
+                answer,
+                pending,
+                upgrade,
+                deadline,
+            });
+        }
+        Err(failed) => failed,
+    };
+    if let Some(log) = done.log_mut() {
+        log.upstream = target.map(Arc::from);
+    }
+    tracing::debug!(error = %err, "upstream request failed");
+    let fallback = match (pending, &snap.cache, &route.cache) {
+        (Some(p), Some(svc), Some(rules)) => p.failed(svc, rules, err),
+        _ => Err(err),
+    };
+    match fallback {
+        Ok(mut resp) => {
+            resp.headers_mut()
+                .insert(X_REQUEST_ID, arrival.request_id.clone());
+            Err(Stop::Respond(resp))
+        }
+        Err(err) => Err(Stop::Fail(err)),
+    }
 }
 
 /// Sends `req` to a target of the group, retrying as the route allows.

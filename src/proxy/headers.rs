@@ -8,17 +8,15 @@ use http::uri::{PathAndQuery, Scheme, Uri};
 use http::Request;
 
 use crate::config::model::ProxyAction;
+use crate::message::{VIA_VALUE, X_REQUEST_ID};
 use crate::router;
 use crate::upstream::added::Added;
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-/// The gateway's entry in `Via`.
-pub const VIA_VALUE: &str = "1.1 ferrogate";
 
 /// The two lower-case hex digits of each byte.
 static HEX_PAIRS: [[u8; 2]; 256] = {

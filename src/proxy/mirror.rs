@@ -8,12 +8,12 @@ use std::time::Instant;
 use http::{Request, Version};
 
 use super::headers::upstream_uri;
-use crate::body::RequestBody;
 use crate::config::model::UpstreamProtocol;
 use crate::snapshot::Snapshot;
 use crate::upstream::added::Added;
 use crate::upstream::balancer::PickInput;
 use crate::upstream::pool;
+use crate::upstream::request_body::RequestBody;
 
 /// Body frames a shadow may lag behind the original before its copy is cut.
 const TEE_DEPTH: usize = 16;
@@ -69,7 +69,7 @@ pub(super) fn spawn(
                 // Read the response to its end so the connection can serve again.
                 let mut body = resp.into_body();
                 let drained =
-                    tokio::time::timeout(group.request_timeout, crate::body::drain(&mut body))
+                    tokio::time::timeout(group.request_timeout, crate::message::drain(&mut body))
                         .await
                         .is_ok_and(|ended| ended);
                 body.recycle(std::time::Instant::now());

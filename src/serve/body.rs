@@ -9,7 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::h1::H1RequestBody;
-use crate::body::BodyError;
+use crate::message::BodyError;
 
 /// A request body as the client sends it.
 #[derive(Debug)]

@@ -154,12 +154,13 @@ struct Proxy {
 }
 
 impl h1::Service for Proxy {
-    type Body = crate::body::ProxyBody;
+    type Body = crate::proxy::body::ProxyBody;
 
     fn call(
         &self,
         req: &mut http::Request<DownstreamBody>,
-    ) -> impl std::future::Future<Output = http::Response<crate::body::ProxyBody>> + Send {
+    ) -> impl std::future::Future<Output = http::Response<crate::proxy::body::ProxyBody>> + Send
+    {
         proxy::handle(self.shared.snapshot.load_full(), &self.conn, req)
     }
 }
@@ -228,10 +229,10 @@ fn service(
     conn: Arc<ConnInfo>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
-    Response = http::Response<crate::body::ProxyBody>,
+    Response = http::Response<crate::proxy::body::ProxyBody>,
     Error = Infallible,
     Future = impl std::future::Future<
-        Output = Result<http::Response<crate::body::ProxyBody>, Infallible>,
+        Output = Result<http::Response<crate::proxy::body::ProxyBody>, Infallible>,
     > + Send,
 > + Clone {
     service_fn(move |req: http::Request<hyper::body::Incoming>| {

@@ -10,6 +10,7 @@ pub mod health;
 pub mod limit;
 pub mod pool;
 pub mod probe;
+pub mod request_body;
 pub mod retry;
 pub mod sticky;
 pub mod stream;

@@ -30,10 +30,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::added::Added;
 use super::h1::{H1Body, H1Conn, H1Error, H1Limits};
+use super::request_body::RequestBody;
 use super::retry::is_idempotent;
 use super::stream::{self, ConnectError, UpstreamStream};
-use crate::body::{BodyError, RequestBody};
 use crate::config::model::UpstreamProtocol;
+use crate::message::BodyError;
 use crate::snapshot::ClientProfile;
 
 /// Why an upstream request failed.

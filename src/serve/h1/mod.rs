@@ -40,6 +40,7 @@ pub use wire::ReadError;
 
 use super::strict::{self, BodyKind, HeadParser, HeadStep, Rejection, StrictLimits};
 use super::DownstreamBody;
+use crate::message::ExtraFields;
 use response::Exchange;
 use send::Sender;
 use wire::{lock, BodyState, Expect, Wire};
@@ -50,13 +51,6 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// A downstream connection, type-erased: one indirect call per read or write.
 pub type BoxIo = Box<dyn Io>;
-
-/// Fields a response body carries for its head beside the header map (the gateway's own,
-/// spared a hashed insert each): written after the map's fields.
-pub trait ExtraFields {
-    /// Calls `field` with the name and value of each.
-    fn extra_fields(&self, _field: impl FnMut(&[u8], &[u8])) {}
-}
 
 /// What answers the requests of a connection.
 pub trait Service: Send + Sync {

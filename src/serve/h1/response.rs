@@ -15,8 +15,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING}
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body::Body;
 
-use super::ExtraFields;
 use crate::cache::date::{format_http_date, IMF_FIXDATE_LEN};
+use crate::message::ExtraFields;
 use crate::outgoing::parse_length;
 
 /// What the head depends on from the request and the connection.

@@ -50,7 +50,7 @@ struct Seen {
     body_failed: bool,
 }
 
-impl super::ExtraFields for TestBody {}
+impl crate::message::ExtraFields for TestBody {}
 
 /// A handler built from a closure.
 struct Handler<F>(F);

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::body::ProxyBody;
+use super::body::ProxyBody;
 
 /// Why the gateway answered a request itself instead of relaying an upstream response.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +147,7 @@ pub fn problem_response(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    h.insert(crate::proxy::X_REQUEST_ID, request_id.clone());
+    h.insert(crate::message::X_REQUEST_ID, request_id.clone());
     resp
 }
 

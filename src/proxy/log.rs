@@ -1,0 +1,124 @@
+//! The `log` phase: metrics and the access-log line of one request, run exactly once, when
+//! its response body ends or is dropped (errors and client disconnects included). Earlier
+//! phases record here what the log reports: the route, the consumer, the upstream target.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderValue, Method, Request, Response};
+
+use super::access::apply_cors;
+use super::body::ProxyBody;
+use super::request::Arrival;
+use crate::observe::access_log::{AccessLog, Record};
+use crate::observe::metrics::RouteMetrics;
+use crate::ratelimit::Hold;
+use crate::snapshot::Snapshot;
+use crate::upstream::limit::Slot;
+use crate::upstream::request_body::RequestBodyState;
+
+/// What the `log` phase of one request needs, and what the request holds until it ends.
+pub struct Completion {
+    start: Instant,
+    method: Method,
+    status: u16,
+    pub(super) route_metrics: Option<RouteMetrics>,
+    pub(super) log: Option<Box<LogData>>,
+    /// The request's place in its upstream group's concurrency limit, freed at the end.
+    pub(super) slot: Option<Slot>,
+    /// Places held in rate-limit concurrency policies, freed at the end.
+    pub(super) holds: Vec<Hold>,
+    /// CORS fields of the route for this request's origin, set on whatever answers it.
+    pub(super) cors: Option<Box<http::HeaderMap>>,
+}
+
+/// The access-log record's fields, gathered while the request runs (only when the log is on).
+pub(super) struct LogData {
+    log: Arc<AccessLog>,
+    time: SystemTime,
+    request_id: HeaderValue,
+    client_ip: IpAddr,
+    host: String,
+    path: String,
+    pub route: Option<Arc<str>>,
+    pub consumer: Option<Arc<str>>,
+    pub upstream: Option<Arc<str>>,
+    pub upstream_duration: Option<Duration>,
+    pub req_body: Option<Arc<RequestBodyState>>,
+}
+
+impl Completion {
+    /// Starts the record of a request that just arrived.
+    pub(super) fn begin<B>(snap: &Snapshot, arrival: &Arrival, req: &Request<B>) -> Completion {
+        Completion {
+            start: Instant::now(),
+            method: req.method().clone(),
+            status: 0,
+            route_metrics: None,
+            slot: None,
+            holds: Vec::new(),
+            cors: None,
+            log: snap.access_log.as_ref().map(|log| {
+                Box::new(LogData {
+                    log: log.clone(),
+                    time: SystemTime::now(),
+                    request_id: arrival.request_id.clone(),
+                    client_ip: arrival.client_ip,
+                    host: arrival.host().into_owned(),
+                    path: req.uri().path().to_owned(),
+                    route: None,
+                    consumer: None,
+                    upstream: None,
+                    upstream_duration: None,
+                    req_body: None,
+                })
+            }),
+        }
+    }
+
+    /// The access-log fields, when the log is on.
+    pub(super) fn log_mut(&mut self) -> Option<&mut LogData> {
+        self.log.as_deref_mut()
+    }
+
+    /// Hands the `log` phase to the response body, which runs it when it ends; the route's
+    /// CORS fields go on the response first, whatever answered it.
+    pub(super) fn complete(mut self, resp: &mut Response<ProxyBody>) {
+        self.status = resp.status().as_u16();
+        if let Some(fields) = self.cors.take() {
+            apply_cors(resp.headers_mut(), &fields);
+        }
+        resp.body_mut().set_completion(self);
+    }
+
+    /// Runs the log phase of a response that ended at `now`.
+    pub fn finish(self, bytes_out: u64, now: Instant) {
+        let duration = now.saturating_duration_since(self.start);
+        if let Some(m) = &self.route_metrics {
+            m.observe(&self.method, self.status, duration);
+        }
+        if let Some(l) = self.log {
+            let bytes_in = l
+                .req_body
+                .as_ref()
+                .map_or(0, |b| b.bytes.load(std::sync::atomic::Ordering::Relaxed));
+            l.log.write(&Record {
+                time: l.time,
+                request_id: l.request_id.to_str().unwrap_or(""),
+                client_ip: l.client_ip,
+                method: self.method.as_str(),
+                host: &l.host,
+                path: &l.path,
+                status: self.status,
+                bytes_in,
+                bytes_out,
+                duration,
+                route: l.route.as_deref(),
+                consumer: l.consumer.as_deref(),
+                upstream_target: l.upstream.as_deref(),
+                upstream_duration: l.upstream_duration,
+            });
+        }
+    }
+}

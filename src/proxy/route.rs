@@ -1,0 +1,145 @@
+//! ROUTE: which route answers the request. A redirect route answers it here; a proxy route
+//! goes on with its action, and with whether the request opens a WebSocket tunnel.
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::headers::wants_upgrade;
+use super::log::Completion;
+use super::request::Arrival;
+use super::{ConnInfo, Stop};
+use crate::config::model::{Action, ProxyAction};
+use crate::message::X_REQUEST_ID;
+use crate::router::{self, RequestView};
+use crate::snapshot::{CompiledRoute, Snapshot};
+
+/// The route a request matched, with what its match decided.
+pub(crate) struct Routed<'s> {
+    pub matched: router::Matched<'s>,
+    pub route: &'s CompiledRoute,
+    pub action: &'s ProxyAction,
+    /// An HTTP/1.1 WebSocket upgrade on a route that allows it: the response may switch
+    /// protocols, and nothing is cached.
+    pub upgrade: bool,
+}
+
+/// Finds the request's route: 404 without one, the redirect of a redirect route.
+pub(super) fn find<'s, B>(
+    snap: &'s Snapshot,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    arrival: &Arrival,
+    done: &mut Completion,
+) -> Result<Routed<'s>, Stop> {
+    let host = arrival.host();
+    let view = RequestView {
+        host: &host,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let Some(matched) = snap.router.find(&view) else {
+        done.route_metrics = snap.metrics_on.then(|| snap.unmatched.clone());
+        return Err(Stop::Fail(ProxyError::NoRoute {
+            method: req.method().clone(),
+            host: host.into_owned(),
+            path: req.uri().path().to_owned(),
+        }));
+    };
+    let route = &snap.routes[matched.route];
+    done.route_metrics = snap.metrics_on.then(|| route.metrics.clone());
+    if let Some(log) = done.log_mut() {
+        log.route = Some(route.name.clone());
+    }
+    let action = match &route.action {
+        Action::Redirect(r) => {
+            let scheme = if conn.tls { "https" } else { "http" };
+            let location = router::redirect_location(
+                r,
+                scheme,
+                arrival.host_text().unwrap_or(""),
+                req.uri().path(),
+                req.uri().query(),
+            );
+            let mut resp = Response::new(ProxyBody::empty());
+            *resp.status_mut() = r.status;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp.headers_mut()
+                .insert(X_REQUEST_ID, arrival.request_id.clone());
+            return Err(Stop::Respond(resp));
+        }
+        Action::Proxy(p) => p,
+    };
+    let upgrade = wants_upgrade(req.headers(), &arrival.present)
+        && route.websocket
+        && req.version() == Version::HTTP_11;
+    Ok(Routed {
+        matched,
+        route,
+        action,
+        upgrade,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::testing::{conn, request, snapshot, Phase};
+    use super::*;
+
+    const CONFIG: &str = "listeners: [{address: 127.0.0.1:0}]
+upstreams: {u: {targets: [{address: 127.0.0.1:9}]}}
+routes:
+  - {name: api, match: {hosts: [api.test], path: {prefix: /v1}}, upstream: u, websocket: true}
+  - {name: old, match: {path: {prefix: /old}}, redirect: {status: 308, scheme: https, host: new.test}}
+";
+
+    #[test]
+    fn a_request_no_route_matches_ends_with_no_route() {
+        let snap = snapshot(CONFIG);
+        let mut p = Phase::new(&snap, request("GET", "/v2", &[("host", "api.test")]));
+        let stop = find(&snap, &conn("192.0.2.1:1"), &p.req, &p.arrival, &mut p.done);
+        assert!(matches!(stop, Err(Stop::Fail(ProxyError::NoRoute { .. }))));
+    }
+
+    #[test]
+    fn a_redirect_route_answers_with_its_location_and_the_request_id() {
+        let snap = snapshot(CONFIG);
+        let mut p = Phase::new(&snap, request("GET", "/old/x", &[("host", "a.test")]));
+        let Err(Stop::Respond(resp)) =
+            find(&snap, &conn("192.0.2.1:1"), &p.req, &p.arrival, &mut p.done)
+        else {
+            panic!("a redirect answers");
+        };
+        assert_eq!(resp.status(), 308);
+        assert!(resp.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("https://new.test/old/x"));
+        assert_eq!(resp.headers()[X_REQUEST_ID], p.arrival.request_id);
+    }
+
+    #[test]
+    fn a_proxy_route_goes_on_with_its_action_and_upgrade() {
+        let snap = snapshot(CONFIG);
+        let headers = [
+            ("host", "api.test"),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+        ];
+        let mut p = Phase::new(&snap, request("GET", "/v1/chat", &headers));
+        let Ok(routed) = find(&snap, &conn("192.0.2.1:1"), &p.req, &p.arrival, &mut p.done) else {
+            panic!("the api route matches");
+        };
+        assert_eq!(&*routed.route.name, "api");
+        assert!(routed.upgrade);
+        let mut p = Phase::new(&snap, request("GET", "/v1/chat", &[("host", "api.test")]));
+        let routed = find(&snap, &conn("192.0.2.1:1"), &p.req, &p.arrival, &mut p.done);
+        assert!(routed.is_ok_and(|r| !r.upgrade));
+    }
+}

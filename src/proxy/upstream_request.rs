@@ -1,0 +1,149 @@
+//! UPSTREAM_REQUEST: the upstream request made from the downstream one. Its method, fields
+//! and body are moved out of the lent request, nothing is rebuilt: the path rewritten, the
+//! hop-by-hop fields dropped and the forwarding fields (`X-Forwarded-*`, `Via`, the request
+//! id) set, the verified caller told upstream, the cache's validators added, and the body
+//! held to the route's limits (or replaced by the bytes `validate` read).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::uri::{PathAndQuery, Uri};
+use http::Request;
+
+use super::access::{identify_upstream, strip_query_param};
+use super::cache::Pending;
+use super::headers::{prepare_upstream_headers, rewrite, UpstreamHeaders};
+use super::log::Completion;
+use super::request::Arrival;
+use super::route::Routed;
+use super::ConnInfo;
+use crate::auth::gate::Authenticated;
+use crate::config::model::{ProxyAction, UpstreamProtocol};
+use crate::serve::h1::upgrade::{self as h1_upgrade, OnUpgrade};
+use crate::serve::DownstreamBody;
+use crate::snapshot::{Snapshot, UpstreamGroup};
+use crate::upstream::added::Added;
+use crate::upstream::request_body::{RequestBody, RequestBodyState};
+
+/// The upstream request, ready for `forward`.
+pub(crate) struct Outbound {
+    pub request: Request<RequestBody>,
+    /// The gateway's own fields, written beside the map.
+    pub added: Added,
+    /// The client sent no host (HTTP/1.0): each attempt names its target.
+    pub host_from_target: bool,
+    /// What the body tells of the client (bytes sent, failures), when there is a body.
+    pub body_state: Option<Arc<RequestBodyState>>,
+    /// The downstream target, as the client sent it.
+    pub downstream_uri: Uri,
+    /// The client side of a WebSocket tunnel, when the request asks for one.
+    pub upgrade: Option<OnUpgrade>,
+}
+
+impl Outbound {
+    /// Makes the upstream request, taking the downstream request's parts.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn prepare(
+        snap: &Snapshot,
+        conn: &ConnInfo,
+        routed: &Routed<'_>,
+        group: &UpstreamGroup,
+        req: &mut Request<DownstreamBody>,
+        arrival: &Arrival,
+        caller: Option<&Authenticated>,
+        validated: Option<Bytes>,
+        pending: Option<&Pending>,
+        max_body: Option<u64>,
+        done: &mut Completion,
+    ) -> Outbound {
+        let action = routed.action;
+        let upgrade = if routed.upgrade {
+            h1_upgrade::on(req)
+        } else {
+            None
+        };
+        let mut path = rewrite(action, &routed.matched, req.uri());
+        let body = std::mem::replace(req.body_mut(), DownstreamBody::Empty);
+        let body_state = (validated.as_ref().is_some_and(|b| !b.is_empty())
+            || !http_body::Body::is_end_stream(&body))
+        .then(Arc::<RequestBodyState>::default);
+        if let Some(log) = done.log_mut() {
+            log.req_body = body_state.clone();
+        }
+        // HTTP/1.0 clients may send no Host: each attempt then names its target.
+        let host_value = arrival.host_value.as_ref();
+        let host_from_target = action.host_rewrite.is_none() && host_value.is_none();
+        let mut added = Added::default();
+        let set_host = host_to_set(action, req.uri(), host_value);
+        prepare_upstream_headers(
+            req.headers_mut(),
+            &arrival.present,
+            UpstreamHeaders {
+                trusted: arrival.trusted,
+                peer_text: &conn.peer_text,
+                tls: conn.tls,
+                client_host: host_value,
+                set_host,
+                request_id: &arrival.request_id,
+                upgrade: routed.upgrade,
+                grpc_trailers: group.client.protocol == UpstreamProtocol::H2,
+            },
+            &mut added,
+        );
+        if let Some(p) = pending {
+            p.prepare(req.headers_mut());
+        }
+        let hidden_param = identify_upstream(
+            req.headers_mut(),
+            &routed.route.reserved_headers,
+            snap.auth.consumer_header.as_ref(),
+            caller,
+        );
+        if let Some(param) = hidden_param {
+            let stripped = strip_query_param(path.as_str(), &param);
+            if let Ok(p) = PathAndQuery::try_from(stripped) {
+                path = p;
+            }
+        }
+        let body = match (validated, &body_state) {
+            (Some(bytes), state) => {
+                if let Some(state) = state {
+                    state.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+                }
+                RequestBody::buffered(bytes, state.clone())
+            }
+            (None, Some(state)) => RequestBody::new(body, Some(state.clone()))
+                .with_limits(max_body, snap.listeners[conn.listener].limits.body_timeout),
+            (None, None) => RequestBody::new(body, None),
+        };
+        let downstream_uri = std::mem::replace(req.uri_mut(), Uri::from(path));
+        let mut request = Request::new(body);
+        *request.method_mut() = std::mem::take(req.method_mut());
+        *request.uri_mut() = std::mem::take(req.uri_mut());
+        *request.headers_mut() = std::mem::take(req.headers_mut());
+        Outbound {
+            request,
+            added,
+            host_from_target,
+            body_state,
+            downstream_uri,
+            upgrade,
+        }
+    }
+}
+
+/// The `Host` the upstream request needs set in its map: the route's rewritten host, or the
+/// client's host when it came as the URI's authority (HTTP/2, absolute-form) rather than as
+/// a `Host` field already in the map.
+pub(super) fn host_to_set(
+    action: &ProxyAction,
+    uri: &Uri,
+    client_host: Option<&HeaderValue>,
+) -> Option<HeaderValue> {
+    match &action.host_rewrite {
+        Some(h) => Some(h.clone()),
+        None => uri.authority().and(client_host.cloned()),
+    }
+}
