@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
 
-use crate::gateway::Shared;
+use crate::runtime::Shared;
 
 /// Events closer together than this make one reload.
 const SETTLE: Duration = Duration::from_millis(100);

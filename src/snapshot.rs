@@ -11,15 +11,14 @@ use http::uri::Authority;
 use ipnet::IpNet;
 
 use crate::auth::gate::{Authenticators, Gate};
-use crate::config::model::{
-    self, Action, Config, Limits, RetryPolicy, RouteTimeouts, UpstreamProtocol,
-};
+use crate::config::model::{self, Action, Config, Limits, RetryPolicy, RouteTimeouts};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, ResilienceMetrics, RouteMetrics, TargetMetrics};
 use crate::router::{Router, RouterError};
 use crate::upstream::balancer::Balancer;
 use crate::upstream::health::{ActiveThresholds, GroupHealth, TargetHealth};
 use crate::upstream::limit::GroupLimiter;
+use crate::upstream::pool::ClientProfile;
 use crate::upstream::retry::{Backoff, BudgetSettings, RetryBudget};
 use crate::upstream::sticky::StickySessions;
 use crate::upstream::tls::TlsClient;
@@ -120,18 +119,6 @@ pub struct UpstreamTarget {
     /// Same text, for logs.
     pub label: Arc<str>,
     pub metrics: TargetMetrics,
-}
-
-/// Settings that decide which pooled upstream client a group uses.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClientProfile {
-    pub protocol: UpstreamProtocol,
-    pub connect_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_idle: usize,
-    /// TLS to the targets. Compared by fingerprint (settings and file contents), so an
-    /// unchanged reload keeps pooled connections and a changed one does not reuse them.
-    pub tls: Option<Arc<TlsClient>>,
 }
 
 pub struct ListenerSettings {

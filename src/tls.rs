@@ -9,9 +9,6 @@
 //! A listener with `client_auth` also verifies client certificates against its CA bundle
 //! (read again on every reload too); [`ClientCert`] reads the names of the one presented.
 
-mod client_cert;
-mod der;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +22,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::config::model::{ClientAuth, ClientAuthMode, Tls, TlsVersion};
 
-pub use client_cert::ClientCert;
+use crate::certs::client_roots;
+pub use crate::certs::ClientCert;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -98,31 +96,6 @@ pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         vec![b"http/1.1".to_vec()]
     };
     Ok(Arc::new(config))
-}
-
-/// Reads a PEM bundle of CA certificates (one or more) that client certificates must chain
-/// to. The error says what is wrong with the file, for `check` and for reload failures.
-pub fn client_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    roots_from_pem(&pem, path)
-}
-
-/// The CA certificates of a PEM bundle (read from `path`) as trust anchors; at least one.
-pub fn roots_from_pem(pem: &[u8], path: &Path) -> Result<rustls::RootCertStore, String> {
-    let shown = path.display();
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate in {shown}"));
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, der) in certs.into_iter().enumerate() {
-        roots
-            .add(der)
-            .map_err(|e| format!("certificate {} in {shown}: {e}", i + 1))?;
-    }
-    Ok(roots)
 }
 
 /// The verifier of a listener's client certificates: chains to the bundle's CAs, with the

@@ -175,7 +175,7 @@ fn parse_tree(code: &str, mut at: usize, prefix: String, out: &mut Vec<String>) 
             at += 1;
         }
         let ident = &code[ident_start..at];
-        if ident.is_empty() {
+        if ident.is_empty() || ident == "self" {
             if !path.is_empty() {
                 out.push(path);
             }

@@ -14,8 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
-use crate::gateway::{GatewayError, Shared};
 use crate::observe::metrics::CONTENT_TYPE;
+use crate::runtime::{GatewayError, Shared};
 
 mod purge;
 mod upstreams;
@@ -65,7 +65,7 @@ pub fn start(
                                     .await;
                             });
                         }
-                        _ = crate::listener::raised(&mut shutdown) => break,
+                        _ = crate::signal::raised(&mut shutdown) => break,
                     }
                 }
             });

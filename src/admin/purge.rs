@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use super::reply;
 use crate::cache::key::{normalize_url, Target};
 use crate::cache::service::Purge;
-use crate::gateway::Shared;
+use crate::runtime::Shared;
 
 /// Largest purge request body.
 const MAX_BODY: usize = 64 * 1024;

@@ -20,8 +20,8 @@ use super::iprules::IpRules;
 use super::jwt::{AuthFailure, JwtVerifier, Verified};
 use super::mtls::{CertificateNames, ConsumerFrom};
 use super::token::{self, TokenSource};
+use crate::certs::ClientCert;
 use crate::config::model::{AccessControl, AuthMethodDef, RouteAccess};
-use crate::tls::ClientCert;
 use crate::validate::params::ParamRules;
 use crate::validate::schema::{BodySchemas, Violation};
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::consumer::{Consumer, ConsumerSet, Identity};
 use super::jwt::AuthFailure;
-use crate::tls::ClientCert;
+use crate::certs::ClientCert;
 
 /// Which certificate name identifies the caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

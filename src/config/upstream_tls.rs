@@ -9,7 +9,7 @@ use rustls_pki_types::ServerName;
 use super::file;
 use super::model::{ClientCertificate, UpstreamProtocol, UpstreamTls};
 use super::validate::Errors;
-use crate::upstream::tls as pem;
+use crate::certs as pem;
 
 /// The group's protocol, checked against whether it has a `tls` block.
 pub(super) fn protocol(errs: &mut Errors, at: &str, u: &file::Upstream) -> UpstreamProtocol {

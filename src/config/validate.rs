@@ -303,7 +303,7 @@ fn client_auth(
         errs.push(format!("{at}.ca_file"), format!("no such file: {file}"));
         return None;
     }
-    if let Err(e) = crate::tls::client_roots(&ca_path) {
+    if let Err(e) = crate::certs::client_roots(&ca_path) {
         errs.push(format!("{at}.ca_file"), e);
         return None;
     }

@@ -54,7 +54,7 @@ pub struct ConnInfo {
     pub tls: bool,
     pub listener: usize,
     /// Names of the client certificate the TLS handshake verified (`tls.client_auth`).
-    pub client_cert: Option<Arc<crate::tls::ClientCert>>,
+    pub client_cert: Option<Arc<crate::certs::ClientCert>>,
 }
 
 /// X-Forwarded-For text of a peer address (IPv4-mapped IPv6 shown as IPv4).

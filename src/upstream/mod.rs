@@ -3,7 +3,6 @@
 
 pub mod added;
 pub mod balancer;
-pub mod checker;
 pub mod h1;
 mod hash;
 pub mod health;

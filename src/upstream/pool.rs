@@ -18,8 +18,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -33,9 +34,21 @@ use super::h1::{H1Body, H1Conn, H1Error, H1Limits};
 use super::request_body::RequestBody;
 use super::retry::is_idempotent;
 use super::stream::{self, ConnectError, UpstreamStream};
+use super::tls::TlsClient;
 use crate::config::model::UpstreamProtocol;
 use crate::message::BodyError;
-use crate::snapshot::ClientProfile;
+
+/// Settings that decide which pooled upstream client a group uses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientProfile {
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+    /// TLS to the targets. Compared by fingerprint (settings and file contents), so an
+    /// unchanged reload keeps pooled connections and a changed one does not reuse them.
+    pub tls: Option<Arc<TlsClient>>,
+}
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]

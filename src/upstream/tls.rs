@@ -10,20 +10,21 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+
 use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::sign::CertifiedKey;
+
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::certs::{key_error, read_chain, read_key, read_roots};
 use crate::config::model::{UpstreamProtocol, UpstreamTls};
 
 /// Why a group's TLS client could not be built (a file changed since validation, or the
@@ -188,57 +189,6 @@ fn system_roots(print: &mut Fingerprint) -> Result<RootCertStore, UpstreamTlsErr
     Ok(roots)
 }
 
-/// Reads a PEM bundle of CA certificates; also returns the file's bytes.
-pub fn read_roots(path: &Path) -> Result<(RootCertStore, Vec<u8>), String> {
-    let bytes = read(path)?;
-    let roots = crate::tls::roots_from_pem(&bytes, path)?;
-    Ok((roots, bytes))
-}
-
-/// Reads a PEM certificate chain (end-entity first); also returns the file's bytes.
-pub fn read_chain(path: &Path) -> Result<(Vec<CertificateDer<'static>>, Vec<u8>), String> {
-    let bytes = read(path)?;
-    let chain = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if chain.is_empty() {
-        return Err(format!("no certificate in {}", path.display()));
-    }
-    Ok((chain, bytes))
-}
-
-/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1); also returns the file's bytes.
-pub fn read_key(path: &Path) -> Result<(PrivateKeyDer<'static>, Vec<u8>), String> {
-    let bytes = read(path)?;
-    match PrivateKeyDer::from_pem_slice(&bytes) {
-        Ok(key) => Ok((key, bytes)),
-        Err(pem::Error::NoItemsFound) => Err(format!("no private key in {}", path.display())),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
-}
-
-/// Checks that `key` is usable and belongs to the chain's end-entity certificate.
-pub fn certified_key(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<(), String> {
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    CertifiedKey::from_der(chain, key, &provider)
-        .map(|_| ())
-        .map_err(|e| key_error(&e))
-}
-
-fn key_error(e: &rustls::Error) -> String {
-    match e {
-        rustls::Error::InconsistentKeys(_) => "the key does not belong to the certificate".into(),
-        e => format!("unusable key: {e}"),
-    }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
 impl ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(
         &self,
@@ -290,6 +240,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::certs::certified_key;
 
     /// A directory with a CA certificate (`ca.crt`) and a client certificate and key, removed
     /// on drop.

@@ -95,7 +95,7 @@ pub async fn serve<S: Service>(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut stop_rx = shutdown.clone();
-    let stop = pin!(async move { crate::listener::raised(&mut stop_rx).await });
+    let stop = pin!(async move { crate::signal::raised(&mut stop_rx).await });
     let draining = *shutdown.borrow();
     let mut conn = Conn {
         wire: Arc::new(Mutex::new(Wire::new(io, read, settings.limits))),

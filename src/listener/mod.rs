@@ -1,6 +1,8 @@
 //! Listening sockets and the worker loop: one single-threaded runtime per worker, each
 //! accepting on its own `SO_REUSEPORT` socket for every configured listener.
 
+mod connection;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,8 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
-use crate::gateway::Shared;
+use crate::runtime::Shared;
+use crate::signal::raised;
 
 /// How often a worker hands its buffered access-log lines to the writer.
 const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
@@ -19,11 +22,6 @@ pub struct WorkerSignals {
     pub shutdown: watch::Receiver<bool>,
     /// The drain time is over: end the runtime, cutting what is left.
     pub stop: watch::Receiver<bool>,
-}
-
-/// Resolves once the signal has been raised (or its sender is gone).
-pub async fn raised(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// A non-blocking listening socket with `SO_REUSEPORT`, so every worker can bind its own.
@@ -128,7 +126,7 @@ async fn accept_loop(
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let serve = crate::serve::connection(
+                    let serve = connection::serve(
                         shared.clone(),
                         index,
                         stream,

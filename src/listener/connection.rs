@@ -1,0 +1,244 @@
+//! One downstream connection: TLS handshake (and the client certificate's names), protocol
+//! choice (ALPN, h2c preface), and the server driving [`crate::proxy::handle`] for each
+//! request: the gateway's own HTTP/1.1 connection (`serve::h1`), or hyper's HTTP/2 server.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::certs::ClientCert;
+use crate::proxy::{self, ConnInfo};
+use crate::runtime::Shared;
+use crate::serve::h2guard::{H2Guard, H2GuardLimits};
+use crate::serve::prefixed::Prefixed;
+use crate::serve::strict::StrictLimits;
+use crate::serve::{h1, DownstreamBody};
+use crate::signal::raised;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection until it closes or the gateway has drained it.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    listener: usize,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _open = Shared::connection_opened(&shared, listener);
+    let snap = shared.snapshot.load_full();
+    let Some(settings) = snap.listeners.get(listener) else {
+        return;
+    };
+    let limits = StrictLimits {
+        max_request_line: settings.limits.max_request_line,
+        max_header_bytes: settings.limits.max_header_bytes,
+        max_headers: settings.limits.max_headers,
+        max_chunk_extension: settings.limits.max_chunk_extension,
+    };
+    let header_timeout = settings.limits.header_timeout;
+    let h1 = h1::Settings {
+        limits,
+        header_timeout,
+        keepalive_timeout: settings.limits.keepalive_timeout,
+    };
+    let h2 = H2Settings {
+        max_streams: settings.limits.h2_max_concurrent_streams,
+        max_header_list: u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX),
+    };
+    let conn = ConnInfo {
+        peer,
+        peer_text: proxy::peer_text(peer.ip()),
+        tls: settings.tls.is_some(),
+        listener,
+        client_cert: None,
+    };
+    if let Some(tls) = settings.tls.clone() {
+        drop(snap);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let Ok(Ok(stream)) =
+            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+        else {
+            return;
+        };
+        let conn = Arc::new(ConnInfo {
+            client_cert: client_cert(stream.get_ref().1),
+            ..conn
+        });
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            serve_h2(shared, conn, stream, h2, shutdown).await;
+        } else {
+            serve_h1(shared, conn, Box::new(stream), &[], h1, shutdown).await;
+        }
+        return;
+    }
+    let h2c = settings.h2c;
+    drop(snap);
+    let mut stream = stream;
+    let prefix = if h2c {
+        match read_preface(&mut stream, header_timeout).await {
+            Some(p) => p,
+            None => return,
+        }
+    } else {
+        Vec::new()
+    };
+    let conn = Arc::new(conn);
+    if h2c && prefix == H2_PREFACE {
+        serve_h2(shared, conn, Prefixed::new(prefix, stream), h2, shutdown).await;
+    } else {
+        serve_h1(shared, conn, Box::new(stream), &prefix, h1, shutdown).await;
+    }
+}
+
+/// The names of the end-entity certificate a client presented, once rustls has verified
+/// it (a listener without `client_auth` never asks for one).
+fn client_cert(tls: &rustls::ServerConnection) -> Option<Arc<ClientCert>> {
+    let der = tls.peer_certificates()?.first()?;
+    let cert = ClientCert::from_der(der);
+    if cert.is_none() {
+        tracing::debug!("verified client certificate has unreadable names");
+    }
+    cert.map(Arc::new)
+}
+
+/// Reads until the bytes either are the HTTP/2 preface or cannot be; returns what was read.
+async fn read_preface(stream: &mut TcpStream, deadline: Duration) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(H2_PREFACE.len());
+    let read = async {
+        let mut chunk = [0u8; 24];
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            let want = H2_PREFACE.len() - buf.len();
+            let n = stream.read(&mut chunk[..want]).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(deadline, read).await.ok()??;
+    Some(buf)
+}
+
+async fn serve_h1(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    io: h1::BoxIo,
+    read: &[u8],
+    settings: h1::Settings,
+    shutdown: watch::Receiver<bool>,
+) {
+    h1::serve(io, read, settings, Proxy { shared, conn }, shutdown).await;
+}
+
+/// The HTTP/1.1 connection's handler: each request through the proxy, on the snapshot
+/// current when it arrived.
+struct Proxy {
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+}
+
+impl h1::Service for Proxy {
+    type Body = crate::proxy::body::ProxyBody;
+
+    fn call(
+        &self,
+        req: &mut http::Request<DownstreamBody>,
+    ) -> impl std::future::Future<Output = http::Response<crate::proxy::body::ProxyBody>> + Send
+    {
+        proxy::handle(self.shared.snapshot.load_full(), &self.conn, req)
+    }
+}
+
+/// HTTP/2 settings of a listener.
+#[derive(Clone, Copy)]
+struct H2Settings {
+    max_streams: u32,
+    max_header_list: u32,
+}
+
+async fn serve_h2<I>(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    io: I,
+    h2: H2Settings,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let listener = shared
+        .snapshot
+        .load()
+        .listeners
+        .get(conn.listener)
+        .map(|l| l.name.clone());
+    let resilience = shared.metrics.resilience.clone();
+    let peer = conn.peer;
+    let svc = service(shared, conn);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(h2.max_streams)
+        // h2's own burst-reset and local-error limits, made explicit.
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
+        .max_header_list_size(h2.max_header_list)
+        // 400 KiB (the default) per stream adds up on a client that does not read.
+        .max_send_buf_size(128 * 1024)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    // The guard adds what h2 lacks: rate limits on PING, SETTINGS, paced resets, PRIORITY
+    // and WINDOW_UPDATE floods, and per-block CONTINUATION and header-byte caps.
+    let guarded = H2Guard::new(io, H2GuardLimits::default());
+    let trip = guarded.trip_handle();
+    let c = builder.serve_connection(TokioIo::new(guarded), svc);
+    tokio::pin!(c);
+    let draining = tokio::select! {
+        _ = c.as_mut() => false,
+        _ = raised(&mut shutdown) => true,
+    };
+    if draining {
+        c.as_mut().graceful_shutdown();
+        let _ = c.await;
+    }
+    if let Some(t) = trip.get() {
+        if let Some(name) = &listener {
+            resilience.h2_flood(name, t.as_str());
+        }
+        tracing::warn!(%peer, reason = t.as_str(), "http/2 connection closed: {t}");
+    }
+}
+
+fn service(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::proxy::body::ProxyBody>,
+    Error = Infallible,
+    Future = impl std::future::Future<
+        Output = Result<http::Response<crate::proxy::body::ProxyBody>, Infallible>,
+    > + Send,
+> + Clone {
+    service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        // Each request keeps the snapshot it started with, whatever reloads happen meanwhile.
+        let snap = shared.snapshot.load_full();
+        let conn = conn.clone();
+        let mut req = req.map(DownstreamBody::H2);
+        async move {
+            let resp = proxy::handle(snap, &conn, &mut req).await;
+            // hyper writes the map only.
+            let (mut parts, mut body) = resp.into_parts();
+            body.move_gateway_fields_into(&mut parts.headers);
+            Ok::<_, Infallible>(http::Response::from_parts(parts, body))
+        }
+    })
+}

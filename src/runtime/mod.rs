@@ -1,0 +1,223 @@
+//! The running gateway's shared state: the current configuration snapshot, metrics, what
+//! survives a reload (target health, rate-limit counts, caches, connection limits), the
+//! open-connection count and the shutdown flag; and reload, which swaps the snapshot or
+//! keeps the running one.
+
+mod checker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::config::model::{Config, LogTarget};
+use crate::config::{self, ConfigErrors};
+use crate::observe::access_log::AccessLog;
+use crate::observe::metrics::Metrics;
+use crate::serve::conn_limit::ConnLimiter;
+use crate::snapshot::{Kept, Snapshot, SnapshotError, TargetStates};
+use checker::Checker;
+
+/// Why the gateway could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open access log: {0}")]
+    AccessLog(#[source] std::io::Error),
+    #[error("listeners cannot change on reload (restart the gateway to change them)")]
+    ListenersChanged,
+    #[error("cannot start a worker: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// State shared by every worker.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub config_path: Option<PathBuf>,
+    /// Listener addresses and TLS flags as configured (port 0 unresolved): a reload may not
+    /// change them, since workers hold the sockets.
+    listener_shape: Vec<(SocketAddr, bool)>,
+    open_connections: AtomicUsize,
+    shutting_down: AtomicBool,
+    access_log: Mutex<Option<(LogTarget, Arc<AccessLog>)>>,
+    reload_lock: Mutex<()>,
+    /// Target health and rate-limit counts, kept across reloads.
+    pub kept: Kept,
+    checker: Checker,
+    /// Connection limits per listener, kept across reloads (their counts must survive).
+    pub conn_limits: Vec<Arc<ConnLimiter>>,
+}
+
+/// Decrements the open-connection count when a connection ends.
+pub struct OpenConnection {
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared.metrics.connection_closed(&self.listener);
+    }
+}
+
+impl Shared {
+    /// Compiles `config` (its listener addresses bound already) and starts what runs beside
+    /// the workers: the background clients and the active health checks. `listener_shape`
+    /// is the listeners as configured, before binding resolved port 0.
+    pub fn start(
+        config: Config,
+        listener_shape: Vec<(SocketAddr, bool)>,
+        config_path: Option<PathBuf>,
+    ) -> Result<Arc<Shared>, GatewayError> {
+        let metrics = Arc::new(Metrics::new());
+        let log = open_access_log(&config)?;
+        let kept = Kept {
+            targets: TargetStates::default(),
+            rate_limits: crate::ratelimit::RateLimiter::new(metrics.rate_limits.clone()),
+            background: crate::background::Background::new("ferrogate-auth"),
+            caches: crate::cache::service::Caches::default(),
+        };
+        let conn_limits = config
+            .listeners
+            .iter()
+            .map(|l| {
+                Arc::new(ConnLimiter::new(
+                    l.limits.max_connections,
+                    l.limits.max_connections_per_ip,
+                ))
+            })
+            .collect();
+        let snapshot = Snapshot::build(
+            config,
+            &metrics,
+            log.as_ref().map(|(_, l)| l.clone()),
+            &kept,
+        )?;
+        let checker = Checker::start().map_err(GatewayError::Runtime)?;
+        checker.apply(&snapshot);
+        Ok(Arc::new(Shared {
+            conn_limits,
+            kept,
+            checker,
+            listener_shape,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            config_path,
+            open_connections: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            access_log: Mutex::new(log),
+            reload_lock: Mutex::new(()),
+        }))
+    }
+
+    /// From now on the gateway is shutting down (`/readyz` answers 503).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub fn connection_opened(self: &Arc<Self>, listener: usize) -> OpenConnection {
+        self.open_connections.fetch_add(1, Ordering::AcqRel);
+        let name = self
+            .snapshot
+            .load()
+            .listeners
+            .get(listener)
+            .map_or_else(|| Arc::from(""), |l| l.name.clone());
+        self.metrics.connection_opened(&name);
+        OpenConnection {
+            shared: self.clone(),
+            listener: name,
+        }
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Acquire)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// The access log for a config, reusing the open one when the target is unchanged.
+    fn access_log_for(&self, config: &Config) -> Result<Option<Arc<AccessLog>>, GatewayError> {
+        if !config.access_log.enabled {
+            return Ok(None);
+        }
+        let mut slot = self.access_log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((target, log)) = slot.as_ref() {
+            if *target == config.access_log.target {
+                return Ok(Some(log.clone()));
+            }
+        }
+        let opened = open_access_log(config)?;
+        let log = opened.as_ref().map(|(_, l)| l.clone());
+        *slot = opened;
+        Ok(log)
+    }
+
+    /// Loads the config file again and swaps the snapshot, or keeps the running one.
+    pub fn reload(&self) -> Result<(), GatewayError> {
+        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.try_reload();
+        self.metrics.reload(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => tracing::error!("reload failed, the running configuration stays:\n{e}"),
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), GatewayError> {
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
+        let config = config::load(path)?;
+        if listener_shape(&config) != self.listener_shape {
+            return Err(GatewayError::ListenersChanged);
+        }
+        let mut config = config;
+        let current = self.snapshot.load();
+        for (new, running) in config.listeners.iter_mut().zip(&current.config.listeners) {
+            new.address = running.address;
+        }
+        let log = self.access_log_for(&config)?;
+        let snap = Arc::new(Snapshot::build(config, &self.metrics, log, &self.kept)?);
+        for (limiter, l) in self.conn_limits.iter().zip(&snap.config.listeners) {
+            limiter.set_limits(l.limits.max_connections, l.limits.max_connections_per_ip);
+        }
+        self.snapshot.store(snap.clone());
+        self.checker.apply(&snap);
+        Ok(())
+    }
+}
+
+/// Opens the access log a config asks for, with its target (kept to reuse it on reload).
+fn open_access_log(config: &Config) -> Result<Option<(LogTarget, Arc<AccessLog>)>, GatewayError> {
+    if !config.access_log.enabled {
+        return Ok(None);
+    }
+    let target = &config.access_log.target;
+    let log = AccessLog::open(target).map_err(GatewayError::AccessLog)?;
+    Ok(Some((target.clone(), Arc::new(log))))
+}
+
+/// Listener addresses and TLS flags of a config: what a reload may not change.
+pub fn listener_shape(c: &Config) -> Vec<(SocketAddr, bool)> {
+    c.listeners
+        .iter()
+        .map(|l| (l.address, l.tls.is_some()))
+        .collect()
+}
