@@ -71,11 +71,13 @@ echo "|---|---|---|---|---|---|---|---|---|" >> $RESULTS
 for mode in $MODES; do
   case $mode in plain|tls|h2c|h2) ;; *) echo "unknown mode $mode (plain, tls, h2c, h2)" >&2; exit 2;; esac
   bench_configs $W/$mode $mode
+  bench_port_free 9101
   gw=""; [[ " $PROXIES " == *" gateway "* ]] && gw=$(gateway_config $mode)
   taskset -c 0 nginx -c $W/$mode/backend.conf -p $W/$mode & BE=$!
   wait_port 9101
   for n in $COUNTS; do
     for proxy in $PROXIES; do
+      for port in 9200 9201 9202; do bench_port_free $port; done
       case $proxy in
         nginx) taskset -c 1 nginx -c $W/$mode/nginx.conf -p $W/$mode & P=$!; port=9201;;
         haproxy) taskset -c 1 haproxy -f $W/$mode/haproxy.cfg 2>$W/$mode/logs/haproxy.err & P=$!; port=9202;;

@@ -111,6 +111,7 @@ class Client:
         self.bad_status = 0
         self.peer_closed = 0
         self.errors = {}
+        self.samples = []
 
     # ---- one connection, driven by coroutines until its response is read ----
     async def send(self, c, data):
@@ -240,6 +241,8 @@ class Client:
             self.failed += 1
             key = type(e).__name__ + (f"({e.errno})" if isinstance(e, OSError) and e.errno else "")
             self.errors[key] = self.errors.get(key, 0) + 1
+            if len(self.samples) < 3:
+                self.samples.append(f"{key}: {e}")
             sock.close()
             return None
         if c.status != 200:
@@ -335,6 +338,8 @@ async def main(a):
     open_n = len(client.conns)
     print(f"opened {open_n} in {took:.1f}s (failed {client.failed} {client.errors}"
           f"{', stopped at the time limit' if timed_out else ''})", flush=True)
+    for sample in client.samples:
+        print(f"  error: {sample}", flush=True)
     await asyncio.sleep(a.settle)
     at_open = vm_rss_kb(a.pid)
     server_est = established_on(a.port)

@@ -101,6 +101,7 @@ run_one() { # name port pid
 }
 stop() { kill -TERM $1 2>/dev/null || true; wait $1 2>/dev/null || true; }
 
+for port in 9101 9201 9202 ${GATEWAY_PORT:-9200}; do bench_port_free $port; done
 echo "mode=$MODE duration=${D}s connections=$C$(case $MODE in h2c|h2) echo " streams=$STREAMS";; esac)"
 taskset -c 0 nginx -c $W/backend.conf -p $W & BE=$!
 run_one direct 9101 $BE

@@ -7,6 +7,8 @@
 #                                with apt-get when one is missing
 #   bench_tls_cert [DIR]         an ECDSA P-256 certificate for localhost/127.0.0.1 in DIR
 #                                (default target/bench-tls): cert.pem, key.pem; kept if there
+#   bench_port_free PORT         fails when something already listens on 127.0.0.1:PORT (the
+#                                gateway's SO_REUSEPORT socket would silently share it)
 #   bench_configs W MODE         writes W/backend.conf, W/nginx.conf, W/haproxy.cfg (and
 #                                W/haproxy.pem in TLS modes) for MODE: plain, tls, tls-new,
 #                                tls-resume, h2c, h2
@@ -50,6 +52,12 @@ bench_tls_cert() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$dir/key.pem" -out "$dir/cert.pem" -days 3650 -subj /CN=localhost \
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1
+}
+
+bench_port_free() {
+  if ss -Htln "sport = :$1" | grep -q .; then
+    echo "127.0.0.1:$1 is already in use:" >&2; ss -tlnp "sport = :$1" >&2; return 1
+  fi
 }
 
 bench_configs() {
