@@ -159,3 +159,74 @@ pub(super) fn strip_query_param(path_and_query: &str, param: &str) -> String {
         format!("{path}?{kept}")
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::route;
+    use super::super::testing::{conn, request, snapshot, Phase};
+    use super::*;
+
+    const CONFIG: &str = "listeners: [{address: 127.0.0.1:0}]
+upstreams: {u: {targets: [{address: 127.0.0.1:9}]}}
+routes:
+  - name: guarded
+    upstream: u
+    ip_rules: {deny: [192.0.2.0/24]}
+    cors: {origins: [\"https://app.test\"], methods: [PUT]}
+";
+
+    async fn run(
+        snap: &crate::snapshot::Snapshot,
+        p: &mut Phase,
+    ) -> Result<Option<Authenticated>, Stop> {
+        let c = conn("198.51.100.1:1");
+        let routed = route::find(snap, &c, &p.req, &p.arrival, &mut p.done)
+            .ok()
+            .unwrap();
+        check(&routed, &c, &p.req, &p.arrival, &mut p.done).await
+    }
+
+    #[tokio::test]
+    async fn an_allowed_preflight_is_answered_with_204_and_the_cors_fields() {
+        let snap = snapshot(CONFIG);
+        let fields = [
+            ("origin", "https://app.test"),
+            ("access-control-request-method", "PUT"),
+        ];
+        let mut p = Phase::new(&snap, request("OPTIONS", "/x", &fields));
+        p.arrival.client_ip = "198.51.100.1".parse().unwrap();
+        let Err(Stop::Respond(resp)) = run(&snap, &mut p).await else {
+            panic!("a preflight is answered");
+        };
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            resp.headers()["access-control-allow-origin"],
+            "https://app.test"
+        );
+        assert_eq!(resp.headers()[X_REQUEST_ID], p.arrival.request_id);
+    }
+
+    #[tokio::test]
+    async fn a_denied_address_is_refused_with_403_before_anything_else() {
+        let snap = snapshot(CONFIG);
+        let mut p = Phase::new(&snap, request("GET", "/x", &[]));
+        let Err(Stop::Respond(resp)) = run(&snap, &mut p).await else {
+            panic!("192.0.2.1 is denied");
+        };
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn an_allowed_request_goes_on_with_the_cors_fields_kept_for_the_response() {
+        let snap = snapshot(CONFIG);
+        let mut p = Phase::new(
+            &snap,
+            request("GET", "/x", &[("origin", "https://app.test")]),
+        );
+        p.arrival.client_ip = "198.51.100.1".parse().unwrap();
+        assert!(matches!(run(&snap, &mut p).await, Ok(None)));
+        let kept = p.done.cors.as_ref().unwrap();
+        assert_eq!(kept["access-control-allow-origin"], "https://app.test");
+    }
+}

@@ -85,3 +85,78 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::route;
+    use super::super::testing::{conn, request, snapshot, Phase};
+    use super::*;
+
+    const CONFIG: &str =
+        "listeners: [{address: 127.0.0.1:0, limits: {max_body_bytes: 100, max_headers: 3}}]
+upstreams: {u: {targets: [{address: 127.0.0.1:9}]}}
+rate_limiting:
+  policies:
+    two: {algorithm: fixed_window, limit: 2, window: 1m, key: [client_ip]}
+routes:
+  - {name: small, match: {path: {prefix: /small}}, upstream: u, max_body_bytes: 10}
+  - {name: limited, match: {path: {prefix: /limited}}, upstream: u, rate_limits: [two]}
+";
+
+    async fn run(snap: &Snapshot, p: &mut Phase) -> Result<Admitted, Stop> {
+        let c = conn("192.0.2.1:1");
+        let routed = route::find(snap, &c, &p.req, &p.arrival, &mut p.done)
+            .ok()
+            .unwrap();
+        admit(snap, &routed, &c, &p.req, &p.arrival, None, &mut p.done).await
+    }
+
+    #[tokio::test]
+    async fn a_declared_body_over_the_route_limit_is_refused_with_413() {
+        let snap = snapshot(CONFIG);
+        let mut p = Phase::new(
+            &snap,
+            request("POST", "/small", &[("content-length", "11")]),
+        );
+        let refused = run(&snap, &mut p).await;
+        assert!(matches!(
+            refused,
+            Err(Stop::Fail(ProxyError::PayloadTooLarge))
+        ));
+        let mut p = Phase::new(
+            &snap,
+            request("POST", "/small", &[("content-length", "10")]),
+        );
+        assert!(run(&snap, &mut p)
+            .await
+            .is_ok_and(|a| a.max_body == Some(10)));
+    }
+
+    #[tokio::test]
+    async fn more_fields_than_the_listener_allows_are_refused_with_431() {
+        let snap = snapshot(CONFIG);
+        let fields = [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")];
+        let mut p = Phase::new(&snap, request("GET", "/small", &fields));
+        let refused = run(&snap, &mut p).await;
+        assert!(matches!(
+            refused,
+            Err(Stop::Fail(ProxyError::TooManyHeaders))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_admits_up_to_its_limit_then_answers_429() {
+        let snap = snapshot(CONFIG);
+        for _ in 0..2 {
+            let mut p = Phase::new(&snap, request("GET", "/limited", &[]));
+            assert!(run(&snap, &mut p).await.is_ok_and(|a| a.passed.is_some()));
+        }
+        let mut p = Phase::new(&snap, request("GET", "/limited", &[]));
+        let Err(Stop::Respond(resp)) = run(&snap, &mut p).await else {
+            panic!("the third request is over the limit");
+        };
+        assert_eq!(resp.status(), 429);
+        assert!(resp.headers().contains_key("retry-after"));
+    }
+}

@@ -122,3 +122,41 @@ impl Completion {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::testing::{request, snapshot, Phase};
+    use super::*;
+
+    #[test]
+    fn completing_puts_the_route_cors_fields_on_whatever_answered() {
+        let snap = snapshot(
+            "listeners: [{address: 127.0.0.1:0}]
+upstreams: {u: {targets: [{address: 127.0.0.1:9}]}}
+routes: [{upstream: u}]
+",
+        );
+        let mut p = Phase::new(&snap, request("GET", "/", &[]));
+        let mut fields = http::HeaderMap::new();
+        fields.insert(
+            "access-control-allow-origin",
+            HeaderValue::from_static("https://app.test"),
+        );
+        p.done.cors = Some(Box::new(fields));
+        let mut resp = Response::new(ProxyBody::empty());
+        resp.headers_mut()
+            .insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        p.done.complete(&mut resp);
+        let origins: Vec<_> = resp
+            .headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .collect();
+        assert_eq!(
+            origins,
+            ["https://app.test"],
+            "the route's fields replace the upstream's"
+        );
+    }
+}

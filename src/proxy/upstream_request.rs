@@ -147,3 +147,81 @@ pub(super) fn host_to_set(
         None => uri.authority().and(client_host.cloned()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::testing::{conn, request, snapshot, Phase};
+    use super::super::{route, select};
+    use super::*;
+
+    const CONFIG: &str = "listeners: [{address: 127.0.0.1:0}]
+auth: {consumer_header: x-consumer}
+upstreams: {u: {targets: [{address: 127.0.0.1:9}]}}
+routes:
+  - {name: api, match: {path: {prefix: /api}}, upstream: u, strip_prefix: /api}
+";
+
+    fn prepare(fields: &[(&str, &str)]) -> (Outbound, Phase) {
+        let snap = snapshot(CONFIG);
+        let c = conn("192.0.2.1:1");
+        let mut p = Phase::new(&snap, request("GET", "/api/users?page=2", fields));
+        let routed = route::find(&snap, &c, &p.req, &p.arrival, &mut p.done)
+            .ok()
+            .unwrap();
+        let group =
+            &snap.upstreams[select::choose_group(&snap, routed.route, p.req.headers()).unwrap()];
+        let out = Outbound::prepare(
+            &snap,
+            &c,
+            &routed,
+            group,
+            &mut p.req,
+            &p.arrival,
+            None,
+            None,
+            None,
+            None,
+            &mut p.done,
+        );
+        (out, p)
+    }
+
+    #[test]
+    fn the_path_is_rewritten_and_the_client_target_kept() {
+        let (out, _) = prepare(&[("host", "a.test")]);
+        assert_eq!(out.request.uri(), "/users?page=2");
+        assert_eq!(out.downstream_uri, "/api/users?page=2");
+        assert!(
+            out.body_state.is_none(),
+            "a bodiless request has no body state"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_and_reserved_fields_go_and_forwarding_fields_are_added() {
+        let fields = [
+            ("host", "a.test"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("x-consumer", "posing-as-admin"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ];
+        let (out, p) = prepare(&fields);
+        let headers = out.request.headers();
+        assert!(!headers.contains_key("connection"));
+        assert!(!headers.contains_key("x-secret"));
+        assert!(
+            !headers.contains_key("x-consumer"),
+            "only a verified caller names a consumer"
+        );
+        let added = |n: &'static str| out.added.get(&http::HeaderName::from_static(n));
+        assert_eq!(
+            added("x-forwarded-for").unwrap(),
+            "192.0.2.1",
+            "an untrusted peer's forwarding fields are replaced"
+        );
+        assert_eq!(added("x-request-id").unwrap(), p.arrival.request_id);
+        assert!(added("via").is_some());
+    }
+}

@@ -87,3 +87,62 @@ async fn validated_body(
         Err(BodyError::Invalid(violations)) => Err(invalid(&violations, request_id)),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::route;
+    use super::super::testing::{conn, request, snapshot, Phase};
+    use super::*;
+
+    const CONFIG: &str = "listeners: [{address: 127.0.0.1:0}]
+upstreams: {u: {targets: [{address: 127.0.0.1:9}]}}
+routes:
+  - name: orders
+    upstream: u
+    validate:
+      body:
+        application/json: {type: object, required: [item]}
+";
+
+    async fn run(p: &mut Phase) -> Result<Option<Bytes>, Stop> {
+        let snap = snapshot(CONFIG);
+        let routed = route::find(&snap, &conn("192.0.2.1:1"), &p.req, &p.arrival, &mut p.done)
+            .ok()
+            .unwrap();
+        body(&routed, &mut p.req, &p.arrival, None).await
+    }
+
+    #[tokio::test]
+    async fn a_body_of_a_type_without_a_schema_is_refused_with_415_unread() {
+        let snap = snapshot(CONFIG);
+        let mut p = Phase::new(
+            &snap,
+            request("POST", "/", &[("content-type", "text/plain")]),
+        );
+        let Err(Stop::Respond(resp)) = run(&mut p).await else {
+            panic!("text/plain has no schema");
+        };
+        assert_eq!(resp.status(), 415);
+    }
+
+    #[tokio::test]
+    async fn an_empty_post_is_not_valid_json_and_is_refused_with_400() {
+        let snap = snapshot(CONFIG);
+        let mut p = Phase::new(
+            &snap,
+            request("POST", "/", &[("content-type", "application/json")]),
+        );
+        let Err(Stop::Respond(resp)) = run(&mut p).await else {
+            panic!("an empty body is not a JSON object");
+        };
+        assert_eq!(resp.status(), 400);
+    }
+
+    #[tokio::test]
+    async fn a_bodiless_get_is_not_read() {
+        let snap = snapshot(CONFIG);
+        let mut p = Phase::new(&snap, request("GET", "/", &[]));
+        assert!(matches!(run(&mut p).await, Ok(None)));
+    }
+}
