@@ -163,7 +163,6 @@ pub(super) fn strip_query_param(path_and_query: &str, param: &str) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::route;
     use super::super::testing::{conn, request, snapshot, Phase};
     use super::*;
 
@@ -181,9 +180,7 @@ routes:
         p: &mut Phase,
     ) -> Result<Option<Authenticated>, Stop> {
         let c = conn("198.51.100.1:1");
-        let routed = route::find(snap, &c, &p.req, &p.arrival, &mut p.done)
-            .ok()
-            .unwrap();
+        let routed = p.route(snap);
         check(&routed, &c, &p.req, &p.arrival, &mut p.done).await
     }
 

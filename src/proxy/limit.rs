@@ -89,7 +89,6 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::route;
     use super::super::testing::{conn, request, snapshot, Phase};
     use super::*;
 
@@ -106,9 +105,7 @@ routes:
 
     async fn run(snap: &Snapshot, p: &mut Phase) -> Result<Admitted, Stop> {
         let c = conn("192.0.2.1:1");
-        let routed = route::find(snap, &c, &p.req, &p.arrival, &mut p.done)
-            .ok()
-            .unwrap();
+        let routed = p.route(snap);
         admit(snap, &routed, &c, &p.req, &p.arrival, None, &mut p.done).await
     }
 

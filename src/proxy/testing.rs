@@ -8,6 +8,7 @@ use http::Request;
 
 use super::log::Completion;
 use super::request::{arrive, Arrival};
+use super::route::{self, Routed};
 use super::ConnInfo;
 use crate::serve::DownstreamBody;
 use crate::snapshot::{Kept, Snapshot, TargetStates};
@@ -62,5 +63,14 @@ impl Phase {
         let arrival = arrive(&snap.listeners[0], &conn("192.0.2.1:1000"), &req);
         let done = Completion::begin(snap, &arrival, &req);
         Phase { req, arrival, done }
+    }
+
+    /// The request's route; the test config must have a proxy route for it.
+    pub fn route<'s>(&mut self, snap: &'s Snapshot) -> Routed<'s> {
+        let c = conn("192.0.2.1:1000");
+        match route::find(snap, &c, &self.req, &self.arrival, &mut self.done) {
+            Ok(routed) => routed,
+            Err(_) => panic!("the test request has no proxy route"),
+        }
     }
 }

@@ -151,8 +151,8 @@ pub(super) fn host_to_set(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::select;
     use super::super::testing::{conn, request, snapshot, Phase};
-    use super::super::{route, select};
     use super::*;
 
     const CONFIG: &str = "listeners: [{address: 127.0.0.1:0}]
@@ -166,9 +166,7 @@ routes:
         let snap = snapshot(CONFIG);
         let c = conn("192.0.2.1:1");
         let mut p = Phase::new(&snap, request("GET", "/api/users?page=2", fields));
-        let routed = route::find(&snap, &c, &p.req, &p.arrival, &mut p.done)
-            .ok()
-            .unwrap();
+        let routed = p.route(&snap);
         let group =
             &snap.upstreams[select::choose_group(&snap, routed.route, p.req.headers()).unwrap()];
         let out = Outbound::prepare(

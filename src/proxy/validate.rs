@@ -91,8 +91,7 @@ async fn validated_body(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::route;
-    use super::super::testing::{conn, request, snapshot, Phase};
+    use super::super::testing::{request, snapshot, Phase};
     use super::*;
 
     const CONFIG: &str = "listeners: [{address: 127.0.0.1:0}]
@@ -107,9 +106,7 @@ routes:
 
     async fn run(p: &mut Phase) -> Result<Option<Bytes>, Stop> {
         let snap = snapshot(CONFIG);
-        let routed = route::find(&snap, &conn("192.0.2.1:1"), &p.req, &p.arrival, &mut p.done)
-            .ok()
-            .unwrap();
+        let routed = p.route(&snap);
         body(&routed, &mut p.req, &p.arrival, None).await
     }
 
