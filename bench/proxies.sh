@@ -15,8 +15,8 @@
 #
 # Ports: backend 127.0.0.1:9101, nginx 9201, HAProxy 9202 (the gateway's configs use 9200).
 # Settings read by bench_configs (defaults are what bench/peers.sh measures):
-#   MAXCONN (4000)          connections a proxy accepts (nginx worker_connections, HAProxy
-#                           maxconn and the matching file-descriptor limits)
+#   MAXCONN (4000)          connections a proxy accepts (HAProxy maxconn, file-descriptor
+#                           limits; nginx worker_connections 4096 unset, 2 x MAXCONN set)
 #   IDLE_TIMEOUT (unset)    when set (e.g. 600s), the idle keep-alive timeout of nginx and
 #                           HAProxy on the client side; otherwise their defaults (nginx 75s,
 #                           HAProxy `timeout client 30s`)
@@ -69,6 +69,9 @@ bench_configs() {
   nofile=$((maxconn + 1000)); hard=$(ulimit -Hn)
   [ "$hard" = unlimited ] || [ $nofile -le $hard ] || nofile=$hard
   local ha_limits=""; [ -z "${MAXCONN:-}" ] || ha_limits="no strict-limits"
+  # nginx closes idle keep-alive connections once fewer than 1/16 of worker_connections are
+  # free, so with a limit set here it gets twice as many slots (they cost no fds).
+  local ngx_conns=4096; [ -z "${MAXCONN:-}" ] || ngx_conns=$((maxconn * 2))
   mkdir -p "$W/logs"
   tls_dir=$(cd "${TLS_DIR:-target/bench-tls}" 2>/dev/null && pwd) || tls_dir=
   local ngx_listen ha_bind
@@ -99,7 +102,7 @@ NG
   cat > "$W/nginx.conf" <<NG
 worker_processes 1; daemon off; master_process off; pid $W/nginx.pid; error_log $W/logs/nginx.err;
 worker_rlimit_nofile $nofile;
-events { worker_connections $((maxconn + 200)); }
+events { worker_connections $ngx_conns; }
 http { access_log off; keepalive_requests 1000000; $ngx_idle
   upstream be { server 127.0.0.1:9101; keepalive 128; }
   server { $ngx_listen
