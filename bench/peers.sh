@@ -54,7 +54,7 @@ tls_line() { # port: what a TLS 1.3 client offering h2 and http/1.1 gets
     | awk '/^New,/{sub(",","",$2); v=$2"/"$5} /Server Temp Key/{sub(",","",$4); k=$4} /^ALPN protocol/{a=$3}
       END{printf "%s/%s, offered h2+http/1.1: %s", v, k, a}'
 }
-# The client for one proxy; output to $2. Sets nothing: parse() reads the file.
+# The client for one proxy, its output to the file $3 (parse() reads it).
 load() { # mode port out seconds
   local mode=$1 port=$2 out=$3 secs=$4
   case $mode in
