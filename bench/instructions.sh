@@ -6,6 +6,7 @@
 # wrk runs 4 s more, and the count is divided by the requests wrk completed.
 # The backend listens on 127.0.0.1:9301 and the gateway on 9300 (admin 9390), the ports of
 # CONFIG rewritten, so this can run beside bench/peers.sh.
+# CG_OUT=FILE keeps the callgrind output (for callgrind_annotate).
 # Usage: [GATEWAY_BIN=target/release/ferrogate] [CONFIG=bench/peers.yaml] bench/instructions.sh
 # Needs valgrind, nginx and wrk (apt-get install valgrind nginx wrk).
 set -euo pipefail
@@ -39,4 +40,5 @@ wrk -t1 -c10 -d4s http://127.0.0.1:9300/ > $W/wrk.txt
 kill -TERM $GW; wait $GW 2>/dev/null || true
 total=$(awk '/requests in/{print $1}' $W/wrk.txt)
 ir=$(awk '/^summary:/{print $2}' $W/cg.out)
+[ -n "${CG_OUT:-}" ] && cp $W/cg.out "$CG_OUT"
 echo "requests=$total instructions=$ir per_request=$((ir / total))"

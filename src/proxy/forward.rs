@@ -21,7 +21,6 @@ use super::upstream_request::Outbound;
 use super::{mirror, Stop};
 use crate::config::model::UpstreamProtocol;
 use crate::message::X_REQUEST_ID;
-use crate::serve::h1::upgrade::OnUpgrade;
 use crate::snapshot::{CompiledRoute, Snapshot, UpstreamGroup};
 use crate::upstream::added::Added;
 use crate::upstream::balancer::{InFlight, PickInput};
@@ -30,17 +29,6 @@ use crate::upstream::pool::ClientProfile;
 use crate::upstream::pool::{self, SendError, UpstreamBody, UpstreamError};
 use crate::upstream::request_body::{RequestBody, RequestBodyState};
 use crate::upstream::retry::is_idempotent;
-
-/// What the upstream answered, with what `respond` needs of the request.
-pub(crate) struct Forwarded {
-    pub answer: Answer,
-    /// What the cache does with the answer, on a cached route.
-    pub pending: Option<Pending>,
-    /// The client side of a WebSocket tunnel, when the request asked for one.
-    pub upgrade: Option<OnUpgrade>,
-    /// The end of the whole exchange (route `timeouts.total`), body included.
-    pub deadline: Option<tokio::time::Instant>,
-}
 
 /// What the chosen target answered.
 pub(crate) struct Answer {
@@ -121,50 +109,37 @@ struct Attempt<'a> {
 }
 
 /// The FORWARD phase: sends the upstream request (and its mirror copy), retrying as the
-/// route allows. The request ends here, its body above all; the cache may answer a failure
-/// with a stale response.
+/// route allows. On a failure the cache may answer with a stale response (taking `pending`).
 pub(super) async fn send(
     snap: &Arc<Snapshot>,
     routed: &Routed<'_>,
     group: &UpstreamGroup,
-    outbound: Outbound,
+    out: &mut Outbound,
     arrival: &Arrival,
-    pending: Option<Pending>,
+    pending: &mut Option<Pending>,
     done: &mut Completion,
-) -> Result<Forwarded, Stop> {
+) -> Result<Answer, Stop> {
     let route = routed.route;
-    let Outbound {
-        mut request,
-        added,
-        host_from_target,
-        body_state,
-        downstream_uri,
-        upgrade,
-    } = outbound;
-    let deadline = route
-        .timeouts
-        .total
-        .map(|t| tokio::time::Instant::now() + t);
     let exchange = Exchange {
         snap,
         route,
         group,
         client_ip: arrival.client_ip,
-        path: downstream_uri.path(),
-        host_from_target,
-        body_state: body_state.as_deref(),
-        deadline,
-        added: &added,
+        path: out.downstream_uri.path(),
+        host_from_target: out.host_from_target,
+        body_state: out.body_state.as_deref(),
+        deadline: out.deadline,
+        added: &out.added,
     };
     let up_start = done.log.is_some().then(Instant::now);
     if let Some((shadow, share)) = route.mirror {
         if fastrand::f64() < share {
-            mirror::spawn(snap.clone(), shadow, &mut request, &added);
+            mirror::spawn(snap.clone(), shadow, &mut out.request, &out.added);
         }
     }
-    let result = forward(&exchange, &mut request).await;
-    crate::spare_maps::give(std::mem::take(request.headers_mut()));
-    drop(request);
+    let result = forward(&exchange, &mut out.request).await;
+    // The map is reused for the next request's head; the body ends with the request.
+    crate::spare_maps::give(std::mem::take(out.request.headers_mut()));
     if let (Some(log), Some(start)) = (done.log_mut(), up_start) {
         log.upstream_duration = Some(start.elapsed());
     }
@@ -173,12 +148,7 @@ pub(super) async fn send(
             if let Some(log) = done.log_mut() {
                 log.upstream = Some(group.targets[answer.target].label.clone());
             }
-            return Ok(Forwarded {
-                answer,
-                pending,
-                upgrade,
-                deadline,
-            });
+            return Ok(answer);
         }
         Err(failed) => failed,
     };
@@ -186,7 +156,7 @@ pub(super) async fn send(
         log.upstream = target.map(Arc::from);
     }
     tracing::debug!(error = %err, "upstream request failed");
-    let fallback = match (pending, &snap.cache, &route.cache) {
+    let fallback = match (pending.take(), &snap.cache, &route.cache) {
         (Some(p), Some(svc), Some(rules)) => p.failed(svc, rules, err),
         _ => Err(err),
     };

@@ -1,7 +1,7 @@
-//! LIMIT: limits that need no upstream. A declared body over the route's (or listener's)
-//! size limit is refused with 413 before a byte of it is read, an HTTP/2 head with too many
-//! fields with 431 (the HTTP/1.1 parser counts its own), and the route's rate-limit
-//! policies admit the request or refuse it with 429 and their fields.
+//! LIMIT: limits that need no upstream. `size`: a declared body over the route's (or
+//! listener's) size limit is refused with 413 before a byte of it is read, an HTTP/2 head
+//! with too many fields with 431 (the HTTP/1.1 parser counts its own). `admit`: the route's
+//! rate-limit policies admit the request or refuse it with 429 and their fields.
 
 use http::{header, Request};
 
@@ -15,27 +15,19 @@ use crate::ratelimit::key::KeyContext;
 use crate::ratelimit::{self, Admission, Passed};
 use crate::snapshot::Snapshot;
 
-/// What the limits let through.
-pub(crate) struct Admitted {
-    /// The route's (or listener's) request body limit.
-    pub max_body: Option<u64>,
-    /// The rate-limit verdict, whose fields go on the response.
-    pub passed: Option<Passed>,
-}
-
-/// Checks the size and field-count limits, then the rate limits.
-pub(super) async fn admit<B>(
+/// The request's body limit (the route's, else the listener's); 413 for a declared body
+/// over it, 431 for an HTTP/2 head with more fields than the listener allows.
+pub(super) fn size<B>(
     snap: &Snapshot,
     routed: &Routed<'_>,
     conn: &ConnInfo,
     req: &Request<B>,
-    arrival: &Arrival,
-    caller: Option<&Authenticated>,
-    done: &mut Completion,
-) -> Result<Admitted, Stop> {
-    let route = routed.route;
+) -> Result<Option<u64>, Stop> {
     let listener = &snap.listeners[conn.listener];
-    let max_body = route.max_body_bytes.or(listener.limits.max_body_bytes);
+    let max_body = routed
+        .route
+        .max_body_bytes
+        .or(listener.limits.max_body_bytes);
     if let Some(max) = max_body {
         if declared_length(req.headers()).is_some_and(|n| n > max) {
             return Err(Stop::Fail(ProxyError::PayloadTooLarge));
@@ -44,11 +36,24 @@ pub(super) async fn admit<B>(
     if req.headers().len() > listener.limits.max_headers {
         return Err(Stop::Fail(ProxyError::TooManyHeaders));
     }
+    Ok(max_body)
+}
+
+/// The route's rate-limit policies, in order. What they decided is left in `passed`, for
+/// the response fields (written in place: the decisions are large, and moving them out of
+/// the phase would copy them on every request).
+pub(super) async fn admit<B>(
+    snap: &Snapshot,
+    routed: &Routed<'_>,
+    req: &Request<B>,
+    arrival: &Arrival,
+    caller: Option<&Authenticated>,
+    passed: &mut Option<Passed>,
+    done: &mut Completion,
+) -> Result<(), Stop> {
+    let route = routed.route;
     if route.rate_limits.is_empty() {
-        return Ok(Admitted {
-            max_body,
-            passed: None,
-        });
+        return Ok(());
     }
     let ctx = KeyContext {
         client_ip: arrival.client_ip,
@@ -61,10 +66,8 @@ pub(super) async fn admit<B>(
     match ratelimit::admit(&route.rate_limits, &ctx).await {
         Admission::Pass(mut p) => {
             done.holds = std::mem::take(&mut p.holds);
-            Ok(Admitted {
-                max_body,
-                passed: Some(p),
-            })
+            *passed = Some(p);
+            Ok(())
         }
         Admission::Limited(p) => {
             let name = p.refused_by().unwrap_or_default();
@@ -103,10 +106,21 @@ routes:
   - {name: limited, match: {path: {prefix: /limited}}, upstream: u, rate_limits: [two]}
 ";
 
-    async fn run(snap: &Snapshot, p: &mut Phase) -> Result<Admitted, Stop> {
-        let c = conn("192.0.2.1:1");
+    async fn run(snap: &Snapshot, p: &mut Phase) -> Result<(Option<u64>, Option<Passed>), Stop> {
         let routed = p.route(snap);
-        admit(snap, &routed, &c, &p.req, &p.arrival, None, &mut p.done).await
+        let max_body = size(snap, &routed, &conn("192.0.2.1:1"), &p.req)?;
+        let mut passed = None;
+        admit(
+            snap,
+            &routed,
+            &p.req,
+            &p.arrival,
+            None,
+            &mut passed,
+            &mut p.done,
+        )
+        .await?;
+        Ok((max_body, passed))
     }
 
     #[tokio::test]
@@ -127,7 +141,7 @@ routes:
         );
         assert!(run(&snap, &mut p)
             .await
-            .is_ok_and(|a| a.max_body == Some(10)));
+            .is_ok_and(|(max, _)| max == Some(10)));
     }
 
     #[tokio::test]
@@ -147,7 +161,9 @@ routes:
         let snap = snapshot(CONFIG);
         for _ in 0..2 {
             let mut p = Phase::new(&snap, request("GET", "/limited", &[]));
-            assert!(run(&snap, &mut p).await.is_ok_and(|a| a.passed.is_some()));
+            assert!(run(&snap, &mut p)
+                .await
+                .is_ok_and(|(_, passed)| passed.is_some()));
         }
         let mut p = Phase::new(&snap, request("GET", "/limited", &[]));
         let Err(Stop::Respond(resp)) = run(&snap, &mut p).await else {

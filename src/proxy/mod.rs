@@ -44,7 +44,6 @@ use crate::snapshot::Snapshot;
 use body::ProxyBody;
 use error::ProxyError;
 pub use log::Completion;
-use request::Arrival;
 
 /// What a connection knows that every request on it shares.
 pub struct ConnInfo {
@@ -80,6 +79,7 @@ impl From<ProxyError> for Stop {
 }
 
 /// Handles one downstream request; never fails (errors become problem+json responses).
+/// The phases, in request order; each goes on with what it learned or ends the request.
 pub async fn handle(
     snap: Arc<Snapshot>,
     conn: &ConnInfo,
@@ -87,50 +87,59 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let arrival = request::arrive(&snap.listeners[conn.listener], conn, req);
     let mut done = Completion::begin(&snap, &arrival, req);
-    let mut resp = match to_upstream(&snap, conn, req, &arrival, &mut done).await {
-        Ok(relayed) => respond::relay(relayed, arrival.request_id),
-        Err(Stop::Respond(resp)) => resp,
-        Err(Stop::Fail(err)) => err.to_response(&arrival.request_id),
-    };
+    // Ends the request with the answer of the phase that stopped it. A macro, not a nested
+    // `async fn`: every proxied request would pay for a second future and for moving the
+    // response out of it.
+    macro_rules! next {
+        ($phase:expr) => {
+            match $phase {
+                Ok(learned) => learned,
+                Err(stop) => return stop.answer(&arrival.request_id, done),
+            }
+        };
+    }
+    let snap = &snap;
+    let routed = next!(route::find(snap, conn, req, &arrival, &mut done));
+    let caller = next!(access::check(&routed, conn, req, &arrival, &mut done).await);
+    let who = caller.as_ref();
+    let max_body = next!(limit::size(snap, &routed, conn, req));
+    let mut passed = None;
+    next!(limit::admit(snap, &routed, req, &arrival, who, &mut passed, &mut done).await);
+    let validated = next!(validate::body(&routed, req, &arrival, max_body).await);
+    let passed = passed.as_ref();
+    let lookup = cache::lookup(snap, conn, &routed, req, &arrival, who, passed);
+    let mut pending = next!(lookup.await);
+    let group = next!(select::group(snap, routed.route, req.headers(), &mut done).await);
+    let mut out = upstream_request::Outbound::new();
+    let (wanted, cached) = (validated, pending.as_ref());
+    out.prepare(
+        snap, conn, &routed, group, req, &arrival, who, wanted, cached, max_body, &mut done,
+    );
+    let sent = forward::send(
+        snap,
+        &routed,
+        group,
+        &mut out,
+        &arrival,
+        &mut pending,
+        &mut done,
+    );
+    let answer = next!(sent.await);
+    let id = arrival.request_id;
+    let mut resp = respond::relay(snap, routed.route, passed, answer, &mut out, pending, id);
     // In place: the response is large, and this path is every proxied request's.
     done.complete(&mut resp);
     resp
 }
 
-/// The phases from `route` to `forward`: what the upstream answered, or why the request
-/// ends before.
-async fn to_upstream<'s>(
-    snap: &'s Arc<Snapshot>,
-    conn: &ConnInfo,
-    req: &mut Request<DownstreamBody>,
-    arrival: &Arrival,
-    done: &mut Completion,
-) -> Result<respond::Relayed<'s>, Stop> {
-    let routed = route::find(snap, conn, req, arrival, done)?;
-    let caller = access::check(&routed, conn, req, arrival, done).await?;
-    let limits = limit::admit(snap, &routed, conn, req, arrival, caller.as_ref(), done).await?;
-    let validated = validate::body(&routed, req, arrival, limits.max_body).await?;
-    let passed = limits.passed.as_ref();
-    let pending = cache::lookup(snap, conn, &routed, req, arrival, caller.as_ref(), passed).await?;
-    let group = select::group(snap, routed.route, req.headers(), done).await?;
-    let outbound = upstream_request::Outbound::prepare(
-        snap,
-        conn,
-        &routed,
-        group,
-        req,
-        arrival,
-        caller.as_ref(),
-        validated,
-        pending.as_ref(),
-        limits.max_body,
-        done,
-    );
-    let forwarded = forward::send(snap, &routed, group, outbound, arrival, pending, done).await?;
-    Ok(respond::Relayed {
-        snap,
-        route: routed.route,
-        limits,
-        forwarded,
-    })
+impl Stop {
+    /// The response of a request a phase ended, with its `log` phase handed over.
+    fn answer(self, request_id: &HeaderValue, done: Completion) -> Response<ProxyBody> {
+        let mut resp = match self {
+            Stop::Respond(resp) => resp,
+            Stop::Fail(err) => err.to_response(request_id),
+        };
+        done.complete(&mut resp);
+        resp
+    }
 }

@@ -10,35 +10,32 @@ use http::{Response, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
 
 use super::body::{BodyTimer, ProxyBody};
+use super::cache::Pending;
 use super::error::ProxyError;
-use super::forward::Forwarded;
+use super::forward::Answer;
 use super::headers::prepare_downstream_headers;
-use super::limit::Admitted;
+use super::upstream_request::Outbound;
 use crate::message::X_REQUEST_ID;
+use crate::ratelimit::Passed;
 use crate::serve::h1::upgrade::OnUpgrade;
 use crate::snapshot::{CompiledRoute, Snapshot};
 use crate::upstream::stream::UpstreamStream;
 
-/// What the phases before learned that the response needs.
-pub(crate) struct Relayed<'s> {
-    pub snap: &'s Snapshot,
-    pub route: &'s CompiledRoute,
-    pub limits: Admitted,
-    pub forwarded: Forwarded,
-}
-
-/// The response to send downstream; `request_id` goes on it.
-pub(super) fn relay(r: Relayed<'_>, request_id: HeaderValue) -> Response<ProxyBody> {
-    let Forwarded {
-        answer,
-        pending,
-        upgrade,
-        deadline,
-    } = r.forwarded;
+/// The response to send downstream, made from the upstream's `answer`; `request_id` goes
+/// on it.
+pub(super) fn relay(
+    snap: &Snapshot,
+    route: &CompiledRoute,
+    passed: Option<&Passed>,
+    answer: Answer,
+    out: &mut Outbound,
+    pending: Option<Pending>,
+    request_id: HeaderValue,
+) -> Response<ProxyBody> {
     let mut resp = answer.response;
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
-        let Some((down, up)) = upgrade.zip(resp.body_mut().take_upgraded()) else {
+        let Some((down, up)) = out.upgrade.take().zip(resp.body_mut().take_upgraded()) else {
             let err = ProxyError::UpstreamProtocol("upstream switched protocols unasked");
             return err.to_response(&request_id);
         };
@@ -48,7 +45,7 @@ pub(super) fn relay(r: Relayed<'_>, request_id: HeaderValue) -> Response<ProxyBo
     // keeps has them in its map, as stored responses need.
     let beside = pending.is_none();
     let via_beside = prepare_downstream_headers(resp.headers_mut(), switching, beside);
-    let mut resp = match (pending, &r.snap.cache, &r.route.cache) {
+    let mut resp = match (pending, &snap.cache, &route.cache) {
         (Some(p), Some(svc), Some(rules)) => p.answer(svc, rules, resp),
         _ => resp.map(ProxyBody::relay),
     };
@@ -58,14 +55,14 @@ pub(super) fn relay(r: Relayed<'_>, request_id: HeaderValue) -> Response<ProxyBo
         resp.headers_mut().insert(X_REQUEST_ID, request_id);
     }
     let headers = resp.headers_mut();
-    if let Some(p) = &r.limits.passed {
+    if let Some(p) = passed {
         p.write_headers(headers);
     }
     if let Some(pin) = answer.pin {
         headers.append(header::SET_COOKIE, pin);
     }
     resp.body_mut()
-        .set_timer(BodyTimer::new(r.route.timeouts.idle, deadline));
+        .set_timer(BodyTimer::new(route.timeouts.idle, out.deadline));
     *resp.version_mut() = Version::HTTP_11;
     resp
 }

@@ -33,7 +33,11 @@ pub(super) fn find<'s, B>(
     arrival: &Arrival,
     done: &mut Completion,
 ) -> Result<Routed<'s>, Stop> {
-    let host = arrival.host();
+    // Hosts are normalized only for a router that tells routes apart by host.
+    let host = match snap.router.by_host() {
+        true => arrival.host(),
+        false => std::borrow::Cow::Borrowed(""),
+    };
     let view = RequestView {
         host: &host,
         path: req.uri().path(),
@@ -45,7 +49,7 @@ pub(super) fn find<'s, B>(
         done.route_metrics = snap.metrics_on.then(|| snap.unmatched.clone());
         return Err(Stop::Fail(ProxyError::NoRoute {
             method: req.method().clone(),
-            host: host.into_owned(),
+            host: arrival.host().into_owned(),
             path: req.uri().path().to_owned(),
         }));
     };

@@ -27,7 +27,7 @@ use crate::snapshot::{Snapshot, UpstreamGroup};
 use crate::upstream::added::Added;
 use crate::upstream::request_body::{RequestBody, RequestBodyState};
 
-/// The upstream request, ready for `forward`.
+/// The upstream request, ready for `forward`, and what the later phases need of it.
 pub(crate) struct Outbound {
     pub request: Request<RequestBody>,
     /// The gateway's own fields, written beside the map.
@@ -40,12 +40,29 @@ pub(crate) struct Outbound {
     pub downstream_uri: Uri,
     /// The client side of a WebSocket tunnel, when the request asks for one.
     pub upgrade: Option<OnUpgrade>,
+    /// The end of the whole exchange, body included (route `timeouts.total`).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl Outbound {
+    /// An empty upstream request, made where it will live: the caller's future holds it in
+    /// place and `prepare` fills it (moving a finished one would copy it on every request).
+    pub(super) fn new() -> Outbound {
+        Outbound {
+            request: Request::new(RequestBody::empty()),
+            added: Added::default(),
+            host_from_target: false,
+            body_state: None,
+            downstream_uri: Uri::default(),
+            upgrade: None,
+            deadline: None,
+        }
+    }
+
     /// Makes the upstream request, taking the downstream request's parts.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn prepare(
+        &mut self,
         snap: &Snapshot,
         conn: &ConnInfo,
         routed: &Routed<'_>,
@@ -57,25 +74,42 @@ impl Outbound {
         pending: Option<&Pending>,
         max_body: Option<u64>,
         done: &mut Completion,
-    ) -> Outbound {
+    ) {
+        let out = self;
         let action = routed.action;
-        let upgrade = if routed.upgrade {
-            h1_upgrade::on(req)
-        } else {
-            None
-        };
-        let mut path = rewrite(action, &routed.matched, req.uri());
         let body = std::mem::replace(req.body_mut(), DownstreamBody::Empty);
-        let body_state = (validated.as_ref().is_some_and(|b| !b.is_empty())
+        out.body_state = (validated.as_ref().is_some_and(|b| !b.is_empty())
             || !http_body::Body::is_end_stream(&body))
         .then(Arc::<RequestBodyState>::default);
         if let Some(log) = done.log_mut() {
-            log.req_body = body_state.clone();
+            log.req_body = out.body_state.clone();
         }
-        // HTTP/1.0 clients may send no Host: each attempt then names its target.
+        let upstream_body = out.request.body_mut();
+        match (validated, &out.body_state) {
+            (Some(bytes), state) => {
+                if let Some(state) = state {
+                    state.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+                }
+                upstream_body.set_buffered(bytes, state.clone());
+            }
+            (None, Some(state)) => {
+                let idle = snap.listeners[conn.listener].limits.body_timeout;
+                upstream_body.set_client(body, Some(state.clone()), Some((max_body, idle)));
+            }
+            (None, None) => upstream_body.set_client(body, None, None),
+        }
         let host_value = arrival.host_value.as_ref();
-        let host_from_target = action.host_rewrite.is_none() && host_value.is_none();
-        let mut added = Added::default();
+        // HTTP/1.0 clients may send no Host: each attempt then names its target.
+        out.host_from_target = action.host_rewrite.is_none() && host_value.is_none();
+        if routed.upgrade {
+            out.upgrade = h1_upgrade::on(req);
+        }
+        out.deadline = routed
+            .route
+            .timeouts
+            .total
+            .map(|t| tokio::time::Instant::now() + t);
+        let mut path = rewrite(action, &routed.matched, req.uri());
         let set_host = host_to_set(action, req.uri(), host_value);
         prepare_upstream_headers(
             req.headers_mut(),
@@ -90,7 +124,7 @@ impl Outbound {
                 upgrade: routed.upgrade,
                 grpc_trailers: group.client.protocol == UpstreamProtocol::H2,
             },
-            &mut added,
+            &mut out.added,
         );
         if let Some(p) = pending {
             p.prepare(req.headers_mut());
@@ -107,30 +141,10 @@ impl Outbound {
                 path = p;
             }
         }
-        let body = match (validated, &body_state) {
-            (Some(bytes), state) => {
-                if let Some(state) = state {
-                    state.bytes.store(bytes.len() as u64, Ordering::Relaxed);
-                }
-                RequestBody::buffered(bytes, state.clone())
-            }
-            (None, Some(state)) => RequestBody::new(body, Some(state.clone()))
-                .with_limits(max_body, snap.listeners[conn.listener].limits.body_timeout),
-            (None, None) => RequestBody::new(body, None),
-        };
-        let downstream_uri = std::mem::replace(req.uri_mut(), Uri::from(path));
-        let mut request = Request::new(body);
-        *request.method_mut() = std::mem::take(req.method_mut());
-        *request.uri_mut() = std::mem::take(req.uri_mut());
-        *request.headers_mut() = std::mem::take(req.headers_mut());
-        Outbound {
-            request,
-            added,
-            host_from_target,
-            body_state,
-            downstream_uri,
-            upgrade,
-        }
+        out.downstream_uri = std::mem::replace(req.uri_mut(), Uri::from(path));
+        *out.request.method_mut() = std::mem::take(req.method_mut());
+        *out.request.uri_mut() = std::mem::take(req.uri_mut());
+        *out.request.headers_mut() = std::mem::take(req.headers_mut());
     }
 }
 
@@ -169,7 +183,8 @@ routes:
         let routed = p.route(&snap);
         let group =
             &snap.upstreams[select::choose_group(&snap, routed.route, p.req.headers()).unwrap()];
-        let out = Outbound::prepare(
+        let mut out = Outbound::new();
+        out.prepare(
             &snap,
             &c,
             &routed,

@@ -160,7 +160,13 @@ impl Router {
         Ok(router)
     }
 
-    /// The route for `req`, or `None` when no route applies (404).
+    /// Some route names hosts: a request's host must be given to [`Router::find`].
+    pub fn by_host(&self) -> bool {
+        !self.exact_hosts.is_empty() || !self.wildcard_hosts.is_empty()
+    }
+
+    /// The route for `req`, or `None` when no route applies (404). `req.host` may be empty
+    /// when the router is not [`Router::by_host`].
     pub fn find<'r>(&'r self, req: &RequestView<'_>) -> Option<Matched<'r>> {
         let accept = |route: usize| {
             self.predicates

@@ -89,6 +89,32 @@ impl RequestBody {
         }
     }
 
+    /// Makes an empty body the client's `inner`, cut past `limit` bytes and after `idle`
+    /// without data when `limits` are given: [`RequestBody::new`] and `with_limits` in
+    /// place, for a request that is filled where it lies rather than moved there.
+    pub fn set_client(
+        &mut self,
+        inner: DownstreamBody,
+        state: Option<Arc<RequestBodyState>>,
+        limits: Option<(Option<u64>, Duration)>,
+    ) {
+        debug_assert!(matches!(self.source, Source::Empty), "set on a body in use");
+        self.source = Source::Client(inner);
+        self.state = state;
+        if let Some((limit, idle)) = limits {
+            self.limit = limit;
+            self.idle = Some((idle, None));
+        }
+    }
+
+    /// Makes an empty body one the gateway already read in full: [`RequestBody::buffered`]
+    /// in place.
+    pub fn set_buffered(&mut self, bytes: Bytes, state: Option<Arc<RequestBodyState>>) {
+        debug_assert!(matches!(self.source, Source::Empty), "set on a body in use");
+        self.source = Source::Buffered((!bytes.is_empty()).then_some(bytes));
+        self.state = state;
+    }
+
     /// No body (a retried or mirrored request without one).
     pub fn empty() -> Self {
         RequestBody {
