@@ -124,7 +124,7 @@ pub struct UpstreamTarget {
 pub struct ListenerSettings {
     pub name: Arc<str>,
     pub address: SocketAddr,
-    pub h2c: bool,
+    pub h2c: model::H2cMode,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,

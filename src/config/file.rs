@@ -126,13 +126,21 @@ pub struct Listener {
     pub name: Option<String>,
     pub address: String,
     #[serde(default)]
-    pub h2c: Option<bool>,
+    pub h2c: Option<H2c>,
     #[serde(default)]
     pub tls: Option<Tls>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub limits: Option<Limits>,
+}
+
+/// `h2c`: `true`, `false`, or `only`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum H2c {
+    Flag(bool),
+    Mode(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +193,9 @@ pub struct Limits {
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
     pub h2_max_concurrent_streams: Option<u32>,
+    pub h2_initial_stream_window: Option<u32>,
+    pub h2_initial_connection_window: Option<u32>,
+    pub h2_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

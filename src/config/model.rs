@@ -35,11 +35,22 @@ pub struct Config {
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
-    /// Accept prior-knowledge HTTP/2 on a plain-text listener.
-    pub h2c: bool,
+    /// Prior-knowledge HTTP/2 on a plain-text listener.
+    pub h2c: H2cMode,
     pub tls: Option<Tls>,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
+}
+
+/// Whether a plain-text listener speaks prior-knowledge HTTP/2 (h2c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2cMode {
+    /// HTTP/1.1 only.
+    Off,
+    /// HTTP/2 when a connection starts with its preface, HTTP/1.1 otherwise.
+    BesideHttp1,
+    /// HTTP/2 only: anything but the preface gets GOAWAY(PROTOCOL_ERROR).
+    Only,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +113,13 @@ pub struct Limits {
     /// Open connections per client address (more are closed at once).
     pub max_connections_per_ip: Option<usize>,
     pub h2_max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE: request body bytes a client may send on a stream
+    /// before the gateway has read them.
+    pub h2_initial_stream_window: u32,
+    /// The same for all streams of a connection together.
+    pub h2_initial_connection_window: u32,
+    /// How long an HTTP/2 connection may stay without an open stream; then GOAWAY.
+    pub h2_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -118,6 +136,9 @@ impl Default for Limits {
             max_connections: None,
             max_connections_per_ip: None,
             h2_max_concurrent_streams: 128,
+            h2_initial_stream_window: 1024 * 1024,
+            h2_initial_connection_window: 1024 * 1024,
+            h2_idle_timeout: Duration::from_secs(75),
         }
     }
 }

@@ -203,7 +203,20 @@ fn listener(
         .as_ref()
         .map(|t| tls(errs, &format!("{at}.tls"), t, base_dir));
     let limits = limits(errs, &format!("{at}.limits"), l.limits.as_ref());
-    if l.tls.is_some() && l.h2c == Some(true) {
+    let h2c = match &l.h2c {
+        None => H2cMode::BesideHttp1,
+        Some(file::H2c::Flag(false)) => H2cMode::Off,
+        Some(file::H2c::Flag(true)) => H2cMode::BesideHttp1,
+        Some(file::H2c::Mode(m)) if m == "only" => H2cMode::Only,
+        Some(file::H2c::Mode(m)) => {
+            errs.push(
+                format!("{at}.h2c"),
+                format!("unknown h2c mode {m:?}; use true, false or only"),
+            );
+            H2cMode::BesideHttp1
+        }
+    };
+    if l.tls.is_some() && matches!(l.h2c, Some(file::H2c::Flag(true) | file::H2c::Mode(_))) {
         errs.push(
             format!("{at}.h2c"),
             "h2c is for plain-text listeners; use tls.h2 on a TLS listener",
@@ -215,7 +228,7 @@ fn listener(
             .clone()
             .unwrap_or_else(|| format!("listener-{index}")),
         address: address?,
-        h2c: l.h2c.unwrap_or(true),
+        h2c,
         tls,
         trusted_proxies,
         limits,
@@ -359,17 +372,45 @@ fn limits(errs: &mut Errors, at: &str, l: Option<&file::Limits>) -> Limits {
             errs.push(format!("{at}.{key}"), "must be at least 1");
         }
     }
-    let h2_max_concurrent_streams = match l.h2_max_concurrent_streams {
-        Some(0) => {
+    let mut bounded = |key: &str, v: Option<u32>, default: u32, (min, max): (u32, u32)| match v {
+        Some(v) if v < min || v > max => {
             errs.push(
-                format!("{at}.h2_max_concurrent_streams"),
-                "must be at least 1",
+                format!("{at}.{key}"),
+                format!("must be between {min} and {max}"),
             );
-            d.h2_max_concurrent_streams
+            default
         }
-        Some(n) => n,
-        None => d.h2_max_concurrent_streams,
+        Some(v) => v,
+        None => default,
     };
+    let h2_max_concurrent_streams = bounded(
+        "h2_max_concurrent_streams",
+        l.h2_max_concurrent_streams,
+        d.h2_max_concurrent_streams,
+        H2_STREAMS,
+    );
+    let h2_initial_stream_window = bounded(
+        "h2_initial_stream_window",
+        l.h2_initial_stream_window,
+        d.h2_initial_stream_window,
+        H2_STREAM_WINDOW,
+    );
+    let h2_initial_connection_window = bounded(
+        "h2_initial_connection_window",
+        l.h2_initial_connection_window,
+        d.h2_initial_connection_window,
+        H2_CONNECTION_WINDOW,
+    );
+    // One idle notion for both protocols unless HTTP/2 gets its own (as nginx does).
+    let h2_idle_timeout = opt_duration(
+        errs,
+        &format!("{at}.h2_idle_timeout"),
+        &l.h2_idle_timeout,
+        keepalive_timeout,
+    );
+    if h2_idle_timeout.is_zero() {
+        errs.push(format!("{at}.h2_idle_timeout"), "must be more than 0");
+    }
     Limits {
         max_request_line,
         max_header_bytes,
@@ -382,8 +423,20 @@ fn limits(errs: &mut Errors, at: &str, l: Option<&file::Limits>) -> Limits {
         max_connections: l.max_connections,
         max_connections_per_ip: l.max_connections_per_ip,
         h2_max_concurrent_streams,
+        h2_initial_stream_window,
+        h2_initial_connection_window,
+        h2_idle_timeout,
     }
 }
+
+/// Bounds of the HTTP/2 settings a listener advertises. Streams: at least one, and few
+/// enough that `streams x stream window` of buffered request bodies stays bounded.
+/// Windows: at least the protocol's 65,535 (less stalls uploads for no gain), at most
+/// 16 MiB per stream and 64 MiB per connection, the memory a client may make the gateway
+/// hold for bytes it has not read yet.
+const H2_STREAMS: (u32, u32) = (1, 1000);
+const H2_STREAM_WINDOW: (u32, u32) = (65_535, 16 << 20);
+const H2_CONNECTION_WINDOW: (u32, u32) = (65_535, 64 << 20);
 
 fn upstream(
     errs: &mut Errors,
@@ -1095,5 +1148,73 @@ auth:
         assert!(errs[0].contains("also listed by consumer \"alice\""));
         assert!(errs[1].starts_with("consumers.bob.certificate_names[2]: "));
         assert!(errs[2].starts_with("auth.methods.odd.mtls.consumer_from: unknown source"));
+    }
+
+    fn with_listener(listener: &str) -> String {
+        format!(
+            "listeners:\n  - address: 127.0.0.1:8080\n{listener}upstreams:\n  api: {{targets: [{{address: 127.0.0.1:9001}}]}}\nroutes:\n  - upstream: api\n"
+        )
+    }
+
+    fn first_listener(listener: &str) -> Listener {
+        match crate::config::parse(&with_listener(listener), Path::new(".")) {
+            Ok(c) => c.listeners[0].clone(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn h2c_is_true_false_or_only() {
+        assert_eq!(first_listener("").h2c, H2cMode::BesideHttp1);
+        assert_eq!(first_listener("    h2c: true\n").h2c, H2cMode::BesideHttp1);
+        assert_eq!(first_listener("    h2c: false\n").h2c, H2cMode::Off);
+        assert_eq!(first_listener("    h2c: only\n").h2c, H2cMode::Only);
+        assert_eq!(
+            errors(&with_listener("    h2c: sometimes\n")),
+            ["listeners[0].h2c: unknown h2c mode \"sometimes\"; use true, false or only"]
+        );
+    }
+
+    #[test]
+    fn http2_settings_reach_the_model() {
+        let l = first_listener(
+            "    limits:\n      h2_max_concurrent_streams: 50\n      h2_initial_stream_window: 65535\n      h2_initial_connection_window: 67108864\n      h2_idle_timeout: 30s\n",
+        );
+        assert_eq!(l.limits.h2_max_concurrent_streams, 50);
+        assert_eq!(l.limits.h2_initial_stream_window, 65_535);
+        assert_eq!(l.limits.h2_initial_connection_window, 64 << 20);
+        assert_eq!(l.limits.h2_idle_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn http2_idle_timeout_defaults_to_the_keepalive_timeout() {
+        let l = first_listener("    limits:\n      keepalive_timeout: 20s\n");
+        assert_eq!(l.limits.h2_idle_timeout, Duration::from_secs(20));
+        assert_eq!(
+            first_listener("").limits.h2_idle_timeout,
+            first_listener("").limits.keepalive_timeout
+        );
+    }
+
+    #[test]
+    fn http2_settings_out_of_bounds_are_reported_with_their_paths() {
+        let errs = errors(&with_listener(
+            "    limits:\n      h2_max_concurrent_streams: 1001\n      h2_initial_stream_window: 65534\n      h2_initial_connection_window: 67108865\n      h2_idle_timeout: 0s\n",
+        ));
+        assert_eq!(
+            errs,
+            [
+                "listeners[0].limits.h2_max_concurrent_streams: must be between 1 and 1000",
+                "listeners[0].limits.h2_initial_stream_window: must be between 65535 and 16777216",
+                "listeners[0].limits.h2_initial_connection_window: must be between 65535 and 67108864",
+                "listeners[0].limits.h2_idle_timeout: must be more than 0",
+            ]
+        );
+        assert_eq!(
+            errors(&with_listener(
+                "    limits:\n      h2_max_concurrent_streams: 0\n"
+            )),
+            ["listeners[0].limits.h2_max_concurrent_streams: must be between 1 and 1000"]
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! One downstream connection: TLS handshake (and the client certificate's names), protocol
-//! choice (ALPN, h2c preface), and the server driving [`crate::proxy::handle`] for each
-//! request: the gateway's own HTTP/1.1 connection (`serve::h1`), or hyper's HTTP/2 server.
+//! choice (ALPN, h2c preface, or HTTP/2 only), and the server driving
+//! [`crate::proxy::handle`] for each request: the gateway's own HTTP/1.1 connection
+//! (`serve::h1`), or hyper's HTTP/2 server.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -13,9 +14,13 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::certs::ClientCert;
+use crate::config::model::H2cMode;
+use crate::observe::metrics::ResilienceMetrics;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::Shared;
-use crate::serve::h2guard::{H2Guard, H2GuardLimits};
+use crate::serve::h2body::H2RequestBody;
+use crate::serve::h2guard::{H2Guard, H2GuardLimits, Trip};
+use crate::serve::h2idle::{Counted, Streams};
 use crate::serve::prefixed::Prefixed;
 use crate::serve::strict::StrictLimits;
 use crate::serve::{h1, DownstreamBody};
@@ -52,6 +57,9 @@ pub(super) async fn serve(
     let h2 = H2Settings {
         max_streams: settings.limits.h2_max_concurrent_streams,
         max_header_list: u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX),
+        stream_window: settings.limits.h2_initial_stream_window,
+        connection_window: settings.limits.h2_initial_connection_window,
+        idle_timeout: settings.limits.h2_idle_timeout,
     };
     let conn = ConnInfo {
         peer,
@@ -82,16 +90,19 @@ pub(super) async fn serve(
     let h2c = settings.h2c;
     drop(snap);
     let mut stream = stream;
-    let prefix = if h2c {
-        match read_preface(&mut stream, header_timeout).await {
-            Some(p) => p,
-            None => return,
+    let prefix = match h2c {
+        H2cMode::Off => Vec::new(),
+        H2cMode::BesideHttp1 | H2cMode::Only => {
+            match read_preface(&mut stream, header_timeout).await {
+                Some(p) => p,
+                None => return,
+            }
         }
-    } else {
-        Vec::new()
     };
     let conn = Arc::new(conn);
-    if h2c && prefix == H2_PREFACE {
+    // HTTP/2 only: whatever came is handed to the HTTP/2 server, whose guard answers
+    // anything but the preface with GOAWAY(PROTOCOL_ERROR).
+    if h2c == H2cMode::Only || h2c == H2cMode::BesideHttp1 && prefix == H2_PREFACE {
         serve_h2(shared, conn, Prefixed::new(prefix, stream), h2, shutdown).await;
     } else {
         serve_h1(shared, conn, Box::new(stream), &prefix, h1, shutdown).await;
@@ -163,6 +174,9 @@ impl h1::Service for Proxy {
 struct H2Settings {
     max_streams: u32,
     max_header_list: u32,
+    stream_window: u32,
+    connection_window: u32,
+    idle_timeout: Duration,
 }
 
 async fn serve_h2<I>(
@@ -182,7 +196,8 @@ async fn serve_h2<I>(
         .map(|l| l.name.clone());
     let resilience = shared.metrics.resilience.clone();
     let peer = conn.peer;
-    let svc = service(shared, conn);
+    let streams = Streams::new();
+    let svc = service(shared, conn, streams.clone());
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -191,53 +206,81 @@ async fn serve_h2<I>(
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(1024)
         .max_header_list_size(h2.max_header_list)
+        .initial_stream_window_size(h2.stream_window)
+        .initial_connection_window_size(h2.connection_window)
         // 400 KiB (the default) per stream adds up on a client that does not read.
         .max_send_buf_size(128 * 1024)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
     // The guard adds what h2 lacks: rate limits on PING, SETTINGS, paced resets, PRIORITY
-    // and WINDOW_UPDATE floods, and per-block CONTINUATION and header-byte caps.
+    // and WINDOW_UPDATE floods, per-block CONTINUATION and header-byte caps, and the error
+    // codes RFC 9113 names where h2 answers PROTOCOL_ERROR.
     let guarded = H2Guard::new(io, H2GuardLimits::default());
     let trip = guarded.trip_handle();
     let c = builder.serve_connection(TokioIo::new(guarded), svc);
     tokio::pin!(c);
-    let draining = tokio::select! {
-        _ = c.as_mut() => false,
-        _ = raised(&mut shutdown) => true,
+    let closing = loop {
+        let left = streams.until_idle(h2.idle_timeout, Instant::now());
+        if left.is_zero() {
+            break true;
+        }
+        tokio::select! {
+            _ = c.as_mut() => break false,
+            _ = raised(&mut shutdown) => break true,
+            _ = tokio::time::sleep(left) => {}
+        }
     };
-    if draining {
+    if closing {
+        // GOAWAY(NO_ERROR); open streams finish, then the connection closes.
         c.as_mut().graceful_shutdown();
         let _ = c.await;
     }
     if let Some(t) = trip.get() {
-        if let Some(name) = &listener {
-            resilience.h2_flood(name, t.as_str());
-        }
-        tracing::warn!(%peer, reason = t.as_str(), "http/2 connection closed: {t}");
+        report(t, listener.as_ref(), &resilience, peer);
     }
+}
+
+/// Logs (and counts, for floods) why the guard ended a connection.
+fn report(
+    trip: Trip,
+    listener: Option<&Arc<str>>,
+    resilience: &ResilienceMetrics,
+    peer: std::net::SocketAddr,
+) {
+    if !trip.is_flood() {
+        tracing::debug!(%peer, reason = trip.as_str(), "http/2 connection closed: {trip}");
+        return;
+    }
+    if let Some(name) = listener {
+        resilience.h2_flood(name, trip.as_str());
+    }
+    tracing::warn!(%peer, reason = trip.as_str(), "http/2 connection closed: {trip}");
 }
 
 fn service(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
+    streams: Streams,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
-    Response = http::Response<crate::proxy::body::ProxyBody>,
+    Response = http::Response<Counted<crate::proxy::body::ProxyBody>>,
     Error = Infallible,
     Future = impl std::future::Future<
-        Output = Result<http::Response<crate::proxy::body::ProxyBody>, Infallible>,
+        Output = Result<http::Response<Counted<crate::proxy::body::ProxyBody>>, Infallible>,
     > + Send,
 > + Clone {
     service_fn(move |req: http::Request<hyper::body::Incoming>| {
         // Each request keeps the snapshot it started with, whatever reloads happen meanwhile.
         let snap = shared.snapshot.load_full();
         let conn = conn.clone();
-        let mut req = req.map(DownstreamBody::H2);
+        let open = streams.open();
+        let mut req = req.map(|body| DownstreamBody::H2(H2RequestBody::new(body)));
         async move {
             let resp = proxy::handle(snap, &conn, &mut req).await;
             // hyper writes the map only.
             let (mut parts, mut body) = resp.into_parts();
             body.move_gateway_fields_into(&mut parts.headers);
+            let body = Counted::new(body, open);
             Ok::<_, Infallible>(http::Response::from_parts(parts, body))
         }
     })

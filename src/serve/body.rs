@@ -4,12 +4,11 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::h1::H1RequestBody;
+use super::h2body::H2RequestBody;
+use crate::message::BodyError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-
-use super::h1::H1RequestBody;
-use crate::message::BodyError;
 
 /// A request body as the client sends it.
 #[derive(Debug)]
@@ -17,7 +16,7 @@ pub enum DownstreamBody {
     /// The request has no body.
     Empty,
     H1(H1RequestBody),
-    H2(Incoming),
+    H2(H2RequestBody),
 }
 
 impl Body for DownstreamBody {

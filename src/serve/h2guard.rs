@@ -1,18 +1,25 @@
-//! HTTP/2 flood guard for one downstream connection: an IO wrapper under hyper's HTTP/2
-//! server that reads the client's frame headers as they pass and ends the connection (GOAWAY
-//! with ENHANCE_YOUR_CALM, then a read error) when the client sends frames that cost the
-//! gateway work without carrying requests: rapid reset, PING and SETTINGS floods,
-//! CONTINUATION floods, runs of empty frames, PRIORITY and WINDOW_UPDATE floods.
+//! HTTP/2 guard for one downstream connection: an IO wrapper under hyper's HTTP/2 server
+//! that reads the client's frame headers as they pass and ends the connection (GOAWAY, then
+//! a read error) when the client sends frames that cost the gateway work without carrying
+//! requests (ENHANCE_YOUR_CALM): rapid reset, PING and SETTINGS floods, CONTINUATION
+//! floods, runs of empty frames, PRIORITY and WINDOW_UPDATE floods; or frames h2 refuses
+//! with another error code than RFC 9113 names (`rules`): a bad preface, fixed-size frames
+//! of the wrong length, an initial window over 2^31-1, an HPACK table size update above
+//! the advertised limit; or that h2 lets through: trailers that start with a pseudo-header
+//! field.
 //!
 //! Why, when h2 has limits of its own: h2 0.4 bounds memory (one pending PONG, SETTINGS
 //! acknowledged before reading on, a CONTINUATION cap derived from `max_header_list_size`,
 //! a cap on reset streams not yet accepted, 100 empty DATA frames per connection) but not
 //! the CPU a client can make us burn at line rate: PINGs and SETTINGS are answered as fast as
 //! they arrive, and streams reset after hyper accepted them (the rapid reset pattern once
-//! frames are paced) are never counted.
+//! frames are paced) are never counted. And h2 answers every frame it cannot load with
+//! PROTOCOL_ERROR, where RFC 9113 asks for FRAME_SIZE_ERROR, FLOW_CONTROL_ERROR or
+//! COMPRESSION_ERROR.
 //!
 //! Bytes pass through unchanged and uncopied; only the 9-byte frame headers (and the pad
-//! length byte of padded frames) are looked at. Rates are counted in fixed one-second
+//! length byte of padded frames, the entries of SETTINGS frames, the first bytes of a
+//! header block) are looked at. Rates are counted in fixed one-second
 //! windows. The write side is followed at frame granularity too, for two reasons: a GOAWAY
 //! can only be slipped in between two frames hyper wrote, and each non-empty DATA frame we
 //! send earns the client two WINDOW_UPDATEs (stream and connection) that are not a flood
@@ -31,8 +38,20 @@ use std::time::{Duration, Instant};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+#[cfg(test)]
+use block::hpack_int;
+#[cfg(test)]
+use frames::Step;
+use frames::{Event, Frames, Head};
+
 // The path is spelled out so that the file resolves alike when this module is itself
 // included through a `#[path]` attribute.
+#[path = "h2guard/block.rs"]
+mod block;
+#[path = "h2guard/frames.rs"]
+mod frames;
+#[path = "h2guard/rules.rs"]
+mod rules;
 #[cfg(test)]
 #[path = "h2guard/tests.rs"]
 mod tests;
@@ -75,6 +94,16 @@ pub enum Trip {
     EmptyFrames,
     #[error("http/2 priority or window_update flood")]
     PriorityOrWindowUpdates,
+    #[error("http/2 connection preface expected")]
+    BadPreface,
+    #[error("http/2 frame of the wrong length for its type")]
+    FrameSize,
+    #[error("http/2 SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")]
+    InitialWindowSize,
+    #[error("http/2 HPACK dynamic table size update above the advertised limit")]
+    TableSizeUpdate,
+    #[error("http/2 pseudo-header field in a trailer section")]
+    TrailerPseudoField,
 }
 
 /// Reads the trip of a guard after hyper has taken the guard itself; set at most once.
@@ -101,37 +130,6 @@ struct State {
     handle: TripHandle,
 }
 
-/// A frame header as read from the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Head {
-    len: u32,
-    kind: u8,
-    flags: u8,
-    stream: u32,
-    /// The pad length byte of a padded DATA or HEADERS frame, else 0.
-    pad: u8,
-}
-
-/// Frame boundary tracker over a byte stream: a pure state machine fed arbitrary slices.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Frames {
-    step: Step,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    /// Bytes of the client connection preface matched so far.
-    Preface(usize),
-    /// Bytes of the next frame header read so far.
-    Head([u8; HEAD_LEN], usize),
-    /// A padded frame whose pad length byte comes next.
-    PadLength(Head),
-    /// Payload bytes still to skip (never 0).
-    Payload(usize),
-    /// Not HTTP/2 after all (bad preface): hyper will refuse it, nothing more to follow.
-    Lost,
-}
-
 /// Counts and limits of one connection: the policy, fed frame headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Meter {
@@ -146,6 +144,8 @@ struct Meter {
     empty_run: u32,
     /// Highest client stream id opened with HEADERS, for the GOAWAY.
     last_stream: u32,
+    /// Whether the last HEADERS frame was on a stream already open: a trailer section.
+    trailers: bool,
 }
 
 /// The frame kinds counted per window.
@@ -166,7 +166,15 @@ struct Block {
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEAD_LEN: usize = 9;
+const SETTING_LEN: usize = 6;
+/// Block bytes looked at: two table size updates (the most RFC 7541 section 4.2 allows in
+/// a row) of any size h2 can decode, then the start of the first field's name.
+const BLOCK_PEEK: usize = 16;
 const WINDOW: Duration = Duration::from_secs(1);
+const PROTOCOL_ERROR: u32 = 0x1;
+const FLOW_CONTROL_ERROR: u32 = 0x3;
+const FRAME_SIZE_ERROR: u32 = 0x6;
+const COMPRESSION_ERROR: u32 = 0x9;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 /// One WINDOW_UPDATE for the stream and one for the connection per DATA frame sent.
 const WINDOW_UPDATES_PER_DATA_SENT: u32 = 2;
@@ -226,6 +234,33 @@ impl Trip {
             Trip::HeaderBlockBytes => "header_block_too_large",
             Trip::EmptyFrames => "empty_frame_flood",
             Trip::PriorityOrWindowUpdates => "priority_or_window_update_flood",
+            Trip::BadPreface => "bad_preface",
+            Trip::FrameSize => "frame_size_error",
+            Trip::InitialWindowSize => "initial_window_size",
+            Trip::TableSizeUpdate => "table_size_update",
+            Trip::TrailerPseudoField => "trailer_pseudo_field",
+        }
+    }
+
+    /// Whether the client flooded (rather than broke a protocol rule).
+    pub const fn is_flood(self) -> bool {
+        self.code() == ENHANCE_YOUR_CALM
+    }
+
+    /// The GOAWAY error code (RFC 9113 section 7).
+    pub const fn code(self) -> u32 {
+        match self {
+            Trip::Resets
+            | Trip::Pings
+            | Trip::Settings
+            | Trip::Continuations
+            | Trip::HeaderBlockBytes
+            | Trip::EmptyFrames
+            | Trip::PriorityOrWindowUpdates => ENHANCE_YOUR_CALM,
+            Trip::BadPreface | Trip::TrailerPseudoField => PROTOCOL_ERROR,
+            Trip::FrameSize => FRAME_SIZE_ERROR,
+            Trip::InitialWindowSize => FLOW_CONTROL_ERROR,
+            Trip::TableSizeUpdate => COMPRESSION_ERROR,
         }
     }
 }
@@ -273,14 +308,16 @@ impl State {
     fn sent(&mut self, bytes: &[u8]) {
         self.sent_any |= !bytes.is_empty();
         let meter = &mut self.meter;
-        let _ = self.outbound.feed(bytes, |head| {
-            meter.outbound(head);
+        let _ = self.outbound.feed(bytes, |event| {
+            if let Event::Head(head) = event {
+                meter.outbound(head);
+            }
             Ok::<(), Infallible>(())
         });
     }
 
     /// Best effort, never waiting: the connection is being cut whether this lands or not.
-    fn send_goaway<T: AsyncWrite>(&self, mut io: Pin<&mut T>, cx: &mut Context<'_>) {
+    fn send_goaway<T: AsyncWrite>(&self, trip: Trip, mut io: Pin<&mut T>, cx: &mut Context<'_>) {
         // Mid-frame (hyper was stopped by a full socket), a GOAWAY now would corrupt the
         // frame being written; and a client that does not read would not see it anyway.
         if !self.outbound.at_frame_boundary() {
@@ -288,7 +325,7 @@ impl State {
         }
         let mut frame = GOAWAY_TEMPLATE;
         frame[18..22].copy_from_slice(&self.meter.last_stream.to_be_bytes());
-        frame[22..26].copy_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
+        frame[22..26].copy_from_slice(&trip.code().to_be_bytes());
         let mut rest = if self.sent_any {
             &frame[HEAD_LEN..]
         } else {
@@ -331,10 +368,10 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for H2Guard<T> {
         let meter = &mut state.meter;
         let verdict = state
             .inbound
-            .feed(fresh, |head| meter.inbound(head, &mut clock));
+            .feed(fresh, |event| meter.event(event, &mut clock));
         if let Err(trip) = verdict {
             state.record(trip);
-            state.send_goaway(this.io, cx);
+            state.send_goaway(trip, this.io, cx);
             return Poll::Ready(Err(aborted(trip)));
         }
         Poll::Ready(Ok(()))
@@ -392,129 +429,6 @@ impl<T: AsyncWrite> AsyncWrite for H2Guard<T> {
     }
 }
 
-impl Head {
-    fn parse(b: &[u8; HEAD_LEN]) -> Self {
-        Head {
-            // 24 bits: at most 16 MiB - 1, so no length is out of range.
-            len: u32::from_be_bytes([0, b[0], b[1], b[2]]),
-            kind: b[3],
-            flags: b[4],
-            stream: u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff,
-            pad: 0,
-        }
-    }
-
-    fn has(self, flag: u8) -> bool {
-        self.flags & flag != 0
-    }
-
-    fn is_padded(self) -> bool {
-        matches!(self.kind, DATA | HEADERS) && self.has(PADDED)
-    }
-
-    /// Payload bytes that carry data or header block: without pad length, padding and
-    /// (HEADERS) priority fields. Impossible padding (h2 refuses the frame) counts as none.
-    fn content_len(self) -> u32 {
-        let mut overhead = 0;
-        if self.is_padded() {
-            overhead += 1 + u32::from(self.pad);
-        }
-        if self.kind == HEADERS && self.has(PRIORITY_FLAG) {
-            overhead += 5;
-        }
-        self.len.saturating_sub(overhead)
-    }
-}
-
-impl Step {
-    fn after_head(len: u32) -> Step {
-        match len {
-            0 => Step::Head([0; HEAD_LEN], 0),
-            n => Step::Payload(n as usize),
-        }
-    }
-}
-
-impl Frames {
-    /// What the client sends: the connection preface, then frames.
-    fn client() -> Self {
-        Frames {
-            step: Step::Preface(0),
-        }
-    }
-
-    /// What the server sends: frames from the first byte.
-    fn server() -> Self {
-        Frames {
-            step: Step::Head([0; HEAD_LEN], 0),
-        }
-    }
-
-    fn at_frame_boundary(&self) -> bool {
-        matches!(self.step, Step::Head(_, 0))
-    }
-
-    /// Walks `data`, calling `on_head` for each frame header completed in it (for padded
-    /// DATA and HEADERS, once the pad length byte is in too); stops at the first error.
-    fn feed<E>(
-        &mut self,
-        mut data: &[u8],
-        mut on_head: impl FnMut(Head) -> Result<(), E>,
-    ) -> Result<(), E> {
-        while let Some(&first) = data.first() {
-            match &mut self.step {
-                Step::Preface(matched) => {
-                    let want = PREFACE.get(*matched..).unwrap_or_default();
-                    let n = want.len().min(data.len());
-                    if data[..n] != want[..n] {
-                        self.step = Step::Lost;
-                        return Ok(());
-                    }
-                    data = &data[n..];
-                    *matched += n;
-                    if *matched == PREFACE.len() {
-                        self.step = Step::Head([0; HEAD_LEN], 0);
-                    }
-                }
-                Step::Head(buf, have) => {
-                    let n = (HEAD_LEN - *have).min(data.len());
-                    buf[*have..*have + n].copy_from_slice(&data[..n]);
-                    data = &data[n..];
-                    *have += n;
-                    if *have == HEAD_LEN {
-                        let head = Head::parse(buf);
-                        if head.is_padded() && head.len > 0 {
-                            self.step = Step::PadLength(head);
-                        } else {
-                            self.step = Step::after_head(head.len);
-                            on_head(head)?;
-                        }
-                    }
-                }
-                Step::PadLength(head) => {
-                    let head = Head {
-                        pad: first,
-                        ..*head
-                    };
-                    data = &data[1..];
-                    self.step = Step::after_head(head.len - 1);
-                    on_head(head)?;
-                }
-                Step::Payload(rest) => {
-                    let n = data.len().min(*rest);
-                    data = &data[n..];
-                    *rest -= n;
-                    if *rest == 0 {
-                        self.step = Step::Head([0; HEAD_LEN], 0);
-                    }
-                }
-                Step::Lost => return Ok(()),
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Meter {
     fn new(limits: H2GuardLimits) -> Self {
         Meter {
@@ -526,6 +440,21 @@ impl Meter {
             block: None,
             empty_run: 0,
             last_stream: 0,
+            trailers: false,
+        }
+    }
+
+    /// Checks one event of the client's: the protocol rules, then the counts of a frame.
+    fn event(&mut self, event: Event, now: &mut impl FnMut() -> Instant) -> Result<(), Trip> {
+        rules::check(event)?;
+        match event {
+            Event::Head(head) => self.inbound(head, now),
+            // RFC 9113 section 8.1: trailers must not include pseudo-header fields, and a
+            // malformed request is a stream error of type PROTOCOL_ERROR, which an endpoint
+            // may treat as a connection error (section 5.4.1). h2 refuses a pseudo-header
+            // field after a regular one, but drops leading ones and passes the trailers on.
+            Event::PseudoFieldFirst if self.trailers => Err(Trip::TrailerPseudoField),
+            _ => Ok(()),
         }
     }
 
@@ -534,6 +463,9 @@ impl Meter {
         match head.kind {
             DATA => self.empty_frame(head.content_len() == 0 && !head.has(END_STREAM)),
             HEADERS | PUSH_PROMISE => {
+                if head.kind == HEADERS {
+                    self.trailers = head.stream != 0 && head.stream <= self.last_stream;
+                }
                 if head.kind == HEADERS && head.stream % 2 == 1 {
                     self.last_stream = self.last_stream.max(head.stream);
                 }

@@ -54,8 +54,10 @@ fn head(kind: u8, flags: u8, stream: u32, len: u32) -> Head {
 fn walk(frames: &mut Frames, bytes: &[u8]) -> Vec<Head> {
     let mut heads = Vec::new();
     frames
-        .feed(bytes, |h| {
-            heads.push(h);
+        .feed(bytes, |e| {
+            if let Event::Head(h) = e {
+                heads.push(h);
+            }
             Ok::<(), Infallible>(())
         })
         .unwrap();
@@ -137,6 +139,25 @@ fn any_frame() -> impl Strategy<Value = (u8, u8, u32, Vec<u8>)> {
     )
 }
 
+/// `frame` made to keep the rules the guard enforces (fixed lengths, windows, no table
+/// size update nor pseudo-header field at the start of a block), whatever else it holds.
+fn lawful((kind, flags, stream, mut payload): (u8, u8, u32, Vec<u8>)) -> (u8, u8, u32, Vec<u8>) {
+    match kind {
+        PRIORITY => payload.resize(5, 0),
+        RST_STREAM | WINDOW_UPDATE => payload.resize(4, 0),
+        PING => payload.resize(8, 0),
+        SETTINGS if flags & ACK != 0 => payload.clear(),
+        SETTINGS => {
+            payload.truncate(payload.len() / 6 * 6);
+            payload.chunks_mut(6).for_each(|e| e[2] &= 0x7f);
+        }
+        // Zeros: no padding, no priority weight, literal fields with empty names.
+        HEADERS => payload.fill(0),
+        _ => {}
+    }
+    (kind, flags, stream, payload)
+}
+
 fn wire_and_heads(frames: &[(u8, u8, u32, Vec<u8>)]) -> (Vec<u8>, Vec<Head>) {
     let mut wire = PREFACE.to_vec();
     let mut heads = Vec::new();
@@ -156,33 +177,57 @@ fn wire_and_heads(frames: &[(u8, u8, u32, Vec<u8>)]) -> (Vec<u8>, Vec<Head>) {
     (wire, heads)
 }
 
+/// Every event of `wire` fed whole, and the heads counted by a meter without limits.
+fn events_of(wire: &[u8], at: Instant) -> (Vec<Event>, Meter) {
+    let (mut events, mut meter) = (Vec::new(), Meter::new(OFF));
+    Frames::client()
+        .feed(wire, |e| {
+            events.push(e);
+            match e {
+                Event::Head(h) => meter.inbound(h, &mut || at),
+                _ => Ok(()),
+            }
+        })
+        .unwrap();
+    (events, meter)
+}
+
 proptest! {
     #[test]
-    fn any_split_of_a_frame_sequence_reads_the_same_heads_and_counts(
+    fn any_split_of_a_frame_sequence_reads_the_same_events_and_counts(
         frames in proptest::collection::vec(any_frame(), 0..24),
         cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..16),
     ) {
         let (wire, expected) = wire_and_heads(&frames);
         let at = Instant::now();
-        let mut whole = Meter::new(OFF);
-        let mut walker = Frames::client();
-        walker.feed(&wire, |h| whole.inbound(h, &mut || at)).unwrap();
+        let (whole_events, whole) = events_of(&wire, at);
 
         let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
         points.sort_unstable();
         points.push(wire.len());
-        let (mut walker, mut meter, mut heads, mut from) =
+        let (mut walker, mut meter, mut events, mut from) =
             (Frames::client(), Meter::new(OFF), Vec::new(), 0);
         for to in points {
             walker
-                .feed(&wire[from..to], |h| {
-                    heads.push(h);
-                    meter.inbound(h, &mut || at)
+                .feed(&wire[from..to], |e| {
+                    events.push(e);
+                    match e {
+                        Event::Head(h) => meter.inbound(h, &mut || at),
+                        _ => Ok(()),
+                    }
                 })
                 .unwrap();
             from = to;
         }
+        let heads: Vec<Head> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Head(h) => Some(*h),
+                _ => None,
+            })
+            .collect();
         prop_assert_eq!(heads, expected);
+        prop_assert_eq!(events, whole_events);
         prop_assert_eq!(meter, whole);
     }
 }
@@ -532,7 +577,7 @@ async fn writes_after_a_trip_are_refused() {
 proptest! {
     #[test]
     fn bytes_pass_through_unchanged_whatever_the_read_sizes(
-        frames in proptest::collection::vec(any_frame(), 0..32),
+        frames in proptest::collection::vec(any_frame().prop_map(lawful), 0..32),
         sizes in proptest::collection::vec(1usize..64, 1..8),
     ) {
         let (wire, _) = wire_and_heads(&frames);
@@ -764,4 +809,200 @@ async fn continuation_flood_is_cut_off_with_enhance_your_calm() {
         outcome,
         (Some(ENHANCE_YOUR_CALM), Some(Trip::Continuations))
     );
+}
+
+// ----- protocol rules -----
+
+fn events(wire: &[u8]) -> Vec<Event> {
+    events_of(wire, Instant::now()).0
+}
+
+#[test]
+fn settings_entries_are_reported_one_by_one() {
+    let mut wire = PREFACE.to_vec();
+    wire.extend(frame(
+        SETTINGS,
+        0,
+        0,
+        &[0, 3, 0, 0, 0, 100, 0, 4, 0x80, 0, 0, 0],
+    ));
+    wire.extend(frame(SETTINGS, ACK, 0, &[]));
+    assert_eq!(
+        events(&wire),
+        [
+            Event::Head(head(SETTINGS, 0, 0, 12)),
+            Event::Setting(3, 100),
+            Event::Setting(4, 0x8000_0000),
+            Event::Head(head(SETTINGS, ACK, 0, 0)),
+        ]
+    );
+}
+
+#[test]
+fn table_size_updates_at_the_block_start_are_reported_past_padding_and_priority() {
+    let mut payload = vec![2, 0, 0, 0, 0, 16]; // pad length, priority fields
+    payload.extend([0x3f, 0xe2, 0x1f, 0x20, 0x82, 0, 0]); // 4097, 0, :method GET, padding
+    let mut wire = PREFACE.to_vec();
+    wire.extend(frame(
+        HEADERS,
+        END_HEADERS | PADDED | PRIORITY_FLAG,
+        1,
+        &payload,
+    ));
+    wire.extend(frame(PING, 0, 0, &[0; 8]));
+    let got = events(&wire);
+    assert_eq!(
+        got[1..],
+        [
+            Event::TableSizeUpdate(4097),
+            Event::TableSizeUpdate(0),
+            Event::PseudoFieldFirst,
+            Event::Head(head(PING, 0, 0, 8)),
+        ]
+    );
+}
+
+#[test]
+fn table_size_update_after_a_field_is_not_reported() {
+    let mut wire = PREFACE.to_vec();
+    wire.extend(frame(HEADERS, END_HEADERS, 1, &[0x82, 0x3f, 0xe2, 0x1f]));
+    assert_eq!(
+        events(&wire),
+        [
+            Event::Head(head(HEADERS, END_HEADERS, 1, 4)),
+            Event::PseudoFieldFirst
+        ]
+    );
+}
+
+#[test]
+fn hpack_integers_decode_as_rfc_7541_shows() {
+    assert_eq!(hpack_int(&[0x0a], 5), Some((10, 1)));
+    assert_eq!(hpack_int(&[0x1f, 0x9a, 0x0a], 5), Some((1337, 3)));
+    assert_eq!(hpack_int(&[0x2a], 8), Some((42, 1)));
+    assert_eq!(hpack_int(&[0x1f, 0x9a], 5), None);
+    assert_eq!(
+        hpack_int(&[0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], 5),
+        Some((u32::MAX, 7))
+    );
+}
+
+#[test]
+fn rule_breaches_trip_with_the_error_code_rfc_9113_names() {
+    let mut m = Meter::new(H2GuardLimits::default());
+    let mut clock = Instant::now;
+    let mut check = |e| m.event(e, &mut clock).map_err(|t| (t, t.code()));
+    for bad in [
+        head(PING, 0, 0, 7),
+        head(PING, ACK, 0, 9),
+        head(WINDOW_UPDATE, 0, 0, 3),
+        head(RST_STREAM, 0, 1, 5),
+        head(PRIORITY, 0, 1, 4),
+        head(SETTINGS, 0, 0, 7),
+        head(SETTINGS, ACK, 0, 6),
+    ] {
+        assert_eq!(
+            check(Event::Head(bad)),
+            Err((Trip::FrameSize, FRAME_SIZE_ERROR)),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        check(Event::Setting(4, 1 << 31)),
+        Err((Trip::InitialWindowSize, FLOW_CONTROL_ERROR))
+    );
+    assert_eq!(check(Event::Setting(4, (1 << 31) - 1)), Ok(()));
+    assert_eq!(
+        check(Event::TableSizeUpdate(4097)),
+        Err((Trip::TableSizeUpdate, COMPRESSION_ERROR))
+    );
+    assert_eq!(check(Event::TableSizeUpdate(4096)), Ok(()));
+    assert_eq!(
+        check(Event::BadPreface),
+        Err((Trip::BadPreface, PROTOCOL_ERROR))
+    );
+    assert_eq!(check(Event::Head(head(PING, 0, 0, 8))), Ok(()));
+}
+
+#[tokio::test]
+async fn rule_breach_is_answered_with_a_goaway_of_its_error_code() {
+    let (mut client, mut io) = guard(H2GuardLimits::default());
+    let mut wire = PREFACE.to_vec();
+    wire.extend(frame(PING, 0, 0, &[0; 5]));
+    client.write_all(&wire).await.unwrap();
+    read_until_error(&mut io).await;
+    assert_eq!(io.tripped(), Some(Trip::FrameSize));
+    drop(io);
+    let mut sent = Vec::new();
+    client.read_to_end(&mut sent).await.unwrap();
+    assert_eq!(goaway_code(&sent), Some(FRAME_SIZE_ERROR));
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_the_preface_are_answered_with_protocol_error() {
+    let (mut client, mut io) = guard(H2GuardLimits::default());
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    read_until_error(&mut io).await;
+    assert_eq!(io.tripped(), Some(Trip::BadPreface));
+    drop(io);
+    let mut sent = Vec::new();
+    client.read_to_end(&mut sent).await.unwrap();
+    assert_eq!(goaway_code(&sent), Some(PROTOCOL_ERROR));
+}
+
+#[test]
+fn pseudo_field_first_in_a_block_is_reported_whatever_names_it() {
+    let literal = [&[0x00, 0x05][..], b":path", &[0x01, b'/']].concat();
+    let indexing = [&[0x40, 0x05][..], b":path", &[0x01, b'/']].concat();
+    let huffman = [0x00, 0x84, 0xb9, 0x58, 0xd3, 0x3f, 0x01, b'/'];
+    let after_size_update = [0x20, 0x84];
+    for (what, block) in [
+        ("static index", &[0x84][..]),
+        ("static name", &[0x04, 0x01, b'/'][..]),
+        ("literal", &literal[..]),
+        ("literal with indexing", &indexing[..]),
+        ("huffman", &huffman[..]),
+        ("after a size update", &after_size_update[..]),
+    ] {
+        let mut wire = PREFACE.to_vec();
+        wire.extend(frame(HEADERS, END_HEADERS, 1, block));
+        assert!(
+            events(&wire).contains(&Event::PseudoFieldFirst),
+            "{what}: {:?}",
+            events(&wire)
+        );
+    }
+    let regular = [&[0x00, 0x01][..], b"x", &[0x01, b'/']].concat();
+    for (what, block) in [
+        ("regular static", &[0x0f, 0x0d, 0x01, b'2'][..]),
+        ("regular literal", &regular[..]),
+        ("dynamic", &[0xbe][..]),
+    ] {
+        let mut wire = PREFACE.to_vec();
+        wire.extend(frame(HEADERS, END_HEADERS, 1, block));
+        assert!(
+            !events(&wire).contains(&Event::PseudoFieldFirst),
+            "{what}: {:?}",
+            events(&wire)
+        );
+    }
+}
+
+#[test]
+fn pseudo_field_first_trips_only_in_a_trailer_section() {
+    let mut m = Meter::new(H2GuardLimits::default());
+    let mut clock = Instant::now;
+    let opens = head(HEADERS, END_HEADERS, 1, 10);
+    m.event(Event::Head(opens), &mut clock).unwrap();
+    m.event(Event::PseudoFieldFirst, &mut clock).unwrap();
+    let trailers = head(HEADERS, END_HEADERS | END_STREAM, 1, 10);
+    m.event(Event::Head(trailers), &mut clock).unwrap();
+    assert_eq!(
+        m.event(Event::PseudoFieldFirst, &mut clock),
+        Err(Trip::TrailerPseudoField)
+    );
+    assert_eq!(Trip::TrailerPseudoField.code(), PROTOCOL_ERROR);
 }
