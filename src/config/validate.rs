@@ -15,6 +15,12 @@ use super::file;
 use super::model::*;
 use super::{ConfigError, ConfigErrors};
 
+/// How long an idle upstream connection stays pooled unless `keepalive.idle_timeout` says
+/// otherwise. Below the shortest common backend keep-alive (Node's 5 s): the side that closes
+/// an idle connection must be the gateway, or a request may go out on a connection the
+/// backend is closing, and a request whose body was written cannot be retried (502).
+const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(4);
+
 /// Problems found so far, each with its key path.
 pub(super) struct Errors(Vec<ConfigError>);
 
@@ -503,7 +509,7 @@ fn upstream(
         .as_ref()
         .and_then(|t| super::upstream_tls::tls(errs, &at, t, base_dir));
     let (keepalive_idle, keepalive_max_idle) = match &u.keepalive {
-        None => (Duration::from_secs(60), 256),
+        None => (DEFAULT_KEEPALIVE_IDLE, 256),
         Some(k) => {
             errs.unknown(&format!("{at}.keepalive"), &k.unknown);
             (
@@ -511,7 +517,7 @@ fn upstream(
                     errs,
                     &format!("{at}.keepalive.idle_timeout"),
                     &k.idle_timeout,
-                    Duration::from_secs(60),
+                    DEFAULT_KEEPALIVE_IDLE,
                 ),
                 k.max_idle.unwrap_or(256),
             )
@@ -1067,6 +1073,17 @@ routes:
             .any(|e| e.starts_with("routes[0].match.path.regex: ")));
         assert!(errs.iter().any(|e| e.starts_with("routes[0].upstream: ")));
         assert!(errs.iter().any(|e| e == "routes[0].colour: unknown key"));
+    }
+
+    #[test]
+    fn upstream_idle_timeout_defaults_below_common_backend_keepalive() {
+        let config = crate::config::parse(OK, Path::new(".")).unwrap();
+        let idle = config.upstreams[0].keepalive_idle;
+        assert_eq!(idle, Duration::from_secs(4));
+        assert!(
+            idle < Duration::from_secs(5),
+            "the pool must give idle connections up before Node's 5 s keepAliveTimeout"
+        );
     }
 
     #[test]

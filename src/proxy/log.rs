@@ -1,6 +1,8 @@
 //! The `log` phase: metrics and the access-log line of one request, run exactly once, when
-//! its response body ends or is dropped (errors and client disconnects included). Earlier
-//! phases record here what the log reports: the route, the consumer, the upstream target.
+//! its response body ends or is dropped (errors and client disconnects included), or, for a
+//! request dropped before it had an answer (the client left), when the pipeline is dropped:
+//! status 499. Earlier phases record here what the log reports: the route, the consumer, the
+//! upstream target.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,7 +33,13 @@ pub struct Completion {
     pub(super) holds: Vec<Hold>,
     /// CORS fields of the route for this request's origin, set on whatever answers it.
     pub(super) cors: Option<Box<http::HeaderMap>>,
+    /// The log phase has run.
+    logged: bool,
 }
+
+/// The status logged for a request whose client left before it was answered (nginx's
+/// non-standard 499 "client closed request"): nothing was sent, so no real status applies.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// The access-log record's fields, gathered while the request runs (only when the log is on).
 pub(super) struct LogData {
@@ -59,6 +67,7 @@ impl Completion {
             slot: None,
             holds: Vec::new(),
             cors: None,
+            logged: false,
             log: snap.access_log.as_ref().map(|log| {
                 Box::new(LogData {
                     log: log.clone(),
@@ -93,12 +102,17 @@ impl Completion {
     }
 
     /// Runs the log phase of a response that ended at `now`.
-    pub fn finish(self, bytes_out: u64, now: Instant) {
+    pub fn finish(mut self, bytes_out: u64, now: Instant) {
+        self.record(bytes_out, now);
+    }
+
+    fn record(&mut self, bytes_out: u64, now: Instant) {
+        self.logged = true;
         let duration = now.saturating_duration_since(self.start);
         if let Some(m) = &self.route_metrics {
             m.observe(&self.method, self.status, duration);
         }
-        if let Some(l) = self.log {
+        if let Some(l) = self.log.take() {
             let bytes_in = l
                 .req_body
                 .as_ref()
@@ -119,6 +133,18 @@ impl Completion {
                 upstream_target: l.upstream.as_deref(),
                 upstream_duration: l.upstream_duration,
             });
+        }
+    }
+}
+
+impl Drop for Completion {
+    /// A request dropped before its answer was handed to the response body: its handler was
+    /// cancelled because the client left (an HTTP/1.1 connection closed while the request
+    /// waited, an HTTP/2 stream reset). The log phase still runs, once.
+    fn drop(&mut self) {
+        if !self.logged {
+            self.status = CLIENT_CLOSED_REQUEST;
+            self.record(0, Instant::now());
         }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod h2raw;
+pub mod rawhttp;
 pub mod redis;
 
 use std::convert::Infallible;

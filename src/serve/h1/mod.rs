@@ -8,6 +8,10 @@
 //! handler polls it (`body`, `wire`); pipelined requests are answered in order; a 101 hands
 //! the socket over (`upgrade`).
 //!
+//! While the handler waits, the socket is watched: a client that leaves (reset, or EOF
+//! unless it is a half-close after a complete last request) cancels the request by dropping
+//! the handler (`Wire::poll_left`, docs/operations.md).
+//!
 //! Deadlines: a head must be complete `header_timeout` after its first byte (else 408), and
 //! a connection with nothing in flight closes after `keepalive_timeout`. On graceful shutdown
 //! an idle connection closes at once and a busy one after its response.
@@ -205,7 +209,19 @@ impl Conn {
                         req.extensions_mut().insert(on);
                         upgrade = Some(tx);
                     }
-                    svc.call(&mut req).await
+                    let mut call = pin!(svc.call(&mut req));
+                    let wire = &*self.wire;
+                    let half_close = info.close_after();
+                    let answered = poll_fn(|cx| match call.as_mut().poll(cx) {
+                        Poll::Ready(resp) => Poll::Ready(Some(resp)),
+                        Poll::Pending => lock(wire).poll_left(cx, half_close).map(|()| None),
+                    })
+                    .await;
+                    match answered {
+                        Some(resp) => resp,
+                        // Returning drops the handler, hence the upstream request with it.
+                        None => return self.left(),
+                    }
                 };
                 self.draining |= self.shutdown.has_changed().unwrap_or(true);
                 // A `100 Continue` begun must be complete before the final response starts.
@@ -239,6 +255,17 @@ impl Conn {
             if has_body && !self.finish_body().await {
                 return End::Linger;
             }
+        }
+    }
+
+    /// The client left while its request waited for an answer: the request is cancelled
+    /// (its `log` phase records 499) and there is nobody to answer.
+    fn left(&self) -> End {
+        tracing::debug!("client closed the connection while its request waited; cancelled");
+        if lock(&self.wire).eof {
+            End::Close
+        } else {
+            End::Gone
         }
     }
 

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -49,6 +49,9 @@ pub(super) struct Wire {
     limits: StrictLimits,
     /// Where each trailer field lies in the trailer section being read.
     trailers: Vec<(Span, Span)>,
+    /// The connection task, waiting for the end of the request body before it watches for
+    /// the client leaving (the body may be read by another task).
+    parked: Option<Waker>,
 }
 
 /// Decoding state of the current request body.
@@ -106,6 +109,7 @@ impl Wire {
             expect: Expect::Nothing,
             limits,
             trailers: Vec::new(),
+            parked: None,
         }
     }
 
@@ -176,12 +180,42 @@ impl Wire {
             Ok(()) => self.poll_decode(cx),
             Err(e) => Poll::Ready(Err(e)),
         };
-        match ready!(polled) {
-            Ok(frame) => Poll::Ready(frame.map(Ok)),
+        let frame = match ready!(polled) {
+            Ok(frame) => frame.map(Ok),
             Err(e) => {
                 self.body = BodyState::Failed;
-                Poll::Ready(Some(Err(e)))
+                Some(Err(e))
             }
+        };
+        if !self.body_pending() {
+            if let Some(waker) = self.parked.take() {
+                waker.wake();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    /// While the handler waits for its answer: `Ready` once the client has left, by a reset,
+    /// or by an EOF unless `half_close` allows it (the request was complete and the client
+    /// said it was its last: see docs/operations.md). Reads only once the body is in, so
+    /// no body bytes are read ahead of the handler, and only into an empty buffer: bytes of
+    /// a pipelined request stay there for the next head, and end the watch. Costs no
+    /// syscall while the socket has not become readable.
+    pub(super) fn poll_left(&mut self, cx: &mut Context<'_>, half_close: bool) -> Poll<()> {
+        if self.body_pending() {
+            match &self.parked {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => self.parked = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        if self.eof || !self.rbuf.is_empty() {
+            return Poll::Pending;
+        }
+        match self.poll_fill(cx) {
+            Poll::Ready(Ok(0)) if half_close => Poll::Pending,
+            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(()),
+            Poll::Ready(Ok(_)) | Poll::Pending => Poll::Pending,
         }
     }
 
