@@ -183,6 +183,14 @@ impl Conn {
                     Err(r) => return self.refuse(r).await,
                 }
             }
+            // The rest of a small body is usually here already: all of its framing is
+            // checked before any of it goes upstream.
+            if kind == BodyKind::Chunked {
+                let checked = lock(&self.wire).check_buffered_body();
+                if let Err(r) = checked {
+                    return self.refuse(r).await;
+                }
+            }
             self.idle_since = None;
             self.head_since = None;
             let body = match kind {

@@ -284,6 +284,53 @@ impl Wire {
         }
     }
 
+    /// Checks the framing of the chunked body bytes already in the buffer, from the current
+    /// decoding state, without consuming them: chunk sizes and extensions, the CRLF after
+    /// each chunk's data, the last-chunk and the trailer fields. A small body usually arrives
+    /// with its head, so a framing error anywhere in it is refused like a broken head, before
+    /// the handler starts and before any of it goes upstream; only the part of a body still
+    /// to come can fail mid-stream. The walk skips chunk data, so it costs a step per chunk.
+    pub(super) fn check_buffered_body(&self) -> Result<(), Rejection> {
+        let b = &self.rbuf[..];
+        let mut at = 0usize;
+        let mut state = self.body;
+        loop {
+            let rest = b.get(at..).unwrap_or_default();
+            state = match state {
+                BodyState::ChunkSize => match chunk_size_line(rest, &self.limits)? {
+                    Some((size, len)) => {
+                        at += len;
+                        if size == 0 {
+                            BodyState::Trailers(FieldScanner::new(at))
+                        } else {
+                            BodyState::ChunkData(size)
+                        }
+                    }
+                    None => return Ok(()),
+                },
+                BodyState::ChunkData(left) => match usize::try_from(left) {
+                    Ok(n) if n <= rest.len() => {
+                        at += n;
+                        BodyState::ChunkEnd
+                    }
+                    _ => return Ok(()),
+                },
+                BodyState::ChunkEnd => match chunk_data_end(rest)? {
+                    Some(n) => {
+                        at += n;
+                        BodyState::ChunkSize
+                    }
+                    None => return Ok(()),
+                },
+                BodyState::Trailers(mut scanner) => {
+                    scanner.scan(b, &self.limits, |name, _, _, _| check_trailer(name))?;
+                    return Ok(());
+                }
+                BodyState::Done | BodyState::Length(_) | BodyState::Failed => return Ok(()),
+            };
+        }
+    }
+
     /// The state after a chunk-size line announcing `size` bytes.
     pub(super) fn after_chunk_size(&mut self, size: u64) -> BodyState {
         if size > 0 {
