@@ -163,9 +163,15 @@ impl h1::Service for Proxy {
     fn call(
         &self,
         req: &mut http::Request<DownstreamBody>,
+        interim: &dyn crate::message::Interim,
     ) -> impl std::future::Future<Output = http::Response<crate::proxy::body::ProxyBody>> + Send
     {
-        proxy::handle(self.shared.snapshot.load_full(), &self.conn, req)
+        proxy::handle(
+            self.shared.snapshot.load_full(),
+            &self.conn,
+            req,
+            Some(interim),
+        )
     }
 }
 
@@ -276,7 +282,9 @@ fn service(
         let open = streams.open();
         let mut req = req.map(|body| DownstreamBody::H2(H2RequestBody::new(body)));
         async move {
-            let resp = proxy::handle(snap, &conn, &mut req).await;
+            // hyper's HTTP/2 server cannot send interim responses: the client gets the
+            // final one only (docs/operations.md, "Interim responses").
+            let resp = proxy::handle(snap, &conn, &mut req, None).await;
             // hyper writes the map only.
             let (mut parts, mut body) = resp.into_parts();
             body.move_gateway_fields_into(&mut parts.headers);

@@ -20,7 +20,7 @@ use super::route::Routed;
 use super::upstream_request::Outbound;
 use super::{mirror, Stop};
 use crate::config::model::UpstreamProtocol;
-use crate::message::X_REQUEST_ID;
+use crate::message::{Interim, X_REQUEST_ID};
 use crate::snapshot::{CompiledRoute, Snapshot, UpstreamGroup};
 use crate::upstream::added::Added;
 use crate::upstream::balancer::{InFlight, PickInput};
@@ -53,6 +53,8 @@ pub(super) struct Exchange<'a> {
     pub deadline: Option<tokio::time::Instant>,
     /// The gateway's fields, sent with every attempt.
     pub added: &'a Added,
+    /// Where the upstream's interim responses go (the downstream connection).
+    pub interim: Option<&'a dyn Interim>,
 }
 
 /// A copy of the request head for retries that need to send the request again; only taken
@@ -110,6 +112,7 @@ struct Attempt<'a> {
 
 /// The FORWARD phase: sends the upstream request (and its mirror copy), retrying as the
 /// route allows. On a failure the cache may answer with a stale response (taking `pending`).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     snap: &Arc<Snapshot>,
     routed: &Routed<'_>,
@@ -118,6 +121,7 @@ pub(super) async fn send(
     arrival: &Arrival,
     pending: &mut Option<Pending>,
     done: &mut Completion,
+    interim: Option<&dyn Interim>,
 ) -> Result<Answer, Stop> {
     let route = routed.route;
     let exchange = Exchange {
@@ -130,6 +134,7 @@ pub(super) async fn send(
         body_state: out.body_state.as_deref(),
         deadline: out.deadline,
         added: &out.added,
+        interim,
     };
     let up_start = done.log.is_some().then(Instant::now);
     if let Some((shadow, share)) = route.mirror {
@@ -212,7 +217,7 @@ pub(super) async fn forward(
         };
         let address = group.targets[a.target].address;
         let deadline = a.started + a.limit;
-        let sending = pool::send(&profile, address, req, x.added, a.started);
+        let sending = pool::send(&profile, address, req, x.added, a.started, x.interim);
         let sent = crate::timer::timeout_at(deadline, sending).await;
         let step = settle(x, a, sent, replay.as_ref(), sticky_pin);
         match step {

@@ -60,7 +60,8 @@ pub(super) fn spawn(
         }
         let sent = crate::timer::timeout(
             group.request_timeout,
-            pool::send(&group.client, target.address, &mut copy, &added, now),
+            // A mirror's interim responses go nowhere: its client never sees it.
+            pool::send(&group.client, target.address, &mut copy, &added, now, None),
         )
         .await;
         let ok = match sent {

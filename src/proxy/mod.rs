@@ -39,6 +39,7 @@ mod testing;
 mod upstream_request;
 mod validate;
 
+use crate::message::Interim;
 use crate::serve::DownstreamBody;
 use crate::snapshot::Snapshot;
 use body::ProxyBody;
@@ -80,10 +81,13 @@ impl From<ProxyError> for Stop {
 
 /// Handles one downstream request; never fails (errors become problem+json responses).
 /// The phases, in request order; each goes on with what it learned or ends the request.
+/// The upstream's interim (1xx) responses go to `interim`, when the downstream connection
+/// can send them.
 pub async fn handle(
     snap: Arc<Snapshot>,
     conn: &ConnInfo,
     req: &mut Request<DownstreamBody>,
+    interim: Option<&dyn Interim>,
 ) -> Response<ProxyBody> {
     let arrival = request::arrive(&snap.listeners[conn.listener], conn, req);
     let mut done = Completion::begin(&snap, &arrival, req);
@@ -123,6 +127,7 @@ pub async fn handle(
         &arrival,
         &mut pending,
         &mut done,
+        interim,
     );
     let answer = next!(sent.await);
     let id = arrival.request_id;

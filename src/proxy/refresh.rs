@@ -86,6 +86,8 @@ pub(super) fn spawn(
             body_state: None,
             deadline: None,
             added: &Added::default(),
+            // Nobody waits on a background refresh: its interim responses go nowhere.
+            interim: None,
         };
         let mut req = Request::from_parts(parts, RequestBody::empty());
         let result = forward::forward(&exchange, &mut req)

@@ -16,13 +16,14 @@ use std::io;
 use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use http::header::CONNECTION;
 use http::{HeaderMap, Method, Request, Response};
 use tokio::io::AsyncReadExt;
 
 use super::added::Added;
 use super::stream::UpstreamStream;
+use crate::message::Interim;
 
 mod body;
 mod decode;
@@ -109,6 +110,9 @@ struct Progress {
     body_sent: bool,
     /// The request body is still being written (not ended, no write error).
     uploading: bool,
+    /// An interim response was handed to the downstream connection and may not be written
+    /// out yet: no further upstream head is read until it is (backpressure).
+    relaying: bool,
 }
 
 /// Read size: a bodiless response usually arrives in one read; a large body streams through
@@ -166,10 +170,14 @@ impl H1Conn {
     /// A final response that arrives before the request body is sent stops the upload and
     /// leaves the connection unusable, unless it is a 2xx: then the upstream is taken to be
     /// reading both ways, and the rest of the body is sent while the response body is read.
+    ///
+    /// Interim (1xx) responses never end the exchange: each goes to `interim` as it arrives
+    /// (or is dropped without one), and the final response is awaited after it.
     pub async fn send<B>(
         mut self: Box<Self>,
         req: &mut Request<B>,
         added: &Added,
+        interim: Option<&dyn Interim>,
     ) -> Result<Response<H1Body>, SendFailure>
     where
         B: http_body::Body<Data = bytes::Bytes> + Default + Unpin + Send + 'static,
@@ -196,9 +204,11 @@ impl H1Conn {
         let mut progress = Progress::default();
         let mut sender = framing.map(encode::BodySender::new);
         let result = match sender.as_mut() {
-            None => self.send_bodiless(&mut progress).await,
+            None => self.send_bodiless(&mut progress, interim).await,
             Some(sender) => {
-                let result = self.exchange(sender, req.body_mut(), &mut progress).await;
+                let result = self
+                    .exchange(sender, req.body_mut(), &mut progress, interim)
+                    .await;
                 progress.body_taken = sender.taken();
                 result
             }
@@ -243,10 +253,14 @@ impl H1Conn {
     }
 
     /// A request without body: one write of the head, then the response head.
-    async fn send_bodiless(&mut self, progress: &mut Progress) -> Result<decode::Parsed, H1Error> {
+    async fn send_bodiless(
+        &mut self,
+        progress: &mut Progress,
+        interim: Option<&dyn Interim>,
+    ) -> Result<decode::Parsed, H1Error> {
         self.stream.write_all_flushed(&self.wbuf).await?;
         progress.body_sent = true;
-        poll_fn(|cx| self.poll_head(cx, &mut progress.got_bytes)).await
+        poll_fn(|cx| self.poll_head(cx, progress, interim)).await
     }
 
     /// A request with a body: the body is written while the response head is watched for,
@@ -257,6 +271,7 @@ impl H1Conn {
         sender: &mut encode::BodySender,
         body: &mut B,
         progress: &mut Progress,
+        interim: Option<&dyn Interim>,
     ) -> Result<decode::Parsed, H1Error>
     where
         B: http_body::Body<Data = bytes::Bytes> + Unpin,
@@ -266,7 +281,7 @@ impl H1Conn {
         let mut write_error: Option<io::Error> = None;
         progress.uploading = true;
         poll_fn(|cx| loop {
-            match self.poll_head(cx, &mut progress.got_bytes) {
+            match self.poll_head(cx, progress, interim) {
                 Poll::Ready(Err(H1Error::Closed)) => {
                     // A reset on write says more than the EOF that follows it.
                     let error = write_error.take().map_or(H1Error::Closed, H1Error::Io);
@@ -294,18 +309,35 @@ impl H1Conn {
         .await
     }
 
-    /// Reads until a final (or 101) response head is complete; informational heads are
-    /// skipped. The head stays at the front of `rbuf` for [`body::response`] to take.
+    /// Reads until a final (or 101) response head is complete; interim heads go to
+    /// `interim` on the way, in order. The final head stays at the front of `rbuf` for
+    /// [`body::response`] to take.
     fn poll_head(
         &mut self,
         cx: &mut Context<'_>,
-        got_bytes: &mut bool,
+        progress: &mut Progress,
+        interim: Option<&dyn Interim>,
     ) -> Poll<Result<decode::Parsed, H1Error>> {
         loop {
+            if progress.relaying {
+                // The client takes the interim responses before the upstream is read on.
+                if let Some(to) = interim {
+                    ready!(to.poll_flush(cx));
+                }
+                progress.relaying = false;
+            }
             if !self.rbuf.is_empty() {
                 if let Some(parsed) = decode::parse_head(&self.rbuf, &self.limits, &mut self.idx)? {
                     if parsed.is_interim() {
-                        self.rbuf.advance(parsed.len);
+                        let head = self.rbuf.split_to(parsed.len).freeze();
+                        if let Some(to) = interim {
+                            let (fields, _) = decode::build_map(&head, &self.idx, None)?;
+                            let status = http::StatusCode::from_u16(parsed.status)
+                                .map_err(|_| H1Error::Malformed("invalid status code"))?;
+                            to.relay(status, &fields);
+                            crate::spare_maps::give(fields);
+                            progress.relaying = true;
+                        }
                         continue;
                     }
                     return Poll::Ready(Ok(parsed));
@@ -317,7 +349,7 @@ impl H1Conn {
             if ready!(self.poll_fill(cx))? == 0 {
                 return Poll::Ready(Err(H1Error::Closed));
             }
-            *got_bytes = true;
+            progress.got_bytes = true;
         }
     }
 

@@ -36,7 +36,7 @@ use super::retry::is_idempotent;
 use super::stream::{self, ConnectError, UpstreamStream};
 use super::tls::TlsClient;
 use crate::config::model::UpstreamProtocol;
-use crate::message::BodyError;
+use crate::message::{BodyError, Interim};
 
 /// Settings that decide which pooled upstream client a group uses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -216,16 +216,18 @@ type Sent = Result<Response<UpstreamBody>, SendError>;
 
 /// Sends `req` with the gateway's `added` fields to `addr` on a pooled connection (or a new
 /// one); `now` is the attempt's start, against which idle connections are aged. The request
-/// stays the caller's, to send again when the error says it never left.
+/// stays the caller's, to send again when the error says it never left. An HTTP/1.1
+/// upstream's interim responses go to `interim`; hyper's HTTP/2 client drops them.
 pub async fn send(
     profile: &ClientProfile,
     addr: SocketAddr,
     req: &mut Request<RequestBody>,
     added: &Added,
     now: Instant,
+    interim: Option<&dyn Interim>,
 ) -> Sent {
     match profile.protocol {
-        UpstreamProtocol::Http1 => send_h1(addr, profile, req, added, now).await,
+        UpstreamProtocol::Http1 => send_h1(addr, profile, req, added, now, interim).await,
         UpstreamProtocol::H2 => {
             added.insert_into(req.headers_mut());
             send_h2((addr, profile.clone()), req).await
@@ -253,10 +255,11 @@ async fn send_h1(
     req: &mut Request<RequestBody>,
     added: &Added,
     now: Instant,
+    interim: Option<&dyn Interim>,
 ) -> Sent {
     let key = (addr, profile.clone());
     if let Some(conn) = checkout_h1(&key, now) {
-        match conn.send(req, added).await {
+        match conn.send(req, added, interim).await {
             Ok(resp) => return Ok(h1_response(resp)),
             // The server closed the idle connection as the request went out: nothing came
             // back and none of the body was read, so an idempotent request goes again on a
@@ -272,7 +275,7 @@ async fn send_h1(
         Err(e) => return Err(unsent(e)),
     };
     conn.home = Some(key);
-    match conn.send(req, added).await {
+    match conn.send(req, added, interim).await {
         Ok(resp) => Ok(h1_response(resp)),
         Err(failure) => Err(sent(UpstreamError::Exchange(failure.error))),
     }

@@ -5,7 +5,8 @@
 //! differently, see `serve::strict`), builds the `Request` from that parse, awaits the
 //! handler, and writes the response itself in the framing it chose, so nothing is parsed
 //! twice and nothing crosses a task. The request body reads from the same socket when the
-//! handler polls it (`body`, `wire`); pipelined requests are answered in order; a 101 hands
+//! handler polls it (`body`, `wire`); pipelined requests are answered in order; interim
+//! responses from upstream reach the client before the final one (`interim`); a 101 hands
 //! the socket over (`upgrade`).
 //!
 //! While the handler waits, the socket is watched: a client that leaves (reset, or EOF
@@ -30,6 +31,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
 mod body;
+mod interim;
 mod request;
 mod response;
 mod send;
@@ -44,7 +46,8 @@ pub use wire::ReadError;
 
 use super::strict::{self, BodyKind, HeadParser, HeadStep, Rejection, StrictLimits};
 use super::DownstreamBody;
-use crate::message::ExtraFields;
+use crate::message::{ExtraFields, Interim};
+use interim::Relay;
 use response::Exchange;
 use send::Sender;
 use wire::{lock, BodyState, Expect, Wire};
@@ -61,10 +64,12 @@ pub trait Service: Send + Sync {
     type Body: Body<Data = Bytes> + ExtraFields + Send + Unpin;
 
     /// Answers `req`. The request stays in the connection's frame and is lent, so it is
-    /// built once and never moved; the service takes from it what it forwards.
+    /// built once and never moved; the service takes from it what it forwards. Interim
+    /// responses for the client go to `interim`.
     fn call(
         &self,
         req: &mut Request<DownstreamBody>,
+        interim: &dyn Interim,
     ) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
@@ -187,6 +192,14 @@ impl Conn {
                     Err(r) => return self.refuse(r).await,
                 }
             }
+            // The rest of a small body is usually here already: all of its framing is
+            // checked before any of it goes upstream.
+            if kind == BodyKind::Chunked {
+                let checked = lock(&self.wire).check_buffered_body();
+                if let Err(r) = checked {
+                    return self.refuse(r).await;
+                }
+            }
             self.idle_since = None;
             self.head_since = None;
             let body = match kind {
@@ -196,6 +209,7 @@ impl Conn {
             let has_body = kind != BodyKind::None;
             // The request and then the response live in these blocks and end with them,
             // dropped where they lie: both are large, and moves copy them.
+            let relay = Relay::new(&self.wire, info.v11);
             let responded = {
                 let mut upgrade = None;
                 let mut resp = {
@@ -209,7 +223,7 @@ impl Conn {
                         req.extensions_mut().insert(on);
                         upgrade = Some(tx);
                     }
-                    let mut call = pin!(svc.call(&mut req));
+                    let mut call = pin!(svc.call(&mut req, &relay));
                     let wire = &*self.wire;
                     let half_close = info.close_after();
                     let answered = poll_fn(|cx| match call.as_mut().poll(cx) {
@@ -224,8 +238,9 @@ impl Conn {
                     }
                 };
                 self.draining |= self.shutdown.has_changed().unwrap_or(true);
-                // A `100 Continue` begun must be complete before the final response starts.
-                if has_body
+                // Interim responses begun (`100 Continue`, 1xx relayed from upstream) must be
+                // complete before the final response starts.
+                if (has_body || relay.used())
                     && poll_fn(|cx| lock(&self.wire).poll_interim(cx))
                         .await
                         .is_err()

@@ -65,6 +65,7 @@ where
     fn call(
         &self,
         req: &mut Request<DownstreamBody>,
+        _interim: &dyn crate::message::Interim,
     ) -> impl Future<Output = Response<TestBody>> + Send {
         (self.0)(std::mem::replace(req, Request::new(DownstreamBody::Empty)))
     }

@@ -46,6 +46,12 @@ pub(super) struct Wire {
     /// Counts requests: a body handle of an earlier request reads nothing.
     pub(super) request: u64,
     pub(super) expect: Expect,
+    /// Interim responses (`100 Continue`, and 1xx relayed from upstream) owed to the client,
+    /// written before anything else goes out; empty (and never allocated) on a connection
+    /// that sends none.
+    interim: Vec<u8>,
+    /// How much of `interim` is written.
+    interim_at: usize,
     limits: StrictLimits,
     /// Where each trailer field lies in the trailer section being read.
     trailers: Vec<(Span, Span)>,
@@ -72,13 +78,12 @@ pub(super) enum BodyState {
 /// `Expect: 100-continue` on the current request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Expect {
-    /// Nothing owed (not asked, sent, or the client did not wait).
+    /// Nothing owed (not asked, queued or sent, or the client did not wait).
     Nothing,
     /// The client waits for `100 Continue` before sending its body; sent when the body is
-    /// first polled, never if the request is answered without reading it.
+    /// first polled (or when the upstream sends one), never if the request is answered
+    /// without reading it.
     Owed,
-    /// Bytes of the interim response written so far.
-    Writing(usize),
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -107,6 +112,8 @@ impl Wire {
             body: BodyState::Done,
             request: 0,
             expect: Expect::Nothing,
+            interim: Vec::new(),
+            interim_at: 0,
             limits,
             trailers: Vec::new(),
             parked: None,
@@ -219,40 +226,63 @@ impl Wire {
         }
     }
 
-    /// Completes a `100 Continue` whose write has begun (and does nothing otherwise).
+    /// Writes the interim responses queued (a `100 Continue` begun, 1xx relayed from
+    /// upstream), and does nothing when there are none.
     pub(super) fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ReadError>> {
+        if self.interim.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let written = ready!(self.poll_write_interim(cx));
+        // Written or failed, the queue is done with: a failed write fails the final response.
+        self.interim.clear();
+        self.interim_at = 0;
+        Poll::Ready(written)
+    }
+
+    fn poll_write_interim(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ReadError>> {
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(ReadError::Closed));
+        };
+        let mut io = std::pin::Pin::new(io);
+        while let Some(rest) = self
+            .interim
+            .get(self.interim_at..)
+            .filter(|r| !r.is_empty())
+        {
+            let n = ready!(io.as_mut().poll_write(cx, rest))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+            }
+            self.interim_at += n;
+        }
+        ready!(io.poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues `100 Continue` if the client waits for it, has sent nothing yet and has not
+    /// had one; a second one is never sent.
+    pub(super) fn queue_continue(&mut self) {
         match self.expect {
-            Expect::Writing(_) => self.poll_continue(cx),
-            _ => Poll::Ready(Ok(())),
+            Expect::Nothing => {}
+            // Body bytes already here: the client did not wait, and needs no 100.
+            Expect::Owed if !self.rbuf.is_empty() => self.expect = Expect::Nothing,
+            Expect::Owed => {
+                self.expect = Expect::Nothing;
+                self.interim.extend_from_slice(CONTINUE);
+            }
         }
     }
 
-    /// Writes `100 Continue` if the client waits for it and has sent nothing yet.
+    /// The queue of interim responses, for a relayed 1xx head to be encoded at its end.
+    pub(super) fn interim_queue(&mut self) -> &mut Vec<u8> {
+        &mut self.interim
+    }
+
+    /// Writes `100 Continue` if the client waits for it and has sent nothing yet, after any
+    /// interim response queued before it.
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ReadError>> {
-        loop {
-            match self.expect {
-                Expect::Nothing => return Poll::Ready(Ok(())),
-                // Body bytes already here: the client did not wait, and needs no 100.
-                Expect::Owed if !self.rbuf.is_empty() => self.expect = Expect::Nothing,
-                Expect::Owed => self.expect = Expect::Writing(0),
-                Expect::Writing(at) => {
-                    let Some(io) = self.io.as_mut() else {
-                        return Poll::Ready(Err(ReadError::Closed));
-                    };
-                    if at == CONTINUE.len() {
-                        ready!(std::pin::Pin::new(io).poll_flush(cx))?;
-                        self.expect = Expect::Nothing;
-                        continue;
-                    }
-                    let rest = CONTINUE.get(at..).unwrap_or_default();
-                    let n = ready!(std::pin::Pin::new(io).poll_write(cx, rest))?;
-                    if n == 0 {
-                        return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-                    }
-                    self.expect = Expect::Writing(at + n);
-                }
-            }
-        }
+        self.queue_continue();
+        self.poll_interim(cx)
     }
 
     fn poll_decode(
@@ -315,6 +345,53 @@ impl Wire {
                     }
                 }
             }
+        }
+    }
+
+    /// Checks the framing of the chunked body bytes already in the buffer, from the current
+    /// decoding state, without consuming them: chunk sizes and extensions, the CRLF after
+    /// each chunk's data, the last-chunk and the trailer fields. A small body usually arrives
+    /// with its head, so a framing error anywhere in it is refused like a broken head, before
+    /// the handler starts and before any of it goes upstream; only the part of a body still
+    /// to come can fail mid-stream. The walk skips chunk data, so it costs a step per chunk.
+    pub(super) fn check_buffered_body(&self) -> Result<(), Rejection> {
+        let b = &self.rbuf[..];
+        let mut at = 0usize;
+        let mut state = self.body;
+        loop {
+            let rest = b.get(at..).unwrap_or_default();
+            state = match state {
+                BodyState::ChunkSize => match chunk_size_line(rest, &self.limits)? {
+                    Some((size, len)) => {
+                        at += len;
+                        if size == 0 {
+                            BodyState::Trailers(FieldScanner::new(at))
+                        } else {
+                            BodyState::ChunkData(size)
+                        }
+                    }
+                    None => return Ok(()),
+                },
+                BodyState::ChunkData(left) => match usize::try_from(left) {
+                    Ok(n) if n <= rest.len() => {
+                        at += n;
+                        BodyState::ChunkEnd
+                    }
+                    _ => return Ok(()),
+                },
+                BodyState::ChunkEnd => match chunk_data_end(rest)? {
+                    Some(n) => {
+                        at += n;
+                        BodyState::ChunkSize
+                    }
+                    None => return Ok(()),
+                },
+                BodyState::Trailers(mut scanner) => {
+                    scanner.scan(b, &self.limits, |name, _, _, _| check_trailer(name))?;
+                    return Ok(());
+                }
+                BodyState::Done | BodyState::Length(_) | BodyState::Failed => return Ok(()),
+            };
         }
     }
 

@@ -63,7 +63,7 @@ const HEADER_SLOTS: usize = 128;
 pub(super) const MAX_CHUNK_LINE: usize = 4096;
 
 impl Parsed {
-    /// 1xx other than 101: skipped, the final response follows.
+    /// 1xx other than 101: relayed or dropped, the final response follows.
     pub fn is_interim(&self) -> bool {
         (100..200).contains(&self.status) && self.status != 101
     }

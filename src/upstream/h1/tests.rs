@@ -149,7 +149,7 @@ async fn fetch_with(
     let (addr, _server) = scripted(b"\r\n\r\n", reply, Then::Close).await;
     let conn = connect_with(addr, limits).await;
     let mut resp = conn
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .map_err(|f| f.error)?;
     let (data, _) = collect(resp.body_mut()).await?;

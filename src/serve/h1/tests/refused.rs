@@ -147,6 +147,24 @@ refused! {
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     bare_lf_after_first_chunk_size_is_refused_with_400: 400,
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\nx\r\n0\r\n\r\n";
+    invalid_third_chunk_size_of_a_buffered_body_is_refused_with_400: 400,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n1x\r\nc\r\n0\r\n\r\n";
+    chunk_data_longer_than_its_size_is_refused_with_400: 400,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n";
+    missing_crlf_after_later_chunk_data_is_refused_with_400: 400,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n2\r\nbc0\r\n\r\n";
+    invalid_later_chunk_extension_is_refused_with_400: 400,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1;=x\r\nb\r\n0\r\n\r\n";
+    invalid_last_chunk_is_refused_with_400: 400,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0 x\r\n\r\n";
+    non_token_trailer_name_is_refused_with_400: 400,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX(T): 1\r\n\r\n";
+    obs_fold_in_trailers_is_refused_with_400: 400,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n 2\r\n\r\n";
+    bare_lf_ending_trailers_is_refused_with_400: 400,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\n";
+    framing_field_in_trailers_is_refused_with_400: 400,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n";
 }
 
 #[tokio::test]

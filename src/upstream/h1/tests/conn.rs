@@ -28,7 +28,7 @@ async fn keep_alive_carries_two_requests_on_one_connection() {
     let (addr, accepted) = hyper_server(echo_path).await;
     let mut resp = connect(addr)
         .await
-        .send(&mut get("/first"), &Added::default())
+        .send(&mut get("/first"), &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"/first");
@@ -38,7 +38,7 @@ async fn keep_alive_carries_two_requests_on_one_connection() {
         .expect("reusable after a clean end");
     assert!(conn.is_usable());
     let mut resp = conn
-        .send(&mut get("/second"), &Added::default())
+        .send(&mut get("/second"), &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"/second");
@@ -70,7 +70,7 @@ async fn keep_alive_works_with_chunked_bodies_both_ways() {
     let mut req = Request::post("/").body(blocks(2, End::Finish)).unwrap();
     let mut resp = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"32768");
@@ -79,7 +79,7 @@ async fn keep_alive_works_with_chunked_bodies_both_ways() {
         .take_conn()
         .expect("reusable after a chunked upload");
     let mut req = Request::post("/").body(blocks(1, End::Finish)).unwrap();
-    let mut resp = conn.send(&mut req, &Added::default()).await.unwrap();
+    let mut resp = conn.send(&mut req, &Added::default(), None).await.unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"16384");
     assert!(resp.body_mut().take_conn().is_some());
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -95,7 +95,7 @@ async fn connection_close_response_is_not_reused() {
     .await;
     let mut resp = connect(addr)
         .await
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"ok");
@@ -112,7 +112,7 @@ async fn http10_response_is_not_reused() {
     .await;
     let mut resp = connect(addr)
         .await
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_10);
@@ -130,7 +130,7 @@ async fn bytes_after_the_response_make_the_connection_unusable() {
     .await;
     let mut resp = connect(addr)
         .await
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"ok");
@@ -147,7 +147,7 @@ async fn unread_body_keeps_the_connection_out_of_the_pool() {
     .await;
     let mut resp = connect(addr)
         .await
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .unwrap();
     assert!(
@@ -187,7 +187,10 @@ async fn send_on_a_closed_connection_hands_the_request_back() {
     let conn = connect(addr).await;
     drop(listener.accept().await.unwrap());
     let mut req = get("/retry-me");
-    let failure = conn.send(&mut req, &Added::default()).await.unwrap_err();
+    let failure = conn
+        .send(&mut req, &Added::default(), None)
+        .await
+        .unwrap_err();
     assert!(failure.no_response, "{failure:?}");
     assert!(failure.untouched, "nothing of the request was consumed");
     assert_eq!(req.uri(), "/retry-me");
@@ -207,7 +210,7 @@ async fn early_final_response_stops_the_upload() {
     let mut req = Request::post("/upload").body(body).unwrap();
     let mut resp = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
@@ -236,7 +239,7 @@ async fn early_final_response_is_seen_while_the_upstream_does_not_read() {
         .unwrap();
     let mut resp = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
@@ -251,7 +254,7 @@ async fn early_success_response_keeps_the_upload_going() {
     let mut req = Request::post("/").body(blocks(256, End::Finish)).unwrap();
     let mut resp = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -264,7 +267,7 @@ async fn early_success_response_keeps_the_upload_going() {
         .take_conn()
         .expect("both messages ended cleanly");
     let mut resp = conn
-        .send(&mut get("/again"), &Added::default())
+        .send(&mut get("/again"), &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"0");
@@ -284,7 +287,7 @@ async fn success_response_ending_before_the_upload_cuts_it_short() {
     let mut req = Request::post("/").body(body).unwrap();
     let mut resp = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -309,7 +312,7 @@ async fn large_response_streams_through_a_bounded_buffer() {
     .await;
     let mut resp = connect(addr)
         .await
-        .send(&mut get("/big"), &Added::default())
+        .send(&mut get("/big"), &Added::default(), None)
         .await
         .unwrap();
     let mut total = 0;
@@ -339,7 +342,7 @@ async fn large_request_body_streams_through_a_bounded_buffer() {
         .unwrap();
     let mut resp = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap();
     let (data, _) = collect(resp.body_mut()).await.unwrap();

@@ -228,7 +228,7 @@ async fn eof_mid_head_is_an_error_with_a_partial_response() {
         scripted(b"\r\n\r\n", b"HTTP/1.1 200 OK\r\ncontent-le", Then::Close).await;
     let failure = connect(addr)
         .await
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .unwrap_err();
     assert!(matches!(failure.error, H1Error::Closed), "{failure:?}");

@@ -70,7 +70,7 @@ async fn repeated_changed_and_moved_fields_all_read_as_sent() {
     let mut conn = connect(addr).await;
     for (n, want) in expected.iter().enumerate() {
         let mut resp = conn
-            .send(&mut get("/"), &Added::default())
+            .send(&mut get("/"), &Added::default(), None)
             .await
             .unwrap_or_else(|f| panic!("response {n}: {f:?}"));
         assert_eq!(&fields(&resp), want, "response {n}");

@@ -15,7 +15,7 @@ where
     let (addr, server) = scripted(until, OK_EMPTY, Then::Drain).await;
     let resp = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -128,7 +128,7 @@ async fn body_shorter_than_content_length_is_an_error() {
         .unwrap();
     let failure = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap_err();
     assert!(
@@ -147,7 +147,7 @@ async fn body_longer_than_content_length_is_an_error() {
         .unwrap();
     let failure = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap_err();
     assert!(
@@ -165,7 +165,7 @@ async fn invalid_request_content_length_hands_the_request_back() {
         .unwrap();
     let failure = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap_err();
     assert!(matches!(failure.error, H1Error::Request(_)), "{failure:?}");
@@ -187,7 +187,7 @@ async fn failing_request_body_is_reported_as_body_error() {
         .unwrap();
     let failure = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap_err();
     assert!(matches!(failure.error, H1Error::Body(_)), "{failure:?}");
@@ -208,7 +208,7 @@ async fn request_saying_connection_close_leaves_connection_unusable() {
         .unwrap();
     let mut resp = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"ok");

@@ -58,7 +58,7 @@ async fn content_length_body_reports_exact_size_hint() {
     .await;
     let resp = connect(addr)
         .await
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.body().size_hint().exact(), Some(3));
@@ -76,7 +76,7 @@ async fn chunked_body_with_extensions_and_trailers_is_decoded() {
     .await;
     let mut resp = connect(addr)
         .await
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .unwrap();
     let (data, trailers) = collect(resp.body_mut()).await.unwrap();
@@ -130,7 +130,7 @@ async fn head_response_has_no_body_despite_content_length() {
     let mut req = Request::head("/").body(Empty::<Bytes>::new()).unwrap();
     let mut resp = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.headers()["content-length"], "1234");
@@ -145,7 +145,7 @@ async fn no_content_response_has_no_body() {
         scripted(b"\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n", Then::Drain).await;
     let mut resp = connect(addr)
         .await
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
@@ -166,7 +166,7 @@ async fn not_modified_response_has_no_body_despite_content_length() {
     .await;
     let mut resp = connect(addr)
         .await
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.status(), 304);
@@ -174,8 +174,55 @@ async fn not_modified_response_has_no_body_despite_content_length() {
     assert!(resp.body_mut().take_conn().is_some());
 }
 
+/// An interim response as relayed: status and fields.
+type Relayed = (u16, Vec<(String, String)>);
+
+/// Records the interim responses handed to it.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<Relayed>>);
+
+impl crate::message::Interim for Recorded {
+    fn relay(&self, status: http::StatusCode, fields: &HeaderMap) {
+        let fields = fields
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        self.0.lock().unwrap().push((status.as_u16(), fields));
+    }
+
+    fn poll_flush(&self, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Ready(())
+    }
+}
+
 #[tokio::test]
-async fn continue_and_early_hints_are_skipped() {
+async fn interim_responses_are_relayed_in_order_and_the_final_one_is_returned() {
+    let (addr, _server) = scripted(
+        b"\r\n\r\n",
+        b"HTTP/1.1 102 Processing\r\n\r\n\
+          HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 100 Continue\r\n\r\n\
+          HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        Then::Close,
+    )
+    .await;
+    let sink = Recorded::default();
+    let mut resp = connect(addr)
+        .await
+        .send(&mut get("/"), &Added::default(), Some(&sink))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(collect(resp.body_mut()).await.unwrap().0, b"ok");
+    let link = ("link".to_owned(), "</style.css>; rel=preload".to_owned());
+    assert_eq!(
+        *sink.0.lock().unwrap(),
+        vec![(102, vec![]), (103, vec![link]), (100, vec![])]
+    );
+}
+
+#[tokio::test]
+async fn continue_and_early_hints_are_skipped_without_a_relay() {
     let (resp, data) = fetch(
         b"HTTP/1.1 100 Continue\r\n\r\n\
           HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
@@ -215,7 +262,7 @@ async fn switching_protocols_gives_the_stream_and_bytes_read_past_the_head() {
         .unwrap();
     let mut resp = connect(addr)
         .await
-        .send(&mut req, &Added::default())
+        .send(&mut req, &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.status(), 101);
@@ -277,7 +324,7 @@ async fn head_split_across_reads_is_reassembled() {
     });
     let mut resp = connect(addr)
         .await
-        .send(&mut get("/"), &Added::default())
+        .send(&mut get("/"), &Added::default(), None)
         .await
         .unwrap();
     assert_eq!(resp.headers()["content-length"], "4");

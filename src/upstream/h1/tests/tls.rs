@@ -99,7 +99,8 @@ async fn an_upload_is_flushed_out_of_the_tls_session_before_the_response_is_awai
         .header("host", "a")
         .body(body)
         .unwrap();
-    let exchange = async { text_of(conn.send(&mut req, &Added::default()).await.unwrap()).await };
+    let exchange =
+        async { text_of(conn.send(&mut req, &Added::default(), None).await.unwrap()).await };
     let got = tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
         .expect("the upload stalled with records left in the tls session");
@@ -133,7 +134,7 @@ async fn a_tls_connection_stays_usable_between_requests_until_the_server_closes_
         .header("host", "a")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let mut resp = conn.send(&mut req, &Added::default()).await.unwrap();
+    let mut resp = conn.send(&mut req, &Added::default(), None).await.unwrap();
     while resp.body_mut().frame().await.is_some() {}
     let mut conn = resp.body_mut().take_conn().unwrap();
     // TLS 1.3 session tickets arrive after the handshake: records without data.
