@@ -19,13 +19,8 @@ for t in valgrind callgrind_control nginx wrk; do
   command -v $t >/dev/null || { echo "$t is required (apt-get install valgrind nginx wrk)" >&2; exit 1; }
 done
 W=$(mktemp -d -t instructions.XXXXXX); mkdir -p $W/logs
-BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
-cat > $W/backend.conf <<NG
-worker_processes 1; daemon off; master_process off; pid $W/backend.pid; error_log $W/logs/backend.err;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:9301; location / { default_type text/plain; return 200 "$BODY"; } } }
-NG
+. bench/proxies.sh
+bench_backend_conf $W 9301
 sed -e 's/127.0.0.1:9101/127.0.0.1:9301/; s/127.0.0.1:9200/127.0.0.1:9300/; s/127.0.0.1:9290/127.0.0.1:9390/' "$CONFIG" > $W/gateway.yaml
 nginx -c $W/backend.conf -p $W & BE=$!
 valgrind --tool=callgrind --callgrind-out-file=$W/cg.out "$BIN" run -c $W/gateway.yaml > $W/logs/gw.log 2>&1 & GW=$!

@@ -9,6 +9,8 @@
 #                                (default target/bench-tls): cert.pem, key.pem; kept if there
 #   bench_port_free PORT         fails when something already listens on 127.0.0.1:PORT (the
 #                                gateway's SO_REUSEPORT socket would silently share it)
+#   bench_backend_conf W [PORT]  writes W/backend.conf: one nginx worker answering 1 KiB on
+#                                127.0.0.1:PORT (default 9101)
 #   bench_configs W MODE         writes W/backend.conf, W/nginx.conf, W/haproxy.cfg (and
 #                                W/haproxy.pem in TLS modes) for MODE: plain, tls, tls-new,
 #                                tls-resume, h2c, h2
@@ -60,6 +62,18 @@ bench_port_free() {
   fi
 }
 
+bench_backend_conf() {
+  local W=$1 port=${2:-9101} body
+  body=$(head -c 1024 /dev/zero | tr '\0' 'x')
+  mkdir -p "$W/logs"
+  cat > "$W/backend.conf" <<NG
+worker_processes 1; daemon off; master_process off; pid $W/backend.pid; error_log $W/logs/backend.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$port; location / { default_type text/plain; return 200 "$body"; } } }
+NG
+}
+
 bench_configs() {
   local W=$1 mode=$2 tls_dir
   local maxconn=${MAXCONN:-4000} nofile hard
@@ -92,13 +106,7 @@ bench_configs() {
     ha_idle="timeout client $IDLE_TIMEOUT
   timeout http-keep-alive $IDLE_TIMEOUT"
   fi
-  local body; body=$(head -c 1024 /dev/zero | tr '\0' 'x')
-  cat > "$W/backend.conf" <<NG
-worker_processes 1; daemon off; master_process off; pid $W/backend.pid; error_log $W/logs/backend.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:9101; location / { default_type text/plain; return 200 "$body"; } } }
-NG
+  bench_backend_conf "$W" 9101
   cat > "$W/nginx.conf" <<NG
 worker_processes 1; daemon off; master_process off; pid $W/nginx.pid; error_log $W/logs/nginx.err;
 worker_rlimit_nofile $nofile;

@@ -29,6 +29,30 @@ fn gateway(backend: &Late, log: &Path) -> TestGateway {
     ))
 }
 
+/// A gateway with its access log in a directory of its own, in front of a backend that
+/// answers after `delay`.
+struct Setup {
+    backend: Late,
+    log: PathBuf,
+    gw: TestGateway,
+    _dir: tempdir::Dir,
+}
+
+impl Setup {
+    async fn start(name: &str, delay: Duration) -> Setup {
+        let backend = Late::start(delay).await;
+        let dir = tempdir::Dir::new(name);
+        let log = dir.path.join("access.log");
+        let gw = gateway(&backend, &log);
+        Setup {
+            backend,
+            log,
+            gw,
+            _dir: dir,
+        }
+    }
+}
+
 /// The access-log lines, once `n` have been written.
 async fn log_lines(log: &PathBuf, n: usize) -> Vec<String> {
     let written = eventually(Duration::from_secs(5), || async {
@@ -68,10 +92,12 @@ async fn upstream_cancelled(backend: &Late, left: Instant) {
 
 #[tokio::test]
 async fn client_closing_while_its_request_waits_cancels_the_upstream_request_with_499() {
-    let backend = Late::start(Duration::from_secs(10)).await;
-    let dir = tempdir::Dir::new("abort");
-    let log = dir.path.join("access.log");
-    let gw = gateway(&backend, &log);
+    let Setup {
+        backend,
+        log,
+        gw,
+        _dir,
+    } = Setup::start("abort", Duration::from_secs(10)).await;
     let mut client = TcpStream::connect(gw.addr).await.unwrap();
     client
         .write_all(b"GET /slow HTTP/1.1\r\nhost: a\r\n\r\n")
@@ -93,10 +119,12 @@ async fn client_closing_while_its_request_waits_cancels_the_upstream_request_wit
 
 #[tokio::test]
 async fn client_resetting_while_its_request_waits_cancels_the_upstream_request_with_499() {
-    let backend = Late::start(Duration::from_secs(10)).await;
-    let dir = tempdir::Dir::new("reset");
-    let log = dir.path.join("access.log");
-    let gw = gateway(&backend, &log);
+    let Setup {
+        backend,
+        log,
+        gw,
+        _dir,
+    } = Setup::start("reset", Duration::from_secs(10)).await;
     let mut client = TcpStream::connect(gw.addr).await.unwrap();
     // Linger 0: the close is a reset, not a FIN.
     socket2::SockRef::from(&client)
@@ -116,10 +144,12 @@ async fn client_resetting_while_its_request_waits_cancels_the_upstream_request_w
 
 /// Sends `request`, shuts the client's write side, and reads the whole answer.
 async fn half_closed_exchange(request: &[u8]) -> (String, Vec<LateSeen>, Vec<String>) {
-    let backend = Late::start(Duration::from_millis(300)).await;
-    let dir = tempdir::Dir::new("half");
-    let log = dir.path.join("access.log");
-    let gw = gateway(&backend, &log);
+    let Setup {
+        backend,
+        log,
+        gw,
+        _dir,
+    } = Setup::start("half", Duration::from_millis(300)).await;
     let mut client = TcpStream::connect(gw.addr).await.unwrap();
     client.write_all(request).await.unwrap();
     client.shutdown().await.unwrap();
@@ -175,10 +205,9 @@ async fn half_closed_client_sending_connection_close_still_gets_its_answer() {
 
 #[tokio::test]
 async fn pipelined_request_arriving_while_one_waits_is_kept_and_answered_in_order() {
-    let backend = Late::start(Duration::from_millis(200)).await;
-    let dir = tempdir::Dir::new("pipe");
-    let log = dir.path.join("access.log");
-    let gw = gateway(&backend, &log);
+    let Setup {
+        backend, gw, _dir, ..
+    } = Setup::start("pipe", Duration::from_millis(200)).await;
     let mut client = TcpStream::connect(gw.addr).await.unwrap();
     client
         .write_all(b"GET /first HTTP/1.1\r\nhost: a\r\n\r\n")
@@ -205,10 +234,12 @@ async fn pipelined_request_arriving_while_one_waits_is_kept_and_answered_in_orde
 
 #[tokio::test]
 async fn http2_stream_reset_while_its_request_waits_cancels_it_with_499() {
-    let backend = Late::start(Duration::from_secs(10)).await;
-    let dir = tempdir::Dir::new("h2reset");
-    let log = dir.path.join("access.log");
-    let gw = gateway(&backend, &log);
+    let Setup {
+        backend,
+        log,
+        gw,
+        _dir,
+    } = Setup::start("h2reset", Duration::from_secs(10)).await;
     let tcp = TcpStream::connect(gw.addr).await.unwrap();
     let (mut tx, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
