@@ -27,6 +27,7 @@ pub mod runtime;
 pub mod serve;
 pub mod signal;
 pub mod snapshot;
+pub mod spare_buffers;
 pub mod spare_maps;
 pub mod timer;
 pub mod tls;

@@ -17,7 +17,8 @@ use crate::certs::ClientCert;
 use crate::config::model::H2cMode;
 use crate::observe::metrics::ResilienceMetrics;
 use crate::proxy::{self, ConnInfo};
-use crate::runtime::Shared;
+use crate::runtime::{OpenConnection, Shared};
+use crate::serve::conn_limit::ConnPermit;
 use crate::serve::h2body::H2RequestBody;
 use crate::serve::h2guard::{H2Guard, H2GuardLimits, Trip};
 use crate::serve::h2idle::{Counted, Streams};
@@ -30,82 +31,153 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one accepted connection until it closes or the gateway has drained it.
-pub(super) async fn serve(
+///
+/// What the connection needs is taken from the configuration here, and only that moves into
+/// the returned future: every idle connection's task is as small as its state.
+pub(super) fn serve(
     shared: Arc<Shared>,
     listener: usize,
     stream: TcpStream,
     peer: std::net::SocketAddr,
+    permit: ConnPermit,
     shutdown: watch::Receiver<bool>,
-) {
-    let _open = Shared::connection_opened(&shared, listener);
-    let snap = shared.snapshot.load_full();
-    let Some(settings) = snap.listeners.get(listener) else {
-        return;
-    };
-    let limits = StrictLimits {
-        max_request_line: settings.limits.max_request_line,
-        max_header_bytes: settings.limits.max_header_bytes,
-        max_headers: settings.limits.max_headers,
-        max_chunk_extension: settings.limits.max_chunk_extension,
-    };
-    let header_timeout = settings.limits.header_timeout;
-    let h1 = h1::Settings {
-        limits,
-        header_timeout,
-        keepalive_timeout: settings.limits.keepalive_timeout,
-    };
-    let h2 = H2Settings {
-        max_streams: settings.limits.h2_max_concurrent_streams,
-        max_header_list: u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX),
-        stream_window: settings.limits.h2_initial_stream_window,
-        connection_window: settings.limits.h2_initial_connection_window,
-        idle_timeout: settings.limits.h2_idle_timeout,
-    };
-    let conn = ConnInfo {
-        peer,
-        peer_text: proxy::peer_text(peer.ip()),
-        tls: settings.tls.is_some(),
-        listener,
-        client_cert: None,
-    };
-    if let Some(tls) = settings.tls.clone() {
-        drop(snap);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let Ok(Ok(stream)) =
-            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-        else {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let open = Shared::connection_opened(&shared, listener);
+    let setup = Setup::of(&shared, listener, peer);
+    async move {
+        let Some(setup) = setup else {
             return;
         };
-        let conn = Arc::new(ConnInfo {
-            client_cert: client_cert(stream.get_ref().1),
-            ..conn
-        });
-        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-            serve_h2(shared, conn, stream, h2, shutdown).await;
-        } else {
-            serve_h1(shared, conn, Box::new(stream), &[], h1, shutdown).await;
+        let held = Held {
+            _permit: permit,
+            _open: open,
+        };
+        if let Some(tls) = setup.tls.clone() {
+            // Boxed: the handshake's state is large, and a plain connection's task need
+            // not carry room for it.
+            Box::pin(serve_tls(shared, setup, tls, stream, held, shutdown)).await;
+            return;
         }
-        return;
-    }
-    let h2c = settings.h2c;
-    drop(snap);
-    let mut stream = stream;
-    let prefix = match h2c {
-        H2cMode::Off => Vec::new(),
-        H2cMode::BesideHttp1 | H2cMode::Only => {
-            match read_preface(&mut stream, header_timeout).await {
-                Some(p) => p,
-                None => return,
+        let Setup {
+            h1, h2, conn, h2c, ..
+        } = setup;
+        let mut stream = stream;
+        let prefix = match h2c {
+            H2cMode::Off => Vec::new(),
+            H2cMode::BesideHttp1 | H2cMode::Only => {
+                match read_preface(&mut stream, h1.header_timeout).await {
+                    Some(p) => p,
+                    None => return,
+                }
             }
+        };
+        let conn = Arc::new(conn);
+        // HTTP/2 only: whatever came is handed to the HTTP/2 server, whose guard answers
+        // anything but the preface with GOAWAY(PROTOCOL_ERROR).
+        if h2c == H2cMode::Only || h2c == H2cMode::BesideHttp1 && prefix == H2_PREFACE {
+            let _held = held;
+            Box::pin(serve_h2(
+                shared,
+                conn,
+                Prefixed::new(prefix, stream),
+                h2,
+                shutdown,
+            ))
+            .await;
+        } else {
+            serve_h1(shared, conn, Box::new(stream), prefix, h1, held, shutdown);
         }
+    }
+}
+
+/// What a connection holds until it ends: its place under the listener's connection limits,
+/// and its count among the open connections.
+struct Held {
+    _permit: ConnPermit,
+    _open: OpenConnection,
+}
+
+/// A listener's settings for one connection, read from the snapshot current at accept.
+struct Setup {
+    h1: h1::Settings,
+    h2: H2Settings,
+    conn: ConnInfo,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    h2c: H2cMode,
+}
+
+impl Setup {
+    fn of(shared: &Shared, listener: usize, peer: std::net::SocketAddr) -> Option<Setup> {
+        let snap = shared.snapshot.load();
+        let settings = snap.listeners.get(listener)?;
+        let limits = &settings.limits;
+        let h1 = h1::Settings {
+            limits: StrictLimits {
+                max_request_line: limits.max_request_line,
+                max_header_bytes: limits.max_header_bytes,
+                max_headers: limits.max_headers,
+                max_chunk_extension: limits.max_chunk_extension,
+            },
+            header_timeout: limits.header_timeout,
+            keepalive_timeout: limits.keepalive_timeout,
+        };
+        let h2 = H2Settings {
+            max_streams: limits.h2_max_concurrent_streams,
+            max_header_list: u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX),
+            stream_window: limits.h2_initial_stream_window,
+            connection_window: limits.h2_initial_connection_window,
+            idle_timeout: limits.h2_idle_timeout,
+        };
+        let conn = ConnInfo {
+            peer,
+            peer_text: proxy::peer_text(peer.ip()),
+            tls: settings.tls.is_some(),
+            listener,
+            client_cert: None,
+        };
+        Some(Setup {
+            h1,
+            h2,
+            conn,
+            tls: settings.tls.clone(),
+            h2c: settings.h2c,
+        })
+    }
+}
+
+/// A TLS connection: the handshake (bounded in time), then HTTP/2 when ALPN chose it,
+/// HTTP/1.1 otherwise.
+async fn serve_tls(
+    shared: Arc<Shared>,
+    setup: Setup,
+    tls: Arc<rustls::ServerConfig>,
+    stream: TcpStream,
+    held: Held,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Setup { h1, h2, conn, .. } = setup;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+    else {
+        return;
     };
-    let conn = Arc::new(conn);
-    // HTTP/2 only: whatever came is handed to the HTTP/2 server, whose guard answers
-    // anything but the preface with GOAWAY(PROTOCOL_ERROR).
-    if h2c == H2cMode::Only || h2c == H2cMode::BesideHttp1 && prefix == H2_PREFACE {
-        serve_h2(shared, conn, Prefixed::new(prefix, stream), h2, shutdown).await;
+    let conn = Arc::new(ConnInfo {
+        client_cert: client_cert(stream.get_ref().1),
+        ..conn
+    });
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let _held = held;
+        Box::pin(serve_h2(shared, conn, stream, h2, shutdown)).await;
     } else {
-        serve_h1(shared, conn, Box::new(stream), &prefix, h1, shutdown).await;
+        serve_h1(
+            shared,
+            conn,
+            Box::new(stream),
+            Vec::new(),
+            h1,
+            held,
+            shutdown,
+        );
     }
 }
 
@@ -139,15 +211,24 @@ async fn read_preface(stream: &mut TcpStream, deadline: Duration) -> Option<Vec<
     Some(buf)
 }
 
-async fn serve_h1(
+/// Goes on serving the connection as HTTP/1.1 in a task of its own, so that it keeps only
+/// what HTTP/1.1 needs, not the room of the handshake or preface check before it: an idle
+/// connection's task is that small.
+fn serve_h1(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     io: h1::BoxIo,
-    read: &[u8],
+    read: Vec<u8>,
     settings: h1::Settings,
+    held: Held,
     shutdown: watch::Receiver<bool>,
 ) {
-    h1::serve(io, read, settings, Proxy { shared, conn }, shutdown).await;
+    let proxy = Proxy {
+        shared,
+        conn,
+        _held: held,
+    };
+    tokio::spawn(h1::serve(io, read, settings, proxy, shutdown));
 }
 
 /// The HTTP/1.1 connection's handler: each request through the proxy, on the snapshot
@@ -155,6 +236,7 @@ async fn serve_h1(
 struct Proxy {
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
+    _held: Held,
 }
 
 impl h1::Service for Proxy {

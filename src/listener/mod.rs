@@ -126,17 +126,16 @@ async fn accept_loop(
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let serve = connection::serve(
+                    // Spawned as it is: a wrapping `async` block would hold the future
+                    // twice (captured, then awaited), doubling every connection's task.
+                    tokio::spawn(connection::serve(
                         shared.clone(),
                         index,
                         stream,
                         peer,
+                        permit,
                         for_connections.clone(),
-                    );
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        serve.await;
-                    });
+                    ));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

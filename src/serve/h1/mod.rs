@@ -44,17 +44,38 @@ pub use body::H1RequestBody;
 pub use upgrade::{OnUpgrade, Upgraded};
 pub use wire::ReadError;
 
-use super::strict::{self, BodyKind, HeadParser, HeadStep, Rejection, StrictLimits};
+use super::strict::{self, BodyKind, HeadInfo, HeadParser, HeadStep, Rejection, StrictLimits};
 use super::DownstreamBody;
 use crate::message::{ExtraFields, Interim};
+use crate::spare_buffers;
 use interim::Relay;
 use response::Exchange;
 use send::Sender;
 use wire::{lock, BodyState, Expect, Wire};
 
 /// A downstream byte stream (TCP, or TLS over TCP).
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {
+    /// Ready once a read may find something (bytes, EOF or an error); pending, the task is
+    /// woken when it may. An idle connection waits here without holding a read buffer.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+impl Io for tokio::net::TcpStream {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_read_ready(cx).map(|_| ())
+    }
+}
+
+impl Io for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    /// Plaintext rustls already holds is ready at once; otherwise the socket is waited on.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let (tcp, tls) = self.get_ref();
+        if !tls.wants_read() {
+            return Poll::Ready(());
+        }
+        tcp.poll_read_ready(cx).map(|_| ())
+    }
+}
 
 /// A downstream connection, type-erased: one indirect call per read or write.
 pub type BoxIo = Box<dyn Io>;
@@ -96,20 +117,22 @@ const LINGER_PAUSE: Duration = Duration::from_millis(100);
 
 /// Serves HTTP/1.1 on `io` until the connection closes, is upgraded, or has drained on
 /// shutdown. `read` holds bytes already read from it (protocol sniffing).
-pub async fn serve<S: Service>(
+///
+/// The state is built here and moved into the returned future once: an `async fn` would
+/// keep its arguments beside the state made from them for the connection's whole life.
+pub fn serve<S: Service>(
     io: BoxIo,
-    read: &[u8],
+    read: Vec<u8>,
     settings: Settings,
     svc: S,
     shutdown: watch::Receiver<bool>,
-) {
+) -> impl Future<Output = ()> + Send {
     let mut stop_rx = shutdown.clone();
-    let stop = pin!(async move { crate::signal::raised(&mut stop_rx).await });
     let draining = *shutdown.borrow();
     let mut conn = Conn {
         wire: Arc::new(Mutex::new(Wire::new(io, read, settings.limits))),
         parser: HeadParser::new(),
-        wbuf: Vec::with_capacity(1024),
+        wbuf: Vec::new(),
         settings,
         timer: Deadline::default(),
         idle_since: None,
@@ -119,8 +142,12 @@ pub async fn serve<S: Service>(
         stop_armed: false,
         request: 0,
     };
-    let end = conn.run(&svc, stop).await;
-    conn.close(end).await;
+    async move {
+        let stop = pin!(crate::signal::raised(&mut stop_rx));
+        let end = conn.run(&svc, stop).await;
+        // Boxed, as refusals are: rare states that need not make every task larger.
+        Box::pin(conn.close(end)).await;
+    }
 }
 
 /// How the connection ends.
@@ -144,7 +171,8 @@ enum HeadEvent {
 struct Conn {
     wire: Arc<Mutex<Wire>>,
     parser: HeadParser,
-    /// The response head (and chunk-size lines), reused from one response to the next.
+    /// The response head (and chunk-size lines), reused from one response to the next;
+    /// given back while the connection is idle.
     wbuf: Vec<u8>,
     settings: Settings,
     timer: Deadline,
@@ -178,7 +206,7 @@ impl Conn {
         loop {
             let head = match poll_fn(|cx| self.poll_head(cx, stop.as_mut())).await {
                 HeadEvent::Head(head) => head,
-                HeadEvent::Refuse(r) => return self.refuse(r).await,
+                HeadEvent::Refuse(r) => return Box::pin(self.refuse(r)).await,
                 HeadEvent::Closed => return End::Close,
             };
             let info = self.parser.info;
@@ -189,7 +217,7 @@ impl Conn {
                 match poll_fn(|cx| self.poll_first_chunk(cx)).await {
                     Ok(true) => {}
                     Ok(false) => return End::Close,
-                    Err(r) => return self.refuse(r).await,
+                    Err(r) => return Box::pin(self.refuse(r)).await,
                 }
             }
             // The rest of a small body is usually here already: all of its framing is
@@ -197,80 +225,90 @@ impl Conn {
             if kind == BodyKind::Chunked {
                 let checked = lock(&self.wire).check_buffered_body();
                 if let Err(r) = checked {
-                    return self.refuse(r).await;
+                    return Box::pin(self.refuse(r)).await;
                 }
             }
-            self.idle_since = None;
-            self.head_since = None;
-            let body = match kind {
-                BodyKind::None => DownstreamBody::Empty,
-                _ => DownstreamBody::H1(H1RequestBody::new(self.wire.clone(), self.request)),
-            };
-            let has_body = kind != BodyKind::None;
-            // The request and then the response live in these blocks and end with them,
-            // dropped where they lie: both are large, and moves copy them.
-            let relay = Relay::new(&self.wire, info.v11);
-            let responded = {
-                let mut upgrade = None;
-                let mut resp = {
-                    let mut req = match request::build(&head, &self.parser, body) {
-                        Ok(req) => req,
-                        Err(r) => return self.refuse(r).await,
-                    };
-                    drop(head);
-                    if info.upgrade && info.v11 {
-                        let (tx, on) = OnUpgrade::pair();
-                        req.extensions_mut().insert(on);
-                        upgrade = Some(tx);
-                    }
-                    let mut call = pin!(svc.call(&mut req, &relay));
-                    let wire = &*self.wire;
-                    let half_close = info.close_after();
-                    let answered = poll_fn(|cx| match call.as_mut().poll(cx) {
-                        Poll::Ready(resp) => Poll::Ready(Some(resp)),
-                        Poll::Pending => lock(wire).poll_left(cx, half_close).map(|()| None),
-                    })
-                    .await;
-                    match answered {
-                        Some(resp) => resp,
-                        // Returning drops the handler, hence the upstream request with it.
-                        None => return self.left(),
-                    }
-                };
-                self.draining |= self.shutdown.has_changed().unwrap_or(true);
-                // Interim responses begun (`100 Continue`, 1xx relayed from upstream) must be
-                // complete before the final response starts.
-                if (has_body || relay.used())
-                    && poll_fn(|cx| lock(&self.wire).poll_interim(cx))
-                        .await
-                        .is_err()
-                {
-                    return End::Gone;
-                }
-                let ex = Exchange {
-                    v11: info.v11,
-                    head: info.method_head,
-                    close: info.close_after()
-                        || self.draining
-                        || (has_body && !self.can_continue()),
-                };
-                self.respond(&mut resp, ex, upgrade).await
-            };
-            match responded {
-                Ok(false) => {}
-                Ok(true) => {
-                    return if self.unread() {
-                        End::Linger
-                    } else {
-                        End::Close
-                    }
-                }
-                Err(end) => return end,
-            }
-            if has_body && !self.finish_body().await {
-                return End::Linger;
+            // Boxed: a request's state (the handler's future among it) is large and lives
+            // only while it is in flight, so the task of an idle connection stays small.
+            if let Err(end) = Box::pin(self.exchange(svc, head, info, kind)).await {
+                return end;
             }
         }
+    }
+
+    /// One request from its parsed head to its response written (and its body read to the
+    /// end); `Err` says how the connection ends instead of carrying another request.
+    async fn exchange<S: Service>(
+        &mut self,
+        svc: &S,
+        head: Bytes,
+        info: HeadInfo,
+        kind: BodyKind,
+    ) -> Result<(), End> {
+        self.idle_since = None;
+        self.head_since = None;
+        let body = match kind {
+            BodyKind::None => DownstreamBody::Empty,
+            _ => DownstreamBody::H1(H1RequestBody::new(self.wire.clone(), self.request)),
+        };
+        let has_body = kind != BodyKind::None;
+        // The request and then the response live in these blocks and end with them,
+        // dropped where they lie: both are large, and moves copy them.
+        let relay = Relay::new(&self.wire, info.v11);
+        let responded = {
+            let mut upgrade = None;
+            let mut resp = {
+                let mut req = match request::build(&head, &self.parser, body) {
+                    Ok(req) => req,
+                    Err(r) => return Err(self.refuse(r).await),
+                };
+                drop(head);
+                if info.upgrade && info.v11 {
+                    let (tx, on) = OnUpgrade::pair();
+                    req.extensions_mut().insert(on);
+                    upgrade = Some(tx);
+                }
+                let mut call = pin!(svc.call(&mut req, &relay));
+                let wire = &*self.wire;
+                let half_close = info.close_after();
+                let answered = poll_fn(|cx| match call.as_mut().poll(cx) {
+                    Poll::Ready(resp) => Poll::Ready(Some(resp)),
+                    Poll::Pending => lock(wire).poll_left(cx, half_close).map(|()| None),
+                })
+                .await;
+                match answered {
+                    Some(resp) => resp,
+                    // Returning drops the handler, hence the upstream request with it.
+                    None => return Err(self.left()),
+                }
+            };
+            self.draining |= self.shutdown.has_changed().unwrap_or(true);
+            // Interim responses begun (`100 Continue`, 1xx relayed from upstream) must be
+            // complete before the final response starts.
+            if (has_body || relay.used())
+                && poll_fn(|cx| lock(&self.wire).poll_interim(cx))
+                    .await
+                    .is_err()
+            {
+                return Err(End::Gone);
+            }
+            let ex = Exchange {
+                v11: info.v11,
+                head: info.method_head,
+                close: info.close_after() || self.draining || (has_body && !self.can_continue()),
+            };
+            self.respond(&mut resp, ex, upgrade).await
+        };
+        match responded {
+            Ok(false) => {}
+            Ok(true) if self.unread() => return Err(End::Linger),
+            Ok(true) => return Err(End::Close),
+            Err(end) => return Err(end),
+        }
+        if has_body && !self.finish_body().await {
+            return Err(End::Linger);
+        }
+        Ok(())
     }
 
     /// The client left while its request waited for an answer: the request is cancelled
@@ -318,10 +356,16 @@ impl Conn {
             }
         }
         let idle = wire.rbuf.is_empty();
-        drop(wire);
         if idle {
+            // Nothing to read for now: wait without buffers.
+            wire.release_buffer();
+            drop(wire);
+            if self.wbuf.capacity() != 0 {
+                spare_buffers::give_write(std::mem::take(&mut self.wbuf));
+            }
             self.poll_idle(cx, stop)
         } else {
+            drop(wire);
             self.poll_header_deadline(cx)
         }
     }
@@ -429,6 +473,9 @@ impl Conn {
     where
         B: Body<Data = Bytes> + ExtraFields + Unpin,
     {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = spare_buffers::take_write();
+        }
         let head = response::encode(&mut self.wbuf, resp, &ex);
         // The head is written: its map's allocations serve the next head read here.
         crate::spare_maps::give(std::mem::take(resp.headers_mut()));
@@ -568,7 +615,8 @@ fn begin_request(parser: &HeadParser, wire: &mut Wire) -> u64 {
 
 /// Reads and drops input until EOF, an error, a pause in it, or `LINGER_BYTES`.
 async fn discard(io: &mut BoxIo) {
-    let mut scratch = [0u8; 4096];
+    // On the heap: in the task's future it would make every connection's task larger.
+    let mut scratch = vec![0u8; 4096];
     let mut dropped = 0;
     while let Ok(Ok(n)) = tokio::time::timeout(LINGER_PAUSE, io.read(&mut scratch)).await {
         dropped += n;

@@ -88,7 +88,13 @@ where
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let svc = Handler(handler.clone());
-            tokio::spawn(serve(Box::new(stream), &[], settings, svc, rx.clone()));
+            tokio::spawn(serve(
+                Box::new(stream),
+                Vec::new(),
+                settings,
+                svc,
+                rx.clone(),
+            ));
         }
     });
     Server { addr, shutdown }

@@ -19,6 +19,7 @@ use crate::serve::strict::{
     self, check_trailer, chunk_data_end, chunk_size_line, FieldScanner, Rejection, Span,
     StrictLimits,
 };
+use crate::spare_buffers;
 
 /// Why a downstream request body could not be read to its end.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +89,7 @@ pub(super) enum Expect {
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// A request head usually arrives in one read of this size.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = spare_buffers::READ_BUFFER;
 /// Below this much free space the read buffer is grown (or reclaimed) before reading.
 const MIN_SPARE: usize = 2 * 1024;
 /// Most body data asked for in one read: large bodies stream in frames of this size (fewer
@@ -102,9 +103,14 @@ pub(super) fn lock(wire: &Mutex<Wire>) -> MutexGuard<'_, Wire> {
 }
 
 impl Wire {
-    pub(super) fn new(io: BoxIo, read: &[u8], limits: StrictLimits) -> Self {
-        let mut rbuf = BytesMut::with_capacity(READ_CHUNK.max(read.len()));
-        rbuf.extend_from_slice(read);
+    /// A wire over `io`, with `read` already read from it (and let go of here). A
+    /// connection that has sent nothing more holds no read buffer yet.
+    pub(super) fn new(io: BoxIo, read: Vec<u8>, limits: StrictLimits) -> Self {
+        let mut rbuf = BytesMut::new();
+        if !read.is_empty() {
+            rbuf = spare_buffers::take_read();
+            rbuf.extend_from_slice(&read);
+        }
         Wire {
             io: Some(io),
             rbuf,
@@ -120,12 +126,27 @@ impl Wire {
         }
     }
 
-    /// One read from the socket into the buffer; `Ok(0)` is EOF.
+    /// One read from the socket into the buffer; `Ok(0)` is EOF. Without a buffer (an idle
+    /// connection gave it back) the socket is first waited on, and a buffer taken only
+    /// once bytes are there.
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < MIN_SPARE {
+        if self.rbuf.capacity() == 0 {
+            if let Some(io) = self.io.as_mut() {
+                ready!(io.poll_readable(cx));
+            }
+            self.rbuf = spare_buffers::take_read();
+        } else if self.rbuf.capacity() - self.rbuf.len() < MIN_SPARE {
             self.rbuf.reserve(READ_CHUNK);
         }
         self.poll_read(cx)
+    }
+
+    /// Gives the read buffer back while nothing is buffered: the connection waits for its
+    /// next request without one.
+    pub(super) fn release_buffer(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() != 0 {
+            spare_buffers::give_read(std::mem::take(&mut self.rbuf));
+        }
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {

@@ -26,7 +26,7 @@ mod tests;
 
 pub(crate) use chunk::{chunk_data_end, chunk_size_line};
 pub(crate) use fields::{FieldScanner, Span};
-pub(crate) use head::{check_trailer, BodyKind, HeadParser, HeadStep};
+pub(crate) use head::{check_trailer, BodyKind, HeadInfo, HeadParser, HeadStep};
 
 /// Framing limits for one downstream connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -40,7 +40,14 @@ async fn bytes_read_before_serving_begin_the_first_request() {
                 reply(200, "ok")
             }
         });
-        serve(Box::new(stream), b"GET /sniffed HT", SETTINGS, svc, rx).await;
+        serve(
+            Box::new(stream),
+            b"GET /sniffed HT".to_vec(),
+            SETTINGS,
+            svc,
+            rx,
+        )
+        .await;
     });
     let mut c = Client::connect(addr).await;
     c.send(b"TP/1.1\r\nHost: a\r\n\r\n").await;
