@@ -143,7 +143,10 @@ pub fn serve<S: Service>(
         request: 0,
     };
     async move {
-        let stop = pin!(crate::signal::raised(&mut stop_rx));
+        // Woken by any change: shutdown is the only one.
+        let stop = pin!(async {
+            let _ = stop_rx.changed().await;
+        });
         let end = conn.run(&svc, stop).await;
         // Boxed, as refusals are: rare states that need not make every task larger.
         Box::pin(conn.close(end)).await;
@@ -360,6 +363,7 @@ impl Conn {
             // Nothing to read for now: wait without buffers.
             wire.release_buffer();
             drop(wire);
+            self.parser.release_fields();
             if self.wbuf.capacity() != 0 {
                 spare_buffers::give_write(std::mem::take(&mut self.wbuf));
             }

@@ -6,6 +6,25 @@ use super::fields::{FieldScanner, Span};
 use super::syntax::*;
 use super::*;
 
+/// Field tables kept per thread for idle connections' next heads, at most.
+const KEPT_FIELDS: usize = 64;
+/// A table grown past this many fields is freed, not kept.
+const LARGEST_FIELDS: usize = 128;
+/// A new table's room, in fields.
+const FIELDS: usize = 16;
+
+std::thread_local! {
+    static SPARE_FIELDS: std::cell::RefCell<Vec<Vec<(Span, Span)>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A field table for a head: a kept one when there is one.
+fn take_fields() -> Vec<(Span, Span)> {
+    SPARE_FIELDS
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| Vec::with_capacity(FIELDS))
+}
+
 /// What the connection should do with its buffer next.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum HeadStep {
@@ -106,6 +125,21 @@ impl HeadParser {
         }
     }
 
+    /// Gives the field table back to this thread's spares while the connection waits for
+    /// its next head (between heads: the last one has been answered).
+    pub(crate) fn release_fields(&mut self) {
+        if self.fields.capacity() == 0 || self.fields.capacity() > LARGEST_FIELDS {
+            return;
+        }
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.clear();
+        SPARE_FIELDS.with_borrow_mut(|spare| {
+            if spare.len() < KEPT_FIELDS {
+                spare.push(fields);
+            }
+        });
+    }
+
     /// How the body of the last complete head is delimited (checked when it completed).
     pub(crate) fn body_kind(&self) -> BodyKind {
         self.info.body().unwrap_or(BodyKind::None)
@@ -139,6 +173,9 @@ impl HeadParser {
                         _ => {
                             self.state = State::RequestLine(0);
                             self.info = HeadInfo::default();
+                            if self.fields.capacity() == 0 {
+                                self.fields = take_fields();
+                            }
                             self.fields.clear();
                         }
                     }
