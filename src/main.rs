@@ -1,17 +1,40 @@
-//! The `ferrogate` binary: `run`, `check` and `demo`.
+//! The `ferrogate` binary: `run`, `check` and `demo`; `schema`, `completions` and `manpage`
+//! print what editors, shells and `man` read (the package installs them).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use ferrogate::config;
 use ferrogate::{Gateway, StartOptions};
 
+/// `-V`: the version and the commit; `--version` adds the features and the target.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERROGATE_COMMIT"),
+    ")"
+);
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("FERROGATE_COMMIT"),
+    "\nfeatures: ",
+    env!("FERROGATE_FEATURES"),
+    "\ntarget: ",
+    env!("FERROGATE_TARGET"),
+);
+
 #[derive(Parser)]
-#[command(name = "ferrogate", version, about = "An HTTP API gateway")]
+#[command(
+    name = "ferrogate",
+    version = VERSION,
+    long_version = LONG_VERSION,
+    about = "An HTTP API gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,6 +61,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// Print the configuration's JSON Schema (for editors: docs/install.md).
+    Schema,
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    Manpage,
 }
 
 #[global_allocator]
@@ -57,6 +89,19 @@ fn main() -> ExitCode {
         Command::Check { config } => return check(&config),
         Command::Run { config } => run(&config),
         Command::Demo { listen, admin } => demo(listen, admin),
+        Command::Schema => print(config::schema_json()),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ferrogate", &mut out);
+            print(out)
+        }
+        Command::Manpage => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| print(out))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +110,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print(text: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_ref())?;
+    out.flush()?;
+    Ok(())
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 mod access;
@@ -17,9 +18,11 @@ pub use cache::*;
 /// Keys the file has but the gateway does not know; `validate.rs` reports each one.
 pub type Unknown = BTreeMap<String, serde::de::IgnoredAny>;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct File {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub workers: Option<usize>,
@@ -51,9 +54,11 @@ pub struct File {
 
 /// The Redis deployment shared by cluster-wide features: exactly one of `url`, `sentinel`
 /// and `cluster`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Redis {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub url: Option<String>,
@@ -65,17 +70,21 @@ pub struct Redis {
     pub timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Sentinel {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub master: String,
     pub urls: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct RateLimiting {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub max_keys: Option<usize>,
@@ -85,9 +94,11 @@ pub struct RateLimiting {
     pub policies: BTreeMap<String, RatePolicy>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct RatePolicy {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub algorithm: String,
     #[serde(default)]
@@ -118,9 +129,11 @@ pub struct RatePolicy {
     pub x_ratelimit_headers: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Listener {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub name: Option<String>,
@@ -136,16 +149,18 @@ pub struct Listener {
 }
 
 /// `h2c`: `true`, `false`, or `only`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum H2c {
     Flag(bool),
     Mode(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Tls {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub certificates: Vec<Certificate>,
     #[serde(default)]
@@ -157,9 +172,11 @@ pub struct Tls {
 }
 
 /// `tls.client_auth`: verify client certificates against a CA bundle.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ClientAuth {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub ca_file: Option<String>,
@@ -168,9 +185,11 @@ pub struct ClientAuth {
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Certificate {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub cert: String,
     pub key: String,
@@ -178,9 +197,11 @@ pub struct Certificate {
     pub server_names: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Limits {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub max_request_line: Option<usize>,
     pub max_header_bytes: Option<usize>,
@@ -198,16 +219,20 @@ pub struct Limits {
     pub h2_idle_timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Admin {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub address: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct AccessLog {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -216,17 +241,21 @@ pub struct AccessLog {
     pub target: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Metrics {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub enabled: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Upstream {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub targets: Vec<Target>,
     #[serde(default)]
@@ -258,9 +287,11 @@ pub struct Upstream {
 }
 
 /// `upstreams.NAME.tls`: TLS to the group's targets.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct UpstreamTls {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     /// SNI and the name the certificate must be valid for.
     #[serde(default)]
@@ -276,9 +307,11 @@ pub struct UpstreamTls {
 }
 
 /// A certificate chain and its private key, both PEM files.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ClientCertificate {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub cert: Option<String>,
@@ -286,9 +319,11 @@ pub struct ClientCertificate {
     pub key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub active: Option<ActiveCheck>,
@@ -296,9 +331,11 @@ pub struct HealthCheck {
     pub passive: Option<PassiveCheck>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ActiveCheck {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     /// `http` (default) or `tcp`.
     #[serde(default, rename = "type")]
@@ -323,16 +360,18 @@ pub struct ActiveCheck {
 }
 
 /// A status code or a `"low-high"` range.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StatusSpec {
     Code(u16),
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct PassiveCheck {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub consecutive_5xx: Option<u32>,
@@ -346,9 +385,11 @@ pub struct PassiveCheck {
     pub max_ejected_percent: Option<u8>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct CircuitBreaker {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub consecutive_failures: Option<u32>,
@@ -364,9 +405,11 @@ pub struct CircuitBreaker {
     pub half_open_probes: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Queue {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub size: Option<usize>,
@@ -374,9 +417,11 @@ pub struct Queue {
     pub timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Sticky {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub cookie: Option<String>,
@@ -387,26 +432,32 @@ pub struct Sticky {
     pub secret: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Keepalive {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub idle_timeout: Option<String>,
     pub max_idle: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Target {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub address: String,
     #[serde(default)]
     pub weight: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Route {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub name: Option<String>,
@@ -448,27 +499,33 @@ pub struct Route {
     pub cache: Option<RouteCache>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct SplitEntry {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub upstream: String,
     #[serde(default)]
     pub weight: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Mirror {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub upstream: String,
     #[serde(default)]
     pub percent: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Timeouts {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub connect: Option<String>,
@@ -480,9 +537,11 @@ pub struct Timeouts {
     pub total: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Retry {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub attempts: Option<u32>,
@@ -499,9 +558,11 @@ pub struct Retry {
     pub budget: Option<Budget>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Backoff {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub base: Option<String>,
@@ -509,9 +570,11 @@ pub struct Backoff {
     pub max: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Budget {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub ratio: Option<f64>,
@@ -519,9 +582,11 @@ pub struct Budget {
     pub min_per_second: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Match {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -535,9 +600,11 @@ pub struct Match {
     pub query: Vec<Predicate>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct PathMatch {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub exact: Option<String>,
     pub prefix: Option<String>,
@@ -545,9 +612,11 @@ pub struct PathMatch {
     pub regex: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Predicate {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     pub name: String,
     #[serde(default)]
@@ -558,9 +627,11 @@ pub struct Predicate {
     pub present: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Rewrite {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub path: Option<String>,
@@ -572,9 +643,11 @@ pub struct Rewrite {
     pub host: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Redirect {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub status: Option<u16>,

@@ -3,14 +3,17 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Unknown;
 
 /// A named identity: `consumers: {alice: {groups: [...], api_keys: [...]}}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Consumer {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub groups: Vec<String>,
@@ -28,9 +31,11 @@ pub struct Consumer {
 }
 
 /// `auth:` at the top level: the methods routes refer to by name.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Auth {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     /// Request header that tells the upstream who the consumer is.
     #[serde(default)]
@@ -40,9 +45,11 @@ pub struct Auth {
 }
 
 /// Exactly one of the kinds.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct AuthMethod {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub api_key: Option<ApiKey>,
@@ -57,18 +64,22 @@ pub struct AuthMethod {
 }
 
 /// Authentication by the client certificate the listener verified.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Mtls {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     /// `subject_cn` (default), `san_dns`, `san_uri` or `san_email`.
     #[serde(default)]
     pub consumer_from: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ApiKey {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub header: Option<String>,
@@ -79,9 +90,11 @@ pub struct ApiKey {
     pub hide_credentials: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Basic {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub realm: Option<String>,
@@ -92,9 +105,11 @@ pub struct Basic {
 }
 
 /// Where a token is read from: one of `header` (with `scheme`), `cookie`, `query`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct TokenSource {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub header: Option<String>,
@@ -106,9 +121,11 @@ pub struct TokenSource {
     pub query: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Jwt {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub keys: Vec<JwtKey>,
@@ -138,9 +155,11 @@ pub struct Jwt {
 }
 
 /// One key: `alg` and exactly one of `secret`, `pem`, `pem_file`, `jwk`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct JwtKey {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub kid: Option<String>,
@@ -156,9 +175,11 @@ pub struct JwtKey {
     pub jwk: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Jwks {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub url: String,
@@ -172,9 +193,11 @@ pub struct Jwks {
     pub algorithms: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Introspection {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub url: String,
@@ -201,9 +224,11 @@ pub struct Introspection {
 }
 
 /// A route's `auth:` block.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct RouteAuth {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     /// Accepted methods, any of, tried in order.
     #[serde(default)]
@@ -214,9 +239,11 @@ pub struct RouteAuth {
     pub deny: Option<Matchers>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Matchers {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub consumers: Vec<String>,
@@ -229,9 +256,11 @@ pub struct Matchers {
     pub claims: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct IpRules {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub allow: Vec<String>,
@@ -239,9 +268,11 @@ pub struct IpRules {
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Cors {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub origins: Vec<String>,
@@ -261,9 +292,11 @@ pub struct Cors {
 }
 
 /// A route's `validate:` block.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Validate {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     /// Content type → JSON Schema (draft 2020-12), inline.
     #[serde(default)]
@@ -275,9 +308,11 @@ pub struct Validate {
     pub params: Vec<Param>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Param {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub name: String,

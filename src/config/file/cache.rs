@@ -1,16 +1,20 @@
 //! File types of HTTP caching: the top-level `cache` store and a route's `cache` block.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::Unknown;
 
 /// `cache:` at the top level: the one store every cached route shares.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Cache {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub max_bytes: Option<ByteSize>,
@@ -33,9 +37,11 @@ pub struct Cache {
 }
 
 /// `cache.redis`: the shared tier, on the deployment of the top-level `redis`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct CacheRedis {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub prefix: Option<String>,
@@ -44,9 +50,11 @@ pub struct CacheRedis {
 }
 
 /// A route's `cache:` block; its presence turns caching on for the route.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct RouteCache {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     #[serde(default)]
     pub key_headers: Vec<String>,
@@ -80,6 +88,22 @@ pub enum ByteSize {
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ByteSizeVisitor)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size in bytes: an integer, or digits with KiB, MiB or GiB (8MiB).",
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^\\s*[0-9]+(KiB|MiB|GiB)?\\s*$"}
+            ]
+        })
     }
 }
 
