@@ -94,8 +94,9 @@ wait_for() {
 wait_for "listening on"
 reload=$(sed -n 's/^ExecReload=//p' "$unit")
 [ -n "$reload" ] || fail "the unit has no ExecReload"
-# setpriv executes the gateway in its own process (with sudo, the gateway is sudo's child).
-pid=$(pgrep -P "$GW" -x ferrogate || echo "$GW")
+# setpriv executes the gateway in its own process; under sudo it is sudo's child.
+pid=$GW
+[ -n "$SUDO" ] && pid=$(awk '{print $1}' "/proc/$GW/task/$GW/children")
 $SUDO sh -c "${reload//\$MAINPID/$pid}"
 wait_for "configuration reloaded"
 $SUDO kill -TERM "$pid"; wait "$GW" || fail "the gateway did not exit 0 on SIGTERM"
