@@ -22,8 +22,9 @@ pub struct Cache {
     pub max_object_bytes: Option<ByteSize>,
     #[serde(default)]
     pub lock_timeout: Option<String>,
-    /// Wider than the model's type so that a huge value is reported with its path, not as
-    /// a YAML error.
+    // Wider than the model's type so that a huge value is reported with its path, not as
+    // a YAML error.
+    /// Heuristic freshness: this percentage of the time since `Last-Modified` (default 10).
     #[serde(default)]
     pub heuristic_percent: Option<u64>,
     #[serde(default)]
