@@ -16,10 +16,14 @@ pub struct Cache {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unknown: Unknown,
+    /// Memory for stored responses (default 256MiB).
     #[serde(default)]
     pub max_bytes: Option<ByteSize>,
+    /// Larger responses are relayed but not stored (default 8MiB).
     #[serde(default)]
     pub max_object_bytes: Option<ByteSize>,
+    /// Concurrent misses on one key wait at most this for the one request upstream (default
+    /// 5s).
     #[serde(default)]
     pub lock_timeout: Option<String>,
     // Wider than the model's type so that a huge value is reported with its path, not as
@@ -27,12 +31,16 @@ pub struct Cache {
     /// Heuristic freshness: this percentage of the time since `Last-Modified` (default 10).
     #[serde(default)]
     pub heuristic_percent: Option<u64>,
+    /// Upper bound of a heuristic lifetime (default 1d).
     #[serde(default)]
     pub heuristic_max: Option<String>,
+    /// Response field listing surrogate keys for purges (default `Surrogate-Key`).
     #[serde(default)]
     pub surrogate_header: Option<String>,
+    /// This cache's name in `Cache-Status` (default `ferrogate`).
     #[serde(default)]
     pub status_name: Option<String>,
+    /// Share stored responses and purges through the top-level `redis`.
     #[serde(default, deserialize_with = "present")]
     pub redis: Option<CacheRedis>,
 }
@@ -44,8 +52,10 @@ pub struct CacheRedis {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unknown: Unknown,
+    /// Prefix of every Redis key and of the purge channel (default `ferrogate:cache:`).
     #[serde(default)]
     pub prefix: Option<String>,
+    /// Larger responses stay in this gateway's memory only (default 1MiB).
     #[serde(default)]
     pub max_object_bytes: Option<ByteSize>,
 }
@@ -57,12 +67,16 @@ pub struct RouteCache {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unknown: Unknown,
+    /// Request header values added to the cache key.
     #[serde(default)]
     pub key_headers: Vec<String>,
+    /// Cookies whose values are added to the cache key.
     #[serde(default)]
     pub key_cookies: Vec<String>,
+    /// Add the authenticated consumer to the key (needs `auth` on the route).
     #[serde(default)]
     pub key_consumer: Option<bool>,
+    /// Also store responses that carry `Set-Cookie`.
     #[serde(default)]
     pub store_set_cookie: Option<bool>,
 }
