@@ -137,3 +137,27 @@ fn schema_refuses_an_unknown_key_and_a_wrong_type() {
     assert!(errors.contains("colour"), "{errors}");
     assert!(errors.contains("/workers"), "{errors}");
 }
+
+/// Editors show a key's description on hover: every key has one (a `///` line on its field
+/// in `src/config/file*.rs`).
+#[test]
+fn every_key_in_the_schema_has_a_description() {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("docs/ferrogate.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut objects = vec![("(top level)".to_owned(), &schema)];
+    for (name, def) in schema["$defs"].as_object().unwrap() {
+        objects.push((name.clone(), def));
+    }
+    let mut missing = Vec::new();
+    for (name, object) in objects {
+        for (key, property) in object["properties"].as_object().into_iter().flatten() {
+            if property.get("description").is_none() {
+                missing.push(format!("{name}.{key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys without a description: {missing:?}"
+    );
+}
