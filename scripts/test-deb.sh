@@ -56,10 +56,12 @@ for f in /usr/bin/ferrogate /etc/ferrogate/ferrogate.yaml $unit \
 done
 ok "binary, configuration, unit, schema, manual page, completions and docs installed"
 getent passwd ferrogate | grep -q ':/var/lib/ferrogate:/usr/sbin/nologin$' || fail "no ferrogate system user"
-[ "$(stat -c '%U:%G %a' /var/lib/ferrogate)" = "ferrogate:ferrogate 750" ] || fail "data directory: $(stat -c '%U:%G %a' /var/lib/ferrogate)"
+for d in /var/lib/ferrogate /var/log/ferrogate; do
+  [ "$(stat -c '%U:%G %a' $d)" = "ferrogate:ferrogate 750" ] || fail "$d: $(stat -c '%U:%G %a' $d)"
+done
 [ "$(stat -c '%U:%G %a' /etc/ferrogate)" = "root:ferrogate 750" ] || fail "/etc/ferrogate: $(stat -c '%U:%G %a' /etc/ferrogate)"
 [ "$(stat -c '%U:%G %a' /etc/ferrogate/ferrogate.yaml)" = "root:ferrogate 640" ] || fail "config: $(stat -c '%U:%G %a' /etc/ferrogate/ferrogate.yaml)"
-ok "ferrogate user; /var/lib/ferrogate ferrogate:ferrogate 750; configuration root:ferrogate 640"
+ok "ferrogate user; /var/lib/ferrogate and /var/log/ferrogate ferrogate:ferrogate 750; configuration root:ferrogate 640"
 
 as_service() { $SUDO setpriv --reuid=ferrogate --regid=ferrogate --init-groups -- "$@"; }
 as_service /usr/bin/ferrogate check -c /etc/ferrogate/ferrogate.yaml || fail "ferrogate check on the installed configuration"
@@ -104,7 +106,8 @@ GW=""
 ok "ExecReload ($reload) reloads the running gateway; SIGTERM ends it with status 0"
 
 $SUDO dpkg --purge ferrogate > "$W/dpkg.log" 2>&1 || { cat "$W/dpkg.log" >&2; fail "dpkg --purge"; }
-[ ! -e /usr/bin/ferrogate ] && [ ! -e /var/lib/ferrogate ] && [ ! -e /etc/ferrogate ] \
+[ ! -e /usr/bin/ferrogate ] && [ ! -e /var/lib/ferrogate ] && [ ! -e /var/log/ferrogate ] \
+  && [ ! -e /etc/ferrogate ] \
   || fail "purge left files behind"
 ok "dpkg --purge removes the binary, the configuration and the data directory"
 echo "test-deb: $pass passed, 0 failed"
