@@ -7,13 +7,16 @@
 # The backend listens on 127.0.0.1:9301 and the gateway on 9300 (admin 9390), the ports of
 # CONFIG rewritten, so this can run beside bench/peers.sh.
 # CG_OUT=FILE keeps the callgrind output (for callgrind_annotate).
-# Usage: [GATEWAY_BIN=target/release/ferrogate] [CONFIG=bench/peers.yaml] bench/instructions.sh
+# The default binary is the `profiling` build: the release build's code with line tables, so
+# callgrind_annotate shows source lines (the release binary counts the same instructions but
+# only names functions).
+# Usage: [GATEWAY_BIN=target/profiling/ferrogate] [CONFIG=bench/peers.yaml] bench/instructions.sh
 # Needs valgrind, nginx and wrk (apt-get install valgrind nginx wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${GATEWAY_BIN:-target/release/ferrogate}
+BIN=${GATEWAY_BIN:-target/profiling/ferrogate}
 CONFIG=${CONFIG:-bench/peers.yaml}
-[ -x "$BIN" ] || cargo build --release --quiet
+[ -x "$BIN" ] || cargo build --profile profiling --quiet --bin ferrogate
 export PATH=$PATH:/usr/sbin
 for t in valgrind callgrind_control nginx wrk; do
   command -v $t >/dev/null || { echo "$t is required (apt-get install valgrind nginx wrk)" >&2; exit 1; }

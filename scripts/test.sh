@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's whole check: formatting, lints (warnings are errors) and every test.
+# The project's whole check: formatting, lints (warnings are errors), every test, and the
+# Debian package installed and checked (scripts/test-deb.sh).
 # This is the test command the README gives; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +16,6 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
+# The Debian package: built, installed with dpkg -i, checked and purged (scripts/test-deb.sh;
+# installs cargo-deb and systemd-analyze when missing, skipped only where dpkg is missing).
+bash scripts/test-deb.sh

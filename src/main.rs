@@ -1,17 +1,59 @@
-//! The `ferrogate` binary: `run`, `check` and `demo`.
+//! The `ferrogate` binary: `run`, `check` and `demo`; `schema`, `completions` and `manpage`
+//! print what editors, shells and `man` read (the package installs them).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use ferrogate::config;
 use ferrogate::{Gateway, StartOptions};
 
+/// `-V`: the version and the commit; `--version` adds the features and the target.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERROGATE_COMMIT"),
+    ")"
+);
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("FERROGATE_COMMIT"),
+    "\nfeatures: ",
+    env!("FERROGATE_FEATURES"),
+    "\ntarget: ",
+    env!("FERROGATE_TARGET"),
+);
+
+/// What `--help` and the manual page add after the commands.
+const AFTER_HELP: &str = "\
+Signals (ferrogate run):
+  SIGHUP           reload the configuration; one that fails to load is refused, the running one stays
+  SIGTERM, SIGINT  stop accepting, drain open requests for up to shutdown_drain, exit 0
+
+Environment:
+  FERROGATE_LOG    log filter (tracing syntax), default info
+
+Files (Debian package):
+  /etc/ferrogate/ferrogate.yaml              the configuration of the systemd unit ferrogate.service
+  /usr/share/ferrogate/ferrogate.schema.json the configuration's JSON Schema
+  /usr/share/doc/ferrogate/                  config.md (every key), install.md, examples/";
+
 #[derive(Parser)]
-#[command(name = "ferrogate", version, about = "An HTTP API gateway")]
+#[command(
+    name = "ferrogate",
+    version = VERSION,
+    long_version = LONG_VERSION,
+    about = "An HTTP API gateway",
+    long_about = "Ferrogate: an HTTP API gateway in one binary. It routes requests by host, path, \
+method, header and query to groups of upstream targets, and balances, health-checks, retries, \
+rate-limits, caches, authenticates and validates them on the way, as its YAML configuration \
+says (`ferrogate check` validates one).",
+    after_long_help = AFTER_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,11 +63,13 @@ struct Cli {
 enum Command {
     /// Run the gateway with a configuration file (reloads on change and on SIGHUP).
     Run {
+        /// The YAML configuration file.
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Validate a configuration file; lists every problem and exits non-zero on any.
     Check {
+        /// The YAML configuration file.
         #[arg(short, long)]
         config: PathBuf,
     },
@@ -37,6 +81,19 @@ enum Command {
         /// Address of the admin listener (metrics).
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+    },
+    /// Print the configuration's JSON Schema (for editors: docs/install.md).
+    Schema,
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command into a directory.
+    Manpage {
+        /// Write ferrogate.1 and a ferrogate-COMMAND.1 per command here instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -57,6 +114,22 @@ fn main() -> ExitCode {
         Command::Check { config } => return check(&config),
         Command::Run { config } => run(&config),
         Command::Demo { listen, admin } => demo(listen, admin),
+        Command::Schema => print(config::schema_json()),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ferrogate", &mut out);
+            print(out)
+        }
+        Command::Manpage { out_dir: None } => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| print(out))
+        }
+        Command::Manpage { out_dir: Some(dir) } => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+            .with_context(|| format!("cannot write manual pages to {}", dir.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +138,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print(text: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_ref())?;
+    out.flush()?;
+    Ok(())
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -280,3 +280,56 @@ async fn demo_config_shows_routing_balancing_limits_and_redirects() {
     let redirect = support::get(gw.addr, "demo", "/old").await;
     assert_eq!(redirect.status, 301);
 }
+
+fn ferrogate_stdout(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ferrogate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn version_names_the_commit_the_features_and_the_target() {
+    let long = ferrogate_stdout(&["--version"]);
+    assert!(
+        long.starts_with(&format!("ferrogate {}\n", env!("CARGO_PKG_VERSION"))),
+        "{long}"
+    );
+    for line in ["commit: ", "features: ", "target: "] {
+        assert!(long.contains(&format!("\n{line}")), "{long}");
+    }
+    let short = ferrogate_stdout(&["-V"]);
+    assert!(short.contains("(commit "), "{short}");
+}
+
+#[test]
+fn completions_are_generated_for_bash_zsh_and_fish() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef ferrogate"),
+        ("fish", "complete -c ferrogate"),
+    ] {
+        let script = ferrogate_stdout(&["completions", shell]);
+        assert!(script.contains(marker), "{shell}:\n{script}");
+        assert!(script.contains("check"), "{shell} completes no subcommand");
+    }
+}
+
+#[test]
+fn manpage_is_roff_and_one_page_per_command_is_written_to_a_directory() {
+    let page = ferrogate_stdout(&["manpage"]);
+    assert!(page.contains(".TH ferrogate 1"), "{page}");
+    assert!(page.contains("SIGHUP"), "the page says how to reload");
+    let dir = tempdir::Dir::new("man");
+    let out = dir.path.join("man1");
+    ferrogate_stdout(&["manpage", "--out-dir", out.to_str().unwrap()]);
+    for name in ["ferrogate.1", "ferrogate-run.1", "ferrogate-check.1"] {
+        assert!(out.join(name).is_file(), "no {name}");
+    }
+}

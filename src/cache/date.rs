@@ -3,6 +3,17 @@
 //! Dates are converted to and from `SystemTime` through a proleptic Gregorian calendar so
 //! that years before 1970 (old `Last-Modified` values) work too. Formatting clamps to the
 //! four-digit years the grammar can express.
+//!
+//! Why not the `httpdate` crate (in the tree through hyper): what it does differently is
+//! reachable from a backend's fields. Its `SystemTime` → date conversion panics before 1970
+//! and after 9999, and this module formats times taken from upstream fields (a stored
+//! `Last-Modified` of 1931 becomes the `If-Modified-Since` of a revalidation): a panic on
+//! network input. Its parser refuses dates before 1970 (valid, and common in old
+//! `Last-Modified` values), refuses a date whose weekday name does not match, reads a
+//! two-digit RFC 850 year with a fixed pivot (00–69 → 20xx) where RFC 9110 asks for "more
+//! than 50 years in the future means the past", and trims Unicode whitespace rather than
+//! the OWS the grammar allows. The tests below pin each of these. Formatting on the
+//! response path (`serve/h1/response.rs`) writes into a fixed array, cached per second.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -371,6 +382,22 @@ mod tests {
     fn rfc850_year_less_than_50_years_ahead_stays_in_this_century() {
         let parsed = parse_http_date(b"Monday, 01-Jan-40 00:00:00 GMT", now_2026()).unwrap();
         assert_eq!(&format_http_date(parsed), b"Sun, 01 Jan 2040 00:00:00 GMT");
+    }
+
+    /// A fixed pivot at 70 would read 1975; in 2026, 2075 is less than 50 years ahead.
+    #[test]
+    fn rfc850_year_follows_the_50_year_rule_not_a_fixed_pivot() {
+        let parsed = parse_http_date(b"Tuesday, 01-Jan-75 00:00:00 GMT", now_2026()).unwrap();
+        assert_eq!(&format_http_date(parsed), b"Tue, 01 Jan 2075 00:00:00 GMT");
+        let parsed = parse_http_date(b"Saturday, 01-Jan-77 00:00:00 GMT", now_2026()).unwrap();
+        assert_eq!(&format_http_date(parsed), b"Sat, 01 Jan 1977 00:00:00 GMT");
+    }
+
+    /// The day name is redundant (RFC 9110 §5.6.7); a wrong one does not lose the date.
+    #[test]
+    fn a_wrong_day_name_does_not_invalidate_the_date() {
+        let parsed = parse_http_date(b"Mon, 06 Nov 1994 08:49:37 GMT", now_2026());
+        assert_eq!(parsed, Some(example()));
     }
 
     #[test]

@@ -195,7 +195,13 @@ impl RedisTier {
         if entry.body.len() > max {
             return Ok(PutOutcome::TooLarge);
         }
-        let encoded = codec::encode(entry);
+        let encoded = match codec::encode(entry) {
+            Ok(encoded) => encoded,
+            Err(error) => {
+                tracing::debug!(%error, "cache tier: entry not encodable");
+                return Ok(PutOutcome::Unusable);
+            }
+        };
         if encoded.len() > max {
             return Ok(PutOutcome::TooLarge);
         }

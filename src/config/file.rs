@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 mod access;
@@ -17,150 +18,218 @@ pub use cache::*;
 /// Keys the file has but the gateway does not know; `validate.rs` reports each one.
 pub type Unknown = BTreeMap<String, serde::de::IgnoredAny>;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct File {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Worker threads, each with its own runtime and sockets; 0 (default) = one per core.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Where clients connect (at least one).
     #[serde(default)]
     pub listeners: Vec<Listener>,
+    /// The admin listener: metrics, health, reload.
     #[serde(default)]
     pub admin: Option<Admin>,
+    /// The JSON access log (off when absent).
     #[serde(default)]
     pub access_log: Option<AccessLog>,
+    /// Prometheus metrics (on by default).
     #[serde(default)]
     pub metrics: Option<Metrics>,
+    /// Named groups of backend targets.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
+    /// Ordered routes: the most specific match wins (docs/config.md, Routes).
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// On SIGTERM or SIGINT, how long open requests may take before the gateway exits (default
+    /// 30s).
     #[serde(default)]
     pub shutdown_drain: Option<String>,
+    /// The Redis deployment for cluster-wide rate limits and the shared cache tier.
     #[serde(default)]
     pub redis: Option<Redis>,
+    /// Named rate-limit policies that routes apply.
     #[serde(default)]
     pub rate_limiting: Option<RateLimiting>,
+    /// Named identities that authentication methods recognise.
     #[serde(default)]
     pub consumers: BTreeMap<String, Consumer>,
+    /// Authentication methods that routes refer to by name.
     #[serde(default)]
     pub auth: Option<Auth>,
+    /// The HTTP cache that routes with a `cache` block share.
     #[serde(default)]
     pub cache: Option<Cache>,
 }
 
 /// The Redis deployment shared by cluster-wide features: exactly one of `url`, `sentinel`
 /// and `cluster`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Redis {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Standalone Redis: `redis://HOST:PORT`.
     #[serde(default)]
     pub url: Option<String>,
+    /// Redis Sentinel: the master name and the sentinels.
     #[serde(default)]
     pub sentinel: Option<Sentinel>,
+    /// Redis Cluster: seed node URLs.
     #[serde(default)]
     pub cluster: Vec<String>,
+    /// No Redis call waits longer (default 100ms).
     #[serde(default)]
     pub timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Sentinel {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// The monitored master's name.
     pub master: String,
+    /// Sentinel URLs.
     pub urls: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct RateLimiting {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Most keys the in-process store holds over all policies (default 1000000).
     #[serde(default)]
     pub max_keys: Option<usize>,
+    /// Header naming the consumer on requests no `auth` method authenticated.
     #[serde(default)]
     pub consumer_header: Option<String>,
+    /// Named policies that routes apply with `rate_limits`.
     #[serde(default)]
     pub policies: BTreeMap<String, RatePolicy>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct RatePolicy {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// `fixed_window`, `sliding_window`, `token_bucket`, `quota` or `concurrency`.
     pub algorithm: String,
+    /// Requests per `window` (fixed, sliding), per `period` (quota), or in flight
+    /// (concurrency).
     #[serde(default)]
     pub limit: Option<u64>,
+    /// Window of `fixed_window` and `sliding_window`.
     #[serde(default)]
     pub window: Option<String>,
+    /// `token_bucket`: tokens per `period`.
     #[serde(default)]
     pub rate: Option<u64>,
+    /// `token_bucket`: the duration `rate` is per (default 1s); `quota`: `hour`, `day` or
+    /// `month`.
     #[serde(default)]
     pub period: Option<String>,
+    /// `token_bucket`: tokens at most at once (default `rate`).
     #[serde(default)]
     pub burst: Option<u64>,
+    /// Parts of the counting key: `client_ip`, `consumer`, `route`, `path`, `header:NAME`
+    /// (default: one counter).
     #[serde(default)]
     pub key: Vec<String>,
+    /// IPv6 clients are counted per prefix of this length (default 64).
     #[serde(default)]
     pub ipv6_prefix: Option<u8>,
+    /// `local` (default, in process) or `redis` (cluster-wide).
     #[serde(default)]
     pub store: Option<String>,
+    /// `strict` (default: one Redis round trip per decision) or `batched`.
     #[serde(default)]
     pub redis_mode: Option<String>,
+    /// `batched`: how often counts are pushed to Redis (default 5ms).
     #[serde(default)]
     pub batch_interval: Option<String>,
+    /// `batched`: admissions per key before Redis confirms them (default 10).
     #[serde(default)]
     pub batch_max_pending: Option<u64>,
+    /// `local` (default: fall back to this instance's count) or `reject` (503).
     #[serde(default)]
     pub on_redis_error: Option<String>,
+    /// Also send `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
     #[serde(default)]
     pub x_ratelimit_headers: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Listener {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Label in metrics (default `listener-N`).
     #[serde(default)]
     pub name: Option<String>,
+    /// `IP:PORT` to bind (`[::]:443` for IPv6).
     pub address: String,
+    /// Plain-text listeners: `true` (default) also accepts prior-knowledge HTTP/2, `false`
+    /// HTTP/1.1 only, `only` HTTP/2 only.
     #[serde(default)]
     pub h2c: Option<H2c>,
+    /// Terminate TLS on this listener.
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// Addresses or CIDRs whose X-Forwarded-For, -Proto and -Host are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Size, time and connection limits of this listener.
     #[serde(default)]
     pub limits: Option<Limits>,
 }
 
 /// `h2c`: `true`, `false`, or `only`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum H2c {
     Flag(bool),
     Mode(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Tls {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Certificate chains and keys, chosen by SNI.
     pub certificates: Vec<Certificate>,
+    /// `"1.2"` (default: TLS 1.2 and 1.3) or `"1.3"`.
     #[serde(default)]
     pub min_version: Option<String>,
+    /// Offer `h2` by ALPN (default `true`).
     #[serde(default)]
     pub h2: Option<bool>,
+    /// Verify client certificates (mutual TLS).
     #[serde(default)]
     pub client_auth: Option<ClientAuth>,
 }
 
 /// `tls.client_auth`: verify client certificates against a CA bundle.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ClientAuth {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// PEM bundle of the CAs client certificates must chain to.
     #[serde(default)]
     pub ca_file: Option<String>,
     /// `required` (default) or `optional`.
@@ -168,47 +237,75 @@ pub struct ClientAuth {
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Certificate {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// PEM certificate chain file (relative to the config file).
     pub cert: String,
+    /// PEM private key file.
     pub key: String,
+    /// SNI names this certificate answers (default: the names in the certificate).
     #[serde(default)]
     pub server_names: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Limits {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Longer request lines get 414 (default 8192).
     pub max_request_line: Option<usize>,
+    /// Larger header sections get 431 (default 32768).
     pub max_header_bytes: Option<usize>,
+    /// More header fields get 431 (default 100).
     pub max_headers: Option<usize>,
+    /// Longer chunk extensions get 400 (default 256).
     pub max_chunk_extension: Option<usize>,
+    /// From the first byte of a request head to its end (default 10s); then 408.
     pub header_timeout: Option<String>,
+    /// An idle HTTP/1.1 connection closes after this (default 75s).
     pub keepalive_timeout: Option<String>,
+    /// Longest wait for the next piece of a request body (default 60s); then 408.
     pub body_timeout: Option<String>,
+    /// Larger request bodies get 413 (default: no limit); routes may override.
     pub max_body_bytes: Option<u64>,
+    /// Open connections on this listener; more wait in the kernel backlog.
     pub max_connections: Option<usize>,
+    /// Open connections per client address; more are closed at once.
     pub max_connections_per_ip: Option<usize>,
+    /// HTTP/2 streams per connection (default 128).
     pub h2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2 initial stream window in bytes (default 1048576).
     pub h2_initial_stream_window: Option<u32>,
+    /// HTTP/2 initial connection window in bytes (default 1048576).
     pub h2_initial_connection_window: Option<u32>,
+    /// An HTTP/2 connection without an open stream closes after this (default:
+    /// `keepalive_timeout`).
     pub h2_idle_timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Admin {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// `IP:PORT` of the admin listener; keep it private.
     pub address: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct AccessLog {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Write one JSON line per request (default `true` when the section exists).
     #[serde(default)]
     pub enabled: Option<bool>,
     /// `stdout`, `stderr` or a file path.
@@ -216,19 +313,27 @@ pub struct AccessLog {
     pub target: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Metrics {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// `false` stops recording (default `true`).
     #[serde(default)]
     pub enabled: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Upstream {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// The group's backends.
     pub targets: Vec<Target>,
+    /// `round_robin` (default), `least_connections`, `random`, `peak_ewma` or
+    /// `consistent_hash`.
     #[serde(default)]
     pub balancer: Option<String>,
     /// For `consistent_hash`: `client_ip`, `path`, `header:NAME` or `cookie:NAME`.
@@ -237,30 +342,41 @@ pub struct Upstream {
     /// `http1` (default), `h2c`, or `h2` (with `tls`).
     #[serde(default)]
     pub protocol: Option<String>,
+    /// Speak TLS to the targets.
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// TCP connect (and TLS handshake) to a target (default 5s).
     #[serde(default)]
     pub connect_timeout: Option<String>,
+    /// From sending the request to receiving the response head (default 60s); then 504.
     #[serde(default)]
     pub request_timeout: Option<String>,
+    /// Idle pooled connections to the targets.
     #[serde(default)]
     pub keepalive: Option<Keepalive>,
+    /// Active probes and passive ejection.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// Per-target circuit breaker (off when absent).
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Requests in flight to the group across all workers; more wait in `queue`.
     #[serde(default)]
     pub max_concurrent_requests: Option<usize>,
+    /// Requests waiting for `max_concurrent_requests`.
     #[serde(default)]
     pub queue: Option<Queue>,
+    /// Cookie-based session persistence.
     #[serde(default)]
     pub sticky: Option<Sticky>,
 }
 
 /// `upstreams.NAME.tls`: TLS to the group's targets.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct UpstreamTls {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     /// SNI and the name the certificate must be valid for.
     #[serde(default)]
@@ -271,115 +387,156 @@ pub struct UpstreamTls {
     /// The certificate the gateway presents to targets that ask for one.
     #[serde(default)]
     pub client_certificate: Option<ClientCertificate>,
+    /// `false` skips certificate verification (testing only; default `true`).
     #[serde(default)]
     pub verify: Option<bool>,
 }
 
 /// A certificate chain and its private key, both PEM files.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ClientCertificate {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// PEM certificate chain file.
     #[serde(default)]
     pub cert: Option<String>,
+    /// PEM private key file.
     #[serde(default)]
     pub key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Active probes of every target.
     #[serde(default)]
     pub active: Option<ActiveCheck>,
+    /// Ejection of targets that fail real requests.
     #[serde(default)]
     pub passive: Option<PassiveCheck>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ActiveCheck {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
     /// `http` (default) or `tcp`.
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
+    /// Probe path (default `/`).
     #[serde(default)]
     pub path: Option<String>,
+    /// Probe method (default `GET`).
     #[serde(default)]
     pub method: Option<String>,
+    /// Host of the probe (default: the target address).
     #[serde(default)]
     pub host: Option<String>,
     /// Statuses or ranges: `200`, `"200-399"`.
     #[serde(default)]
     pub expected_statuses: Vec<StatusSpec>,
+    /// Time between probes (default 5s).
     #[serde(default)]
     pub interval: Option<String>,
+    /// Probe time limit (default 1s).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Successes in a row that make a target healthy (default 2).
     #[serde(default)]
     pub healthy_threshold: Option<u32>,
+    /// Failures in a row that make a target unhealthy (default 3).
     #[serde(default)]
     pub unhealthy_threshold: Option<u32>,
 }
 
 /// A status code or a `"low-high"` range.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StatusSpec {
     Code(u16),
     Text(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct PassiveCheck {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// 5xx responses in a row that eject a target (default 5).
     #[serde(default)]
     pub consecutive_5xx: Option<u32>,
+    /// Connect errors, resets and timeouts in a row that eject a target (default 5).
     #[serde(default)]
     pub consecutive_failures: Option<u32>,
+    /// First ejection time, doubled for each earlier ejection (default 30s).
     #[serde(default)]
     pub base_ejection: Option<String>,
+    /// Longest ejection (default 300s).
     #[serde(default)]
     pub max_ejection: Option<String>,
+    /// Never eject more of the group at once (default 50).
     #[serde(default)]
     pub max_ejected_percent: Option<u8>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct CircuitBreaker {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Failures in a row that open the circuit (default 5).
     #[serde(default)]
     pub consecutive_failures: Option<u32>,
+    /// Share of failed requests over `window` that opens the circuit (off by default).
     #[serde(default)]
     pub error_ratio: Option<f64>,
+    /// Requests seen in `window` before `error_ratio` applies (default 20).
     #[serde(default)]
     pub min_requests: Option<u32>,
+    /// Window of `error_ratio` (default 10s).
     #[serde(default)]
     pub window: Option<String>,
+    /// How long the circuit stays open (default 10s).
     #[serde(default)]
     pub open_for: Option<String>,
+    /// Trial requests admitted after `open_for` (default 1).
     #[serde(default)]
     pub half_open_probes: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Queue {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Waiting requests at most (default `max_concurrent_requests`); beyond it, 503.
     #[serde(default)]
     pub size: Option<usize>,
+    /// How long a request may wait (default 1s); then 503.
     #[serde(default)]
     pub timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Sticky {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Cookie name (default `fg_sticky`).
     #[serde(default)]
     pub cookie: Option<String>,
+    /// Cookie lifetime (default: a session cookie).
     #[serde(default)]
     pub ttl: Option<String>,
     /// Key for the cookie value's keyed hash; random per process when absent.
@@ -387,205 +544,298 @@ pub struct Sticky {
     pub secret: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Keepalive {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Idle pooled connections close after this (default 4s); keep it below the targets' own
+    /// keep-alive timeout.
     pub idle_timeout: Option<String>,
+    /// Idle connections kept per target and worker (default 256).
     pub max_idle: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Target {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// `IP:PORT` of the backend.
     pub address: String,
+    /// 1 to 10000 (default 1).
     #[serde(default)]
     pub weight: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Route {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Label in metrics and the access log.
     #[serde(default)]
     pub name: Option<String>,
+    /// What requests the route takes (default: every request).
     #[serde(default, rename = "match")]
     pub matcher: Option<Match>,
+    /// The upstream group that serves the route.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// Remove this leading path prefix before forwarding.
     #[serde(default)]
     pub strip_prefix: Option<String>,
+    /// Rewrite the path or the Host sent upstream.
     #[serde(default)]
     pub rewrite: Option<Rewrite>,
+    /// Answer with a redirect instead of forwarding.
     #[serde(default)]
     pub redirect: Option<Redirect>,
+    /// `true` forwards WebSocket upgrades (default: Upgrade is stripped).
     #[serde(default)]
     pub websocket: Option<bool>,
+    /// Instead of `upstream`: a weighted split between groups (canary).
     #[serde(default)]
     pub split: Vec<SplitEntry>,
+    /// A request header whose value names one of the split's groups forces that group.
     #[serde(default)]
     pub split_header: Option<String>,
+    /// Copy requests to a shadow group; its responses are discarded.
     #[serde(default)]
     pub mirror: Option<Mirror>,
+    /// Upstream time limits of this route.
     #[serde(default)]
     pub timeouts: Option<Timeouts>,
+    /// Retries on other targets.
     #[serde(default)]
     pub retry: Option<Retry>,
+    /// Request body limit of this route (overrides the listener's); larger bodies get 413.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Names of `rate_limiting.policies` applied to this route, in order.
     #[serde(default)]
     pub rate_limits: Vec<String>,
+    /// Authentication and authorisation.
     #[serde(default)]
     pub auth: Option<RouteAuth>,
+    /// Client addresses allowed or denied.
     #[serde(default)]
     pub ip_rules: Option<IpRules>,
+    /// CORS: preflight answers and response fields.
     #[serde(default)]
     pub cors: Option<Cors>,
+    /// Parameter rules and JSON Schemas for request bodies.
     #[serde(default)]
     pub validate: Option<Validate>,
+    /// Cache this route's responses (`cache: {}` for the defaults).
     #[serde(default, deserialize_with = "cache::present")]
     pub cache: Option<RouteCache>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct SplitEntry {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// An upstream group.
     pub upstream: String,
+    /// Relative share (default 1).
     #[serde(default)]
     pub weight: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Mirror {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// The shadow group.
     pub upstream: String,
+    /// Share of requests copied (default 100).
     #[serde(default)]
     pub percent: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Timeouts {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// TCP connect to a target (default: the upstream's `connect_timeout`).
     #[serde(default)]
     pub connect: Option<String>,
+    /// Until the response head arrives, per attempt (default: the upstream's
+    /// `request_timeout`); then 504.
     #[serde(default)]
     pub response_header: Option<String>,
+    /// Longest pause inside the upstream response body; then the response is cut.
     #[serde(default)]
     pub idle: Option<String>,
+    /// The whole exchange, retries and body included.
     #[serde(default)]
     pub total: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Retry {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Tries in all (default 2, at most 10), each on another target when there is one.
     #[serde(default)]
     pub attempts: Option<u32>,
     /// `connect_failure`, `reset`, `timeout` and status codes.
     #[serde(default)]
     pub on: Vec<StatusSpec>,
+    /// Response-head timeout of one attempt.
     #[serde(default)]
     pub per_try_timeout: Option<String>,
+    /// `true` also retries POST and PATCH after they were sent.
     #[serde(default)]
     pub non_idempotent: Option<bool>,
+    /// Full-jitter exponential backoff between attempts.
     #[serde(default)]
     pub backoff: Option<Backoff>,
+    /// Retries at most this share of requests, over 10 s.
     #[serde(default)]
     pub budget: Option<Budget>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Backoff {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// First backoff (default 25ms).
     #[serde(default)]
     pub base: Option<String>,
+    /// Longest backoff (default 250ms).
     #[serde(default)]
     pub max: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Budget {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Share of requests that may be retries (default 0.2).
     #[serde(default)]
     pub ratio: Option<f64>,
+    /// Retries allowed per second beyond `ratio` (default 10).
     #[serde(default)]
     pub min_per_second: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Match {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Exact names or wildcards (`*.example.com`); empty = any host.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// One of `exact`, `prefix`, `template` or `regex` (default: prefix `/`).
     #[serde(default)]
     pub path: Option<PathMatch>,
+    /// Methods such as `[GET, HEAD]`; empty = any.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Request header conditions, all of which must hold.
     #[serde(default)]
     pub headers: Vec<Predicate>,
+    /// Query parameter conditions, all of which must hold.
     #[serde(default)]
     pub query: Vec<Predicate>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct PathMatch {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// The whole path.
     pub exact: Option<String>,
+    /// A leading path, segment-aware: `/api` matches `/api` and `/api/x`, not `/apix`.
     pub prefix: Option<String>,
+    /// A template such as `/users/{id}` (`{*rest}` for a tail).
     pub template: Option<String>,
+    /// A regular expression matched against the whole path.
     pub regex: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Predicate {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Header or query parameter name.
     pub name: String,
+    /// The value must equal this.
     #[serde(default)]
     pub exact: Option<String>,
+    /// The value must match this regular expression.
     #[serde(default)]
     pub regex: Option<String>,
+    /// `true`: must be present; `false`: must be absent.
     #[serde(default)]
     pub present: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Rewrite {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// Replace the path; `{name}` inserts a template parameter.
     #[serde(default)]
     pub path: Option<String>,
+    /// Regular expression substituted in the path (with `replacement`).
     #[serde(default)]
     pub regex: Option<String>,
+    /// Replacement for `regex` (`$1`, `${name}`).
     #[serde(default)]
     pub replacement: Option<String>,
+    /// Host sent upstream instead of the client's.
     #[serde(default)]
     pub host: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Redirect {
     #[serde(flatten)]
+    #[schemars(skip)]
     pub unknown: Unknown,
+    /// 301, 302 (default), 303, 307 or 308.
     #[serde(default)]
     pub status: Option<u16>,
+    /// Scheme of the Location (default: the request's).
     #[serde(default)]
     pub scheme: Option<String>,
+    /// Host of the Location (default: the request's).
     #[serde(default)]
     pub host: Option<String>,
+    /// Port of the Location (default: the request's).
     #[serde(default)]
     pub port: Option<u16>,
+    /// Path of the Location (default: the request's).
     #[serde(default)]
     pub path: Option<String>,
+    /// Drop the query string from the Location.
     #[serde(default)]
     pub strip_query: Option<bool>,
 }

@@ -50,6 +50,21 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The JSON Schema of the configuration file, generated from the file types (`file.rs`):
+/// what `ferrogate schema` prints and docs/ferrogate.schema.json holds, for editors.
+/// Values the validator parses from text (durations, addresses) are strings here.
+pub fn schema_json() -> String {
+    let mut schema = schemars::schema_for!(file::File);
+    schema.insert("title".into(), "Ferrogate configuration".into());
+    schema.insert(
+        "description".into(),
+        "The YAML configuration of the Ferrogate gateway (docs/config.md).".into(),
+    );
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 /// Parses and validates configuration text; `base_dir` resolves relative file paths.
 pub fn parse(text: &str, base_dir: &Path) -> Result<model::Config, ConfigErrors> {
     let file: file::File = serde_saphyr::from_str(text).map_err(|e| {

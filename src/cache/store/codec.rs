@@ -1,19 +1,24 @@
-//! Binary form of an [`Entry`] for a shared cache tier (Redis): versioned, compact, and
-//! decoded without trusting a single length or tag.
+//! Binary form of an [`Entry`] for a shared cache tier (Redis): a version byte, then the
+//! entry's wire types below in postcard (serde; integers as varints, signed ones zigzag).
 //!
-//! Layout (version 1): version byte, status (u16 BE), field lines, body, URL, surrogate
-//! keys, then every [`StoredMeta`] field. Lengths, counts and integers are LEB128 varints;
-//! times are signed microseconds since the Unix epoch (zigzag), durations microseconds:
-//! finer precision is dropped, which HTTP's one-second dates never need. Cache-Control
-//! directives are encoded as parsed rather than re-parsed from the fields on decode, so a
-//! decoded entry is exactly the one stored even if its fields were edited after parsing
-//! (a 304 merge rebuilds both together).
+//! The wire types mirror [`Entry`] in plain data: names and values as bytes, times as
+//! signed microseconds since the Unix epoch, durations as microseconds (finer precision is
+//! dropped, which HTTP's one-second dates never need). Decoding borrows from the input,
+//! then checks every name, value, status and time as it builds the entry, so bytes from
+//! Redis are never trusted. Cache-Control directives are stored as parsed rather than
+//! re-parsed from the fields, so a decoded entry is exactly the one stored even if its
+//! fields were edited after parsing (a 304 merge rebuilds both together).
+//!
+//! Changing the format: change the wire types and bump [`VERSION`]. Instances on the old
+//! version read the new entries as unknown (a miss, then a fill), and the reverse.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_bytes::Bytes as Raw;
 
 use super::Entry;
 use crate::cache::conditional::EntityTag;
@@ -22,440 +27,323 @@ use crate::cache::date::DateField;
 use crate::cache::freshness::{ExchangeTimes, Lifetime, StoredMeta};
 use crate::cache::vary::{VariedField, Vary};
 
-/// Format version written first; a decoder refuses any other.
-pub const VERSION: u8 = 1;
+/// Format version written first; a decoder refuses any other. Version 1 was a hand-written
+/// layout of the same fields.
+pub const VERSION: u8 = 2;
 
 /// Why bytes are not an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
+    #[error("empty entry")]
+    Empty,
     #[error("unknown entry format version {0}")]
     Version(u8),
-    #[error("entry truncated at byte {0}")]
-    Truncated(usize),
-    #[error("invalid {what} at byte {at}")]
-    Invalid { what: &'static str, at: usize },
+    #[error("malformed entry: {0}")]
+    Format(#[from] postcard::Error),
+    #[error("invalid {0} in entry")]
+    Invalid(&'static str),
     #[error("{0} bytes after the end of the entry")]
     Trailing(usize),
 }
 
-/// Serialises an entry.
-pub fn encode(entry: &Entry) -> Vec<u8> {
+/// Serialises an entry: [`VERSION`], then the postcard form of its wire type.
+pub fn encode(entry: &Entry) -> Result<Vec<u8>, CodecError> {
     let fields: usize = entry
         .headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    let mut out = Writer(Vec::with_capacity(
-        entry.body.len() + fields + entry.url.len() + 160,
-    ));
-    out.u8(VERSION);
-    out.status(entry.status);
-    out.varint(entry.headers.len() as u64);
-    for (name, value) in &entry.headers {
-        out.bytes(name.as_str().as_bytes());
-        out.bytes(value.as_bytes());
-    }
-    out.bytes(&entry.body);
-    out.bytes(entry.url.as_bytes());
-    out.varint(entry.surrogate_keys.len() as u64);
-    for key in &entry.surrogate_keys {
-        out.bytes(key.as_bytes());
-    }
-    out.meta(&entry.meta);
-    out.0
+    let mut out = Vec::with_capacity(entry.body.len() + fields + entry.url.len() + 160);
+    out.push(VERSION);
+    Ok(postcard::to_extend(&WireEntry::from(entry), out)?)
 }
 
 /// Parses an entry; any malformed, truncated or extra byte is an error.
 pub fn decode(input: &[u8]) -> Result<Entry, CodecError> {
-    let mut input = Reader { input, at: 0 };
-    let version = input.u8()?;
+    let (&version, rest) = input.split_first().ok_or(CodecError::Empty)?;
     if version != VERSION {
         return Err(CodecError::Version(version));
     }
-    let status = input.status()?;
-    let mut headers = HeaderMap::new();
-    for _ in 0..input.varint()? {
-        let at = input.at;
-        let name = HeaderName::from_bytes(input.bytes()?).map_err(|_| invalid("field name", at))?;
-        let at = input.at;
-        let value =
-            HeaderValue::from_bytes(input.bytes()?).map_err(|_| invalid("field value", at))?;
-        headers.append(name, value);
+    let (wire, trailing) = postcard::take_from_bytes::<WireEntry<'_>>(rest)?;
+    if !trailing.is_empty() {
+        return Err(CodecError::Trailing(trailing.len()));
     }
-    let body = Bytes::copy_from_slice(input.bytes()?);
-    let url = input.text("url")?;
-    let mut surrogate_keys = Vec::new();
-    for _ in 0..input.varint()? {
-        surrogate_keys.push(input.text("surrogate key")?);
-    }
-    let meta = input.meta()?;
-    if input.at != input.input.len() {
-        return Err(CodecError::Trailing(input.input.len() - input.at));
-    }
-    Ok(Entry {
-        meta,
-        status,
-        headers,
-        body,
-        surrogate_keys,
-        url,
-    })
+    wire.into_entry()
 }
 
-struct Writer(Vec<u8>);
-
-struct Reader<'a> {
-    input: &'a [u8],
-    at: usize,
+#[derive(Serialize, Deserialize)]
+struct WireEntry<'a> {
+    status: u16,
+    #[serde(borrow)]
+    fields: Vec<(&'a str, &'a Raw)>,
+    #[serde(borrow)]
+    body: &'a Raw,
+    url: &'a str,
+    #[serde(borrow)]
+    surrogate_keys: Vec<&'a str>,
+    #[serde(borrow)]
+    meta: WireMeta<'a>,
 }
 
-impl Writer {
-    fn u8(&mut self, value: u8) {
-        self.0.push(value);
-    }
+#[derive(Serialize, Deserialize)]
+struct WireMeta<'a> {
+    status: u16,
+    #[serde(borrow)]
+    directives: WireDirectives<'a>,
+    request_time: i64,
+    response_time: i64,
+    date: i64,
+    age_value: u64,
+    expires: WireDate,
+    last_modified: Option<i64>,
+    /// Weak flag and opaque tag.
+    #[serde(borrow)]
+    etag: Option<(bool, &'a Raw)>,
+    #[serde(borrow)]
+    vary: WireVary<'a>,
+    lifetime: u64,
+    heuristic: bool,
+    initial_age: u64,
+}
 
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.0.push((value as u8 & 0x7f) | 0x80);
-            value >>= 7;
+#[derive(Serialize, Deserialize)]
+struct WireDirectives<'a> {
+    max_age: Option<u32>,
+    s_maxage: Option<u32>,
+    #[serde(borrow)]
+    no_cache: WireScope<'a>,
+    #[serde(borrow)]
+    private: WireScope<'a>,
+    no_store: bool,
+    public: bool,
+    must_revalidate: bool,
+    proxy_revalidate: bool,
+    must_understand: bool,
+    no_transform: bool,
+    immutable: bool,
+    stale_while_revalidate: Option<u32>,
+    stale_if_error: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireScope<'a> {
+    Absent,
+    Whole,
+    Fields(#[serde(borrow)] Vec<&'a str>),
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireDate {
+    Absent,
+    Valid(i64),
+    Invalid,
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireVary<'a> {
+    Absent,
+    Any,
+    /// Each nominated field and the original request's value, if it had one.
+    Fields(#[serde(borrow)] Vec<(&'a str, Option<&'a Raw>)>),
+}
+
+impl<'a> From<&'a Entry> for WireEntry<'a> {
+    fn from(entry: &'a Entry) -> Self {
+        let meta = &entry.meta;
+        let d = &meta.directives;
+        WireEntry {
+            status: entry.status.as_u16(),
+            fields: entry
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), Raw::new(value.as_bytes())))
+                .collect(),
+            body: Raw::new(&entry.body),
+            url: &entry.url,
+            surrogate_keys: entry.surrogate_keys.iter().map(|key| &**key).collect(),
+            meta: WireMeta {
+                status: meta.status.as_u16(),
+                directives: WireDirectives {
+                    max_age: d.max_age,
+                    s_maxage: d.s_maxage,
+                    no_cache: WireScope::from(&d.no_cache),
+                    private: WireScope::from(&d.private),
+                    no_store: d.no_store,
+                    public: d.public,
+                    must_revalidate: d.must_revalidate,
+                    proxy_revalidate: d.proxy_revalidate,
+                    must_understand: d.must_understand,
+                    no_transform: d.no_transform,
+                    immutable: d.immutable,
+                    stale_while_revalidate: d.stale_while_revalidate,
+                    stale_if_error: d.stale_if_error,
+                },
+                request_time: micros_since_epoch(meta.times.request_time),
+                response_time: micros_since_epoch(meta.times.response_time),
+                date: micros_since_epoch(meta.date),
+                age_value: micros(meta.age_value),
+                expires: match meta.expires {
+                    DateField::Absent => WireDate::Absent,
+                    DateField::Valid(time) => WireDate::Valid(micros_since_epoch(time)),
+                    DateField::Invalid => WireDate::Invalid,
+                },
+                last_modified: meta.last_modified.map(micros_since_epoch),
+                etag: meta
+                    .etag
+                    .as_ref()
+                    .map(|tag| (tag.weak, Raw::new(&tag.opaque))),
+                vary: match &meta.vary {
+                    Vary::Absent => WireVary::Absent,
+                    Vary::Any => WireVary::Any,
+                    Vary::Fields(fields) => WireVary::Fields(
+                        fields
+                            .iter()
+                            .map(|f| (f.name.as_str(), f.value.as_deref().map(Raw::new)))
+                            .collect(),
+                    ),
+                },
+                lifetime: micros(meta.lifetime.duration),
+                heuristic: meta.lifetime.heuristic,
+                initial_age: micros(meta.initial_age),
+            },
         }
-        self.0.push(value as u8);
     }
+}
 
-    fn bytes(&mut self, bytes: &[u8]) {
-        self.varint(bytes.len() as u64);
-        self.0.extend_from_slice(bytes);
-    }
-
-    fn status(&mut self, status: StatusCode) {
-        self.0.extend_from_slice(&status.as_u16().to_be_bytes());
-    }
-
-    fn bool(&mut self, value: bool) {
-        self.u8(u8::from(value));
-    }
-
-    fn opt_u32(&mut self, value: Option<u32>) {
-        match value {
-            None => self.u8(0),
-            Some(value) => {
-                self.u8(1);
-                self.varint(u64::from(value));
-            }
-        }
-    }
-
-    fn time(&mut self, time: SystemTime) {
-        let micros = match time.duration_since(UNIX_EPOCH) {
-            Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
-            Err(before) => {
-                i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |micros| -micros)
-            }
-        };
-        // Zigzag: small magnitudes of either sign stay short.
-        self.varint(((micros << 1) ^ (micros >> 63)) as u64);
-    }
-
-    fn duration(&mut self, duration: Duration) {
-        self.varint(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
-    }
-
-    fn scope(&mut self, scope: &FieldScope) {
+impl<'a> From<&'a FieldScope> for WireScope<'a> {
+    fn from(scope: &'a FieldScope) -> Self {
         match scope {
-            FieldScope::Absent => self.u8(0),
-            FieldScope::Whole => self.u8(1),
+            FieldScope::Absent => WireScope::Absent,
+            FieldScope::Whole => WireScope::Whole,
             FieldScope::Fields(names) => {
-                self.u8(2);
-                self.varint(names.len() as u64);
-                for name in names {
-                    self.bytes(name.as_str().as_bytes());
-                }
+                WireScope::Fields(names.iter().map(HeaderName::as_str).collect())
             }
         }
-    }
-
-    fn directives(&mut self, d: &ResponseDirectives) {
-        self.opt_u32(d.max_age);
-        self.opt_u32(d.s_maxage);
-        self.scope(&d.no_cache);
-        self.scope(&d.private);
-        let flags = [
-            d.no_store,
-            d.public,
-            d.must_revalidate,
-            d.proxy_revalidate,
-            d.must_understand,
-            d.no_transform,
-            d.immutable,
-        ];
-        let bits = flags
-            .iter()
-            .enumerate()
-            .fold(0u8, |bits, (i, &set)| bits | (u8::from(set) << i));
-        self.u8(bits);
-        self.opt_u32(d.stale_while_revalidate);
-        self.opt_u32(d.stale_if_error);
-    }
-
-    fn meta(&mut self, meta: &StoredMeta) {
-        self.status(meta.status);
-        self.directives(&meta.directives);
-        self.time(meta.times.request_time);
-        self.time(meta.times.response_time);
-        self.time(meta.date);
-        self.duration(meta.age_value);
-        match meta.expires {
-            DateField::Absent => self.u8(0),
-            DateField::Valid(time) => {
-                self.u8(1);
-                self.time(time);
-            }
-            DateField::Invalid => self.u8(2),
-        }
-        match meta.last_modified {
-            None => self.u8(0),
-            Some(time) => {
-                self.u8(1);
-                self.time(time);
-            }
-        }
-        match &meta.etag {
-            None => self.u8(0),
-            Some(tag) => {
-                self.u8(1);
-                self.bool(tag.weak);
-                self.bytes(&tag.opaque);
-            }
-        }
-        match &meta.vary {
-            Vary::Absent => self.u8(0),
-            Vary::Any => self.u8(1),
-            Vary::Fields(fields) => {
-                self.u8(2);
-                self.varint(fields.len() as u64);
-                for field in fields {
-                    self.bytes(field.name.as_str().as_bytes());
-                    match &field.value {
-                        None => self.u8(0),
-                        Some(value) => {
-                            self.u8(1);
-                            self.bytes(value);
-                        }
-                    }
-                }
-            }
-        }
-        self.duration(meta.lifetime.duration);
-        self.bool(meta.lifetime.heuristic);
-        self.duration(meta.initial_age);
     }
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], CodecError> {
-        let end = self
-            .at
-            .checked_add(len)
-            .filter(|&end| end <= self.input.len())
-            .ok_or(CodecError::Truncated(self.at))?;
-        let taken = &self.input[self.at..end];
-        self.at = end;
-        Ok(taken)
-    }
-
-    fn u8(&mut self) -> Result<u8, CodecError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn varint(&mut self) -> Result<u64, CodecError> {
-        let start = self.at;
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.u8()?;
-            let bits = u64::from(byte & 0x7f);
-            // The tenth byte may only carry the top bit of a u64.
-            if shift == 63 && bits > 1 {
-                break;
-            }
-            value |= bits << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
+impl WireEntry<'_> {
+    fn into_entry(self) -> Result<Entry, CodecError> {
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for (name, value) in self.fields {
+            let value =
+                HeaderValue::from_bytes(value).map_err(|_| CodecError::Invalid("field value"))?;
+            headers.append(name_of(name)?, value);
         }
-        Err(invalid("varint", start))
-    }
-
-    fn len(&mut self) -> Result<usize, CodecError> {
-        let at = self.at;
-        usize::try_from(self.varint()?).map_err(|_| invalid("length", at))
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
-        let len = self.len()?;
-        self.take(len)
-    }
-
-    fn text(&mut self, what: &'static str) -> Result<Box<str>, CodecError> {
-        let at = self.at;
-        let bytes = self.bytes()?;
-        std::str::from_utf8(bytes)
-            .map(Box::from)
-            .map_err(|_| invalid(what, at))
-    }
-
-    fn status(&mut self) -> Result<StatusCode, CodecError> {
-        let at = self.at;
-        let bytes = self.take(2)?;
-        StatusCode::from_u16(u16::from_be_bytes([bytes[0], bytes[1]]))
-            .map_err(|_| invalid("status", at))
-    }
-
-    /// A tag byte that must be below `count`.
-    fn tag(&mut self, count: u8, what: &'static str) -> Result<u8, CodecError> {
-        let at = self.at;
-        let tag = self.u8()?;
-        if tag < count {
-            Ok(tag)
-        } else {
-            Err(invalid(what, at))
-        }
-    }
-
-    fn bool(&mut self) -> Result<bool, CodecError> {
-        Ok(self.tag(2, "boolean")? == 1)
-    }
-
-    fn opt_u32(&mut self) -> Result<Option<u32>, CodecError> {
-        if !self.bool()? {
-            return Ok(None);
-        }
-        let at = self.at;
-        u32::try_from(self.varint()?)
-            .map(Some)
-            .map_err(|_| invalid("delta-seconds", at))
-    }
-
-    fn time(&mut self) -> Result<SystemTime, CodecError> {
-        let at = self.at;
-        let zigzag = self.varint()?;
-        let micros = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
-        let offset = Duration::from_micros(micros.unsigned_abs());
-        let time = if micros >= 0 {
-            UNIX_EPOCH.checked_add(offset)
-        } else {
-            UNIX_EPOCH.checked_sub(offset)
-        };
-        time.ok_or(invalid("time", at))
-    }
-
-    fn duration(&mut self) -> Result<Duration, CodecError> {
-        Ok(Duration::from_micros(self.varint()?))
-    }
-
-    fn name(&mut self) -> Result<HeaderName, CodecError> {
-        let at = self.at;
-        HeaderName::from_bytes(self.bytes()?).map_err(|_| invalid("field name", at))
-    }
-
-    fn scope(&mut self) -> Result<FieldScope, CodecError> {
-        Ok(match self.tag(3, "field scope")? {
-            0 => FieldScope::Absent,
-            1 => FieldScope::Whole,
-            _ => {
-                let mut names = Vec::new();
-                for _ in 0..self.varint()? {
-                    names.push(self.name()?);
-                }
-                FieldScope::Fields(names)
-            }
+        Ok(Entry {
+            meta: self.meta.into_meta()?,
+            status: status_of(self.status)?,
+            headers,
+            body: Bytes::copy_from_slice(self.body),
+            surrogate_keys: self.surrogate_keys.into_iter().map(Box::from).collect(),
+            url: Box::from(self.url),
         })
     }
+}
 
-    fn directives(&mut self) -> Result<ResponseDirectives, CodecError> {
-        let max_age = self.opt_u32()?;
-        let s_maxage = self.opt_u32()?;
-        let no_cache = self.scope()?;
-        let private = self.scope()?;
-        let bits = self.tag(1 << 7, "directive flags")?;
-        let flag = |i: u8| bits & (1 << i) != 0;
-        Ok(ResponseDirectives {
-            max_age,
-            s_maxage,
-            no_cache,
-            private,
-            no_store: flag(0),
-            public: flag(1),
-            must_revalidate: flag(2),
-            proxy_revalidate: flag(3),
-            must_understand: flag(4),
-            no_transform: flag(5),
-            immutable: flag(6),
-            stale_while_revalidate: self.opt_u32()?,
-            stale_if_error: self.opt_u32()?,
-        })
-    }
-
-    fn meta(&mut self) -> Result<StoredMeta, CodecError> {
-        let status = self.status()?;
-        let directives = self.directives()?;
-        let times = ExchangeTimes {
-            request_time: self.time()?,
-            response_time: self.time()?,
-        };
-        let date = self.time()?;
-        let age_value = self.duration()?;
-        let expires = match self.tag(3, "expires")? {
-            0 => DateField::Absent,
-            1 => DateField::Valid(self.time()?),
-            _ => DateField::Invalid,
-        };
-        let last_modified = match self.bool()? {
-            false => None,
-            true => Some(self.time()?),
-        };
-        let etag = match self.bool()? {
-            false => None,
-            true => Some(EntityTag {
-                weak: self.bool()?,
-                opaque: Bytes::copy_from_slice(self.bytes()?),
-            }),
-        };
-        let vary = match self.tag(3, "vary")? {
-            0 => Vary::Absent,
-            1 => Vary::Any,
-            _ => {
-                let mut fields = Vec::new();
-                for _ in 0..self.varint()? {
-                    let name = self.name()?;
-                    let value = match self.bool()? {
-                        false => None,
-                        true => Some(Bytes::copy_from_slice(self.bytes()?)),
-                    };
-                    fields.push(VariedField { name, value });
-                }
-                Vary::Fields(fields)
-            }
-        };
-        let lifetime = Lifetime {
-            duration: self.duration()?,
-            heuristic: self.bool()?,
-        };
+impl WireMeta<'_> {
+    fn into_meta(self) -> Result<StoredMeta, CodecError> {
+        let d = self.directives;
         Ok(StoredMeta {
-            status,
-            directives,
-            times,
-            date,
-            age_value,
-            expires,
-            last_modified,
-            etag,
-            vary,
-            lifetime,
-            initial_age: self.duration()?,
+            status: status_of(self.status)?,
+            directives: ResponseDirectives {
+                max_age: d.max_age,
+                s_maxage: d.s_maxage,
+                no_cache: d.no_cache.into_scope()?,
+                private: d.private.into_scope()?,
+                no_store: d.no_store,
+                public: d.public,
+                must_revalidate: d.must_revalidate,
+                proxy_revalidate: d.proxy_revalidate,
+                must_understand: d.must_understand,
+                no_transform: d.no_transform,
+                immutable: d.immutable,
+                stale_while_revalidate: d.stale_while_revalidate,
+                stale_if_error: d.stale_if_error,
+            },
+            times: ExchangeTimes {
+                request_time: time_of(self.request_time)?,
+                response_time: time_of(self.response_time)?,
+            },
+            date: time_of(self.date)?,
+            age_value: Duration::from_micros(self.age_value),
+            expires: match self.expires {
+                WireDate::Absent => DateField::Absent,
+                WireDate::Valid(micros) => DateField::Valid(time_of(micros)?),
+                WireDate::Invalid => DateField::Invalid,
+            },
+            last_modified: self.last_modified.map(time_of).transpose()?,
+            etag: self.etag.map(|(weak, opaque)| EntityTag {
+                weak,
+                opaque: Bytes::copy_from_slice(opaque),
+            }),
+            vary: match self.vary {
+                WireVary::Absent => Vary::Absent,
+                WireVary::Any => Vary::Any,
+                WireVary::Fields(fields) => Vary::Fields(
+                    fields
+                        .into_iter()
+                        .map(|(name, value)| {
+                            Ok(VariedField {
+                                name: name_of(name)?,
+                                value: value.map(|v| Bytes::copy_from_slice(v)),
+                            })
+                        })
+                        .collect::<Result<_, CodecError>>()?,
+                ),
+            },
+            lifetime: Lifetime {
+                duration: Duration::from_micros(self.lifetime),
+                heuristic: self.heuristic,
+            },
+            initial_age: Duration::from_micros(self.initial_age),
         })
     }
 }
 
-fn invalid(what: &'static str, at: usize) -> CodecError {
-    CodecError::Invalid { what, at }
+impl WireScope<'_> {
+    fn into_scope(self) -> Result<FieldScope, CodecError> {
+        Ok(match self {
+            WireScope::Absent => FieldScope::Absent,
+            WireScope::Whole => FieldScope::Whole,
+            WireScope::Fields(names) => FieldScope::Fields(
+                names
+                    .into_iter()
+                    .map(name_of)
+                    .collect::<Result<_, CodecError>>()?,
+            ),
+        })
+    }
+}
+
+fn name_of(name: &str) -> Result<HeaderName, CodecError> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| CodecError::Invalid("field name"))
+}
+
+fn status_of(code: u16) -> Result<StatusCode, CodecError> {
+    StatusCode::from_u16(code).map_err(|_| CodecError::Invalid("status"))
+}
+
+/// Signed microseconds since the epoch, saturating far outside `i64`.
+fn micros_since_epoch(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => {
+            i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |micros| -micros)
+        }
+    }
+}
+
+fn time_of(micros: i64) -> Result<SystemTime, CodecError> {
+    let offset = Duration::from_micros(micros.unsigned_abs());
+    let time = if micros >= 0 {
+        UNIX_EPOCH.checked_add(offset)
+    } else {
+        UNIX_EPOCH.checked_sub(offset)
+    };
+    time.ok_or(CodecError::Invalid("time"))
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
