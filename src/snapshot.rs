@@ -172,7 +172,7 @@ impl Snapshot {
                             .as_ref()
                             .and_then(|m| Some((index_of(&m.upstream)?, m.percent / 100.0))),
                     ),
-                    Action::Redirect(_) => (Vec::new(), None, None),
+                    Action::Redirect(_) | Action::Respond(_) => (Vec::new(), None, None),
                 };
                 Ok(CompiledRoute {
                     name: Arc::from(r.name.as_str()),

@@ -421,6 +421,8 @@ pub struct Route {
     #[serde(default)]
     pub redirect: Option<Redirect>,
     #[serde(default)]
+    pub respond: Option<Respond>,
+    #[serde(default)]
     pub websocket: Option<bool>,
     #[serde(default)]
     pub split: Vec<SplitEntry>,
@@ -446,6 +448,38 @@ pub struct Route {
     pub validate: Option<Validate>,
     #[serde(default, deserialize_with = "cache::present")]
     pub cache: Option<RouteCache>,
+    #[serde(default)]
+    pub request_headers: Option<HeaderEdits>,
+    #[serde(default)]
+    pub response_headers: Option<HeaderEdits>,
+}
+
+/// `respond`: the gateway answers the route's requests itself.
+#[derive(Debug, Default, Deserialize)]
+pub struct Respond {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `request_headers` / `response_headers`: fields set, added and removed on a route.
+#[derive(Debug, Default, Deserialize)]
+pub struct HeaderEdits {
+    #[serde(flatten)]
+    pub unknown: Unknown,
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

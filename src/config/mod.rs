@@ -6,6 +6,8 @@ pub mod file;
 pub mod model;
 mod ratelimit;
 mod resilience;
+mod shadow;
+mod transform;
 mod upstream_tls;
 mod validate;
 

@@ -310,8 +310,46 @@ pub struct Route {
     pub access: RouteAccess,
     /// HTTP caching of this route's responses (RFC 9111), when configured.
     pub cache: Option<RouteCache>,
+    /// Fields set, added and removed on the upstream request (`request_headers`).
+    pub request_headers: Option<HeaderEdits>,
+    /// Fields set, added and removed on the response to the client (`response_headers`).
+    pub response_headers: Option<HeaderEdits>,
 }
 
+/// Fields a route removes, sets and adds on one side of the exchange, in that order.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    pub remove: Vec<HeaderName>,
+    /// Replace every field of the name with this one.
+    pub set: Vec<(HeaderName, ValueTemplate)>,
+    /// Append a field, keeping those already there.
+    pub add: Vec<(HeaderName, ValueTemplate)>,
+}
+
+/// A field value with placeholders, split into parts at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueTemplate(pub Vec<TemplatePart>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Text(String),
+    Var(Var),
+}
+
+/// What a placeholder in a field value stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Var {
+    /// `{client_ip}`: the client address, read through trusted proxies.
+    ClientIp,
+    /// `{request_id}`: the request's `X-Request-Id`.
+    RequestId,
+    /// `{consumer}`: the authenticated consumer (or token subject).
+    Consumer,
+    /// `{route}`: the route's name.
+    Route,
+    /// `{param.NAME}`: a parameter of the route's path template.
+    Param(String),
+}
 /// Per-route upstream timeouts; `None` falls back to the upstream group's setting.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTimeouts {
@@ -401,6 +439,16 @@ pub enum ValueTest {
 pub enum Action {
     Proxy(ProxyAction),
     Redirect(Redirect),
+    /// The gateway answers itself (`respond`).
+    Respond(Respond),
+}
+
+/// A fixed answer: status, fields (`Content-Type` included) and body.
+#[derive(Debug, Clone)]
+pub struct Respond {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
 }
 
 #[derive(Debug, Clone)]

@@ -112,6 +112,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
 
     let mut route_names = HashSet::new();
     let mut routes = Vec::new();
+    let mut route_at = Vec::new();
     let no_methods = std::collections::BTreeMap::new();
     for (i, r) in f.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
@@ -126,8 +127,11 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
                 );
             }
             routes.push(route);
+            route_at.push(i);
         }
     }
+    let indexed: Vec<(usize, &Route)> = route_at.iter().copied().zip(routes.iter()).collect();
+    super::shadow::unreachable(&mut errs, &indexed);
 
     let redis = f
         .redis
@@ -581,38 +585,41 @@ fn route(
     let m = r.matcher.as_ref().unwrap_or(&default_match);
     let matcher = route_match(errs, &format!("{at}.match"), m);
     let proxies = r.upstream.is_some() || !r.split.is_empty();
-    let action = match (proxies, &r.redirect) {
-        (true, Some(_)) => {
-            errs.push(
-                at,
-                "a route has either upstream (or split) or redirect, not both",
-            );
-            return None;
-        }
-        (false, None) => {
-            errs.push(at, "a route needs upstream, split or redirect");
-            return None;
-        }
-        (true, None) => {
-            let targets = super::resilience::split(errs, at, r, upstreams);
-            super::resilience::check_mirror(errs, at, r, upstreams);
-            Action::Proxy(proxy_action(errs, at, r, targets, &matcher))
-        }
-        (false, Some(rd)) => {
-            for key in ["strip_prefix", "rewrite"] {
-                let set = match key {
-                    "strip_prefix" => r.strip_prefix.is_some(),
-                    _ => r.rewrite.is_some(),
-                };
-                if set {
-                    errs.push(format!("{at}.{key}"), "not allowed with redirect");
-                }
-            }
-            Action::Redirect(redirect(errs, &format!("{at}.redirect"), rd))
-        }
+    let kinds = [
+        (proxies, "upstream (or split)"),
+        (r.redirect.is_some(), "redirect"),
+        (r.respond.is_some(), "respond"),
+    ];
+    let set: Vec<&str> = kinds.iter().filter(|k| k.0).map(|k| k.1).collect();
+    if set.len() != 1 {
+        let message = match set.is_empty() {
+            true => "a route needs upstream, split, redirect or respond".to_owned(),
+            false => format!(
+                "a route has one of upstream, split, redirect or respond, not {}",
+                set.join(" and ")
+            ),
+        };
+        errs.push(at, message);
+        return None;
+    }
+    let action = if proxies {
+        let targets = super::resilience::split(errs, at, r, upstreams);
+        super::resilience::check_mirror(errs, at, r, upstreams);
+        Action::Proxy(proxy_action(errs, at, r, targets, &matcher))
+    } else if let Some(rd) = &r.redirect {
+        Action::Redirect(redirect(errs, &format!("{at}.redirect"), rd))
+    } else if let Some(rs) = &r.respond {
+        Action::Respond(respond(errs, &format!("{at}.respond"), rs))
+    } else {
+        return None;
     };
-    if matches!(action, Action::Redirect(_)) {
+    if !proxies {
+        let kind = set.first().copied().unwrap_or("redirect");
         for (key, set) in [
+            ("strip_prefix", r.strip_prefix.is_some()),
+            ("rewrite", r.rewrite.is_some()),
+            ("websocket", r.websocket.is_some()),
+            ("split_header", r.split_header.is_some()),
             ("timeouts", r.timeouts.is_some()),
             ("retry", r.retry.is_some()),
             ("mirror", r.mirror.is_some()),
@@ -623,12 +630,20 @@ fn route(
             ("cors", r.cors.is_some()),
             ("validate", r.validate.is_some()),
             ("cache", r.cache.is_some()),
+            ("request_headers", r.request_headers.is_some()),
+            ("response_headers", r.response_headers.is_some()),
         ] {
             if set {
-                errs.push(format!("{at}.{key}"), "not allowed with redirect");
+                errs.push(format!("{at}.{key}"), format!("not allowed with {kind}"));
             }
         }
     }
+    let edits = |errs: &mut Errors, key: &str, e: &Option<file::HeaderEdits>| {
+        e.as_ref()
+            .map(|e| super::transform::edits(errs, &format!("{at}.{key}"), e, &matcher.path))
+    };
+    let request_headers = edits(errs, "request_headers", &r.request_headers);
+    let response_headers = edits(errs, "response_headers", &r.response_headers);
     Some(Route {
         name: r.name.clone().unwrap_or_else(|| format!("route-{index}")),
         matcher,
@@ -646,6 +661,8 @@ fn route(
             .cache
             .as_ref()
             .map(|c| super::cache::route(errs, &format!("{at}.cache"), c, r.auth.is_some())),
+        request_headers,
+        response_headers,
     })
 }
 
@@ -899,6 +916,75 @@ fn redirect(errs: &mut Errors, at: &str, r: &file::Redirect) -> Redirect {
         port: r.port,
         path: r.path.clone(),
         strip_query: r.strip_query.unwrap_or(false),
+    }
+}
+
+/// `respond`: status (default 200), body, content type and fields of a fixed answer.
+fn respond(errs: &mut Errors, at: &str, r: &file::Respond) -> Respond {
+    errs.unknown(at, &r.unknown);
+    let status = match r.status.unwrap_or(200) {
+        s @ 200..=599 => StatusCode::from_u16(s).unwrap_or(StatusCode::OK),
+        s => {
+            errs.push(
+                format!("{at}.status"),
+                format!("{s} cannot be answered; use a status from 200 to 599"),
+            );
+            StatusCode::OK
+        }
+    };
+    let body = r.body.clone().unwrap_or_default();
+    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    if bodiless && !body.is_empty() {
+        errs.push(
+            format!("{at}.body"),
+            format!("a {} answer has no body", status.as_u16()),
+        );
+    }
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &r.headers {
+        let key = format!("{at}.headers.{name}");
+        let Ok(n) = HeaderName::from_str(name) else {
+            errs.push(key, format!("invalid header name {name:?}"));
+            continue;
+        };
+        if matches!(
+            n.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "content-type" | "trailer"
+        ) {
+            let why = match n.as_str() {
+                "content-type" => "set it with `content_type`",
+                _ => "the gateway frames the answer itself",
+            };
+            errs.push(key, format!("{n} cannot be set here: {why}"));
+            continue;
+        }
+        match HeaderValue::from_str(value) {
+            Ok(v) => {
+                headers.append(n, v);
+            }
+            Err(_) => errs.push(key, format!("{value:?} is not a valid field value")),
+        }
+    }
+    let content_type = match &r.content_type {
+        Some(t) => Some(t.as_str()),
+        None if !body.is_empty() => Some("text/plain; charset=utf-8"),
+        None => None,
+    };
+    if let Some(t) = content_type {
+        match HeaderValue::from_str(t) {
+            Ok(v) => {
+                headers.insert(http::header::CONTENT_TYPE, v);
+            }
+            Err(_) => errs.push(
+                format!("{at}.content_type"),
+                format!("{t:?} is not a valid content type"),
+            ),
+        }
+    }
+    Respond {
+        status,
+        headers,
+        body: bytes::Bytes::from(body),
     }
 }
 
