@@ -30,6 +30,7 @@ pub mod snapshot;
 pub mod spare_maps;
 pub mod timer;
 pub mod tls;
+pub mod transform;
 pub mod upstream;
 pub mod validate;
 

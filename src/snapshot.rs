@@ -91,6 +91,10 @@ pub struct CompiledRoute {
     pub reserved_headers: Vec<http::HeaderName>,
     /// Caching rules, when the route caches.
     pub cache: Option<crate::cache::service::RouteCacheRules>,
+    /// Header transforms of the upstream request (`request_headers`).
+    pub request_edits: Option<crate::transform::Edits>,
+    /// Header transforms of the response to the client (`response_headers`).
+    pub response_edits: Option<crate::transform::Edits>,
 }
 
 /// A route's retry policy with its budget (shared by every worker).
@@ -196,6 +200,11 @@ impl Snapshot {
                     cache: r.cache.as_ref().map(|c| {
                         crate::cache::service::RouteCacheRules::new(&r.name, c, &metrics.cache)
                     }),
+                    request_edits: r.request_headers.as_ref().map(crate::transform::Edits::new),
+                    response_edits: r
+                        .response_headers
+                        .as_ref()
+                        .map(crate::transform::Edits::new),
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;

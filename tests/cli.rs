@@ -280,3 +280,35 @@ async fn demo_config_shows_routing_balancing_limits_and_redirects() {
     let redirect = support::get(gw.addr, "demo", "/old").await;
     assert_eq!(redirect.status, 301);
 }
+
+#[test]
+fn check_refuses_header_transforms_of_framing_fields_with_their_paths() {
+    let dir = tempdir::Dir::new("check-transforms");
+    let path = dir.path.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listeners: [{address: 127.0.0.1:8080}]
+upstreams:
+  api: {targets: [{address: 127.0.0.1:9001}]}
+routes:
+  - upstream: api
+    request_headers:
+      set: {content-length: '0', x-id: '{param.id}'}
+      remove: [transfer-encoding]
+    response_headers:
+      add: {connection: close, x-geo: '{geo.country}'}
+",
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(!ok, "{text}");
+    for expected in [
+        "routes[0].request_headers.set.content-length: content-length cannot be changed by a transform",
+        "routes[0].request_headers.set.x-id: {param.id}: the route's path template has no parameter \"id\"",
+        "routes[0].request_headers.remove[0]: transfer-encoding cannot be changed",
+        "routes[0].response_headers.add.connection: connection cannot be changed",
+        "routes[0].response_headers.add.x-geo: {geo.country}: geo fields need a geo database",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+}

@@ -33,6 +33,9 @@ pub struct Completion {
     pub(super) holds: Vec<Hold>,
     /// CORS fields of the route for this request's origin, set on whatever answers it.
     pub(super) cors: Option<Box<http::HeaderMap>>,
+    /// The route's response header transforms for this request, applied to whatever
+    /// answers it after the access phase.
+    pub(super) edits: Option<Box<crate::transform::Resolved>>,
     /// The log phase has run.
     logged: bool,
 }
@@ -67,6 +70,7 @@ impl Completion {
             slot: None,
             holds: Vec::new(),
             cors: None,
+            edits: None,
             logged: false,
             log: snap.access_log.as_ref().map(|log| {
                 Box::new(LogData {
@@ -97,6 +101,9 @@ impl Completion {
         self.status = resp.status().as_u16();
         if let Some(fields) = self.cors.take() {
             apply_cors(resp.headers_mut(), &fields);
+        }
+        if let Some(edits) = self.edits.take() {
+            edits.apply(resp.headers_mut());
         }
         resp.body_mut().set_completion(self);
     }

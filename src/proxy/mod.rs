@@ -106,6 +106,10 @@ pub async fn handle(
     let routed = next!(route::find(snap, conn, req, &arrival, &mut done));
     let caller = next!(access::check(&routed, conn, req, &arrival, &mut done).await);
     let who = caller.as_ref();
+    if let Some(edits) = &routed.route.response_edits {
+        let vars = upstream_request::edit_vars(&routed, &arrival, who, req.uri().path());
+        done.edits = Some(Box::new(edits.resolve(&vars)));
+    }
     let max_body = next!(limit::size(snap, &routed, conn, req));
     let mut passed = None;
     next!(limit::admit(snap, &routed, req, &arrival, who, &mut passed, &mut done).await);

@@ -141,10 +141,37 @@ impl Outbound {
                 path = p;
             }
         }
+        if let Some(edits) = &routed.route.request_edits {
+            // Lent out of the request so the matched path stays readable.
+            let mut headers = std::mem::take(req.headers_mut());
+            edits.apply(
+                &mut headers,
+                &edit_vars(routed, arrival, caller, req.uri().path()),
+            );
+            *req.headers_mut() = headers;
+        }
         out.downstream_uri = std::mem::replace(req.uri_mut(), Uri::from(path));
         *out.request.method_mut() = std::mem::take(req.method_mut());
         *out.request.uri_mut() = std::mem::take(req.uri_mut());
         *out.request.headers_mut() = std::mem::take(req.headers_mut());
+    }
+}
+
+/// What a route's header transforms may fill in for this request; `path` is the path the
+/// route matched.
+pub(super) fn edit_vars<'a>(
+    routed: &'a Routed<'a>,
+    arrival: &'a Arrival,
+    caller: Option<&'a Authenticated>,
+    path: &'a str,
+) -> crate::transform::Vars<'a> {
+    crate::transform::Vars {
+        client_ip: arrival.client_ip,
+        request_id: &arrival.request_id,
+        consumer: caller.and_then(|a| a.identity.name()),
+        route: &routed.route.name,
+        params: &routed.matched.params,
+        path,
     }
 }
 
