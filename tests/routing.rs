@@ -115,6 +115,11 @@ async fn no_route_is_404_problem_json_and_reaches_no_backend() {
         r#"{"type":"about:blank","title":"Not Found","status":404,"detail":"no route matches this request"}"#
     );
     assert!(got.header("x-request-id").is_some());
+    assert_eq!(
+        got.header("via"),
+        Some("1.1 ferrogate"),
+        "the gateway's own answers carry Via like relayed ones"
+    );
     assert_eq!(f.a.count(), 0);
 }
 
@@ -180,6 +185,7 @@ async fn a_respond_route_answers_itself_without_an_upstream() {
     assert_eq!(got.header("retry-after"), Some("120"));
     assert_eq!(got.header("cache-control"), Some("no-store"));
     assert!(got.header("x-request-id").is_some());
+    assert_eq!(got.header("via"), Some("1.1 ferrogate"));
     let got = get(f.gw.addr, "h", "/healthz").await;
     assert_eq!((got.status.as_u16(), got.text().as_str()), (200, ""));
     assert_eq!(f.a.count(), 0, "no request reached the upstream");

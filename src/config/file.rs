@@ -385,6 +385,12 @@ pub struct Sticky {
     /// Key for the cookie value's keyed hash; random per process when absent.
     #[serde(default)]
     pub secret: Option<String>,
+    /// `Secure` always (`true`) or never (`false`); by default on TLS connections.
+    #[serde(default)]
+    pub secure: Option<bool>,
+    /// `strict`, `lax` (default) or `none`.
+    #[serde(default)]
+    pub same_site: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -239,6 +239,10 @@ pub struct Sticky {
     pub cookie: String,
     pub ttl: Option<Duration>,
     pub secret: Option<String>,
+    /// `Some(true)`: `Secure` always; `Some(false)`: never; `None`: on TLS connections.
+    pub secure: Option<bool>,
+    /// The `SameSite` attribute's value: `Strict`, `Lax` or `None`.
+    pub same_site: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

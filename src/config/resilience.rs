@@ -71,7 +71,27 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
                 format!("invalid cookie name {cookie:?}"),
             );
         }
+        let same_site = match s.same_site.as_deref() {
+            None | Some("lax") => "Lax",
+            Some("strict") => "Strict",
+            Some("none") => "None",
+            Some(other) => {
+                errs.push(
+                    format!("{at}.same_site"),
+                    format!("{other:?} must be strict, lax or none"),
+                );
+                "Lax"
+            }
+        };
+        if same_site == "None" && s.secure == Some(false) {
+            errs.push(
+                format!("{at}.same_site"),
+                "same_site: none needs a Secure cookie (browsers drop it otherwise); remove secure: false",
+            );
+        }
         Sticky {
+            secure: s.secure,
+            same_site,
             cookie,
             ttl: s
                 .ttl

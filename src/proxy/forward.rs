@@ -55,6 +55,8 @@ pub(super) struct Exchange<'a> {
     pub added: &'a Added,
     /// Where the upstream's interim responses go (the downstream connection).
     pub interim: Option<&'a dyn Interim>,
+    /// The client's connection is TLS (sticky cookies are `Secure` then by default).
+    pub tls: bool,
 }
 
 /// A copy of the request head for retries that need to send the request again; only taken
@@ -135,6 +137,7 @@ pub(super) async fn send(
         deadline: out.deadline,
         added: &out.added,
         interim,
+        tls: out.tls,
     };
     let up_start = done.log.is_some().then(Instant::now);
     if let Some((shadow, share)) = route.mirror {
@@ -312,7 +315,7 @@ fn settle(
                 .sticky
                 .as_ref()
                 .filter(|_| sticky_pin != Some(ti))
-                .and_then(|s| s.set_cookie(ti).cloned());
+                .and_then(|s| s.set_cookie(ti, x.tls).cloned());
             let answer = Ok(Answer {
                 response,
                 target: ti,

@@ -37,7 +37,12 @@ pub(super) fn relay(
     if switching {
         let Some((down, up)) = out.upgrade.take().zip(resp.body_mut().take_upgraded()) else {
             let err = ProxyError::UpstreamProtocol("upstream switched protocols unasked");
-            return err.to_response(&request_id);
+            let mut resp = err.to_response(&request_id);
+            resp.headers_mut().insert(
+                header::VIA,
+                HeaderValue::from_static(crate::message::VIA_VALUE),
+            );
+            return resp;
         };
         tokio::spawn(tunnel(down, up));
     }

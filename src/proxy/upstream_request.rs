@@ -42,6 +42,8 @@ pub(crate) struct Outbound {
     pub upgrade: Option<OnUpgrade>,
     /// The end of the whole exchange, body included (route `timeouts.total`).
     pub deadline: Option<tokio::time::Instant>,
+    /// The downstream connection is TLS.
+    pub tls: bool,
 }
 
 impl Outbound {
@@ -56,6 +58,7 @@ impl Outbound {
             downstream_uri: Uri::default(),
             upgrade: None,
             deadline: None,
+            tls: false,
         }
     }
 
@@ -76,6 +79,7 @@ impl Outbound {
         done: &mut Completion,
     ) {
         let out = self;
+        out.tls = conn.tls;
         let action = routed.action;
         let body = std::mem::replace(req.body_mut(), DownstreamBody::Empty);
         out.body_state = (validated.as_ref().is_some_and(|b| !b.is_empty())

@@ -68,8 +68,34 @@ pub enum Admission {
     Pass(Passed),
     /// Refused by the last policy checked: 429.
     Limited(Passed),
-    /// Redis failed and the policy fails closed: 503.
-    Unavailable(Arc<str>),
+    /// Redis failed and the policy fails closed: 503, with the decisions of the policies
+    /// checked before it.
+    Unavailable {
+        policy: Arc<Policy>,
+        passed: Passed,
+    },
+}
+
+/// How long a client refused because a fail-closed policy's store failed is asked to wait:
+/// the store is usually back within a second (the Redis link reconnects with a short
+/// back-off), and a longer wait would hold off clients after it is.
+pub const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Policy {
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The fields of a 503 answered because this policy's store failed: the decisions of
+    /// the policies before it, this policy's `RateLimit-Policy` item, and `Retry-After`.
+    pub fn write_unavailable(&self, passed: &Passed, headers: &mut http::HeaderMap) {
+        passed.write_headers(headers);
+        headers.append(
+            headers::RATELIMIT_POLICY.clone(),
+            self.fields.policy_value.clone(),
+        );
+        headers::retry_after(headers, UNAVAILABLE_RETRY_AFTER);
+    }
 }
 
 impl Passed {
@@ -134,7 +160,10 @@ pub async fn admit(policies: &[Arc<Policy>], ctx: &KeyContext<'_>) -> Admission 
             }
             Err(()) => {
                 policy.counters.unavailable.inc();
-                return Admission::Unavailable(policy.name.clone());
+                return Admission::Unavailable {
+                    policy: policy.clone(),
+                    passed,
+                };
             }
         };
         passed.push(policy, decision);
