@@ -312,3 +312,35 @@ routes:
         assert!(text.contains(expected), "{expected}\n{text}");
     }
 }
+
+#[test]
+fn check_suggests_the_key_meant_and_reports_a_repeated_key_at_its_path() {
+    let dir = tempdir::Dir::new("check-keys");
+    let path = dir.path.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listeners: [{address: 127.0.0.1:8080}]
+upstreams:
+  api: {targets: [{address: 127.0.0.1:9001}]}
+  api: {targets: [{address: 127.0.0.1:9002}]}
+routes:
+  - upstream: api
+    ratelimits: [x]
+    colour: blue
+",
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(!ok, "{text}");
+    assert!(text.contains("3 problem(s)"), "{text}");
+    assert!(
+        text.contains("upstreams.api: key \"api\" is given 2 times in one mapping; write it once"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[0].ratelimits: unknown key; did you mean \"rate_limits\"?"),
+        "{text}"
+    );
+    assert!(text.contains("routes[0].colour: unknown key\n"), "{text}");
+    assert!(!text.contains("DuplicateKeyPolicy"), "{text}");
+}

@@ -11,8 +11,10 @@ use serde::Deserialize;
 
 mod access;
 mod cache;
+mod keys;
 pub use access::*;
 pub use cache::*;
+pub use keys::{suggestion, Keys};
 
 /// Keys the file has but the gateway does not know; `validate.rs` reports each one.
 pub type Unknown = BTreeMap<String, serde::de::IgnoredAny>;

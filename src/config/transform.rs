@@ -35,7 +35,7 @@ pub(super) fn edits(
     e: &file::HeaderEdits,
     path: &PathMatch,
 ) -> HeaderEdits {
-    errs.unknown(at, &e.unknown);
+    errs.unknown_in(at, &e);
     let mut out = HeaderEdits::default();
     for (i, name) in e.remove.iter().enumerate() {
         if let Some(name) = field_name(errs, &format!("{at}.remove[{i}]"), name) {

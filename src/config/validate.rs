@@ -32,14 +32,19 @@ impl Errors {
         });
     }
 
-    pub(super) fn unknown(&mut self, path: &str, unknown: &file::Unknown) {
-        for key in unknown.keys() {
+    /// Reports every key of `x` the gateway does not know, with the closest known key when
+    /// one is a likely misspelling.
+    pub(super) fn unknown_in<T: file::Keys>(&mut self, path: &str, x: &T) {
+        for key in x.unknown().keys() {
             let at = if path.is_empty() {
                 key.clone()
             } else {
                 format!("{path}.{key}")
             };
-            self.push(at, "unknown key");
+            match file::suggestion(key, T::KEYS) {
+                Some(known) => self.push(at, format!("unknown key; did you mean {known:?}?")),
+                None => self.push(at, "unknown key"),
+            }
         }
     }
 }
@@ -47,7 +52,7 @@ impl Errors {
 /// Validates a parsed file into the model, or returns every problem found.
 pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut errs = Errors(Vec::new());
-    errs.unknown("", &f.unknown);
+    errs.unknown_in("", &f);
 
     let listeners = f
         .listeners
@@ -69,7 +74,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     }
 
     let admin = f.admin.as_ref().and_then(|a| {
-        errs.unknown("admin", &a.unknown);
+        errs.unknown_in("admin", &a);
         socket_addr(&mut errs, "admin.address", &a.address).map(|address| Admin { address })
     });
 
@@ -79,7 +84,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             target: LogTarget::Stdout,
         },
         Some(a) => {
-            errs.unknown("access_log", &a.unknown);
+            errs.unknown_in("access_log", &a);
             let target = match a.target.as_deref() {
                 None | Some("stdout") => LogTarget::Stdout,
                 Some("stderr") => LogTarget::Stderr,
@@ -98,7 +103,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let metrics_enabled = match &f.metrics {
         None => true,
         Some(m) => {
-            errs.unknown("metrics", &m.unknown);
+            errs.unknown_in("metrics", &m);
             m.enabled.unwrap_or(true)
         }
     };
@@ -200,7 +205,7 @@ fn listener(
     l: &file::Listener,
     base_dir: &Path,
 ) -> Option<Listener> {
-    errs.unknown(at, &l.unknown);
+    errs.unknown_in(at, &l);
     let address = socket_addr(errs, &format!("{at}.address"), &l.address);
     let trusted_proxies = l
         .trusted_proxies
@@ -246,7 +251,7 @@ fn listener(
 }
 
 fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
-    errs.unknown(at, &t.unknown);
+    errs.unknown_in(at, &t);
     if t.certificates.is_empty() {
         errs.push(format!("{at}.certificates"), "at least one certificate");
     }
@@ -256,7 +261,7 @@ fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
         .enumerate()
         .map(|(i, c)| {
             let at = format!("{at}.certificates[{i}]");
-            errs.unknown(&at, &c.unknown);
+            errs.unknown_in(&at, &c);
             for (key, p) in [("cert", &c.cert), ("key", &c.key)] {
                 if !base_dir.join(p).is_file() {
                     errs.push(format!("{at}.{key}"), format!("no such file: {p}"));
@@ -302,7 +307,7 @@ fn client_auth(
     c: &file::ClientAuth,
     base_dir: &Path,
 ) -> Option<ClientAuth> {
-    errs.unknown(at, &c.unknown);
+    errs.unknown_in(at, &c);
     let mode = match c.mode.as_deref() {
         None | Some("required") => ClientAuthMode::Required,
         Some("optional") => ClientAuthMode::Optional,
@@ -336,7 +341,7 @@ fn client_auth(
 fn limits(errs: &mut Errors, at: &str, l: Option<&file::Limits>) -> Limits {
     let d = Limits::default();
     let Some(l) = l else { return d };
-    errs.unknown(at, &l.unknown);
+    errs.unknown_in(at, &l);
     let mut size = |key: &str, v: Option<usize>, default: usize, min: usize| match v {
         Some(v) if v < min => {
             errs.push(format!("{at}.{key}"), format!("must be at least {min}"));
@@ -455,7 +460,7 @@ fn upstream(
     base_dir: &Path,
 ) -> Option<Upstream> {
     let at = format!("upstreams.{name}");
-    errs.unknown(&at, &u.unknown);
+    errs.unknown_in(&at, &u);
     if name.is_empty() {
         errs.push(&at, "empty upstream name");
     }
@@ -468,7 +473,7 @@ fn upstream(
         .enumerate()
         .filter_map(|(i, t)| {
             let at = format!("{at}.targets[{i}]");
-            errs.unknown(&at, &t.unknown);
+            errs.unknown_in(&at, &t);
             let weight = t.weight.unwrap_or(1);
             if weight == 0 || weight > 10_000 {
                 errs.push(format!("{at}.weight"), "weight must be 1..=10000");
@@ -515,7 +520,7 @@ fn upstream(
     let (keepalive_idle, keepalive_max_idle) = match &u.keepalive {
         None => (DEFAULT_KEEPALIVE_IDLE, 256),
         Some(k) => {
-            errs.unknown(&format!("{at}.keepalive"), &k.unknown);
+            errs.unknown_in(&format!("{at}.keepalive"), &k);
             (
                 opt_duration(
                     errs,
@@ -580,7 +585,7 @@ fn route(
     r: &file::Route,
     upstreams: &HashSet<&str>,
 ) -> Option<Route> {
-    errs.unknown(at, &r.unknown);
+    errs.unknown_in(at, &r);
     let default_match = file::Match::default();
     let m = r.matcher.as_ref().unwrap_or(&default_match);
     let matcher = route_match(errs, &format!("{at}.match"), m);
@@ -667,7 +672,7 @@ fn route(
 }
 
 fn route_match(errs: &mut Errors, at: &str, m: &file::Match) -> RouteMatch {
-    errs.unknown(at, &m.unknown);
+    errs.unknown_in(at, &m);
     let hosts = m
         .hosts
         .iter()
@@ -761,7 +766,7 @@ fn host_match(errs: &mut Errors, at: &str, h: &str) -> Option<HostMatch> {
 }
 
 fn path_match(errs: &mut Errors, at: &str, p: &file::PathMatch) -> PathMatch {
-    errs.unknown(at, &p.unknown);
+    errs.unknown_in(at, &p);
     let set = [&p.exact, &p.prefix, &p.template, &p.regex]
         .iter()
         .filter(|v| v.is_some())
@@ -798,7 +803,7 @@ fn path_match(errs: &mut Errors, at: &str, p: &file::PathMatch) -> PathMatch {
 }
 
 fn value_test(errs: &mut Errors, at: &str, p: &file::Predicate) -> Option<ValueTest> {
-    errs.unknown(at, &p.unknown);
+    errs.unknown_in(at, &p);
     match (&p.exact, &p.regex, p.present) {
         (Some(v), None, None) => Some(ValueTest::Exact(v.clone())),
         (None, Some(r), None) => match Regex::new(r) {
@@ -837,7 +842,7 @@ fn proxy_action(
     let mut host_rewrite = None;
     if let Some(rw) = &r.rewrite {
         let at = format!("{at}.rewrite");
-        errs.unknown(&at, &rw.unknown);
+        errs.unknown_in(&at, &rw);
         rewrite = match (&rw.path, &rw.regex, &rw.replacement) {
             (Some(p), None, None) => {
                 if !p.starts_with('/') {
@@ -885,7 +890,7 @@ fn proxy_action(
 }
 
 fn redirect(errs: &mut Errors, at: &str, r: &file::Redirect) -> Redirect {
-    errs.unknown(at, &r.unknown);
+    errs.unknown_in(at, &r);
     let status = match r.status.unwrap_or(302) {
         s @ (301 | 302 | 303 | 307 | 308) => StatusCode::from_u16(s).unwrap_or(StatusCode::FOUND),
         s => {
@@ -921,7 +926,7 @@ fn redirect(errs: &mut Errors, at: &str, r: &file::Redirect) -> Redirect {
 
 /// `respond`: status (default 200), body, content type and fields of a fixed answer.
 fn respond(errs: &mut Errors, at: &str, r: &file::Respond) -> Respond {
-    errs.unknown(at, &r.unknown);
+    errs.unknown_in(at, &r);
     let status = match r.status.unwrap_or(200) {
         s @ 200..=599 => StatusCode::from_u16(s).unwrap_or(StatusCode::OK),
         s => {
