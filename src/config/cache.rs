@@ -118,6 +118,7 @@ pub(super) fn settings(
         heuristic_max,
         surrogate_header,
         status_name,
+        strip_targeted: c.strip_targeted.unwrap_or(defaults.strip_targeted),
         redis,
     }
 }

@@ -644,6 +644,9 @@ pub struct CacheSettings {
     pub surrogate_header: HeaderName,
     /// Name of this cache in `Cache-Status` (RFC 9211).
     pub status_name: String,
+    /// Remove `CDN-Cache-Control` and `Surrogate-Control` from responses to clients too
+    /// (`Ferrogate-Cache-Control` always goes).
+    pub strip_targeted: bool,
     /// Share stored responses and purges through the top-level `redis`.
     pub redis: Option<CacheRedis>,
 }
@@ -680,6 +683,7 @@ impl Default for CacheSettings {
             heuristic_max: Duration::from_secs(24 * 3600),
             surrogate_header: HeaderName::from_static("surrogate-key"),
             status_name: "ferrogate".to_string(),
+            strip_targeted: false,
             redis: None,
         }
     }

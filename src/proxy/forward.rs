@@ -20,7 +20,7 @@ use super::route::Routed;
 use super::upstream_request::Outbound;
 use super::{mirror, Stop};
 use crate::config::model::UpstreamProtocol;
-use crate::message::{Interim, X_REQUEST_ID};
+use crate::message::Interim;
 use crate::snapshot::{CompiledRoute, Snapshot, UpstreamGroup};
 use crate::upstream::added::Added;
 use crate::upstream::balancer::{InFlight, PickInput};
@@ -164,17 +164,14 @@ pub(super) async fn send(
         log.upstream = target.map(Arc::from);
     }
     tracing::debug!(error = %err, "upstream request failed");
-    let fallback = match (pending.take(), &snap.cache, &route.cache) {
-        (Some(p), Some(svc), Some(rules)) => p.failed(svc, rules, err),
-        _ => Err(err),
-    };
-    match fallback {
-        Ok(mut resp) => {
-            resp.headers_mut()
-                .insert(X_REQUEST_ID, arrival.request_id.clone());
-            Err(Stop::Respond(resp))
-        }
-        Err(err) => Err(Stop::Fail(err)),
+    match (pending.take(), &snap.cache, &route.cache) {
+        (Some(p), Some(svc), Some(rules)) => Err(Stop::Respond(p.failed(
+            svc,
+            rules,
+            err,
+            &arrival.request_id,
+        ))),
+        _ => Err(Stop::Fail(err)),
     }
 }
 

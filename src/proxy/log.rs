@@ -36,6 +36,8 @@ pub struct Completion {
     /// The route's response header transforms for this request, applied to whatever
     /// answers it after the access phase.
     pub(super) edits: Option<Box<crate::transform::Resolved>>,
+    /// On a cached route, the `Cache-Status` of an answer that has none of its own.
+    pub(super) cache_status: Option<HeaderValue>,
     /// The log phase has run.
     logged: bool,
 }
@@ -71,6 +73,7 @@ impl Completion {
             holds: Vec::new(),
             cors: None,
             edits: None,
+            cache_status: None,
             logged: false,
             log: snap.access_log.as_ref().map(|log| {
                 Box::new(LogData {
@@ -104,6 +107,12 @@ impl Completion {
         }
         if let Some(edits) = self.edits.take() {
             edits.apply(resp.headers_mut());
+        }
+        if let Some(status) = self.cache_status.take() {
+            let headers = resp.headers_mut();
+            if !headers.contains_key(crate::cache::status::CACHE_STATUS) {
+                headers.insert(crate::cache::status::CACHE_STATUS, status);
+            }
         }
         resp.body_mut().set_completion(self);
     }

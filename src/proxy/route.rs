@@ -57,6 +57,9 @@ pub(super) fn find<'s, B>(
     };
     let route = &snap.routes[matched.route];
     done.route_metrics = snap.metrics_on.then(|| route.metrics.clone());
+    if let (Some(_), Some(svc)) = (&route.cache, &snap.cache) {
+        done.cache_status = Some(svc.gateway_status.clone());
+    }
     if let Some(log) = done.log_mut() {
         log.route = Some(route.name.clone());
     }

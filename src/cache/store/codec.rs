@@ -187,6 +187,7 @@ impl Writer {
             d.must_understand,
             d.no_transform,
             d.immutable,
+            d.targeted,
         ];
         let bits = flags
             .iter()
@@ -376,7 +377,8 @@ impl<'a> Reader<'a> {
         let s_maxage = self.opt_u32()?;
         let no_cache = self.scope()?;
         let private = self.scope()?;
-        let bits = self.tag(1 << 7, "directive flags")?;
+        // Every bit is a flag (bit 7, `targeted`, came last: older readers refuse it).
+        let bits = self.u8()?;
         let flag = |i: u8| bits & (1 << i) != 0;
         Ok(ResponseDirectives {
             max_age,
@@ -390,6 +392,7 @@ impl<'a> Reader<'a> {
             must_understand: flag(4),
             no_transform: flag(5),
             immutable: flag(6),
+            targeted: flag(7),
             stale_while_revalidate: self.opt_u32()?,
             stale_if_error: self.opt_u32()?,
         })

@@ -28,6 +28,8 @@ pub struct Cache {
     pub surrogate_header: Option<String>,
     #[serde(default)]
     pub status_name: Option<String>,
+    #[serde(default)]
+    pub strip_targeted: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     pub redis: Option<CacheRedis>,
 }

@@ -94,7 +94,7 @@ keys! {
     Cors: ["origins", "origin_regexes", "methods", "allowed_headers", "exposed_headers", "credentials", "max_age"],
     Validate: ["body", "max_body_bytes", "params"],
     Param: ["name", "in", "required", "pattern", "values", "min", "max", "max_length"],
-    Cache: ["max_bytes", "max_object_bytes", "lock_timeout", "heuristic_percent", "heuristic_max", "surrogate_header", "status_name", "redis"],
+    Cache: ["max_bytes", "max_object_bytes", "lock_timeout", "heuristic_percent", "heuristic_max", "surrogate_header", "status_name", "strip_targeted", "redis"],
     CacheRedis: ["prefix", "max_object_bytes"],
     RouteCache: ["key_headers", "key_cookies", "key_consumer", "store_set_cookie"],
 }
