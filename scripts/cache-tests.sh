@@ -3,13 +3,16 @@
 # the gateway: the suite's origin server on 127.0.0.1:8000, the gateway on 127.0.0.1:8080
 # caching everything in front of it, the suite's client against the gateway. Prints the
 # pass rate of required tests (overall and by suite) and writes the raw results.
-# Usage: [VERSION=0.4.5] [GATEWAY_BIN=target/debug/ferrogate] [OUT=FILE] scripts/cache-tests.sh
+# ROUTE_CACHE is the route's `cache` block (default `{}`, every setting at its default).
+# Usage: [VERSION=0.4.5] [GATEWAY_BIN=target/debug/ferrogate] [OUT=FILE] [ROUTE_CACHE=YAML] \
+#   scripts/cache-tests.sh
 # Needs node and npm; the package is installed into a temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=${VERSION:-0.4.5}
 BIN=${GATEWAY_BIN:-target/debug/ferrogate}
 OUT=${OUT:-cache-tests-results.json}
+ROUTE_CACHE=${ROUTE_CACHE:-"{}"}
 [ -x "$BIN" ] || cargo build --quiet
 W=$(mktemp -d -t cache-tests.XXXXXX)
 cleanup() {
@@ -28,7 +31,7 @@ upstreams:
   origin: {targets: [{address: 127.0.0.1:8000}]}
 routes:
   - upstream: origin
-    cache: {}
+    cache: $ROUTE_CACHE
 YAML
 # The suite reads its settings as npm would pass them from package.json.
 export npm_package_config_protocol=http npm_package_config_port=8000 npm_package_config_id=
