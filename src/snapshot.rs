@@ -84,6 +84,8 @@ pub struct CompiledRoute {
     pub max_body_bytes: Option<u64>,
     /// Rate-limit policies applied, in order.
     pub rate_limits: Vec<Arc<crate::ratelimit::Policy>>,
+    /// Their `RateLimit-Policy` field, for answers given before they are checked.
+    pub rate_limit_policy: Option<http::HeaderValue>,
     /// The access phase (CORS, IP rules, auth, validation), when the route has one.
     pub gate: Option<Gate>,
     /// Request headers removed before forwarding: those the gateway sets from a verified
@@ -178,6 +180,11 @@ impl Snapshot {
                     ),
                     Action::Redirect(_) | Action::Respond(_) => (Vec::new(), None, None),
                 };
+                let rate_limits: Vec<_> = r
+                    .rate_limits
+                    .iter()
+                    .filter_map(|name| policies.get(name).cloned())
+                    .collect();
                 Ok(CompiledRoute {
                     name: Arc::from(r.name.as_str()),
                     split_total: split.iter().map(|(_, w): &(usize, u32)| *w).sum(),
@@ -190,11 +197,8 @@ impl Snapshot {
                     timeouts: r.timeouts.clone(),
                     retry: r.retry.as_ref().map(route_retry),
                     max_body_bytes: r.max_body_bytes,
-                    rate_limits: r
-                        .rate_limits
-                        .iter()
-                        .filter_map(|name| policies.get(name).cloned())
-                        .collect(),
+                    rate_limit_policy: crate::ratelimit::policy_field(&rate_limits),
+                    rate_limits,
                     gate,
                     reserved_headers,
                     cache: r.cache.as_ref().map(|c| {

@@ -120,7 +120,7 @@ async fn the_gateways_own_answers_on_a_limited_route_carry_the_fields_too() {
     let top =
         "rate_limiting:\n  policies:\n    p: {algorithm: fixed_window, limit: 10, window: 1m}\n";
     let yaml = format!(
-        "workers: 1\nlisteners: [{{address: \"127.0.0.1:0\"}}]\nupstreams:\n  app: {{targets: [{{address: \"{}\"}}]}}\n  dead: {{targets: [{{address: \"127.0.0.1:1\"}}]}}\n{top}routes:\n  - {{match: {{path: {{prefix: /down}}}}, upstream: dead, rate_limits: [p]}}\n  - {{upstream: app, rate_limits: [p], cache: {{}}}}\n",
+        "workers: 1\nlisteners: [{{address: \"127.0.0.1:0\"}}]\nupstreams:\n  app: {{targets: [{{address: \"{}\"}}]}}\n  dead: {{targets: [{{address: \"127.0.0.1:1\"}}]}}\n{top}routes:\n  - {{match: {{path: {{prefix: /down}}}}, upstream: dead, rate_limits: [p], max_body_bytes: 1}}\n  - {{upstream: app, rate_limits: [p], cache: {{}}}}\n",
         backend.addr
     );
     let gw = TestGateway::start(&yaml);
@@ -131,6 +131,19 @@ async fn the_gateways_own_answers_on_a_limited_route_carry_the_fields_too() {
         .header("ratelimit")
         .unwrap()
         .starts_with("\"p\";r=9;t="));
+    let req = Request::post("/down")
+        .header("host", "t")
+        .header("content-length", "10")
+        .body(Full::new(Bytes::from_static(b"0123456789")))
+        .unwrap();
+    let too_large = send(gw.addr, req).await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        too_large.header("ratelimit-policy"),
+        Some("\"p\";q=10;w=60"),
+        "an answer before the policies were checked still names them"
+    );
+    assert!(too_large.header("ratelimit").is_none(), "but has no count");
     let only_cached = get_with(gw.addr, "/x", &[("cache-control", "only-if-cached")]).await;
     assert_eq!(only_cached.status, StatusCode::GATEWAY_TIMEOUT);
     assert!(only_cached

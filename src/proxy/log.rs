@@ -38,6 +38,9 @@ pub struct Completion {
     pub(super) edits: Option<Box<crate::transform::Resolved>>,
     /// On a cached route, the `Cache-Status` of an answer that has none of its own.
     pub(super) cache_status: Option<HeaderValue>,
+    /// On a rate-limited route, the `RateLimit-Policy` of an answer given before the
+    /// policies were checked.
+    pub(super) rate_policy: Option<HeaderValue>,
     /// The log phase has run.
     logged: bool,
 }
@@ -74,6 +77,7 @@ impl Completion {
             cors: None,
             edits: None,
             cache_status: None,
+            rate_policy: None,
             logged: false,
             log: snap.access_log.as_ref().map(|log| {
                 Box::new(LogData {
@@ -107,6 +111,12 @@ impl Completion {
         }
         if let Some(edits) = self.edits.take() {
             edits.apply(resp.headers_mut());
+        }
+        if let Some(policy) = self.rate_policy.take() {
+            let headers = resp.headers_mut();
+            if !headers.contains_key(&crate::ratelimit::headers::RATELIMIT_POLICY) {
+                headers.insert(crate::ratelimit::headers::RATELIMIT_POLICY.clone(), policy);
+            }
         }
         if let Some(status) = self.cache_status.take() {
             let headers = resp.headers_mut();

@@ -60,6 +60,7 @@ pub(super) fn find<'s, B>(
     if let (Some(_), Some(svc)) = (&route.cache, &snap.cache) {
         done.cache_status = Some(svc.gateway_status.clone());
     }
+    done.rate_policy.clone_from(&route.rate_limit_policy);
     if let Some(log) = done.log_mut() {
         log.route = Some(route.name.clone());
     }

@@ -76,6 +76,21 @@ pub enum Admission {
     },
 }
 
+/// The `RateLimit-Policy` field of a route that applies `policies`: what an answer given
+/// before they were checked (an access refusal, 413) still tells the client.
+pub fn policy_field(policies: &[Arc<Policy>]) -> Option<http::HeaderValue> {
+    let mut joined = Vec::new();
+    for p in policies {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(p.fields.policy_value.as_bytes());
+    }
+    (!joined.is_empty())
+        .then(|| http::HeaderValue::from_bytes(&joined).ok())
+        .flatten()
+}
+
 /// How long a client refused because a fail-closed policy's store failed is asked to wait:
 /// the store is usually back within a second (the Redis link reconnects with a short
 /// back-off), and a longer wait would hold off clients after it is.
