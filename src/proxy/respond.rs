@@ -15,6 +15,7 @@ use super::error::ProxyError;
 use super::forward::Answer;
 use super::headers::prepare_downstream_headers;
 use super::upstream_request::Outbound;
+use crate::cache::status::{CacheStatus, Forward};
 use crate::message::X_REQUEST_ID;
 use crate::ratelimit::Passed;
 use crate::serve::h1::upgrade::OnUpgrade;
@@ -52,6 +53,12 @@ pub(super) fn relay(
     let via_beside = prepare_downstream_headers(resp.headers_mut(), switching, beside);
     let mut resp = match (pending, &snap.cache, &route.cache) {
         (Some(p), Some(svc), Some(rules)) => p.answer(svc, rules, resp),
+        // A cached route's request the cache stayed out of (a WebSocket upgrade).
+        (None, Some(svc), Some(_)) => {
+            let mut resp = resp.map(ProxyBody::relay);
+            CacheStatus::forward(&svc.status_name, Forward::Bypass).append_to(resp.headers_mut());
+            resp
+        }
         _ => resp.map(ProxyBody::relay),
     };
     if beside {
