@@ -76,7 +76,7 @@ pub(super) async fn admit<B>(
             Err(Stop::Respond(resp))
         }
         Admission::Unavailable { policy, passed } => {
-            let err = ProxyError::RateLimitUnavailable(policy.name().clone());
+            let err = ProxyError::RateLimitUnavailable(policy.name.clone());
             let mut resp = err.to_response(&arrival.request_id);
             policy.write_unavailable(&passed, resp.headers_mut());
             Err(Stop::Respond(resp))

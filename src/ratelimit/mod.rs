@@ -97,10 +97,6 @@ pub fn policy_field(policies: &[Arc<Policy>]) -> Option<http::HeaderValue> {
 pub const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Policy {
-    pub fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
     /// The fields of a 503 answered because this policy's store failed: the decisions of
     /// the policies before it, this policy's `RateLimit-Policy` item, and `Retry-After`.
     pub fn write_unavailable(&self, passed: &Passed, headers: &mut http::HeaderMap) {
