@@ -86,11 +86,13 @@ impl Gateway {
                 .map_err(GatewayError::Runtime)?;
             handles.push(h);
         }
+        // The admin listener stays up through the drain (`/readyz` answers 503 then) and
+        // stops with the workers.
         let admin_addr = match admin {
             Some(a) => Some(crate::admin::start(
                 a.address,
                 shared.clone(),
-                shutdown.subscribe(),
+                stop.subscribe(),
             )?),
             None => None,
         };

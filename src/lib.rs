@@ -31,6 +31,7 @@ pub mod spare_buffers;
 pub mod spare_maps;
 pub mod timer;
 pub mod tls;
+pub mod transform;
 pub mod upstream;
 pub mod validate;
 

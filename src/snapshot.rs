@@ -84,6 +84,8 @@ pub struct CompiledRoute {
     pub max_body_bytes: Option<u64>,
     /// Rate-limit policies applied, in order.
     pub rate_limits: Vec<Arc<crate::ratelimit::Policy>>,
+    /// Their `RateLimit-Policy` field, for answers given before they are checked.
+    pub rate_limit_policy: Option<http::HeaderValue>,
     /// The access phase (CORS, IP rules, auth, validation), when the route has one.
     pub gate: Option<Gate>,
     /// Request headers removed before forwarding: those the gateway sets from a verified
@@ -91,6 +93,10 @@ pub struct CompiledRoute {
     pub reserved_headers: Vec<http::HeaderName>,
     /// Caching rules, when the route caches.
     pub cache: Option<crate::cache::service::RouteCacheRules>,
+    /// Header transforms of the upstream request (`request_headers`).
+    pub request_edits: Option<crate::transform::Edits>,
+    /// Header transforms of the response to the client (`response_headers`).
+    pub response_edits: Option<crate::transform::Edits>,
 }
 
 /// A route's retry policy with its budget (shared by every worker).
@@ -172,8 +178,13 @@ impl Snapshot {
                             .as_ref()
                             .and_then(|m| Some((index_of(&m.upstream)?, m.percent / 100.0))),
                     ),
-                    Action::Redirect(_) => (Vec::new(), None, None),
+                    Action::Redirect(_) | Action::Respond(_) => (Vec::new(), None, None),
                 };
+                let rate_limits: Vec<_> = r
+                    .rate_limits
+                    .iter()
+                    .filter_map(|name| policies.get(name).cloned())
+                    .collect();
                 Ok(CompiledRoute {
                     name: Arc::from(r.name.as_str()),
                     split_total: split.iter().map(|(_, w): &(usize, u32)| *w).sum(),
@@ -186,16 +197,18 @@ impl Snapshot {
                     timeouts: r.timeouts.clone(),
                     retry: r.retry.as_ref().map(route_retry),
                     max_body_bytes: r.max_body_bytes,
-                    rate_limits: r
-                        .rate_limits
-                        .iter()
-                        .filter_map(|name| policies.get(name).cloned())
-                        .collect(),
+                    rate_limit_policy: crate::ratelimit::policy_field(&rate_limits),
+                    rate_limits,
                     gate,
                     reserved_headers,
                     cache: r.cache.as_ref().map(|c| {
                         crate::cache::service::RouteCacheRules::new(&r.name, c, &metrics.cache)
                     }),
+                    request_edits: r.request_headers.as_ref().map(crate::transform::Edits::new),
+                    response_edits: r
+                        .response_headers
+                        .as_ref()
+                        .map(crate::transform::Edits::new),
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;

@@ -800,3 +800,43 @@ async fn secrets_stay_out_of_the_access_log_and_error_bodies() {
     }
     assert!(text.contains("\"consumer\":\"alice\""), "{text}");
 }
+
+#[tokio::test]
+async fn a_token_without_a_needed_scope_gets_403_insufficient_scope() {
+    let backend = Backend::named("app").await;
+    let dir = Dir::new("auth-scope");
+    let methods = format!(
+        "    scoped: {{jwt: {{keys: [{{kid: h1, alg: HS256, secret: \"{HS_SECRET}\"}}], required_scopes: [write]}}}}\n"
+    );
+    let routes = "  - {match: {path: {prefix: /write}}, upstream: app, auth: {methods: [scoped]}}
+  - {match: {path: {prefix: /admin}}, upstream: app, auth: {methods: [hs], allow: {scopes: [admin]}}}
+";
+    let gw = gateway(backend.addr, &dir, &methods, "", routes);
+    let mut c = claims("carol");
+    c["scope"] = json!("read");
+    let token = sign(
+        Algorithm::HS256,
+        Some("h1"),
+        &c,
+        &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+    );
+    let got = get_auth(gw.addr, "/write", &token).await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        got.header("www-authenticate"),
+        Some("Bearer error=\"insufficient_scope\", scope=\"write\"")
+    );
+    let got = get_auth(gw.addr, "/admin", &token).await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        got.header("www-authenticate"),
+        Some("Bearer error=\"insufficient_scope\"")
+    );
+    let got = get_auth(gw.addr, "/write", "not-a-token").await;
+    assert_eq!(
+        got.status,
+        StatusCode::UNAUTHORIZED,
+        "a bad token stays 401"
+    );
+    assert_eq!(backend.count(), 0);
+}

@@ -163,7 +163,12 @@ async fn must_revalidate_with_the_origin_unreachable_is_504() {
     assert_eq!(get(gw.addr, "a", "/mr").await.text(), "strict");
     drop(origin);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(get(gw.addr, "a", "/mr").await.status, 504);
+    let got = get(gw.addr, "a", "/mr").await;
+    assert_eq!(got.status, 504);
+    assert_eq!(
+        got.header("cache-status"),
+        Some("ferrogate;fwd=stale;detail=upstream-error")
+    );
 }
 
 #[tokio::test]
@@ -486,4 +491,142 @@ async fn key_consumer_gives_each_consumer_its_own_copy() {
     // A cached response is still only served to callers the route admits.
     assert_eq!(request(gw.addr, GET, "/me", NONE).await.status, 401);
     assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn a_stale_response_is_served_when_the_origin_is_unreachable_and_says_so() {
+    let origin = Backend::start(false, |_req| async {
+        Response::builder()
+            .header("cache-control", "max-age=0")
+            .header("etag", "\"k\"")
+            .body(full(Bytes::from_static(b"kept")))
+            .unwrap()
+    })
+    .await;
+    let gw = TestGateway::start(&config(&[origin.addr], CACHED));
+    assert_eq!(get(gw.addr, "a", "/gone").await.text(), "kept");
+    drop(origin);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got = get(gw.addr, "a", "/gone").await;
+    assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "kept"));
+    let status = got.header("cache-status").unwrap();
+    assert!(
+        status.contains("hit") && status.contains("detail=stale-origin-unreachable"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_targeted_field_takes_precedence_and_the_gateways_own_never_reaches_clients() {
+    let origin = Backend::start(false, |_req| async {
+        Response::builder()
+            .header("cache-control", "no-store")
+            .header("cdn-cache-control", "max-age=60")
+            .header("ferrogate-cache-control", "max-age=60")
+            .body(full(Bytes::from_static(b"edge")))
+            .unwrap()
+    })
+    .await;
+    let gw = TestGateway::start(&config(&[origin.addr], CACHED));
+    let first = get(gw.addr, "a", "/t").await;
+    assert_eq!(
+        first.header("cache-control"),
+        Some("no-store"),
+        "clients keep theirs"
+    );
+    assert_eq!(first.header("cdn-cache-control"), Some("max-age=60"));
+    assert!(first.header("ferrogate-cache-control").is_none());
+    let second = get(gw.addr, "a", "/t").await;
+    assert!(second.header("cache-status").unwrap().contains(";hit"));
+    assert!(second.header("ferrogate-cache-control").is_none());
+    assert_eq!(origin.count(), 1, "stored despite Cache-Control: no-store");
+
+    let stripping = config(&[origin.addr], CACHED)
+        .replace("routes:\n", "cache: {strip_targeted: true}\nroutes:\n");
+    let gw = TestGateway::start(&stripping);
+    let got = get(gw.addr, "a", "/t").await;
+    assert!(got.header("cdn-cache-control").is_none());
+    assert_eq!(got.header("cache-control"), Some("no-store"));
+}
+
+#[tokio::test]
+async fn a_range_is_answered_with_206_from_the_stored_response() {
+    let origin = Backend::start(false, |_req| async {
+        Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"r\"")
+            .body(full(Bytes::from_static(b"0123456789")))
+            .unwrap()
+    })
+    .await;
+    let gw = TestGateway::start(&config(&[origin.addr], CACHED));
+    assert_eq!(get(gw.addr, "a", "/r").await.text(), "0123456789");
+    let part = request(gw.addr, GET, "/r", &[("range", "bytes=2-4")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.text(), "234");
+    assert_eq!(part.header("content-range"), Some("bytes 2-4/10"));
+    let matching = [("range", "bytes=-3"), ("if-range", "\"r\"")];
+    assert_eq!(request(gw.addr, GET, "/r", &matching).await.text(), "789");
+    let changed = [("range", "bytes=-3"), ("if-range", "\"other\"")];
+    let whole = request(gw.addr, GET, "/r", &changed).await;
+    assert_eq!(
+        (whole.status.as_u16(), whole.text().as_str()),
+        (200, "0123456789")
+    );
+    let past = request(gw.addr, GET, "/r", &[("range", "bytes=20-")]).await;
+    assert_eq!(past.status, 416);
+    assert_eq!(past.header("content-range"), Some("bytes */10"));
+    assert_eq!(origin.count(), 1, "every answer came from the store");
+}
+
+#[tokio::test]
+async fn a_200_to_head_refreshes_the_stored_get_and_head_is_answered_from_it() {
+    let origin = Backend::start(false, |req| async move {
+        let head = req.method() == http::Method::HEAD;
+        Response::builder()
+            .header(
+                "cache-control",
+                if head { "max-age=60" } else { "max-age=0" },
+            )
+            .header("etag", "\"h\"")
+            .header("x-version", if head { "2" } else { "1" })
+            .body(full(Bytes::from_static(if head { b"" } else { b"body" })))
+            .unwrap()
+    })
+    .await;
+    let gw = TestGateway::start(&config(&[origin.addr], CACHED));
+    assert_eq!(get(gw.addr, "a", "/h").await.header("x-version"), Some("1"));
+    let head = request(gw.addr, "HEAD", "/h", NONE).await;
+    assert_eq!(head.header("x-version"), Some("2"));
+    let after = get(gw.addr, "a", "/h").await;
+    assert!(after.header("cache-status").unwrap().contains(";hit"));
+    assert_eq!(
+        after.header("x-version"),
+        Some("2"),
+        "the HEAD's fields were stored"
+    );
+    assert_eq!(after.text(), "body", "with the stored body");
+    let head = request(gw.addr, "HEAD", "/h", NONE).await;
+    assert!(head.header("cache-status").unwrap().contains(";hit"));
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn the_gateways_own_answers_on_a_cached_route_carry_cache_status() {
+    let yaml = "workers: 1\nlisteners: [{address: \"127.0.0.1:0\"}]\n\
+        upstreams:\n  dead: {targets: [{address: \"127.0.0.1:1\"}]}\n\
+        routes:\n  - {upstream: dead, cache: {}, max_body_bytes: 1}\n";
+    let gw = TestGateway::start(yaml);
+    let failed = get(gw.addr, "a", "/x").await;
+    assert_eq!(failed.status, 502);
+    assert_eq!(
+        failed.header("cache-status"),
+        Some("ferrogate;fwd=uri-miss;detail=upstream-error")
+    );
+    let refused = request(gw.addr, "POST", "/x", &[("content-length", "10")]).await;
+    assert_eq!(refused.status, 413);
+    assert_eq!(
+        refused.header("cache-status"),
+        Some("ferrogate;fwd=bypass;detail=gateway-answer")
+    );
 }

@@ -333,3 +333,67 @@ fn manpage_is_roff_and_one_page_per_command_is_written_to_a_directory() {
         assert!(out.join(name).is_file(), "no {name}");
     }
 }
+
+#[test]
+fn check_refuses_header_transforms_of_framing_fields_with_their_paths() {
+    let dir = tempdir::Dir::new("check-transforms");
+    let path = dir.path.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listeners: [{address: 127.0.0.1:8080}]
+upstreams:
+  api: {targets: [{address: 127.0.0.1:9001}]}
+routes:
+  - upstream: api
+    request_headers:
+      set: {content-length: '0', x-id: '{param.id}'}
+      remove: [transfer-encoding]
+    response_headers:
+      add: {connection: close, x-geo: '{geo.country}'}
+",
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(!ok, "{text}");
+    for expected in [
+        "routes[0].request_headers.set.content-length: content-length cannot be changed by a transform",
+        "routes[0].request_headers.set.x-id: {param.id}: the route's path template has no parameter \"id\"",
+        "routes[0].request_headers.remove[0]: transfer-encoding cannot be changed",
+        "routes[0].response_headers.add.connection: connection cannot be changed",
+        "routes[0].response_headers.add.x-geo: {geo.country}: geo fields need a geo database",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+}
+
+#[test]
+fn check_suggests_the_key_meant_and_reports_a_repeated_key_at_its_path() {
+    let dir = tempdir::Dir::new("check-keys");
+    let path = dir.path.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listeners: [{address: 127.0.0.1:8080}]
+upstreams:
+  api: {targets: [{address: 127.0.0.1:9001}]}
+  api: {targets: [{address: 127.0.0.1:9002}]}
+routes:
+  - upstream: api
+    ratelimits: [x]
+    colour: blue
+",
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(!ok, "{text}");
+    assert!(text.contains("3 problem(s)"), "{text}");
+    assert!(
+        text.contains("upstreams.api: key \"api\" is given 2 times in one mapping; write it once"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[0].ratelimits: unknown key; did you mean \"rate_limits\"?"),
+        "{text}"
+    );
+    assert!(text.contains("routes[0].colour: unknown key\n"), "{text}");
+    assert!(!text.contains("DuplicateKeyPolicy"), "{text}");
+}

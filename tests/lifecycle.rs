@@ -179,3 +179,32 @@ async fn access_log_can_be_switched_off() {
     drop(gw);
     assert!(!log.exists() || std::fs::read_to_string(&log).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn readyz_answers_503_while_the_gateway_drains() {
+    let (release, released) = tokio::sync::watch::channel(false);
+    let slow = Backend::start(false, move |_req| {
+        let mut released = released.clone();
+        async move {
+            let _ = released.wait_for(|r| *r).await;
+            text(StatusCode::OK, "done")
+        }
+    })
+    .await;
+    let gw = TestGateway::start(&config(&[slow.addr], ALL));
+    let (addr, admin) = (gw.addr, gw.admin.unwrap());
+    let pending = tokio::spawn(async move { get(addr, "a", "/").await });
+    assert!(eventually(Duration::from_secs(2), || async { slow.count() == 1 }).await);
+    let draining = tokio::task::spawn_blocking(move || gw.shutdown(Duration::from_secs(5)));
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            get(admin, "admin", "/readyz").await.status == 503
+        })
+        .await,
+        "the admin listener answers 503 during the drain"
+    );
+    assert_eq!(get(admin, "admin", "/healthz").await.status, 200);
+    release.send(true).unwrap();
+    assert_eq!(pending.await.unwrap().status, 200);
+    assert_eq!(draining.await.unwrap(), 0);
+}

@@ -518,3 +518,71 @@ async fn grpc_over_h2c_keeps_trailers() {
     assert_eq!(collected.to_bytes(), Bytes::from_static(b"\0\0\0\0\x02hi"));
     assert_eq!(backend.requests()[0].headers["te"], "trailers");
 }
+
+#[tokio::test]
+async fn header_transforms_edit_the_upstream_request_and_every_response_of_the_route() {
+    let backend = Backend::start(false, |_req| async {
+        let mut resp = text(StatusCode::OK, "user");
+        let h = resp.headers_mut();
+        h.insert("x-powered-by", "php".parse().unwrap());
+        h.insert("server", "apache".parse().unwrap());
+        resp
+    })
+    .await;
+    let yaml = format!(
+        "workers: 1
+listeners: [{{address: 127.0.0.1:0}}]
+upstreams:
+  app: {{targets: [{{address: \"{}\"}}]}}
+  dead: {{targets: [{{address: \"127.0.0.1:1\"}}]}}
+routes:
+  - name: users
+    match: {{path: {{template: '/users/{{id}}'}}}}
+    upstream: app
+    request_headers:
+      set: {{x-user-id: '{{param.id}}', x-client: 'ip {{client_ip}}', x-route: '{{route}}', x-who: '{{consumer}}'}}
+      add: {{x-tag: gateway}}
+      remove: [x-debug]
+    response_headers:
+      set: {{x-trace: 'id={{request_id}}', server: edge}}
+      remove: [x-powered-by]
+  - name: down
+    match: {{path: {{prefix: /down}}}}
+    upstream: dead
+    response_headers: {{add: {{x-env: prod}}}}
+",
+        backend.addr
+    );
+    let gw = TestGateway::start(&yaml);
+    let got = request(
+        gw.addr,
+        "GET",
+        "/users/42",
+        &[("x-debug", "1"), ("x-tag", "client"), ("x-who", "forged")],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let seen = &backend.requests()[0];
+    assert_eq!(seen.headers["x-user-id"], "42");
+    assert_eq!(seen.headers["x-client"], "ip 127.0.0.1");
+    assert_eq!(seen.headers["x-route"], "users");
+    assert!(seen.headers.get("x-debug").is_none());
+    assert!(
+        seen.headers.get("x-who").is_none(),
+        "a placeholder without a value leaves the field out, the client's copy too"
+    );
+    let tags: Vec<_> = seen.headers.get_all("x-tag").iter().collect();
+    assert_eq!(tags, ["client", "gateway"]);
+    let id = got.header("x-request-id").unwrap();
+    assert_eq!(got.header("x-trace"), Some(format!("id={id}").as_str()));
+    assert_eq!(got.header("server"), Some("edge"));
+    assert!(got.header("x-powered-by").is_none());
+
+    let failed = get(gw.addr, "a", "/down").await;
+    assert_eq!(failed.status, 502);
+    assert_eq!(
+        failed.header("x-env"),
+        Some("prod"),
+        "the gateway's own answers get them too"
+    );
+}

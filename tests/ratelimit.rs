@@ -115,6 +115,44 @@ async fn allowed_responses_carry_ratelimit_fields_and_x_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_answers_on_a_limited_route_carry_the_fields_too() {
+    let backend = Backend::named("a").await;
+    let top =
+        "rate_limiting:\n  policies:\n    p: {algorithm: fixed_window, limit: 10, window: 1m}\n";
+    let yaml = format!(
+        "workers: 1\nlisteners: [{{address: \"127.0.0.1:0\"}}]\nupstreams:\n  app: {{targets: [{{address: \"{}\"}}]}}\n  dead: {{targets: [{{address: \"127.0.0.1:1\"}}]}}\n{top}routes:\n  - {{match: {{path: {{prefix: /down}}}}, upstream: dead, rate_limits: [p], max_body_bytes: 1}}\n  - {{upstream: app, rate_limits: [p], cache: {{}}}}\n",
+        backend.addr
+    );
+    let gw = TestGateway::start(&yaml);
+    let failed = get(gw.addr, "t", "/down").await;
+    assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(failed.header("ratelimit-policy"), Some("\"p\";q=10;w=60"));
+    assert!(failed
+        .header("ratelimit")
+        .unwrap()
+        .starts_with("\"p\";r=9;t="));
+    let req = Request::post("/down")
+        .header("host", "t")
+        .header("content-length", "10")
+        .body(Full::new(Bytes::from_static(b"0123456789")))
+        .unwrap();
+    let too_large = send(gw.addr, req).await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        too_large.header("ratelimit-policy"),
+        Some("\"p\";q=10;w=60"),
+        "an answer before the policies were checked still names them"
+    );
+    assert!(too_large.header("ratelimit").is_none(), "but has no count");
+    let only_cached = get_with(gw.addr, "/x", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(only_cached.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(only_cached
+        .header("ratelimit")
+        .unwrap()
+        .starts_with("\"p\";r=8;t="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_applied_by_two_routes_counts_once_across_them() {
     let backend = Backend::named("a").await;
     let gw = gateway(
@@ -335,6 +373,15 @@ async fn redis_down_fails_open_to_local_limits_and_closed_to_503_within_the_time
     let start = Instant::now();
     let closed = get(gw.addr, "t", "/closed").await;
     assert_eq!(closed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        closed.header("retry-after"),
+        Some("1"),
+        "a fail-closed 503 says when to come back"
+    );
+    assert_eq!(
+        closed.header("ratelimit-policy"),
+        Some("\"closed\";q=5;w=3600")
+    );
     assert!(
         start.elapsed() < Duration::from_secs(1),
         "{:?}",

@@ -115,6 +115,11 @@ async fn no_route_is_404_problem_json_and_reaches_no_backend() {
         r#"{"type":"about:blank","title":"Not Found","status":404,"detail":"no route matches this request"}"#
     );
     assert!(got.header("x-request-id").is_some());
+    assert_eq!(
+        got.header("via"),
+        Some("1.1 ferrogate"),
+        "the gateway's own answers carry Via like relayed ones"
+    );
     assert_eq!(f.a.count(), 0);
 }
 
@@ -156,4 +161,67 @@ async fn redirect_routes_answer_without_a_backend() {
     assert_eq!(got.status, 308);
     assert_eq!(got.header("location"), Some("https://www.example.com/a"));
     assert_eq!(f.a.count() + f.b.count() + f.c.count(), 0);
+}
+
+#[tokio::test]
+async fn a_respond_route_answers_itself_without_an_upstream() {
+    let f = fixture(
+        "  - name: maintenance
+    match: {path: {prefix: /shop}}
+    respond:
+      status: 503
+      body: back soon
+      content_type: text/plain
+      headers: {retry-after: '120', cache-control: no-store}
+  - {match: {path: {exact: /healthz}}, respond: {}}
+  - {upstream: ua}
+",
+    )
+    .await;
+    let got = get(f.gw.addr, "h", "/shop/cart").await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.text(), "back soon");
+    assert_eq!(got.header("content-type"), Some("text/plain"));
+    assert_eq!(got.header("retry-after"), Some("120"));
+    assert_eq!(got.header("cache-control"), Some("no-store"));
+    assert!(got.header("x-request-id").is_some());
+    assert_eq!(got.header("via"), Some("1.1 ferrogate"));
+    let got = get(f.gw.addr, "h", "/healthz").await;
+    assert_eq!((got.status.as_u16(), got.text().as_str()), (200, ""));
+    assert_eq!(f.a.count(), 0, "no request reached the upstream");
+    assert_eq!(get(f.gw.addr, "h", "/other").await.text(), "a");
+}
+
+#[tokio::test]
+async fn a_reload_with_a_route_that_can_never_match_is_refused() {
+    let a = Backend::named("a").await;
+    let dir = tempdir::Dir::new("shadow");
+    let path = dir.path.join("gateway.yaml");
+    let good = config(&[a.addr], "  - {upstream: app}\n");
+    std::fs::write(&path, &good).unwrap();
+    let gw = TestGateway::start_file(&path);
+    let shadowed = config(
+        &[a.addr],
+        "  - {name: all, upstream: app}
+  - {name: deny, match: {path: {regex: '^/admin'}}, respond: {status: 403}}
+",
+    );
+    std::fs::write(&path, shadowed).unwrap();
+    let admin = gw.admin.unwrap();
+    let reply = raw(
+        admin,
+        b"POST /reload HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&reply), 422, "{reply}");
+    assert!(
+        reply.contains("routes[1]: route \"deny\" can never match: routes[0] (\"all\")"),
+        "{reply}"
+    );
+    let got = get(gw.addr, "h", "/admin").await;
+    assert_eq!(
+        (got.status.as_u16(), got.text().as_str()),
+        (200, "a"),
+        "the running config stays"
+    );
 }

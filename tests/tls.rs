@@ -200,3 +200,33 @@ async fn certificates_are_read_again_on_reload() {
         .expect("the renewed certificate (from another CA) is served after the reload");
     assert!(leaf_matches(&s, &pki, "a.example.com"));
 }
+
+#[tokio::test]
+async fn a_sticky_cookie_issued_over_tls_is_secure_by_default() {
+    let pki = TestPki::new(&["a.example.com", "b.example.com"]);
+    let backend = Backend::named("app").await;
+    let yaml = tls_config(&pki, backend.addr, "1.2").replace(
+        "  app: {targets:",
+        "  app: {sticky: {same_site: strict}, targets:",
+    );
+    let gw = TestGateway::start(&yaml);
+    let s = handshake(
+        &pki,
+        gw.addr,
+        "a.example.com",
+        &[b"http/1.1"],
+        rustls::DEFAULT_VERSIONS,
+    )
+    .await;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "a.example.com")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let got = collect(tx.send_request(req).await.unwrap()).await;
+    let cookie = got.header("set-cookie").unwrap();
+    assert!(cookie.contains("; Secure; SameSite=Strict"), "{cookie}");
+}

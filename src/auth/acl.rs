@@ -64,6 +64,11 @@ enum Hit<'a> {
 }
 
 impl AccessRule {
+    /// The allow list names scopes: a token refused by it lacks a scope.
+    pub fn allows_by_scope(&self) -> bool {
+        !self.allow.scopes.is_empty()
+    }
+
     /// Decides whether `identity` may use the route (see the module docs for the order).
     pub fn check(&self, identity: &Identity) -> Result<(), Denial> {
         if let Some(hit) = self.deny.first_match(identity) {

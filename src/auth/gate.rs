@@ -36,6 +36,12 @@ pub enum Denied {
     },
     /// 403: IP rules, authorization, or a refused CORS preflight.
     Forbidden(String),
+    /// 403 to a valid bearer token without a scope the route needs (RFC 6750 §3.1), with
+    /// its `WWW-Authenticate` challenge.
+    InsufficientScope {
+        challenge: HeaderValue,
+        reason: String,
+    },
     /// 503: the identity provider could not answer.
     Unavailable(String),
     /// 400: parameter or body validation, with the failing locations.
@@ -351,9 +357,16 @@ impl Gate {
         for method in &auth.methods {
             match method.run(headers, query, client_cert).await {
                 Ok(found) => {
-                    auth.rule
-                        .check(&found.identity)
-                        .map_err(|d| Denied::Forbidden(d.to_string()))?;
+                    auth.rule.check(&found.identity).map_err(|d| {
+                        let token = matches!(found.identity.method, "jwt" | "introspection");
+                        match token && auth.rule.allows_by_scope() {
+                            true => Denied::InsufficientScope {
+                                challenge: super::jwt::insufficient_scope(None),
+                                reason: d.to_string(),
+                            },
+                            false => Denied::Forbidden(d.to_string()),
+                        }
+                    })?;
                     return Ok(Some(found));
                 }
                 Err((failure, challenge)) => {
@@ -361,6 +374,17 @@ impl Gate {
                     failures.push(failure);
                 }
             }
+        }
+        // A valid token short of a scope is a 403 (RFC 6750 §3.1), not a missing credential.
+        if let Some(f @ AuthFailure::MissingScope(_)) = failures
+            .iter()
+            .find(|f| matches!(f, AuthFailure::MissingScope(_)))
+        {
+            let challenge = f
+                .www_authenticate()
+                .unwrap_or(super::jwt::insufficient_scope(None));
+            let reason = f.to_string();
+            return Err(Denied::InsufficientScope { challenge, reason });
         }
         // A provider outage only decides the answer when no method saw a bad credential:
         // a forged token stays a 401 whatever the identity provider is doing.

@@ -214,8 +214,25 @@ impl AuthFailure {
         match self {
             AuthFailure::Unavailable(_) => None,
             AuthFailure::MissingToken => Some(HeaderValue::from_static("Bearer")),
+            AuthFailure::MissingScope(scope) => Some(insufficient_scope(Some(scope))),
             _ => Some(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
         }
+    }
+}
+
+/// The RFC 6750 §3.1 challenge of a valid token that lacks a scope, naming the scope when
+/// it is a plain scope token.
+pub fn insufficient_scope(scope: Option<&str>) -> HeaderValue {
+    const BARE: &str = "Bearer error=\"insufficient_scope\"";
+    let plain = |s: &&str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    };
+    match scope.filter(plain) {
+        Some(s) => HeaderValue::from_str(&format!("{BARE}, scope=\"{s}\""))
+            .unwrap_or(HeaderValue::from_static(BARE)),
+        None => HeaderValue::from_static(BARE),
     }
 }
 

@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION,
-    CONTENT_RANGE, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, VARY,
+    HeaderMap, HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_LOCATION, CONTENT_RANGE, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LAST_MODIFIED, VARY,
 };
 use http::{Method, StatusCode};
 
@@ -293,7 +294,9 @@ pub fn select_for_update(
 
 /// Updates a stored response's header fields from a 304 or HEAD response (RFC 9111 §3.2):
 /// each field received replaces the stored one, except `Content-Length`, `Content-Range`
-/// (the stored response is complete), hop-by-hop and proxy fields. `Age` and `Date`
+/// (the stored response is complete), the fields that describe the stored body itself
+/// (`Content-Encoding`, `Content-MD5`, and `ETag`, by which the 304 selected it), hop-by-hop
+/// and proxy fields. `Age` and `Date`
 /// describe the new message: a missing `Age` removes the old one, a missing `Date` becomes
 /// `received_at`. Fields the merged Cache-Control names in `private` / `no-cache` go.
 ///
@@ -305,7 +308,16 @@ pub fn merge_not_modified(
     received_at: SystemTime,
 ) {
     let mut update = not_modified.clone();
-    strip_for_storage(&mut update, &[CONTENT_LENGTH, CONTENT_RANGE]);
+    strip_for_storage(
+        &mut update,
+        &[
+            CONTENT_LENGTH,
+            CONTENT_RANGE,
+            CONTENT_ENCODING,
+            HeaderName::from_static("content-md5"),
+            ETAG,
+        ],
+    );
     for name in update.keys() {
         stored.remove(name);
     }
@@ -343,6 +355,9 @@ pub fn after_failed_validation(on_error: OnError, failure: ValidationFailure) ->
         (ValidationFailure::Unreachable, OnError::ServeStored) => Fallback::ServeStored,
         (ValidationFailure::Unreachable, OnError::GatewayTimeout) => Fallback::GatewayTimeout,
         (ValidationFailure::Unreachable, OnError::ForwardError) => Fallback::UpstreamError,
+        (ValidationFailure::Unreachable, OnError::ServeStoredIfUnreachable) => {
+            Fallback::ServeStored
+        }
     }
 }
 

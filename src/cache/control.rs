@@ -16,6 +16,9 @@
 //!
 //! `Pragma: no-cache` counts as request `no-cache` only when the request has no
 //! Cache-Control field at all (RFC 9111 §5.4).
+//!
+//! A response's directives come from its first valid targeted field (RFC 9213), in the
+//! order of [`TARGETED`], when it has one; Cache-Control (and `Expires`) are then ignored.
 
 use std::borrow::Cow;
 
@@ -28,6 +31,14 @@ macro_rules! match_directive {
         $(if name.eq_ignore_ascii_case($literal.as_bytes()) { $action; } else)+ {}
     }};
 }
+
+/// The targeted cache-control fields this cache obeys, first match wins (RFC 9213 §2.1):
+/// its own, then the one for every CDN, then the older `Surrogate-Control`.
+pub static TARGETED: [HeaderName; 3] = [
+    HeaderName::from_static("ferrogate-cache-control"),
+    HeaderName::from_static("cdn-cache-control"),
+    HeaderName::from_static("surrogate-control"),
+];
 
 /// The largest delta-seconds value kept (RFC 9111 §1.2.2): larger values saturate here.
 pub const DELTA_SECONDS_MAX: u32 = 1 << 31;
@@ -61,6 +72,8 @@ pub struct ResponseDirectives {
     pub immutable: bool,
     pub stale_while_revalidate: Option<u32>,
     pub stale_if_error: Option<u32>,
+    /// The directives came from a targeted field: `Expires` does not count either.
+    pub targeted: bool,
 }
 
 /// How far a `no-cache` or `private` response directive reaches.
@@ -128,11 +141,26 @@ impl RequestDirectives {
 }
 
 impl ResponseDirectives {
-    /// Parses all Cache-Control lines of a response.
+    /// Parses the response's policy field: its first valid targeted field, else all its
+    /// Cache-Control lines.
     pub fn parse(headers: &HeaderMap) -> Self {
-        let mut out = Self::default();
+        let field = TARGETED
+            .iter()
+            .find(|name| valid_targeted(headers, name))
+            .unwrap_or(&CACHE_CONTROL);
+        let mut out = Self {
+            targeted: *field != CACHE_CONTROL,
+            ..Self::default()
+        };
         let (mut max_age, mut s_maxage, mut swr, mut sie) = Default::default();
-        for (name, arg) in directives(headers) {
+        // Surrogate-Control values may name the surrogate they target (`max-age=60;edge`,
+        // W3C Edge Architecture); this cache reads every one as its own.
+        let surrogate = *field == TARGETED[2];
+        for (name, arg) in directives_of(headers, field) {
+            let arg = match (surrogate, arg) {
+                (true, Some(a)) => Some(untargeted(a)),
+                (_, arg) => arg,
+            };
             match_directive!(name,
                 "max-age" => slot(&mut max_age, arg),
                 "s-maxage" => slot(&mut s_maxage, arg),
@@ -301,11 +329,56 @@ type Directive<'a> = (&'a [u8], Option<Cow<'a, [u8]>>);
 
 /// All directives of all Cache-Control lines.
 fn directives(headers: &HeaderMap) -> impl Iterator<Item = Directive<'_>> {
+    directives_of(headers, &CACHE_CONTROL)
+}
+
+/// All directives of all lines of field `name`.
+fn directives_of<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = Directive<'h>> {
     headers
-        .get_all(CACHE_CONTROL)
+        .get_all(name)
         .iter()
         .flat_map(|line| split_list(line.as_bytes()))
         .filter_map(split_directive)
+}
+
+/// A targeted field is used only when present and well-formed (RFC 9213 §2.1): at least
+/// one member, and every member a lower-case `key` or `key=value`. An invalid one is
+/// ignored, as if absent.
+fn valid_targeted(headers: &HeaderMap, name: &HeaderName) -> bool {
+    let mut members = headers
+        .get_all(name)
+        .iter()
+        .flat_map(|line| split_list(line.as_bytes()))
+        .peekable();
+    if members.peek().is_none() {
+        return false;
+    }
+    members.all(|m| {
+        split_directive(m).is_some_and(|(key, arg)| {
+            key.first()
+                .is_some_and(|b| b.is_ascii_lowercase() || *b == b'*')
+                && !key.iter().any(u8::is_ascii_uppercase)
+                && arg.is_none_or(|a| !a.is_empty())
+        })
+    })
+}
+
+/// A Surrogate-Control argument without its `;target` suffix.
+fn untargeted(arg: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    match arg.iter().position(|&b| b == b';') {
+        None => arg,
+        Some(at) => Cow::Owned(trim(&arg[..at]).to_vec()),
+    }
+}
+
+/// Removes the targeted fields from a response to a client (`cache.strip_targeted`).
+pub fn strip_targeted(headers: &mut HeaderMap) {
+    for name in &TARGETED {
+        headers.remove(name);
+    }
 }
 
 /// `name[=arg]`; the argument is unquoted when it is a quoted string. Names that are not

@@ -100,6 +100,10 @@ pub enum OnError {
     ServeStored,
     /// Forward the origin's error; if unreachable, answer as for any upstream failure.
     ForwardError,
+    /// Forward the origin's error status, but serve the stored response when the origin is
+    /// unreachable: a disconnected cache may serve stale unless a directive forbids it
+    /// (RFC 9111 §4.2.4).
+    ServeStoredIfUnreachable,
     /// The response may not be served stale (must-revalidate and kin): forward the origin's
     /// error, and answer 504 if the origin is unreachable (RFC 9111 §5.2.2.2).
     GatewayTimeout,
@@ -120,7 +124,10 @@ impl StoredMeta {
             DateField::Valid(date) => date,
             DateField::Absent | DateField::Invalid => times.response_time,
         };
-        let expires = date_field(response, &EXPIRES, now);
+        let expires = match directives.targeted {
+            true => DateField::Absent,
+            false => date_field(response, &EXPIRES, now),
+        };
         let last_modified = match date_field(response, &LAST_MODIFIED, now) {
             DateField::Valid(time) => Some(time),
             DateField::Absent | DateField::Invalid => None,
@@ -302,7 +309,9 @@ fn on_error(
     // The client's own window, when given, is the limit of what it accepts.
     match request.stale_if_error.or(response.stale_if_error) {
         Some(window) if staleness <= secs(window) => OnError::ServeStored,
-        _ => OnError::ForwardError,
+        // The client set a limit the response is past.
+        Some(_) if request.stale_if_error.is_some() => OnError::ForwardError,
+        _ => OnError::ServeStoredIfUnreachable,
     }
 }
 
@@ -323,14 +332,17 @@ fn single_etag(response: &HeaderMap) -> Option<EntityTag> {
     EntityTag::parse(first.as_bytes())
 }
 
-/// The received `Age`; several lines use the largest, invalid values are ignored.
+/// The received `Age`: its first value (of the first line, when there are several lines
+/// or a list). A first value that is not delta-seconds (`abc`, `-1`, `1.5`, `7200;a=b`)
+/// makes the response as old as can be, so stale: the most restrictive reading (RFC 9111
+/// §4.2.1), as for other invalid lifetime fields.
 fn age_value(response: &HeaderMap) -> Duration {
-    response
-        .get_all(AGE)
-        .iter()
-        .filter_map(|line| parse_delta_seconds(super::control::trim(line.as_bytes())))
-        .max()
-        .map_or(Duration::ZERO, |secs| Duration::from_secs(u64::from(secs)))
+    let Some(line) = response.get_all(AGE).iter().next() else {
+        return Duration::ZERO;
+    };
+    let first = line.as_bytes().split(|&b| b == b',').next().unwrap_or(b"");
+    let secs = parse_delta_seconds(super::control::trim(first)).unwrap_or(DELTA_SECONDS_MAX);
+    Duration::from_secs(u64::from(secs))
 }
 
 /// `later - earlier`, or zero when `later` is not later (clock skew, bad dates).

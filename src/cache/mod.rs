@@ -8,6 +8,7 @@ pub mod date;
 pub mod freshness;
 pub mod invalidate;
 pub mod key;
+pub mod range;
 pub mod service;
 pub mod shared;
 pub mod status;

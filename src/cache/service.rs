@@ -27,6 +27,11 @@ pub struct CacheService {
     pub policy: HeuristicPolicy,
     pub surrogate_header: HeaderName,
     pub status_name: Box<str>,
+    /// Remove every targeted field from responses to clients, not only this gateway's own.
+    pub strip_targeted: bool,
+    /// `Cache-Status` of an answer the gateway gave on a cached route before the cache had
+    /// a say (an access refusal, a rate-limit refusal, a size limit).
+    pub gateway_status: http::HeaderValue,
     pub metrics: CacheMetrics,
     /// The Redis tier shared with other instances, when configured.
     pub shared: Option<Arc<Shared>>,
@@ -36,6 +41,19 @@ pub struct CacheService {
 pub struct Shared {
     pub tier: RedisTier,
     pub bus: PurgeBus,
+}
+
+impl CacheService {
+    /// Removes the targeted cache-control fields a client must not get: this gateway's own
+    /// always, `CDN-Cache-Control` and `Surrogate-Control` with `cache.strip_targeted`.
+    pub fn strip_for_client(&self, headers: &mut http::HeaderMap) {
+        match self.strip_targeted {
+            true => crate::cache::control::strip_targeted(headers),
+            false => {
+                headers.remove(&crate::cache::control::TARGETED[0]);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -96,6 +114,13 @@ impl Caches {
             },
             surrogate_header: settings.surrogate_header.clone(),
             status_name: settings.status_name.as_str().into(),
+            strip_targeted: settings.strip_targeted,
+            gateway_status: crate::cache::status::CacheStatus::forward(
+                &settings.status_name,
+                crate::cache::status::Forward::Bypass,
+            )
+            .detail("gateway-answer")
+            .to_header_value(),
             metrics: metrics.clone(),
         })
     }

@@ -132,7 +132,8 @@ pub fn storable(
     if vary_names(response) == VaryNames::Any {
         return Err(NotStorable::VaryAny);
     }
-    let explicit = response_cc.has_explicit_lifetime() || response.contains_key(EXPIRES);
+    let expires = !response_cc.targeted && response.contains_key(EXPIRES);
+    let explicit = response_cc.has_explicit_lifetime() || expires;
     if !(explicit || response_cc.public || is_heuristically_cacheable(status)) {
         return Err(NotStorable::NotCacheable(status));
     }

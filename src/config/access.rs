@@ -36,7 +36,7 @@ pub(super) fn access_control(errs: &mut Errors, f: &file::File, base_dir: &Path)
     let consumers = consumers(errs, &f.consumers);
     let default_auth = file::Auth::default();
     let a = f.auth.as_ref().unwrap_or(&default_auth);
-    errs.unknown("auth", &a.unknown);
+    errs.unknown_in("auth", &a);
     let consumer_header = a.consumer_header.as_ref().and_then(|h| {
         HeaderName::from_str(h)
             .map_err(|_| errs.push("auth.consumer_header", format!("invalid header name {h:?}")))
@@ -62,7 +62,7 @@ fn consumers(errs: &mut Errors, f: &BTreeMap<String, file::Consumer>) -> Vec<Con
     let mut built = Vec::with_capacity(f.len());
     for (name, c) in f {
         let at = format!("consumers.{name}");
-        errs.unknown(&at, &c.unknown);
+        errs.unknown_in(&at, &c);
         match Consumer::new(name, c.groups.clone(), c.metadata.clone()) {
             Ok(consumer) => built.push(consumer),
             Err(e) => errs.push(&at, e.to_string()),
@@ -139,7 +139,7 @@ fn method(
     m: &file::AuthMethod,
     base_dir: &Path,
 ) -> Option<AuthMethodDef> {
-    errs.unknown(at, &m.unknown);
+    errs.unknown_in(at, &m);
     let kinds = [
         m.api_key.is_some(),
         m.basic.is_some(),
@@ -156,7 +156,7 @@ fn method(
     }
     if let Some(t) = &m.mtls {
         let at = format!("{at}.mtls");
-        errs.unknown(&at, &t.unknown);
+        errs.unknown_in(&at, &t);
         let consumer_from = match t.consumer_from.as_deref() {
             None => ConsumerFrom::default(),
             Some(text) => ConsumerFrom::parse(text).or_else(|| {
@@ -173,7 +173,7 @@ fn method(
     }
     if let Some(k) = &m.api_key {
         let at = format!("{at}.api_key");
-        errs.unknown(&at, &k.unknown);
+        errs.unknown_in(&at, &k);
         let source = match (&k.header, &k.query) {
             (Some(h), None) => KeySource::Header(header_name(errs, &format!("{at}.header"), h)?),
             (None, Some(q)) if !q.is_empty() => KeySource::Query(q.clone()),
@@ -190,7 +190,7 @@ fn method(
     }
     if let Some(b) = &m.basic {
         let at = format!("{at}.basic");
-        errs.unknown(&at, &b.unknown);
+        errs.unknown_in(&at, &b);
         let ttl = opt_duration(
             errs,
             &format!("{at}.cache_ttl"),
@@ -211,7 +211,7 @@ fn method(
     }
     let i = m.introspection.as_ref()?;
     let at = format!("{at}.introspection");
-    errs.unknown(&at, &i.unknown);
+    errs.unknown_in(&at, &i);
     check_url(errs, &format!("{at}.url"), &i.url);
     if i.client_id.is_empty() {
         errs.push(format!("{at}.client_id"), "required");
@@ -238,7 +238,7 @@ fn method(
 }
 
 fn jwt(errs: &mut Errors, at: &str, j: &file::Jwt, base_dir: &Path) -> Option<AuthMethodDef> {
-    errs.unknown(at, &j.unknown);
+    errs.unknown_in(at, &j);
     let mut settings = JwtSettings::default();
     for (i, k) in j.keys.iter().enumerate() {
         if let Some(spec) = jwt_key(errs, &format!("{at}.keys[{i}]"), k, base_dir) {
@@ -247,7 +247,7 @@ fn jwt(errs: &mut Errors, at: &str, j: &file::Jwt, base_dir: &Path) -> Option<Au
     }
     if let Some(s) = &j.jwks {
         let at = format!("{at}.jwks");
-        errs.unknown(&at, &s.unknown);
+        errs.unknown_in(&at, &s);
         check_url(errs, &format!("{at}.url"), &s.url);
         let mut jwks = JwksSettings::new(&s.url);
         jwks.refresh_interval = opt_duration(
@@ -299,7 +299,7 @@ fn jwt(errs: &mut Errors, at: &str, j: &file::Jwt, base_dir: &Path) -> Option<Au
 }
 
 fn jwt_key(errs: &mut Errors, at: &str, k: &file::JwtKey, base_dir: &Path) -> Option<KeySpec> {
-    errs.unknown(at, &k.unknown);
+    errs.unknown_in(at, &k);
     let Some(alg) = k.alg.as_deref() else {
         errs.push(
             format!("{at}.alg"),
@@ -360,7 +360,7 @@ fn token_source(errs: &mut Errors, at: &str, t: Option<&file::TokenSource>) -> O
     let Some(t) = t else {
         return Some(TokenSource::bearer());
     };
-    errs.unknown(at, &t.unknown);
+    errs.unknown_in(at, &t);
     match (&t.header, &t.cookie, &t.query) {
         (Some(h), None, None) => Some(TokenSource::Header {
             name: header_name(errs, &format!("{at}.header"), h)?,
@@ -421,7 +421,7 @@ pub(super) fn route_access(
     };
     if let Some(a) = &r.auth {
         let at = format!("{at}.auth");
-        errs.unknown(&at, &a.unknown);
+        errs.unknown_in(&at, &a);
         if a.methods.is_empty() {
             errs.push(format!("{at}.methods"), "at least one method");
         }
@@ -441,7 +441,7 @@ pub(super) fn route_access(
     }
     if let Some(ip) = &r.ip_rules {
         let at = format!("{at}.ip_rules");
-        errs.unknown(&at, &ip.unknown);
+        errs.unknown_in(&at, &ip);
         let nets = |errs: &mut Errors, key: &str, list: &[String]| -> Vec<IpNet> {
             list.iter()
                 .enumerate()
@@ -466,7 +466,7 @@ pub(super) fn route_access(
     }
     if let Some(v) = &r.validate {
         let at = format!("{at}.validate");
-        errs.unknown(&at, &v.unknown);
+        errs.unknown_in(&at, &v);
         access.body_max = v.max_body_bytes.unwrap_or(DEFAULT_VALIDATE_MAX_BODY);
         access.body_schemas = v.body.iter().map(|(t, s)| (t.clone(), s.clone())).collect();
         if let Err(e) = BodySchemas::new(access.body_schemas.clone(), access.body_max) {
@@ -474,7 +474,7 @@ pub(super) fn route_access(
         }
         for (i, p) in v.params.iter().enumerate() {
             let at = format!("{at}.params[{i}]");
-            errs.unknown(&at, &p.unknown);
+            errs.unknown_in(&at, &p);
             let location = match p.location.as_deref() {
                 None | Some("query") => ParamIn::Query,
                 Some("header") => ParamIn::Header,
@@ -515,7 +515,7 @@ fn matchers(errs: &mut Errors, at: &str, m: Option<&file::Matchers>) -> Matchers
     let Some(m) = m else {
         return Matchers::default();
     };
-    errs.unknown(at, &m.unknown);
+    errs.unknown_in(at, &m);
     Matchers {
         consumers: m.consumers.clone(),
         groups: m.groups.clone(),
@@ -532,7 +532,7 @@ fn matchers(errs: &mut Errors, at: &str, m: Option<&file::Matchers>) -> Matchers
 }
 
 fn cors(errs: &mut Errors, at: &str, c: &file::Cors) -> Option<CorsSettings> {
-    errs.unknown(at, &c.unknown);
+    errs.unknown_in(at, &c);
     let mut methods = Vec::with_capacity(c.methods.len());
     for (i, m) in c.methods.iter().enumerate() {
         match Method::from_str(m) {

@@ -34,7 +34,7 @@ pub(super) fn settings(
     let Some(c) = c else {
         return defaults;
     };
-    errs.unknown("cache", &c.unknown);
+    errs.unknown_in("cache", &c);
     let max_bytes = opt_positive_size(errs, "cache.max_bytes", &c.max_bytes, defaults.max_bytes);
     let max_object_bytes = opt_positive_size(
         errs,
@@ -118,13 +118,14 @@ pub(super) fn settings(
         heuristic_max,
         surrogate_header,
         status_name,
+        strip_targeted: c.strip_targeted.unwrap_or(defaults.strip_targeted),
         redis,
     }
 }
 
 fn redis(errs: &mut Errors, r: &file::CacheRedis, has_redis: bool) -> CacheRedis {
     let at = "cache.redis";
-    errs.unknown(at, &r.unknown);
+    errs.unknown_in(at, &r);
     if !has_redis {
         errs.push(at, "the shared cache tier needs a top-level redis");
     }
@@ -161,7 +162,7 @@ pub(super) fn route(
     c: &file::RouteCache,
     has_auth: bool,
 ) -> RouteCache {
-    errs.unknown(at, &c.unknown);
+    errs.unknown_in(at, &c);
     let key_headers = c
         .key_headers
         .iter()

@@ -12,8 +12,10 @@ use serde::Deserialize;
 
 mod access;
 mod cache;
+mod keys;
 pub use access::*;
 pub use cache::*;
+pub use keys::{suggestion, Keys};
 
 /// Keys the file has but the gateway does not know; `validate.rs` reports each one.
 pub type Unknown = BTreeMap<String, serde::de::IgnoredAny>;
@@ -542,6 +544,12 @@ pub struct Sticky {
     /// Key for the cookie value's keyed hash; random per process when absent.
     #[serde(default)]
     pub secret: Option<String>,
+    /// `Secure` always (`true`) or never (`false`); by default on TLS connections.
+    #[serde(default)]
+    pub secure: Option<bool>,
+    /// `strict`, `lax` (default) or `none`.
+    #[serde(default)]
+    pub same_site: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -594,6 +602,9 @@ pub struct Route {
     /// Answer with a redirect instead of forwarding.
     #[serde(default)]
     pub redirect: Option<Redirect>,
+    /// Answer directly, without an upstream (deny, maintenance and health routes).
+    #[serde(default)]
+    pub respond: Option<Respond>,
     /// `true` forwards WebSocket upgrades (default: Upgrade is stripped).
     #[serde(default)]
     pub websocket: Option<bool>,
@@ -633,6 +644,52 @@ pub struct Route {
     /// Cache this route's responses (`cache: {}` for the defaults).
     #[serde(default, deserialize_with = "cache::present")]
     pub cache: Option<RouteCache>,
+    /// Fields removed, set and added on the request to the upstream.
+    #[serde(default)]
+    pub request_headers: Option<HeaderEdits>,
+    /// Fields removed, set and added on the response to the client.
+    #[serde(default)]
+    pub response_headers: Option<HeaderEdits>,
+}
+
+/// `respond`: the gateway answers the route's requests itself.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Respond {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Status code of the answer (default 200).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Body of the answer (default empty).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `Content-Type` of the body (default `text/plain; charset=utf-8` when there is one).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Further response fields, name to value.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `request_headers` / `response_headers`: fields set, added and removed on a route.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct HeaderEdits {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Fields set (replacing any value), name to value; values may use `{client_ip}`,
+    /// `{request_id}`, `{consumer}`, `{route}` and `{param.NAME}`.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Fields added beside any existing value, name to value (placeholders as in `set`).
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Field names removed.
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

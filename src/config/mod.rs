@@ -2,10 +2,13 @@
 
 mod access;
 mod cache;
+mod duplicates;
 pub mod file;
 pub mod model;
 mod ratelimit;
 mod resilience;
+mod shadow;
+mod transform;
 mod upstream_tls;
 mod validate;
 
@@ -67,13 +70,26 @@ pub fn schema_json() -> String {
 
 /// Parses and validates configuration text; `base_dir` resolves relative file paths.
 pub fn parse(text: &str, base_dir: &Path) -> Result<model::Config, ConfigErrors> {
-    let file: file::File = serde_saphyr::from_str(text).map_err(|e| {
+    let duplicates = duplicates::find(text);
+    // With duplicates reported, the rest of the file is still checked (reading the first
+    // of each), so that one run lists every problem.
+    let mut options = serde_saphyr::Options::default();
+    if !duplicates.is_empty() {
+        options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::FirstWins;
+    }
+    let file: file::File = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: String::new(),
             message: format!("invalid YAML: {e}"),
         }])
     })?;
-    validate(file, base_dir)
+    match (validate(file, base_dir), duplicates.is_empty()) {
+        (result, true) => result,
+        (Ok(_), false) => Err(ConfigErrors(duplicates)),
+        (Err(ConfigErrors(more)), false) => {
+            Err(ConfigErrors(duplicates.into_iter().chain(more).collect()))
+        }
+    }
 }
 
 /// Reads, parses and validates a configuration file.

@@ -239,6 +239,10 @@ pub struct Sticky {
     pub cookie: String,
     pub ttl: Option<Duration>,
     pub secret: Option<String>,
+    /// `Some(true)`: `Secure` always; `Some(false)`: never; `None`: on TLS connections.
+    pub secure: Option<bool>,
+    /// The `SameSite` attribute's value: `Strict`, `Lax` or `None`.
+    pub same_site: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,8 +314,46 @@ pub struct Route {
     pub access: RouteAccess,
     /// HTTP caching of this route's responses (RFC 9111), when configured.
     pub cache: Option<RouteCache>,
+    /// Fields set, added and removed on the upstream request (`request_headers`).
+    pub request_headers: Option<HeaderEdits>,
+    /// Fields set, added and removed on the response to the client (`response_headers`).
+    pub response_headers: Option<HeaderEdits>,
 }
 
+/// Fields a route removes, sets and adds on one side of the exchange, in that order.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    pub remove: Vec<HeaderName>,
+    /// Replace every field of the name with this one.
+    pub set: Vec<(HeaderName, ValueTemplate)>,
+    /// Append a field, keeping those already there.
+    pub add: Vec<(HeaderName, ValueTemplate)>,
+}
+
+/// A field value with placeholders, split into parts at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueTemplate(pub Vec<TemplatePart>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Text(String),
+    Var(Var),
+}
+
+/// What a placeholder in a field value stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Var {
+    /// `{client_ip}`: the client address, read through trusted proxies.
+    ClientIp,
+    /// `{request_id}`: the request's `X-Request-Id`.
+    RequestId,
+    /// `{consumer}`: the authenticated consumer (or token subject).
+    Consumer,
+    /// `{route}`: the route's name.
+    Route,
+    /// `{param.NAME}`: a parameter of the route's path template.
+    Param(String),
+}
 /// Per-route upstream timeouts; `None` falls back to the upstream group's setting.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTimeouts {
@@ -401,6 +443,16 @@ pub enum ValueTest {
 pub enum Action {
     Proxy(ProxyAction),
     Redirect(Redirect),
+    /// The gateway answers itself (`respond`).
+    Respond(Respond),
+}
+
+/// A fixed answer: status, fields (`Content-Type` included) and body.
+#[derive(Debug, Clone)]
+pub struct Respond {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
 }
 
 #[derive(Debug, Clone)]
@@ -592,6 +644,9 @@ pub struct CacheSettings {
     pub surrogate_header: HeaderName,
     /// Name of this cache in `Cache-Status` (RFC 9211).
     pub status_name: String,
+    /// Remove `CDN-Cache-Control` and `Surrogate-Control` from responses to clients too
+    /// (`Ferrogate-Cache-Control` always goes).
+    pub strip_targeted: bool,
     /// Share stored responses and purges through the top-level `redis`.
     pub redis: Option<CacheRedis>,
 }
@@ -628,6 +683,7 @@ impl Default for CacheSettings {
             heuristic_max: Duration::from_secs(24 * 3600),
             surrogate_header: HeaderName::from_static("surrogate-key"),
             status_name: "ferrogate".to_string(),
+            strip_targeted: false,
             redis: None,
         }
     }

@@ -16,7 +16,7 @@ const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
 pub(super) fn redis(errs: &mut Errors, r: &file::Redis) -> Option<Redis> {
     let at = "redis";
-    errs.unknown(at, &r.unknown);
+    errs.unknown_in(at, &r);
     let timeout = opt_duration(
         errs,
         "redis.timeout",
@@ -40,7 +40,7 @@ pub(super) fn redis(errs: &mut Errors, r: &file::Redis) -> Option<Redis> {
             RedisDeployment::Standalone(url.clone())
         }
         (None, Some(s), true) => {
-            errs.unknown("redis.sentinel", &s.unknown);
+            errs.unknown_in("redis.sentinel", &s);
             if s.urls.is_empty() {
                 errs.push("redis.sentinel.urls", "at least one sentinel");
             }
@@ -81,7 +81,7 @@ pub(super) fn rate_limiting(
             ..RateLimiting::default()
         };
     };
-    errs.unknown("rate_limiting", &r.unknown);
+    errs.unknown_in("rate_limiting", &r);
     let max_keys = r.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
     if max_keys == 0 {
         errs.push("rate_limiting.max_keys", "must be at least 1");
@@ -125,7 +125,7 @@ fn policy(
     p: &file::RatePolicy,
     has_redis: bool,
 ) -> Option<RatePolicy> {
-    errs.unknown(at, &p.unknown);
+    errs.unknown_in(at, &p);
     let algorithm = algorithm(errs, at, p)?;
     let key = p
         .key

@@ -18,7 +18,7 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
         None => (None, None),
         Some(h) => {
             let at = format!("{at}.health_check");
-            errs.unknown(&at, &h.unknown);
+            errs.unknown_in(&at, &h);
             (
                 h.active
                     .as_ref()
@@ -46,7 +46,7 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
         ),
         Some(q) => {
             let qat = format!("{at}.queue");
-            errs.unknown(&qat, &q.unknown);
+            errs.unknown_in(&qat, &q);
             if u.max_concurrent_requests.is_none() {
                 errs.push(&qat, "a queue needs max_concurrent_requests");
             }
@@ -63,7 +63,7 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
     };
     let sticky = u.sticky.as_ref().map(|s| {
         let at = format!("{at}.sticky");
-        errs.unknown(&at, &s.unknown);
+        errs.unknown_in(&at, &s);
         let cookie = s.cookie.clone().unwrap_or_else(|| "fg_sticky".to_owned());
         if cookie.is_empty() || !cookie.bytes().all(is_token_byte) {
             errs.push(
@@ -71,7 +71,27 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
                 format!("invalid cookie name {cookie:?}"),
             );
         }
+        let same_site = match s.same_site.as_deref() {
+            None | Some("lax") => "Lax",
+            Some("strict") => "Strict",
+            Some("none") => "None",
+            Some(other) => {
+                errs.push(
+                    format!("{at}.same_site"),
+                    format!("{other:?} must be strict, lax or none"),
+                );
+                "Lax"
+            }
+        };
+        if same_site == "None" && s.secure == Some(false) {
+            errs.push(
+                format!("{at}.same_site"),
+                "same_site: none needs a Secure cookie (browsers drop it otherwise); remove secure: false",
+            );
+        }
         Sticky {
+            secure: s.secure,
+            same_site,
             cookie,
             ttl: s
                 .ttl
@@ -101,7 +121,7 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
 }
 
 fn active(errs: &mut Errors, at: &str, a: &file::ActiveCheck) -> ActiveCheck {
-    errs.unknown(at, &a.unknown);
+    errs.unknown_in(at, &a);
     let kind = match a.kind.as_deref().unwrap_or("http") {
         "tcp" => {
             for (key, set) in [
@@ -188,7 +208,7 @@ fn active(errs: &mut Errors, at: &str, a: &file::ActiveCheck) -> ActiveCheck {
 }
 
 fn passive(errs: &mut Errors, at: &str, p: &file::PassiveCheck) -> PassiveCheck {
-    errs.unknown(at, &p.unknown);
+    errs.unknown_in(at, &p);
     let base_ejection = opt_duration(
         errs,
         &format!("{at}.base_ejection"),
@@ -224,7 +244,7 @@ fn passive(errs: &mut Errors, at: &str, p: &file::PassiveCheck) -> PassiveCheck 
 }
 
 fn circuit(errs: &mut Errors, at: &str, c: &file::CircuitBreaker) -> CircuitBreaker {
-    errs.unknown(at, &c.unknown);
+    errs.unknown_in(at, &c);
     let error_ratio = c.error_ratio.unwrap_or(0.0);
     if !(0.0..=1.0).contains(&error_ratio) {
         errs.push(format!("{at}.error_ratio"), "must be between 0 and 1");
@@ -282,7 +302,7 @@ pub(super) fn split(
         .enumerate()
         .map(|(i, e)| {
             let eat = format!("{at}.split[{i}]");
-            errs.unknown(&eat, &e.unknown);
+            errs.unknown_in(&eat, &e);
             check(errs, format!("{eat}.upstream"), &e.upstream);
             if !seen.insert(e.upstream.as_str()) {
                 errs.push(format!("{eat}.upstream"), "listed twice in one split");
@@ -320,7 +340,7 @@ pub(super) fn split_header(errs: &mut Errors, at: &str, r: &file::Route) -> Opti
 pub(super) fn mirror(errs: &mut Errors, at: &str, r: &file::Route) -> Option<Mirror> {
     let m = r.mirror.as_ref()?;
     let at = format!("{at}.mirror");
-    errs.unknown(&at, &m.unknown);
+    errs.unknown_in(&at, &m);
     let percent = m.percent.unwrap_or(100.0);
     if !(0.0..=100.0).contains(&percent) {
         errs.push(format!("{at}.percent"), "must be between 0 and 100");
@@ -347,7 +367,7 @@ pub(super) fn timeouts(errs: &mut Errors, at: &str, t: &Option<file::Timeouts>) 
     let Some(t) = t else {
         return RouteTimeouts::default();
     };
-    errs.unknown(at, &t.unknown);
+    errs.unknown_in(at, &t);
     let mut one = |key: &str, v: &Option<String>| {
         v.as_ref().map(|_| {
             let d = opt_duration(errs, &format!("{at}.{key}"), v, Duration::ZERO);
@@ -366,7 +386,7 @@ pub(super) fn timeouts(errs: &mut Errors, at: &str, t: &Option<file::Timeouts>) 
 }
 
 pub(super) fn retry(errs: &mut Errors, at: &str, r: &file::Retry) -> RetryPolicy {
-    errs.unknown(at, &r.unknown);
+    errs.unknown_in(at, &r);
     let attempts = r.attempts.unwrap_or(2);
     if !(1..=10).contains(&attempts) {
         errs.push(format!("{at}.attempts"), "must be 1..=10");
@@ -409,7 +429,7 @@ pub(super) fn retry(errs: &mut Errors, at: &str, r: &file::Retry) -> RetryPolicy
     }
     if let Some(b) = &r.backoff {
         let bat = format!("{at}.backoff");
-        errs.unknown(&bat, &b.unknown);
+        errs.unknown_in(&bat, &b);
         policy.backoff_base =
             opt_duration(errs, &format!("{bat}.base"), &b.base, policy.backoff_base);
         policy.backoff_max = opt_duration(errs, &format!("{bat}.max"), &b.max, policy.backoff_max);
@@ -419,7 +439,7 @@ pub(super) fn retry(errs: &mut Errors, at: &str, r: &file::Retry) -> RetryPolicy
     }
     if let Some(b) = &r.budget {
         let bat = format!("{at}.budget");
-        errs.unknown(&bat, &b.unknown);
+        errs.unknown_in(&bat, &b);
         policy.budget_ratio = b.ratio.unwrap_or(policy.budget_ratio);
         if !(0.0..=1.0).contains(&policy.budget_ratio) {
             errs.push(format!("{bat}.ratio"), "must be between 0 and 1");

@@ -43,7 +43,7 @@ pub(super) fn tls(
     base_dir: &Path,
 ) -> Option<UpstreamTls> {
     let at = format!("{at}.tls");
-    errs.unknown(&at, &t.unknown);
+    errs.unknown_in(&at, &t);
     let mut ok = true;
     let server_name = match &t.server_name {
         None => None,
@@ -94,7 +94,7 @@ fn client_certificate(
     c: &file::ClientCertificate,
     base_dir: &Path,
 ) -> Option<ClientCertificate> {
-    errs.unknown(at, &c.unknown);
+    errs.unknown_in(at, &c);
     let mut file = |key: &str, value: &Option<String>, what: &str| match value {
         Some(f) => existing(errs, &format!("{at}.{key}"), f, base_dir),
         None => {

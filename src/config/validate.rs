@@ -32,14 +32,19 @@ impl Errors {
         });
     }
 
-    pub(super) fn unknown(&mut self, path: &str, unknown: &file::Unknown) {
-        for key in unknown.keys() {
+    /// Reports every key of `x` the gateway does not know, with the closest known key when
+    /// one is a likely misspelling.
+    pub(super) fn unknown_in<T: file::Keys>(&mut self, path: &str, x: &T) {
+        for key in x.unknown().keys() {
             let at = if path.is_empty() {
                 key.clone()
             } else {
                 format!("{path}.{key}")
             };
-            self.push(at, "unknown key");
+            match file::suggestion(key, T::KEYS) {
+                Some(known) => self.push(at, format!("unknown key; did you mean {known:?}?")),
+                None => self.push(at, "unknown key"),
+            }
         }
     }
 }
@@ -47,7 +52,7 @@ impl Errors {
 /// Validates a parsed file into the model, or returns every problem found.
 pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut errs = Errors(Vec::new());
-    errs.unknown("", &f.unknown);
+    errs.unknown_in("", &f);
 
     let listeners = f
         .listeners
@@ -69,7 +74,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     }
 
     let admin = f.admin.as_ref().and_then(|a| {
-        errs.unknown("admin", &a.unknown);
+        errs.unknown_in("admin", &a);
         socket_addr(&mut errs, "admin.address", &a.address).map(|address| Admin { address })
     });
 
@@ -79,7 +84,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             target: LogTarget::Stdout,
         },
         Some(a) => {
-            errs.unknown("access_log", &a.unknown);
+            errs.unknown_in("access_log", &a);
             let target = match a.target.as_deref() {
                 None | Some("stdout") => LogTarget::Stdout,
                 Some("stderr") => LogTarget::Stderr,
@@ -98,7 +103,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let metrics_enabled = match &f.metrics {
         None => true,
         Some(m) => {
-            errs.unknown("metrics", &m.unknown);
+            errs.unknown_in("metrics", &m);
             m.enabled.unwrap_or(true)
         }
     };
@@ -112,6 +117,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
 
     let mut route_names = HashSet::new();
     let mut routes = Vec::new();
+    let mut route_at = Vec::new();
     let no_methods = std::collections::BTreeMap::new();
     for (i, r) in f.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
@@ -126,8 +132,11 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
                 );
             }
             routes.push(route);
+            route_at.push(i);
         }
     }
+    let indexed: Vec<(usize, &Route)> = route_at.iter().copied().zip(routes.iter()).collect();
+    super::shadow::unreachable(&mut errs, &indexed);
 
     let redis = f
         .redis
@@ -196,7 +205,7 @@ fn listener(
     l: &file::Listener,
     base_dir: &Path,
 ) -> Option<Listener> {
-    errs.unknown(at, &l.unknown);
+    errs.unknown_in(at, &l);
     let address = socket_addr(errs, &format!("{at}.address"), &l.address);
     let trusted_proxies = l
         .trusted_proxies
@@ -242,7 +251,7 @@ fn listener(
 }
 
 fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
-    errs.unknown(at, &t.unknown);
+    errs.unknown_in(at, &t);
     if t.certificates.is_empty() {
         errs.push(format!("{at}.certificates"), "at least one certificate");
     }
@@ -252,7 +261,7 @@ fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
         .enumerate()
         .map(|(i, c)| {
             let at = format!("{at}.certificates[{i}]");
-            errs.unknown(&at, &c.unknown);
+            errs.unknown_in(&at, &c);
             for (key, p) in [("cert", &c.cert), ("key", &c.key)] {
                 if !base_dir.join(p).is_file() {
                     errs.push(format!("{at}.{key}"), format!("no such file: {p}"));
@@ -298,7 +307,7 @@ fn client_auth(
     c: &file::ClientAuth,
     base_dir: &Path,
 ) -> Option<ClientAuth> {
-    errs.unknown(at, &c.unknown);
+    errs.unknown_in(at, &c);
     let mode = match c.mode.as_deref() {
         None | Some("required") => ClientAuthMode::Required,
         Some("optional") => ClientAuthMode::Optional,
@@ -332,7 +341,7 @@ fn client_auth(
 fn limits(errs: &mut Errors, at: &str, l: Option<&file::Limits>) -> Limits {
     let d = Limits::default();
     let Some(l) = l else { return d };
-    errs.unknown(at, &l.unknown);
+    errs.unknown_in(at, &l);
     let mut size = |key: &str, v: Option<usize>, default: usize, min: usize| match v {
         Some(v) if v < min => {
             errs.push(format!("{at}.{key}"), format!("must be at least {min}"));
@@ -451,7 +460,7 @@ fn upstream(
     base_dir: &Path,
 ) -> Option<Upstream> {
     let at = format!("upstreams.{name}");
-    errs.unknown(&at, &u.unknown);
+    errs.unknown_in(&at, &u);
     if name.is_empty() {
         errs.push(&at, "empty upstream name");
     }
@@ -464,7 +473,7 @@ fn upstream(
         .enumerate()
         .filter_map(|(i, t)| {
             let at = format!("{at}.targets[{i}]");
-            errs.unknown(&at, &t.unknown);
+            errs.unknown_in(&at, &t);
             let weight = t.weight.unwrap_or(1);
             if weight == 0 || weight > 10_000 {
                 errs.push(format!("{at}.weight"), "weight must be 1..=10000");
@@ -511,7 +520,7 @@ fn upstream(
     let (keepalive_idle, keepalive_max_idle) = match &u.keepalive {
         None => (DEFAULT_KEEPALIVE_IDLE, 256),
         Some(k) => {
-            errs.unknown(&format!("{at}.keepalive"), &k.unknown);
+            errs.unknown_in(&format!("{at}.keepalive"), &k);
             (
                 opt_duration(
                     errs,
@@ -576,43 +585,46 @@ fn route(
     r: &file::Route,
     upstreams: &HashSet<&str>,
 ) -> Option<Route> {
-    errs.unknown(at, &r.unknown);
+    errs.unknown_in(at, &r);
     let default_match = file::Match::default();
     let m = r.matcher.as_ref().unwrap_or(&default_match);
     let matcher = route_match(errs, &format!("{at}.match"), m);
     let proxies = r.upstream.is_some() || !r.split.is_empty();
-    let action = match (proxies, &r.redirect) {
-        (true, Some(_)) => {
-            errs.push(
-                at,
-                "a route has either upstream (or split) or redirect, not both",
-            );
-            return None;
-        }
-        (false, None) => {
-            errs.push(at, "a route needs upstream, split or redirect");
-            return None;
-        }
-        (true, None) => {
-            let targets = super::resilience::split(errs, at, r, upstreams);
-            super::resilience::check_mirror(errs, at, r, upstreams);
-            Action::Proxy(proxy_action(errs, at, r, targets, &matcher))
-        }
-        (false, Some(rd)) => {
-            for key in ["strip_prefix", "rewrite"] {
-                let set = match key {
-                    "strip_prefix" => r.strip_prefix.is_some(),
-                    _ => r.rewrite.is_some(),
-                };
-                if set {
-                    errs.push(format!("{at}.{key}"), "not allowed with redirect");
-                }
-            }
-            Action::Redirect(redirect(errs, &format!("{at}.redirect"), rd))
-        }
+    let kinds = [
+        (proxies, "upstream (or split)"),
+        (r.redirect.is_some(), "redirect"),
+        (r.respond.is_some(), "respond"),
+    ];
+    let set: Vec<&str> = kinds.iter().filter(|k| k.0).map(|k| k.1).collect();
+    if set.len() != 1 {
+        let message = match set.is_empty() {
+            true => "a route needs upstream, split, redirect or respond".to_owned(),
+            false => format!(
+                "a route has one of upstream, split, redirect or respond, not {}",
+                set.join(" and ")
+            ),
+        };
+        errs.push(at, message);
+        return None;
+    }
+    let action = if proxies {
+        let targets = super::resilience::split(errs, at, r, upstreams);
+        super::resilience::check_mirror(errs, at, r, upstreams);
+        Action::Proxy(proxy_action(errs, at, r, targets, &matcher))
+    } else if let Some(rd) = &r.redirect {
+        Action::Redirect(redirect(errs, &format!("{at}.redirect"), rd))
+    } else if let Some(rs) = &r.respond {
+        Action::Respond(respond(errs, &format!("{at}.respond"), rs))
+    } else {
+        return None;
     };
-    if matches!(action, Action::Redirect(_)) {
+    if !proxies {
+        let kind = set.first().copied().unwrap_or("redirect");
         for (key, set) in [
+            ("strip_prefix", r.strip_prefix.is_some()),
+            ("rewrite", r.rewrite.is_some()),
+            ("websocket", r.websocket.is_some()),
+            ("split_header", r.split_header.is_some()),
             ("timeouts", r.timeouts.is_some()),
             ("retry", r.retry.is_some()),
             ("mirror", r.mirror.is_some()),
@@ -623,12 +635,20 @@ fn route(
             ("cors", r.cors.is_some()),
             ("validate", r.validate.is_some()),
             ("cache", r.cache.is_some()),
+            ("request_headers", r.request_headers.is_some()),
+            ("response_headers", r.response_headers.is_some()),
         ] {
             if set {
-                errs.push(format!("{at}.{key}"), "not allowed with redirect");
+                errs.push(format!("{at}.{key}"), format!("not allowed with {kind}"));
             }
         }
     }
+    let edits = |errs: &mut Errors, key: &str, e: &Option<file::HeaderEdits>| {
+        e.as_ref()
+            .map(|e| super::transform::edits(errs, &format!("{at}.{key}"), e, &matcher.path))
+    };
+    let request_headers = edits(errs, "request_headers", &r.request_headers);
+    let response_headers = edits(errs, "response_headers", &r.response_headers);
     Some(Route {
         name: r.name.clone().unwrap_or_else(|| format!("route-{index}")),
         matcher,
@@ -646,11 +666,13 @@ fn route(
             .cache
             .as_ref()
             .map(|c| super::cache::route(errs, &format!("{at}.cache"), c, r.auth.is_some())),
+        request_headers,
+        response_headers,
     })
 }
 
 fn route_match(errs: &mut Errors, at: &str, m: &file::Match) -> RouteMatch {
-    errs.unknown(at, &m.unknown);
+    errs.unknown_in(at, &m);
     let hosts = m
         .hosts
         .iter()
@@ -744,7 +766,7 @@ fn host_match(errs: &mut Errors, at: &str, h: &str) -> Option<HostMatch> {
 }
 
 fn path_match(errs: &mut Errors, at: &str, p: &file::PathMatch) -> PathMatch {
-    errs.unknown(at, &p.unknown);
+    errs.unknown_in(at, &p);
     let set = [&p.exact, &p.prefix, &p.template, &p.regex]
         .iter()
         .filter(|v| v.is_some())
@@ -781,7 +803,7 @@ fn path_match(errs: &mut Errors, at: &str, p: &file::PathMatch) -> PathMatch {
 }
 
 fn value_test(errs: &mut Errors, at: &str, p: &file::Predicate) -> Option<ValueTest> {
-    errs.unknown(at, &p.unknown);
+    errs.unknown_in(at, &p);
     match (&p.exact, &p.regex, p.present) {
         (Some(v), None, None) => Some(ValueTest::Exact(v.clone())),
         (None, Some(r), None) => match Regex::new(r) {
@@ -820,7 +842,7 @@ fn proxy_action(
     let mut host_rewrite = None;
     if let Some(rw) = &r.rewrite {
         let at = format!("{at}.rewrite");
-        errs.unknown(&at, &rw.unknown);
+        errs.unknown_in(&at, &rw);
         rewrite = match (&rw.path, &rw.regex, &rw.replacement) {
             (Some(p), None, None) => {
                 if !p.starts_with('/') {
@@ -868,7 +890,7 @@ fn proxy_action(
 }
 
 fn redirect(errs: &mut Errors, at: &str, r: &file::Redirect) -> Redirect {
-    errs.unknown(at, &r.unknown);
+    errs.unknown_in(at, &r);
     let status = match r.status.unwrap_or(302) {
         s @ (301 | 302 | 303 | 307 | 308) => StatusCode::from_u16(s).unwrap_or(StatusCode::FOUND),
         s => {
@@ -899,6 +921,75 @@ fn redirect(errs: &mut Errors, at: &str, r: &file::Redirect) -> Redirect {
         port: r.port,
         path: r.path.clone(),
         strip_query: r.strip_query.unwrap_or(false),
+    }
+}
+
+/// `respond`: status (default 200), body, content type and fields of a fixed answer.
+fn respond(errs: &mut Errors, at: &str, r: &file::Respond) -> Respond {
+    errs.unknown_in(at, &r);
+    let status = match r.status.unwrap_or(200) {
+        s @ 200..=599 => StatusCode::from_u16(s).unwrap_or(StatusCode::OK),
+        s => {
+            errs.push(
+                format!("{at}.status"),
+                format!("{s} cannot be answered; use a status from 200 to 599"),
+            );
+            StatusCode::OK
+        }
+    };
+    let body = r.body.clone().unwrap_or_default();
+    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    if bodiless && !body.is_empty() {
+        errs.push(
+            format!("{at}.body"),
+            format!("a {} answer has no body", status.as_u16()),
+        );
+    }
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &r.headers {
+        let key = format!("{at}.headers.{name}");
+        let Ok(n) = HeaderName::from_str(name) else {
+            errs.push(key, format!("invalid header name {name:?}"));
+            continue;
+        };
+        if matches!(
+            n.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "content-type" | "trailer"
+        ) {
+            let why = match n.as_str() {
+                "content-type" => "set it with `content_type`",
+                _ => "the gateway frames the answer itself",
+            };
+            errs.push(key, format!("{n} cannot be set here: {why}"));
+            continue;
+        }
+        match HeaderValue::from_str(value) {
+            Ok(v) => {
+                headers.append(n, v);
+            }
+            Err(_) => errs.push(key, format!("{value:?} is not a valid field value")),
+        }
+    }
+    let content_type = match &r.content_type {
+        Some(t) => Some(t.as_str()),
+        None if !body.is_empty() => Some("text/plain; charset=utf-8"),
+        None => None,
+    };
+    if let Some(t) = content_type {
+        match HeaderValue::from_str(t) {
+            Ok(v) => {
+                headers.insert(http::header::CONTENT_TYPE, v);
+            }
+            Err(_) => errs.push(
+                format!("{at}.content_type"),
+                format!("{t:?} is not a valid content type"),
+            ),
+        }
+    }
+    Respond {
+        status,
+        headers,
+        body: bytes::Bytes::from(body),
     }
 }
 

@@ -93,6 +93,13 @@ pub(super) fn refusal(denied: Denied, request_id: &HeaderValue) -> Response<Prox
             tracing::debug!(%reason, "request forbidden");
             ProxyError::Forbidden.to_response(request_id)
         }
+        Denied::InsufficientScope { challenge, reason } => {
+            tracing::debug!(%reason, "token lacks a scope");
+            let mut resp = ProxyError::InsufficientScope.to_response(request_id);
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+            resp
+        }
         Denied::Unavailable(reason) => {
             tracing::warn!(%reason, "identity provider unavailable");
             ProxyError::AuthUnavailable.to_response(request_id)

@@ -20,8 +20,9 @@ use super::route::Routed;
 use super::{refresh, ConnInfo, Stop};
 use crate::auth::gate::Authenticated;
 use crate::cache::conditional::{
-    after_failed_validation, evaluate_client_conditional, merge_not_modified, not_modified_headers,
-    prepare_validation, ClientConditional, Fallback, ValidationFailure,
+    after_failed_validation, evaluate_client_conditional, head_update, merge_not_modified,
+    not_modified_headers, prepare_validation, ClientConditional, Fallback, HeadUpdate,
+    ValidationFailure,
 };
 use crate::cache::control::{RequestDirectives, ResponseDirectives};
 use crate::cache::freshness::{
@@ -29,6 +30,7 @@ use crate::cache::freshness::{
 };
 use crate::cache::invalidate::{invalidation_urls, is_safe_method};
 use crate::cache::key::{primary_key, CacheKey, Target};
+use crate::cache::range::{self, RangeAnswer};
 use crate::cache::service::{CacheService, KeyPart, Outcome, Purge, RouteCacheRules};
 use crate::cache::status::{CacheStatus, Forward};
 use crate::cache::storable::{add_missing_date, storable, strip_for_storage};
@@ -173,7 +175,7 @@ async fn plan(svc: &CacheService, rules: &RouteCacheRules, r: &CacheRequest<'_>)
                 Verdict::Fresh { age } => {
                     rules.counters.count(Outcome::Hit);
                     let status = CacheStatus::hit(&svc.status_name).ttl(entry.meta.ttl_secs(now));
-                    return Plan::Answer(serve(&entry, age, r, now, &status), None);
+                    return Plan::Answer(serve(svc, &entry, age, r, now, &status), None);
                 }
                 Verdict::Stale {
                     age, revalidate, ..
@@ -182,7 +184,7 @@ async fn plan(svc: &CacheService, rules: &RouteCacheRules, r: &CacheRequest<'_>)
                     let status = CacheStatus::hit(&svc.status_name)
                         .ttl(entry.meta.ttl_secs(now))
                         .detail("stale");
-                    let resp = serve(&entry, age, r, now, &status);
+                    let resp = serve(svc, &entry, age, r, now, &status);
                     let refresh = revalidate
                         .then(|| background_refresh(svc, &key, &entry, r, &cc, now))
                         .flatten();
@@ -278,7 +280,7 @@ async fn shared_hit(
     let status = CacheStatus::hit(&svc.status_name)
         .ttl(entry.meta.ttl_secs(now))
         .detail("shared");
-    let resp = serve(&entry, age, r, now, &status);
+    let resp = serve(svc, &entry, age, r, now, &status);
     svc.store.insert(&key.digest, entry);
     Some(resp)
 }
@@ -413,6 +415,7 @@ fn background_refresh(
 /// A stored response as the answer to `r`: 304 when the client's conditional matches it,
 /// no body for HEAD, `Age` and `Cache-Status` added.
 fn serve(
+    svc: &CacheService,
     entry: &Entry,
     age: Duration,
     r: &CacheRequest<'_>,
@@ -427,24 +430,65 @@ fn serve(
             resp
         }
         ClientConditional::Full => {
-            let body = if *r.method == Method::HEAD {
-                ProxyBody::empty()
-            } else {
-                ProxyBody::full(entry.body.clone())
+            let len = entry.body.len() as u64;
+            let part = range::select(r.method, r.headers, entry.status, &entry.meta, len, now);
+            let (status, body) = match part {
+                _ if *r.method == Method::HEAD => (entry.status, ProxyBody::empty()),
+                RangeAnswer::Full => (entry.status, ProxyBody::full(entry.body.clone())),
+                RangeAnswer::Partial { first, last, .. } => {
+                    let bytes = usize::try_from(first)
+                        .ok()
+                        .zip(usize::try_from(last).ok())
+                        .and_then(|(a, b)| entry.body.get(a..=b).map(|_| entry.body.slice(a..=b)))
+                        .unwrap_or_default();
+                    (StatusCode::PARTIAL_CONTENT, ProxyBody::full(bytes))
+                }
+                RangeAnswer::Unsatisfiable { .. } => {
+                    (StatusCode::RANGE_NOT_SATISFIABLE, ProxyBody::empty())
+                }
             };
             let mut resp = Response::new(body);
-            *resp.status_mut() = entry.status;
+            *resp.status_mut() = status;
             let headers = resp.headers_mut();
             headers.reserve(entry.headers.len() + 4);
             for (name, value) in &entry.headers {
                 headers.append(name, value.clone());
             }
             headers.insert(header::AGE, age_header_value(age));
+            if *r.method != Method::HEAD {
+                content_range(headers, part);
+            }
             resp
         }
     };
+    svc.strip_for_client(resp.headers_mut());
     status.append_to(resp.headers_mut());
     resp
+}
+
+/// The fields of a partial answer from a stored response: `Content-Range` and the length
+/// of the part (RFC 9110 §14.4, §15.5.17).
+fn content_range(headers: &mut HeaderMap, part: RangeAnswer) {
+    let mut n = itoa::Buffer::new();
+    match part {
+        RangeAnswer::Full => {}
+        RangeAnswer::Partial { first, last, len } => {
+            let value = format!("bytes {first}-{last}/{len}");
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            let size = last.saturating_sub(first).saturating_add(1);
+            if let Ok(v) = HeaderValue::from_str(n.format(size)) {
+                headers.insert(header::CONTENT_LENGTH, v);
+            }
+        }
+        RangeAnswer::Unsatisfiable { len } => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+    }
 }
 
 /// The response a follower sends: the leader's head, with its own Age and Cache-Status.
@@ -458,6 +502,7 @@ fn head_response(head: &FillHead, svc: &CacheService, now: SystemTime) -> Respon
         .fwd_status(head.status)
         .collapsed(true)
         .append_to(resp.headers_mut());
+    svc.strip_for_client(resp.headers_mut());
     resp
 }
 
@@ -491,6 +536,7 @@ impl Pending {
                 CacheStatus::forward(&svc.status_name, reason)
                     .fwd_status(parts.status)
                     .append_to(&mut parts.headers);
+                svc.strip_for_client(&mut parts.headers);
                 return Response::from_parts(parts, ProxyBody::relay(body));
             }
             Mode::Fill(fill) => fill,
@@ -529,7 +575,26 @@ impl Pending {
                 let status = CacheStatus::forward(&svc.status_name, Forward::Stale)
                     .fwd_status(StatusCode::NOT_MODIFIED)
                     .ttl(refreshed.meta.ttl_secs(now));
-                return serve(&refreshed, age, &view, now, &status);
+                return serve(svc, &refreshed, age, &view, now, &status);
+            }
+            if self.method == Method::HEAD && parts.status == StatusCode::OK {
+                // RFC 9111 §4.3.5: a 200 to HEAD describes the stored GET response; its
+                // fields refresh the stored ones when its validators say it is the same.
+                leader.abandon();
+                rules.counters.count(Outcome::Revalidated);
+                match head_update(&entry.headers, &parts.headers) {
+                    HeadUpdate::Update => {
+                        refresh_stored(svc, &key, entry, &request, &parts.headers, times);
+                    }
+                    HeadUpdate::MarkStale => {
+                        svc.metrics.purged(svc.store.invalidate(&key.digest));
+                    }
+                }
+                CacheStatus::forward(&svc.status_name, reason)
+                    .fwd_status(parts.status)
+                    .append_to(&mut parts.headers);
+                svc.strip_for_client(&mut parts.headers);
+                return Response::from_parts(parts, ProxyBody::relay(body));
             }
             if is_error_status(parts.status)
                 && after_failed_validation(*on_error, ValidationFailure::Status(parts.status))
@@ -541,7 +606,7 @@ impl Pending {
                 let status = CacheStatus::hit(&svc.status_name)
                     .ttl(entry.meta.ttl_secs(now))
                     .detail("stale-if-error");
-                return serve(entry, age, &view, now, &status);
+                return serve(svc, entry, age, &view, now, &status);
             }
         }
         rules.counters.count(Outcome::Miss);
@@ -582,6 +647,7 @@ impl Pending {
             .fwd_status(parts.status)
             .stored(filling.is_some())
             .append_to(&mut parts.headers);
+        svc.strip_for_client(&mut parts.headers);
         let body = match filling {
             Some(leader) if leader.is_storing() => {
                 ProxyBody::relay_filling(body, leader, share_after_fill(svc, &key))
@@ -592,18 +658,32 @@ impl Pending {
     }
 
     /// The upstream failed (no response): a validation may still serve the stored response
-    /// (stale-if-error, or still fresh) or must answer 504; otherwise the error stands.
+    /// (stale-if-error, still fresh, or stale because the origin is unreachable) or must
+    /// answer 504; otherwise the error stands. Either way the answer says in `Cache-Status`
+    /// why the request went forward.
     pub(super) fn failed(
         self,
         svc: &CacheService,
         rules: &RouteCacheRules,
         err: ProxyError,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+        request_id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        let reason = match &self.mode {
+            Mode::Pass { reason, .. } => *reason,
+            Mode::Fill(fill) => fill.reason,
+        };
+        let error = |err: ProxyError| {
+            let mut resp = err.to_response(request_id);
+            CacheStatus::forward(&svc.status_name, reason)
+                .detail("upstream-error")
+                .append_to(resp.headers_mut());
+            resp
+        };
         let Mode::Fill(fill) = self.mode else {
-            return Err(err);
+            return error(err);
         };
         let Some((entry, on_error)) = &fill.validating else {
-            return Err(err);
+            return error(err);
         };
         let now = SystemTime::now();
         match after_failed_validation(*on_error, ValidationFailure::Unreachable) {
@@ -617,19 +697,20 @@ impl Pending {
                     path_and_query: "",
                     consumer: None,
                 };
+                // Stale without the origin's permission only because it is unreachable.
+                let detail = match on_error {
+                    OnError::ServeStoredIfUnreachable => "stale-origin-unreachable",
+                    _ => "stale-if-error",
+                };
                 let status = CacheStatus::hit(&svc.status_name)
                     .ttl(entry.meta.ttl_secs(now))
-                    .detail("stale-if-error");
-                Ok(serve(
-                    entry,
-                    entry.meta.current_age(now),
-                    &view,
-                    now,
-                    &status,
-                ))
+                    .detail(detail);
+                let mut resp = serve(svc, entry, entry.meta.current_age(now), &view, now, &status);
+                resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+                resp
             }
-            Fallback::GatewayTimeout => Err(ProxyError::StaleForbidden),
-            Fallback::Forward | Fallback::UpstreamError => Err(err),
+            Fallback::GatewayTimeout => error(ProxyError::StaleForbidden),
+            Fallback::Forward | Fallback::UpstreamError => error(err),
         }
     }
 }

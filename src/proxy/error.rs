@@ -52,6 +52,8 @@ pub enum ProxyError {
     Unauthorized,
     #[error("access denied")]
     Forbidden,
+    #[error("the token lacks a required scope")]
+    InsufficientScope,
     #[error("identity provider unavailable")]
     AuthUnavailable,
     #[error("request failed validation")]
@@ -74,7 +76,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::Forbidden | ProxyError::InsufficientScope => StatusCode::FORBIDDEN,
             ProxyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyTarget(_)
@@ -116,6 +118,9 @@ impl ProxyError {
             }
             ProxyError::Unauthorized => "authentication is required",
             ProxyError::Forbidden => "access to this resource is denied",
+            ProxyError::InsufficientScope => {
+                "the access token lacks a scope this resource requires"
+            }
             ProxyError::AuthUnavailable => "the identity provider is unavailable; try again later",
             ProxyError::InvalidRequest => "the request failed validation",
             ProxyError::UnsupportedMediaType => "the request content type is not accepted here",
@@ -229,6 +234,12 @@ mod tests {
             timeout_ms: 5,
         };
         assert_eq!(status_of(e), 504);
+    }
+
+    #[test]
+    fn forbidden_and_insufficient_scope_are_403() {
+        assert_eq!(status_of(ProxyError::Forbidden), 403);
+        assert_eq!(status_of(ProxyError::InsufficientScope), 403);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::route::Routed;
 use super::upstream_request::Outbound;
 use super::{mirror, Stop};
 use crate::config::model::UpstreamProtocol;
-use crate::message::{Interim, X_REQUEST_ID};
+use crate::message::Interim;
 use crate::snapshot::{CompiledRoute, Snapshot, UpstreamGroup};
 use crate::upstream::added::Added;
 use crate::upstream::balancer::{InFlight, PickInput};
@@ -55,6 +55,8 @@ pub(super) struct Exchange<'a> {
     pub added: &'a Added,
     /// Where the upstream's interim responses go (the downstream connection).
     pub interim: Option<&'a dyn Interim>,
+    /// The client's connection is TLS (sticky cookies are `Secure` then by default).
+    pub tls: bool,
 }
 
 /// A copy of the request head for retries that need to send the request again; only taken
@@ -135,6 +137,7 @@ pub(super) async fn send(
         deadline: out.deadline,
         added: &out.added,
         interim,
+        tls: out.tls,
     };
     let up_start = done.log.is_some().then(Instant::now);
     if let Some((shadow, share)) = route.mirror {
@@ -161,17 +164,14 @@ pub(super) async fn send(
         log.upstream = target.map(Arc::from);
     }
     tracing::debug!(error = %err, "upstream request failed");
-    let fallback = match (pending.take(), &snap.cache, &route.cache) {
-        (Some(p), Some(svc), Some(rules)) => p.failed(svc, rules, err),
-        _ => Err(err),
-    };
-    match fallback {
-        Ok(mut resp) => {
-            resp.headers_mut()
-                .insert(X_REQUEST_ID, arrival.request_id.clone());
-            Err(Stop::Respond(resp))
-        }
-        Err(err) => Err(Stop::Fail(err)),
+    match (pending.take(), &snap.cache, &route.cache) {
+        (Some(p), Some(svc), Some(rules)) => Err(Stop::Respond(p.failed(
+            svc,
+            rules,
+            err,
+            &arrival.request_id,
+        ))),
+        _ => Err(Stop::Fail(err)),
     }
 }
 
@@ -312,7 +312,7 @@ fn settle(
                 .sticky
                 .as_ref()
                 .filter(|_| sticky_pin != Some(ti))
-                .and_then(|s| s.set_cookie(ti).cloned());
+                .and_then(|s| s.set_cookie(ti, x.tls).cloned());
             let answer = Ok(Answer {
                 response,
                 target: ti,

@@ -75,7 +75,12 @@ pub(super) async fn admit<B>(
             p.write_headers(resp.headers_mut());
             Err(Stop::Respond(resp))
         }
-        Admission::Unavailable(name) => Err(Stop::Fail(ProxyError::RateLimitUnavailable(name))),
+        Admission::Unavailable { policy, passed } => {
+            let err = ProxyError::RateLimitUnavailable(policy.name.clone());
+            let mut resp = err.to_response(&arrival.request_id);
+            policy.write_unavailable(&passed, resp.headers_mut());
+            Err(Stop::Respond(resp))
+        }
     }
 }
 

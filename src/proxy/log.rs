@@ -33,6 +33,14 @@ pub struct Completion {
     pub(super) holds: Vec<Hold>,
     /// CORS fields of the route for this request's origin, set on whatever answers it.
     pub(super) cors: Option<Box<http::HeaderMap>>,
+    /// The route's response header transforms for this request, applied to whatever
+    /// answers it after the access phase.
+    pub(super) edits: Option<Box<crate::transform::Resolved>>,
+    /// On a cached route, the `Cache-Status` of an answer that has none of its own.
+    pub(super) cache_status: Option<HeaderValue>,
+    /// On a rate-limited route, the `RateLimit-Policy` of an answer given before the
+    /// policies were checked.
+    pub(super) rate_policy: Option<HeaderValue>,
     /// The log phase has run.
     logged: bool,
 }
@@ -67,6 +75,9 @@ impl Completion {
             slot: None,
             holds: Vec::new(),
             cors: None,
+            edits: None,
+            cache_status: None,
+            rate_policy: None,
             logged: false,
             log: snap.access_log.as_ref().map(|log| {
                 Box::new(LogData {
@@ -97,6 +108,21 @@ impl Completion {
         self.status = resp.status().as_u16();
         if let Some(fields) = self.cors.take() {
             apply_cors(resp.headers_mut(), &fields);
+        }
+        if let Some(edits) = self.edits.take() {
+            edits.apply(resp.headers_mut());
+        }
+        if let Some(policy) = self.rate_policy.take() {
+            let headers = resp.headers_mut();
+            if !headers.contains_key(&crate::ratelimit::headers::RATELIMIT_POLICY) {
+                headers.insert(crate::ratelimit::headers::RATELIMIT_POLICY.clone(), policy);
+            }
+        }
+        if let Some(status) = self.cache_status.take() {
+            let headers = resp.headers_mut();
+            if !headers.contains_key(crate::cache::status::CACHE_STATUS) {
+                headers.insert(crate::cache::status::CACHE_STATUS, status);
+            }
         }
         resp.body_mut().set_completion(self);
     }

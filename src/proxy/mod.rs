@@ -91,6 +91,9 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let arrival = request::arrive(&snap.listeners[conn.listener], conn, req);
     let mut done = Completion::begin(&snap, &arrival, req);
+    // What the rate-limit policies decided, once they have: their fields go on every answer
+    // from then on, the gateway's own included.
+    let mut passed = None;
     // Ends the request with the answer of the phase that stopped it. A macro, not a nested
     // `async fn`: every proxied request would pay for a second future and for moving the
     // response out of it.
@@ -98,7 +101,7 @@ pub async fn handle(
         ($phase:expr) => {
             match $phase {
                 Ok(learned) => learned,
-                Err(stop) => return stop.answer(&arrival.request_id, done),
+                Err(stop) => return stop.answer(&arrival.request_id, passed.as_ref(), done),
             }
         };
     }
@@ -106,8 +109,11 @@ pub async fn handle(
     let routed = next!(route::find(snap, conn, req, &arrival, &mut done));
     let caller = next!(access::check(&routed, conn, req, &arrival, &mut done).await);
     let who = caller.as_ref();
+    if let Some(edits) = &routed.route.response_edits {
+        let vars = upstream_request::edit_vars(&routed, &arrival, who, req.uri().path());
+        done.edits = Some(Box::new(edits.resolve(&vars)));
+    }
     let max_body = next!(limit::size(snap, &routed, conn, req));
-    let mut passed = None;
     next!(limit::admit(snap, &routed, req, &arrival, who, &mut passed, &mut done).await);
     let validated = next!(validate::body(&routed, req, &arrival, max_body).await);
     let passed = passed.as_ref();
@@ -139,11 +145,28 @@ pub async fn handle(
 
 impl Stop {
     /// The response of a request a phase ended, with its `log` phase handed over.
-    fn answer(self, request_id: &HeaderValue, done: Completion) -> Response<ProxyBody> {
+    /// `passed` holds the rate-limit decisions when the `limit` phase admitted the request.
+    fn answer(
+        self,
+        request_id: &HeaderValue,
+        passed: Option<&crate::ratelimit::Passed>,
+        done: Completion,
+    ) -> Response<ProxyBody> {
         let mut resp = match self {
             Stop::Respond(resp) => resp,
             Stop::Fail(err) => err.to_response(request_id),
         };
+        if let Some(p) = passed {
+            p.write_headers(resp.headers_mut());
+        }
+        // The gateway's own answers say it made them, as relayed ones do; a stored response
+        // already carries the `Via` it was relayed with.
+        if !resp.headers().contains_key(http::header::VIA) {
+            resp.headers_mut().insert(
+                http::header::VIA,
+                HeaderValue::from_static(crate::message::VIA_VALUE),
+            );
+        }
         done.complete(&mut resp);
         resp
     }

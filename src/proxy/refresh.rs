@@ -88,6 +88,8 @@ pub(super) fn spawn(
             added: &Added::default(),
             // Nobody waits on a background refresh: its interim responses go nowhere.
             interim: None,
+            // No client gets the answer's pin cookie.
+            tls: false,
         };
         let mut req = Request::from_parts(parts, RequestBody::empty());
         let result = forward::forward(&exchange, &mut req)

@@ -15,6 +15,7 @@ use super::error::ProxyError;
 use super::forward::Answer;
 use super::headers::prepare_downstream_headers;
 use super::upstream_request::Outbound;
+use crate::cache::status::{CacheStatus, Forward};
 use crate::message::X_REQUEST_ID;
 use crate::ratelimit::Passed;
 use crate::serve::h1::upgrade::OnUpgrade;
@@ -37,7 +38,12 @@ pub(super) fn relay(
     if switching {
         let Some((down, up)) = out.upgrade.take().zip(resp.body_mut().take_upgraded()) else {
             let err = ProxyError::UpstreamProtocol("upstream switched protocols unasked");
-            return err.to_response(&request_id);
+            let mut resp = err.to_response(&request_id);
+            resp.headers_mut().insert(
+                header::VIA,
+                HeaderValue::from_static(crate::message::VIA_VALUE),
+            );
+            return resp;
         };
         tokio::spawn(tunnel(down, up));
     }
@@ -47,6 +53,12 @@ pub(super) fn relay(
     let via_beside = prepare_downstream_headers(resp.headers_mut(), switching, beside);
     let mut resp = match (pending, &snap.cache, &route.cache) {
         (Some(p), Some(svc), Some(rules)) => p.answer(svc, rules, resp),
+        // A cached route's request the cache stayed out of (a WebSocket upgrade).
+        (None, Some(svc), Some(_)) => {
+            let mut resp = resp.map(ProxyBody::relay);
+            CacheStatus::forward(&svc.status_name, Forward::Bypass).append_to(resp.headers_mut());
+            resp
+        }
         _ => resp.map(ProxyBody::relay),
     };
     if beside {

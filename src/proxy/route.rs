@@ -1,5 +1,6 @@
-//! ROUTE: which route answers the request. A redirect route answers it here; a proxy route
-//! goes on with its action, and with whether the request opens a WebSocket tunnel.
+//! ROUTE: which route answers the request. A redirect or `respond` route answers it here; a
+//! proxy route goes on with its action, and with whether the request opens a WebSocket
+//! tunnel.
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
@@ -25,7 +26,8 @@ pub(crate) struct Routed<'s> {
     pub upgrade: bool,
 }
 
-/// Finds the request's route: 404 without one, the redirect of a redirect route.
+/// Finds the request's route: 404 without one, the redirect of a redirect route, the fixed
+/// answer of a `respond` route.
 pub(super) fn find<'s, B>(
     snap: &'s Snapshot,
     conn: &ConnInfo,
@@ -55,6 +57,10 @@ pub(super) fn find<'s, B>(
     };
     let route = &snap.routes[matched.route];
     done.route_metrics = snap.metrics_on.then(|| route.metrics.clone());
+    if let (Some(_), Some(svc)) = (&route.cache, &snap.cache) {
+        done.cache_status = Some(svc.gateway_status.clone());
+    }
+    done.rate_policy.clone_from(&route.rate_limit_policy);
     if let Some(log) = done.log_mut() {
         log.route = Some(route.name.clone());
     }
@@ -73,6 +79,14 @@ pub(super) fn find<'s, B>(
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
+            resp.headers_mut()
+                .insert(X_REQUEST_ID, arrival.request_id.clone());
+            return Err(Stop::Respond(resp));
+        }
+        Action::Respond(r) => {
+            let mut resp = Response::new(ProxyBody::full(r.body.clone()));
+            *resp.status_mut() = r.status;
+            *resp.headers_mut() = r.headers.clone();
             resp.headers_mut()
                 .insert(X_REQUEST_ID, arrival.request_id.clone());
             return Err(Stop::Respond(resp));

@@ -42,6 +42,8 @@ pub(crate) struct Outbound {
     pub upgrade: Option<OnUpgrade>,
     /// The end of the whole exchange, body included (route `timeouts.total`).
     pub deadline: Option<tokio::time::Instant>,
+    /// The downstream connection is TLS.
+    pub tls: bool,
 }
 
 impl Outbound {
@@ -56,6 +58,7 @@ impl Outbound {
             downstream_uri: Uri::default(),
             upgrade: None,
             deadline: None,
+            tls: false,
         }
     }
 
@@ -76,6 +79,7 @@ impl Outbound {
         done: &mut Completion,
     ) {
         let out = self;
+        out.tls = conn.tls;
         let action = routed.action;
         let body = std::mem::replace(req.body_mut(), DownstreamBody::Empty);
         out.body_state = (validated.as_ref().is_some_and(|b| !b.is_empty())
@@ -141,10 +145,37 @@ impl Outbound {
                 path = p;
             }
         }
+        if let Some(edits) = &routed.route.request_edits {
+            // Lent out of the request so the matched path stays readable.
+            let mut headers = std::mem::take(req.headers_mut());
+            edits.apply(
+                &mut headers,
+                &edit_vars(routed, arrival, caller, req.uri().path()),
+            );
+            *req.headers_mut() = headers;
+        }
         out.downstream_uri = std::mem::replace(req.uri_mut(), Uri::from(path));
         *out.request.method_mut() = std::mem::take(req.method_mut());
         *out.request.uri_mut() = std::mem::take(req.uri_mut());
         *out.request.headers_mut() = std::mem::take(req.headers_mut());
+    }
+}
+
+/// What a route's header transforms may fill in for this request; `path` is the path the
+/// route matched.
+pub(super) fn edit_vars<'a>(
+    routed: &'a Routed<'a>,
+    arrival: &'a Arrival,
+    caller: Option<&'a Authenticated>,
+    path: &'a str,
+) -> crate::transform::Vars<'a> {
+    crate::transform::Vars {
+        client_ip: arrival.client_ip,
+        request_id: &arrival.request_id,
+        consumer: caller.and_then(|a| a.identity.name()),
+        route: &routed.route.name,
+        params: &routed.matched.params,
+        path,
     }
 }
 

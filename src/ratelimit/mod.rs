@@ -68,8 +68,45 @@ pub enum Admission {
     Pass(Passed),
     /// Refused by the last policy checked: 429.
     Limited(Passed),
-    /// Redis failed and the policy fails closed: 503.
-    Unavailable(Arc<str>),
+    /// Redis failed and the policy fails closed: 503, with the decisions of the policies
+    /// checked before it.
+    Unavailable {
+        policy: Arc<Policy>,
+        passed: Passed,
+    },
+}
+
+/// The `RateLimit-Policy` field of a route that applies `policies`: what an answer given
+/// before they were checked (an access refusal, 413) still tells the client.
+pub fn policy_field(policies: &[Arc<Policy>]) -> Option<http::HeaderValue> {
+    let mut joined = Vec::new();
+    for p in policies {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(p.fields.policy_value.as_bytes());
+    }
+    (!joined.is_empty())
+        .then(|| http::HeaderValue::from_bytes(&joined).ok())
+        .flatten()
+}
+
+/// How long a client refused because a fail-closed policy's store failed is asked to wait:
+/// the store is usually back within a second (the Redis link reconnects with a short
+/// back-off), and a longer wait would hold off clients after it is.
+pub const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Policy {
+    /// The fields of a 503 answered because this policy's store failed: the decisions of
+    /// the policies before it, this policy's `RateLimit-Policy` item, and `Retry-After`.
+    pub fn write_unavailable(&self, passed: &Passed, headers: &mut http::HeaderMap) {
+        passed.write_headers(headers);
+        headers.append(
+            headers::RATELIMIT_POLICY.clone(),
+            self.fields.policy_value.clone(),
+        );
+        headers::retry_after(headers, UNAVAILABLE_RETRY_AFTER);
+    }
 }
 
 impl Passed {
@@ -134,7 +171,10 @@ pub async fn admit(policies: &[Arc<Policy>], ctx: &KeyContext<'_>) -> Admission 
             }
             Err(()) => {
                 policy.counters.unavailable.inc();
-                return Admission::Unavailable(policy.name.clone());
+                return Admission::Unavailable {
+                    policy: policy.clone(),
+                    passed,
+                };
             }
         };
         passed.push(policy, decision);

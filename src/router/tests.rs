@@ -30,6 +30,8 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         rate_limits: Vec::new(),
         access: Default::default(),
         cache: None,
+        request_headers: None,
+        response_headers: None,
     }
 }
 

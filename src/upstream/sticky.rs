@@ -15,8 +15,10 @@ use crate::config::model::Sticky;
 
 pub struct StickySessions {
     cookie: String,
-    /// `Set-Cookie` value per target, prepared once.
+    /// `Set-Cookie` value per target for plain-text clients, prepared once.
     set_cookie: Vec<HeaderValue>,
+    /// The same for clients on TLS connections.
+    set_cookie_tls: Vec<HeaderValue>,
     /// Cookie value per target.
     tokens: Vec<String>,
 }
@@ -42,16 +44,25 @@ impl StickySessions {
             .ttl
             .map(|t| format!("; Max-Age={}", t.as_secs()))
             .unwrap_or_default();
-        let set_cookie = tokens
-            .iter()
-            .map(|t| {
-                let v = format!("{}={t}; Path=/; HttpOnly; SameSite=Lax{max_age}", s.cookie);
-                HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(""))
-            })
-            .collect();
+        // SameSite=None is dropped by browsers without Secure, so it always has it.
+        let secure_on = |tls: bool| s.same_site == "None" || s.secure.unwrap_or(tls);
+        let cookies = |tls: bool| {
+            let secure = if secure_on(tls) { "; Secure" } else { "" };
+            tokens
+                .iter()
+                .map(|t| {
+                    let v = format!(
+                        "{}={t}; Path=/; HttpOnly{secure}; SameSite={}{max_age}",
+                        s.cookie, s.same_site
+                    );
+                    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(""))
+                })
+                .collect::<Vec<_>>()
+        };
         StickySessions {
             cookie: s.cookie.clone(),
-            set_cookie,
+            set_cookie: cookies(false),
+            set_cookie_tls: cookies(true),
             tokens,
         }
     }
@@ -70,9 +81,13 @@ impl StickySessions {
         self.tokens.iter().position(|t| t == value)
     }
 
-    /// The `Set-Cookie` value that pins a client to target `index`.
-    pub fn set_cookie(&self, index: usize) -> Option<&HeaderValue> {
-        self.set_cookie.get(index)
+    /// The `Set-Cookie` value that pins a client to target `index`; `tls` says whether the
+    /// client's connection is TLS.
+    pub fn set_cookie(&self, index: usize, tls: bool) -> Option<&HeaderValue> {
+        match tls {
+            true => self.set_cookie_tls.get(index),
+            false => self.set_cookie.get(index),
+        }
     }
 }
 
@@ -82,10 +97,20 @@ mod tests {
     use super::*;
 
     fn sessions(secret: Option<&str>) -> StickySessions {
+        sessions_with(secret, None, "Lax")
+    }
+
+    fn sessions_with(
+        secret: Option<&str>,
+        secure: Option<bool>,
+        same_site: &'static str,
+    ) -> StickySessions {
         let s = Sticky {
             cookie: "fg".into(),
             ttl: None,
             secret: secret.map(str::to_owned),
+            secure,
+            same_site,
         };
         let targets: Vec<SocketAddr> = vec![
             "10.0.0.1:80".parse().unwrap(),
@@ -103,7 +128,7 @@ mod tests {
     #[test]
     fn the_issued_cookie_pins_its_target() {
         let s = sessions(Some("k"));
-        let set = s.set_cookie(1).unwrap().to_str().unwrap().to_owned();
+        let set = s.set_cookie(1, false).unwrap().to_str().unwrap().to_owned();
         let pair = set.split(';').next().unwrap();
         assert_eq!(s.pinned(&cookie(&format!("a=b; {pair}"))), Some(1));
     }
@@ -111,7 +136,7 @@ mod tests {
     #[test]
     fn the_cookie_reveals_no_address() {
         let s = sessions(Some("k"));
-        let set = s.set_cookie(0).unwrap().to_str().unwrap();
+        let set = s.set_cookie(0, false).unwrap().to_str().unwrap();
         assert!(!set.contains("10.0.0.1"));
         assert!(!set.contains(":80"));
     }
@@ -127,7 +152,34 @@ mod tests {
     fn instances_sharing_a_secret_agree_on_pins() {
         let a = sessions(Some("shared"));
         let b = sessions(Some("shared"));
-        assert_eq!(a.set_cookie(0), b.set_cookie(0));
-        assert_ne!(sessions(Some("other")).set_cookie(0), a.set_cookie(0));
+        assert_eq!(a.set_cookie(0, false), b.set_cookie(0, false));
+        assert_ne!(
+            sessions(Some("other")).set_cookie(0, false),
+            a.set_cookie(0, false)
+        );
+    }
+
+    #[test]
+    fn the_cookie_is_secure_on_tls_by_default_and_as_configured_otherwise() {
+        let attrs = |s: &StickySessions, tls: bool| {
+            let v = s.set_cookie(0, tls).unwrap().to_str().unwrap().to_owned();
+            v.split("; ").skip(1).map(str::to_owned).collect::<Vec<_>>()
+        };
+        let auto = sessions_with(Some("k"), None, "Lax");
+        assert_eq!(
+            attrs(&auto, true),
+            ["Path=/", "HttpOnly", "Secure", "SameSite=Lax"]
+        );
+        assert_eq!(attrs(&auto, false), ["Path=/", "HttpOnly", "SameSite=Lax"]);
+        let always = sessions_with(Some("k"), Some(true), "Strict");
+        assert_eq!(
+            attrs(&always, false),
+            ["Path=/", "HttpOnly", "Secure", "SameSite=Strict"]
+        );
+        let never = sessions_with(Some("k"), Some(false), "Lax");
+        assert!(!attrs(&never, true).contains(&"Secure".to_owned()));
+        let cross_site = sessions_with(Some("k"), None, "None");
+        assert!(attrs(&cross_site, false).contains(&"Secure".to_owned()));
+        assert!(attrs(&cross_site, false).contains(&"SameSite=None".to_owned()));
     }
 }

@@ -421,6 +421,27 @@ fn merge_replaces_fields_but_keeps_content_length() {
 }
 
 #[test]
+fn merge_keeps_the_fields_that_describe_the_stored_body() {
+    let mut stored = map(&[
+        ("etag", "\"a\""),
+        ("content-encoding", "gzip"),
+        ("content-md5", "rL0Y20zC+Fzt72VPzMSk2A=="),
+    ]);
+    let not_modified = map(&[
+        ("etag", "\"b\""),
+        ("content-encoding", "br"),
+        ("content-md5", "N7UdGUp1E+RbVvZSTy1R8g=="),
+    ]);
+    merge_not_modified(&mut stored, &not_modified, t0());
+    assert_eq!(stored.get(ETAG).unwrap(), "\"a\"");
+    assert_eq!(stored.get("content-encoding").unwrap(), "gzip");
+    assert_eq!(
+        stored.get("content-md5").unwrap(),
+        "rL0Y20zC+Fzt72VPzMSk2A=="
+    );
+}
+
+#[test]
 fn merge_skips_hop_by_hop_fields() {
     let mut stored = map(&[("etag", "\"v1\"")]);
     let not_modified = map(&[

@@ -284,3 +284,38 @@ proptest! {
         let _ = RequestDirectives::parse(&map);
     }
 }
+
+fn targeted(lines: &[(&'static str, &'static str)]) -> ResponseDirectives {
+    ResponseDirectives::parse(&headers(lines))
+}
+
+#[test]
+fn a_targeted_field_takes_precedence_over_cache_control() {
+    let d = targeted(&[
+        ("cache-control", "no-store"),
+        ("cdn-cache-control", "max-age=600"),
+    ]);
+    assert!(!d.no_store && d.targeted);
+    assert_eq!(d.max_age, Some(600));
+    let d = targeted(&[
+        ("cache-control", "max-age=600"),
+        ("cdn-cache-control", "private"),
+        ("ferrogate-cache-control", "max-age=5, must-revalidate"),
+    ]);
+    assert_eq!(d.max_age, Some(5), "the gateway's own field comes first");
+    assert!(d.must_revalidate && d.private == FieldScope::Absent);
+    let d = targeted(&[("surrogate-control", "max-age=60;edge")]);
+    assert_eq!(d.max_age, Some(60));
+}
+
+#[test]
+fn an_invalid_targeted_field_is_ignored() {
+    let d = targeted(&[
+        ("cache-control", "max-age=30"),
+        ("cdn-cache-control", "Max-Age=600"),
+    ]);
+    assert!(!d.targeted);
+    assert_eq!(d.max_age, Some(30));
+    let d = targeted(&[("cache-control", "max-age=30"), ("cdn-cache-control", "")]);
+    assert_eq!(d.max_age, Some(30));
+}

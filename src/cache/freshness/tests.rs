@@ -145,9 +145,24 @@ fn date_in_the_future_gives_no_negative_age() {
 }
 
 #[test]
-fn invalid_age_header_is_ignored() {
-    let meta = stored(200, &[(AGE, HeaderValue::from_static("ten"))]);
+fn an_invalid_age_makes_the_response_stale() {
+    for bad in ["ten", "-7200", "7200.0", "7200;foo=1", ""] {
+        let meta = stored(200, &[(AGE, HeaderValue::from_static(bad))]);
+        assert_eq!(meta.age_value, s(u64::from(DELTA_SECONDS_MAX)), "{bad:?}");
+    }
+}
+
+#[test]
+fn an_age_with_several_values_is_read_as_its_first() {
+    let meta = stored(200, &[(AGE, HeaderValue::from_static("0,7200"))]);
     assert_eq!(meta.age_value, Duration::ZERO);
+    let meta = stored(200, &[(AGE, HeaderValue::from_static("7200, 0"))]);
+    assert_eq!(meta.age_value, s(7200));
+    let two_lines = [
+        (AGE, HeaderValue::from_static("30")),
+        (AGE, HeaderValue::from_static("7200")),
+    ];
+    assert_eq!(stored(200, &two_lines).age_value, s(30));
 }
 
 #[test]
@@ -310,7 +325,7 @@ fn response_is_stale_once_its_age_reaches_its_lifetime() {
         verdict,
         Verdict::Validate {
             age: s(60),
-            on_error: OnError::ForwardError
+            on_error: OnError::ServeStoredIfUnreachable
         }
     );
 }
@@ -549,8 +564,44 @@ fn stale_if_error_window_allows_the_stored_response_on_error() {
         outside,
         Verdict::Validate {
             age: s(161),
-            on_error: OnError::ForwardError
-        }
+            on_error: OnError::ServeStoredIfUnreachable
+        },
+        "past the window an error status is forwarded, but a dead origin still gets stale"
+    );
+}
+
+#[test]
+fn a_stale_response_is_served_when_the_origin_is_unreachable_unless_forbidden() {
+    use crate::cache::conditional::{after_failed_validation, Fallback, ValidationFailure};
+    let on_error = |cc_value: &'static str| match freshness(
+        &no_request(),
+        &stored(200, &[cc(cc_value)]),
+        at(120),
+    ) {
+        Verdict::Validate { on_error, .. } => on_error,
+        v => panic!("{v:?}"),
+    };
+    let down = ValidationFailure::Unreachable;
+    let status = ValidationFailure::Status(http::StatusCode::BAD_GATEWAY);
+    let plain = on_error("max-age=60");
+    assert_eq!(after_failed_validation(plain, down), Fallback::ServeStored);
+    assert_eq!(after_failed_validation(plain, status), Fallback::Forward);
+    for forbidding in [
+        "max-age=60, must-revalidate",
+        "max-age=60, proxy-revalidate",
+        "s-maxage=60",
+    ] {
+        let e = on_error(forbidding);
+        assert_eq!(
+            after_failed_validation(e, down),
+            Fallback::GatewayTimeout,
+            "{forbidding}"
+        );
+    }
+    let no_cache = on_error("max-age=60, no-cache");
+    assert_eq!(
+        after_failed_validation(no_cache, down),
+        Fallback::UpstreamError
     );
 }
 

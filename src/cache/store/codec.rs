@@ -28,8 +28,8 @@ use crate::cache::freshness::{ExchangeTimes, Lifetime, StoredMeta};
 use crate::cache::vary::{VariedField, Vary};
 
 /// Format version written first; a decoder refuses any other. Version 1 was a hand-written
-/// layout of the same fields.
-pub const VERSION: u8 = 2;
+/// layout of the same fields; version 2 lacked the `targeted` directive flag.
+pub const VERSION: u8 = 3;
 
 /// Why bytes are not an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +121,8 @@ struct WireDirectives<'a> {
     must_understand: bool,
     no_transform: bool,
     immutable: bool,
+    /// Set by a targeted field (`CDN-Cache-Control` and the like, RFC 9213).
+    targeted: bool,
     stale_while_revalidate: Option<u32>,
     stale_if_error: Option<u32>,
 }
@@ -175,6 +177,7 @@ impl<'a> From<&'a Entry> for WireEntry<'a> {
                     must_understand: d.must_understand,
                     no_transform: d.no_transform,
                     immutable: d.immutable,
+                    targeted: d.targeted,
                     stale_while_revalidate: d.stale_while_revalidate,
                     stale_if_error: d.stale_if_error,
                 },
@@ -258,6 +261,7 @@ impl WireMeta<'_> {
                 must_understand: d.must_understand,
                 no_transform: d.no_transform,
                 immutable: d.immutable,
+                targeted: d.targeted,
                 stale_while_revalidate: d.stale_while_revalidate,
                 stale_if_error: d.stale_if_error,
             },

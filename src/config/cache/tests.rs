@@ -57,7 +57,7 @@ fn every_cache_key_reaches_the_model() {
     let got = settings(
         "{max_bytes: 64MiB, max_object_bytes: 512KiB, lock_timeout: 2s, heuristic_percent: 0, \
          heuristic_max: 1h, surrogate_header: X-Purge-Keys, status_name: edge-1, \
-         redis: {prefix: 'app:c:', max_object_bytes: 65536}}",
+         strip_targeted: true, redis: {prefix: 'app:c:', max_object_bytes: 65536}}",
     );
     assert_eq!(
         got,
@@ -69,6 +69,7 @@ fn every_cache_key_reaches_the_model() {
             heuristic_max: Duration::from_secs(3600),
             surrogate_header: HeaderName::from_static("x-purge-keys"),
             status_name: "edge-1".to_owned(),
+            strip_targeted: true,
             redis: Some(CacheRedis {
                 prefix: "app:c:".to_owned(),
                 max_object_bytes: 65536,

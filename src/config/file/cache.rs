@@ -40,6 +40,10 @@ pub struct Cache {
     /// This cache's name in `Cache-Status` (default `ferrogate`).
     #[serde(default)]
     pub status_name: Option<String>,
+    /// Remove `CDN-Cache-Control` and `Surrogate-Control` from responses to clients
+    /// (`Ferrogate-Cache-Control` never reaches them; default false).
+    #[serde(default)]
+    pub strip_targeted: Option<bool>,
     /// Share stored responses and purges through the top-level `redis`.
     #[serde(default, deserialize_with = "present")]
     pub redis: Option<CacheRedis>,

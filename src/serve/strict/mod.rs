@@ -171,7 +171,7 @@ pub(crate) fn problem_response(r: Rejection) -> Vec<u8> {
     out.push(b' ');
     out.extend_from_slice(title.as_bytes());
     out.extend_from_slice(
-        b"\r\nContent-Type: application/problem+json\r\nConnection: close\r\nContent-Length: ",
+        b"\r\nContent-Type: application/problem+json\r\nVia: 1.1 ferrogate\r\nConnection: close\r\nContent-Length: ",
     );
     out.extend_from_slice(len.format(body.len()).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");

@@ -44,7 +44,7 @@ fn scope() -> impl Strategy<Value = FieldScope> {
 fn directives() -> impl Strategy<Value = ResponseDirectives> {
     (
         (any::<Option<u32>>(), any::<Option<u32>>(), scope(), scope()),
-        any::<[bool; 7]>(),
+        any::<[bool; 8]>(),
         (any::<Option<u32>>(), any::<Option<u32>>()),
     )
         .prop_map(
@@ -60,6 +60,7 @@ fn directives() -> impl Strategy<Value = ResponseDirectives> {
                 must_understand: flags[4],
                 no_transform: flags[5],
                 immutable: flags[6],
+                targeted: flags[7],
                 stale_while_revalidate: swr,
                 stale_if_error: sie,
             },

@@ -204,7 +204,7 @@ async fn refusal_body_is_problem_json_with_detail() {
     let out = exchange(server.addr, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
     let body = r#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"more than one host field"}"#;
     let expected = format!(
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/problem+json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/problem+json\r\nVia: 1.1 ferrogate\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     assert_eq!(out, expected);
