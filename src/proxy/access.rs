@@ -46,11 +46,11 @@ async fn gated<B>(
     match gate.preflight(req.headers(), req.method()) {
         Preflight::NotCors => {}
         Preflight::Allowed(fields) => {
-            return Err(Stop::Respond(preflight_answer(fields, request_id.clone())));
+            return Err(Stop::respond(preflight_answer(fields, request_id.clone())));
         }
         Preflight::Denied(why) => {
             let denied = Denied::Forbidden(why.to_string());
-            return Err(Stop::Respond(refusal(denied, request_id)));
+            return Err(Stop::respond(refusal(denied, request_id)));
         }
     }
     done.cors = gate.cors_fields(req.headers()).map(Box::new);
@@ -68,7 +68,7 @@ async fn gated<B>(
     };
     let caller = checked
         .await
-        .map_err(|denied| Stop::Respond(refusal(denied, request_id)))?;
+        .map_err(|denied| Stop::respond(refusal(denied, request_id)))?;
     if let (Some(log), Some(name)) = (
         done.log_mut(),
         caller.as_ref().and_then(|a| a.identity.name()),

@@ -135,7 +135,7 @@ pub(super) async fn lookup<B>(
             if let Some(p) = passed {
                 p.write_headers(resp.headers_mut());
             }
-            Err(Stop::Respond(resp))
+            Err(Stop::respond(resp))
         }
         Plan::Forward(p) => Ok(Some(p)),
     }

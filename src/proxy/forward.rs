@@ -165,7 +165,7 @@ pub(super) async fn send(
     }
     tracing::debug!(error = %err, "upstream request failed");
     match (pending.take(), &snap.cache, &route.cache) {
-        (Some(p), Some(svc), Some(rules)) => Err(Stop::Respond(p.failed(
+        (Some(p), Some(svc), Some(rules)) => Err(Stop::respond(p.failed(
             svc,
             rules,
             err,

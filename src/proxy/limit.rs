@@ -73,13 +73,13 @@ pub(super) async fn admit<B>(
             let name = p.refused_by().unwrap_or_default();
             let mut resp = ProxyError::RateLimited(name).to_response(&arrival.request_id);
             p.write_headers(resp.headers_mut());
-            Err(Stop::Respond(resp))
+            Err(Stop::respond(resp))
         }
         Admission::Unavailable { policy, passed } => {
             let err = ProxyError::RateLimitUnavailable(policy.name.clone());
             let mut resp = err.to_response(&arrival.request_id);
             policy.write_unavailable(&passed, resp.headers_mut());
-            Err(Stop::Respond(resp))
+            Err(Stop::respond(resp))
         }
     }
 }

@@ -81,7 +81,7 @@ pub(super) fn find<'s, B>(
             }
             resp.headers_mut()
                 .insert(X_REQUEST_ID, arrival.request_id.clone());
-            return Err(Stop::Respond(resp));
+            return Err(Stop::respond(resp));
         }
         Action::Respond(r) => {
             let mut resp = Response::new(ProxyBody::full(r.body.clone()));
@@ -89,7 +89,7 @@ pub(super) fn find<'s, B>(
             *resp.headers_mut() = r.headers.clone();
             resp.headers_mut()
                 .insert(X_REQUEST_ID, arrival.request_id.clone());
-            return Err(Stop::Respond(resp));
+            return Err(Stop::respond(resp));
         }
         Action::Proxy(p) => p,
     };

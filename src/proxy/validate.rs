@@ -46,7 +46,7 @@ pub(super) async fn body(
     )
     .await;
     *req.body_mut() = body;
-    read.map(Some).map_err(Stop::Respond)
+    read.map(Some).map_err(Stop::respond)
 }
 
 /// Reads the whole body (at most `limit` bytes) and checks it against the route's schemas.
