@@ -260,7 +260,10 @@ impl Conn {
         let relay = Relay::new(&self.wire, info.v11);
         let responded = {
             let mut upgrade = None;
-            let mut resp = {
+            // The handler's answer is written here once, where it stays until written out:
+            // returned through the polling closure and matched, it was copied three times.
+            let mut answer = None;
+            {
                 let mut req = match request::build(&head, &self.parser, body) {
                     Ok(req) => req,
                     Err(r) => return Err(self.refuse(r).await),
@@ -274,16 +277,20 @@ impl Conn {
                 let mut call = pin!(svc.call(&mut req, &relay));
                 let wire = &*self.wire;
                 let half_close = info.close_after();
-                let answered = poll_fn(|cx| match call.as_mut().poll(cx) {
-                    Poll::Ready(resp) => Poll::Ready(Some(resp)),
-                    Poll::Pending => lock(wire).poll_left(cx, half_close).map(|()| None),
+                let slot = &mut answer;
+                poll_fn(|cx| match call.as_mut().poll(cx) {
+                    Poll::Ready(resp) => {
+                        *slot = Some(resp);
+                        Poll::Ready(())
+                    }
+                    Poll::Pending => lock(wire).poll_left(cx, half_close),
                 })
                 .await;
-                match answered {
-                    Some(resp) => resp,
-                    // Returning drops the handler, hence the upstream request with it.
-                    None => return Err(self.left()),
-                }
+            }
+            // No answer: the client left. Returning drops the handler, hence the upstream
+            // request with it.
+            let Some(resp) = answer.as_mut() else {
+                return Err(self.left());
             };
             self.draining |= self.shutdown.has_changed().unwrap_or(true);
             // Interim responses begun (`100 Continue`, 1xx relayed from upstream) must be
@@ -300,7 +307,7 @@ impl Conn {
                 head: info.method_head,
                 close: info.close_after() || self.draining || (has_body && !self.can_continue()),
             };
-            self.respond(&mut resp, ex, upgrade).await
+            self.respond(resp, ex, upgrade).await
         };
         match responded {
             Ok(false) => {}
