@@ -1,4 +1,6 @@
-//! Connection buffers kept for reuse on each worker thread.
+//! Connection buffers kept for reuse on each worker thread, and the keeping itself
+//! ([`take`], [`keep`]) that the other per-thread spares (header maps, a parser's field
+//! table) use too.
 //!
 //! An idle keep-alive connection holds no read or write buffer: it gives them back here when
 //! it starts waiting for the next request, and takes them again when bytes arrive (a worker
@@ -15,9 +17,9 @@ use bytes::BytesMut;
 pub const READ_BUFFER: usize = 16 * 1024;
 /// Size of a write buffer (a response head); it grows for a larger head.
 pub const WRITE_BUFFER: usize = 1024;
-/// Buffers of each kind kept per thread, at most: what connections that go idle and wake
+/// Spares of each kind kept per thread, at most: what connections that go idle and wake
 /// in the same moment need; the rest is freed.
-const KEPT: usize = 64;
+pub const KEPT: usize = 64;
 /// A buffer grown past this (a large body, an outsized head) is freed, not kept.
 const LARGEST_READ: usize = 4 * READ_BUFFER;
 const LARGEST_WRITE: usize = 16 * WRITE_BUFFER;
@@ -27,44 +29,49 @@ thread_local! {
     static WRITE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Spares of one kind kept per thread.
+pub type Kept<T> = std::thread::LocalKey<RefCell<Vec<T>>>;
+
+/// A spare from `kept`, when this thread has one.
+pub fn take<T: 'static>(kept: &'static Kept<T>) -> Option<T> {
+    kept.with_borrow_mut(Vec::pop)
+}
+
+/// Keeps `item` in `kept` for a later [`take`] on this thread, unless [`KEPT`] are kept
+/// already (then it is dropped).
+pub fn keep<T: 'static>(kept: &'static Kept<T>, item: T) {
+    kept.with_borrow_mut(|spares| {
+        if spares.len() < KEPT {
+            spares.push(item);
+        }
+    });
+}
+
 /// An empty read buffer with room for at least [`READ_BUFFER`] bytes.
 pub fn take_read() -> BytesMut {
-    READ.with_borrow_mut(Vec::pop)
-        .unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER))
+    take(&READ).unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER))
 }
 
 /// Keeps an empty read buffer for a later [`take_read`] on this thread, when its whole
 /// allocation is free again (nothing split off it is still alive) and not outsized;
 /// otherwise lets it go.
 pub fn give_read(mut buf: BytesMut) {
-    if !buf.is_empty() || buf.capacity() > LARGEST_READ || !buf.try_reclaim(READ_BUFFER) {
-        return;
+    if buf.is_empty() && buf.capacity() <= LARGEST_READ && buf.try_reclaim(READ_BUFFER) {
+        keep(&READ, buf);
     }
-    READ.with_borrow_mut(|kept| {
-        if kept.len() < KEPT {
-            kept.push(buf);
-        }
-    });
 }
 
 /// An empty write buffer with room for at least [`WRITE_BUFFER`] bytes.
 pub fn take_write() -> Vec<u8> {
-    WRITE
-        .with_borrow_mut(Vec::pop)
-        .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER))
+    take(&WRITE).unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER))
 }
 
 /// Keeps a write buffer (cleared) for a later [`take_write`] on this thread.
 pub fn give_write(mut buf: Vec<u8>) {
-    if buf.capacity() < WRITE_BUFFER || buf.capacity() > LARGEST_WRITE {
-        return;
+    if (WRITE_BUFFER..=LARGEST_WRITE).contains(&buf.capacity()) {
+        buf.clear();
+        keep(&WRITE, buf);
     }
-    buf.clear();
-    WRITE.with_borrow_mut(|kept| {
-        if kept.len() < KEPT {
-            kept.push(buf);
-        }
-    });
 }
 
 #[cfg(test)]

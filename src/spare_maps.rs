@@ -9,8 +9,8 @@ use std::cell::RefCell;
 
 use http::HeaderMap;
 
-/// Maps kept per thread, at most.
-const KEPT: usize = 64;
+use crate::spare_buffers;
+
 /// Maps larger than this many fields are not kept (an outsized head should not pin memory).
 const LARGEST: usize = 128;
 
@@ -20,8 +20,7 @@ thread_local! {
 
 /// An empty map with room for `fields` fields: a kept one when there is one large enough.
 pub fn take(fields: usize) -> HeaderMap {
-    let kept = SPARE.with_borrow_mut(Vec::pop);
-    match kept {
+    match spare_buffers::take(&SPARE) {
         Some(map) if map.capacity() >= fields => map,
         _ => HeaderMap::with_capacity(fields),
     }
@@ -33,11 +32,7 @@ pub fn give(mut map: HeaderMap) {
         return;
     }
     map.clear();
-    SPARE.with_borrow_mut(|spare| {
-        if spare.len() < KEPT {
-            spare.push(map);
-        }
-    });
+    spare_buffers::keep(&SPARE, map);
 }
 
 #[cfg(test)]

@@ -5,9 +5,8 @@
 use super::fields::{FieldScanner, Span};
 use super::syntax::*;
 use super::*;
+use crate::spare_buffers;
 
-/// Field tables kept per thread for idle connections' next heads, at most.
-const KEPT_FIELDS: usize = 64;
 /// A table grown past this many fields is freed, not kept.
 const LARGEST_FIELDS: usize = 128;
 /// A new table's room, in fields.
@@ -20,9 +19,7 @@ std::thread_local! {
 
 /// A field table for a head: a kept one when there is one.
 fn take_fields() -> Vec<(Span, Span)> {
-    SPARE_FIELDS
-        .with_borrow_mut(Vec::pop)
-        .unwrap_or_else(|| Vec::with_capacity(FIELDS))
+    spare_buffers::take(&SPARE_FIELDS).unwrap_or_else(|| Vec::with_capacity(FIELDS))
 }
 
 /// What the connection should do with its buffer next.
@@ -133,11 +130,7 @@ impl HeadParser {
         }
         let mut fields = std::mem::take(&mut self.fields);
         fields.clear();
-        SPARE_FIELDS.with_borrow_mut(|spare| {
-            if spare.len() < KEPT_FIELDS {
-                spare.push(fields);
-            }
-        });
+        spare_buffers::keep(&SPARE_FIELDS, fields);
     }
 
     /// How the body of the last complete head is delimited (checked when it completed).
