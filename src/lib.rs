@@ -19,6 +19,7 @@ pub mod message;
 pub mod observe;
 pub mod outgoing;
 pub mod proxy;
+pub mod queue;
 pub mod ratelimit;
 pub mod redis_link;
 pub mod reload;

@@ -13,8 +13,10 @@ use serde::Deserialize;
 mod access;
 mod cache;
 mod keys;
+mod queue;
 pub use access::*;
 pub use cache::*;
+pub use queue::*;
 pub use keys::{suggestion, Keys};
 
 /// Keys the file has but the gateway does not know; `validate.rs` reports each one.
@@ -66,6 +68,9 @@ pub struct File {
     /// The HTTP cache that routes with a `cache` block share.
     #[serde(default)]
     pub cache: Option<Cache>,
+    /// Named durable job queues that routes with a `queue` block store requests in.
+    #[serde(default)]
+    pub queues: BTreeMap<String, JobQueue>,
 }
 
 /// The Redis deployment shared by cluster-wide features: exactly one of `url`, `sentinel`
@@ -650,6 +655,10 @@ pub struct Route {
     /// Fields removed, set and added on the response to the client.
     #[serde(default)]
     pub response_headers: Option<HeaderEdits>,
+    /// Store accepted requests in a queue and answer `202 Accepted`; the upstream gets
+    /// them later (docs/async.md).
+    #[serde(default)]
+    pub queue: Option<RouteQueue>,
 }
 
 /// `respond`: the gateway answers the route's requests itself.

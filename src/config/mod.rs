@@ -5,6 +5,7 @@ mod cache;
 mod duplicates;
 pub mod file;
 pub mod model;
+mod queue;
 mod ratelimit;
 mod resilience;
 mod shadow;

@@ -27,6 +27,8 @@ pub struct Config {
     pub rate_limiting: RateLimiting,
     pub access: AccessControl,
     pub cache: CacheSettings,
+    /// Durable job queues of queued routes (`queues`), by name.
+    pub queues: Vec<QueueSettings>,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
 }
@@ -318,6 +320,53 @@ pub struct Route {
     pub request_headers: Option<HeaderEdits>,
     /// Fields set, added and removed on the response to the client (`response_headers`).
     pub response_headers: Option<HeaderEdits>,
+    /// The route stores requests in a queue (`queue`), or answers for the jobs of such a
+    /// route (the status route made for it at load).
+    pub queue: Option<RouteQueue>,
+}
+
+/// What a route does with a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteQueue {
+    /// One of `Config::queues`.
+    pub queue: String,
+    /// Status URLs are `status_path/ID`, without a trailing slash.
+    pub status_path: String,
+    pub role: QueueRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRole {
+    /// Accepted requests are stored and answered with 202.
+    Accept,
+    /// The route answers for the jobs of the queued route named here: status, result,
+    /// events.
+    Status,
+}
+
+/// A durable job queue (`queues.NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub name: String,
+    pub backend: QueueBackend,
+    pub concurrency: usize,
+    pub attempt_timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_delay: Duration,
+    pub max_retry_delay: Duration,
+    pub retry_statuses: Vec<u16>,
+    pub max_depth: u64,
+    pub max_bytes: u64,
+    pub result_ttl: Duration,
+    pub max_result_bytes: usize,
+    pub idempotency_ttl: Duration,
+}
+
+/// Where a queue keeps its jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum QueueBackend {
+    /// A file in this directory, synced before a job is acknowledged.
+    Embedded { dir: PathBuf },
 }
 
 /// Fields a route removes, sets and adds on one side of the exchange, in that order.

@@ -121,7 +121,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let no_methods = std::collections::BTreeMap::new();
     for (i, r) in f.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
-        if let Some(mut route) = route(&mut errs, &at, i, r, &upstream_names) {
+        if let Some(mut route) = route(&mut errs, &at, i, r, &upstream_names, &f.queues) {
             let methods = f.auth.as_ref().map(|a| &a.methods);
             route.access =
                 super::access::route_access(&mut errs, &at, r, methods.unwrap_or(&no_methods));
@@ -137,6 +137,9 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     }
     let indexed: Vec<(usize, &Route)> = route_at.iter().copied().zip(routes.iter()).collect();
     super::shadow::unreachable(&mut errs, &indexed);
+    let status_routes: Vec<Route> = routes.iter().filter_map(super::queue::status_route).collect();
+    routes.extend(status_routes);
+    let queues = super::queue::queues(&mut errs, &f.queues, base_dir);
 
     let redis = f
         .redis
@@ -191,6 +194,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             rate_limiting,
             access,
             cache,
+            queues,
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -584,6 +588,7 @@ fn route(
     index: usize,
     r: &file::Route,
     upstreams: &HashSet<&str>,
+    queues: &std::collections::BTreeMap<String, file::JobQueue>,
 ) -> Option<Route> {
     errs.unknown_in(at, &r);
     let default_match = file::Match::default();
@@ -637,6 +642,7 @@ fn route(
             ("cache", r.cache.is_some()),
             ("request_headers", r.request_headers.is_some()),
             ("response_headers", r.response_headers.is_some()),
+            ("queue", r.queue.is_some()),
         ] {
             if set {
                 errs.push(format!("{at}.{key}"), format!("not allowed with {kind}"));
@@ -668,6 +674,10 @@ fn route(
             .map(|c| super::cache::route(errs, &format!("{at}.cache"), c, r.auth.is_some())),
         request_headers,
         response_headers,
+        queue: match proxies {
+            true => super::queue::route_queue(errs, &format!("{at}.queue"), r, queues),
+            false => None,
+        },
     })
 }
 

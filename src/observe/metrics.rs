@@ -115,6 +115,8 @@ pub struct Metrics {
     pub rate_limits: RateLimitMetrics,
     /// HTTP cache metrics (`cache::service`).
     pub cache: crate::cache::service::CacheMetrics,
+    /// Job queue metrics (`queue::metrics`).
+    pub queues: crate::queue::QueueMetrics,
 }
 
 /// Request metrics of one route. Cheap to clone; counts survive reloads because handles of
@@ -274,11 +276,14 @@ impl Metrics {
         rate_limits.register(&mut registry);
         let cache = crate::cache::service::CacheMetrics::default();
         cache.register(&mut registry);
+        let queues = crate::queue::QueueMetrics::default();
+        queues.register(&mut registry);
 
         Metrics {
             resilience,
             rate_limits,
             cache,
+            queues,
             registry,
             requests,
             request_duration,

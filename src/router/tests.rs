@@ -32,6 +32,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         cache: None,
         request_headers: None,
         response_headers: None,
+        queue: None,
     }
 }
 

@@ -39,7 +39,7 @@ macro_rules! keys {
 }
 
 keys! {
-    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache"],
+    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
@@ -63,7 +63,9 @@ keys! {
     Sticky: ["cookie", "ttl", "secret", "secure", "same_site"],
     Keepalive: ["idle_timeout", "max_idle"],
     Target: ["address", "weight"],
-    Route: ["name", "match", "upstream", "strip_prefix", "rewrite", "redirect", "respond", "websocket", "split", "split_header", "mirror", "timeouts", "retry", "max_body_bytes", "rate_limits", "auth", "ip_rules", "cors", "validate", "cache", "request_headers", "response_headers"],
+    Route: ["name", "match", "upstream", "strip_prefix", "rewrite", "redirect", "respond", "websocket", "split", "split_header", "mirror", "timeouts", "retry", "max_body_bytes", "rate_limits", "auth", "ip_rules", "cors", "validate", "cache", "request_headers", "response_headers", "queue"],
+    JobQueue: ["backend", "path", "concurrency", "attempt_timeout", "max_attempts", "retry_delay", "max_retry_delay", "retry_statuses", "max_depth", "max_bytes", "result_ttl", "max_result_bytes", "idempotency_ttl"],
+    RouteQueue: ["name", "status_path"],
     Respond: ["status", "body", "content_type", "headers"],
     HeaderEdits: ["set", "add", "remove"],
     SplitEntry: ["upstream", "weight"],
@@ -182,6 +184,7 @@ mod tests {
             include_str!("../file.rs"),
             include_str!("access.rs"),
             include_str!("cache.rs"),
+            include_str!("queue.rs"),
         ];
         let mut seen = 0;
         for (name, keys) in sources.iter().flat_map(|s| declared(s)) {

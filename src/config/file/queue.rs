@@ -1,0 +1,76 @@
+//! File types of queued routes: the top-level `queues` and a route's `queue` block.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{ByteSize, Unknown};
+
+/// `queues.NAME`: a durable job queue that `queue` routes store accepted requests in, and
+/// whose dispatchers deliver them to the route's upstream.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct JobQueue {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Where jobs are kept: `embedded` (default), a file on this machine's disk written and
+    /// synced before the 202 is sent.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// `embedded`: the directory of the queue's file, relative to the config file's
+    /// directory (default `data/queues`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Jobs delivered at the same time (default 4): bursts wait in the queue instead.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Time limit of one delivery attempt, response body included (default 5m).
+    #[serde(default)]
+    pub attempt_timeout: Option<String>,
+    /// Delivery attempts before a job is dead-lettered (default 5).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry (default 1s); doubled per attempt, with full jitter.
+    #[serde(default)]
+    pub retry_delay: Option<String>,
+    /// Longest delay between attempts (default 5m).
+    #[serde(default)]
+    pub max_retry_delay: Option<String>,
+    /// Upstream statuses that are retried like a connection error (default 429, 502, 503,
+    /// 504); any other answer ends the job.
+    #[serde(default)]
+    pub retry_statuses: Option<Vec<u16>>,
+    /// Jobs pending or running at most (default 100000); more get 503 with `Retry-After`.
+    #[serde(default)]
+    pub max_depth: Option<u64>,
+    /// Bytes of pending and running requests at most (default 256MiB).
+    #[serde(default)]
+    pub max_bytes: Option<ByteSize>,
+    /// How long a finished job, its result and a dead letter are kept (default 24h).
+    #[serde(default)]
+    pub result_ttl: Option<String>,
+    /// Bytes of an upstream response body kept as a job's result (default 1MiB); a longer
+    /// body is cut there and the result says so.
+    #[serde(default)]
+    pub max_result_bytes: Option<ByteSize>,
+    /// How long an `Idempotency-Key` names its job (default 24h).
+    #[serde(default)]
+    pub idempotency_ttl: Option<String>,
+}
+
+/// A route's `queue`: accepted requests are stored and answered with `202 Accepted`, and
+/// delivered to the route's upstream later.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RouteQueue {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// One of the top-level `queues`.
+    #[serde(default)]
+    pub name: String,
+    /// The path under which the gateway answers for this route's jobs:
+    /// `STATUS_PATH/ID`, `…/ID/result`, `…/ID/events` (default `/jobs/<queue name>`).
+    #[serde(default)]
+    pub status_path: Option<String>,
+}

@@ -1,0 +1,289 @@
+//! Durable job queues for queued routes: a job is a stored request, accepted once it is
+//! written (and synced) and delivered later by the queue's dispatchers, at least once.
+//!
+//! A [`Queue`] is one named queue: its settings, its store, its depth bounds, the wake-up
+//! of its dispatchers and the feed of status changes that event streams follow. The store
+//! is a backend behind one interface ([`embedded`]: a file on local disk). This module knows
+//! nothing of routes or of the pipeline: jobs are requests as bytes, and outcomes are what
+//! a dispatcher reports.
+
+pub mod embedded;
+mod metrics;
+mod types;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::model::{QueueBackend, QueueSettings};
+pub use metrics::QueueMetrics;
+pub use types::*;
+
+/// Why a queue refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue holds `max_depth` jobs or `max_bytes` bytes: try again later.
+    #[error("the queue is full")]
+    Full,
+    /// The store could not be read or written: nothing was stored.
+    #[error("the queue's store failed: {0}")]
+    Store(String),
+}
+
+/// A status change, as event streams follow them.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: JobId,
+    pub job: Job,
+}
+
+/// One named queue, shared by the workers that accept into it and its dispatchers.
+pub struct Queue {
+    pub settings: QueueSettings,
+    core: Arc<Core>,
+}
+
+/// What a queue keeps across reloads that change its settings.
+pub struct Core {
+    store: embedded::Embedded,
+    /// Jobs pending or running, and their request bytes: the bounds an accept checks.
+    depth: AtomicU64,
+    bytes: AtomicU64,
+    /// Woken when a job becomes ready now (accepted, or retried by an operator).
+    wake: tokio::sync::Notify,
+    events: tokio::sync::broadcast::Sender<Event>,
+    pub metrics: metrics::QueueCounters,
+}
+
+impl std::ops::Deref for Queue {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl Queue {
+    /// Opens (or creates) the queue's store; jobs that were running when the gateway last
+    /// stopped are pending again.
+    pub fn open(settings: QueueSettings, metrics: &QueueMetrics) -> Result<Queue, QueueError> {
+        let QueueBackend::Embedded { dir } = &settings.backend;
+        let (store, counts) = embedded::Embedded::open(dir, &settings.name, now_ms())?;
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        let counters = metrics.queue(&settings.name);
+        counters.set_depth(counts.depth, counts.dead);
+        let core = Core {
+            depth: AtomicU64::new(counts.depth),
+            bytes: AtomicU64::new(counts.bytes),
+            store,
+            wake: tokio::sync::Notify::new(),
+            events,
+            metrics: counters,
+        };
+        Ok(Queue {
+            settings,
+            core: Arc::new(core),
+        })
+    }
+
+    /// Stores a new job (or finds the one its idempotency key names). The job is durable
+    /// when this returns `Ok(Enqueued::New)`.
+    pub async fn enqueue(&self, new: NewJob) -> Result<Enqueued, QueueError> {
+        let size = new.request.size();
+        let s = &self.settings;
+        let depth = self.depth.fetch_add(1, Ordering::AcqRel);
+        let bytes = self.bytes.fetch_add(size, Ordering::AcqRel);
+        if depth >= s.max_depth || bytes.saturating_add(size) > s.max_bytes {
+            self.release(size);
+            self.metrics.refused_full.inc();
+            return Err(QueueError::Full);
+        }
+        let started = std::time::Instant::now();
+        let result = self.store.enqueue(new, JobId::random(), now_ms()).await;
+        match &result {
+            Ok(Enqueued::New(id, job)) => {
+                self.metrics.accepted(started.elapsed());
+                self.metrics.depth.set(self.depth() as i64);
+                self.publish(*id, job);
+                self.wake.notify_one();
+            }
+            Ok(_) => self.release(size),
+            Err(_) => {
+                self.release(size);
+                self.metrics.refused_unavailable.inc();
+            }
+        }
+        result
+    }
+
+    fn release(&self, size: u64) {
+        self.depth.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(size, Ordering::AcqRel);
+    }
+
+    /// Jobs pending or running.
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::Acquire)
+    }
+
+    /// Takes up to `n` jobs that are due, marking them running; with none due, when the
+    /// next one will be.
+    pub async fn claim(&self, n: usize) -> Result<Claims, QueueError> {
+        let now = now_ms();
+        let claims = self.store.claim(n, now).await?;
+        for c in &claims.jobs {
+            self.metrics.attempts.inc();
+            self.publish(c.id, &c.job);
+        }
+        let age = claims.oldest_due.map_or(0, |due| now.saturating_sub(due));
+        self.metrics.set_oldest(Duration::from_millis(age));
+        Ok(claims)
+    }
+
+    /// Records how a delivery attempt ended.
+    pub async fn finish(&self, id: JobId, size: u64, outcome: Outcome) -> Result<(), QueueError> {
+        let now = now_ms();
+        let ends = !matches!(outcome, Outcome::Retry { .. });
+        let kind = outcome.kind();
+        let ttl = self.settings.result_ttl;
+        let job = self.store.finish(id, outcome, now, ttl).await?;
+        self.metrics.delivered(kind);
+        if ends {
+            self.release(size);
+        }
+        self.metrics.depth.set(self.depth() as i64);
+        if let Some(job) = job {
+            if job.dead {
+                self.metrics.dead.inc();
+            }
+            self.publish(id, &job);
+        }
+        Ok(())
+    }
+
+    /// The job's state, when it exists and has not expired.
+    pub fn job(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+        self.store.job(id)
+    }
+
+    /// The stored response of a finished job.
+    pub fn result(&self, id: JobId) -> Result<Option<StoredResponse>, QueueError> {
+        self.store.result(id)
+    }
+
+    /// Dead-lettered jobs, oldest first, at most `limit`.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<(JobId, Job)>, QueueError> {
+        self.store.dead_letters(limit)
+    }
+
+    /// Puts a dead-lettered job back in the queue with its attempts reset; `false` when
+    /// there is no such dead letter.
+    pub async fn retry_dead(&self, id: JobId) -> Result<bool, QueueError> {
+        let Some((job, size)) = self.store.revive(id, now_ms()).await? else {
+            return Ok(false);
+        };
+        self.depth.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(size, Ordering::AcqRel);
+        self.metrics.dead.dec();
+        self.metrics.depth.set(self.depth() as i64);
+        self.publish(id, &job);
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Deletes a dead-lettered job; `false` when there is no such dead letter.
+    pub async fn delete_dead(&self, id: JobId) -> Result<bool, QueueError> {
+        let deleted = self.store.delete_dead(id).await?;
+        if deleted {
+            self.metrics.dead.dec();
+        }
+        Ok(deleted)
+    }
+
+    /// Removes finished jobs, results and idempotency keys whose time is up.
+    pub async fn sweep(&self) -> Result<(), QueueError> {
+        let dead_removed = self.store.sweep(now_ms()).await?;
+        self.metrics.dead.dec_by(dead_removed as i64);
+        Ok(())
+    }
+
+    /// Status changes of every job of this queue from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn publish(&self, id: JobId, job: &Job) {
+        // No subscriber is not an error.
+        let _ = self.events.send(Event {
+            id,
+            job: job.clone(),
+        });
+    }
+
+    /// The delay before attempt `attempts + 1`: `retry_delay` doubled per attempt made,
+    /// at most `max_retry_delay`, with full jitter (a uniform share of it).
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let s = &self.settings;
+        let doubled = s
+            .retry_delay
+            .saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+        let cap = doubled.min(s.max_retry_delay);
+        cap.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+/// Keeps queues open across reloads: a reload that keeps a queue's name and backend keeps
+/// its store and counts (its other settings take effect), and a queue dropped from the
+/// configuration closes once nothing uses it.
+#[derive(Default)]
+pub struct Queues {
+    open: Mutex<Vec<Arc<Queue>>>,
+}
+
+impl Queues {
+    /// The queue for `settings`: the open one of that name and backend, with the new
+    /// settings, or a newly opened store.
+    pub fn get(
+        &self,
+        settings: &QueueSettings,
+        metrics: &QueueMetrics,
+    ) -> Result<Arc<Queue>, QueueError> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|q| Arc::strong_count(&q.core) > 1 || Arc::strong_count(q) > 1);
+        let same =
+            |q: &&Arc<Queue>| q.settings.name == settings.name && q.settings.backend == settings.backend;
+        if let Some(q) = open.iter().find(same) {
+            if q.settings == *settings {
+                return Ok(q.clone());
+            }
+            // The store stays; the settings are the new ones.
+            let q = Arc::new(q.with_settings(settings.clone()));
+            open.retain(|o| !(o.settings.name == settings.name));
+            open.push(q.clone());
+            return Ok(q);
+        }
+        let q = Arc::new(Queue::open(settings.clone(), metrics)?);
+        open.push(q.clone());
+        Ok(q)
+    }
+}
+
+impl Queue {
+    fn with_settings(&self, settings: QueueSettings) -> Queue {
+        Queue {
+            settings,
+            core: self.core.clone(),
+        }
+    }
+
+    /// Waits until a job may be ready now.
+    pub async fn woken(&self) {
+        self.core.wake.notified().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
