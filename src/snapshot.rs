@@ -44,6 +44,12 @@ pub enum SnapshotError {
         #[source]
         source: crate::upstream::tls::UpstreamTlsError,
     },
+    #[error("queues.{name}: {source}")]
+    Queue {
+        name: String,
+        #[source]
+        source: crate::queue::QueueError,
+    },
 }
 
 /// Everything the request path reads, for one configuration generation.
@@ -64,6 +70,8 @@ pub struct Snapshot {
     pub auth: Authenticators,
     /// The HTTP cache, when a route caches.
     pub cache: Option<Arc<crate::cache::service::CacheService>>,
+    /// The job queues (`queues`), opened when the gateway runs (not for a config check).
+    pub queues: Vec<Arc<crate::queue::Queue>>,
 }
 
 pub struct CompiledRoute {
@@ -97,6 +105,16 @@ pub struct CompiledRoute {
     pub request_edits: Option<crate::transform::Edits>,
     /// Header transforms of the response to the client (`response_headers`).
     pub response_edits: Option<crate::transform::Edits>,
+    /// The queue the route stores requests in, or whose jobs it answers for.
+    pub queue: Option<QueueRoute>,
+}
+
+/// A route's queue, compiled.
+pub struct QueueRoute {
+    pub queue: Arc<crate::queue::Queue>,
+    /// Status URLs are `status_path/ID` (no trailing slash).
+    pub status_path: Arc<str>,
+    pub role: crate::config::model::QueueRole,
 }
 
 /// A route's retry policy with its budget (shared by every worker).
@@ -159,6 +177,20 @@ impl Snapshot {
             .collect::<Result<Vec<_>, SnapshotError>>()?;
         states.keep_only(&config.upstreams);
         let index_of = |name: &str| upstreams.iter().position(|u| *u.name == *name);
+        let queues = match &kept.queues {
+            Some(open) => config
+                .queues
+                .iter()
+                .map(|q| {
+                    open.get(q, &metrics.queues)
+                        .map_err(|source| SnapshotError::Queue {
+                            name: q.name.clone(),
+                            source,
+                        })
+                })
+                .collect::<Result<Vec<_>, SnapshotError>>()?,
+            None => Vec::new(),
+        };
         let routes = config
             .routes
             .iter()
@@ -209,6 +241,14 @@ impl Snapshot {
                         .response_headers
                         .as_ref()
                         .map(crate::transform::Edits::new),
+                    queue: r.queue.as_ref().and_then(|q| {
+                        let queue = queues.iter().find(|o| o.settings.name == q.queue)?;
+                        Some(QueueRoute {
+                            queue: queue.clone(),
+                            status_path: Arc::from(q.status_path.as_str()),
+                            role: q.role,
+                        })
+                    }),
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
@@ -248,6 +288,7 @@ impl Snapshot {
         });
         Ok(Snapshot {
             cache,
+            queues,
             access_log: access_log.filter(|_| config.access_log.enabled),
             unmatched: metrics.route(""),
             metrics_on: config.metrics_enabled,
@@ -270,6 +311,8 @@ pub struct Kept {
     pub background: crate::background::Background,
     /// The cache store, kept while its size settings stay the same.
     pub caches: crate::cache::service::Caches,
+    /// Open job queues; `None` where nothing runs (a config check), so no store is opened.
+    pub queues: Option<crate::queue::Queues>,
 }
 
 /// Target state that outlives snapshots: health, ejections, circuit and draining flags of

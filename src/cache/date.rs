@@ -92,6 +92,22 @@ pub fn format_http_date(time: SystemTime) -> [u8; IMF_FIXDATE_LEN] {
     out
 }
 
+/// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds
+/// (`2026-12-07T08:01:02.345Z`), for JSON documents.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    let days = secs.div_euclid(SECS_PER_DAY).clamp(MIN_DAYS, MAX_DAYS);
+    let of_day = secs.rem_euclid(SECS_PER_DAY);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        ms % 1000
+    )
+}
+
 /// `time` as an IMF-fixdate header value.
 pub fn http_date_value(time: SystemTime) -> HeaderValue {
     match HeaderValue::from_bytes(&format_http_date(time)) {
@@ -354,6 +370,12 @@ fn trim_ows(v: &[u8]) -> &[u8] {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn rfc3339_ms_writes_utc_with_milliseconds() {
+        assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339_ms(1_796_630_462_345), "2026-12-07T08:01:02.345Z");
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -108,6 +108,9 @@ enum Inner {
     Relay(UpstreamBody),
     /// Another request's response, read from the cache fill it is streaming into.
     Follow(FillBody),
+    /// Chunks the gateway writes as they come (a job's event stream); ends when the
+    /// sender is dropped.
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl ProxyBody {
@@ -133,6 +136,12 @@ impl ProxyBody {
     /// The body of a response another request is fetching into the cache.
     pub fn follow(body: FillBody) -> Self {
         Self::new(Inner::Follow(body))
+    }
+
+    /// A body written by the gateway as it goes: the chunks sent on the channel's other
+    /// end, until it is dropped.
+    pub fn stream(chunks: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        Self::new(Inner::Stream(chunks))
     }
 
     fn new(inner: Inner) -> Self {
@@ -228,6 +237,10 @@ impl Body for ProxyBody {
                 Poll::Ready(f) => f.map(|r| r.map(Frame::data).map_err(BodyError::from)),
                 Poll::Pending => return Poll::Pending,
             },
+            Inner::Stream(chunks) => match chunks.poll_recv(cx) {
+                Poll::Ready(chunk) => chunk.map(|b| Ok(Frame::data(b))),
+                Poll::Pending => return Poll::Pending,
+            },
             Inner::Relay(body) => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(f) => {
                     if let Some(t) = &mut this.timer {
@@ -274,7 +287,7 @@ impl Body for ProxyBody {
             Inner::Empty => true,
             Inner::Full(b) => b.is_none(),
             Inner::Relay(body) => body.is_end_stream(),
-            Inner::Follow(_) => false,
+            Inner::Follow(_) | Inner::Stream(_) => false,
         }
     }
 
@@ -283,7 +296,7 @@ impl Body for ProxyBody {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Relay(body) => body.size_hint(),
-            Inner::Follow(_) => SizeHint::default(),
+            Inner::Follow(_) | Inner::Stream(_) => SizeHint::default(),
         }
     }
 }

@@ -64,6 +64,16 @@ pub enum ProxyError {
     OnlyIfCached,
     #[error("the stored response needs validation and the upstream is unreachable")]
     StaleForbidden,
+    #[error("queue {0} is full")]
+    QueueFull(std::sync::Arc<str>),
+    #[error("queue {0} could not store the job")]
+    QueueUnavailable(std::sync::Arc<str>),
+    #[error("no such job")]
+    JobNotFound,
+    #[error("the job has no result yet")]
+    JobNotFinished,
+    #[error("the idempotency key was used with a different request")]
+    IdempotencyConflict,
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -78,7 +88,13 @@ impl ProxyError {
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden | ProxyError::InsufficientScope => StatusCode::FORBIDDEN,
             ProxyError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute { .. } | ProxyError::JobNotFound | ProxyError::JobNotFinished => {
+                StatusCode::NOT_FOUND
+            }
+            ProxyError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            ProxyError::QueueFull(_) | ProxyError::QueueUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::NoHealthyTarget(_)
             | ProxyError::UpstreamBusy(_)
             | ProxyError::RateLimitUnavailable(_)
@@ -128,13 +144,27 @@ impl ProxyError {
             ProxyError::StaleForbidden => {
                 "the cached response must be revalidated and the upstream is unreachable"
             }
+            ProxyError::QueueFull(_) => "the queue is full; try again later (see Retry-After)",
+            ProxyError::QueueUnavailable(_) => {
+                "the job could not be stored and was not accepted; try again later"
+            }
+            ProxyError::JobNotFound => "no such job (or it expired, or it is not yours)",
+            ProxyError::JobNotFinished => "the job has no result yet; see its status",
+            ProxyError::IdempotencyConflict => {
+                "this Idempotency-Key was already used with a different request"
+            }
             ProxyError::Internal(_) => "internal error",
         }
     }
 
     /// The problem+json response for this error.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        problem_response(self.status(), self.detail(), request_id)
+        let mut resp = problem_response(self.status(), self.detail(), request_id);
+        if let ProxyError::QueueFull(_) = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
     }
 }
 

@@ -29,6 +29,7 @@ mod headers;
 mod limit;
 mod log;
 mod mirror;
+mod queue;
 mod refresh;
 mod request;
 mod respond;
@@ -39,6 +40,7 @@ mod testing;
 mod upstream_request;
 mod validate;
 
+use crate::config::model::QueueRole;
 use crate::message::Interim;
 use crate::serve::DownstreamBody;
 use crate::snapshot::Snapshot;
@@ -110,6 +112,11 @@ pub async fn handle(
     let routed = next!(route::find(snap, conn, req, &arrival, &mut done));
     let caller = next!(access::check(&routed, conn, req, &arrival, &mut done).await);
     let who = caller.as_ref();
+    let queued = routed.route.queue.as_ref();
+    if let Some(q) = queued.filter(|q| q.role == QueueRole::Status) {
+        let stop = queue::status(q, req, &arrival, who);
+        return stop.answer(&arrival.request_id, passed.as_ref(), done);
+    }
     if let Some(edits) = &routed.route.response_edits {
         let vars = upstream_request::edit_vars(&routed, &arrival, who, req.uri().path());
         done.edits = Some(Box::new(edits.resolve(&vars)));
@@ -117,6 +124,13 @@ pub async fn handle(
     let max_body = next!(limit::size(snap, &routed, conn, req));
     next!(limit::admit(snap, &routed, req, &arrival, who, &mut passed, &mut done).await);
     let validated = next!(validate::body(&routed, req, &arrival, max_body).await);
+    if let Some(q) = queued {
+        // A queued route ends here: the job is stored (202) or refused. Boxed: other routes
+        // do not carry its future in theirs.
+        let stored = queue::accept(snap, conn, &routed, q, req, &arrival, who, validated, max_body);
+        let stored = Box::pin(stored);
+        return stored.await.answer(&arrival.request_id, passed.as_ref(), done);
+    }
     let passed = passed.as_ref();
     let lookup = cache::lookup(snap, conn, &routed, req, &arrival, who, passed);
     let mut pending = next!(lookup.await);

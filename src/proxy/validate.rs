@@ -65,19 +65,9 @@ async fn validated_body(
     if let Err(BodyError::UnsupportedMediaType) = schemas.validate(content_type, b"") {
         return Err(ProxyError::UnsupportedMediaType.to_response(request_id));
     }
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return Err(ProxyError::DownstreamBody.to_response(request_id));
-        };
-        if let Some(data) = frame.data_ref() {
-            if buf.len() + data.len() > limit {
-                return Err(ProxyError::PayloadTooLarge.to_response(request_id));
-            }
-            buf.extend_from_slice(data);
-        }
-    }
-    let bytes = buf.freeze();
+    let bytes = read_whole(body, limit)
+        .await
+        .map_err(|e| e.to_response(request_id))?;
     match schemas.validate(content_type, &bytes) {
         Ok(()) => Ok(bytes),
         Err(BodyError::UnsupportedMediaType) => {
@@ -86,6 +76,23 @@ async fn validated_body(
         Err(BodyError::TooLarge { .. }) => Err(ProxyError::PayloadTooLarge.to_response(request_id)),
         Err(BodyError::Invalid(violations)) => Err(invalid(&violations, request_id)),
     }
+}
+
+/// Reads the whole body, at most `limit` bytes (413 beyond).
+pub(super) async fn read_whole(body: &mut DownstreamBody, limit: usize) -> Result<Bytes, ProxyError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ProxyError::DownstreamBody);
+        };
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > limit {
+                return Err(ProxyError::PayloadTooLarge);
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 #[cfg(test)]

@@ -89,6 +89,7 @@ impl Shared {
             rate_limits: crate::ratelimit::RateLimiter::new(metrics.rate_limits.clone()),
             background: crate::background::Background::new("ferrogate-auth"),
             caches: crate::cache::service::Caches::default(),
+            queues: Some(crate::queue::Queues::default()),
         };
         let conn_limits = config
             .listeners

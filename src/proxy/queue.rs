@@ -1,0 +1,382 @@
+//! QUEUE: a queued route stores the request as a job and answers `202 Accepted` with the
+//! job's status URL, once the job is durably stored; its status route answers for the
+//! route's jobs (status, result, a stream of status changes). Delivery is the dispatchers'
+//! (`proxy::deliver`, `runtime::dispatch`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use serde_json::json;
+
+use super::access::{identify_upstream, strip_query_param};
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::request::Arrival;
+use super::route::Routed;
+use super::validate::read_whole;
+use super::{ConnInfo, Stop};
+use crate::auth::gate::Authenticated;
+use crate::cache::date::rfc3339_ms;
+use crate::queue::{
+    Enqueued, Field, Idempotency, Job, JobId, NewJob, Queue, QueueError, StoredRequest,
+};
+use crate::serve::DownstreamBody;
+use crate::snapshot::{QueueRoute, Snapshot};
+
+/// The field that names a job on its delivery and on its result.
+pub(crate) const X_JOB_ID: HeaderName = HeaderName::from_static("x-job-id");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Longest `Idempotency-Key` kept.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// An event stream sends a comment this often, so that idle connections stay open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Fields not stored with a job: they describe the client's connection, not the request.
+fn stored_field(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "expect"
+            | "content-length"
+    )
+}
+
+/// Stores the request of a queued route as a job: `202` with `Location` and the job as
+/// JSON; the job named by an `Idempotency-Key` already given with the same request; `422`
+/// for the key given with another request; `503` when the queue is full or cannot store.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn accept(
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    routed: &Routed<'_>,
+    q: &QueueRoute,
+    req: &mut Request<DownstreamBody>,
+    arrival: &Arrival,
+    caller: Option<&Authenticated>,
+    validated: Option<Bytes>,
+    max_body: Option<u64>,
+) -> Stop {
+    let queue = &q.queue;
+    let body = match validated {
+        Some(b) => b,
+        None => {
+            let limit = max_body.unwrap_or(queue.settings.max_bytes).min(queue.settings.max_bytes);
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            match read_whole(req.body_mut(), limit).await {
+                Ok(b) => b,
+                Err(e) => return Stop::Fail(e),
+            }
+        }
+    };
+    let owner = caller.and_then(|a| a.identity.name()).map(str::to_owned);
+    let idempotency = match idempotency(req, &body, owner.as_deref(), queue) {
+        Ok(i) => i,
+        Err(e) => return Stop::Fail(e),
+    };
+    let mut headers = req.headers().clone();
+    let hidden = identify_upstream(
+        &mut headers,
+        &routed.route.reserved_headers,
+        snap.auth.consumer_header.as_ref(),
+        caller,
+    );
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let uri = match &hidden {
+        Some(param) => strip_query_param(target, param),
+        None => target.to_owned(),
+    };
+    headers.insert(crate::message::X_REQUEST_ID, arrival.request_id.clone());
+    let request = StoredRequest {
+        method: req.method().as_str().to_owned(),
+        uri,
+        headers: headers
+            .iter()
+            .filter(|(n, _)| stored_field(n))
+            .map(|(n, v)| Field {
+                name: n.as_str().to_owned(),
+                value: v.as_bytes().to_vec(),
+            })
+            .collect(),
+        body: body.to_vec(),
+        peer: conn.peer.to_string(),
+        listener: conn.listener as u32,
+        tls: conn.tls,
+        request_id: arrival.request_id.to_str().unwrap_or("").to_owned(),
+    };
+    let new = NewJob {
+        request,
+        owner,
+        route: routed.route.name.to_string(),
+        status_path: q.status_path.to_string(),
+        idempotency,
+    };
+    let name = || Arc::from(queue.settings.name.as_str());
+    let (id, job, replayed) = match queue.enqueue(new).await {
+        Ok(Enqueued::New(id, job)) => (id, job, false),
+        Ok(Enqueued::Existing(id, job)) => (id, job, true),
+        Ok(Enqueued::Conflict) => return Stop::Fail(ProxyError::IdempotencyConflict),
+        Err(QueueError::Full) => return Stop::Fail(ProxyError::QueueFull(name())),
+        Err(QueueError::Store(e)) => {
+            tracing::error!(queue = %queue.settings.name, "cannot store a job: {e}");
+            return Stop::Fail(ProxyError::QueueUnavailable(name()));
+        }
+    };
+    let mut resp = json_response(StatusCode::ACCEPTED, &status_json(id, &job));
+    let url = status_url(&q.status_path, id);
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        resp.headers_mut().insert(X_JOB_ID, v);
+    }
+    if replayed {
+        resp.headers_mut().insert(
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    resp.headers_mut()
+        .insert(crate::message::X_REQUEST_ID, arrival.request_id.clone());
+    Stop::respond(resp)
+}
+
+/// The request's `Idempotency-Key`, scoped to its owner, with a digest of the request.
+fn idempotency(
+    req: &Request<DownstreamBody>,
+    body: &[u8],
+    owner: Option<&str>,
+    queue: &Queue,
+) -> Result<Option<Idempotency>, ProxyError> {
+    let Some(key) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .map(|k| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or(ProxyError::BadRequest(
+            "Idempotency-Key must be 1 to 255 visible characters",
+        ))?;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(req.method().as_str().as_bytes());
+    ctx.update(b" ");
+    ctx.update(req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    ctx.update(b"\n");
+    ctx.update(body);
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(ctx.finish().as_ref());
+    Ok(Some(Idempotency {
+        key: format!("{}\n{key}", owner.unwrap_or("")),
+        fingerprint,
+        ttl: queue.settings.idempotency_ttl,
+    }))
+}
+
+/// What the status route was asked for.
+enum Asked {
+    Status,
+    Result,
+    Events,
+}
+
+/// The status route of a queued route: `STATUS_PATH/ID` (the job as JSON, or `303` to its
+/// result once finished), `…/ID/result` (the upstream's stored response) and `…/ID/events`
+/// (server-sent events, one per status change). A job of another owner is not found.
+pub(super) fn status(
+    q: &QueueRoute,
+    req: &Request<DownstreamBody>,
+    arrival: &Arrival,
+    caller: Option<&Authenticated>,
+) -> Stop {
+    let rest = req
+        .uri()
+        .path()
+        .strip_prefix(&*q.status_path)
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or("");
+    let (id, asked) = match rest.split_once('/') {
+        None => (rest, Asked::Status),
+        Some((id, "result")) => (id, Asked::Result),
+        Some((id, "events")) => (id, Asked::Events),
+        Some(_) => return Stop::Fail(ProxyError::JobNotFound),
+    };
+    let Some(id) = JobId::parse(id) else {
+        return Stop::Fail(ProxyError::JobNotFound);
+    };
+    let job = match q.queue.job(id) {
+        Ok(Some(job)) => job,
+        Ok(None) => return Stop::Fail(ProxyError::JobNotFound),
+        Err(e) => {
+            tracing::error!(queue = %q.queue.settings.name, "cannot read a job: {e}");
+            let name = Arc::from(q.queue.settings.name.as_str());
+            return Stop::Fail(ProxyError::QueueUnavailable(name));
+        }
+    };
+    // Only the consumer that created a job sees it; to anyone else it does not exist.
+    let owned = match &job.owner {
+        Some(owner) => caller.and_then(|a| a.identity.name()) == Some(owner.as_str()),
+        None => true,
+    };
+    if job.status_path != *q.status_path || !owned {
+        return Stop::Fail(ProxyError::JobNotFound);
+    }
+    let mut resp = match asked {
+        Asked::Status => {
+            let mut resp = json_response(StatusCode::OK, &status_json(id, &job));
+            if job.result_status.is_some() && job.status.is_final() {
+                *resp.status_mut() = StatusCode::SEE_OTHER;
+                let url = format!("{}/result", status_url(&q.status_path, id));
+                if let Ok(v) = HeaderValue::from_str(&url) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+            }
+            resp
+        }
+        Asked::Result => match q.queue.result(id) {
+            Ok(Some(stored)) if job.status.is_final() => result_response(stored),
+            Ok(_) => return Stop::Fail(ProxyError::JobNotFinished),
+            Err(e) => {
+                tracing::error!(queue = %q.queue.settings.name, "cannot read a result: {e}");
+                let name = Arc::from(q.queue.settings.name.as_str());
+                return Stop::Fail(ProxyError::QueueUnavailable(name));
+            }
+        },
+        Asked::Events => events(q.queue.clone(), id, job),
+    };
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        resp.headers_mut().insert(X_JOB_ID, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(crate::message::X_REQUEST_ID, arrival.request_id.clone());
+    Stop::respond(resp)
+}
+
+fn status_url(status_path: &str, id: JobId) -> String {
+    format!("{status_path}/{id}")
+}
+
+/// A job as status pages and events show it.
+pub(crate) fn status_json(id: JobId, job: &Job) -> serde_json::Value {
+    let url = status_url(&job.status_path, id);
+    let mut v = json!({
+        "id": id.to_string(),
+        "status": job.status.as_str(),
+        "attempts": job.attempts,
+        "created_at": rfc3339_ms(job.created_ms),
+        "updated_at": rfc3339_ms(job.updated_ms),
+        "status_url": url,
+    });
+    if job.status == crate::queue::Status::Pending && job.attempts > 0 {
+        v["next_attempt_at"] = json!(rfc3339_ms(job.next_ms));
+    }
+    if let Some(status) = job.result_status {
+        v["result_status"] = json!(status);
+        v["result_url"] = json!(format!("{url}/result"));
+    }
+    if job.dead {
+        v["dead_letter"] = json!(true);
+    }
+    if let Some(e) = &job.error {
+        v["error"] = json!(e);
+    }
+    v
+}
+
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(v.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The upstream's response as it was stored.
+fn result_response(stored: crate::queue::StoredResponse) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(stored.body)));
+    *resp.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for f in stored.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(f.name.as_bytes()),
+            HeaderValue::from_bytes(&f.value),
+        ) {
+            resp.headers_mut().append(n, v);
+        }
+    }
+    if stored.truncated {
+        resp.headers_mut().insert(
+            HeaderName::from_static("x-job-result-truncated"),
+            HeaderValue::from_static("true"),
+        );
+    }
+    resp
+}
+
+/// Server-sent events: the job now, then each change of its status, until it is final.
+fn events(queue: Arc<Queue>, id: JobId, job: Job) -> Response<ProxyBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut changes = queue.subscribe();
+    tokio::spawn(async move {
+        let mut last = job;
+        if tx.send(event(id, &last)).await.is_err() || last.status.is_final() {
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                changed = changes.recv() => changed,
+                () = tokio::time::sleep(KEEP_ALIVE) => {
+                    if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                () = tx.closed() => return,
+            };
+            let job = match next {
+                Ok(e) if e.id == id => e.job,
+                Ok(_) => continue,
+                // Changes were missed: the store has the latest.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    match queue.job(id) {
+                        Ok(Some(job)) => job,
+                        _ => return,
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if job == last {
+                continue;
+            }
+            last = job;
+            if tx.send(event(id, &last)).await.is_err() || last.status.is_final() {
+                return;
+            }
+        }
+    });
+    let mut resp = Response::new(ProxyBody::stream(rx));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp
+}
+
+fn event(id: JobId, job: &Job) -> Bytes {
+    Bytes::from(format!(
+        "event: status\ndata: {}\n\n",
+        status_json(id, job)
+    ))
+}
