@@ -1,5 +1,6 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`,
-//! `POST /reload`, `/upstreams` (target state, draining) and `POST /cache/purge`. It runs on its own thread so a
+//! `POST /reload`, `/upstreams` (target state, draining), `POST /cache/purge` and `/queues`
+//! (depth, dead letters). It runs on its own thread so a
 //! busy data plane cannot starve it.
 
 use std::convert::Infallible;
@@ -18,6 +19,7 @@ use crate::observe::metrics::CONTENT_TYPE;
 use crate::runtime::{GatewayError, Shared};
 
 mod purge;
+mod queues;
 mod upstreams;
 
 /// Binds the admin address and serves it on a thread of its own; returns the bound address.
@@ -54,6 +56,8 @@ pub fn start(
                                             && req.uri().path() == "/cache/purge"
                                         {
                                             purge::purge(&shared, req).await
+                                        } else if req.uri().path().starts_with("/queues") {
+                                            queues::route(&shared, req).await
                                         } else {
                                             route(&shared, req)
                                         };
@@ -74,7 +78,7 @@ pub fn start(
     Ok(bound)
 }
 
-fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             upstreams::refresh_metrics(&shared.snapshot.load());

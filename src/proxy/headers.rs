@@ -181,6 +181,11 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 const TE_INDEX: usize = 3;
 const UPGRADE_INDEX: usize = 5;
 
+/// Whether `name` describes one hop only (RFC 9110 §7.6.1).
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Which of the fields the proxy rewrites a message carries, found in one pass over the
 /// names (no hashing), so that absent ones cost no lookup.
 #[derive(Debug, Default, PartialEq, Eq)]

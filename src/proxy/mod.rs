@@ -23,6 +23,7 @@ use http::{Request, Response};
 mod access;
 pub mod body;
 mod cache;
+pub mod deliver;
 pub mod error;
 mod forward;
 mod headers;
@@ -47,6 +48,7 @@ use crate::snapshot::Snapshot;
 use body::ProxyBody;
 use error::ProxyError;
 pub use log::Completion;
+pub(crate) use queue::status_json;
 
 /// What a connection knows that every request on it shares.
 pub struct ConnInfo {

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::access::{identify_upstream, strip_query_param};
 use super::body::ProxyBody;
 use super::error::ProxyError;
+use super::headers::is_hop_by_hop;
 use super::request::Arrival;
 use super::route::Routed;
 use super::validate::read_whole;
@@ -36,18 +37,11 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Fields not stored with a job: they describe the client's connection, not the request.
 fn stored_field(name: &HeaderName) -> bool {
-    !matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "expect"
-            | "content-length"
-    )
+    !is_hop_by_hop(name)
+        && !matches!(
+            *name,
+            header::TRAILER | header::EXPECT | header::CONTENT_LENGTH
+        )
 }
 
 /// Stores the request of a queued route as a job: `202` with `Location` and the job as

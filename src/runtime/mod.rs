@@ -4,6 +4,7 @@
 //! keeps the running one.
 
 mod checker;
+mod dispatch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ pub struct Shared {
     checker: Checker,
     /// Connection limits per listener, kept across reloads (their counts must survive).
     pub conn_limits: Vec<Arc<ConnLimiter>>,
+    /// The job queues' dispatchers, started when a configuration first has a queue.
+    dispatcher: std::sync::OnceLock<dispatch::Dispatcher>,
 }
 
 /// Decrements the open-connection count when a connection ends.
@@ -109,7 +112,8 @@ impl Shared {
         )?;
         let checker = Checker::start().map_err(GatewayError::Runtime)?;
         checker.apply(&snapshot);
-        Ok(Arc::new(Shared {
+        let shared = Arc::new(Shared {
+            dispatcher: std::sync::OnceLock::new(),
             conn_limits,
             kept,
             checker,
@@ -121,7 +125,25 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             access_log: Mutex::new(log),
             reload_lock: Mutex::new(()),
-        }))
+        });
+        shared.dispatch(&shared.snapshot.load())?;
+        Ok(shared)
+    }
+
+    /// Runs the dispatchers of `snap`'s queues (starting their thread the first time).
+    fn dispatch(self: &Arc<Self>, snap: &Snapshot) -> Result<(), GatewayError> {
+        if snap.queues.is_empty() && self.dispatcher.get().is_none() {
+            return Ok(());
+        }
+        let dispatcher = match self.dispatcher.get() {
+            Some(d) => d,
+            None => {
+                let d = dispatch::Dispatcher::start().map_err(GatewayError::Runtime)?;
+                self.dispatcher.get_or_init(|| d)
+            }
+        };
+        dispatcher.apply(snap, &Arc::downgrade(self));
+        Ok(())
     }
 
     /// From now on the gateway is shutting down (`/readyz` answers 503).
@@ -170,7 +192,7 @@ impl Shared {
     }
 
     /// Loads the config file again and swaps the snapshot, or keeps the running one.
-    pub fn reload(&self) -> Result<(), GatewayError> {
+    pub fn reload(self: &Arc<Self>) -> Result<(), GatewayError> {
         let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.try_reload();
         self.metrics.reload(result.is_ok());
@@ -181,7 +203,7 @@ impl Shared {
         result
     }
 
-    fn try_reload(&self) -> Result<(), GatewayError> {
+    fn try_reload(self: &Arc<Self>) -> Result<(), GatewayError> {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
@@ -201,7 +223,7 @@ impl Shared {
         }
         self.snapshot.store(snap.clone());
         self.checker.apply(&snap);
-        Ok(())
+        self.dispatch(&snap)
     }
 }
 
