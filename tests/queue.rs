@@ -1,0 +1,427 @@
+//! Queued routes end to end, on the embedded backend: a request answered 202 and delivered
+//! later to a real backend, its status, result, events, retries, dead letters, idempotency
+//! keys, owners, bounds, and jobs surviving a SIGKILL of the gateway.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use support::tempdir::Dir;
+use support::*;
+
+/// What the backend saw of one delivery.
+#[derive(Debug, Clone)]
+struct Delivery {
+    job: String,
+    method: String,
+    path: String,
+    body: Bytes,
+    consumer: Option<String>,
+    request_id: Option<String>,
+}
+
+type Log = Arc<Mutex<Vec<Delivery>>>;
+
+/// A backend that records each delivery and answers with `status(n)` for the n-th
+/// (from 0), after `delay`.
+async fn recording_backend(
+    delay: Duration,
+    status: fn(usize) -> u16,
+) -> (Backend, Log) {
+    let log: Log = Arc::default();
+    let seen = log.clone();
+    let n = Arc::new(AtomicUsize::new(0));
+    let backend = Backend::start(false, move |req: Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        let n = n.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let field = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let job = field("x-job-id").unwrap_or_default();
+            let consumer = field("x-consumer");
+            let request_id = field("x-request-id");
+            let method = req.method().to_string();
+            let path = req.uri().to_string();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            seen.lock().unwrap().push(Delivery {
+                job,
+                method,
+                path,
+                body: body.clone(),
+                consumer,
+                request_id,
+            });
+            tokio::time::sleep(delay).await;
+            let code = StatusCode::from_u16(status(n)).unwrap();
+            let mut resp = http::Response::new(full(Bytes::from(format!("done:{}", body.len()))));
+            *resp.status_mut() = code;
+            resp.headers_mut()
+                .insert("x-backend", http::HeaderValue::from_static("yes"));
+            resp
+        }
+    })
+    .await;
+    (backend, log)
+}
+
+fn gateway(backend: SocketAddr, dir: &Dir, queue: &str, route: &str) -> TestGateway {
+    let yaml = format!(
+        "workers: 1
+listeners: [{{address: \"127.0.0.1:0\"}}]
+admin: {{address: \"127.0.0.1:0\"}}
+upstreams: {{app: {{targets: [{{address: \"{backend}\"}}]}}}}
+queues:
+  q: {{path: \"{}\", retry_delay: 20ms, max_retry_delay: 50ms{queue}}}
+routes:
+  - {{name: jobs, match: {{path: {{prefix: /jobs}}, methods: [POST]}}, upstream: app, queue: {{name: q}}{route}}}
+",
+        dir.path.display()
+    );
+    TestGateway::start(&yaml)
+}
+
+async fn post(gw: SocketAddr, path: &str, body: &str, fields: &[(&str, &str)]) -> Got {
+    let mut req = Request::post(path).header("host", "a");
+    for (n, v) in fields {
+        req = req.header(*n, *v);
+    }
+    send(gw, req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await
+}
+
+fn sha256_hex(s: &str) -> String {
+    ferrogate::auth::apikey::hash_key(s.as_bytes())
+}
+
+fn json(got: &Got) -> serde_json::Value {
+    serde_json::from_slice(&got.body).unwrap_or_else(|_| panic!("not JSON: {}", got.text()))
+}
+
+/// Polls the job's status until it is final; answers the last status response.
+async fn until_final(gw: SocketAddr, url: &str, fields: &[(&str, &str)]) -> Got {
+    for _ in 0..250 {
+        let got = request(gw, "GET", url, fields).await;
+        if got.status == StatusCode::SEE_OTHER
+            || json(&got)["status"] == "failed"
+            || json(&got)["status"] == "succeeded"
+        {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the job at {url} did not finish");
+}
+
+#[tokio::test]
+async fn a_queued_request_is_answered_202_then_delivered_and_its_result_served() {
+    let dir = Dir::new("queue-basic");
+    let (backend, log) = recording_backend(Duration::ZERO, |_| 201).await;
+    let gw = gateway(backend.addr, &dir, "", "");
+    let got = post(gw.addr, "/jobs/report?x=1", "payload", &[("x-custom", "kept")]).await;
+    assert_eq!(got.status, StatusCode::ACCEPTED, "{}", got.text());
+    let job = json(&got);
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    assert_eq!(job["status"], "pending");
+    let url = format!("/jobs/q/{id}");
+    assert_eq!(job["status_url"], url.as_str());
+    assert_eq!(got.header("location"), Some(url.as_str()));
+    let request_id = got.header("x-request-id").unwrap().to_owned();
+
+    let done = until_final(gw.addr, &url, &[]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(done.header("location"), Some(format!("{url}/result").as_str()));
+    assert_eq!(json(&done)["status"], "succeeded");
+    assert_eq!(json(&done)["attempts"], 1);
+    let delivered = log.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1);
+    let d = &delivered[0];
+    assert_eq!(d.job, id);
+    assert_eq!((d.method.as_str(), d.path.as_str()), ("POST", "/jobs/report?x=1"));
+    assert_eq!(&d.body[..], b"payload");
+    assert_eq!(d.request_id.as_deref(), Some(request_id.as_str()));
+    let seen = backend.requests();
+    assert_eq!(seen[0].headers["x-custom"], "kept");
+
+    let result = request(gw.addr, "GET", &format!("{url}/result"), &[]).await;
+    assert_eq!(result.status, StatusCode::CREATED);
+    assert_eq!(result.text(), "done:7");
+    assert_eq!(result.header("x-backend"), Some("yes"));
+    assert_eq!(result.header("x-job-id"), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_job_ids_are_404_problems() {
+    let dir = Dir::new("queue-404");
+    let (backend, _) = recording_backend(Duration::ZERO, |_| 200).await;
+    let gw = gateway(backend.addr, &dir, "", "");
+    for path in [
+        "/jobs/q/0123456789abcdef0123456789abcdef",
+        "/jobs/q/nothex",
+        "/jobs/q/0123456789abcdef0123456789abcdef/other",
+    ] {
+        let got = request(gw.addr, "GET", path, &[]).await;
+        assert_eq!(got.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    }
+}
+
+#[tokio::test]
+async fn retried_statuses_are_tried_again_then_dead_lettered_and_an_operator_can_retry() {
+    let dir = Dir::new("queue-dead");
+    // Two 503s use up the attempts; the operator's retry then gets a 200.
+    let (backend, log) = recording_backend(Duration::ZERO, |n| if n < 2 { 503 } else { 200 }).await;
+    let gw = gateway(backend.addr, &dir, ", max_attempts: 2", "");
+    let got = post(gw.addr, "/jobs/x", "b", &[]).await;
+    let id = json(&got)["id"].as_str().unwrap().to_owned();
+    let url = format!("/jobs/q/{id}");
+    let done = until_final(gw.addr, &url, &[]).await;
+    let status = json(&done);
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["dead_letter"], true);
+    assert_eq!(status["attempts"], 2);
+    assert_eq!(status["error"], "the upstream answered 503");
+    assert_eq!(log.lock().unwrap().len(), 2);
+
+    let admin = gw.admin.unwrap();
+    let dead = get(admin, "a", "/queues/q/dead").await;
+    let list: serde_json::Value = serde_json::from_slice(&dead.body).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    let listed = get(admin, "a", "/queues").await;
+    assert!(listed.text().contains("\"dead_letters\":1"), "{}", listed.text());
+
+    assert_eq!(admin_post(admin, &format!("/queues/q/dead/{id}/retry")).await, 200);
+    let done = until_final(gw.addr, &url, &[]).await;
+    assert_eq!(json(&done)["status"], "succeeded");
+    assert_eq!(log.lock().unwrap().len(), 3);
+    assert_eq!(admin_post(admin, &format!("/queues/q/dead/{id}/retry")).await, 404);
+}
+
+#[tokio::test]
+async fn a_dead_letter_can_be_deleted() {
+    let dir = Dir::new("queue-delete");
+    let (backend, _) = recording_backend(Duration::ZERO, |_| 502).await;
+    let gw = gateway(backend.addr, &dir, ", max_attempts: 1", "");
+    let got = post(gw.addr, "/jobs/x", "b", &[]).await;
+    let id = json(&got)["id"].as_str().unwrap().to_owned();
+    until_final(gw.addr, &format!("/jobs/q/{id}"), &[]).await;
+    let admin = gw.admin.unwrap();
+    let del = Request::delete(format!("/queues/q/dead/{id}"))
+        .header("host", "a")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(admin, del).await.status, StatusCode::OK);
+    let gone = request(gw.addr, "GET", &format!("/jobs/q/{id}"), &[]).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_status_that_is_not_retried_ends_the_job_as_failed_with_its_result() {
+    let dir = Dir::new("queue-failed");
+    let (backend, log) = recording_backend(Duration::ZERO, |_| 422).await;
+    let gw = gateway(backend.addr, &dir, "", "");
+    let got = post(gw.addr, "/jobs/x", "b", &[]).await;
+    let id = json(&got)["id"].as_str().unwrap().to_owned();
+    let done = until_final(gw.addr, &format!("/jobs/q/{id}"), &[]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(json(&done)["status"], "failed");
+    assert_eq!(json(&done)["result_status"], 422);
+    assert!(json(&done).get("dead_letter").is_none());
+    assert_eq!(log.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_retried_until_it_comes_back() {
+    let dir = Dir::new("queue-connect");
+    // A port nothing listens on yet.
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = spare.local_addr().unwrap();
+    drop(spare);
+    let gw = gateway(at, &dir, ", max_attempts: 50", "");
+    let got = post(gw.addr, "/jobs/x", "late", &[]).await;
+    let id = json(&got)["id"].as_str().unwrap().to_owned();
+    let url = format!("/jobs/q/{id}");
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            json(&request(gw.addr, "GET", &url, &[]).await)["attempts"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 2
+        })
+        .await
+    );
+    let pending = json(&request(gw.addr, "GET", &url, &[]).await);
+    assert!(pending["error"].as_str().unwrap().contains("could not be reached")
+        || pending["error"].as_str().unwrap().contains("connection"), "{pending}");
+    let _backend = Backend::start_at(at, false, |_req| async { text(StatusCode::OK, "ok") }).await;
+    let done = until_final(gw.addr, &url, &[]).await;
+    assert_eq!(json(&done)["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_same_job_and_refuses_another_request() {
+    let dir = Dir::new("queue-idem");
+    let (backend, log) = recording_backend(Duration::ZERO, |_| 200).await;
+    let gw = gateway(backend.addr, &dir, "", "");
+    let key = [("idempotency-key", "order-42")];
+    let first = post(gw.addr, "/jobs/x", "same", &key).await;
+    let again = post(gw.addr, "/jobs/x", "same", &key).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(json(&first)["id"], json(&again)["id"]);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let other = post(gw.addr, "/jobs/x", "different", &key).await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.header("content-type"), Some("application/problem+json"));
+    let id = json(&first)["id"].as_str().unwrap().to_owned();
+    until_final(gw.addr, &format!("/jobs/q/{id}"), &[]).await;
+    assert_eq!(log.lock().unwrap().len(), 1, "one job, delivered once");
+}
+
+#[tokio::test]
+async fn only_the_consumer_that_created_a_job_can_read_it() {
+    let dir = Dir::new("queue-owner");
+    let (backend, log) = recording_backend(Duration::ZERO, |_| 200).await;
+    let yaml = format!(
+        "workers: 1
+listeners: [{{address: \"127.0.0.1:0\"}}]
+upstreams: {{app: {{targets: [{{address: \"{}\"}}]}}}}
+consumers:
+  alice: {{api_keys: [\"{}\"]}}
+  bob: {{api_keys: [\"{}\"]}}
+auth:
+  consumer_header: X-Consumer
+  methods:
+    keys: {{api_key: {{header: X-Api-Key}}}}
+queues:
+  q: {{path: \"{}\"}}
+routes:
+  - {{name: jobs, match: {{path: {{prefix: /jobs}}, methods: [POST]}}, upstream: app, queue: {{name: q}}, auth: {{methods: [keys]}}}}
+",
+        backend.addr,
+        sha256_hex("alice-key"),
+        sha256_hex("bob-key"),
+        dir.path.display()
+    );
+    let gw = TestGateway::start(&yaml);
+    let alice = [("x-api-key", "alice-key")];
+    let bob = [("x-api-key", "bob-key")];
+    assert_eq!(post(gw.addr, "/jobs/x", "b", &[]).await.status, StatusCode::UNAUTHORIZED);
+    let got = post(gw.addr, "/jobs/x", "b", &alice).await;
+    assert_eq!(got.status, StatusCode::ACCEPTED);
+    let url = json(&got)["status_url"].as_str().unwrap().to_owned();
+    let done = until_final(gw.addr, &url, &alice).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(request(gw.addr, "GET", &url, &bob).await.status, StatusCode::NOT_FOUND);
+    let result = format!("{url}/result");
+    assert_eq!(request(gw.addr, "GET", &result, &bob).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(request(gw.addr, "GET", &url, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(request(gw.addr, "GET", &result, &alice).await.status, StatusCode::OK);
+    // The upstream learned who sent the job, as it would have for a forwarded request.
+    assert_eq!(log.lock().unwrap()[0].consumer.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn status_changes_stream_as_server_sent_events() {
+    let dir = Dir::new("queue-sse");
+    let (backend, _) = recording_backend(Duration::from_millis(300), |_| 200).await;
+    let gw = gateway(backend.addr, &dir, "", "");
+    let got = post(gw.addr, "/jobs/x", "b", &[]).await;
+    let url = json(&got)["status_url"].as_str().unwrap().to_owned();
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("{url}/events"))
+        .header("host", "a")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await
+        .expect("the stream ends once the job is final")
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let statuses: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap()["status"].to_string())
+        .collect();
+    assert_eq!(statuses.last().map(String::as_str), Some("\"succeeded\""), "{text}");
+    assert!(statuses.iter().any(|s| s == "\"running\""), "{text}");
+    assert!(text.contains("event: status\n"));
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after_and_stores_nothing() {
+    let dir = Dir::new("queue-full");
+    let (backend, log) = recording_backend(Duration::from_millis(500), |_| 200).await;
+    let gw = gateway(backend.addr, &dir, ", max_depth: 1, concurrency: 1", "");
+    assert_eq!(post(gw.addr, "/jobs/x", "1", &[]).await.status, StatusCode::ACCEPTED);
+    let full = post(gw.addr, "/jobs/x", "2", &[]).await;
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(full.header("retry-after"), Some("5"));
+    assert_eq!(full.header("content-type"), Some("application/problem+json"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(log.lock().unwrap().len(), 1);
+    // Room again once the first is done.
+    assert_eq!(post(gw.addr, "/jobs/x", "3", &[]).await.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_and_never_queued() {
+    let dir = Dir::new("queue-413");
+    let (backend, log) = recording_backend(Duration::ZERO, |_| 200).await;
+    let gw = gateway(backend.addr, &dir, "", ", max_body_bytes: 8");
+    let got = post(gw.addr, "/jobs/x", "far more than eight bytes", &[]).await;
+    assert_eq!(got.status, StatusCode::PAYLOAD_TOO_LARGE);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(log.lock().unwrap().is_empty());
+    let listed = get(gw.admin.unwrap(), "a", "/queues").await;
+    assert!(listed.text().contains("\"depth\":0"), "{}", listed.text());
+}
+
+#[tokio::test]
+async fn a_load_of_jobs_is_delivered_at_most_concurrency_at_a_time() {
+    let dir = Dir::new("queue-level");
+    let open = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (o, m) = (open.clone(), most.clone());
+    let backend = Backend::start(false, move |_req| {
+        let (o, m) = (o.clone(), m.clone());
+        async move {
+            let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            o.fetch_sub(1, Ordering::SeqCst);
+            text(StatusCode::OK, "ok")
+        }
+    })
+    .await;
+    let gw = gateway(backend.addr, &dir, ", concurrency: 3", "");
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let addr = gw.addr;
+        sent.push(tokio::spawn(async move { post(addr, "/jobs/x", &i.to_string(), &[]).await.status }));
+    }
+    for s in sent {
+        assert_eq!(s.await.unwrap(), StatusCode::ACCEPTED);
+    }
+    assert!(eventually(Duration::from_secs(5), || async { backend.count() == 30 }).await);
+    assert!(most.load(Ordering::SeqCst) <= 3, "{} at once", most.load(Ordering::SeqCst));
+    assert!(most.load(Ordering::SeqCst) >= 2);
+}
