@@ -119,34 +119,6 @@ fn every_example_in_the_config_docs_passes_check() {
     assert!(count >= 5, "docs/config.md has only {count} examples");
 }
 
-/// Starts `ferrogate run -c path` and waits for its "listening on" line.
-fn spawn_run(path: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
-        .args(["run", "-c"])
-        .arg(path)
-        .env("FERROGATE_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("the gateway starts");
-        if let Some(a) = line.split("listening on ").nth(1) {
-            break a.trim().parse().unwrap();
-        }
-    };
-    (child, addr)
-}
-
 fn signal(child: &std::process::Child, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -166,7 +138,7 @@ async fn sighup_right_after_start_reloads_instead_of_ending_the_process() {
         "workers: 1\nlisteners: [{address: 127.0.0.1:0}]\nupstreams:\n  app: {targets: [{address: \"127.0.0.1:9\"}]}\nroutes:\n  - {match: {path: {prefix: /only}}, upstream: app}\n",
     )
     .unwrap();
-    let (mut child, addr) = spawn_run(&path);
+    let (mut child, addr) = support::spawn_run(env!("CARGO_BIN_EXE_ferrogate"), &path);
     signal(&child, "-HUP");
     signal(&child, "-HUP");
     assert_eq!(support::get(addr, "h", "/").await.status, 404);
@@ -200,7 +172,7 @@ async fn run_reloads_on_sighup_and_exits_zero_after_draining_on_sigterm() {
         )
     };
     std::fs::write(&path, yaml("/only")).unwrap();
-    let (mut child, addr) = spawn_run(&path);
+    let (mut child, addr) = support::spawn_run(env!("CARGO_BIN_EXE_ferrogate"), &path);
     assert_eq!(support::get(addr, "h", "/").await.status, 404);
 
     // Change the file and send SIGHUP (the watcher may also see the change; either reloads).

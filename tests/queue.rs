@@ -31,10 +31,7 @@ type Log = Arc<Mutex<Vec<Delivery>>>;
 
 /// A backend that records each delivery and answers with `status(n)` for the n-th
 /// (from 0), after `delay`.
-async fn recording_backend(
-    delay: Duration,
-    status: fn(usize) -> u16,
-) -> (Backend, Log) {
+async fn recording_backend(delay: Duration, status: fn(usize) -> u16) -> (Backend, Log) {
     let log: Log = Arc::default();
     let seen = log.clone();
     let n = Arc::new(AtomicUsize::new(0));
@@ -96,7 +93,11 @@ async fn post(gw: SocketAddr, path: &str, body: &str, fields: &[(&str, &str)]) -
     for (n, v) in fields {
         req = req.header(*n, *v);
     }
-    send(gw, req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await
+    send(
+        gw,
+        req.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
+    )
+    .await
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -127,7 +128,13 @@ async fn a_queued_request_is_answered_202_then_delivered_and_its_result_served()
     let dir = Dir::new("queue-basic");
     let (backend, log) = recording_backend(Duration::ZERO, |_| 201).await;
     let gw = gateway(backend.addr, &dir, "", "");
-    let got = post(gw.addr, "/jobs/report?x=1", "payload", &[("x-custom", "kept")]).await;
+    let got = post(
+        gw.addr,
+        "/jobs/report?x=1",
+        "payload",
+        &[("x-custom", "kept")],
+    )
+    .await;
     assert_eq!(got.status, StatusCode::ACCEPTED, "{}", got.text());
     let job = json(&got);
     let id = job["id"].as_str().unwrap().to_owned();
@@ -140,14 +147,20 @@ async fn a_queued_request_is_answered_202_then_delivered_and_its_result_served()
 
     let done = until_final(gw.addr, &url, &[]).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
-    assert_eq!(done.header("location"), Some(format!("{url}/result").as_str()));
+    assert_eq!(
+        done.header("location"),
+        Some(format!("{url}/result").as_str())
+    );
     assert_eq!(json(&done)["status"], "succeeded");
     assert_eq!(json(&done)["attempts"], 1);
     let delivered = log.lock().unwrap().clone();
     assert_eq!(delivered.len(), 1);
     let d = &delivered[0];
     assert_eq!(d.job, id);
-    assert_eq!((d.method.as_str(), d.path.as_str()), ("POST", "/jobs/report?x=1"));
+    assert_eq!(
+        (d.method.as_str(), d.path.as_str()),
+        ("POST", "/jobs/report?x=1")
+    );
     assert_eq!(&d.body[..], b"payload");
     assert_eq!(d.request_id.as_deref(), Some(request_id.as_str()));
     let seen = backend.requests();
@@ -198,13 +211,23 @@ async fn retried_statuses_are_tried_again_then_dead_lettered_and_an_operator_can
     let list: serde_json::Value = serde_json::from_slice(&dead.body).unwrap();
     assert_eq!(list[0]["id"], id.as_str());
     let listed = get(admin, "a", "/queues").await;
-    assert!(listed.text().contains("\"dead_letters\":1"), "{}", listed.text());
+    assert!(
+        listed.text().contains("\"dead_letters\":1"),
+        "{}",
+        listed.text()
+    );
 
-    assert_eq!(admin_post(admin, &format!("/queues/q/dead/{id}/retry")).await, 200);
+    assert_eq!(
+        admin_post(admin, &format!("/queues/q/dead/{id}/retry")).await,
+        200
+    );
     let done = until_final(gw.addr, &url, &[]).await;
     assert_eq!(json(&done)["status"], "succeeded");
     assert_eq!(log.lock().unwrap().len(), 3);
-    assert_eq!(admin_post(admin, &format!("/queues/q/dead/{id}/retry")).await, 404);
+    assert_eq!(
+        admin_post(admin, &format!("/queues/q/dead/{id}/retry")).await,
+        404
+    );
 }
 
 #[tokio::test]
@@ -261,8 +284,14 @@ async fn an_unreachable_upstream_is_retried_until_it_comes_back() {
         .await
     );
     let pending = json(&request(gw.addr, "GET", &url, &[]).await);
-    assert!(pending["error"].as_str().unwrap().contains("could not be reached")
-        || pending["error"].as_str().unwrap().contains("connection"), "{pending}");
+    assert!(
+        pending["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached")
+            || pending["error"].as_str().unwrap().contains("connection"),
+        "{pending}"
+    );
     let _backend = Backend::start_at(at, false, |_req| async { text(StatusCode::OK, "ok") }).await;
     let done = until_final(gw.addr, &url, &[]).await;
     assert_eq!(json(&done)["status"], "succeeded");
@@ -282,7 +311,10 @@ async fn an_idempotency_key_returns_the_same_job_and_refuses_another_request() {
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     let other = post(gw.addr, "/jobs/x", "different", &key).await;
     assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(other.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        other.header("content-type"),
+        Some("application/problem+json")
+    );
     let id = json(&first)["id"].as_str().unwrap().to_owned();
     until_final(gw.addr, &format!("/jobs/q/{id}"), &[]).await;
     assert_eq!(log.lock().unwrap().len(), 1, "one job, delivered once");
@@ -316,17 +348,32 @@ routes:
     let gw = TestGateway::start(&yaml);
     let alice = [("x-api-key", "alice-key")];
     let bob = [("x-api-key", "bob-key")];
-    assert_eq!(post(gw.addr, "/jobs/x", "b", &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post(gw.addr, "/jobs/x", "b", &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let got = post(gw.addr, "/jobs/x", "b", &alice).await;
     assert_eq!(got.status, StatusCode::ACCEPTED);
     let url = json(&got)["status_url"].as_str().unwrap().to_owned();
     let done = until_final(gw.addr, &url, &alice).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
-    assert_eq!(request(gw.addr, "GET", &url, &bob).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        request(gw.addr, "GET", &url, &bob).await.status,
+        StatusCode::NOT_FOUND
+    );
     let result = format!("{url}/result");
-    assert_eq!(request(gw.addr, "GET", &result, &bob).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(request(gw.addr, "GET", &url, &[]).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(request(gw.addr, "GET", &result, &alice).await.status, StatusCode::OK);
+    assert_eq!(
+        request(gw.addr, "GET", &result, &bob).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        request(gw.addr, "GET", &url, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        request(gw.addr, "GET", &result, &alice).await.status,
+        StatusCode::OK
+    );
     // The upstream learned who sent the job, as it would have for a forwarded request.
     assert_eq!(log.lock().unwrap()[0].consumer.as_deref(), Some("alice"));
 }
@@ -339,9 +386,10 @@ async fn status_changes_stream_as_server_sent_events() {
     let got = post(gw.addr, "/jobs/x", "b", &[]).await;
     let url = json(&got)["status_url"].as_str().unwrap().to_owned();
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = Request::get(format!("{url}/events"))
         .header("host", "a")
@@ -361,7 +409,11 @@ async fn status_changes_stream_as_server_sent_events() {
         .filter_map(|l| l.strip_prefix("data: "))
         .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap()["status"].to_string())
         .collect();
-    assert_eq!(statuses.last().map(String::as_str), Some("\"succeeded\""), "{text}");
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("\"succeeded\""),
+        "{text}"
+    );
     assert!(statuses.iter().any(|s| s == "\"running\""), "{text}");
     assert!(text.contains("event: status\n"));
 }
@@ -371,15 +423,24 @@ async fn a_full_queue_answers_503_with_retry_after_and_stores_nothing() {
     let dir = Dir::new("queue-full");
     let (backend, log) = recording_backend(Duration::from_millis(500), |_| 200).await;
     let gw = gateway(backend.addr, &dir, ", max_depth: 1, concurrency: 1", "");
-    assert_eq!(post(gw.addr, "/jobs/x", "1", &[]).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        post(gw.addr, "/jobs/x", "1", &[]).await.status,
+        StatusCode::ACCEPTED
+    );
     let full = post(gw.addr, "/jobs/x", "2", &[]).await;
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(full.header("retry-after"), Some("5"));
-    assert_eq!(full.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        full.header("content-type"),
+        Some("application/problem+json")
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(log.lock().unwrap().len(), 1);
     // Room again once the first is done.
-    assert_eq!(post(gw.addr, "/jobs/x", "3", &[]).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        post(gw.addr, "/jobs/x", "3", &[]).await.status,
+        StatusCode::ACCEPTED
+    );
 }
 
 #[tokio::test]
@@ -416,12 +477,134 @@ async fn a_load_of_jobs_is_delivered_at_most_concurrency_at_a_time() {
     let mut sent = Vec::new();
     for i in 0..30 {
         let addr = gw.addr;
-        sent.push(tokio::spawn(async move { post(addr, "/jobs/x", &i.to_string(), &[]).await.status }));
+        sent.push(tokio::spawn(async move {
+            post(addr, "/jobs/x", &i.to_string(), &[]).await.status
+        }));
     }
     for s in sent {
         assert_eq!(s.await.unwrap(), StatusCode::ACCEPTED);
     }
     assert!(eventually(Duration::from_secs(5), || async { backend.count() == 30 }).await);
-    assert!(most.load(Ordering::SeqCst) <= 3, "{} at once", most.load(Ordering::SeqCst));
+    assert!(
+        most.load(Ordering::SeqCst) <= 3,
+        "{} at once",
+        most.load(Ordering::SeqCst)
+    );
     assert!(most.load(Ordering::SeqCst) >= 2);
+}
+
+/// Accepts on keep-alive connections from `tasks` clients until `stop_at` jobs are accepted
+/// in all (or a connection fails: the gateway was killed); answers the accepted ids.
+async fn accept_load(
+    gw: SocketAddr,
+    tasks: usize,
+    stop_at: usize,
+    accepted: Arc<Mutex<Vec<String>>>,
+) {
+    let mut running = Vec::new();
+    for t in 0..tasks {
+        let accepted = accepted.clone();
+        running.push(tokio::spawn(async move {
+            let Ok(stream) = tokio::net::TcpStream::connect(gw).await else {
+                return;
+            };
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let Ok((mut tx, conn)) = hyper::client::conn::http1::handshake(io).await else {
+                return;
+            };
+            tokio::spawn(conn);
+            for i in 0.. {
+                if accepted.lock().unwrap().len() >= stop_at {
+                    return;
+                }
+                let req = Request::post("/jobs/load")
+                    .header("host", "a")
+                    .body(Full::new(Bytes::from(format!("{t}-{i}"))))
+                    .unwrap();
+                let Ok(resp) = tx.send_request(req).await else {
+                    return;
+                };
+                if resp.status() != StatusCode::ACCEPTED {
+                    return;
+                }
+                let Ok(body) = resp.into_body().collect().await else {
+                    return;
+                };
+                let v: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+                accepted
+                    .lock()
+                    .unwrap()
+                    .push(v["id"].as_str().unwrap().to_owned());
+            }
+        }));
+    }
+    for r in running {
+        let _ = r.await;
+    }
+}
+
+/// 2,000 jobs accepted under load, the gateway killed with SIGKILL part-way and started
+/// again on the same queue file: every job that was answered 202 is delivered.
+#[tokio::test]
+async fn every_accepted_job_is_delivered_after_the_gateway_is_killed() {
+    let dir = Dir::new("queue-crash");
+    let (backend, log) = recording_backend(Duration::from_millis(2), |_| 200).await;
+    let path = dir.path.join("gateway.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "workers: 1
+listeners: [{{address: \"127.0.0.1:0\"}}]
+upstreams: {{app: {{targets: [{{address: \"{}\"}}]}}}}
+queues:
+  q: {{path: queue, concurrency: 2}}
+routes:
+  - {{name: jobs, match: {{path: {{prefix: /jobs}}, methods: [POST]}}, upstream: app, queue: {{name: q}}}}
+",
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_ferrogate");
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let (mut first, addr) = spawn_run(bin, &path);
+    let load = tokio::spawn(accept_load(addr, 16, 2000, accepted.clone()));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            accepted.lock().unwrap().len() >= 1000
+        })
+        .await,
+        "1,000 jobs accepted"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    load.await.unwrap();
+    let before_kill = accepted.lock().unwrap().len();
+    assert!(before_kill < 2000, "the kill came part-way");
+    let delivered_before = log.lock().unwrap().len();
+
+    let (mut second, addr) = spawn_run(bin, &path);
+    accept_load(addr, 16, 2000, accepted.clone()).await;
+    let ids: Vec<String> = accepted.lock().unwrap().clone();
+    assert!(ids.len() >= 2000);
+    let all_delivered = eventually(Duration::from_secs(20), || async {
+        let seen: std::collections::HashSet<String> =
+            log.lock().unwrap().iter().map(|d| d.job.clone()).collect();
+        ids.iter().all(|id| seen.contains(id))
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let seen: std::collections::HashSet<String> =
+        log.lock().unwrap().iter().map(|d| d.job.clone()).collect();
+    let missing = ids.iter().filter(|id| !seen.contains(*id)).count();
+    assert!(
+        all_delivered,
+        "{missing} of {} accepted jobs never delivered",
+        ids.len()
+    );
+    assert!(
+        delivered_before < before_kill,
+        "jobs were still pending when the gateway was killed ({delivered_before} of {before_kill} delivered)"
+    );
 }

@@ -373,7 +373,10 @@ mod tests {
     #[test]
     fn rfc3339_ms_writes_utc_with_milliseconds() {
         assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339_ms(1_796_630_462_345), "2026-12-07T08:01:02.345Z");
+        assert_eq!(
+            super::rfc3339_ms(1_796_630_462_345),
+            "2026-12-07T08:01:02.345Z"
+        );
     }
 
     use super::*;

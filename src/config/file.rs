@@ -16,8 +16,8 @@ mod keys;
 mod queue;
 pub use access::*;
 pub use cache::*;
-pub use queue::*;
 pub use keys::{suggestion, Keys};
+pub use queue::*;
 
 /// Keys the file has but the gateway does not know; `validate.rs` reports each one.
 pub type Unknown = BTreeMap<String, serde::de::IgnoredAny>;

@@ -35,7 +35,11 @@ fn settings(
     base_dir: &Path,
 ) -> QueueSettings {
     errs.unknown_in(at, &q);
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
         errs.push(at, "a queue name is letters, digits, '-' and '_'");
     }
     let backend = match q.backend.as_deref() {
@@ -64,7 +68,12 @@ fn settings(
         errs.push(format!("{at}.max_attempts"), "must be 1 to 100");
     }
     let d = |errs: &mut Errors, key: &str, v: &Option<String>, default: u64| {
-        let d = opt_duration(errs, &format!("{at}.{key}"), v, Duration::from_secs(default));
+        let d = opt_duration(
+            errs,
+            &format!("{at}.{key}"),
+            v,
+            Duration::from_secs(default),
+        );
         if d.is_zero() {
             errs.push(format!("{at}.{key}"), "must be more than 0");
         }

@@ -137,7 +137,10 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     }
     let indexed: Vec<(usize, &Route)> = route_at.iter().copied().zip(routes.iter()).collect();
     super::shadow::unreachable(&mut errs, &indexed);
-    let status_routes: Vec<Route> = routes.iter().filter_map(super::queue::status_route).collect();
+    let status_routes: Vec<Route> = routes
+        .iter()
+        .filter_map(super::queue::status_route)
+        .collect();
     routes.extend(status_routes);
     let queues = super::queue::queues(&mut errs, &f.queues, base_dir);
 

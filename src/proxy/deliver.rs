@@ -134,7 +134,14 @@ async fn send(
     }
     let mut no_cache = None;
     let sent = forward::send(
-        snap, &routed, group, &mut out, &arrival, &mut no_cache, &mut done, None,
+        snap,
+        &routed,
+        group,
+        &mut out,
+        &arrival,
+        &mut no_cache,
+        &mut done,
+        None,
     );
     let answer = sent.await.map_err(stopped)?;
     let (parts, mut body) = answer.response.into_parts();

@@ -129,9 +129,13 @@ pub async fn handle(
     if let Some(q) = queued {
         // A queued route ends here: the job is stored (202) or refused. Boxed: other routes
         // do not carry its future in theirs.
-        let stored = queue::accept(snap, conn, &routed, q, req, &arrival, who, validated, max_body);
+        let stored = queue::accept(
+            snap, conn, &routed, q, req, &arrival, who, validated, max_body,
+        );
         let stored = Box::pin(stored);
-        return stored.await.answer(&arrival.request_id, passed.as_ref(), done);
+        return stored
+            .await
+            .answer(&arrival.request_id, passed.as_ref(), done);
     }
     let passed = passed.as_ref();
     let lookup = cache::lookup(snap, conn, &routed, req, &arrival, who, passed);

@@ -63,7 +63,9 @@ pub(super) async fn accept(
     let body = match validated {
         Some(b) => b,
         None => {
-            let limit = max_body.unwrap_or(queue.settings.max_bytes).min(queue.settings.max_bytes);
+            let limit = max_body
+                .unwrap_or(queue.settings.max_bytes)
+                .min(queue.settings.max_bytes);
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
             match read_whole(req.body_mut(), limit).await {
                 Ok(b) => b,
@@ -164,7 +166,12 @@ fn idempotency(
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(req.method().as_str().as_bytes());
     ctx.update(b" ");
-    ctx.update(req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    ctx.update(
+        req.uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
     ctx.update(b"\n");
     ctx.update(body);
     let mut fingerprint = [0u8; 32];
@@ -343,12 +350,10 @@ fn events(queue: Arc<Queue>, id: JobId, job: Job) -> Response<ProxyBody> {
                 Ok(e) if e.id == id => e.job,
                 Ok(_) => continue,
                 // Changes were missed: the store has the latest.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    match queue.job(id) {
-                        Ok(Some(job)) => job,
-                        _ => return,
-                    }
-                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match queue.job(id) {
+                    Ok(Some(job)) => job,
+                    _ => return,
+                },
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
             if job == last {
@@ -369,8 +374,5 @@ fn events(queue: Arc<Queue>, id: JobId, job: Job) -> Response<ProxyBody> {
 }
 
 fn event(id: JobId, job: &Job) -> Bytes {
-    Bytes::from(format!(
-        "event: status\ndata: {}\n\n",
-        status_json(id, job)
-    ))
+    Bytes::from(format!("event: status\ndata: {}\n\n", status_json(id, job)))
 }

@@ -79,7 +79,10 @@ async fn validated_body(
 }
 
 /// Reads the whole body, at most `limit` bytes (413 beyond).
-pub(super) async fn read_whole(body: &mut DownstreamBody, limit: usize) -> Result<Bytes, ProxyError> {
+pub(super) async fn read_whole(
+    body: &mut DownstreamBody,
+    limit: usize,
+) -> Result<Bytes, ProxyError> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {

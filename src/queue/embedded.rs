@@ -206,7 +206,11 @@ fn recover(db: &Database, now: u64) -> Result<Counts, QueueError> {
         write.open_table(REQUESTS).map_err(store_err)?;
         write.open_table(RESULTS).map_err(store_err)?;
         write.open_table(EXPIRY).map_err(store_err)?;
-        counts.dead = write.open_table(DEAD).map_err(store_err)?.len().map_err(store_err)?;
+        counts.dead = write
+            .open_table(DEAD)
+            .map_err(store_err)?
+            .len()
+            .map_err(store_err)?;
         write.open_table(IDEMPOTENCY).map_err(store_err)?;
         write.open_table(IDEMPOTENCY_EXPIRY).map_err(store_err)?;
         let mut interrupted = Vec::new();
@@ -225,7 +229,8 @@ fn recover(db: &Database, now: u64) -> Result<Counts, QueueError> {
             job.status = Status::Pending;
             job.next_ms = now;
             job.updated_ms = now;
-            jobs.insert(id, encode(&job)?.as_slice()).map_err(store_err)?;
+            jobs.insert(id, encode(&job)?.as_slice())
+                .map_err(store_err)?;
             ready.insert((now, id), ()).map_err(store_err)?;
         }
     }
@@ -252,7 +257,10 @@ enum Answer {
     Enqueue(Reply<Enqueued>, Result<Enqueued, QueueError>),
     Claim(Reply<Claims>, Result<Claims, QueueError>),
     Finish(Reply<Option<Job>>, Result<Option<Job>, QueueError>),
-    Revive(Reply<Option<(Job, u64)>>, Result<Option<(Job, u64)>, QueueError>),
+    Revive(
+        Reply<Option<(Job, u64)>>,
+        Result<Option<(Job, u64)>, QueueError>,
+    ),
     DeleteDead(Reply<bool>, Result<bool, QueueError>),
     Sweep(Reply<u64>, Result<u64, QueueError>),
 }
@@ -340,7 +348,10 @@ fn enqueue(
     let mut jobs = w.open_table(JOBS).map_err(store_err)?;
     if let Some(idem) = &new.idempotency {
         let mut keys = w.open_table(IDEMPOTENCY).map_err(store_err)?;
-        let found = keys.get(idem.key.as_str()).map_err(store_err)?.map(|v| v.value().to_vec());
+        let found = keys
+            .get(idem.key.as_str())
+            .map_err(store_err)?
+            .map(|v| v.value().to_vec());
         if let Some(v) = found {
             let (existing, fingerprint, expires) = idempotency_value(&v)?;
             if expires > now {
@@ -357,9 +368,12 @@ fn enqueue(
         value.extend_from_slice(&id.0.to_le_bytes());
         value.extend_from_slice(&idem.fingerprint);
         value.extend_from_slice(&expires.to_le_bytes());
-        keys.insert(idem.key.as_str(), value.as_slice()).map_err(store_err)?;
+        keys.insert(idem.key.as_str(), value.as_slice())
+            .map_err(store_err)?;
         let mut order = w.open_table(IDEMPOTENCY_EXPIRY).map_err(store_err)?;
-        order.insert((expires, idem.key.as_str()), ()).map_err(store_err)?;
+        order
+            .insert((expires, idem.key.as_str()), ())
+            .map_err(store_err)?;
     }
     let job = Job {
         status: Status::Pending,
@@ -375,9 +389,12 @@ fn enqueue(
         result_status: None,
         size: new.request.size(),
     };
-    jobs.insert(id.0, encode(&job)?.as_slice()).map_err(store_err)?;
+    jobs.insert(id.0, encode(&job)?.as_slice())
+        .map_err(store_err)?;
     let mut requests = w.open_table(REQUESTS).map_err(store_err)?;
-    requests.insert(id.0, encode(&new.request)?.as_slice()).map_err(store_err)?;
+    requests
+        .insert(id.0, encode(&new.request)?.as_slice())
+        .map_err(store_err)?;
     let mut ready = w.open_table(READY).map_err(store_err)?;
     ready.insert((now, id.0), ()).map_err(store_err)?;
     Ok(Enqueued::New(id, job))
@@ -386,8 +403,17 @@ fn enqueue(
 fn idempotency_value(v: &[u8]) -> Result<(u128, [u8; 32], u64), QueueError> {
     let bad = || QueueError::Store("malformed idempotency entry".into());
     let id = u128::from_le_bytes(v.get(..16).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-    let fp: [u8; 32] = v.get(16..48).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
-    let exp = u64::from_le_bytes(v.get(48..56).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let fp: [u8; 32] = v
+        .get(16..48)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    let exp = u64::from_le_bytes(
+        v.get(48..56)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
     Ok((id, fp, exp))
 }
 
@@ -405,7 +431,10 @@ fn claim(w: &redb::WriteTransaction, n: usize, now: u64) -> Result<Claims, Queue
             break;
         }
         ready.remove((due, id)).map_err(store_err)?;
-        let job = jobs.get(id).map_err(store_err)?.map(|b| decode::<Job>(b.value()));
+        let job = jobs
+            .get(id)
+            .map_err(store_err)?
+            .map(|b| decode::<Job>(b.value()));
         let request = requests
             .get(id)
             .map_err(store_err)?
@@ -418,7 +447,8 @@ fn claim(w: &redb::WriteTransaction, n: usize, now: u64) -> Result<Claims, Queue
         job.status = Status::Running;
         job.attempts += 1;
         job.updated_ms = now;
-        jobs.insert(id, encode(&job)?.as_slice()).map_err(store_err)?;
+        jobs.insert(id, encode(&job)?.as_slice())
+            .map_err(store_err)?;
         claims.jobs.push(Claimed {
             id: JobId(id),
             job,
@@ -463,7 +493,9 @@ fn finish(
             };
             job.result_status = Some(response.status);
             job.error = None;
-            results.insert(id.0, encode(&response)?.as_slice()).map_err(store_err)?;
+            results
+                .insert(id.0, encode(&response)?.as_slice())
+                .map_err(store_err)?;
             requests.remove(id.0).map_err(store_err)?;
             expiry.insert((expires, id.0), ()).map_err(store_err)?;
         }
@@ -480,7 +512,9 @@ fn finish(
             job.error = Some(error);
             if let Some(response) = response {
                 job.result_status = Some(response.status);
-                results.insert(id.0, encode(&response)?.as_slice()).map_err(store_err)?;
+                results
+                    .insert(id.0, encode(&response)?.as_slice())
+                    .map_err(store_err)?;
             }
             // The request stays, so that an operator can send the job again.
             let mut dead = w.open_table(DEAD).map_err(store_err)?;
@@ -488,7 +522,8 @@ fn finish(
             expiry.insert((expires, id.0), ()).map_err(store_err)?;
         }
     }
-    jobs.insert(id.0, encode(&job)?.as_slice()).map_err(store_err)?;
+    jobs.insert(id.0, encode(&job)?.as_slice())
+        .map_err(store_err)?;
     Ok(Some(job))
 }
 
@@ -513,14 +548,18 @@ fn revive(
     };
     let mut expiry = w.open_table(EXPIRY).map_err(store_err)?;
     expiry.retain(|(_, j), ()| j != id.0).map_err(store_err)?;
-    w.open_table(RESULTS).map_err(store_err)?.remove(id.0).map_err(store_err)?;
+    w.open_table(RESULTS)
+        .map_err(store_err)?
+        .remove(id.0)
+        .map_err(store_err)?;
     job.status = Status::Pending;
     job.dead = false;
     job.attempts = 0;
     job.result_status = None;
     job.next_ms = now;
     job.updated_ms = now;
-    jobs.insert(id.0, encode(&job)?.as_slice()).map_err(store_err)?;
+    jobs.insert(id.0, encode(&job)?.as_slice())
+        .map_err(store_err)?;
     let mut ready = w.open_table(READY).map_err(store_err)?;
     ready.insert((now, id.0), ()).map_err(store_err)?;
     let size = job.size;
@@ -539,9 +578,18 @@ fn delete_dead(w: &redb::WriteTransaction, id: JobId) -> Result<bool, QueueError
 }
 
 fn remove_job(w: &redb::WriteTransaction, id: u128) -> Result<(), QueueError> {
-    w.open_table(JOBS).map_err(store_err)?.remove(id).map_err(store_err)?;
-    w.open_table(REQUESTS).map_err(store_err)?.remove(id).map_err(store_err)?;
-    w.open_table(RESULTS).map_err(store_err)?.remove(id).map_err(store_err)?;
+    w.open_table(JOBS)
+        .map_err(store_err)?
+        .remove(id)
+        .map_err(store_err)?;
+    w.open_table(REQUESTS)
+        .map_err(store_err)?
+        .remove(id)
+        .map_err(store_err)?;
+    w.open_table(RESULTS)
+        .map_err(store_err)?
+        .remove(id)
+        .map_err(store_err)?;
     Ok(())
 }
 
@@ -551,7 +599,10 @@ fn sweep(w: &redb::WriteTransaction, now: u64) -> Result<u64, QueueError> {
     let mut expired = Vec::new();
     {
         let mut expiry = w.open_table(EXPIRY).map_err(store_err)?;
-        for entry in expiry.extract_if(..=(now, u128::MAX), |_, ()| true).map_err(store_err)? {
+        for entry in expiry
+            .extract_if(..=(now, u128::MAX), |_, ()| true)
+            .map_err(store_err)?
+        {
             let (k, _) = entry.map_err(store_err)?;
             expired.push(k.value().1);
         }
@@ -582,7 +633,10 @@ fn sweep(w: &redb::WriteTransaction, now: u64) -> Result<u64, QueueError> {
     let mut idem = w.open_table(IDEMPOTENCY).map_err(store_err)?;
     for key in keys {
         // A key given again after it expired has a later expiry of its own.
-        let current = idem.get(key.as_str()).map_err(store_err)?.map(|v| v.value().to_vec());
+        let current = idem
+            .get(key.as_str())
+            .map_err(store_err)?
+            .map(|v| v.value().to_vec());
         if let Some(v) = current {
             if idempotency_value(&v)?.2 <= now {
                 idem.remove(key.as_str()).map_err(store_err)?;

@@ -41,7 +41,9 @@ struct QueueOutcome {
 }
 
 fn accept_histogram() -> Histogram {
-    Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0])
+    Histogram::new([
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    ])
 }
 
 /// The queue metric families, shared by every queue.

@@ -249,8 +249,9 @@ impl Queues {
     ) -> Result<Arc<Queue>, QueueError> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.retain(|q| Arc::strong_count(&q.core) > 1 || Arc::strong_count(q) > 1);
-        let same =
-            |q: &&Arc<Queue>| q.settings.name == settings.name && q.settings.backend == settings.backend;
+        let same = |q: &&Arc<Queue>| {
+            q.settings.name == settings.name && q.settings.backend == settings.backend
+        };
         if let Some(q) = open.iter().find(same) {
             if q.settings == *settings {
                 return Ok(q.clone());

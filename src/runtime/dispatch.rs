@@ -76,9 +76,7 @@ impl Dispatcher {
             if loops.contains_key(&name) {
                 continue;
             }
-            let task = self
-                .runtime
-                .spawn(run_queue(shared.clone(), name.clone()));
+            let task = self.runtime.spawn(run_queue(shared.clone(), name.clone()));
             loops.insert(name, task.abort_handle());
         }
     }
@@ -97,7 +95,11 @@ impl Drop for Dispatcher {
 fn current(shared: &Weak<Shared>, name: &str) -> Option<(Arc<Snapshot>, Arc<Queue>, bool)> {
     let shared = shared.upgrade()?;
     let snap = shared.snapshot.load_full();
-    let queue = snap.queues.iter().find(|q| q.settings.name == name)?.clone();
+    let queue = snap
+        .queues
+        .iter()
+        .find(|q| q.settings.name == name)?
+        .clone();
     Some((snap, queue, shared.is_shutting_down()))
 }
 

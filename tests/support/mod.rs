@@ -667,6 +667,35 @@ pub fn tls_acceptor(
     tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
 
+/// Starts `BIN run -c path` (the gateway binary, `env!("CARGO_BIN_EXE_ferrogate")`) and
+/// waits for its "listening on" line.
+pub fn spawn_run(bin: &str, path: &Path) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin)
+        .args(["run", "-c"])
+        .arg(path)
+        .env("FERROGATE_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the gateway starts");
+        if let Some(a) = line.split("listening on ").nth(1) {
+            break a.trim().parse().unwrap();
+        }
+    };
+    (child, addr)
+}
+
 /// Temporary directories removed on drop.
 pub mod tempdir {
     use std::path::PathBuf;
