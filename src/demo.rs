@@ -1,5 +1,6 @@
 //! `ferrogate demo`: built-in backends on loopback and an example config that shows routing,
-//! load balancing, redirects, rate limiting, API-key authentication and metrics without anything else installed.
+//! load balancing, redirects, rate limiting, API-key authentication, caching, a queued route
+//! and metrics without anything else installed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,7 +12,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-/// The demo configuration; `{alpha}`, `{beta}` and `{gamma}` become backend addresses.
+/// The demo configuration; `{alpha}`, `{beta}` and `{gamma}` become backend addresses,
+/// `{queue_dir}` the directory of the queued route's jobs.
 pub const CONFIG_TEMPLATE: &str = r#"# Ferrogate demo configuration (docs/config.md explains every key).
 listeners:
   - name: public
@@ -52,6 +54,8 @@ rate_limiting:
       window: 10s
       key: [client_ip]
       x_ratelimit_headers: true
+queues:
+  reports: {path: "{queue_dir}", concurrency: 2}
 routes:
   - name: api
     match: {path: {prefix: /api}}
@@ -76,7 +80,15 @@ routes:
   - name: old-docs
     match: {path: {prefix: /old}}
     redirect: {status: 301, path: /api/docs}
+  # 202 at once; the (slow) backend gets the job later. Status at /jobs/reports/ID.
+  - name: reports
+    match: {path: {prefix: /reports}, methods: [POST]}
+    upstream: demo
+    queue: {name: reports}
 "#;
+
+/// How long the demo backends take to answer `/reports` (a slow job).
+const REPORT_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Starts one demo backend on `127.0.0.1:0` on its own thread; it answers every request
 /// with a small JSON document naming itself and echoing the request line.
@@ -96,7 +108,10 @@ pub fn spawn_backend(name: &'static str) -> std::io::Result<SocketAddr> {
                 };
                 while let Ok((stream, _)) = listener.accept().await {
                     tokio::spawn(async move {
-                        let svc = service_fn(move |req| async move {
+                        let svc = service_fn(move |req: Request<Incoming>| async move {
+                            if req.uri().path().starts_with("/reports") {
+                                tokio::time::sleep(REPORT_TIME).await;
+                            }
                             Ok::<_, Infallible>(answer(name, &req))
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -138,9 +153,15 @@ fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     r
 }
 
-/// The demo config text for the given addresses.
-pub fn config_text(listen: SocketAddr, admin: SocketAddr, backends: [SocketAddr; 3]) -> String {
+/// The demo config text for the given addresses and queue directory.
+pub fn config_text(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    backends: [SocketAddr; 3],
+    queue_dir: &std::path::Path,
+) -> String {
     CONFIG_TEMPLATE
+        .replace("{queue_dir}", &queue_dir.display().to_string())
         .replace("{listen}", &listen.to_string())
         .replace("{admin}", &admin.to_string())
         .replace("{alpha}", &backends[0].to_string())

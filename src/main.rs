@@ -220,7 +220,9 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         ferrogate::demo::spawn_backend("beta")?,
         ferrogate::demo::spawn_backend("gamma")?,
     ];
-    let text = ferrogate::demo::config_text(listen, admin, backends);
+    // The queued route's jobs outlive a demo run only in the system's temporary directory.
+    let queue_dir = std::env::temp_dir().join(format!("ferrogate-demo-{}", listen.port()));
+    let text = ferrogate::demo::config_text(listen, admin, backends, &queue_dir);
     let config = config::parse(&text, Path::new("."))
         .map_err(|e| anyhow::anyhow!("demo config is invalid: {e}"))?;
     let drain = config.shutdown_drain.min(std::time::Duration::from_secs(5));
@@ -245,6 +247,9 @@ Try:
   curl -si http://{g}/cached/page                       # twice: the second is a cache hit (Cache-Status, Age)
   curl -si http://{g}/old                # 301 redirect
   curl -si http://{g}/nowhere            # 404 problem+json
+  curl -si http://{g}/reports/monthly -d month=2026-11   # 202 and a Location: the job is queued
+  curl -s http://{g}/jobs/reports/ID     # pending, running, then 303 to its result
+  curl -sL http://{g}/jobs/reports/ID    # the backend's answer, once the job is done
   curl -s http://{a}/metrics | grep ferrogate_requests_total
 Access log lines (JSON) follow below. Ctrl-C stops.",
         backends[0], backends[1], backends[2]

@@ -212,7 +212,8 @@ async fn demo_config_shows_routing_balancing_limits_and_redirects() {
         ferrogate::demo::spawn_backend("gamma").unwrap(),
     ];
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let text = ferrogate::demo::config_text(any, any, backends);
+    let queue_dir = tempdir::Dir::new("demo-queue");
+    let text = ferrogate::demo::config_text(any, any, backends, &queue_dir.path);
     let gw = support::TestGateway::start(&text);
 
     let mut seen = std::collections::BTreeSet::new();
@@ -251,6 +252,23 @@ async fn demo_config_shows_routing_balancing_limits_and_redirects() {
 
     let redirect = support::get(gw.addr, "demo", "/old").await;
     assert_eq!(redirect.status, 301);
+
+    // The queued route: 202 at once, the slow backend's answer later at the result URL.
+    let queued = support::request(gw.addr, "POST", "/reports/monthly", &[]).await;
+    assert_eq!(queued.status, 202);
+    let status_url = queued.header("location").unwrap().to_owned();
+    assert!(status_url.starts_with("/jobs/reports/"), "{status_url}");
+    let finished = support::eventually(std::time::Duration::from_secs(8), || async {
+        support::get(gw.addr, "demo", &status_url).await.status == 303
+    })
+    .await;
+    assert!(finished, "the job finished");
+    let result = support::get(gw.addr, "demo", &format!("{status_url}/result")).await;
+    assert!(
+        result.text().contains("\"path\":\"/reports/monthly\""),
+        "{}",
+        result.text()
+    );
 }
 
 fn ferrogate_stdout(args: &[&str]) -> String {

@@ -196,3 +196,80 @@ pub(super) fn status_route(queued: &Route) -> Option<Route> {
     });
     Some(status)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::model::{QueueBackend, QueueRole};
+
+    fn parse(yaml: &str) -> Result<crate::config::model::Config, Vec<String>> {
+        crate::config::parse(yaml, Path::new("/srv/gw"))
+            .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+    }
+
+    const HEAD: &str = "listeners: [{address: 127.0.0.1:8080}]
+upstreams: {app: {targets: [{address: 127.0.0.1:9001}]}}
+";
+
+    #[test]
+    fn a_queued_route_gets_a_status_route_with_its_hosts_and_auth() {
+        let c = parse(&format!(
+            "{HEAD}queues: {{reports: {{}}}}
+routes:
+  - {{name: r, match: {{hosts: [a.test], path: {{prefix: /r}}, methods: [POST]}}, upstream: app, queue: {{name: reports}}}}
+"
+        ))
+        .unwrap();
+        assert_eq!(c.routes.len(), 2);
+        let status = &c.routes[1];
+        assert_eq!(status.name, "r.jobs");
+        assert_eq!(status.matcher.hosts, c.routes[0].matcher.hosts);
+        let q = status.queue.as_ref().unwrap();
+        assert_eq!(
+            (q.role, q.status_path.as_str()),
+            (QueueRole::Status, "/jobs/reports")
+        );
+        let s = &c.queues[0];
+        assert_eq!(
+            s.backend,
+            QueueBackend::Embedded {
+                dir: Path::new("/srv/gw/data/queues").to_path_buf()
+            }
+        );
+        assert_eq!((s.concurrency, s.max_attempts), (4, 5));
+        assert_eq!(s.retry_statuses, [429, 502, 503, 504]);
+    }
+
+    #[test]
+    fn every_queue_mistake_is_reported_with_its_path() {
+        let errs = parse(&format!(
+            "{HEAD}queues:
+  q: {{backend: kafka, concurrency: 0, max_attempts: 0, retry_delay: 10s, max_retry_delay: 1s, retry_statuses: [99], max_depth: 0, result_ttl: soon}}
+routes:
+  - {{name: a, match: {{path: {{prefix: /a}}}}, upstream: app, websocket: true, queue: {{name: nope, status_path: 'jobs/{{x}}'}}}}
+  - {{name: b, match: {{path: {{prefix: /b}}}}, redirect: {{path: /c}}, queue: {{name: q}}}}
+"
+        ))
+        .unwrap_err();
+        for expected in [
+            "queues.q.backend: unknown backend \"kafka\"",
+            "queues.q.concurrency: must be 1 to 1024",
+            "queues.q.max_attempts: must be 1 to 100",
+            "queues.q.max_retry_delay: must not be shorter than retry_delay",
+            "queues.q.retry_statuses[0]: not an HTTP status",
+            "queues.q.max_depth: must be more than 0",
+            "queues.q.result_ttl: invalid duration",
+            "routes[0].queue.name: no queue named \"nope\"",
+            "routes[0].queue.status_path: a path such as",
+            "routes[0].websocket: not allowed with queue",
+            "routes[1].queue: not allowed with redirect",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing {expected:?} in {errs:#?}"
+            );
+        }
+    }
+}
