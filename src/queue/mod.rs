@@ -258,7 +258,7 @@ impl Queues {
             }
             // The store stays; the settings are the new ones.
             let q = Arc::new(q.with_settings(settings.clone()));
-            open.retain(|o| !(o.settings.name == settings.name));
+            open.retain(|o| o.settings.name != settings.name);
             open.push(q.clone());
             return Ok(q);
         }
