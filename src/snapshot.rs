@@ -182,7 +182,13 @@ impl Snapshot {
                 .queues
                 .iter()
                 .map(|q| {
-                    open.get(q, &metrics.queues)
+                    let runtime = match q.backend {
+                        crate::config::model::QueueBackend::Redis { .. } => {
+                            kept.background.handle().ok().flatten()
+                        }
+                        crate::config::model::QueueBackend::Embedded { .. } => None,
+                    };
+                    open.get(q, &metrics.queues, runtime)
                         .map_err(|source| SnapshotError::Queue {
                             name: q.name.clone(),
                             source,

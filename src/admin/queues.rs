@@ -56,7 +56,7 @@ pub async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Ful
     };
     let id = parts.get(2).and_then(|id| JobId::parse(id));
     match (req.method(), &parts[1..], id) {
-        (&Method::GET, ["dead"], _) => match queue.dead_letters(MAX_LISTED) {
+        (&Method::GET, ["dead"], _) => match queue.dead_letters(MAX_LISTED).await {
             Ok(dead) => {
                 let list: Vec<_> = dead.iter().map(|(id, job)| status_json(*id, job)).collect();
                 json_reply(StatusCode::OK, &json!(list))

@@ -363,10 +363,18 @@ pub struct QueueSettings {
 }
 
 /// Where a queue keeps its jobs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueBackend {
     /// A file in this directory, synced before a job is acknowledged.
     Embedded { dir: PathBuf },
+    /// Redis Streams on the top-level `redis`, shared by every instance.
+    Redis {
+        redis: Redis,
+        key_prefix: String,
+        /// A job taken by an instance that has not finished it after this long is taken
+        /// over by another (it died).
+        visibility_timeout: Duration,
+    },
 }
 
 /// Fields a route removes, sets and adds on one side of the exchange, in that order.

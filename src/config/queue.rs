@@ -9,11 +9,13 @@ use http::Method;
 
 use super::file;
 use super::model::{
-    PathMatch, QueueBackend, QueueRole, QueueSettings, Route, RouteMatch, RouteQueue,
+    PathMatch, QueueBackend, QueueRole, QueueSettings, Redis, RedisDeployment, Route,
+    RouteMatch, RouteQueue,
 };
 use super::validate::{opt_duration, opt_positive_size, Errors};
 
 const DEFAULT_DIR: &str = "data/queues";
+const DEFAULT_KEY_PREFIX: &str = "ferrogate:queue:";
 const DEFAULT_RETRY_STATUSES: [u16; 4] = [429, 502, 503, 504];
 
 /// The top-level `queues`, sorted by name.
@@ -21,9 +23,10 @@ pub(super) fn queues(
     errs: &mut Errors,
     q: &BTreeMap<String, file::JobQueue>,
     base_dir: &Path,
+    redis: Option<&Redis>,
 ) -> Vec<QueueSettings> {
     q.iter()
-        .map(|(name, q)| settings(errs, &format!("queues.{name}"), name, q, base_dir))
+        .map(|(name, q)| settings(errs, &format!("queues.{name}"), name, q, base_dir, redis))
         .collect()
 }
 
@@ -33,6 +36,7 @@ fn settings(
     name: &str,
     q: &file::JobQueue,
     base_dir: &Path,
+    redis: Option<&Redis>,
 ) -> QueueSettings {
     errs.unknown_in(at, &q);
     if name.is_empty()
@@ -42,18 +46,44 @@ fn settings(
     {
         errs.push(at, "a queue name is letters, digits, '-' and '_'");
     }
+    let embedded = || QueueBackend::Embedded {
+        dir: base_dir.join(q.path.as_deref().unwrap_or(DEFAULT_DIR)),
+    };
     let backend = match q.backend.as_deref() {
-        None | Some("embedded") => QueueBackend::Embedded {
-            dir: base_dir.join(q.path.as_deref().unwrap_or(DEFAULT_DIR)),
+        None | Some("embedded") => embedded(),
+        Some("redis") => match redis {
+            Some(r) if !matches!(r.deployment, RedisDeployment::Sentinel { .. }) => {
+                QueueBackend::Redis {
+                    redis: r.clone(),
+                    key_prefix: q
+                        .key_prefix
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned()),
+                    // Set below, once the attempt time limit is known.
+                    visibility_timeout: Duration::ZERO,
+                }
+            }
+            Some(_) => {
+                errs.push(
+                    format!("{at}.backend"),
+                    "queues use a standalone Redis (redis.url) or a cluster (redis.cluster), not Sentinel yet",
+                );
+                embedded()
+            }
+            None => {
+                errs.push(
+                    format!("{at}.backend"),
+                    "the redis backend needs the top-level redis",
+                );
+                embedded()
+            }
         },
         Some(other) => {
             errs.push(
                 format!("{at}.backend"),
-                format!("unknown backend {other:?}; this build has embedded"),
+                format!("unknown backend {other:?}; use embedded or redis"),
             );
-            QueueBackend::Embedded {
-                dir: base_dir.join(DEFAULT_DIR),
-            }
+            embedded()
         }
     };
     if q.path.as_deref() == Some("") {
@@ -104,6 +134,33 @@ fn settings(
     let max_depth = q.max_depth.unwrap_or(100_000);
     if max_depth == 0 {
         errs.push(format!("{at}.max_depth"), "must be more than 0");
+    }
+    let mut backend = backend;
+    if let QueueBackend::Redis {
+        visibility_timeout, ..
+    } = &mut backend
+    {
+        *visibility_timeout = opt_duration(
+            errs,
+            &format!("{at}.visibility_timeout"),
+            &q.visibility_timeout,
+            attempt_timeout + Duration::from_secs(30),
+        );
+        if *visibility_timeout <= attempt_timeout {
+            errs.push(
+                format!("{at}.visibility_timeout"),
+                "must be longer than attempt_timeout (a live instance's job would be taken over)",
+            );
+        }
+    } else {
+        for (key, set) in [
+            ("key_prefix", q.key_prefix.is_some()),
+            ("visibility_timeout", q.visibility_timeout.is_some()),
+        ] {
+            if set {
+                errs.push(format!("{at}.{key}"), "only for the redis backend");
+            }
+        }
     }
     let size = |errs: &mut Errors, key: &str, v: &Option<file::ByteSize>, default: usize| {
         opt_positive_size(errs, &format!("{at}.{key}"), v, default).unwrap_or(default)
@@ -254,7 +311,7 @@ routes:
         ))
         .unwrap_err();
         for expected in [
-            "queues.q.backend: unknown backend \"kafka\"",
+            "queues.q.backend: unknown backend \"kafka\"; use embedded or redis",
             "queues.q.concurrency: must be 1 to 1024",
             "queues.q.max_attempts: must be 1 to 100",
             "queues.q.max_retry_delay: must not be shorter than retry_delay",

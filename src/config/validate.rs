@@ -142,7 +142,6 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         .filter_map(super::queue::status_route)
         .collect();
     routes.extend(status_routes);
-    let queues = super::queue::queues(&mut errs, &f.queues, base_dir);
 
     let redis = f
         .redis
@@ -169,6 +168,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         }
     }
 
+    let queues = super::queue::queues(&mut errs, &f.queues, base_dir, redis.as_ref());
     let access = super::access::access_control(&mut errs, &f, base_dir);
     let cache = super::cache::settings(&mut errs, f.cache.as_ref(), f.redis.is_some());
 

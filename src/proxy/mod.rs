@@ -116,7 +116,7 @@ pub async fn handle(
     let who = caller.as_ref();
     let queued = routed.route.queue.as_ref();
     if let Some(q) = queued.filter(|q| q.role == QueueRole::Status) {
-        let stop = queue::status(q, req, &arrival, who);
+        let stop = Box::pin(queue::status(q, req, &arrival, who)).await;
         return stop.answer(&arrival.request_id, passed.as_ref(), done);
     }
     if let Some(edits) = &routed.route.response_edits {

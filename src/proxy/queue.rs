@@ -193,7 +193,7 @@ enum Asked {
 /// The status route of a queued route: `STATUS_PATH/ID` (the job as JSON, or `303` to its
 /// result once finished), `…/ID/result` (the upstream's stored response) and `…/ID/events`
 /// (server-sent events, one per status change). A job of another owner is not found.
-pub(super) fn status(
+pub(super) async fn status(
     q: &QueueRoute,
     req: &Request<DownstreamBody>,
     arrival: &Arrival,
@@ -214,7 +214,7 @@ pub(super) fn status(
     let Some(id) = JobId::parse(id) else {
         return Stop::Fail(ProxyError::JobNotFound);
     };
-    let job = match q.queue.job(id) {
+    let job = match q.queue.job(id).await {
         Ok(Some(job)) => job,
         Ok(None) => return Stop::Fail(ProxyError::JobNotFound),
         Err(e) => {
@@ -243,7 +243,7 @@ pub(super) fn status(
             }
             resp
         }
-        Asked::Result => match q.queue.result(id) {
+        Asked::Result => match q.queue.result(id).await {
             Ok(Some(stored)) if job.status.is_final() => result_response(stored),
             Ok(_) => return Stop::Fail(ProxyError::JobNotFinished),
             Err(e) => {
@@ -350,7 +350,7 @@ fn events(queue: Arc<Queue>, id: JobId, job: Job) -> Response<ProxyBody> {
                 Ok(e) if e.id == id => e.job,
                 Ok(_) => continue,
                 // Changes were missed: the store has the latest.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match queue.job(id) {
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match queue.job(id).await {
                     Ok(Some(job)) => job,
                     _ => return,
                 },

@@ -159,7 +159,7 @@ impl Embedded {
     }
 
     /// The job, until the sweep after its time is up removes it.
-    pub fn job(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+    pub async fn job(&self, id: JobId) -> Result<Option<Job>, QueueError> {
         let read = self.db.begin_read().map_err(store_err)?;
         let jobs = read.open_table(JOBS).map_err(store_err)?;
         let Some(bytes) = jobs.get(id.0).map_err(store_err)? else {
@@ -168,14 +168,14 @@ impl Embedded {
         decode(bytes.value()).map(Some)
     }
 
-    pub fn result(&self, id: JobId) -> Result<Option<StoredResponse>, QueueError> {
+    pub async fn result(&self, id: JobId) -> Result<Option<StoredResponse>, QueueError> {
         let read = self.db.begin_read().map_err(store_err)?;
         let results = read.open_table(RESULTS).map_err(store_err)?;
         let found = results.get(id.0).map_err(store_err)?;
         found.map(|b| decode(b.value())).transpose()
     }
 
-    pub fn dead_letters(&self, limit: usize) -> Result<Vec<(JobId, Job)>, QueueError> {
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<(JobId, Job)>, QueueError> {
         let read = self.db.begin_read().map_err(store_err)?;
         let dead = read.open_table(DEAD).map_err(store_err)?;
         let jobs = read.open_table(JOBS).map_err(store_err)?;
@@ -375,20 +375,7 @@ fn enqueue(
             .insert((expires, idem.key.as_str()), ())
             .map_err(store_err)?;
     }
-    let job = Job {
-        status: Status::Pending,
-        attempts: 0,
-        created_ms: now,
-        updated_ms: now,
-        next_ms: now,
-        owner: new.owner,
-        route: new.route,
-        status_path: new.status_path,
-        dead: false,
-        error: None,
-        result_status: None,
-        size: new.request.size(),
-    };
+    let job = super::new_job(&new, now);
     jobs.insert(id.0, encode(&job)?.as_slice())
         .map_err(store_err)?;
     let mut requests = w.open_table(REQUESTS).map_err(store_err)?;
@@ -453,6 +440,7 @@ fn claim(w: &redb::WriteTransaction, n: usize, now: u64) -> Result<Claims, Queue
             id: JobId(id),
             job,
             request,
+            receipt: String::new(),
         });
     }
     let next = ready.first().map_err(store_err)?.map(|(k, _)| k.value().0);
@@ -485,40 +473,25 @@ fn finish(
     let mut results = w.open_table(RESULTS).map_err(store_err)?;
     let mut requests = w.open_table(REQUESTS).map_err(store_err)?;
     let mut expiry = w.open_table(EXPIRY).map_err(store_err)?;
-    match outcome {
-        Outcome::Answered(response) => {
-            job.status = match response.status < 400 {
-                true => Status::Succeeded,
-                false => Status::Failed,
-            };
-            job.result_status = Some(response.status);
-            job.error = None;
-            results
-                .insert(id.0, encode(&response)?.as_slice())
-                .map_err(store_err)?;
-            requests.remove(id.0).map_err(store_err)?;
-            expiry.insert((expires, id.0), ()).map_err(store_err)?;
-        }
-        Outcome::Retry { at_ms, error } => {
-            job.status = Status::Pending;
-            job.next_ms = at_ms;
-            job.error = Some(error);
+    let (kind, at_ms, response) = super::apply_outcome(&mut job, outcome, now);
+    if let Some(response) = &response {
+        results
+            .insert(id.0, encode(response)?.as_slice())
+            .map_err(store_err)?;
+    }
+    match kind {
+        "retry" => {
             let mut ready = w.open_table(READY).map_err(store_err)?;
             ready.insert((at_ms, id.0), ()).map_err(store_err)?;
         }
-        Outcome::Dead { error, response } => {
-            job.status = Status::Failed;
-            job.dead = true;
-            job.error = Some(error);
-            if let Some(response) = response {
-                job.result_status = Some(response.status);
-                results
-                    .insert(id.0, encode(&response)?.as_slice())
-                    .map_err(store_err)?;
-            }
+        "dead" => {
             // The request stays, so that an operator can send the job again.
             let mut dead = w.open_table(DEAD).map_err(store_err)?;
             dead.insert(id.0, ()).map_err(store_err)?;
+            expiry.insert((expires, id.0), ()).map_err(store_err)?;
+        }
+        _ => {
+            requests.remove(id.0).map_err(store_err)?;
             expiry.insert((expires, id.0), ()).map_err(store_err)?;
         }
     }
@@ -552,12 +525,7 @@ fn revive(
         .map_err(store_err)?
         .remove(id.0)
         .map_err(store_err)?;
-    job.status = Status::Pending;
-    job.dead = false;
-    job.attempts = 0;
-    job.result_status = None;
-    job.next_ms = now;
-    job.updated_ms = now;
+    super::revived(&mut job, now);
     jobs.insert(id.0, encode(&job)?.as_slice())
         .map_err(store_err)?;
     let mut ready = w.open_table(READY).map_err(store_err)?;

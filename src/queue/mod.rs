@@ -7,8 +7,10 @@
 //! nothing of routes or of the pipeline: jobs are requests as bytes, and outcomes are what
 //! a dispatcher reports.
 
+mod backend;
 pub mod embedded;
 mod metrics;
+pub mod redis;
 mod types;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +32,8 @@ pub enum QueueError {
     Store(String),
 }
 
+use backend::{Backend, Bounds};
+
 /// A status change, as event streams follow them.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -45,7 +49,7 @@ pub struct Queue {
 
 /// What a queue keeps across reloads that change its settings.
 pub struct Core {
-    store: embedded::Embedded,
+    store: Backend,
     /// Jobs pending or running, and their request bytes: the bounds an accept checks.
     depth: AtomicU64,
     bytes: AtomicU64,
@@ -65,9 +69,40 @@ impl std::ops::Deref for Queue {
 impl Queue {
     /// Opens (or creates) the queue's store; jobs that were running when the gateway last
     /// stopped are pending again.
-    pub fn open(settings: QueueSettings, metrics: &QueueMetrics) -> Result<Queue, QueueError> {
-        let QueueBackend::Embedded { dir } = &settings.backend;
-        let (store, counts) = embedded::Embedded::open(dir, &settings.name, now_ms())?;
+    /// `runtime` runs the connections of a backend on a server (Redis); without one such a
+    /// queue cannot open.
+    pub fn open(
+        settings: QueueSettings,
+        metrics: &QueueMetrics,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Result<Queue, QueueError> {
+        let (store, counts) = match &settings.backend {
+            QueueBackend::Embedded { dir } => {
+                let (store, counts) = embedded::Embedded::open(dir, &settings.name, now_ms())?;
+                (Backend::Embedded(store), counts)
+            }
+            QueueBackend::Redis {
+                redis,
+                key_prefix,
+                visibility_timeout,
+            } => {
+                let runtime = runtime
+                    .ok_or_else(|| QueueError::Store("no runtime for the Redis connection".into()))?;
+                let store = redis::RedisQueue::new(
+                    redis,
+                    key_prefix,
+                    &settings.name,
+                    *visibility_timeout,
+                    runtime,
+                );
+                let counts = embedded::Counts {
+                    depth: 0,
+                    bytes: 0,
+                    dead: 0,
+                };
+                (Backend::Redis(store), counts)
+            }
+        };
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let counters = metrics.queue(&settings.name);
         counters.set_depth(counts.depth, counts.dead);
@@ -90,25 +125,45 @@ impl Queue {
     pub async fn enqueue(&self, new: NewJob) -> Result<Enqueued, QueueError> {
         let size = new.request.size();
         let s = &self.settings;
-        let depth = self.depth.fetch_add(1, Ordering::AcqRel);
-        let bytes = self.bytes.fetch_add(size, Ordering::AcqRel);
-        if depth >= s.max_depth || bytes.saturating_add(size) > s.max_bytes {
-            self.release(size);
-            self.metrics.refused_full.inc();
-            return Err(QueueError::Full);
+        let bounds = Bounds {
+            max_depth: s.max_depth,
+            max_bytes: s.max_bytes,
+        };
+        // A local queue is bounded here; a shared one where every instance counts.
+        let local = self.store.is_local();
+        if local {
+            let depth = self.depth.fetch_add(1, Ordering::AcqRel);
+            let bytes = self.bytes.fetch_add(size, Ordering::AcqRel);
+            if depth >= s.max_depth || bytes.saturating_add(size) > s.max_bytes {
+                self.release(size);
+                self.metrics.refused_full.inc();
+                return Err(QueueError::Full);
+            }
         }
         let started = std::time::Instant::now();
-        let result = self.store.enqueue(new, JobId::random(), now_ms()).await;
+        let result = self
+            .store
+            .enqueue(new, JobId::random(), now_ms(), bounds)
+            .await;
         match &result {
             Ok(Enqueued::New(id, job)) => {
                 self.metrics.accepted(started.elapsed());
+                if !local {
+                    self.depth.fetch_add(1, Ordering::AcqRel);
+                }
                 self.metrics.depth.set(self.depth() as i64);
                 self.publish(*id, job);
                 self.wake.notify_one();
             }
-            Ok(_) => self.release(size),
-            Err(_) => {
-                self.release(size);
+            Ok(_) if local => self.release(size),
+            Ok(_) => {}
+            Err(QueueError::Full) => {
+                self.metrics.refused_full.inc();
+            }
+            Err(QueueError::Store(_)) => {
+                if local {
+                    self.release(size);
+                }
                 self.metrics.refused_unavailable.inc();
             }
         }
@@ -136,19 +191,25 @@ impl Queue {
         }
         let age = claims.oldest_due.map_or(0, |due| now.saturating_sub(due));
         self.metrics.set_oldest(Duration::from_millis(age));
+        if let Some(depth) = claims.depth {
+            // A shared queue's depth, as every instance counts it.
+            self.depth.store(depth, Ordering::Release);
+            self.metrics.depth.set(depth as i64);
+        }
         Ok(claims)
     }
 
     /// Records how a delivery attempt ended.
-    pub async fn finish(&self, id: JobId, size: u64, outcome: Outcome) -> Result<(), QueueError> {
+    pub async fn finish(&self, claimed: &Claimed, outcome: Outcome) -> Result<(), QueueError> {
         let now = now_ms();
         let ends = !matches!(outcome, Outcome::Retry { .. });
         let kind = outcome.kind();
         let ttl = self.settings.result_ttl;
-        let job = self.store.finish(id, outcome, now, ttl).await?;
+        let (id, receipt) = (claimed.id, claimed.receipt.as_str());
+        let job = self.store.finish(id, receipt, outcome, now, ttl).await?;
         self.metrics.delivered(kind);
-        if ends {
-            self.release(size);
+        if ends && self.store.is_local() {
+            self.release(claimed.job.size);
         }
         self.metrics.depth.set(self.depth() as i64);
         if let Some(job) = job {
@@ -161,18 +222,18 @@ impl Queue {
     }
 
     /// The job's state, when it exists and has not expired.
-    pub fn job(&self, id: JobId) -> Result<Option<Job>, QueueError> {
-        self.store.job(id)
+    pub async fn job(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+        self.store.job(id).await
     }
 
     /// The stored response of a finished job.
-    pub fn result(&self, id: JobId) -> Result<Option<StoredResponse>, QueueError> {
-        self.store.result(id)
+    pub async fn result(&self, id: JobId) -> Result<Option<StoredResponse>, QueueError> {
+        self.store.result(id).await
     }
 
     /// Dead-lettered jobs, oldest first, at most `limit`.
-    pub fn dead_letters(&self, limit: usize) -> Result<Vec<(JobId, Job)>, QueueError> {
-        self.store.dead_letters(limit)
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<(JobId, Job)>, QueueError> {
+        self.store.dead_letters(limit).await
     }
 
     /// Puts a dead-lettered job back in the queue with its attempts reset; `false` when
@@ -181,8 +242,10 @@ impl Queue {
         let Some((job, size)) = self.store.revive(id, now_ms()).await? else {
             return Ok(false);
         };
-        self.depth.fetch_add(1, Ordering::AcqRel);
-        self.bytes.fetch_add(size, Ordering::AcqRel);
+        if self.store.is_local() {
+            self.depth.fetch_add(1, Ordering::AcqRel);
+            self.bytes.fetch_add(size, Ordering::AcqRel);
+        }
         self.metrics.dead.dec();
         self.metrics.depth.set(self.depth() as i64);
         self.publish(id, &job);
@@ -246,6 +309,7 @@ impl Queues {
         &self,
         settings: &QueueSettings,
         metrics: &QueueMetrics,
+        runtime: Option<tokio::runtime::Handle>,
     ) -> Result<Arc<Queue>, QueueError> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.retain(|q| Arc::strong_count(&q.core) > 1 || Arc::strong_count(q) > 1);
@@ -262,7 +326,7 @@ impl Queues {
             open.push(q.clone());
             return Ok(q);
         }
-        let q = Arc::new(Queue::open(settings.clone(), metrics)?);
+        let q = Arc::new(Queue::open(settings.clone(), metrics, runtime)?);
         open.push(q.clone());
         Ok(q)
     }
@@ -280,6 +344,64 @@ impl Queue {
     pub async fn woken(&self) {
         self.core.wake.notified().await;
     }
+}
+
+/// A new job's state, pending now.
+fn new_job(new: &NewJob, now: u64) -> Job {
+    Job {
+        status: Status::Pending,
+        attempts: 0,
+        created_ms: now,
+        updated_ms: now,
+        next_ms: now,
+        owner: new.owner.clone(),
+        route: new.route.clone(),
+        status_path: new.status_path.clone(),
+        dead: false,
+        error: None,
+        result_status: None,
+        size: new.request.size(),
+    }
+}
+
+/// Applies an attempt's outcome to the job's state; answers what the backend must do
+/// (`done`, `retry` or `dead`), the retry's due time, and the response to keep.
+fn apply_outcome(job: &mut Job, outcome: Outcome, now: u64) -> (&'static str, u64, Option<StoredResponse>) {
+    job.updated_ms = now;
+    match outcome {
+        Outcome::Answered(response) => {
+            job.status = match response.status < 400 {
+                true => Status::Succeeded,
+                false => Status::Failed,
+            };
+            job.result_status = Some(response.status);
+            job.error = None;
+            ("done", now, Some(response))
+        }
+        Outcome::Retry { at_ms, error } => {
+            job.status = Status::Pending;
+            job.next_ms = at_ms;
+            job.error = Some(error);
+            ("retry", at_ms, None)
+        }
+        Outcome::Dead { error, response } => {
+            job.status = Status::Failed;
+            job.dead = true;
+            job.error = Some(error);
+            job.result_status = response.as_ref().map(|r| r.status);
+            ("dead", now, response)
+        }
+    }
+}
+
+/// A dead letter made pending again, its attempts reset.
+fn revived(job: &mut Job, now: u64) {
+    job.status = Status::Pending;
+    job.dead = false;
+    job.attempts = 0;
+    job.result_status = None;
+    job.next_ms = now;
+    job.updated_ms = now;
 }
 
 /// Milliseconds since the Unix epoch.

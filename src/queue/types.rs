@@ -179,6 +179,9 @@ pub struct Claims {
     pub next_due: Option<u64>,
     /// Due time of the oldest job that is due but was not taken (for the age metric).
     pub oldest_due: Option<u64>,
+    /// Jobs pending or running in the whole queue, when the backend counts them for every
+    /// instance (Redis).
+    pub depth: Option<u64>,
 }
 
 /// A job taken for an attempt.
@@ -187,6 +190,9 @@ pub struct Claimed {
     pub id: JobId,
     pub job: Job,
     pub request: StoredRequest,
+    /// What the backend needs to let go of the job when the attempt ends (the Redis
+    /// stream entry; empty for the embedded backend).
+    pub receipt: String,
 }
 
 /// How an attempt ended.

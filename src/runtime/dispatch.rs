@@ -162,7 +162,7 @@ async fn attempt(snap: Arc<Snapshot>, queue: Arc<Queue>, c: Claimed) {
         }
         Delivered::Failed(why) => again(&queue, &c, why, None),
     };
-    if let Err(e) = queue.finish(c.id, c.job.size, outcome).await {
+    if let Err(e) = queue.finish(&c, outcome).await {
         tracing::error!(queue = %s.name, job = %c.id, "cannot record a delivery: {e}");
     }
 }

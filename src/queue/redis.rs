@@ -1,0 +1,625 @@
+//! The `redis` backend: a queue that several gateway instances share, on Redis Streams with
+//! a consumer group.
+//!
+//! Keys of queue NAME, all under one hash tag (`PREFIX{NAME}:…`, one cluster slot, so the
+//! scripts below touch one node): `job:ID` (the job, postcard), `req:ID` (its request),
+//! `res:ID` (its result), `stream` (ready jobs: an entry per job due now, read by the
+//! consumer group `dispatchers`), `delayed` (a sorted set of jobs waiting for a retry, by
+//! due time), `dead` (dead letters, by expiry), `depth` and `bytes` (pending and running
+//! jobs, for every instance's bounds), `idem:HASH` (idempotency keys, expiring).
+//!
+//! Each instance reads new entries with `XREADGROUP` as its own consumer; an entry taken by
+//! an instance that died stays pending in the group and is taken over by another with
+//! `XAUTOCLAIM` once it has been idle for the visibility timeout (longer than an attempt
+//! may take). An attempt's end acknowledges and deletes the entry; a second end of the same
+//! entry (after a takeover) changes the job but not the counts. Accepts, claims and ends
+//! are scripts or transactions: atomic on the server. A job is as durable as the Redis
+//! deployment's persistence makes a write (`appendonly yes`, `appendfsync always` for every
+//! acknowledged job to survive a Redis crash).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::{RedisError, Script, Value};
+use arc_swap::ArcSwapOption;
+
+use super::backend::Bounds;
+use super::{
+    Claimed, Claims, Enqueued, Job, JobId, NewJob, Outcome, QueueError, Status, StoredRequest,
+    StoredResponse,
+};
+use crate::config::model::{Redis, RedisDeployment};
+use crate::redis_link::Conn;
+
+const GROUP: &str = "dispatchers";
+/// Retry-delayed jobs moved to the stream in one claim at most.
+const MOVE_AT_ONCE: u32 = 100;
+
+const ENQUEUE: &str = r"
+local p = KEYS[1]
+if ARGV[7] ~= '' then
+  local v = redis.call('GET', p .. 'idem:' .. ARGV[7])
+  if v then
+    local sep = string.find(v, ':', 1, true)
+    local existing = string.sub(v, 1, sep - 1)
+    if string.sub(v, sep + 1) ~= ARGV[9] then return {'conflict'} end
+    local job = redis.call('GET', p .. 'job:' .. existing)
+    if job then return {'existing', existing, job} end
+  end
+end
+local depth = tonumber(redis.call('GET', p .. 'depth') or '0')
+local bytes = tonumber(redis.call('GET', p .. 'bytes') or '0')
+if depth >= tonumber(ARGV[5]) or bytes + tonumber(ARGV[4]) > tonumber(ARGV[6]) then
+  return {'full'}
+end
+redis.call('SET', p .. 'job:' .. ARGV[1], ARGV[2])
+redis.call('SET', p .. 'req:' .. ARGV[1], ARGV[3])
+redis.call('XADD', p .. 'stream', '*', 'id', ARGV[1])
+redis.call('INCR', p .. 'depth')
+redis.call('INCRBY', p .. 'bytes', ARGV[4])
+if ARGV[7] ~= '' then
+  redis.call('SET', p .. 'idem:' .. ARGV[7], ARGV[1] .. ':' .. ARGV[9], 'PX', ARGV[8])
+end
+return {'new'}
+";
+
+const MOVE_DUE: &str = r"
+local p = KEYS[1]
+local due = redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(due) do
+  redis.call('ZREM', p .. 'delayed', id)
+  redis.call('XADD', p .. 'stream', '*', 'id', id)
+end
+local first = redis.call('ZRANGE', p .. 'delayed', 0, 0, 'WITHSCORES')
+return {first[2] or '', redis.call('GET', p .. 'depth') or '0'}
+";
+
+const FINISH: &str = r"
+local p = KEYS[1]
+local acked = redis.call('XACK', p .. 'stream', 'dispatchers', ARGV[2])
+redis.call('XDEL', p .. 'stream', ARGV[2])
+if acked == 0 then
+  redis.call('SET', p .. 'job:' .. ARGV[1], ARGV[4], 'KEEPTTL')
+  return 0
+end
+if ARGV[3] == 'retry' then
+  redis.call('SET', p .. 'job:' .. ARGV[1], ARGV[4])
+  redis.call('ZADD', p .. 'delayed', ARGV[7], ARGV[1])
+  return 1
+end
+redis.call('SET', p .. 'job:' .. ARGV[1], ARGV[4], 'PX', ARGV[6])
+if ARGV[5] ~= '' then redis.call('SET', p .. 'res:' .. ARGV[1], ARGV[5], 'PX', ARGV[6]) end
+if ARGV[3] == 'dead' then
+  redis.call('PEXPIRE', p .. 'req:' .. ARGV[1], ARGV[6])
+  redis.call('ZADD', p .. 'dead', ARGV[7], ARGV[1])
+else
+  redis.call('DEL', p .. 'req:' .. ARGV[1])
+end
+redis.call('DECR', p .. 'depth')
+redis.call('DECRBY', p .. 'bytes', ARGV[8])
+return 1
+";
+
+const REVIVE: &str = r"
+local p = KEYS[1]
+if redis.call('ZREM', p .. 'dead', ARGV[1]) == 0 then return 0 end
+redis.call('SET', p .. 'job:' .. ARGV[1], ARGV[2])
+redis.call('PERSIST', p .. 'req:' .. ARGV[1])
+redis.call('DEL', p .. 'res:' .. ARGV[1])
+redis.call('XADD', p .. 'stream', '*', 'id', ARGV[1])
+redis.call('INCR', p .. 'depth')
+redis.call('INCRBY', p .. 'bytes', ARGV[3])
+return 1
+";
+
+/// A handle on one queue in Redis; clones share the connection.
+#[derive(Clone)]
+pub struct RedisQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `PREFIX{NAME}:`
+    prefix: String,
+    /// This instance's consumer name in the group.
+    consumer: String,
+    visibility: Duration,
+    timeout: Duration,
+    deployment: RedisDeployment,
+    /// Where the connection's driver runs (a runtime that lives as long as the gateway).
+    runtime: tokio::runtime::Handle,
+    current: ArcSwapOption<Conn>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+fn err(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Store(e.to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl RedisQueue {
+    /// A queue on `redis`; connects on first use.
+    pub fn new(
+        redis: &Redis,
+        key_prefix: &str,
+        name: &str,
+        visibility: Duration,
+        runtime: tokio::runtime::Handle,
+    ) -> RedisQueue {
+        RedisQueue {
+            inner: Arc::new(Inner {
+                prefix: format!("{key_prefix}{{{name}}}:"),
+                consumer: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
+                visibility,
+                timeout: redis.timeout.max(Duration::from_secs(1)),
+                deployment: redis.deployment.clone(),
+                runtime,
+                current: ArcSwapOption::empty(),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    fn key(&self, what: &str, id: JobId) -> String {
+        format!("{}{what}:{id}", self.inner.prefix)
+    }
+
+    async fn conn(&self) -> Result<Conn, QueueError> {
+        if let Some(c) = self.inner.current.load_full() {
+            return Ok((*c).clone());
+        }
+        let _one = self.inner.connecting.lock().await;
+        if let Some(c) = self.inner.current.load_full() {
+            return Ok((*c).clone());
+        }
+        let deployment = self.inner.deployment.clone();
+        let connect = self.inner.runtime.spawn(connect(deployment));
+        let mut conn = tokio::time::timeout(self.inner.timeout, connect)
+            .await
+            .map_err(|_| QueueError::Store("Redis did not answer in time".into()))?
+            .map_err(err)??;
+        // The group reads the stream from its start, so entries added before it existed
+        // are delivered too.
+        let created: Result<Value, RedisError> = ::redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(format!("{}stream", self.inner.prefix))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = created {
+            if e.code() != Some("BUSYGROUP") {
+                return Err(err(e));
+            }
+        }
+        self.inner.current.store(Some(Arc::new(conn.clone())));
+        Ok(conn)
+    }
+
+    /// Runs `f` on the connection under the time limit; a broken connection is dropped
+    /// so that the next call connects again.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let conn = self.conn().await?;
+        match tokio::time::timeout(self.inner.timeout, f(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+                    self.inner.current.store(None);
+                }
+                Err(err(e))
+            }
+            Err(_) => {
+                self.inner.current.store(None);
+                Err(QueueError::Store("Redis did not answer in time".into()))
+            }
+        }
+    }
+
+    pub async fn enqueue(
+        &self,
+        new: NewJob,
+        id: JobId,
+        now: u64,
+        bounds: Bounds,
+    ) -> Result<Enqueued, QueueError> {
+        let job = super::new_job(&new, now);
+        let job_bytes = postcard::to_allocvec(&job).map_err(err)?;
+        let req_bytes = postcard::to_allocvec(&new.request).map_err(err)?;
+        let (idem_key, idem_ttl, fingerprint) = match &new.idempotency {
+            Some(i) => {
+                let digest =
+                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, i.key.as_bytes());
+                (hex(digest.as_ref()), i.ttl.as_millis() as u64, hex(&i.fingerprint))
+            }
+            None => (String::new(), 0, String::new()),
+        };
+        let prefix = self.inner.prefix.clone();
+        let reply: Vec<Vec<u8>> = self
+            .call(|mut c| async move {
+                Script::new(ENQUEUE)
+                    .key(prefix)
+                    .arg(id.to_string())
+                    .arg(job_bytes)
+                    .arg(req_bytes)
+                    .arg(job.size)
+                    .arg(bounds.max_depth)
+                    .arg(bounds.max_bytes)
+                    .arg(idem_key)
+                    .arg(idem_ttl.max(1))
+                    .arg(fingerprint)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match reply.first().map(Vec::as_slice) {
+            Some(b"new") => Ok(Enqueued::New(id, job)),
+            Some(b"conflict") => Ok(Enqueued::Conflict),
+            Some(b"full") => Err(QueueError::Full),
+            Some(b"existing") => {
+                let existing = reply
+                    .get(1)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .and_then(JobId::parse)
+                    .ok_or_else(|| err("malformed idempotency entry"))?;
+                let job = postcard::from_bytes(reply.get(2).map_or(&[][..], Vec::as_slice))
+                    .map_err(err)?;
+                Ok(Enqueued::Existing(existing, job))
+            }
+            _ => Err(err("unexpected answer to an enqueue")),
+        }
+    }
+
+    pub async fn claim(&self, n: usize, now: u64) -> Result<Claims, QueueError> {
+        let prefix = self.inner.prefix.clone();
+        let moved: Vec<String> = self
+            .call(|mut c| async move {
+                Script::new(MOVE_DUE)
+                    .key(prefix)
+                    .arg(now)
+                    .arg(MOVE_AT_ONCE)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut claims = Claims {
+            next_due: moved.first().and_then(|s| s.parse::<f64>().ok()).map(|d| d as u64),
+            depth: moved.get(1).and_then(|s| s.parse().ok()),
+            ..Claims::default()
+        };
+        let stream = format!("{}stream", self.inner.prefix);
+        let consumer = self.inner.consumer.clone();
+        let idle = self.inner.visibility.as_millis() as u64;
+        // Entries an instance took and never finished (it died), then new ones.
+        let (s, c2) = (stream.clone(), consumer.clone());
+        let stale: Value = self
+            .call(|mut c| async move {
+                ::redis::cmd("XAUTOCLAIM")
+                    .arg(s)
+                    .arg(GROUP)
+                    .arg(c2)
+                    .arg(idle)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(n)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut entries = autoclaimed(&stale);
+        if entries.len() < n {
+            let want = n - entries.len();
+            let fresh: Value = self
+                .call(|mut c| async move {
+                    ::redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg(GROUP)
+                        .arg(consumer)
+                        .arg("COUNT")
+                        .arg(want)
+                        .arg("STREAMS")
+                        .arg(stream)
+                        .arg(">")
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            entries.extend(read_group(&fresh));
+        }
+        for (receipt, id) in entries {
+            match self.take(id, &receipt, now).await? {
+                Some(c) => claims.jobs.push(c),
+                None => self.drop_entry(&receipt).await?,
+            }
+        }
+        Ok(claims)
+    }
+
+    /// The job of a stream entry, marked running; `None` when it is gone.
+    async fn take(
+        &self,
+        id: JobId,
+        receipt: &str,
+        now: u64,
+    ) -> Result<Option<Claimed>, QueueError> {
+        let (jk, rk) = (self.key("job", id), self.key("req", id));
+        let (job, req): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .call(|mut c| async move {
+                ::redis::pipe().get(jk).get(rk).query_async(&mut c).await
+            })
+            .await?;
+        let (Some(job), Some(req)) = (job, req) else {
+            return Ok(None);
+        };
+        let mut job: Job = postcard::from_bytes(&job).map_err(err)?;
+        let request: StoredRequest = postcard::from_bytes(&req).map_err(err)?;
+        job.status = Status::Running;
+        job.attempts += 1;
+        job.updated_ms = now;
+        let bytes = postcard::to_allocvec(&job).map_err(err)?;
+        let jk = self.key("job", id);
+        let () = self
+            .call(|mut c| async move {
+                ::redis::cmd("SET")
+                    .arg(jk)
+                    .arg(bytes)
+                    .arg("KEEPTTL")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(Some(Claimed {
+            id,
+            job,
+            request,
+            receipt: receipt.to_owned(),
+        }))
+    }
+
+    async fn drop_entry(&self, receipt: &str) -> Result<(), QueueError> {
+        let stream = format!("{}stream", self.inner.prefix);
+        let receipt = receipt.to_owned();
+        self.call(|mut c| async move {
+            ::redis::pipe()
+                .cmd("XACK")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(&receipt)
+                .ignore()
+                .cmd("XDEL")
+                .arg(&stream)
+                .arg(&receipt)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    pub async fn finish(
+        &self,
+        id: JobId,
+        receipt: &str,
+        outcome: Outcome,
+        now: u64,
+        ttl: Duration,
+    ) -> Result<Option<Job>, QueueError> {
+        let Some(mut job) = self.job(id).await? else {
+            self.drop_entry(receipt).await?;
+            return Ok(None);
+        };
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let (kind, score, response) = super::apply_outcome(&mut job, outcome, now);
+        let score = match kind {
+            "dead" => now.saturating_add(ttl_ms),
+            _ => score,
+        };
+        let job_bytes = postcard::to_allocvec(&job).map_err(err)?;
+        let res_bytes = match &response {
+            Some(r) => postcard::to_allocvec(r).map_err(err)?,
+            None => Vec::new(),
+        };
+        let prefix = self.inner.prefix.clone();
+        let receipt = receipt.to_owned();
+        let size = job.size;
+        let _: i64 = self
+            .call(|mut c| async move {
+                Script::new(FINISH)
+                    .key(prefix)
+                    .arg(id.to_string())
+                    .arg(receipt)
+                    .arg(kind)
+                    .arg(job_bytes)
+                    .arg(res_bytes)
+                    .arg(ttl_ms)
+                    .arg(score)
+                    .arg(size)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(Some(job))
+    }
+
+    pub async fn revive(&self, id: JobId, now: u64) -> Result<Option<(Job, u64)>, QueueError> {
+        let Some(mut job) = self.job(id).await? else {
+            return Ok(None);
+        };
+        if !job.dead {
+            return Ok(None);
+        }
+        super::revived(&mut job, now);
+        let bytes = postcard::to_allocvec(&job).map_err(err)?;
+        let prefix = self.inner.prefix.clone();
+        let size = job.size;
+        let done: i64 = self
+            .call(|mut c| async move {
+                Script::new(REVIVE)
+                    .key(prefix)
+                    .arg(id.to_string())
+                    .arg(bytes)
+                    .arg(size)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok((done == 1).then_some((job, size)))
+    }
+
+    pub async fn delete_dead(&self, id: JobId) -> Result<bool, QueueError> {
+        let dead = format!("{}dead", self.inner.prefix);
+        let keys = [self.key("job", id), self.key("req", id), self.key("res", id)];
+        let removed: i64 = self
+            .call(|mut c| async move {
+                ::redis::cmd("ZREM")
+                    .arg(dead)
+                    .arg(id.to_string())
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if removed == 0 {
+            return Ok(false);
+        }
+        self.call(|mut c| async move { ::redis::cmd("DEL").arg(&keys).query_async::<()>(&mut c).await })
+            .await?;
+        Ok(true)
+    }
+
+    /// Dead letters whose time is up leave the list (their keys expire by themselves).
+    pub async fn sweep(&self, now: u64) -> Result<u64, QueueError> {
+        let dead = format!("{}dead", self.inner.prefix);
+        let removed: u64 = self
+            .call(|mut c| async move {
+                ::redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(dead)
+                    .arg("-inf")
+                    .arg(now)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(removed)
+    }
+
+    pub async fn job(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+        let key = self.key("job", id);
+        let bytes: Option<Vec<u8>> = self
+            .call(|mut c| async move { ::redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        bytes
+            .map(|b| postcard::from_bytes(&b).map_err(err))
+            .transpose()
+    }
+
+    pub async fn result(&self, id: JobId) -> Result<Option<StoredResponse>, QueueError> {
+        let key = self.key("res", id);
+        let bytes: Option<Vec<u8>> = self
+            .call(|mut c| async move { ::redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        bytes
+            .map(|b| postcard::from_bytes(&b).map_err(err))
+            .transpose()
+    }
+
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<(JobId, Job)>, QueueError> {
+        let dead = format!("{}dead", self.inner.prefix);
+        let ids: Vec<String> = self
+            .call(|mut c| async move {
+                ::redis::cmd("ZRANGE")
+                    .arg(dead)
+                    .arg(0)
+                    .arg(limit.saturating_sub(1))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut out = Vec::new();
+        for id in ids.iter().filter_map(|s| JobId::parse(s)) {
+            if let Some(job) = self.job(id).await? {
+                out.push((id, job));
+            }
+        }
+        Ok(out)
+    }
+}
+
+async fn connect(deployment: RedisDeployment) -> Result<Conn, QueueError> {
+    match deployment {
+        RedisDeployment::Standalone(url) => ::redis::Client::open(url.as_str())
+            .map_err(err)?
+            .get_multiplexed_async_connection()
+            .await
+            .map(Conn::Single)
+            .map_err(err),
+        RedisDeployment::Cluster(urls) => ::redis::cluster::ClusterClient::new(urls)
+            .map_err(err)?
+            .get_async_connection()
+            .await
+            .map(Conn::Cluster)
+            .map_err(err),
+        RedisDeployment::Sentinel { .. } => Err(QueueError::Store(
+            "queues do not support Redis Sentinel yet".into(),
+        )),
+    }
+}
+
+/// `(entry id, job id)` of the entries an `XAUTOCLAIM` took.
+fn autoclaimed(v: &Value) -> Vec<(String, JobId)> {
+    match v {
+        Value::Array(parts) => parts.get(1).map(entries).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// `(entry id, job id)` of the entries an `XREADGROUP` read.
+fn read_group(v: &Value) -> Vec<(String, JobId)> {
+    let Value::Array(streams) = v else {
+        return Vec::new();
+    };
+    streams
+        .iter()
+        .filter_map(|s| match s {
+            Value::Array(pair) => pair.get(1).map(entries),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Stream entries `[[entry id, [field, value, …]], …]` whose field `id` names a job.
+fn entries(v: &Value) -> Vec<(String, JobId)> {
+    let Value::Array(list) = v else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|e| {
+            let Value::Array(e) = e else { return None };
+            let receipt = text(e.first()?)?;
+            let Value::Array(fields) = e.get(1)? else {
+                return None;
+            };
+            let id = fields
+                .chunks(2)
+                .find(|kv| kv.first().and_then(text).as_deref() == Some("id"))
+                .and_then(|kv| text(kv.get(1)?))
+                .and_then(|s| JobId::parse(&s))?;
+            Some((receipt, id))
+        })
+        .collect()
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
