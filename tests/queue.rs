@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use support::redis::RedisServer;
 use support::tempdir::Dir;
 use support::*;
 
@@ -73,19 +74,31 @@ async fn recording_backend(delay: Duration, status: fn(usize) -> u16) -> (Backen
 }
 
 fn gateway(backend: SocketAddr, dir: &Dir, queue: &str, route: &str) -> TestGateway {
-    let yaml = format!(
+    let store = format!("path: \"{}\"", dir.path.display());
+    TestGateway::start(&yaml(backend, "", &store, queue, route))
+}
+
+/// A gateway whose queue `q` is on the Redis at `url` (keys under `prefix`).
+fn redis_gateway(backend: SocketAddr, url: &str, prefix: &str, queue: &str) -> TestGateway {
+    let top = format!("redis: {{url: \"{url}\"}}\n");
+    let store = format!(
+        "backend: redis, key_prefix: \"{prefix}\", attempt_timeout: 2s, visibility_timeout: 3s"
+    );
+    TestGateway::start(&yaml(backend, &top, &store, queue, ""))
+}
+
+fn yaml(backend: SocketAddr, top: &str, store: &str, queue: &str, route: &str) -> String {
+    format!(
         "workers: 1
 listeners: [{{address: \"127.0.0.1:0\"}}]
 admin: {{address: \"127.0.0.1:0\"}}
-upstreams: {{app: {{targets: [{{address: \"{backend}\"}}]}}}}
+{top}upstreams: {{app: {{targets: [{{address: \"{backend}\"}}]}}}}
 queues:
-  q: {{path: \"{}\", retry_delay: 20ms, max_retry_delay: 50ms{queue}}}
+  q: {{{store}, retry_delay: 20ms, max_retry_delay: 50ms{queue}}}
 routes:
   - {{name: jobs, match: {{path: {{prefix: /jobs}}, methods: [POST]}}, upstream: app, queue: {{name: q}}{route}}}
-",
-        dir.path.display()
-    );
-    TestGateway::start(&yaml)
+"
+    )
 }
 
 async fn post(gw: SocketAddr, path: &str, body: &str, fields: &[(&str, &str)]) -> Got {
@@ -606,5 +619,173 @@ routes:
     assert!(
         delivered_before < before_kill,
         "jobs were still pending when the gateway was killed ({delivered_before} of {before_kill} delivered)"
+    );
+}
+
+#[tokio::test]
+async fn on_redis_a_job_is_delivered_and_its_result_served() {
+    let redis = RedisServer::start();
+    let (backend, log) = recording_backend(Duration::ZERO, |_| 200).await;
+    let gw = redis_gateway(backend.addr, &redis.url(), "t1:", "");
+    let got = post(gw.addr, "/jobs/a", "on redis", &[]).await;
+    assert_eq!(got.status, StatusCode::ACCEPTED, "{}", got.text());
+    let url = json(&got)["status_url"].as_str().unwrap().to_owned();
+    let done = until_final(gw.addr, &url, &[]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    let result = request(gw.addr, "GET", &format!("{url}/result"), &[]).await;
+    assert_eq!(result.text(), "done:8");
+    assert_eq!(&log.lock().unwrap()[0].body[..], b"on redis");
+}
+
+#[tokio::test]
+async fn on_redis_two_instances_share_jobs_idempotency_keys_and_bounds() {
+    let redis = RedisServer::start();
+    let (backend, log) = recording_backend(Duration::from_millis(300), |_| 200).await;
+    let one = redis_gateway(
+        backend.addr,
+        &redis.url(),
+        "t2:",
+        ", max_depth: 2, concurrency: 1",
+    );
+    let two = redis_gateway(
+        backend.addr,
+        &redis.url(),
+        "t2:",
+        ", max_depth: 2, concurrency: 1",
+    );
+    let key = [("idempotency-key", "k-1")];
+    let first = post(one.addr, "/jobs/a", "x", &key).await;
+    let again = post(two.addr, "/jobs/a", "x", &key).await;
+    assert_eq!(json(&first)["id"], json(&again)["id"], "the key is shared");
+    assert_eq!(
+        post(two.addr, "/jobs/a", "y", &key).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        post(two.addr, "/jobs/a", "2", &[]).await.status,
+        StatusCode::ACCEPTED
+    );
+    // Two jobs in the shared queue: the third is refused by either instance.
+    let full = post(one.addr, "/jobs/a", "3", &[]).await;
+    assert_eq!(
+        full.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        full.text()
+    );
+    let url = json(&first)["status_url"].as_str().unwrap().to_owned();
+    let done = until_final(two.addr, &url, &[]).await;
+    assert_eq!(json(&done)["status"], "succeeded");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            log.lock().unwrap().len() == 2
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn on_redis_retries_end_in_a_dead_letter_an_operator_can_retry() {
+    let redis = RedisServer::start();
+    let (backend, log) = recording_backend(Duration::ZERO, |n| if n < 2 { 502 } else { 200 }).await;
+    let gw = redis_gateway(backend.addr, &redis.url(), "t3:", ", max_attempts: 2");
+    let got = post(gw.addr, "/jobs/a", "b", &[]).await;
+    let id = json(&got)["id"].as_str().unwrap().to_owned();
+    let url = format!("/jobs/q/{id}");
+    let done = until_final(gw.addr, &url, &[]).await;
+    assert_eq!(json(&done)["dead_letter"], true);
+    assert_eq!(json(&done)["attempts"], 2);
+    let admin = gw.admin.unwrap();
+    let dead = get(admin, "a", "/queues/q/dead").await;
+    assert!(dead.text().contains(&id), "{}", dead.text());
+    assert_eq!(
+        admin_post(admin, &format!("/queues/q/dead/{id}/retry")).await,
+        200
+    );
+    let done = until_final(gw.addr, &url, &[]).await;
+    assert_eq!(json(&done)["status"], "succeeded");
+    assert_eq!(log.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn on_redis_unreachable_the_gateway_answers_503_and_stores_nothing() {
+    let mut redis = RedisServer::start();
+    let (backend, _) = recording_backend(Duration::ZERO, |_| 200).await;
+    let gw = redis_gateway(backend.addr, &redis.url(), "t4:", "");
+    redis.stop();
+    let got = post(gw.addr, "/jobs/a", "b", &[]).await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    redis.restart();
+    let ok = eventually(Duration::from_secs(5), || async {
+        post(gw.addr, "/jobs/a", "b", &[]).await.status == StatusCode::ACCEPTED
+    })
+    .await;
+    assert!(ok, "accepts again once Redis is back");
+}
+
+/// 2,000 jobs accepted under load on a Redis queue shared by two instances: the first is
+/// killed with SIGKILL part-way and stays down; the second delivers every accepted job,
+/// those the first had taken included.
+#[tokio::test]
+async fn on_redis_a_second_instance_finishes_the_jobs_of_one_that_was_killed() {
+    let redis = RedisServer::start();
+    let dir = Dir::new("queue-redis-crash");
+    let (backend, log) = recording_backend(Duration::from_millis(2), |_| 200).await;
+    let path = dir.path.join("gateway.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "workers: 1
+listeners: [{{address: \"127.0.0.1:0\"}}]
+redis: {{url: \"{}\"}}
+upstreams: {{app: {{targets: [{{address: \"{}\"}}]}}}}
+queues:
+  q: {{backend: redis, concurrency: 2, attempt_timeout: 500ms, visibility_timeout: 1s}}
+routes:
+  - {{name: jobs, match: {{path: {{prefix: /jobs}}, methods: [POST]}}, upstream: app, queue: {{name: q}}}}
+",
+            redis.url(),
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_ferrogate");
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let (mut first, first_addr) = spawn_run(bin, &path);
+    let (mut second, second_addr) = spawn_run(bin, &path);
+    let load = tokio::spawn(accept_load(first_addr, 16, 2000, accepted.clone()));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            accepted.lock().unwrap().len() >= 1000
+        })
+        .await,
+        "1,000 jobs accepted"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    load.await.unwrap();
+    assert!(
+        accepted.lock().unwrap().len() < 2000,
+        "the kill came part-way"
+    );
+    accept_load(second_addr, 16, 2000, accepted.clone()).await;
+    let ids: Vec<String> = accepted.lock().unwrap().clone();
+    assert!(ids.len() >= 2000);
+    let all_delivered = eventually(Duration::from_secs(20), || async {
+        let seen: std::collections::HashSet<String> =
+            log.lock().unwrap().iter().map(|d| d.job.clone()).collect();
+        ids.iter().all(|id| seen.contains(id))
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let seen: std::collections::HashSet<String> =
+        log.lock().unwrap().iter().map(|d| d.job.clone()).collect();
+    let missing = ids.iter().filter(|id| !seen.contains(*id)).count();
+    assert!(
+        all_delivered,
+        "{missing} of {} accepted jobs never delivered",
+        ids.len()
     );
 }

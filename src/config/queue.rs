@@ -9,8 +9,8 @@ use http::Method;
 
 use super::file;
 use super::model::{
-    PathMatch, QueueBackend, QueueRole, QueueSettings, Redis, RedisDeployment, Route,
-    RouteMatch, RouteQueue,
+    PathMatch, QueueBackend, QueueRole, QueueSettings, Redis, RedisDeployment, Route, RouteMatch,
+    RouteQueue,
 };
 use super::validate::{opt_duration, opt_positive_size, Errors};
 

@@ -350,10 +350,12 @@ fn events(queue: Arc<Queue>, id: JobId, job: Job) -> Response<ProxyBody> {
                 Ok(e) if e.id == id => e.job,
                 Ok(_) => continue,
                 // Changes were missed: the store has the latest.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match queue.job(id).await {
-                    Ok(Some(job)) => job,
-                    _ => return,
-                },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    match queue.job(id).await {
+                        Ok(Some(job)) => job,
+                        _ => return,
+                    }
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
             if job == last {

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use super::embedded::Embedded;
 use super::redis::RedisQueue;
-use super::{
-    Claims, Enqueued, Job, JobId, NewJob, Outcome, QueueError, StoredResponse,
-};
+use super::{Claims, Enqueued, Job, JobId, NewJob, Outcome, QueueError, StoredResponse};
 
 /// A queue's store.
 #[derive(Clone)]

@@ -86,8 +86,9 @@ impl Queue {
                 key_prefix,
                 visibility_timeout,
             } => {
-                let runtime = runtime
-                    .ok_or_else(|| QueueError::Store("no runtime for the Redis connection".into()))?;
+                let runtime = runtime.ok_or_else(|| {
+                    QueueError::Store("no runtime for the Redis connection".into())
+                })?;
                 let store = redis::RedisQueue::new(
                     redis,
                     key_prefix,
@@ -366,7 +367,11 @@ fn new_job(new: &NewJob, now: u64) -> Job {
 
 /// Applies an attempt's outcome to the job's state; answers what the backend must do
 /// (`done`, `retry` or `dead`), the retry's due time, and the response to keep.
-fn apply_outcome(job: &mut Job, outcome: Outcome, now: u64) -> (&'static str, u64, Option<StoredResponse>) {
+fn apply_outcome(
+    job: &mut Job,
+    outcome: Outcome,
+    now: u64,
+) -> (&'static str, u64, Option<StoredResponse>) {
     job.updated_ms = now;
     match outcome {
         Outcome::Answered(response) => {

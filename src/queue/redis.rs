@@ -237,7 +237,11 @@ impl RedisQueue {
             Some(i) => {
                 let digest =
                     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, i.key.as_bytes());
-                (hex(digest.as_ref()), i.ttl.as_millis() as u64, hex(&i.fingerprint))
+                (
+                    hex(digest.as_ref()),
+                    i.ttl.as_millis() as u64,
+                    hex(&i.fingerprint),
+                )
             }
             None => (String::new(), 0, String::new()),
         };
@@ -290,7 +294,10 @@ impl RedisQueue {
             })
             .await?;
         let mut claims = Claims {
-            next_due: moved.first().and_then(|s| s.parse::<f64>().ok()).map(|d| d as u64),
+            next_due: moved
+                .first()
+                .and_then(|s| s.parse::<f64>().ok())
+                .map(|d| d as u64),
             depth: moved.get(1).and_then(|s| s.parse().ok()),
             ..Claims::default()
         };
@@ -351,9 +358,7 @@ impl RedisQueue {
     ) -> Result<Option<Claimed>, QueueError> {
         let (jk, rk) = (self.key("job", id), self.key("req", id));
         let (job, req): (Option<Vec<u8>>, Option<Vec<u8>>) = self
-            .call(|mut c| async move {
-                ::redis::pipe().get(jk).get(rk).query_async(&mut c).await
-            })
+            .call(|mut c| async move { ::redis::pipe().get(jk).get(rk).query_async(&mut c).await })
             .await?;
         let (Some(job), Some(req)) = (job, req) else {
             return Ok(None);
@@ -475,7 +480,11 @@ impl RedisQueue {
 
     pub async fn delete_dead(&self, id: JobId) -> Result<bool, QueueError> {
         let dead = format!("{}dead", self.inner.prefix);
-        let keys = [self.key("job", id), self.key("req", id), self.key("res", id)];
+        let keys = [
+            self.key("job", id),
+            self.key("req", id),
+            self.key("res", id),
+        ];
         let removed: i64 = self
             .call(|mut c| async move {
                 ::redis::cmd("ZREM")
@@ -488,8 +497,13 @@ impl RedisQueue {
         if removed == 0 {
             return Ok(false);
         }
-        self.call(|mut c| async move { ::redis::cmd("DEL").arg(&keys).query_async::<()>(&mut c).await })
-            .await?;
+        self.call(|mut c| async move {
+            ::redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
         Ok(true)
     }
 
