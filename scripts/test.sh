@@ -4,15 +4,19 @@
 # This is the test command the README gives; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The Redis tests start a real redis-server on a free port; install it when it is missing.
-if ! command -v redis-server >/dev/null; then
-  echo "installing redis-server for the Redis tests" >&2
+# The Redis and NATS tests start a real redis-server and nats-server on free ports; install
+# them when they are missing.
+install_missing() { # COMMAND PACKAGE
+  command -v "$1" >/dev/null && return
+  echo "installing $2 for the queue and rate-limit tests" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 \
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null 2>&1 \
     || { $SUDO apt-get update -qq >/dev/null 2>&1 \
-         && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-  command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
-fi
+         && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }
+  command -v "$1" >/dev/null || { echo "$1 is required (apt-get install $2)" >&2; exit 1; }
+}
+install_missing redis-server redis-server
+install_missing nats-server nats-server
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets

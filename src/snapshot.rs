@@ -183,7 +183,8 @@ impl Snapshot {
                 .iter()
                 .map(|q| {
                     let runtime = match q.backend {
-                        crate::config::model::QueueBackend::Redis { .. } => {
+                        crate::config::model::QueueBackend::Redis { .. }
+                        | crate::config::model::QueueBackend::Nats { .. } => {
                             kept.background.handle().ok().flatten()
                         }
                         crate::config::model::QueueBackend::Embedded { .. } => None,

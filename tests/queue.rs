@@ -1,6 +1,7 @@
-//! Queued routes end to end, on the embedded backend: a request answered 202 and delivered
-//! later to a real backend, its status, result, events, retries, dead letters, idempotency
-//! keys, owners, bounds, and jobs surviving a SIGKILL of the gateway.
+//! Queued routes end to end, on the embedded backend, then on Redis and NATS shared by two
+//! instances: a request answered 202 and delivered later to a real backend, its status,
+//! result, events, retries, dead letters, idempotency keys, owners, bounds, and jobs
+//! surviving a SIGKILL of the gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use support::nats::NatsServer;
 use support::redis::RedisServer;
 use support::tempdir::Dir;
 use support::*;
@@ -76,15 +78,6 @@ async fn recording_backend(delay: Duration, status: fn(usize) -> u16) -> (Backen
 fn gateway(backend: SocketAddr, dir: &Dir, queue: &str, route: &str) -> TestGateway {
     let store = format!("path: \"{}\"", dir.path.display());
     TestGateway::start(&yaml(backend, "", &store, queue, route))
-}
-
-/// A gateway whose queue `q` is on the Redis at `url` (keys under `prefix`).
-fn redis_gateway(backend: SocketAddr, url: &str, prefix: &str, queue: &str) -> TestGateway {
-    let top = format!("redis: {{url: \"{url}\"}}\n");
-    let store = format!(
-        "backend: redis, key_prefix: \"{prefix}\", attempt_timeout: 2s, visibility_timeout: 3s"
-    );
-    TestGateway::start(&yaml(backend, &top, &store, queue, ""))
 }
 
 fn yaml(backend: SocketAddr, top: &str, store: &str, queue: &str, route: &str) -> String {
@@ -622,37 +615,66 @@ routes:
     );
 }
 
-#[tokio::test]
-async fn on_redis_a_job_is_delivered_and_its_result_served() {
-    let redis = RedisServer::start();
+/// A queue store that several instances share: the top-level YAML it needs and the queue's
+/// keys (backend, names, time limits).
+struct Shared {
+    top: String,
+    store: String,
+}
+
+fn on_redis(url: &str, prefix: &str) -> Shared {
+    Shared {
+        top: format!("redis: {{url: \"{url}\"}}\n"),
+        store: format!("backend: redis, key_prefix: \"{prefix}\""),
+    }
+}
+
+fn on_nats(url: &str, prefix: &str) -> Shared {
+    Shared {
+        top: String::new(),
+        store: format!("backend: nats, nats_url: \"{url}\", key_prefix: \"{prefix}\""),
+    }
+}
+
+/// A gateway whose queue `q` is on the shared store.
+fn shared_gateway(backend: SocketAddr, shared: &Shared, queue: &str) -> TestGateway {
+    let store = format!(
+        "{}, attempt_timeout: 2s, visibility_timeout: 3s",
+        shared.store
+    );
+    TestGateway::start(&yaml(backend, &shared.top, &store, queue, ""))
+}
+
+async fn a_job_is_delivered_and_its_result_served(shared: &Shared) {
     let (backend, log) = recording_backend(Duration::ZERO, |_| 200).await;
-    let gw = redis_gateway(backend.addr, &redis.url(), "t1:", "");
-    let got = post(gw.addr, "/jobs/a", "on redis", &[]).await;
+    let gw = shared_gateway(backend.addr, shared, "");
+    let got = post(gw.addr, "/jobs/a", "on a broker", &[]).await;
     assert_eq!(got.status, StatusCode::ACCEPTED, "{}", got.text());
     let url = json(&got)["status_url"].as_str().unwrap().to_owned();
     let done = until_final(gw.addr, &url, &[]).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
     let result = request(gw.addr, "GET", &format!("{url}/result"), &[]).await;
-    assert_eq!(result.text(), "done:8");
-    assert_eq!(&log.lock().unwrap()[0].body[..], b"on redis");
+    assert_eq!(result.text(), "done:11");
+    assert_eq!(&log.lock().unwrap()[0].body[..], b"on a broker");
 }
 
 #[tokio::test]
-async fn on_redis_two_instances_share_jobs_idempotency_keys_and_bounds() {
+async fn on_redis_a_job_is_delivered_and_its_result_served() {
     let redis = RedisServer::start();
+    a_job_is_delivered_and_its_result_served(&on_redis(&redis.url(), "t1:")).await;
+}
+
+#[tokio::test]
+async fn on_nats_a_job_is_delivered_and_its_result_served() {
+    let nats = NatsServer::start();
+    a_job_is_delivered_and_its_result_served(&on_nats(&nats.url(), "t1-")).await;
+}
+
+async fn two_instances_share_jobs_idempotency_keys_and_bounds(shared: &Shared) {
     let (backend, log) = recording_backend(Duration::from_millis(300), |_| 200).await;
-    let one = redis_gateway(
-        backend.addr,
-        &redis.url(),
-        "t2:",
-        ", max_depth: 2, concurrency: 1",
-    );
-    let two = redis_gateway(
-        backend.addr,
-        &redis.url(),
-        "t2:",
-        ", max_depth: 2, concurrency: 1",
-    );
+    let bounds = ", max_depth: 2, concurrency: 1";
+    let one = shared_gateway(backend.addr, shared, bounds);
+    let two = shared_gateway(backend.addr, shared, bounds);
     let key = [("idempotency-key", "k-1")];
     let first = post(one.addr, "/jobs/a", "x", &key).await;
     let again = post(two.addr, "/jobs/a", "x", &key).await;
@@ -685,10 +707,20 @@ async fn on_redis_two_instances_share_jobs_idempotency_keys_and_bounds() {
 }
 
 #[tokio::test]
-async fn on_redis_retries_end_in_a_dead_letter_an_operator_can_retry() {
+async fn on_redis_two_instances_share_jobs_idempotency_keys_and_bounds() {
     let redis = RedisServer::start();
+    two_instances_share_jobs_idempotency_keys_and_bounds(&on_redis(&redis.url(), "t2:")).await;
+}
+
+#[tokio::test]
+async fn on_nats_two_instances_share_jobs_idempotency_keys_and_bounds() {
+    let nats = NatsServer::start();
+    two_instances_share_jobs_idempotency_keys_and_bounds(&on_nats(&nats.url(), "t2-")).await;
+}
+
+async fn retries_end_in_a_dead_letter_an_operator_can_retry(shared: &Shared) {
     let (backend, log) = recording_backend(Duration::ZERO, |n| if n < 2 { 502 } else { 200 }).await;
-    let gw = redis_gateway(backend.addr, &redis.url(), "t3:", ", max_attempts: 2");
+    let gw = shared_gateway(backend.addr, shared, ", max_attempts: 2");
     let got = post(gw.addr, "/jobs/a", "b", &[]).await;
     let id = json(&got)["id"].as_str().unwrap().to_owned();
     let url = format!("/jobs/q/{id}");
@@ -705,32 +737,76 @@ async fn on_redis_retries_end_in_a_dead_letter_an_operator_can_retry() {
     let done = until_final(gw.addr, &url, &[]).await;
     assert_eq!(json(&done)["status"], "succeeded");
     assert_eq!(log.lock().unwrap().len(), 3);
+    let dead = get(admin, "a", "/queues/q/dead").await;
+    assert!(!dead.text().contains(&id), "{}", dead.text());
+}
+
+#[tokio::test]
+async fn on_redis_retries_end_in_a_dead_letter_an_operator_can_retry() {
+    let redis = RedisServer::start();
+    retries_end_in_a_dead_letter_an_operator_can_retry(&on_redis(&redis.url(), "t3:")).await;
+}
+
+#[tokio::test]
+async fn on_nats_retries_end_in_a_dead_letter_an_operator_can_retry() {
+    let nats = NatsServer::start();
+    retries_end_in_a_dead_letter_an_operator_can_retry(&on_nats(&nats.url(), "t3-")).await;
+}
+
+/// The store stopped (`down`): a request is answered 503 and nothing is stored; once the
+/// store is back (`up`), requests are accepted again.
+async fn unreachable_the_gateway_answers_503(
+    shared: &Shared,
+    down: impl FnOnce(),
+    up: impl FnOnce(),
+) {
+    let (backend, _) = recording_backend(Duration::ZERO, |_| 200).await;
+    let gw = shared_gateway(backend.addr, shared, "");
+    assert_eq!(
+        post(gw.addr, "/jobs/a", "b", &[]).await.status,
+        StatusCode::ACCEPTED
+    );
+    down();
+    let got = post(gw.addr, "/jobs/a", "b", &[]).await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    up();
+    let ok = eventually(Duration::from_secs(8), || async {
+        post(gw.addr, "/jobs/a", "b", &[]).await.status == StatusCode::ACCEPTED
+    })
+    .await;
+    assert!(ok, "accepts again once the store is back");
 }
 
 #[tokio::test]
 async fn on_redis_unreachable_the_gateway_answers_503_and_stores_nothing() {
-    let mut redis = RedisServer::start();
-    let (backend, _) = recording_backend(Duration::ZERO, |_| 200).await;
-    let gw = redis_gateway(backend.addr, &redis.url(), "t4:", "");
-    redis.stop();
-    let got = post(gw.addr, "/jobs/a", "b", &[]).await;
-    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(got.header("content-type"), Some("application/problem+json"));
-    redis.restart();
-    let ok = eventually(Duration::from_secs(5), || async {
-        post(gw.addr, "/jobs/a", "b", &[]).await.status == StatusCode::ACCEPTED
-    })
+    let redis = std::cell::RefCell::new(RedisServer::start());
+    let shared = on_redis(&redis.borrow().url(), "t4:");
+    unreachable_the_gateway_answers_503(
+        &shared,
+        || redis.borrow_mut().stop(),
+        || redis.borrow_mut().restart(),
+    )
     .await;
-    assert!(ok, "accepts again once Redis is back");
 }
 
-/// 2,000 jobs accepted under load on a Redis queue shared by two instances: the first is
-/// killed with SIGKILL part-way and stays down; the second delivers every accepted job,
-/// those the first had taken included.
 #[tokio::test]
-async fn on_redis_a_second_instance_finishes_the_jobs_of_one_that_was_killed() {
-    let redis = RedisServer::start();
-    let dir = Dir::new("queue-redis-crash");
+async fn on_nats_unreachable_the_gateway_answers_503_and_stores_nothing() {
+    let nats = std::cell::RefCell::new(NatsServer::start());
+    let shared = on_nats(&nats.borrow().url(), "t4-");
+    unreachable_the_gateway_answers_503(
+        &shared,
+        || nats.borrow_mut().stop(),
+        || nats.borrow_mut().restart(),
+    )
+    .await;
+}
+
+/// 2,000 jobs accepted under load on a queue shared by two instances: the first is killed
+/// with SIGKILL part-way and stays down; the second delivers every accepted job, those the
+/// first had taken included.
+async fn a_second_instance_finishes_the_jobs_of_one_that_was_killed(shared: &Shared, tag: &str) {
+    let dir = Dir::new(tag);
     let (backend, log) = recording_backend(Duration::from_millis(2), |_| 200).await;
     let path = dir.path.join("gateway.yaml");
     std::fs::write(
@@ -738,15 +814,13 @@ async fn on_redis_a_second_instance_finishes_the_jobs_of_one_that_was_killed() {
         format!(
             "workers: 1
 listeners: [{{address: \"127.0.0.1:0\"}}]
-redis: {{url: \"{}\"}}
-upstreams: {{app: {{targets: [{{address: \"{}\"}}]}}}}
+{}upstreams: {{app: {{targets: [{{address: \"{}\"}}]}}}}
 queues:
-  q: {{backend: redis, concurrency: 2, attempt_timeout: 500ms, visibility_timeout: 1s}}
+  q: {{{}, concurrency: 2, attempt_timeout: 500ms, visibility_timeout: 1s}}
 routes:
   - {{name: jobs, match: {{path: {{prefix: /jobs}}, methods: [POST]}}, upstream: app, queue: {{name: q}}}}
 ",
-            redis.url(),
-            backend.addr
+            shared.top, backend.addr, shared.store
         ),
     )
     .unwrap();
@@ -788,4 +862,18 @@ routes:
         "{missing} of {} accepted jobs never delivered",
         ids.len()
     );
+}
+
+#[tokio::test]
+async fn on_redis_a_second_instance_finishes_the_jobs_of_one_that_was_killed() {
+    let redis = RedisServer::start();
+    let shared = on_redis(&redis.url(), "ferrogate:queue:");
+    a_second_instance_finishes_the_jobs_of_one_that_was_killed(&shared, "queue-redis-crash").await;
+}
+
+#[tokio::test]
+async fn on_nats_a_second_instance_finishes_the_jobs_of_one_that_was_killed() {
+    let nats = NatsServer::start();
+    let shared = on_nats(&nats.url(), "ferrogate-queue-");
+    a_second_instance_finishes_the_jobs_of_one_that_was_killed(&shared, "queue-nats-crash").await;
 }

@@ -375,6 +375,15 @@ pub enum QueueBackend {
         /// over by another (it died).
         visibility_timeout: Duration,
     },
+    /// NATS JetStream at `url`: a work-queue stream of ready jobs and key-value buckets of
+    /// their state, shared by every instance.
+    Nats {
+        url: String,
+        /// Prefix of the stream and bucket names.
+        name_prefix: String,
+        /// As for Redis: an unacknowledged job is delivered again after this long.
+        visibility_timeout: Duration,
+    },
 }
 
 /// Fields a route removes, sets and adds on one side of the exchange, in that order.

@@ -16,6 +16,7 @@ use super::validate::{opt_duration, opt_positive_size, Errors};
 
 const DEFAULT_DIR: &str = "data/queues";
 const DEFAULT_KEY_PREFIX: &str = "ferrogate:queue:";
+const DEFAULT_NATS_PREFIX: &str = "ferrogate-queue-";
 const DEFAULT_RETRY_STATUSES: [u16; 4] = [429, 502, 503, 504];
 
 /// The top-level `queues`, sorted by name.
@@ -78,10 +79,11 @@ fn settings(
                 embedded()
             }
         },
+        Some("nats") => nats(errs, at, q),
         Some(other) => {
             errs.push(
                 format!("{at}.backend"),
-                format!("unknown backend {other:?}; use embedded or redis"),
+                format!("unknown backend {other:?}; use embedded, redis or nats"),
             );
             embedded()
         }
@@ -138,6 +140,9 @@ fn settings(
     let mut backend = backend;
     if let QueueBackend::Redis {
         visibility_timeout, ..
+    }
+    | QueueBackend::Nats {
+        visibility_timeout, ..
     } = &mut backend
     {
         *visibility_timeout = opt_duration(
@@ -158,9 +163,15 @@ fn settings(
             ("visibility_timeout", q.visibility_timeout.is_some()),
         ] {
             if set {
-                errs.push(format!("{at}.{key}"), "only for the redis backend");
+                errs.push(
+                    format!("{at}.{key}"),
+                    "only for the redis and nats backends",
+                );
             }
         }
+    }
+    if q.nats_url.is_some() && !matches!(backend, QueueBackend::Nats { .. }) {
+        errs.push(format!("{at}.nats_url"), "only for the nats backend");
     }
     let size = |errs: &mut Errors, key: &str, v: &Option<file::ByteSize>, default: usize| {
         opt_positive_size(errs, &format!("{at}.{key}"), v, default).unwrap_or(default)
@@ -179,6 +190,41 @@ fn settings(
         result_ttl,
         max_result_bytes: size(errs, "max_result_bytes", &q.max_result_bytes, 1 << 20),
         idempotency_ttl,
+    }
+}
+
+/// The `nats` backend: its server and the prefix of its stream and bucket names (the
+/// visibility timeout is set by the caller).
+fn nats(errs: &mut Errors, at: &str, q: &file::JobQueue) -> QueueBackend {
+    let url = q.nats_url.clone().unwrap_or_default();
+    if url.is_empty() {
+        errs.push(
+            format!("{at}.nats_url"),
+            "the nats backend needs nats_url (nats://HOST:PORT)",
+        );
+    } else if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+        errs.push(
+            format!("{at}.nats_url"),
+            format!("invalid NATS URL {url:?}; use nats://HOST:PORT or tls://HOST:PORT"),
+        );
+    }
+    let name_prefix = q
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NATS_PREFIX.to_owned());
+    if !name_prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        errs.push(
+            format!("{at}.key_prefix"),
+            "NATS stream and bucket names take letters, digits, '-' and '_'",
+        );
+    }
+    QueueBackend::Nats {
+        url,
+        name_prefix,
+        visibility_timeout: Duration::ZERO,
     }
 }
 
@@ -311,7 +357,7 @@ routes:
         ))
         .unwrap_err();
         for expected in [
-            "queues.q.backend: unknown backend \"kafka\"; use embedded or redis",
+            "queues.q.backend: unknown backend \"kafka\"; use embedded, redis or nats",
             "queues.q.concurrency: must be 1 to 1024",
             "queues.q.max_attempts: must be 1 to 100",
             "queues.q.max_retry_delay: must not be shorter than retry_delay",
@@ -322,6 +368,50 @@ routes:
             "routes[0].queue.status_path: a path such as",
             "routes[0].websocket: not allowed with queue",
             "routes[1].queue: not allowed with redirect",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing {expected:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_nats_queue_takes_its_url_prefix_and_visibility_timeout() {
+        let c = parse(&format!(
+            "{HEAD}queues: {{q: {{backend: nats, nats_url: nats://127.0.0.1:4222, attempt_timeout: 10s}}}}
+routes: [{{name: r, match: {{path: {{prefix: /r}}}}, upstream: app, queue: {{name: q}}}}]
+"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.queues[0].backend,
+            QueueBackend::Nats {
+                url: "nats://127.0.0.1:4222".into(),
+                name_prefix: "ferrogate-queue-".into(),
+                visibility_timeout: std::time::Duration::from_secs(40),
+            }
+        );
+    }
+
+    #[test]
+    fn every_nats_queue_mistake_is_reported_with_its_path() {
+        let errs = parse(&format!(
+            "{HEAD}queues:
+  a: {{backend: nats}}
+  b: {{backend: nats, nats_url: 'http://x:1', key_prefix: 'a.b', attempt_timeout: 5s, visibility_timeout: 5s}}
+  c: {{nats_url: 'nats://x:1', key_prefix: p}}
+routes: [{{name: r, match: {{path: {{prefix: /r}}}}, upstream: app, queue: {{name: a}}}}]
+"
+        ))
+        .unwrap_err();
+        for expected in [
+            "queues.a.nats_url: the nats backend needs nats_url",
+            "queues.b.nats_url: invalid NATS URL \"http://x:1\"",
+            "queues.b.key_prefix: NATS stream and bucket names take",
+            "queues.b.visibility_timeout: must be longer than attempt_timeout",
+            "queues.c.nats_url: only for the nats backend",
+            "queues.c.key_prefix: only for the redis and nats backends",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),

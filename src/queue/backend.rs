@@ -4,18 +4,22 @@
 use std::time::Duration;
 
 use super::embedded::Embedded;
+use super::nats::NatsQueue;
 use super::redis::RedisQueue;
-use super::{Claims, Enqueued, Job, JobId, NewJob, Outcome, QueueError, StoredResponse};
+use super::{
+    Claims, Enqueued, Job, JobId, NewJob, Outcome, QueueError, StoredRequest, StoredResponse,
+};
 
 /// A queue's store.
 #[derive(Clone)]
 pub enum Backend {
     Embedded(Embedded),
     Redis(RedisQueue),
+    Nats(NatsQueue),
 }
 
 /// The bounds of a queue, for backends that check them where every instance sees them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     pub max_depth: u64,
     pub max_bytes: u64,
@@ -37,6 +41,7 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.enqueue(new, id, now).await,
             Backend::Redis(r) => r.enqueue(new, id, now, bounds).await,
+            Backend::Nats(n) => n.enqueue(new, id, now, bounds).await,
         }
     }
 
@@ -44,6 +49,7 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.claim(n, now).await,
             Backend::Redis(r) => r.claim(n, now).await,
+            Backend::Nats(q) => q.claim(n, now).await,
         }
     }
 
@@ -51,6 +57,7 @@ impl Backend {
         &self,
         id: JobId,
         receipt: &str,
+        request: &StoredRequest,
         outcome: Outcome,
         now: u64,
         ttl: Duration,
@@ -58,6 +65,7 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.finish(id, outcome, now, ttl).await,
             Backend::Redis(r) => r.finish(id, receipt, outcome, now, ttl).await,
+            Backend::Nats(n) => n.finish(id, receipt, request, outcome, now).await,
         }
     }
 
@@ -65,6 +73,7 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.revive(id, now).await,
             Backend::Redis(r) => r.revive(id, now).await,
+            Backend::Nats(n) => n.revive(id, now).await,
         }
     }
 
@@ -72,6 +81,7 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.delete_dead(id).await,
             Backend::Redis(r) => r.delete_dead(id).await,
+            Backend::Nats(n) => n.delete_dead(id).await,
         }
     }
 
@@ -79,6 +89,7 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.sweep(now).await,
             Backend::Redis(r) => r.sweep(now).await,
+            Backend::Nats(_) => Ok(0),
         }
     }
 
@@ -86,6 +97,7 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.job(id).await,
             Backend::Redis(r) => r.job(id).await,
+            Backend::Nats(n) => n.job(id).await,
         }
     }
 
@@ -93,6 +105,7 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.result(id).await,
             Backend::Redis(r) => r.result(id).await,
+            Backend::Nats(n) => n.result(id).await,
         }
     }
 
@@ -100,6 +113,7 @@ impl Backend {
         match self {
             Backend::Embedded(e) => e.dead_letters(limit).await,
             Backend::Redis(r) => r.dead_letters(limit).await,
+            Backend::Nats(n) => n.dead_letters(limit).await,
         }
     }
 }

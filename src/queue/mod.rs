@@ -10,6 +10,7 @@
 mod backend;
 pub mod embedded;
 mod metrics;
+pub mod nats;
 pub mod redis;
 mod types;
 
@@ -102,6 +103,36 @@ impl Queue {
                     dead: 0,
                 };
                 (Backend::Redis(store), counts)
+            }
+            QueueBackend::Nats {
+                url,
+                name_prefix,
+                visibility_timeout,
+            } => {
+                let runtime = runtime.ok_or_else(|| {
+                    QueueError::Store("no runtime for the NATS connection".into())
+                })?;
+                let store = nats::NatsQueue::new(
+                    nats::NatsSettings {
+                        url,
+                        name_prefix,
+                        name: &settings.name,
+                        visibility: *visibility_timeout,
+                        result_ttl: settings.result_ttl,
+                        idempotency_ttl: settings.idempotency_ttl,
+                        bounds: Bounds {
+                            max_depth: settings.max_depth,
+                            max_bytes: settings.max_bytes,
+                        },
+                    },
+                    runtime,
+                );
+                let counts = embedded::Counts {
+                    depth: 0,
+                    bytes: 0,
+                    dead: 0,
+                };
+                (Backend::Nats(store), counts)
             }
         };
         let (events, _) = tokio::sync::broadcast::channel(1024);
@@ -207,7 +238,10 @@ impl Queue {
         let kind = outcome.kind();
         let ttl = self.settings.result_ttl;
         let (id, receipt) = (claimed.id, claimed.receipt.as_str());
-        let job = self.store.finish(id, receipt, outcome, now, ttl).await?;
+        let job = self
+            .store
+            .finish(id, receipt, &claimed.request, outcome, now, ttl)
+            .await?;
         self.metrics.delivered(kind);
         if ends && self.store.is_local() {
             self.release(claimed.job.size);

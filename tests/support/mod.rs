@@ -4,6 +4,7 @@
 
 pub mod fixed;
 pub mod h2raw;
+pub mod nats;
 pub mod rawhttp;
 pub mod redis;
 

@@ -123,7 +123,7 @@ impl Drop for RedisServer {
 }
 
 /// A port that was free a moment ago (bound to 0, read, closed).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -64,7 +64,7 @@ keys! {
     Keepalive: ["idle_timeout", "max_idle"],
     Target: ["address", "weight"],
     Route: ["name", "match", "upstream", "strip_prefix", "rewrite", "redirect", "respond", "websocket", "split", "split_header", "mirror", "timeouts", "retry", "max_body_bytes", "rate_limits", "auth", "ip_rules", "cors", "validate", "cache", "request_headers", "response_headers", "queue"],
-    JobQueue: ["backend", "path", "concurrency", "attempt_timeout", "max_attempts", "retry_delay", "max_retry_delay", "retry_statuses", "max_depth", "max_bytes", "result_ttl", "max_result_bytes", "idempotency_ttl", "key_prefix", "visibility_timeout"],
+    JobQueue: ["backend", "path", "concurrency", "attempt_timeout", "max_attempts", "retry_delay", "max_retry_delay", "retry_statuses", "max_depth", "max_bytes", "result_ttl", "max_result_bytes", "idempotency_ttl", "key_prefix", "visibility_timeout", "nats_url"],
     RouteQueue: ["name", "status_path"],
     Respond: ["status", "body", "content_type", "headers"],
     HeaderEdits: ["set", "add", "remove"],

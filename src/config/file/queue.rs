@@ -15,7 +15,8 @@ pub struct JobQueue {
     pub unknown: Unknown,
     /// Where jobs are kept: `embedded` (default), a file on this machine's disk written and
     /// synced before the 202 is sent; `redis`, Redis Streams on the top-level `redis`,
-    /// shared by every gateway instance.
+    /// shared by every gateway instance; `nats`, NATS JetStream at `nats_url`, shared by
+    /// every gateway instance.
     #[serde(default)]
     pub backend: Option<String>,
     /// `embedded`: the directory of the queue's file, relative to the config file's
@@ -57,13 +58,19 @@ pub struct JobQueue {
     /// How long an `Idempotency-Key` names its job (default 24h).
     #[serde(default)]
     pub idempotency_ttl: Option<String>,
-    /// `redis`: prefix of the queue's keys (default `ferrogate:queue:`).
+    /// `redis`: prefix of the queue's keys (default `ferrogate:queue:`); `nats`: prefix of
+    /// the queue's stream and key-value bucket names, letters, digits, `-` and `_` (default
+    /// `ferrogate-queue-`).
     #[serde(default)]
     pub key_prefix: Option<String>,
-    /// `redis`: a job an instance took and has not finished after this long is taken over
+    /// `redis`, `nats`: a job an instance took and has not finished after this long is taken over
     /// by another instance (default: `attempt_timeout` plus 30s).
     #[serde(default)]
     pub visibility_timeout: Option<String>,
+    /// `nats`: the NATS server, `nats://HOST:PORT` (or `tls://HOST:PORT`), with JetStream
+    /// enabled.
+    #[serde(default)]
+    pub nats_url: Option<String>,
 }
 
 /// A route's `queue`: accepted requests are stored and answered with `202 Accepted`, and
