@@ -27,7 +27,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store};
+use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy};
 use async_nats::jetstream::{self, Context};
@@ -583,19 +583,27 @@ async fn connect(inner: &Inner) -> Result<Link, QueueError> {
         Ok(c) => c,
         Err(_) => stream.get_consumer(CONSUMER).await.map_err(err)?,
     };
+    // A bucket's stream is made here rather than through the client's bucket creation,
+    // which needs account details that servers before 2.10 do not give.
     let bucket = |suffix: &str, max_age: Duration| {
         let js = js.clone();
-        let config = kv::Config {
-            bucket: format!("{}-{suffix}", inner.stream),
-            history: 1,
+        let name = format!("{}-{suffix}", inner.stream);
+        let config = stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
             max_age,
-            ..kv::Config::default()
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: DiscardPolicy::New,
+            ..stream::Config::default()
         };
         async move {
-            match js.get_key_value(&config.bucket).await {
-                Ok(store) => Ok(store),
-                Err(_) => js.create_key_value(config).await.map_err(err),
+            if js.get_stream(&config.name).await.is_err() {
+                js.create_stream(config).await.map_err(err)?;
             }
+            js.get_key_value(name).await.map_err(err)
         }
     };
     Ok(Link {
