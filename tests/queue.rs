@@ -789,3 +789,119 @@ routes:
         ids.len()
     );
 }
+
+const CALLBACK_SECRET: &str = "a-secret-of-32-bytes-for-testing";
+
+/// What a callback receiver got: the body, and whether its signature checked out.
+type Received = Arc<Mutex<Vec<(serde_json::Value, bool)>>>;
+
+/// A receiver that checks each callback's signature; it answers 500 to the first.
+async fn callback_receiver() -> (Backend, Received) {
+    let got: Received = Arc::default();
+    let seen = got.clone();
+    let n = Arc::new(AtomicUsize::new(0));
+    let backend = Backend::start(false, move |req: Request<hyper::body::Incoming>| {
+        let (seen, n) = (seen.clone(), n.clone());
+        async move {
+            let signature = req.headers()["ferrogate-signature"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let (t, v1) = signature.split_once(",v1=").unwrap();
+            let t = t.strip_prefix("t=").unwrap();
+            let key =
+                aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, CALLBACK_SECRET.as_bytes());
+            let signed = [t.as_bytes(), b".", &body].concat();
+            let tag: Vec<u8> = (0..v1.len() / 2)
+                .map(|i| u8::from_str_radix(&v1[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            let valid = aws_lc_rs::hmac::verify(&key, &signed, &tag).is_ok();
+            let age = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                .abs_diff(t.parse().unwrap());
+            seen.lock()
+                .unwrap()
+                .push((serde_json::from_slice(&body).unwrap(), valid && age < 60));
+            if n.fetch_add(1, Ordering::SeqCst) == 0 {
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "try again");
+            }
+            text(StatusCode::OK, "thanks")
+        }
+    })
+    .await;
+    (backend, got)
+}
+
+#[tokio::test]
+async fn a_finished_job_is_posted_signed_to_its_callback_and_retried_when_refused() {
+    let dir = Dir::new("queue-callback");
+    let (backend, _) = recording_backend(Duration::ZERO, |_| 200).await;
+    let (receiver, got) = callback_receiver().await;
+    let allow = format!("http://{}/hooks/", receiver.addr);
+    let gw = gateway(
+        backend.addr,
+        &dir,
+        &format!(", callback: {{allow: [\"{allow}\"], secret: {CALLBACK_SECRET}}}"),
+        "",
+    );
+    let posted = post(
+        gw.addr,
+        "/jobs/a",
+        "with callback",
+        &[("callback-url", &format!("{allow}job"))],
+    )
+    .await;
+    assert_eq!(posted.status, StatusCode::ACCEPTED);
+    let id = json(&posted)["id"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            got.lock().unwrap().len() >= 2
+        })
+        .await
+    );
+    let got = got.lock().unwrap().clone();
+    assert!(
+        got.iter().all(|(_, valid)| *valid),
+        "every signature checks out"
+    );
+    let (doc, _) = &got[1];
+    assert_eq!(doc["id"], id.as_str());
+    assert_eq!(doc["status"], "succeeded");
+    assert_eq!(doc["result"]["status"], 200);
+    assert_eq!(doc["result"]["body"], "done:13");
+    assert_eq!(receiver.requests()[0].uri.path(), "/hooks/job");
+
+    // A URL outside the allow list is refused before anything is stored.
+    let refused = post(
+        gw.addr,
+        "/jobs/a",
+        "x",
+        &[("callback-url", "http://127.0.0.1:1/elsewhere")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let sneaky = format!("http://{}/hooksX", receiver.addr);
+    let refused = post(gw.addr, "/jobs/a", "x", &[("callback-url", &sneaky)]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_callback_url_is_refused_where_the_queue_has_no_allow_list() {
+    let dir = Dir::new("queue-no-callback");
+    let (backend, log) = recording_backend(Duration::ZERO, |_| 200).await;
+    let gw = gateway(backend.addr, &dir, "", "");
+    let got = post(
+        gw.addr,
+        "/jobs/a",
+        "x",
+        &[("callback-url", "http://127.0.0.1:9/x")],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST);
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(log.lock().unwrap().is_empty());
+}

@@ -360,6 +360,29 @@ pub struct QueueSettings {
     pub result_ttl: Duration,
     pub max_result_bytes: usize,
     pub idempotency_ttl: Duration,
+    pub callback: Option<CallbackSettings>,
+}
+
+/// Signed POSTs of finished jobs' results (`queues.NAME.callback`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallbackSettings {
+    pub url: Option<String>,
+    /// Prefixes a client-given URL must start with.
+    pub allow: Vec<String>,
+    pub secret: Vec<u8>,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for CallbackSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackSettings")
+            .field("url", &self.url)
+            .field("allow", &self.allow)
+            .field("max_attempts", &self.max_attempts)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a queue keeps its jobs.

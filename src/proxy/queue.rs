@@ -30,6 +30,7 @@ use crate::snapshot::{QueueRoute, Snapshot};
 /// The field that names a job on its delivery and on its result.
 pub(crate) const X_JOB_ID: HeaderName = HeaderName::from_static("x-job-id");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
 /// Longest `Idempotency-Key` kept.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// An event stream sends a comment this often, so that idle connections stay open.
@@ -73,6 +74,10 @@ pub(super) async fn accept(
             }
         }
     };
+    let callback = match callback_url(req, queue) {
+        Ok(c) => c,
+        Err(e) => return Stop::Fail(e),
+    };
     let owner = caller.and_then(|a| a.identity.name()).map(str::to_owned);
     let idempotency = match idempotency(req, &body, owner.as_deref(), queue) {
         Ok(i) => i,
@@ -113,6 +118,7 @@ pub(super) async fn accept(
         owner,
         route: routed.route.name.to_string(),
         status_path: q.status_path.to_string(),
+        callback,
         idempotency,
     };
     let name = || Arc::from(queue.settings.name.as_str());
@@ -143,6 +149,25 @@ pub(super) async fn accept(
     resp.headers_mut()
         .insert(crate::message::X_REQUEST_ID, arrival.request_id.clone());
     Stop::respond(resp)
+}
+
+/// Where the job's result goes: the client's `Callback-Url` when the queue's allow list
+/// admits it (400 otherwise: never an open relay), else the queue's own callback URL.
+fn callback_url(
+    req: &Request<DownstreamBody>,
+    queue: &Queue,
+) -> Result<Option<String>, ProxyError> {
+    let settings = queue.settings.callback.as_ref();
+    let Some(given) = req.headers().get(CALLBACK_URL) else {
+        return Ok(settings.and_then(|c| c.url.clone()));
+    };
+    let url = given.to_str().unwrap_or("").trim();
+    match settings {
+        Some(c) if crate::queue::callback::allowed(c, url) => Ok(Some(url.to_owned())),
+        _ => Err(ProxyError::BadRequest(
+            "Callback-Url is not allowed on this route",
+        )),
+    }
 }
 
 /// The request's `Idempotency-Key`, scoped to its owner, with a digest of the request.

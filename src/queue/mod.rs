@@ -8,6 +8,7 @@
 //! a dispatcher reports.
 
 mod backend;
+pub mod callback;
 pub mod embedded;
 mod metrics;
 pub mod redis;
@@ -362,6 +363,7 @@ fn new_job(new: &NewJob, now: u64) -> Job {
         error: None,
         result_status: None,
         size: new.request.size(),
+        callback: new.callback.clone(),
     }
 }
 

@@ -64,6 +64,39 @@ pub struct JobQueue {
     /// by another instance (default: `attempt_timeout` plus 30s).
     #[serde(default)]
     pub visibility_timeout: Option<String>,
+    /// A signed POST of each finished job's result to a URL.
+    #[serde(default)]
+    pub callback: Option<Callback>,
+}
+
+/// `queues.NAME.callback`: when a job is finished, its result is POSTed, signed with
+/// HMAC-SHA256, to `url` or to the URL the client gave in `Callback-Url` (only when it
+/// starts with one of `allow`).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Callback {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Where results go when the client names no URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// URL prefixes (`https://hooks.example.com/`) a client's `Callback-Url` may start with;
+    /// without any, clients cannot name one.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// The signing key.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Or: the environment variable that holds the signing key.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// POSTs tried at most (default 5), with backoff between them.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Time limit of one POST (default 10s).
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// A route's `queue`: accepted requests are stored and answered with `202 Accepted`, and
