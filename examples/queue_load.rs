@@ -25,7 +25,12 @@ struct Tally {
     errors: u64,
 }
 
-async fn client(addr: SocketAddr, path: String, until: Instant, interval: Option<Duration>) -> Tally {
+async fn client(
+    addr: SocketAddr,
+    path: String,
+    until: Instant,
+    interval: Option<Duration>,
+) -> Tally {
     let mut tally = Tally::default();
     let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
         tally.errors += 1;
@@ -97,8 +102,11 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     all.latencies.sort();
     let pct = |p: f64| {
-        let i = ((all.latencies.len() as f64 * p) as usize).min(all.latencies.len().saturating_sub(1));
-        all.latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        let i =
+            ((all.latencies.len() as f64 * p) as usize).min(all.latencies.len().saturating_sub(1));
+        all.latencies
+            .get(i)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     println!(
         "requests={} accepted={} other={} errors={} rps={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",

@@ -107,6 +107,8 @@ pub struct CompiledRoute {
     pub response_edits: Option<crate::transform::Edits>,
     /// The queue the route stores requests in, or whose jobs it answers for.
     pub queue: Option<QueueRoute>,
+    /// Where a `publish` route writes requests (absent in a config check).
+    pub publish: Option<crate::queue::publish::Publisher>,
 }
 
 /// A route's queue, compiled.
@@ -247,6 +249,15 @@ impl Snapshot {
                         .response_headers
                         .as_ref()
                         .map(crate::transform::Edits::new),
+                    publish: r.publish.as_ref().and_then(|p| {
+                        let runtime = kept.background.handle().ok().flatten()?;
+                        let redis = config.redis.as_ref()?;
+                        Some(crate::queue::publish::Publisher::new(
+                            p.clone(),
+                            redis,
+                            runtime,
+                        ))
+                    }),
                     queue: r.queue.as_ref().and_then(|q| {
                         let queue = queues.iter().find(|o| o.settings.name == q.queue)?;
                         Some(QueueRoute {

@@ -905,3 +905,70 @@ async fn a_callback_url_is_refused_where_the_queue_has_no_allow_list() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(log.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_publish_route_writes_the_request_to_a_redis_stream_and_answers_202() {
+    let mut redis = RedisServer::start();
+    let yaml = format!(
+        "workers: 1
+listeners: [{{address: \"127.0.0.1:0\"}}]
+redis: {{url: \"{}\"}}
+routes:
+  - {{name: events, match: {{path: {{prefix: /events}}, methods: [POST]}}, max_body_bytes: 64, publish: {{redis_stream: orders, headers: [content-type, x-tenant], max_len: 1000}}}}
+",
+        redis.url()
+    );
+    let gw = TestGateway::start(&yaml);
+    let got = post(
+        gw.addr,
+        "/events/created?x=1",
+        "{\"order\":7}",
+        &[
+            ("content-type", "application/json"),
+            ("x-tenant", "acme"),
+            ("x-other", "no"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::ACCEPTED, "{}", got.text());
+    let id = json(&got)["id"].as_str().unwrap().to_owned();
+    let request_id = got.header("x-request-id").unwrap().to_owned();
+
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = ::redis::cmd("XRANGE")
+        .arg("orders")
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0, id);
+    let field = |name: &str| {
+        entries[0]
+            .1
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(field("body").as_deref(), Some("{\"order\":7}"));
+    assert_eq!(field("method").as_deref(), Some("POST"));
+    assert_eq!(field("path").as_deref(), Some("/events/created?x=1"));
+    assert_eq!(field("request_id"), Some(request_id));
+    assert_eq!(field("h:x-tenant").as_deref(), Some("acme"));
+    assert_eq!(field("h:content-type").as_deref(), Some("application/json"));
+    assert_eq!(field("h:x-other"), None);
+
+    let big = "x".repeat(100);
+    assert_eq!(
+        post(gw.addr, "/events/big", &big, &[]).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    redis.stop();
+    let down = post(gw.addr, "/events/created", "{}", &[]).await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        down.header("content-type"),
+        Some("application/problem+json")
+    );
+}

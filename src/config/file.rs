@@ -659,6 +659,10 @@ pub struct Route {
     /// them later (docs/async.md).
     #[serde(default)]
     pub queue: Option<RouteQueue>,
+    /// Write the request to a Redis stream and answer `202 Accepted`, instead of
+    /// forwarding it (docs/async.md).
+    #[serde(default)]
+    pub publish: Option<Publish>,
 }
 
 /// `respond`: the gateway answers the route's requests itself.

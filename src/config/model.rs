@@ -323,6 +323,18 @@ pub struct Route {
     /// The route stores requests in a queue (`queue`), or answers for the jobs of such a
     /// route (the status route made for it at load).
     pub queue: Option<RouteQueue>,
+    /// The route writes requests to a Redis stream (`publish`); its action forwards nowhere.
+    pub publish: Option<PublishAction>,
+}
+
+/// Where a `publish` route writes requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAction {
+    pub redis_stream: String,
+    /// Request fields written with each message.
+    pub headers: Vec<HeaderName>,
+    /// Approximate trimming of the stream.
+    pub max_len: Option<u64>,
 }
 
 /// What a route does with a queue.

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use http::Method;
+use http::{HeaderName, Method};
 
 use super::file;
 use super::model::{
-    CallbackSettings, PathMatch, QueueBackend, QueueRole, QueueSettings, Redis, RedisDeployment,
-    Route, RouteMatch, RouteQueue,
+    CallbackSettings, PathMatch, PublishAction, QueueBackend, QueueRole, QueueSettings, Redis,
+    RedisDeployment, Route, RouteMatch, RouteQueue,
 };
 use super::validate::{opt_duration, opt_positive_size, Errors};
 
@@ -302,6 +302,68 @@ pub(super) fn route_queue(
     })
 }
 
+/// The keys a `publish` route cannot have: it forwards nowhere.
+pub(super) fn publish_forbids(errs: &mut Errors, at: &str, r: &file::Route) {
+    for (key, set) in [
+        ("strip_prefix", r.strip_prefix.is_some()),
+        ("rewrite", r.rewrite.is_some()),
+        ("websocket", r.websocket.is_some()),
+        ("split_header", r.split_header.is_some()),
+        ("timeouts", r.timeouts.is_some()),
+        ("retry", r.retry.is_some()),
+        ("mirror", r.mirror.is_some()),
+        ("cache", r.cache.is_some()),
+        ("request_headers", r.request_headers.is_some()),
+        ("queue", r.queue.is_some()),
+    ] {
+        if set {
+            errs.push(format!("{at}.{key}"), "not allowed with publish");
+        }
+    }
+}
+
+/// A route's `publish` block; `has_redis` says whether the top-level `redis` is set.
+pub(super) fn publish(
+    errs: &mut Errors,
+    at: &str,
+    p: &file::Publish,
+    has_redis: bool,
+) -> PublishAction {
+    errs.unknown_in(at, &p);
+    if p.redis_stream.is_empty() {
+        errs.push(format!("{at}.redis_stream"), "the stream's key is required");
+    }
+    if !has_redis {
+        errs.push(at, "publishing needs the top-level redis");
+    }
+    if p.max_len == Some(0) {
+        errs.push(format!("{at}.max_len"), "must be more than 0");
+    }
+    let names = p
+        .headers
+        .clone()
+        .unwrap_or_else(|| vec!["content-type".to_owned()]);
+    let headers = names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match HeaderName::from_bytes(n.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                errs.push(
+                    format!("{at}.headers[{i}]"),
+                    format!("invalid field name {n:?}"),
+                );
+                None
+            }
+        })
+        .collect();
+    PublishAction {
+        redis_stream: p.redis_stream.clone(),
+        headers,
+        max_len: p.max_len,
+    }
+}
+
 /// The route that answers for a queued route's jobs: the queued route's hosts and access
 /// rules (so that a job's owner is identified as at its creation), `GET` and `HEAD` under
 /// its status path.
@@ -320,6 +382,7 @@ pub(super) fn status_route(queued: &Route) -> Option<Route> {
     status.cache = None;
     status.request_headers = None;
     status.retry = None;
+    status.publish = None;
     status.queue = Some(RouteQueue {
         role: QueueRole::Status,
         ..q.clone()
@@ -381,6 +444,8 @@ routes:
 routes:
   - {{name: a, match: {{path: {{prefix: /a}}}}, upstream: app, websocket: true, queue: {{name: nope, status_path: 'jobs/{{x}}'}}}}
   - {{name: b, match: {{path: {{prefix: /b}}}}, redirect: {{path: /c}}, queue: {{name: q}}}}
+  - {{name: c, match: {{path: {{prefix: /c}}}}, publish: {{redis_stream: '', headers: ['bad name'], max_len: 0}}, retry: {{attempts: 2}}}}
+  - {{name: d, match: {{path: {{prefix: /d}}}}, upstream: app, publish: {{redis_stream: s}}}}
 "
         ))
         .unwrap_err();
@@ -402,6 +467,12 @@ routes:
             "routes[0].queue.status_path: a path such as",
             "routes[0].websocket: not allowed with queue",
             "routes[1].queue: not allowed with redirect",
+            "routes[2].publish.redis_stream: the stream's key is required",
+            "routes[2].publish: publishing needs the top-level redis",
+            "routes[2].publish.max_len: must be more than 0",
+            "routes[2].publish.headers[0]: invalid field name",
+            "routes[2].retry: not allowed with publish",
+            "routes[3]: a route has one of upstream, split, redirect, respond or publish, not upstream (or split) and publish",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),

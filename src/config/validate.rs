@@ -121,7 +121,9 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let no_methods = std::collections::BTreeMap::new();
     for (i, r) in f.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
-        if let Some(mut route) = route(&mut errs, &at, i, r, &upstream_names, &f.queues) {
+        let has_redis = f.redis.is_some();
+        if let Some(mut route) = route(&mut errs, &at, i, r, &upstream_names, &f.queues, has_redis)
+        {
             let methods = f.auth.as_ref().map(|a| &a.methods);
             route.access =
                 super::access::route_access(&mut errs, &at, r, methods.unwrap_or(&no_methods));
@@ -592,23 +594,26 @@ fn route(
     r: &file::Route,
     upstreams: &HashSet<&str>,
     queues: &std::collections::BTreeMap<String, file::JobQueue>,
+    has_redis: bool,
 ) -> Option<Route> {
     errs.unknown_in(at, &r);
     let default_match = file::Match::default();
     let m = r.matcher.as_ref().unwrap_or(&default_match);
     let matcher = route_match(errs, &format!("{at}.match"), m);
     let proxies = r.upstream.is_some() || !r.split.is_empty();
+    let publishes = r.publish.is_some();
     let kinds = [
         (proxies, "upstream (or split)"),
         (r.redirect.is_some(), "redirect"),
         (r.respond.is_some(), "respond"),
+        (publishes, "publish"),
     ];
     let set: Vec<&str> = kinds.iter().filter(|k| k.0).map(|k| k.1).collect();
     if set.len() != 1 {
         let message = match set.is_empty() {
-            true => "a route needs upstream, split, redirect or respond".to_owned(),
+            true => "a route needs upstream, split, redirect, respond or publish".to_owned(),
             false => format!(
-                "a route has one of upstream, split, redirect or respond, not {}",
+                "a route has one of upstream, split, redirect, respond or publish, not {}",
                 set.join(" and ")
             ),
         };
@@ -623,10 +628,13 @@ fn route(
         Action::Redirect(redirect(errs, &format!("{at}.redirect"), rd))
     } else if let Some(rs) = &r.respond {
         Action::Respond(respond(errs, &format!("{at}.respond"), rs))
+    } else if publishes {
+        super::queue::publish_forbids(errs, at, r);
+        Action::Proxy(proxy_action(errs, at, r, Vec::new(), &matcher))
     } else {
         return None;
     };
-    if !proxies {
+    if !proxies && !publishes {
         let kind = set.first().copied().unwrap_or("redirect");
         for (key, set) in [
             ("strip_prefix", r.strip_prefix.is_some()),
@@ -681,6 +689,10 @@ fn route(
             true => super::queue::route_queue(errs, &format!("{at}.queue"), r, queues),
             false => None,
         },
+        publish: r
+            .publish
+            .as_ref()
+            .map(|p| super::queue::publish(errs, &format!("{at}.publish"), p, has_redis)),
     })
 }
 

@@ -68,6 +68,8 @@ pub enum ProxyError {
     QueueFull(std::sync::Arc<str>),
     #[error("queue {0} could not store the job")]
     QueueUnavailable(std::sync::Arc<str>),
+    #[error("the message could not be published to stream {0}")]
+    PublishFailed(std::sync::Arc<str>),
     #[error("no such job")]
     JobNotFound,
     #[error("the job has no result yet")]
@@ -92,9 +94,9 @@ impl ProxyError {
                 StatusCode::NOT_FOUND
             }
             ProxyError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-            ProxyError::QueueFull(_) | ProxyError::QueueUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::QueueFull(_)
+            | ProxyError::QueueUnavailable(_)
+            | ProxyError::PublishFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoHealthyTarget(_)
             | ProxyError::UpstreamBusy(_)
             | ProxyError::RateLimitUnavailable(_)
@@ -147,6 +149,9 @@ impl ProxyError {
             ProxyError::QueueFull(_) => "the queue is full; try again later (see Retry-After)",
             ProxyError::QueueUnavailable(_) => {
                 "the job could not be stored and was not accepted; try again later"
+            }
+            ProxyError::PublishFailed(_) => {
+                "the message could not be published and was not accepted; try again later"
             }
             ProxyError::JobNotFound => "no such job (or it expired, or it is not yours)",
             ProxyError::JobNotFinished => "the job has no result yet; see its status",

@@ -30,6 +30,7 @@ mod headers;
 mod limit;
 mod log;
 mod mirror;
+mod publish;
 mod queue;
 mod refresh;
 mod request;
@@ -126,6 +127,10 @@ pub async fn handle(
     let max_body = next!(limit::size(snap, &routed, conn, req));
     next!(limit::admit(snap, &routed, req, &arrival, who, &mut passed, &mut done).await);
     let validated = next!(validate::body(&routed, req, &arrival, max_body).await);
+    if let Some(p) = &routed.route.publish {
+        let sent = Box::pin(publish::send(p, req, &arrival, who, validated, max_body)).await;
+        return sent.answer(&arrival.request_id, passed.as_ref(), done);
+    }
     if let Some(q) = queued {
         // A queued route ends here: the job is stored (202) or refused. Boxed: other routes
         // do not carry its future in theirs.

@@ -320,7 +320,7 @@ pub(crate) fn status_json(id: JobId, job: &Job) -> serde_json::Value {
     v
 }
 
-fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBody> {
+pub(super) fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(Bytes::from(v.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -11,6 +11,7 @@ mod backend;
 pub mod callback;
 pub mod embedded;
 mod metrics;
+pub mod publish;
 pub mod redis;
 mod types;
 

@@ -33,6 +33,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         request_headers: None,
         response_headers: None,
         queue: None,
+        publish: None,
     }
 }
 

@@ -115,3 +115,22 @@ pub struct RouteQueue {
     #[serde(default)]
     pub status_path: Option<String>,
 }
+
+/// A route's `publish`: the request is written to a Redis stream (on the top-level
+/// `redis`) and answered `202 Accepted`; the team's own workers read the stream.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Publish {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// The stream's key.
+    #[serde(default)]
+    pub redis_stream: String,
+    /// Request fields written with the message (default `[content-type]`).
+    #[serde(default)]
+    pub headers: Option<Vec<String>>,
+    /// Trim the stream to about this many messages (default: no trimming).
+    #[serde(default)]
+    pub max_len: Option<u64>,
+}
