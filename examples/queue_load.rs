@@ -44,7 +44,7 @@ async fn client(
     let body = Bytes::from_static(br#"{"report":"monthly","month":"2026-11"}"#);
     let mut due = Instant::now();
     while Instant::now() < until {
-        if let Some(every) = interval {
+        if interval.is_some() {
             tokio::time::sleep_until(due.into()).await;
         } else {
             due = Instant::now();
