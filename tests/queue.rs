@@ -30,6 +30,9 @@ struct Delivery {
 
 type Log = Arc<Mutex<Vec<Delivery>>>;
 
+/// A stream entry as `XRANGE` answers it: its id and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// A backend that records each delivery and answers with `status(n)` for the n-th
 /// (from 0), after `delay`.
 async fn recording_backend(delay: Duration, status: fn(usize) -> u16) -> (Backend, Log) {
@@ -936,7 +939,7 @@ routes:
 
     let client = ::redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_connection().unwrap();
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = ::redis::cmd("XRANGE")
+    let entries: Vec<StreamEntry> = ::redis::cmd("XRANGE")
         .arg("orders")
         .arg("-")
         .arg("+")
