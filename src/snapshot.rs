@@ -64,6 +64,8 @@ pub struct Snapshot {
     pub auth: Authenticators,
     /// The HTTP cache, when a route caches.
     pub cache: Option<Arc<crate::cache::service::CacheService>>,
+    /// Open WebSocket tunnels (kept across reloads).
+    pub tunnels: Arc<crate::tunnel::Tunnels>,
 }
 
 pub struct CompiledRoute {
@@ -78,6 +80,8 @@ pub struct CompiledRoute {
     /// Shadow group and the share of requests mirrored to it (0..=1).
     pub mirror: Option<(usize, f64)>,
     pub websocket: bool,
+    /// The limits of the route's WebSocket tunnels, on a route that forwards upgrades.
+    pub tunnel: Option<crate::config::model::TunnelSettings>,
     pub metrics: RouteMetrics,
     pub timeouts: RouteTimeouts,
     pub retry: Option<RouteRetry>,
@@ -193,6 +197,7 @@ impl Snapshot {
                     mirror,
                     action: r.action.clone(),
                     websocket: r.websocket,
+                    tunnel: r.websocket.then_some(r.tunnel),
                     metrics: metrics.route(&r.name),
                     timeouts: r.timeouts.clone(),
                     retry: r.retry.as_ref().map(route_retry),
@@ -252,6 +257,7 @@ impl Snapshot {
             unmatched: metrics.route(""),
             metrics_on: config.metrics_enabled,
             resilience: metrics.resilience.clone(),
+            tunnels: kept.tunnels.clone(),
             config,
             router,
             routes,
@@ -270,6 +276,8 @@ pub struct Kept {
     pub background: crate::background::Background,
     /// The cache store, kept while its size settings stay the same.
     pub caches: crate::cache::service::Caches,
+    /// Open WebSocket tunnels: counts, route limits, the shutdown's close signal.
+    pub tunnels: Arc<crate::tunnel::Tunnels>,
 }
 
 /// Target state that outlives snapshots: health, ejections, circuit and draining flags of

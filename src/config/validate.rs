@@ -624,6 +624,7 @@ fn route(
             ("strip_prefix", r.strip_prefix.is_some()),
             ("rewrite", r.rewrite.is_some()),
             ("websocket", r.websocket.is_some()),
+            ("tunnel", r.tunnel.is_some()),
             ("split_header", r.split_header.is_some()),
             ("timeouts", r.timeouts.is_some()),
             ("retry", r.retry.is_some()),
@@ -654,6 +655,7 @@ fn route(
         matcher,
         action,
         websocket: r.websocket.unwrap_or(false),
+        tunnel: super::resilience::tunnel(errs, at, r),
         timeouts: super::resilience::timeouts(errs, &format!("{at}.timeouts"), &r.timeouts),
         retry: r
             .retry

@@ -116,6 +116,9 @@ pub async fn handle(
     }
     let max_body = next!(limit::size(snap, &routed, conn, req));
     next!(limit::admit(snap, &routed, req, &arrival, who, &mut passed, &mut done).await);
+    if routed.upgrade {
+        next!(limit::tunnel(snap, &routed, &arrival, &mut done));
+    }
     let validated = next!(validate::body(&routed, req, &arrival, max_body).await);
     let passed = passed.as_ref();
     let lookup = cache::lookup(snap, conn, &routed, req, &arrival, who, passed);
@@ -141,6 +144,11 @@ pub async fn handle(
     let mut resp = respond::relay(snap, routed.route, passed, answer, &mut out, pending, id);
     // In place: the response is large, and this path is every proxied request's.
     done.complete(&mut resp);
+    if let Some(switched) = out.switched.take() {
+        // The tunnel's end runs the log phase, not the 101's empty body.
+        let done = resp.body_mut().take_completion();
+        respond::open_tunnel(snap, routed.route, switched, done);
+    }
     resp
 }
 

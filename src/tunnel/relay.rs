@@ -1,0 +1,558 @@
+//! The relay of one tunnel: two directions, each a byte copier that follows the frames
+//! passing through it, a coarse timer for the idle, lifetime and ping limits, and the close:
+//! close frames at the next boundary of each direction, then the sockets half-closed and
+//! drained for a moment so the peers read the close before the connection goes.
+
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use super::frames::{Frames, Own, Stop, MAX_HEADER};
+use super::{CloseReason, Outcome};
+use crate::config::model::TunnelSettings;
+use crate::spare_buffers;
+
+/// Time the close may take: the close frames reaching a boundary and being written, then
+/// the peers closing their ends.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// WebSocket close code "going away" (RFC 6455 §7.4.1).
+const GOING_AWAY: u16 = 1001;
+/// WebSocket close code "message too big".
+const TOO_BIG: u16 = 1009;
+
+/// Bytes each side sent behind the switch, read before the relay started: the client's
+/// after its request head, the upstream's after its 101 head.
+#[derive(Debug, Default)]
+pub struct First {
+    pub from_client: Bytes,
+    pub from_upstream: Bytes,
+}
+
+/// Relays between `client` and `upstream` until the tunnel ends, and says how it ended.
+/// `going_away` turning `true` closes it (shutdown).
+pub async fn run<C, U>(
+    client: C,
+    upstream: U,
+    first: First,
+    limits: &TunnelSettings,
+    mut going_away: watch::Receiver<bool>,
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut relay = Relay::new(client, upstream, first, limits);
+    let mut stop = pin!(async move {
+        if going_away.wait_for(|away| *away).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    });
+    poll_fn(|cx| {
+        if relay.closing.is_none() && stop.as_mut().poll(cx).is_ready() {
+            relay.begin_close(CloseReason::Shutdown);
+        }
+        relay.poll(cx)
+    })
+    .await
+}
+
+/// How a direction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Its source closed; the destination was half-closed after the last byte.
+    Eof,
+    /// The gateway's close frame was written to the destination.
+    Closed,
+    /// The source sent a message over the limit; what came before it was written.
+    TooLarge,
+    Failed,
+}
+
+/// What the timer asks for when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fired {
+    Nothing,
+    /// A ping is owed: the directions must be polled again to write it.
+    Ping,
+    Close(CloseReason),
+}
+
+/// A frame the gateway owes a destination, written at the next boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Ping,
+    Close(u16),
+}
+
+/// One direction: bytes from `src` to `dst`.
+struct Flow {
+    frames: Frames,
+    /// Bytes read and not yet written: `buf[pos..walked]` may go, `buf[walked..]` is still
+    /// to be walked. Held only while there are such bytes.
+    buf: Option<BytesMut>,
+    pos: usize,
+    walked: usize,
+    /// An incomplete frame header kept while the buffer is given back.
+    carry: [u8; MAX_HEADER],
+    carry_len: usize,
+    /// A frame of the gateway's being written, and how much of it is.
+    own: Option<(Own, usize, bool)>,
+    owed: Option<Owed>,
+    /// Written bytes not flushed yet (TLS may hold records).
+    unflushed: bool,
+    eof: bool,
+    too_large: bool,
+    end: Option<End>,
+    /// Frames towards `dst` must be masked (it is the upstream, a server).
+    masked: bool,
+    max: Option<u64>,
+    /// Last read from the source, and last non-pong byte from it.
+    heard: Instant,
+    active: Instant,
+    /// Bytes relayed.
+    bytes: u64,
+}
+
+impl Flow {
+    fn new(first: Bytes, masked: bool, max: Option<u64>, now: Instant) -> Flow {
+        let buf = (!first.is_empty()).then(|| {
+            let mut buf = spare_buffers::take_read();
+            buf.extend_from_slice(&first);
+            buf
+        });
+        Flow {
+            frames: Frames::default(),
+            buf,
+            pos: 0,
+            walked: 0,
+            carry: [0; MAX_HEADER],
+            carry_len: 0,
+            own: None,
+            owed: None,
+            unflushed: false,
+            eof: false,
+            too_large: false,
+            end: None,
+            masked,
+            max,
+            heard: now,
+            active: now,
+            bytes: 0,
+        }
+    }
+
+    /// Moves bytes from `src` to `dst` until both block, or the direction ends.
+    fn poll<S, D>(&mut self, cx: &mut Context<'_>, src: &mut S, dst: &mut D) -> Poll<End>
+    where
+        S: AsyncRead + Unpin,
+        D: AsyncWrite + Unpin,
+    {
+        if let Some(end) = self.end {
+            // A direction stopped before a message over the limit may still carry a close.
+            if end != End::TooLarge || self.owed.is_none() {
+                return Poll::Ready(end);
+            }
+        }
+        let end = ready!(self.pump(cx, src, dst));
+        self.release();
+        self.end = Some(end);
+        Poll::Ready(end)
+    }
+
+    fn pump<S, D>(&mut self, cx: &mut Context<'_>, src: &mut S, dst: &mut D) -> Poll<End>
+    where
+        S: AsyncRead + Unpin,
+        D: AsyncWrite + Unpin,
+    {
+        loop {
+            if let Some((frame, at, close)) = &mut self.own {
+                let bytes = frame.as_bytes();
+                while *at < bytes.len() {
+                    match ready!(Pin::new(&mut *dst).poll_write(cx, &bytes[*at..])) {
+                        Ok(0) | Err(_) => return Poll::Ready(End::Failed),
+                        Ok(n) => *at += n,
+                    }
+                }
+                let close = *close;
+                self.own = None;
+                self.unflushed = true;
+                if close {
+                    if ready!(Pin::new(&mut *dst).poll_flush(cx)).is_err() {
+                        return Poll::Ready(End::Failed);
+                    }
+                    return Poll::Ready(End::Closed);
+                }
+            }
+            if let Some(buf) = &self.buf {
+                if self.pos < self.walked {
+                    match ready!(Pin::new(&mut *dst).poll_write(cx, &buf[self.pos..self.walked])) {
+                        Ok(0) | Err(_) => return Poll::Ready(End::Failed),
+                        Ok(n) => {
+                            self.pos += n;
+                            self.bytes += n as u64;
+                            self.unflushed = true;
+                        }
+                    }
+                    continue;
+                }
+            }
+            if let Some(owed) = self.owed {
+                if self.frames.at_boundary() {
+                    self.owed = None;
+                    let frame = match owed {
+                        Owed::Ping => Own::ping(self.masked),
+                        Owed::Close(code) => {
+                            let reason = if code == TOO_BIG { "message too big" } else { "going away" };
+                            Own::close(code, reason, self.masked)
+                        }
+                    };
+                    self.own = Some((frame, 0, matches!(owed, Owed::Close(_))));
+                    continue;
+                }
+            }
+            if let Some(buf) = &mut self.buf {
+                if self.walked < buf.len() && !self.too_large {
+                    let w = self.frames.walk(&buf[self.walked..], self.owed.is_some(), self.max);
+                    self.walked += w.used;
+                    if w.active {
+                        self.active = Instant::now();
+                    }
+                    match w.stop {
+                        Stop::Boundary => {}
+                        Stop::TooLarge => {
+                            self.too_large = true;
+                            buf.truncate(self.walked);
+                        }
+                        Stop::No => {
+                            let rest = &buf[self.walked..];
+                            self.carry[..rest.len()].copy_from_slice(rest);
+                            self.carry_len = rest.len();
+                            buf.truncate(self.walked);
+                        }
+                    }
+                    continue;
+                }
+            }
+            // Everything read is written: the buffer goes back before waiting.
+            self.release();
+            if self.unflushed {
+                if ready!(Pin::new(&mut *dst).poll_flush(cx)).is_err() {
+                    return Poll::Ready(End::Failed);
+                }
+                self.unflushed = false;
+            }
+            if self.too_large {
+                return Poll::Ready(End::TooLarge);
+            }
+            if self.eof {
+                let _ = ready!(Pin::new(&mut *dst).poll_shutdown(cx));
+                return Poll::Ready(End::Eof);
+            }
+            let mut buf = spare_buffers::take_read();
+            buf.extend_from_slice(&self.carry[..self.carry_len]);
+            let read = pin!(src.read_buf(&mut buf)).poll(cx);
+            match read {
+                Poll::Pending => {
+                    buf.clear();
+                    spare_buffers::give_read(buf);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(_)) => {
+                    buf.clear();
+                    spare_buffers::give_read(buf);
+                    return Poll::Ready(End::Failed);
+                }
+                Poll::Ready(Ok(0)) => {
+                    buf.clear();
+                    spare_buffers::give_read(buf);
+                    self.carry_len = 0;
+                    self.eof = true;
+                }
+                Poll::Ready(Ok(_)) => {
+                    self.carry_len = 0;
+                    self.heard = Instant::now();
+                    self.buf = Some(buf);
+                    self.pos = 0;
+                    self.walked = 0;
+                }
+            }
+        }
+    }
+
+    /// Gives the buffer back (what it held is written or no longer wanted).
+    fn release(&mut self) {
+        if let Some(mut buf) = self.buf.take() {
+            buf.clear();
+            spare_buffers::give_read(buf);
+        }
+        self.pos = 0;
+        self.walked = 0;
+    }
+}
+
+/// The close in progress.
+#[derive(Debug, Clone, Copy)]
+struct Closing {
+    reason: CloseReason,
+    deadline: Instant,
+    /// Both directions have ended; the sockets are half-closed and drained.
+    lingering: bool,
+}
+
+struct Relay<C, U> {
+    client: C,
+    upstream: U,
+    /// Client to upstream.
+    up: Flow,
+    /// Upstream to client.
+    down: Flow,
+    limits: TunnelSettings,
+    started: Instant,
+    /// Set when a ping went to the client / the upstream and nothing came back since.
+    pinged_client: Option<Instant>,
+    pinged_upstream: Option<Instant>,
+    /// Who closed first, as far as the frames and the connections tell.
+    first_close: Option<CloseReason>,
+    closing: Option<Closing>,
+    timer: Pin<Box<Sleep>>,
+    armed: Instant,
+}
+
+impl<C, U> Relay<C, U>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    fn new(client: C, upstream: U, first: First, limits: &TunnelSettings) -> Self {
+        let now = Instant::now();
+        let max = limits.max_message_bytes;
+        let mut relay = Relay {
+            client,
+            upstream,
+            up: Flow::new(first.from_client, true, max, now),
+            down: Flow::new(first.from_upstream, false, max, now),
+            limits: *limits,
+            started: now,
+            pinged_client: None,
+            pinged_upstream: None,
+            first_close: None,
+            closing: None,
+            timer: Box::pin(tokio::time::sleep_until(now)),
+            armed: now,
+        };
+        let next = relay.next_deadline();
+        relay.timer.as_mut().reset(next);
+        relay.armed = next;
+        relay
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        loop {
+            let up = self.up.poll(cx, &mut self.client, &mut self.upstream);
+            let down = self.down.poll(cx, &mut self.upstream, &mut self.client);
+            self.note_closes();
+            if let Some(reason) = self.ended_by(up, down) {
+                if self.closing.is_none() {
+                    self.begin_close(reason);
+                    continue;
+                }
+            }
+            if let Some(closing) = self.closing {
+                let both_ended = self.up.end.is_some() && self.down.end.is_some();
+                if both_ended && !closing.lingering {
+                    self.closing = Some(Closing {
+                        lingering: true,
+                        ..closing
+                    });
+                }
+                let drained = self.closing.is_some_and(|c| c.lingering) && self.linger(cx);
+                if drained || Instant::now() >= closing.deadline {
+                    return Poll::Ready(self.outcome(closing.reason));
+                }
+            }
+            match self.poll_timer(cx) {
+                Fired::Close(reason) if self.closing.is_none() => self.begin_close(reason),
+                Fired::Ping => {}
+                _ => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Records which side sent the first close frame.
+    fn note_closes(&mut self) {
+        if self.first_close.is_none() {
+            if self.up.frames.closing {
+                self.first_close = Some(CloseReason::Client);
+            } else if self.down.frames.closing {
+                self.first_close = Some(CloseReason::Upstream);
+            }
+        }
+    }
+
+    /// What the ends of the two directions mean for the tunnel, when it must close.
+    fn ended_by(&mut self, up: Poll<End>, down: Poll<End>) -> Option<CloseReason> {
+        let first = self.first_close;
+        let by_side = |side| first.unwrap_or(side);
+        match (up, down) {
+            (Poll::Ready(End::TooLarge), _) => {
+                self.down.owed = Some(Owed::Close(TOO_BIG));
+                Some(CloseReason::TooLarge)
+            }
+            (_, Poll::Ready(End::TooLarge)) => {
+                self.up.owed = Some(Owed::Close(TOO_BIG));
+                Some(CloseReason::TooLarge)
+            }
+            (Poll::Ready(End::Failed), _) | (_, Poll::Ready(End::Failed)) => {
+                Some(first.unwrap_or(CloseReason::Error))
+            }
+            // One side closed its connection: the other gets what was owed and then the
+            // close grace to end too.
+            (Poll::Ready(End::Eof), _) => Some(by_side(CloseReason::Client)),
+            (_, Poll::Ready(End::Eof)) => Some(by_side(CloseReason::Upstream)),
+            _ => None,
+        }
+    }
+
+    /// Starts closing: each direction still open owes its destination a close frame
+    /// (unless one is owed already), written at its next frame boundary.
+    fn begin_close(&mut self, reason: CloseReason) {
+        let peer_closed = matches!(reason, CloseReason::Client | CloseReason::Upstream);
+        for flow in [&mut self.up, &mut self.down] {
+            // When a side closed (its close frame or its connection), the other side gets
+            // that close relayed, not one of the gateway's.
+            let open = matches!(flow.end, None | Some(End::TooLarge));
+            if open && !peer_closed && !matches!(flow.owed, Some(Owed::Close(_))) {
+                flow.owed = Some(Owed::Close(GOING_AWAY));
+            }
+        }
+        self.closing = Some(Closing {
+            reason,
+            deadline: Instant::now() + CLOSE_GRACE,
+            lingering: false,
+        });
+    }
+
+    /// Half-closes both connections and reads what the peers still send, until both have
+    /// closed; true then.
+    fn linger(&mut self, cx: &mut Context<'_>) -> bool {
+        let client = drain(cx, &mut self.client);
+        let upstream = drain(cx, &mut self.upstream);
+        client && upstream
+    }
+
+    /// The earliest limit that applies now, or the tunnel's close deadline.
+    fn next_deadline(&self) -> Instant {
+        if let Some(c) = self.closing {
+            return c.deadline;
+        }
+        let active = self.up.active.max(self.down.active);
+        let mut next = active + self.limits.idle_timeout;
+        if let Some(life) = self.limits.max_lifetime {
+            next = next.min(self.started + life);
+        }
+        if let Some(every) = self.limits.ping_interval {
+            for (heard, pinged) in [
+                (self.down.heard, self.pinged_upstream),
+                (self.up.heard, self.pinged_client),
+            ] {
+                next = next.min(match pinged {
+                    Some(at) => at + every,
+                    None => heard + every,
+                });
+            }
+        }
+        next
+    }
+
+    /// Polls the timer; when it fires, what the limit that was reached asks for.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Fired {
+        loop {
+            let next = self.next_deadline();
+            if next < self.armed || self.timer.is_elapsed() {
+                self.timer.as_mut().reset(next);
+                self.armed = next;
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Fired::Nothing;
+            }
+            let now = Instant::now();
+            if self.closing.is_some() {
+                // The close deadline: `poll` sees it on its next pass.
+                cx.waker().wake_by_ref();
+                return Fired::Nothing;
+            }
+            let active = self.up.active.max(self.down.active);
+            if now >= active + self.limits.idle_timeout {
+                return Fired::Close(CloseReason::Idle);
+            }
+            if self.limits.max_lifetime.is_some_and(|l| now >= self.started + l) {
+                return Fired::Close(CloseReason::Lifetime);
+            }
+            if let Some(every) = self.limits.ping_interval {
+                let fired = self.check_pings(now, every);
+                if fired != Fired::Nothing {
+                    return fired;
+                }
+            }
+        }
+    }
+
+    /// Pings a side silent for `every`; a side silent for `every` after its ping is gone.
+    fn check_pings(&mut self, now: Instant, every: Duration) -> Fired {
+        let mut fired = Fired::Nothing;
+        let (from_upstream, from_client) = (self.down.heard, self.up.heard);
+        let sides = [
+            (from_upstream, &mut self.pinged_upstream, &mut self.up),
+            (from_client, &mut self.pinged_client, &mut self.down),
+        ];
+        for (heard, pinged, towards) in sides {
+            match *pinged {
+                Some(at) if heard > at => *pinged = None,
+                Some(at) if now >= at + every => return Fired::Close(CloseReason::PingTimeout),
+                Some(_) => {}
+                None if now >= heard + every && towards.end.is_none() => {
+                    towards.owed.get_or_insert(Owed::Ping);
+                    *pinged = Some(now);
+                    fired = Fired::Ping;
+                }
+                None => {}
+            }
+        }
+        fired
+    }
+
+    fn outcome(&mut self, reason: CloseReason) -> Outcome {
+        self.up.release();
+        self.down.release();
+        Outcome {
+            reason,
+            to_upstream: self.up.bytes,
+            to_client: self.down.bytes,
+        }
+    }
+}
+
+/// Half-closes `io` and reads what its peer still sends, dropping it; true once the peer
+/// has closed (or the connection failed).
+fn drain<S: AsyncRead + AsyncWrite + Unpin>(cx: &mut Context<'_>, io: &mut S) -> bool {
+    if Pin::new(&mut *io).poll_shutdown(cx).is_pending() {
+        return false;
+    }
+    let mut scratch = [0u8; 512];
+    loop {
+        let mut buf = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+            Poll::Pending => return false,
+            Poll::Ready(Err(_)) => return true,
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => return true,
+            Poll::Ready(Ok(())) => {}
+        }
+    }
+}
+

@@ -1,0 +1,335 @@
+//! WebSocket tunnels over their whole life, with a real WebSocket client and server
+//! (tungstenite) on both sides of the gateway: idle and lifetime limits, close frames on
+//! shutdown, the access-log line written at the end with the bytes relayed, pings, the
+//! message-size limit and the open-tunnel limits.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use http::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What the WebSocket server behind the gateway saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Message(usize),
+    Ping,
+    Close(Option<u16>),
+    /// The connection ended.
+    Gone,
+}
+
+/// A WebSocket server that echoes messages and reports what it receives.
+async fn ws_backend() -> (Backend, mpsc::UnboundedReceiver<Seen>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let backend = Backend::start(false, move |mut req| {
+        let tx = tx.clone();
+        async move {
+            let key = req.headers()["sec-websocket-key"].clone();
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let io = TokioIo::new(on.await.unwrap());
+                let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                while let Some(Ok(m)) = ws.next().await {
+                    match m {
+                        Message::Text(_) | Message::Binary(_) => {
+                            let _ = tx.send(Seen::Message(m.len()));
+                            let _ = ws.send(m).await;
+                        }
+                        Message::Ping(_) => {
+                            let _ = tx.send(Seen::Ping);
+                        }
+                        Message::Close(f) => {
+                            let _ = tx.send(Seen::Close(f.map(|f| u16::from(f.code))));
+                        }
+                        _ => {}
+                    }
+                }
+                let _ = tx.send(Seen::Gone);
+            });
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("upgrade", "websocket")
+                .header("connection", "upgrade")
+                .header("sec-websocket-accept", accept)
+                .body(full(bytes::Bytes::new()))
+                .unwrap()
+        }
+    })
+    .await;
+    (backend, rx)
+}
+
+/// A gateway with one WebSocket route with `tunnel` settings, logging to a file.
+fn gateway(backend: SocketAddr, tunnel: &str, dir: &tempdir::Dir) -> (TestGateway, PathBuf) {
+    let log = dir.path.join("access.log");
+    let routes = format!("  - name: ws\n    upstream: app\n    websocket: true\n    tunnel: {tunnel}\n");
+    let yaml = format!(
+        "{}access_log:\n  enabled: true\n  target: {}\n",
+        config(&[backend], &routes),
+        log.display()
+    );
+    (TestGateway::start(&yaml), log)
+}
+
+async fn connect(addr: SocketAddr) -> Client {
+    let (ws, resp) = tokio_tungstenite::connect_async(format!("ws://{addr}/chat"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Sends a text message and reads its echo.
+async fn echo(ws: &mut Client, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(3), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.into_text().unwrap().as_str(), text);
+}
+
+/// Reads until a close frame (answering pings) and returns its code; panics after `limit`.
+async fn close_code(ws: &mut Client, limit: Duration) -> Option<u16> {
+    let read = async {
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(Message::Close(f)) => return f.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(e) => panic!("no close frame before the error {e}"),
+            }
+        }
+        panic!("the connection ended without a close frame")
+    };
+    tokio::time::timeout(limit, read).await.expect("a close frame in time")
+}
+
+/// Waits for `want` among what the backend reports.
+async fn backend_sees(rx: &mut mpsc::UnboundedReceiver<Seen>, want: Seen) {
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(s) = rx.recv().await {
+            if s == want {
+                return;
+            }
+        }
+        panic!("the backend stopped reporting before {want:?}");
+    });
+    found.await.unwrap_or_else(|_| panic!("the backend never saw {want:?}"));
+}
+
+/// The access-log line of the tunnel, once written.
+async fn tunnel_line(log: &PathBuf) -> serde_json::Value {
+    let mut line = None;
+    let written = eventually(Duration::from_secs(5), || {
+        let found = std::fs::read_to_string(log)
+            .ok()
+            .and_then(|t| t.lines().find(|l| l.contains("close_reason")).map(str::to_owned));
+        let ok = found.is_some();
+        line = found;
+        async move { ok }
+    })
+    .await;
+    assert!(written, "the tunnel's log line is written when it ends");
+    serde_json::from_str(line.as_deref().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_with_1001_to_both_sides_and_logged_at_its_end() {
+    let (backend, mut seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-idle");
+    let (gw, log) = gateway(backend.addr, "{idle_timeout: 300ms}", &dir);
+    let mut ws = connect(gw.addr).await;
+    let opened = Instant::now();
+    echo(&mut ws, "hello").await;
+    assert_eq!(close_code(&mut ws, Duration::from_secs(3)).await, Some(1001));
+    let lived = opened.elapsed();
+    assert!(lived >= Duration::from_millis(300), "closed after {lived:?}");
+    backend_sees(&mut seen, Seen::Close(Some(1001))).await;
+    let line = tunnel_line(&log).await;
+    assert_eq!(line["status"], 101);
+    assert_eq!(line["close_reason"], "idle");
+    // "hello" went up masked (2 + 4 + 5 bytes) and came back unmasked (2 + 5); the
+    // gateway's own close frames are not counted.
+    assert_eq!(line["bytes_in"], 11);
+    assert_eq!(line["bytes_out"], 7);
+    assert!(line["duration_ms"].as_f64().unwrap() >= 300.0, "{line}");
+    drop(gw);
+}
+
+#[tokio::test]
+async fn a_busy_tunnel_is_closed_at_its_maximum_lifetime() {
+    let (backend, mut seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-life");
+    let (gw, log) = gateway(backend.addr, "{idle_timeout: 10s, max_lifetime: 600ms}", &dir);
+    let mut ws = connect(gw.addr).await;
+    let opened = Instant::now();
+    // Busy all along: the idle limit never applies.
+    let code = loop {
+        match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+            Ok(Some(Ok(Message::Close(f)))) => break f.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => ws.send(Message::text("tick")).await.unwrap(),
+        }
+        assert!(opened.elapsed() < Duration::from_secs(3), "closed in time");
+    };
+    assert_eq!(code, Some(1001));
+    assert!(opened.elapsed() >= Duration::from_millis(600));
+    backend_sees(&mut seen, Seen::Close(Some(1001))).await;
+    assert_eq!(tunnel_line(&log).await["close_reason"], "lifetime");
+}
+
+#[tokio::test]
+async fn shutdown_lets_tunnels_run_through_the_drain_then_closes_both_ends_with_1001() {
+    let (backend, mut seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-shutdown");
+    let (gw, log) = gateway(backend.addr, "{}", &dir);
+    let mut ws = connect(gw.addr).await;
+    echo(&mut ws, "before").await;
+    let drain = Duration::from_millis(800);
+    let started = Instant::now();
+    let stopping = tokio::task::spawn_blocking(move || gw.shutdown(drain));
+    // The tunnel still relays during the drain.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    echo(&mut ws, "during the drain").await;
+    assert_eq!(close_code(&mut ws, Duration::from_secs(3)).await, Some(1001));
+    let at = started.elapsed();
+    assert!(at >= drain, "the close came after the drain, at {at:?}");
+    backend_sees(&mut seen, Seen::Close(Some(1001))).await;
+    // The client answers the close and the gateway's side ends: no error, no reset.
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(3), ws.next()).await,
+        Ok(None)
+    ));
+    stopping.await.unwrap();
+    let line = tunnel_line(&log).await;
+    assert_eq!(line["close_reason"], "shutdown");
+    assert_eq!(line["bytes_in"], (2 + 4 + 6) + (2 + 4 + 16));
+    assert_eq!(line["bytes_out"], (2 + 6) + (2 + 16));
+}
+
+#[tokio::test]
+async fn a_client_close_is_relayed_and_logged_as_the_client_s() {
+    let (backend, mut seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-client");
+    let (gw, log) = gateway(backend.addr, "{}", &dir);
+    let mut ws = connect(gw.addr).await;
+    echo(&mut ws, "bye").await;
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    backend_sees(&mut seen, Seen::Close(Some(1000))).await;
+    let line = tunnel_line(&log).await;
+    assert_eq!(line["close_reason"], "client");
+    drop(gw);
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_its_sender_with_1009_and_never_reaches_the_backend() {
+    let (backend, mut seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-big");
+    let (gw, log) = gateway(backend.addr, "{max_message_bytes: 1KiB}", &dir);
+    let mut ws = connect(gw.addr).await;
+    echo(&mut ws, "small").await;
+    ws.send(Message::binary(vec![7u8; 2000])).await.unwrap();
+    assert_eq!(close_code(&mut ws, Duration::from_secs(3)).await, Some(1009));
+    backend_sees(&mut seen, Seen::Close(Some(1001))).await;
+    assert_eq!(tunnel_line(&log).await["close_reason"], "too_large");
+    drop(gw);
+    let rest: Vec<Seen> = std::iter::from_fn(|| seen.try_recv().ok()).collect();
+    assert!(!rest.contains(&Seen::Message(2000)), "{rest:?}");
+}
+
+#[tokio::test]
+async fn the_gateway_pings_both_sides_of_a_silent_tunnel() {
+    let (backend, mut seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-ping");
+    let (gw, _log) = gateway(backend.addr, "{ping_interval: 200ms}", &dir);
+    let mut ws = connect(gw.addr).await;
+    let ping = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Some(Ok(Message::Ping(_))) = ws.next().await {
+                return;
+            }
+        }
+    });
+    ping.await.expect("the client is pinged");
+    backend_sees(&mut seen, Seen::Ping).await;
+    // Both sides answer (tungstenite does): the tunnel stays open and usable.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    echo(&mut ws, "still here").await;
+    drop(gw);
+}
+
+#[tokio::test]
+async fn tunnels_over_the_per_client_limit_are_refused_with_429_before_the_upgrade() {
+    let (backend, _seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-ip");
+    let (gw, log) = gateway(backend.addr, "{max_open_per_ip: 2}", &dir);
+    let mut first = connect(gw.addr).await;
+    let _second = connect(gw.addr).await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr)).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429);
+        }
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    assert_eq!(backend.count(), 2, "the refused upgrade never reached the backend");
+    first.close(None).await.unwrap();
+    let reopened = eventually(Duration::from_secs(3), || async {
+        tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(reopened, "a closed tunnel frees its place");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("\"status\":429"), "{text}");
+}
+
+#[tokio::test]
+async fn tunnels_over_the_route_limit_are_refused_with_503() {
+    let (backend, _seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-route");
+    let (gw, _log) = gateway(backend.addr, "{max_open: 1}", &dir);
+    let _first = connect(gw.addr).await;
+    match tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503);
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    let metrics = reqwest_free_metrics(gw.admin.unwrap()).await;
+    assert!(
+        metrics.contains("ferrogate_tunnels_refused_total{route=\"ws\",reason=\"route_limit\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ferrogate_tunnels_open{route=\"ws\"} 1"), "{metrics}");
+}
+
+/// The admin `/metrics` text.
+async fn reqwest_free_metrics(admin: SocketAddr) -> String {
+    get(admin, "admin", "/metrics").await.text()
+}
