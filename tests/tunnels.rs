@@ -276,8 +276,22 @@ async fn the_gateway_pings_both_sides_of_a_silent_tunnel() {
     });
     ping.await.expect("the client is pinged");
     backend_sees(&mut seen, Seen::Ping).await;
-    // Both sides answer (tungstenite does): the tunnel stays open and usable.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Both sides answer (tungstenite does while it reads): the tunnel stays open over
+    // several ping intervals and is still usable.
+    let mut pings = 1;
+    let listen = tokio::time::timeout(Duration::from_millis(900), async {
+        while let Some(m) = ws.next().await {
+            match m.unwrap() {
+                Message::Ping(_) => pings += 1,
+                // The backend's answers to the gateway's pings, relayed: unsolicited pongs,
+                // which RFC 6455 allows and endpoints ignore.
+                Message::Pong(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    assert!(listen.await.is_err(), "the tunnel stayed open");
+    assert!(pings >= 2, "pinged again while silent");
     echo(&mut ws, "still here").await;
     drop(gw);
 }
