@@ -396,13 +396,11 @@ pub(super) fn tunnel(errs: &mut Errors, route_at: &str, r: &file::Route) -> Tunn
         errs.push(&at, "needs `websocket: true` on the route");
     }
     let mut positive = |key: &str, v: &Option<String>| {
-        v.as_ref().map(|_| {
-            let d = opt_duration(errs, &format!("{at}.{key}"), v, Duration::ZERO);
-            if d.is_zero() {
-                errs.push(format!("{at}.{key}"), "must be more than 0");
-            }
-            d
-        })
+        let d = v.as_ref().map(|_| opt_duration(errs, &format!("{at}.{key}"), v, Duration::MAX))?;
+        if d.is_zero() {
+            errs.push(format!("{at}.{key}"), "must be more than 0");
+        }
+        Some(d)
     };
     let idle_timeout = positive("idle_timeout", &t.idle_timeout);
     let max_lifetime = positive("max_lifetime", &t.max_lifetime);
