@@ -347,3 +347,77 @@ async fn tunnels_over_the_route_limit_are_refused_with_503() {
 async fn reqwest_free_metrics(admin: SocketAddr) -> String {
     get(admin, "admin", "/metrics").await.text()
 }
+
+/// A masked client frame (RFC 6455 §5.3).
+fn client_frame(opcode: u8, payload: &[u8]) -> bytes::Bytes {
+    assert!(payload.len() < 126);
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f.into()
+}
+
+/// Reads `n` bytes of an HTTP/2 stream's body.
+async fn read_h2(recv: &mut h2::RecvStream, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let data = tokio::time::timeout(Duration::from_secs(3), recv.data())
+            .await
+            .expect("data in time")
+            .expect("the stream stays open")
+            .unwrap();
+        let _ = recv.flow_control().release_capacity(data.len());
+        got.extend_from_slice(&data);
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_websocket_session_runs_over_http2_extended_connect() {
+    let (backend, mut seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-h2");
+    let (gw, log) = gateway(backend.addr, "{}", &dir);
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut enabled = client.is_extended_connect_protocol_enabled();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !enabled && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        enabled = client.is_extended_connect_protocol_enabled();
+    }
+    assert!(enabled, "the gateway sends SETTINGS_ENABLE_CONNECT_PROTOCOL");
+    let req = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{}/chat", gw.addr))
+        .header("sec-websocket-version", "13")
+        .extension(h2::ext::Protocol::from_static("websocket"))
+        .body(())
+        .unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(3), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("sec-websocket-accept"));
+    let mut recv = resp.into_body();
+    for text in ["hello over h2", "and again"] {
+        send.send_data(client_frame(0x1, text.as_bytes()), false)
+            .unwrap();
+        let echo = read_h2(&mut recv, 2 + text.len()).await;
+        assert_eq!(echo[..2], [0x81, text.len() as u8], "an unmasked text frame");
+        assert_eq!(&echo[2..], text.as_bytes());
+        backend_sees(&mut seen, Seen::Message(text.len())).await;
+    }
+    send.send_data(client_frame(0x8, &1000u16.to_be_bytes()), false)
+        .unwrap();
+    backend_sees(&mut seen, Seen::Close(Some(1000))).await;
+    let line = tunnel_line(&log).await;
+    assert_eq!(line["close_reason"], "client");
+    // The two echoes and the backend's close frame in answer (code only).
+    assert_eq!(line["bytes_out"], (2 + 13) + (2 + 9) + (2 + 2));
+    drop(gw);
+}

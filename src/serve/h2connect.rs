@@ -1,0 +1,170 @@
+//! WebSocket over HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket` on a
+//! downstream HTTP/2 stream becomes, for the pipeline, the HTTP/1.1 upgrade it stands for
+//! (`GET` with `Upgrade: websocket`, `Connection: upgrade` and a fresh `Sec-WebSocket-Key`
+//! for the upstream), and the upstream's `101` becomes the `200` that opens the stream as
+//! the tunnel. The stream then carries WebSocket frames exactly as the HTTP/1.1 connection
+//! would, so the tunnel relay is the same.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::h1::upgrade::{OnUpgrade, Upgraded};
+use super::h1::Io;
+
+/// `Sec-WebSocket-Key`, which an HTTP/2 client does not send.
+const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+
+/// What an HTTP/2 request is, for the tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// Not an extended CONNECT: an ordinary request.
+    No,
+    /// An extended CONNECT for WebSocket, rewritten into an upgrade.
+    WebSocket,
+    /// An extended CONNECT for another protocol: not supported (501).
+    Other,
+}
+
+/// Rewrites an extended CONNECT for WebSocket into the HTTP/1.1 upgrade it stands for, with
+/// an upgrade handle that yields the stream once the `200` is sent.
+pub fn accept<B>(req: &mut Request<B>) -> Connect {
+    if req.method() != Method::CONNECT {
+        return Connect::No;
+    }
+    let Some(protocol) = req.extensions_mut().remove::<hyper::ext::Protocol>() else {
+        return Connect::No;
+    };
+    if !protocol.as_str().eq_ignore_ascii_case("websocket") {
+        return Connect::Other;
+    }
+    let stream = hyper::upgrade::on(&mut *req);
+    *req.method_mut() = Method::GET;
+    let headers = req.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(SEC_WEBSOCKET_KEY, fresh_key());
+    let (tx, on) = OnUpgrade::pair();
+    req.extensions_mut().insert(on);
+    tokio::spawn(async move {
+        if let Ok(stream) = stream.await {
+            let _ = tx.send(Upgraded {
+                io: Box::new(H2Stream(TokioIo::new(stream))),
+                read: Bytes::new(),
+            });
+        }
+    });
+    Connect::WebSocket
+}
+
+/// The answer to an extended CONNECT: a `101` from the upstream is the `200` that opens the
+/// tunnel (without the HTTP/1.1 upgrade's fields); any other status stays as it is.
+pub fn answer<B>(resp: &mut Response<B>) {
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    *resp.status_mut() = StatusCode::OK;
+    let headers = resp.headers_mut();
+    for name in [header::UPGRADE, header::CONNECTION, SEC_WEBSOCKET_ACCEPT] {
+        headers.remove(name);
+    }
+}
+
+/// 16 random bytes in base64 (RFC 6455 §4.1).
+fn fresh_key() -> HeaderValue {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = fastrand::u128(..).to_be_bytes();
+    let mut out = [b'='; 24];
+    for (i, chunk) in bytes.chunks(3).enumerate() {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for j in 0..=chunk.len() {
+            out[i * 4 + j] = ALPHABET[(n >> (18 - 6 * j) & 63) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
+/// An HTTP/2 stream opened by an extended CONNECT, as a downstream connection.
+struct H2Stream(TokioIo<hyper::upgrade::Upgraded>);
+
+impl Io for H2Stream {
+    /// The stream's data is already in h2's buffers or not: a read says which.
+    fn poll_readable(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+}
+
+impl AsyncRead for H2Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for H2Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_key_is_16_bytes_in_base64() {
+        let key = fresh_key();
+        let text = key.to_str().unwrap_or("");
+        assert_eq!(text.len(), 24);
+        assert!(text.ends_with("=="));
+        assert_ne!(key, fresh_key());
+    }
+
+    #[test]
+    fn an_extended_connect_for_websocket_becomes_an_upgrade() {
+        let rt = tokio::runtime::Builder::new_current_thread().build();
+        let Ok(rt) = rt else { return };
+        rt.block_on(async {
+            let mut req = Request::connect("https://a.test/chat")
+                .extension(hyper::ext::Protocol::from_static("websocket"))
+                .body(())
+                .unwrap_or_default();
+            assert_eq!(accept(&mut req), Connect::WebSocket);
+            assert_eq!(req.method(), Method::GET);
+            assert_eq!(req.headers()[header::UPGRADE], "websocket");
+            assert!(req.headers().contains_key(SEC_WEBSOCKET_KEY));
+            assert!(req.extensions().get::<OnUpgrade>().is_some());
+            let mut other = Request::connect("https://a.test/x")
+                .extension(hyper::ext::Protocol::from_static("connect-udp"))
+                .body(())
+                .unwrap_or_default();
+            assert_eq!(accept(&mut other), Connect::Other);
+        });
+    }
+}
