@@ -417,6 +417,7 @@ async fn a_websocket_session_runs_over_http2_extended_connect() {
     backend_sees(&mut seen, Seen::Close(Some(1000))).await;
     let line = tunnel_line(&log).await;
     assert_eq!(line["close_reason"], "client");
+    assert_eq!(line["status"], 200, "the status the client got");
     // The two echoes and the backend's close frame in answer (code only).
     assert_eq!(line["bytes_out"], (2 + 13) + (2 + 9) + (2 + 2));
     drop(gw);

@@ -370,13 +370,10 @@ fn service(
         async move {
             // hyper's HTTP/2 server cannot send interim responses: the client gets the
             // final one only (docs/operations.md, "Interim responses").
-            let mut resp = match connect {
+            let resp = match connect {
                 Connect::Other => not_implemented(),
                 _ => proxy::handle(snap, &conn, &mut req, None).await,
             };
-            if connect == Connect::WebSocket {
-                h2connect::answer(&mut resp);
-            }
             // hyper writes the map only.
             let (mut parts, mut body) = resp.into_parts();
             body.move_gateway_fields_into(&mut parts.headers);

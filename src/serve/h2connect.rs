@@ -64,7 +64,8 @@ pub fn accept<B>(req: &mut Request<B>) -> Connect {
 }
 
 /// The answer to an extended CONNECT: a `101` from the upstream is the `200` that opens the
-/// tunnel (without the HTTP/1.1 upgrade's fields); any other status stays as it is.
+/// tunnel (without the HTTP/1.1 upgrade's fields); any other status stays as it is. The
+/// pipeline calls it before the log phase sees the status.
 pub fn answer<B>(resp: &mut Response<B>) {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
