@@ -165,7 +165,7 @@ fn check(path: &Path) -> ExitCode {
                     ),
                     background: ferrogate::background::Background::offline(),
                     caches: ferrogate::cache::service::Caches::default(),
-                tunnels: ferrogate::tunnel::Tunnels::new(metrics.tunnels.clone()),
+                    tunnels: ferrogate::tunnel::Tunnels::new(metrics.tunnels.clone()),
                 },
             )
             .map_err(Into::into)

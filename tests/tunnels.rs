@@ -79,7 +79,8 @@ async fn ws_backend() -> (Backend, mpsc::UnboundedReceiver<Seen>) {
 /// A gateway with one WebSocket route with `tunnel` settings, logging to a file.
 fn gateway(backend: SocketAddr, tunnel: &str, dir: &tempdir::Dir) -> (TestGateway, PathBuf) {
     let log = dir.path.join("access.log");
-    let routes = format!("  - name: ws\n    upstream: app\n    websocket: true\n    tunnel: {tunnel}\n");
+    let routes =
+        format!("  - name: ws\n    upstream: app\n    websocket: true\n    tunnel: {tunnel}\n");
     let yaml = format!(
         "{}access_log:\n  enabled: true\n  target: {}\n",
         config(&[backend], &routes),
@@ -119,7 +120,9 @@ async fn close_code(ws: &mut Client, limit: Duration) -> Option<u16> {
         }
         panic!("the connection ended without a close frame")
     };
-    tokio::time::timeout(limit, read).await.expect("a close frame in time")
+    tokio::time::timeout(limit, read)
+        .await
+        .expect("a close frame in time")
 }
 
 /// Waits for `want` among what the backend reports.
@@ -132,16 +135,20 @@ async fn backend_sees(rx: &mut mpsc::UnboundedReceiver<Seen>, want: Seen) {
         }
         panic!("the backend stopped reporting before {want:?}");
     });
-    found.await.unwrap_or_else(|_| panic!("the backend never saw {want:?}"));
+    found
+        .await
+        .unwrap_or_else(|_| panic!("the backend never saw {want:?}"));
 }
 
 /// The access-log line of the tunnel, once written.
 async fn tunnel_line(log: &PathBuf) -> serde_json::Value {
     let mut line = None;
     let written = eventually(Duration::from_secs(5), || {
-        let found = std::fs::read_to_string(log)
-            .ok()
-            .and_then(|t| t.lines().find(|l| l.contains("close_reason")).map(str::to_owned));
+        let found = std::fs::read_to_string(log).ok().and_then(|t| {
+            t.lines()
+                .find(|l| l.contains("close_reason"))
+                .map(str::to_owned)
+        });
         let ok = found.is_some();
         line = found;
         async move { ok }
@@ -159,9 +166,15 @@ async fn an_idle_tunnel_is_closed_with_1001_to_both_sides_and_logged_at_its_end(
     let mut ws = connect(gw.addr).await;
     let opened = Instant::now();
     echo(&mut ws, "hello").await;
-    assert_eq!(close_code(&mut ws, Duration::from_secs(3)).await, Some(1001));
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(3)).await,
+        Some(1001)
+    );
     let lived = opened.elapsed();
-    assert!(lived >= Duration::from_millis(300), "closed after {lived:?}");
+    assert!(
+        lived >= Duration::from_millis(300),
+        "closed after {lived:?}"
+    );
     backend_sees(&mut seen, Seen::Close(Some(1001))).await;
     let line = tunnel_line(&log).await;
     assert_eq!(line["status"], 101);
@@ -178,7 +191,11 @@ async fn an_idle_tunnel_is_closed_with_1001_to_both_sides_and_logged_at_its_end(
 async fn a_busy_tunnel_is_closed_at_its_maximum_lifetime() {
     let (backend, mut seen) = ws_backend().await;
     let dir = tempdir::Dir::new("ws-life");
-    let (gw, log) = gateway(backend.addr, "{idle_timeout: 10s, max_lifetime: 600ms}", &dir);
+    let (gw, log) = gateway(
+        backend.addr,
+        "{idle_timeout: 10s, max_lifetime: 600ms}",
+        &dir,
+    );
     let mut ws = connect(gw.addr).await;
     let opened = Instant::now();
     // Busy all along: the idle limit never applies.
@@ -210,7 +227,10 @@ async fn shutdown_lets_tunnels_run_through_the_drain_then_closes_both_ends_with_
     // The tunnel still relays during the drain.
     tokio::time::sleep(Duration::from_millis(200)).await;
     echo(&mut ws, "during the drain").await;
-    assert_eq!(close_code(&mut ws, Duration::from_secs(3)).await, Some(1001));
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(3)).await,
+        Some(1001)
+    );
     let at = started.elapsed();
     assert!(at >= drain, "the close came after the drain, at {at:?}");
     backend_sees(&mut seen, Seen::Close(Some(1001))).await;
@@ -253,7 +273,10 @@ async fn a_message_over_the_limit_closes_its_sender_with_1009_and_never_reaches_
     let mut ws = connect(gw.addr).await;
     echo(&mut ws, "small").await;
     ws.send(Message::binary(vec![7u8; 2000])).await.unwrap();
-    assert_eq!(close_code(&mut ws, Duration::from_secs(3)).await, Some(1009));
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(3)).await,
+        Some(1009)
+    );
     backend_sees(&mut seen, Seen::Close(Some(1001))).await;
     assert_eq!(tunnel_line(&log).await["close_reason"], "too_large");
     drop(gw);
@@ -283,9 +306,6 @@ async fn the_gateway_pings_both_sides_of_a_silent_tunnel() {
         while let Some(m) = ws.next().await {
             match m.unwrap() {
                 Message::Ping(_) => pings += 1,
-                // The backend's answers to the gateway's pings, relayed: unsolicited pongs,
-                // which RFC 6455 allows and endpoints ignore.
-                Message::Pong(_) => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -310,7 +330,11 @@ async fn tunnels_over_the_per_client_limit_are_refused_with_429_before_the_upgra
         }
         other => panic!("expected a 429, got {other:?}"),
     }
-    assert_eq!(backend.count(), 2, "the refused upgrade never reached the backend");
+    assert_eq!(
+        backend.count(),
+        2,
+        "the refused upgrade never reached the backend"
+    );
     first.close(None).await.unwrap();
     let reopened = eventually(Duration::from_secs(3), || async {
         tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr))
@@ -340,7 +364,10 @@ async fn tunnels_over_the_route_limit_are_refused_with_503() {
         metrics.contains("ferrogate_tunnels_refused_total{route=\"ws\",reason=\"route_limit\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("ferrogate_tunnels_open{route=\"ws\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("ferrogate_tunnels_open{route=\"ws\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// The admin `/metrics` text.
@@ -388,7 +415,10 @@ async fn a_websocket_session_runs_over_http2_extended_connect() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         enabled = client.is_extended_connect_protocol_enabled();
     }
-    assert!(enabled, "the gateway sends SETTINGS_ENABLE_CONNECT_PROTOCOL");
+    assert!(
+        enabled,
+        "the gateway sends SETTINGS_ENABLE_CONNECT_PROTOCOL"
+    );
     let req = http::Request::builder()
         .method("CONNECT")
         .uri(format!("http://{}/chat", gw.addr))
@@ -408,7 +438,11 @@ async fn a_websocket_session_runs_over_http2_extended_connect() {
         send.send_data(client_frame(0x1, text.as_bytes()), false)
             .unwrap();
         let echo = read_h2(&mut recv, 2 + text.len()).await;
-        assert_eq!(echo[..2], [0x81, text.len() as u8], "an unmasked text frame");
+        assert_eq!(
+            echo[..2],
+            [0x81, text.len() as u8],
+            "an unmasked text frame"
+        );
         assert_eq!(&echo[2..], text.as_bytes());
         backend_sees(&mut seen, Seen::Message(text.len())).await;
     }
@@ -421,4 +455,57 @@ async fn a_websocket_session_runs_over_http2_extended_connect() {
     // The two echoes and the backend's close frame in answer (code only).
     assert_eq!(line["bytes_out"], (2 + 13) + (2 + 9) + (2 + 2));
     drop(gw);
+}
+
+#[tokio::test]
+async fn a_reload_leaves_open_tunnels_running_on_their_settings() {
+    let (backend, mut seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-reload");
+    let file = dir.path.join("gateway.yaml");
+    let routes = |tunnel: &str| {
+        format!("  - name: ws\n    upstream: app\n    websocket: true\n    tunnel: {tunnel}\n")
+    };
+    std::fs::write(
+        &file,
+        config(&[backend.addr], &routes("{idle_timeout: 10s}")),
+    )
+    .unwrap();
+    let gw = TestGateway::start_file(&file);
+    let mut ws = connect(gw.addr).await;
+    echo(&mut ws, "before").await;
+    std::fs::write(&file, config(&[backend.addr], &routes("{max_open: 5}"))).unwrap();
+    assert_eq!(admin_post(gw.admin.unwrap(), "/reload").await, 200);
+    echo(&mut ws, "after the reload").await;
+    ws.close(None).await.unwrap();
+    backend_sees(&mut seen, Seen::Close(None)).await;
+}
+
+#[tokio::test]
+async fn a_side_that_leaves_the_gateway_s_ping_unanswered_is_taken_as_gone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (backend, mut seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-dead");
+    let (gw, log) = gateway(backend.addr, "{ping_interval: 200ms}", &dir);
+    // A client that completes the handshake and then never answers anything.
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut got));
+    read.await
+        .expect("the gateway ends the connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let head_end = text.find("\r\n\r\n").unwrap() + 4;
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    let frames = &got[head_end..];
+    assert_eq!(frames[..2], [0x89, 0x00], "an empty ping first");
+    assert_eq!(frames[2..6], [0x88, 12, 0x03, 0xe9], "then a close 1001");
+    assert_eq!(&frames[6..], b"going away");
+    backend_sees(&mut seen, Seen::Close(Some(1001))).await;
+    assert_eq!(tunnel_line(&log).await["close_reason"], "ping_timeout");
 }

@@ -396,7 +396,9 @@ pub(super) fn tunnel(errs: &mut Errors, route_at: &str, r: &file::Route) -> Tunn
         errs.push(&at, "needs `websocket: true` on the route");
     }
     let mut positive = |key: &str, v: &Option<String>| {
-        let d = v.as_ref().map(|_| opt_duration(errs, &format!("{at}.{key}"), v, Duration::MAX))?;
+        let d = v
+            .as_ref()
+            .map(|_| opt_duration(errs, &format!("{at}.{key}"), v, Duration::MAX))?;
         if d.is_zero() {
             errs.push(format!("{at}.{key}"), "must be more than 0");
         }

@@ -1191,21 +1191,24 @@ routes:
             "routes[1].tunnel.max_open: must be more than 0",
             "routes[1].tunnel.ping_intervl: unknown key; did you mean \"ping_interval\"?",
         ] {
-            assert!(errs.iter().any(|e| e.starts_with(want)), "{want} in {errs:#?}");
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "{want} in {errs:#?}"
+            );
         }
         assert_eq!(errs.len(), 6, "{errs:#?}");
     }
 
     #[test]
     fn tunnels_close_after_an_idle_hour_by_default() {
-        let config = crate::config::parse(
-            &format!("{OK}    websocket: true\n"),
-            Path::new("."),
-        )
-        .unwrap();
+        let config =
+            crate::config::parse(&format!("{OK}    websocket: true\n"), Path::new(".")).unwrap();
         let t = config.routes[0].tunnel;
         assert_eq!(t.idle_timeout, Duration::from_secs(3600));
-        assert_eq!((t.max_lifetime, t.ping_interval, t.max_open), (None, None, None));
+        assert_eq!(
+            (t.max_lifetime, t.ping_interval, t.max_open),
+            (None, None, None)
+        );
     }
 
     #[test]

@@ -120,7 +120,9 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "the upstream did not answer in time",
             ProxyError::DownstreamBody => "the request body could not be read",
             ProxyError::RateLimited(_) => "too many requests; see Retry-After",
-            ProxyError::TunnelsFull(_) => "too many WebSocket connections are open; try again later",
+            ProxyError::TunnelsFull(_) => {
+                "too many WebSocket connections are open; try again later"
+            }
             ProxyError::TunnelsPerClient(_) => "too many WebSocket connections from this client",
             ProxyError::RateLimitUnavailable(_) => {
                 "the rate limiter is unavailable; try again later"

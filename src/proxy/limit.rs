@@ -96,7 +96,6 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
-
 /// A place for the WebSocket tunnel this upgrade opens, when the route limits its tunnels;
 /// held by the request (then by its tunnel) until it ends.
 pub(super) fn tunnel(

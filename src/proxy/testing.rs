@@ -22,7 +22,7 @@ pub(super) fn snapshot(yaml: &str) -> Arc<Snapshot> {
         rate_limits: crate::ratelimit::RateLimiter::offline(metrics.rate_limits.clone()),
         background: crate::background::Background::offline(),
         caches: crate::cache::service::Caches::default(),
-    tunnels: crate::tunnel::Tunnels::new(metrics.tunnels.clone()),
+        tunnels: crate::tunnel::Tunnels::new(metrics.tunnels.clone()),
     };
     Arc::new(Snapshot::build(config, &metrics, None, &kept).expect("the test config compiles"))
 }

@@ -89,7 +89,7 @@ impl Shared {
             rate_limits: crate::ratelimit::RateLimiter::new(metrics.rate_limits.clone()),
             background: crate::background::Background::new("ferrogate-auth"),
             caches: crate::cache::service::Caches::default(),
-        tunnels: crate::tunnel::Tunnels::new(metrics.tunnels.clone()),
+            tunnels: crate::tunnel::Tunnels::new(metrics.tunnels.clone()),
         };
         let conn_limits = config
             .listeners

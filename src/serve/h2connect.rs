@@ -79,12 +79,15 @@ pub fn answer<B>(resp: &mut Response<B>) {
 
 /// 16 random bytes in base64 (RFC 6455 §4.1).
 fn fresh_key() -> HeaderValue {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let bytes = fastrand::u128(..).to_be_bytes();
     let mut out = [b'='; 24];
     for (i, chunk) in bytes.chunks(3).enumerate() {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for j in 0..=chunk.len() {
             out[i * 4 + j] = ALPHABET[(n >> (18 - 6 * j) & 63) as usize];
@@ -126,10 +129,7 @@ impl AsyncWrite for H2Stream {
         Pin::new(&mut self.0).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -47,6 +47,9 @@ pub enum Stop {
     Boundary,
     /// The frame starting at `used` makes its message larger than the limit.
     TooLarge,
+    /// An empty pong of this many header bytes starts at `used`: the answer to the
+    /// gateway's own ping, to be dropped rather than passed on.
+    Pong(usize),
 }
 
 impl Frames {
@@ -57,8 +60,8 @@ impl Frames {
 
     /// Walks `data`, which starts where the last walk left off. With `to_boundary`, stops
     /// at the first frame boundary (at once when already at one). `max` limits a
-    /// message's payload.
-    pub fn walk(&mut self, data: &[u8], to_boundary: bool, max: Option<u64>) -> Walk {
+    /// message's payload. With `pong`, stops before an empty pong.
+    pub fn walk(&mut self, data: &[u8], to_boundary: bool, max: Option<u64>, pong: bool) -> Walk {
         let mut at = 0;
         let mut active = false;
         loop {
@@ -69,21 +72,48 @@ impl Frames {
                 self.remaining -= take as u64;
                 active |= take > 0 && self.opcode != OP_PONG;
                 if self.remaining > 0 {
-                    return Walk { used: at, active, stop: Stop::No };
+                    return Walk {
+                        used: at,
+                        active,
+                        stop: Stop::No,
+                    };
                 }
             }
             if to_boundary {
-                return Walk { used: at, active, stop: Stop::Boundary };
+                return Walk {
+                    used: at,
+                    active,
+                    stop: Stop::Boundary,
+                };
             }
             let Some((len, header, opcode, fin)) = header(&data[at..]) else {
-                return Walk { used: at, active, stop: Stop::No };
+                return Walk {
+                    used: at,
+                    active,
+                    stop: Stop::No,
+                };
             };
+            if pong && opcode == OP_PONG && len == 0 {
+                return Walk {
+                    used: at,
+                    active,
+                    stop: Stop::Pong(header),
+                };
+            }
             if opcode & 0x8 == 0 {
                 // A data frame: a new message unless it continues one.
-                let so_far = if opcode == OP_CONTINUATION { self.message } else { 0 };
+                let so_far = if opcode == OP_CONTINUATION {
+                    self.message
+                } else {
+                    0
+                };
                 let size = so_far.saturating_add(len);
                 if max.is_some_and(|m| size > m) {
-                    return Walk { used: at, active, stop: Stop::TooLarge };
+                    return Walk {
+                        used: at,
+                        active,
+                        stop: Stop::TooLarge,
+                    };
                 }
                 self.message = if fin { 0 } else { size };
             }
@@ -93,7 +123,11 @@ impl Frames {
             at += header;
             self.remaining = len;
             if self.remaining == 0 && at == data.len() {
-                return Walk { used: at, active, stop: Stop::No };
+                return Walk {
+                    used: at,
+                    active,
+                    stop: Stop::No,
+                };
             }
         }
     }
@@ -106,7 +140,10 @@ fn header(data: &[u8]) -> Option<(u64, usize, u8, bool)> {
     let &b1 = rest.first()?;
     let masked = b1 & 0x80 != 0;
     let (len, ext) = match b1 & 0x7f {
-        126 => (u64::from(u16::from_be_bytes(data.get(2..4)?.try_into().ok()?)), 2),
+        126 => (
+            u64::from(u16::from_be_bytes(data.get(2..4)?.try_into().ok()?)),
+            2,
+        ),
         127 => (u64::from_be_bytes(data.get(2..10)?.try_into().ok()?), 8),
         n => (u64::from(n), 0),
     };
@@ -202,7 +239,7 @@ mod tests {
             let mut carry = Vec::new();
             for piece in stream.chunks(cut) {
                 carry.extend_from_slice(piece);
-                let w = f.walk(&carry, false, None);
+                let w = f.walk(&carry, false, None, false);
                 assert_eq!(w.stop, Stop::No);
                 assert!(carry.len() - w.used < MAX_HEADER);
                 carry.drain(..w.used);
@@ -218,9 +255,13 @@ mod tests {
         stream.extend(frame(OP_PING, true, 4, true));
         stream.extend(frame(0, true, 60, true));
         let mut f = Frames::default();
-        let w = f.walk(&stream, false, Some(100));
+        let w = f.walk(&stream, false, Some(100), false);
         assert_eq!(w.stop, Stop::TooLarge);
-        assert_eq!(w.used, 16 + 66 + 10, "the continuation past 100 is not walked");
+        assert_eq!(
+            w.used,
+            16 + 66 + 10,
+            "the continuation past 100 is not walked"
+        );
     }
 
     #[test]
@@ -228,9 +269,9 @@ mod tests {
         let mut stream = frame(1, true, 10, false);
         stream.extend(frame(1, true, 10, false));
         let mut f = Frames::default();
-        let w = f.walk(&stream[..5], false, None);
+        let w = f.walk(&stream[..5], false, None, false);
         assert_eq!(w.used, 5);
-        let w = f.walk(&stream[5..], true, None);
+        let w = f.walk(&stream[5..], true, None, false);
         assert_eq!((w.used, w.stop), (7, Stop::Boundary));
         assert!(f.at_boundary());
     }
@@ -238,10 +279,22 @@ mod tests {
     #[test]
     fn pongs_are_not_activity_and_close_frames_are_seen() {
         let mut f = Frames::default();
-        let w = f.walk(&frame(OP_PONG, true, 3, true), false, None);
+        let w = f.walk(&frame(OP_PONG, true, 3, true), false, None, true);
         assert!(!w.active);
-        let w = f.walk(&frame(OP_CLOSE, true, 2, true), false, None);
+        let w = f.walk(&frame(OP_CLOSE, true, 2, true), false, None, false);
         assert!(w.active && f.closing);
+    }
+
+    #[test]
+    fn an_empty_pong_is_found_when_asked_for() {
+        let mut stream = frame(1, true, 3, true);
+        stream.extend(frame(OP_PONG, true, 0, true));
+        stream.extend(frame(1, true, 3, true));
+        let mut f = Frames::default();
+        let w = f.walk(&stream, false, None, true);
+        assert_eq!((w.used, w.stop), (9, Stop::Pong(6)));
+        let w = f.walk(&stream[9..], false, None, false);
+        assert_eq!((w.used, w.stop), (6 + 9, Stop::No));
     }
 
     #[test]
@@ -251,12 +304,21 @@ mod tests {
         assert_eq!(b[0], 0x88);
         assert_eq!(b[1], 0x80 | 12);
         let key = &b[2..6];
-        let payload: Vec<u8> = b[6..].iter().enumerate().map(|(i, x)| x ^ key[i % 4]).collect();
+        let payload: Vec<u8> = b[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x ^ key[i % 4])
+            .collect();
         assert_eq!(&payload[..2], &1001u16.to_be_bytes());
         assert_eq!(&payload[2..], b"going away");
         assert_eq!(Own::ping(false).as_bytes(), &[0x89, 0]);
         let mut f = Frames::default();
-        let w = f.walk(Own::close(1009, "too big", false).as_bytes(), false, None);
+        let w = f.walk(
+            Own::close(1009, "too big", false).as_bytes(),
+            false,
+            None,
+            false,
+        );
         assert_eq!(w.used, 2 + 9);
     }
 }

@@ -108,6 +108,10 @@ struct Flow {
     unflushed: bool,
     eof: bool,
     too_large: bool,
+    /// The gateway pinged the source: its next empty pong is the answer, and is dropped.
+    swallow_pong: bool,
+    /// Header bytes of such a pong, skipped once what precedes them is written.
+    skip: usize,
     end: Option<End>,
     /// Frames towards `dst` must be masked (it is the upstream, a server).
     masked: bool,
@@ -138,6 +142,8 @@ impl Flow {
             unflushed: false,
             eof: false,
             too_large: false,
+            swallow_pong: false,
+            skip: 0,
             end: None,
             masked,
             max,
@@ -201,6 +207,12 @@ impl Flow {
                     }
                     continue;
                 }
+                if self.skip > 0 {
+                    self.pos += self.skip;
+                    self.walked += self.skip;
+                    self.skip = 0;
+                    continue;
+                }
             }
             if let Some(owed) = self.owed {
                 if self.frames.at_boundary() {
@@ -208,7 +220,11 @@ impl Flow {
                     let frame = match owed {
                         Owed::Ping => Own::ping(self.masked),
                         Owed::Close(code) => {
-                            let reason = if code == TOO_BIG { "message too big" } else { "going away" };
+                            let reason = if code == TOO_BIG {
+                                "message too big"
+                            } else {
+                                "going away"
+                            };
                             Own::close(code, reason, self.masked)
                         }
                     };
@@ -218,13 +234,20 @@ impl Flow {
             }
             if let Some(buf) = &mut self.buf {
                 if self.walked < buf.len() && !self.too_large {
-                    let w = self.frames.walk(&buf[self.walked..], self.owed.is_some(), self.max);
+                    let rest = &buf[self.walked..];
+                    let w =
+                        self.frames
+                            .walk(rest, self.owed.is_some(), self.max, self.swallow_pong);
                     self.walked += w.used;
                     if w.active {
                         self.active = Instant::now();
                     }
                     match w.stop {
                         Stop::Boundary => {}
+                        Stop::Pong(header) => {
+                            self.swallow_pong = false;
+                            self.skip = header;
+                        }
                         Stop::TooLarge => {
                             self.too_large = true;
                             buf.truncate(self.walked);
@@ -491,7 +514,11 @@ where
             if now >= active + self.limits.idle_timeout {
                 return Fired::Close(CloseReason::Idle);
             }
-            if self.limits.max_lifetime.is_some_and(|l| now >= self.started + l) {
+            if self
+                .limits
+                .max_lifetime
+                .is_some_and(|l| now >= self.started + l)
+            {
                 return Fired::Close(CloseReason::Lifetime);
             }
             if let Some(every) = self.limits.ping_interval {
@@ -505,26 +532,27 @@ where
 
     /// Pings a side silent for `every`; a side silent for `every` after its ping is gone.
     fn check_pings(&mut self, now: Instant, every: Duration) -> Fired {
-        let mut fired = Fired::Nothing;
-        let (from_upstream, from_client) = (self.down.heard, self.up.heard);
-        let sides = [
-            (from_upstream, &mut self.pinged_upstream, &mut self.up),
-            (from_client, &mut self.pinged_client, &mut self.down),
-        ];
-        for (heard, pinged, towards) in sides {
-            match *pinged {
-                Some(at) if heard > at => *pinged = None,
-                Some(at) if now >= at + every => return Fired::Close(CloseReason::PingTimeout),
-                Some(_) => {}
-                None if now >= heard + every && towards.end.is_none() => {
-                    towards.owed.get_or_insert(Owed::Ping);
-                    *pinged = Some(now);
-                    fired = Fired::Ping;
-                }
-                None => {}
-            }
+        let upstream = ping_side(
+            now,
+            every,
+            &mut self.pinged_upstream,
+            &mut self.up,
+            &mut self.down,
+        );
+        if let Fired::Close(_) = upstream {
+            return upstream;
         }
-        fired
+        let client = ping_side(
+            now,
+            every,
+            &mut self.pinged_client,
+            &mut self.down,
+            &mut self.up,
+        );
+        match (upstream, client) {
+            (_, Fired::Close(_)) | (_, Fired::Ping) => client,
+            _ => upstream,
+        }
     }
 
     fn outcome(&mut self, reason: CloseReason) -> Outcome {
@@ -536,6 +564,30 @@ where
             to_client: self.down.bytes,
         }
     }
+}
+
+/// The ping check of one side: `towards` writes to it, `back` reads from it.
+fn ping_side(
+    now: Instant,
+    every: Duration,
+    pinged: &mut Option<Instant>,
+    towards: &mut Flow,
+    back: &mut Flow,
+) -> Fired {
+    let heard = back.heard;
+    match *pinged {
+        Some(at) if heard > at => *pinged = None,
+        Some(at) if now >= at + every => return Fired::Close(CloseReason::PingTimeout),
+        Some(_) => {}
+        None if now >= heard + every && towards.end.is_none() => {
+            towards.owed.get_or_insert(Owed::Ping);
+            back.swallow_pong = true;
+            *pinged = Some(now);
+            return Fired::Ping;
+        }
+        None => {}
+    }
+    Fired::Nothing
 }
 
 /// Half-closes `io` and reads what its peer still sends, dropping it; true once the peer
@@ -555,4 +607,3 @@ fn drain<S: AsyncRead + AsyncWrite + Unpin>(cx: &mut Context<'_>, io: &mut S) ->
         }
     }
 }
-
