@@ -152,7 +152,7 @@ pub async fn handle(
     if let Some(switched) = switched {
         // The tunnel's end runs the log phase, not the 101's empty body.
         let done = resp.body_mut().take_completion();
-        respond::open_tunnel(snap, routed.route, switched, done);
+        respond::open_tunnel(snap, routed.route, *switched, done);
     }
     resp
 }

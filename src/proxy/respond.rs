@@ -91,7 +91,7 @@ pub(super) fn relay(
 pub(super) fn open_tunnel(
     snap: &Snapshot,
     route: &CompiledRoute,
-    switched: Box<Switched>,
+    switched: Switched,
     done: Option<Completion>,
 ) {
     let tunnels = snap.tunnels.clone();
@@ -104,7 +104,7 @@ pub(super) fn open_tunnel(
         client,
         upstream,
         early,
-    } = *switched;
+    } = switched;
     tokio::spawn(async move {
         let _open = open;
         let Some(Upgraded { io, read }) = client.upgraded().await else {
