@@ -454,6 +454,16 @@ async fn a_websocket_session_runs_over_http2_extended_connect() {
     assert_eq!(line["status"], 200, "the status the client got");
     // The two echoes and the backend's close frame in answer (code only).
     assert_eq!(line["bytes_out"], (2 + 13) + (2 + 9) + (2 + 2));
+    // Extended CONNECT for any other protocol is not implemented.
+    let req = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{}/udp", gw.addr))
+        .extension(h2::ext::Protocol::from_static("connect-udp"))
+        .body(())
+        .unwrap();
+    let (resp, _send) = client.send_request(req, false).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 501);
+    assert_eq!(backend.count(), 1, "only the WebSocket reached the backend");
     drop(gw);
 }
 

@@ -383,12 +383,15 @@ fn service(
     })
 }
 
-/// The answer to an extended CONNECT for a protocol other than WebSocket.
+/// The answer to an extended CONNECT for a protocol other than WebSocket, given before the
+/// pipeline (the request names no resource the gateway routes).
 fn not_implemented() -> http::Response<crate::proxy::body::ProxyBody> {
-    let id = http::HeaderValue::from_static("");
-    crate::proxy::error::problem_response(
+    let none = http::HeaderValue::from_static("");
+    let mut resp = crate::proxy::error::problem_response(
         http::StatusCode::NOT_IMPLEMENTED,
         "only WebSocket can be opened with an extended CONNECT",
-        &id,
-    )
+        &none,
+    );
+    resp.headers_mut().remove(crate::message::X_REQUEST_ID);
+    resp
 }
