@@ -4,8 +4,9 @@
 //!
 //! The bound is twice an idle HTTP/1.1 connection's (2 KiB, `tests/idle_memory.rs`): a
 //! tunnel has two sockets. Each tunnel is four sockets in this one process (client, the
-//! gateway's two, backend) and the process may open 20,000, so the measurement opens
-//! [`TUNNELS`] and divides; what a tunnel holds does not depend on how many others are open.
+//! gateway's two, backend) and the process may open 20,000 (10,000 tunnels would need that
+//! many in the gateway alone), so the measurement opens [`TUNNELS`] and divides; what a
+//! tunnel holds does not depend on how many others are open.
 //! Counted: the tunnel's task, its two socket registrations, its relay state and timer; not
 //! the kernel's socket buffers nor allocator overhead.
 #![allow(clippy::unwrap_used)]
