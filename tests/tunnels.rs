@@ -519,3 +519,50 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
     backend_sees(&mut seen, Seen::Close(Some(1001))).await;
     assert_eq!(tunnel_line(&log).await["close_reason"], "ping_timeout");
 }
+
+#[tokio::test]
+async fn a_tunnel_over_tls_gets_its_close_frame_before_the_connection_ends() {
+    let (backend, mut seen) = ws_backend().await;
+    let pki = TestPki::new(&["ws.example.com"]);
+    let d = pki.dir.path.display();
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners:
+  - address: 127.0.0.1:0
+    tls:
+      certificates: [{{cert: {d}/ws.example.com.crt, key: {d}/ws.example.com.key}}]
+upstreams:
+  app: {{targets: [{{address: \"{}\"}}]}}
+routes:
+  - upstream: app
+    websocket: true
+    tunnel: {{idle_timeout: 300ms}}
+",
+        backend.addr
+    ));
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("ws.example.com").unwrap();
+    let tls = pki
+        .client(&[b"http/1.1"], rustls::DEFAULT_VERSIONS)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("wss://ws.example.com/chat", tls)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("over tls")).await.unwrap();
+    let back = ws.next().await.unwrap().unwrap();
+    assert_eq!(back.into_text().unwrap().as_str(), "over tls");
+    let code = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    });
+    assert_eq!(code.await.unwrap(), Some(1001));
+    backend_sees(&mut seen, Seen::Close(Some(1001))).await;
+}
