@@ -607,3 +607,98 @@ fn drain<S: AsyncRead + AsyncWrite + Unpin>(cx: &mut Context<'_>, io: &mut S) ->
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// A relay between two in-memory pipes; returns the far ends (client, upstream), the
+    /// shutdown switch and the relay's task.
+    fn relay(
+        limits: TunnelSettings,
+    ) -> (
+        DuplexStream,
+        DuplexStream,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<Outcome>,
+    ) {
+        let (client, client_gw) = tokio::io::duplex(64 * 1024);
+        let (upstream, upstream_gw) = tokio::io::duplex(64 * 1024);
+        let (away, going_away) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            run(
+                client_gw,
+                upstream_gw,
+                First::default(),
+                &limits,
+                going_away,
+            )
+            .await
+        });
+        (client, upstream, away, task)
+    }
+
+    /// Reads exactly `n` bytes.
+    async fn read_n(io: &mut DuplexStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(2), io.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn a_close_waits_for_the_frame_in_flight_to_end() {
+        let (mut client, mut upstream, away, task) = relay(TunnelSettings::default());
+        // A masked text frame of 10 bytes, of which the first 4 arrive.
+        let frame = [
+            0x81, 0x8a, 0, 0, 0, 0, b'0', b'1', b'2', b'3', b'4', b'5', b'6', b'7', b'8', b'9',
+        ];
+        client.write_all(&frame[..10]).await.unwrap();
+        assert_eq!(read_n(&mut upstream, 10).await, frame[..10]);
+        away.send_replace(true);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The client is at a boundary (nothing came from the upstream): its close is there.
+        assert_eq!(read_n(&mut client, 2).await, [0x88, 12]);
+        client.write_all(&frame[10..]).await.unwrap();
+        let rest = read_n(&mut upstream, 6 + 2 + 4 + 12).await;
+        assert_eq!(rest[..6], frame[10..], "the frame ends first");
+        assert_eq!(rest[6..8], [0x88, 0x80 | 12], "then a masked close");
+        drop((client, upstream));
+        let outcome = task.await.unwrap();
+        assert_eq!(outcome.reason, CloseReason::Shutdown);
+        assert_eq!(outcome.to_upstream, 16);
+    }
+
+    #[tokio::test]
+    async fn bytes_split_across_reads_keep_the_frames_in_step() {
+        let limits = TunnelSettings {
+            max_message_bytes: Some(5),
+            ..TunnelSettings::default()
+        };
+        let (mut client, mut upstream, _away, task) = relay(limits);
+        // Two 5-byte frames, the second header split across writes, then a 6-byte one.
+        let ok = [0x82, 0x85, 0, 0, 0, 0, 1, 2, 3, 4, 5];
+        client.write_all(&ok).await.unwrap();
+        client.write_all(&ok[..1]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(&ok[1..]).await.unwrap();
+        assert_eq!(read_n(&mut upstream, 22).await, [ok, ok].concat());
+        client
+            .write_all(&[0x82, 0x86, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6])
+            .await
+            .unwrap();
+        let close = read_n(&mut client, 4).await;
+        assert_eq!(close, [0x88, 17, 0x03, 0xf1], "1009 to the sender");
+        let to_upstream = read_n(&mut upstream, 2).await;
+        assert_eq!(to_upstream, [0x88, 0x80 | 12], "1001 to the other side");
+        drop((client, upstream));
+        let outcome = task.await.unwrap();
+        assert_eq!(outcome.reason, CloseReason::TooLarge);
+        assert_eq!(outcome.to_upstream, 22);
+    }
+}
