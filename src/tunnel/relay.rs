@@ -161,7 +161,7 @@ impl Flow {
     {
         if let Some(end) = self.end {
             // A direction stopped before a message over the limit may still carry a close.
-            if end != End::TooLarge || self.owed.is_none() {
+            if self.ended() {
                 return Poll::Ready(end);
             }
         }
@@ -308,6 +308,11 @@ impl Flow {
         }
     }
 
+    /// The direction has ended and owes nothing more.
+    fn ended(&self) -> bool {
+        self.end.is_some() && !(self.end == Some(End::TooLarge) && self.owed.is_some())
+    }
+
     /// Gives the buffer back (what it held is written or no longer wanted).
     fn release(&mut self) {
         if let Some(mut buf) = self.buf.take() {
@@ -387,7 +392,7 @@ where
                 }
             }
             if let Some(closing) = self.closing {
-                let both_ended = self.up.end.is_some() && self.down.end.is_some();
+                let both_ended = self.up.ended() && self.down.ended();
                 if both_ended && !closing.lingering {
                     self.closing = Some(Closing {
                         lingering: true,
