@@ -1,14 +1,16 @@
 //! WebSocket tunnels: after a `101 Switching Protocols`, the relay of bytes between the
 //! client and the upstream for as long as the tunnel lives, and what ends it.
 //!
-//! The relay copies bytes both ways and follows WebSocket frame boundaries as they pass
-//! (`frames`), so that it can write a frame of its own between two frames: a close frame
-//! (1001 when the tunnel times out or the gateway shuts down, 1009 to a side that sends a
-//! message over the route's limit) or a ping. An idle tunnel holds no buffer: a direction
-//! takes a read buffer from the worker's spares when bytes arrive and gives it back once
-//! they are written (`relay`). `registry` counts open tunnels for the shutdown and the
-//! route limits. docs/operations.md ("WebSocket tunnels") describes the behaviour.
+//! Each direction (`flow`) copies bytes and follows WebSocket frame boundaries as they pass
+//! (`frames`), so that the gateway can write a frame of its own between two frames: a close
+//! frame (1001 when the tunnel times out or the gateway shuts down, 1009 to a side that
+//! sends a message over the route's limit) or a ping. An idle tunnel holds no buffer: a
+//! direction takes a read buffer from the worker's spares when bytes arrive and gives it
+//! back once they are written. `relay` runs both directions, the limits and the close;
+//! `registry` counts open tunnels for the shutdown and the route limits.
+//! docs/operations.md ("WebSocket tunnels") describes the behaviour.
 
+mod flow;
 pub mod frames;
 mod registry;
 mod relay;
