@@ -41,26 +41,7 @@ async fn ws_backend() -> (Backend, mpsc::UnboundedReceiver<Seen>) {
         async move {
             let key = req.headers()["sec-websocket-key"].clone();
             let on = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                let io = TokioIo::new(on.await.unwrap());
-                let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                while let Some(Ok(m)) = ws.next().await {
-                    match m {
-                        Message::Text(_) | Message::Binary(_) => {
-                            let _ = tx.send(Seen::Message(m.len()));
-                            let _ = ws.send(m).await;
-                        }
-                        Message::Ping(_) => {
-                            let _ = tx.send(Seen::Ping);
-                        }
-                        Message::Close(f) => {
-                            let _ = tx.send(Seen::Close(f.map(|f| u16::from(f.code))));
-                        }
-                        _ => {}
-                    }
-                }
-                let _ = tx.send(Seen::Gone);
-            });
+            tokio::spawn(serve_ws(on, tx));
             let accept =
                 tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
             Response::builder()
@@ -74,6 +55,65 @@ async fn ws_backend() -> (Backend, mpsc::UnboundedReceiver<Seen>) {
     })
     .await;
     (backend, rx)
+}
+
+/// Echoes the messages of the WebSocket on `on` and reports what arrives.
+async fn serve_ws(on: hyper::upgrade::OnUpgrade, tx: mpsc::UnboundedSender<Seen>) {
+    let io = TokioIo::new(on.await.unwrap());
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            Message::Text(_) | Message::Binary(_) => {
+                let _ = tx.send(Seen::Message(m.len()));
+                let _ = ws.send(m).await;
+            }
+            Message::Ping(_) => {
+                let _ = tx.send(Seen::Ping);
+            }
+            Message::Close(f) => {
+                let _ = tx.send(Seen::Close(f.map(|f| u16::from(f.code))));
+            }
+            _ => {}
+        }
+    }
+    let _ = tx.send(Seen::Gone);
+}
+
+/// A WebSocket server over prior-knowledge HTTP/2 (RFC 8441): it advertises extended
+/// CONNECT and accepts `:protocol websocket` on any path.
+async fn h2_ws_backend() -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tx = tx.clone();
+            let svc = hyper::service::service_fn(move |mut req: http::Request<_>| {
+                let tx = tx.clone();
+                async move {
+                    let websocket = req.method() == http::Method::CONNECT
+                        && req
+                            .extensions()
+                            .get::<hyper::ext::Protocol>()
+                            .is_some_and(|p| p.as_str() == "websocket");
+                    let mut resp = Response::new(full(bytes::Bytes::new()));
+                    if websocket {
+                        tokio::spawn(serve_ws(hyper::upgrade::on(&mut req), tx));
+                    } else {
+                        *resp.status_mut() = StatusCode::BAD_REQUEST;
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            tokio::spawn(async move {
+                let mut server =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                server.enable_connect_protocol();
+                let _ = server.serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
+    (addr, rx)
 }
 
 /// A gateway with one WebSocket route with `tunnel` settings, logging to a file.
@@ -400,12 +440,16 @@ async fn read_h2(recv: &mut h2::RecvStream, n: usize) -> Vec<u8> {
     got
 }
 
-#[tokio::test]
-async fn a_websocket_session_runs_over_http2_extended_connect() {
-    let (backend, mut seen) = ws_backend().await;
-    let dir = tempdir::Dir::new("ws-h2");
-    let (gw, log) = gateway(backend.addr, "{}", &dir);
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+/// Opens a WebSocket over HTTP/2 to the gateway (RFC 8441) with the `h2` crate: the client,
+/// the response and the stream to send on.
+async fn h2_websocket(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    http::Response<h2::RecvStream>,
+    h2::SendStream<bytes::Bytes>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
@@ -421,18 +465,27 @@ async fn a_websocket_session_runs_over_http2_extended_connect() {
     );
     let req = http::Request::builder()
         .method("CONNECT")
-        .uri(format!("http://{}/chat", gw.addr))
+        .uri(format!("http://{}/chat", addr))
         .header("sec-websocket-version", "13")
         .extension(h2::ext::Protocol::from_static("websocket"))
         .body(())
         .unwrap();
-    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let (resp, send) = client.send_request(req, false).unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(3), resp)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(!resp.headers().contains_key("sec-websocket-accept"));
+    (client, resp, send)
+}
+
+#[tokio::test]
+async fn a_websocket_session_runs_over_http2_extended_connect() {
+    let (backend, mut seen) = ws_backend().await;
+    let dir = tempdir::Dir::new("ws-h2");
+    let (gw, log) = gateway(backend.addr, "{}", &dir);
+    let (mut client, resp, mut send) = h2_websocket(gw.addr).await;
     let mut recv = resp.into_body();
     for text in ["hello over h2", "and again"] {
         send.send_data(client_frame(0x1, text.as_bytes()), false)
@@ -565,4 +618,55 @@ routes:
     });
     assert_eq!(code.await.unwrap(), Some(1001));
     backend_sees(&mut seen, Seen::Close(Some(1001))).await;
+}
+
+#[tokio::test]
+async fn a_websocket_session_reaches_an_http2_upstream_as_an_extended_connect() {
+    let (backend, mut seen) = h2_ws_backend().await;
+    let dir = tempdir::Dir::new("ws-h2-up");
+    let log = dir.path.join("access.log");
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners: [{{address: 127.0.0.1:0}}]
+access_log: {{target: {}}}
+upstreams:
+  app: {{protocol: h2c, targets: [{{address: \"{backend}\"}}]}}
+routes:
+  - name: ws
+    upstream: app
+    websocket: true
+",
+        log.display()
+    ));
+    // tungstenite checks the Sec-WebSocket-Accept the gateway made for its key.
+    let mut ws = connect(gw.addr).await;
+    echo(&mut ws, "to an h2 upstream").await;
+    backend_sees(&mut seen, Seen::Message(17)).await;
+    ws.close(None).await.unwrap();
+    backend_sees(&mut seen, Seen::Close(None)).await;
+    let line = tunnel_line(&log).await;
+    assert_eq!(line["status"], 101);
+    assert_eq!(line["close_reason"], "client");
+}
+
+#[tokio::test]
+async fn http2_on_both_sides_carries_a_websocket_session() {
+    let (backend, mut seen) = h2_ws_backend().await;
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners: [{{address: 127.0.0.1:0}}]
+upstreams:
+  app: {{protocol: h2c, targets: [{{address: \"{backend}\"}}]}}
+routes:
+  - upstream: app
+    websocket: true
+"
+    ));
+    let (_client, resp, mut send) = h2_websocket(gw.addr).await;
+    let mut recv = resp.into_body();
+    send.send_data(client_frame(0x2, b"both h2"), false)
+        .unwrap();
+    let echo = read_h2(&mut recv, 2 + 7).await;
+    assert_eq!(echo, [&[0x82, 7][..], b"both h2"].concat());
+    backend_sees(&mut seen, Seen::Message(7)).await;
 }

@@ -14,7 +14,7 @@ use super::error::ProxyError;
 use super::forward::Answer;
 use super::headers::prepare_downstream_headers;
 use super::log::Completion;
-use super::upstream_request::{Outbound, Switched};
+use super::upstream_request::{Outbound, Switched, SwitchedUpstream};
 use crate::cache::status::{CacheStatus, Forward};
 use crate::message::X_REQUEST_ID;
 use crate::ratelimit::Passed;
@@ -36,9 +36,14 @@ pub(super) fn relay(
     let mut resp = answer.response;
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
-        let Some((client, (upstream, early))) =
-            out.upgrade.take().zip(resp.body_mut().take_upgraded())
-        else {
+        let upstream = match resp.body_mut().take_upgraded() {
+            Some((stream, early)) => Some(SwitchedUpstream::H1(stream, early)),
+            None => resp
+                .extensions_mut()
+                .remove::<hyper::upgrade::OnUpgrade>()
+                .map(SwitchedUpstream::H2),
+        };
+        let Some((client, upstream)) = out.upgrade.take().zip(upstream) else {
             let err = ProxyError::UpstreamProtocol("upstream switched protocols unasked");
             let mut resp = err.to_response(&request_id);
             resp.headers_mut().insert(
@@ -47,11 +52,7 @@ pub(super) fn relay(
             );
             return resp;
         };
-        out.switched = Some(Box::new(Switched {
-            client,
-            upstream,
-            early,
-        }));
+        out.switched = Some(Box::new(Switched { client, upstream }));
     }
     // A plain relay keeps the gateway's own fields beside the map; a response the cache
     // keeps has them in its map, as stored responses need.
@@ -100,11 +101,7 @@ pub(super) fn open_tunnel(
     let open = tunnels.opened();
     let limits = route.tunnel.unwrap_or_default();
     let name = route.name.clone();
-    let Switched {
-        client,
-        upstream,
-        early,
-    } = switched;
+    let Switched { client, upstream } = switched;
     tokio::spawn(async move {
         let _open = open;
         let Some(Upgraded { io, read }) = client.upgraded().await else {
@@ -112,11 +109,27 @@ pub(super) fn open_tunnel(
         };
         let done = done.map(Completion::into_tunnel);
         tunnels.metrics.opened(&name);
-        let first = First {
-            from_client: read,
-            from_upstream: early,
+        let away = tunnels.going_away();
+        let outcome = match upstream {
+            SwitchedUpstream::H1(stream, early) => {
+                let first = First {
+                    from_client: read,
+                    from_upstream: early,
+                };
+                crate::tunnel::run(io, stream, first, &limits, away).await
+            }
+            SwitchedUpstream::H2(on) => {
+                let Ok(stream) = on.await else {
+                    return;
+                };
+                let first = First {
+                    from_client: read,
+                    from_upstream: bytes::Bytes::new(),
+                };
+                let stream = hyper_util::rt::TokioIo::new(stream);
+                crate::tunnel::run(io, stream, first, &limits, away).await
+            }
         };
-        let outcome = crate::tunnel::run(io, upstream, first, &limits, tunnels.going_away()).await;
         let reason = outcome.reason.label();
         let metrics = &tunnels.metrics;
         metrics.closed(&name, reason, outcome.to_upstream, outcome.to_client);

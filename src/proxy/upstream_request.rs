@@ -31,8 +31,17 @@ use crate::upstream::request_body::{RequestBody, RequestBodyState};
 /// the upstream's with the bytes it sent behind its 101 head.
 pub(crate) struct Switched {
     pub client: OnUpgrade,
-    pub upstream: crate::upstream::stream::UpstreamStream,
-    pub early: bytes::Bytes,
+    pub upstream: SwitchedUpstream,
+}
+
+/// The upstream side of a tunnel.
+pub(crate) enum SwitchedUpstream {
+    /// An HTTP/1.1 upstream's connection after its 101, and the bytes it sent behind the
+    /// head.
+    H1(crate::upstream::stream::UpstreamStream, bytes::Bytes),
+    /// An HTTP/2 upstream's stream after its answer to an extended CONNECT, once hyper
+    /// hands it over.
+    H2(hyper::upgrade::OnUpgrade),
 }
 
 /// The upstream request, ready for `forward`, and what the later phases need of it.

@@ -9,17 +9,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::h1::upgrade::{OnUpgrade, Upgraded};
 use super::h1::Io;
-
-/// `Sec-WebSocket-Key`, which an HTTP/2 client does not send.
-const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
-const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+use crate::message::websocket::{fresh_key, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY};
 
 /// What an HTTP/2 request is, for the tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,25 +74,6 @@ pub fn answer<B>(resp: &mut Response<B>) {
     }
 }
 
-/// 16 random bytes in base64 (RFC 6455 §4.1).
-fn fresh_key() -> HeaderValue {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = fastrand::u128(..).to_be_bytes();
-    let mut out = [b'='; 24];
-    for (i, chunk) in bytes.chunks(3).enumerate() {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for j in 0..=chunk.len() {
-            out[i * 4 + j] = ALPHABET[(n >> (18 - 6 * j) & 63) as usize];
-        }
-    }
-    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
-}
-
 /// An HTTP/2 stream opened by an extended CONNECT, as a downstream connection.
 struct H2Stream(TokioIo<hyper::upgrade::Upgraded>);
 
@@ -137,15 +115,6 @@ impl AsyncWrite for H2Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_fresh_key_is_16_bytes_in_base64() {
-        let key = fresh_key();
-        let text = key.to_str().unwrap_or("");
-        assert_eq!(text.len(), 24);
-        assert!(text.ends_with("=="));
-        assert_ne!(key, fresh_key());
-    }
 
     #[test]
     fn an_extended_connect_for_websocket_becomes_an_upgrade() {
