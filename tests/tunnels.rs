@@ -670,3 +670,26 @@ routes:
     assert_eq!(echo, [&[0x82, 7][..], b"both h2"].concat());
     backend_sees(&mut seen, Seen::Message(7)).await;
 }
+
+#[tokio::test]
+async fn an_http2_upstream_without_extended_connect_answers_the_upgrade_with_502() {
+    // An h2c backend that does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    let backend = Backend::start(true, websocket_echo).await;
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners: [{{address: 127.0.0.1:0}}]
+upstreams:
+  app: {{protocol: h2c, targets: [{{address: \"{}\"}}]}}
+routes:
+  - upstream: app
+    websocket: true
+",
+        backend.addr
+    ));
+    match tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 502);
+        }
+        other => panic!("expected a 502, got {other:?}"),
+    }
+}
