@@ -33,6 +33,7 @@ pub mod spare_maps;
 pub mod timer;
 pub mod tls;
 pub mod transform;
+pub mod tunnel;
 pub mod upstream;
 pub mod validate;
 

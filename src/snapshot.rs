@@ -72,6 +72,8 @@ pub struct Snapshot {
     pub cache: Option<Arc<crate::cache::service::CacheService>>,
     /// The job queues (`queues`), opened when the gateway runs (not for a config check).
     pub queues: Vec<Arc<crate::queue::Queue>>,
+    /// Open WebSocket tunnels (kept across reloads).
+    pub tunnels: Arc<crate::tunnel::Tunnels>,
 }
 
 pub struct CompiledRoute {
@@ -86,6 +88,8 @@ pub struct CompiledRoute {
     /// Shadow group and the share of requests mirrored to it (0..=1).
     pub mirror: Option<(usize, f64)>,
     pub websocket: bool,
+    /// The limits of the route's WebSocket tunnels, on a route that forwards upgrades.
+    pub tunnel: Option<crate::config::model::TunnelSettings>,
     pub metrics: RouteMetrics,
     pub timeouts: RouteTimeouts,
     pub retry: Option<RouteRetry>,
@@ -233,6 +237,7 @@ impl Snapshot {
                     mirror,
                     action: r.action.clone(),
                     websocket: r.websocket,
+                    tunnel: r.websocket.then_some(r.tunnel),
                     metrics: metrics.route(&r.name),
                     timeouts: r.timeouts.clone(),
                     retry: r.retry.as_ref().map(route_retry),
@@ -310,6 +315,7 @@ impl Snapshot {
             unmatched: metrics.route(""),
             metrics_on: config.metrics_enabled,
             resilience: metrics.resilience.clone(),
+            tunnels: kept.tunnels.clone(),
             config,
             router,
             routes,
@@ -330,6 +336,8 @@ pub struct Kept {
     pub caches: crate::cache::service::Caches,
     /// Open job queues; `None` where nothing runs (a config check), so no store is opened.
     pub queues: Option<crate::queue::Queues>,
+    /// Open WebSocket tunnels: counts, route limits, the shutdown's close signal.
+    pub tunnels: Arc<crate::tunnel::Tunnels>,
 }
 
 /// Target state that outlives snapshots: health, ejections, circuit and draining flags of

@@ -613,6 +613,9 @@ pub struct Route {
     /// `true` forwards WebSocket upgrades (default: Upgrade is stripped).
     #[serde(default)]
     pub websocket: Option<bool>,
+    /// Limits of the WebSocket tunnels of this route (needs `websocket: true`).
+    #[serde(default)]
+    pub tunnel: Option<Tunnel>,
     /// Instead of `upstream`: a weighted split between groups (canary).
     #[serde(default)]
     pub split: Vec<SplitEntry>,
@@ -750,6 +753,36 @@ pub struct Timeouts {
     /// The whole exchange, retries and body included.
     #[serde(default)]
     pub total: Option<String>,
+}
+
+/// `tunnel`: the life of a route's WebSocket tunnels.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Tunnel {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// A tunnel with no byte relayed either way for this long is closed (default 1h).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// A tunnel open this long is closed, busy or not (default: no limit).
+    #[serde(default)]
+    pub max_lifetime: Option<String>,
+    /// The gateway pings a side silent for this long, and closes the tunnel when it stays
+    /// silent as long again (default: no pings).
+    #[serde(default)]
+    pub ping_interval: Option<String>,
+    /// Largest WebSocket message (or frame), e.g. `1MiB`; a larger one closes the tunnel
+    /// with 1009 (default: no limit).
+    #[serde(default)]
+    pub max_message_bytes: Option<ByteSize>,
+    /// Tunnels open at once on this route; more are refused with 503 (default: no limit).
+    #[serde(default)]
+    pub max_open: Option<usize>,
+    /// Tunnels open at once per client address on this route; more are refused with 429
+    /// (default: no limit).
+    #[serde(default)]
+    pub max_open_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -307,6 +307,8 @@ pub struct Route {
     pub action: Action,
     /// Forward `Upgrade` (WebSocket) requests on this route.
     pub websocket: bool,
+    /// The life of the route's WebSocket tunnels (`tunnel`).
+    pub tunnel: TunnelSettings,
     pub timeouts: RouteTimeouts,
     pub retry: Option<RetryPolicy>,
     /// Overrides the listener's `max_body_bytes`.
@@ -446,6 +448,40 @@ pub enum Var {
     /// `{param.NAME}`: a parameter of the route's path template.
     Param(String),
 }
+/// Limits of a route's WebSocket tunnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelSettings {
+    /// Closed after this long with no byte relayed either way.
+    pub idle_timeout: Duration,
+    pub max_lifetime: Option<Duration>,
+    /// A side silent this long is pinged; silent as long again, it is taken as gone.
+    pub ping_interval: Option<Duration>,
+    /// Largest message (sum of its frames' payloads), closed with 1009 beyond.
+    pub max_message_bytes: Option<u64>,
+    /// Open tunnels at once on the route (503 beyond).
+    pub max_open: Option<usize>,
+    /// Open tunnels at once per client address on the route (429 beyond).
+    pub max_open_per_ip: Option<usize>,
+}
+
+impl TunnelSettings {
+    /// `tunnel.idle_timeout` when not given.
+    pub const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+}
+
+impl Default for TunnelSettings {
+    fn default() -> Self {
+        TunnelSettings {
+            idle_timeout: Self::DEFAULT_IDLE,
+            max_lifetime: None,
+            ping_interval: None,
+            max_message_bytes: None,
+            max_open: None,
+            max_open_per_ip: None,
+        }
+    }
+}
+
 /// Per-route upstream timeouts; `None` falls back to the upstream group's setting.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTimeouts {

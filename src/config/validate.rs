@@ -640,6 +640,7 @@ fn route(
             ("strip_prefix", r.strip_prefix.is_some()),
             ("rewrite", r.rewrite.is_some()),
             ("websocket", r.websocket.is_some()),
+            ("tunnel", r.tunnel.is_some()),
             ("split_header", r.split_header.is_some()),
             ("timeouts", r.timeouts.is_some()),
             ("retry", r.retry.is_some()),
@@ -671,6 +672,7 @@ fn route(
         matcher,
         action,
         websocket: r.websocket.unwrap_or(false),
+        tunnel: super::resilience::tunnel(errs, at, r),
         timeouts: super::resilience::timeouts(errs, &format!("{at}.timeouts"), &r.timeouts),
         retry: r
             .retry
@@ -1189,6 +1191,49 @@ routes:
             .any(|e| e.starts_with("routes[0].match.path.regex: ")));
         assert!(errs.iter().any(|e| e.starts_with("routes[0].upstream: ")));
         assert!(errs.iter().any(|e| e == "routes[0].colour: unknown key"));
+    }
+
+    #[test]
+    fn tunnel_settings_are_checked_with_their_paths() {
+        let yaml = "
+listeners: [{address: 127.0.0.1:8080}]
+upstreams:
+  api: {targets: [{address: 127.0.0.1:9001}]}
+routes:
+  - match: {path: {prefix: /a}}
+    upstream: api
+    tunnel: {idle_timeout: 0s}
+  - upstream: api
+    websocket: true
+    tunnel: {max_lifetime: soon, max_message_bytes: 1MB, max_open: 0, ping_intervl: 5s}
+";
+        let errs = errors(yaml);
+        for want in [
+            "routes[0].tunnel: needs `websocket: true` on the route",
+            "routes[0].tunnel.idle_timeout: must be more than 0",
+            "routes[1].tunnel.max_lifetime: invalid duration",
+            "routes[1].tunnel.max_message_bytes: must be a size",
+            "routes[1].tunnel.max_open: must be more than 0",
+            "routes[1].tunnel.ping_intervl: unknown key; did you mean \"ping_interval\"?",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "{want} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 6, "{errs:#?}");
+    }
+
+    #[test]
+    fn tunnels_close_after_an_idle_hour_by_default() {
+        let config =
+            crate::config::parse(&format!("{OK}    websocket: true\n"), Path::new(".")).unwrap();
+        let t = config.routes[0].tunnel;
+        assert_eq!(t.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(
+            (t.max_lifetime, t.ping_interval, t.max_open),
+            (None, None, None)
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Record<'a> {
     pub consumer: Option<&'a str>,
     pub upstream_target: Option<&'a str>,
     pub upstream_duration: Option<Duration>,
+    /// Why a WebSocket tunnel ended (its line is written then); `None` for other requests.
+    pub close_reason: Option<&'a str>,
 }
 
 #[derive(Debug)]
@@ -254,6 +256,10 @@ fn format_line(out: &mut Vec<u8>, rec: &Record<'_>) {
     match rec.upstream_duration {
         Some(d) => write_millis(out, d),
         None => out.extend_from_slice(b"null"),
+    }
+    if let Some(reason) = rec.close_reason {
+        out.extend_from_slice(b",\"close_reason\":");
+        write_json_str(out, reason);
     }
     out.extend_from_slice(b"}\n");
 }

@@ -13,8 +13,8 @@
 //! | `ferrogate_connections_total` | counter | `listener` |
 //! | `ferrogate_config_reloads_total` | counter | `result` (`ok` or `failed`) |
 //!
-//! and the resilience and rate-limit metrics listed in `metrics/resilience.rs` and
-//! `metrics/ratelimit.rs`.
+//! and the resilience, rate-limit and tunnel metrics listed in `metrics/resilience.rs`,
+//! `metrics/ratelimit.rs` and `metrics/tunnel.rs`.
 //!
 //! Label values stay bounded: `route`, `upstream`, `target` and `listener` come from the
 //! config, `method` is one of the nine standard methods or `other`, `status` is the numeric
@@ -30,6 +30,7 @@ use http::Method;
 
 mod ratelimit;
 mod resilience;
+mod tunnel;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::Exemplar;
@@ -39,6 +40,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 pub use ratelimit::{PolicyCounters, RateLimitMetrics};
 pub use resilience::{ResilienceMetrics, TargetState};
+pub use tunnel::TunnelMetrics;
 
 /// Content type of [`Metrics::encode`]: the crate writes OpenMetrics text, ending in `# EOF`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -117,6 +119,8 @@ pub struct Metrics {
     pub cache: crate::cache::service::CacheMetrics,
     /// Job queue metrics (`queue::metrics`).
     pub queues: crate::queue::QueueMetrics,
+    /// WebSocket tunnel metrics (`tunnel.rs`).
+    pub tunnels: TunnelMetrics,
 }
 
 /// Request metrics of one route. Cheap to clone; counts survive reloads because handles of
@@ -278,8 +282,11 @@ impl Metrics {
         cache.register(&mut registry);
         let queues = crate::queue::QueueMetrics::default();
         queues.register(&mut registry);
+        let tunnels = TunnelMetrics::default();
+        tunnels.register(&mut registry);
 
         Metrics {
+            tunnels,
             resilience,
             rate_limits,
             cache,

@@ -76,6 +76,10 @@ pub enum ProxyError {
     JobNotFinished,
     #[error("the idempotency key was used with a different request")]
     IdempotencyConflict,
+    #[error("route {0} has its most WebSocket tunnels open")]
+    TunnelsFull(std::sync::Arc<str>),
+    #[error("the client has its most WebSocket tunnels open on route {0}")]
+    TunnelsPerClient(std::sync::Arc<str>),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -100,8 +104,11 @@ impl ProxyError {
             ProxyError::NoHealthyTarget(_)
             | ProxyError::UpstreamBusy(_)
             | ProxyError::RateLimitUnavailable(_)
+            | ProxyError::TunnelsFull(_)
             | ProxyError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::RateLimited(_) | ProxyError::TunnelsPerClient(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -131,6 +138,10 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "the upstream did not answer in time",
             ProxyError::DownstreamBody => "the request body could not be read",
             ProxyError::RateLimited(_) => "too many requests; see Retry-After",
+            ProxyError::TunnelsFull(_) => {
+                "too many WebSocket connections are open; try again later"
+            }
+            ProxyError::TunnelsPerClient(_) => "too many WebSocket connections from this client",
             ProxyError::RateLimitUnavailable(_) => {
                 "the rate limiter is unavailable; try again later"
             }
@@ -240,6 +251,12 @@ mod tests {
     #[test]
     fn no_healthy_target_is_503() {
         assert_eq!(status_of(ProxyError::NoHealthyTarget("api".into())), 503);
+    }
+
+    #[test]
+    fn tunnel_limits_are_503_for_the_route_and_429_for_a_client() {
+        assert_eq!(status_of(ProxyError::TunnelsFull("ws".into())), 503);
+        assert_eq!(status_of(ProxyError::TunnelsPerClient("ws".into())), 429);
     }
 
     #[test]

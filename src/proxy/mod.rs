@@ -126,6 +126,9 @@ pub async fn handle(
     }
     let max_body = next!(limit::size(snap, &routed, conn, req));
     next!(limit::admit(snap, &routed, req, &arrival, who, &mut passed, &mut done).await);
+    if routed.upgrade {
+        next!(limit::tunnel(snap, &routed, &arrival, &mut done));
+    }
     let validated = next!(validate::body(&routed, req, &arrival, max_body).await);
     if let Some(p) = &routed.route.publish {
         let sent = Box::pin(publish::send(p, req, &arrival, who, validated, max_body)).await;
@@ -164,8 +167,18 @@ pub async fn handle(
     let answer = next!(sent.await);
     let id = arrival.request_id;
     let mut resp = respond::relay(snap, routed.route, passed, answer, &mut out, pending, id);
+    let switched = out.switched.take();
+    if switched.is_some() && req.version() == http::Version::HTTP_2 {
+        // RFC 8441: the client's extended CONNECT is answered with 200, not 101.
+        crate::serve::h2connect::answer(&mut resp);
+    }
     // In place: the response is large, and this path is every proxied request's.
     done.complete(&mut resp);
+    if let Some(switched) = switched {
+        // The tunnel's end runs the log phase, not the 101's empty body.
+        let done = resp.body_mut().take_completion();
+        respond::open_tunnel(snap, routed.route, *switched, done);
+    }
     resp
 }
 

@@ -3,7 +3,7 @@
 //! tunnel.
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Response};
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
@@ -14,6 +14,7 @@ use super::{ConnInfo, Stop};
 use crate::config::model::{Action, ProxyAction};
 use crate::message::X_REQUEST_ID;
 use crate::router::{self, RequestView};
+use crate::serve::h1::OnUpgrade;
 use crate::snapshot::{CompiledRoute, Snapshot};
 
 /// The route a request matched, with what its match decided.
@@ -21,8 +22,8 @@ pub(crate) struct Routed<'s> {
     pub matched: router::Matched<'s>,
     pub route: &'s CompiledRoute,
     pub action: &'s ProxyAction,
-    /// An HTTP/1.1 WebSocket upgrade on a route that allows it: the response may switch
-    /// protocols, and nothing is cached.
+    /// A WebSocket upgrade (HTTP/1.1, or RFC 8441 over HTTP/2) on a route that allows it:
+    /// the response may switch protocols, and nothing is cached.
     pub upgrade: bool,
 }
 
@@ -93,9 +94,11 @@ pub(super) fn find<'s, B>(
         }
         Action::Proxy(p) => p,
     };
+    // An HTTP/1.1 upgrade, or an HTTP/2 extended CONNECT rewritten into one
+    // (`serve::h2connect`): either way the connection gave the request an upgrade handle.
     let upgrade = wants_upgrade(req.headers(), &arrival.present)
         && route.websocket
-        && req.version() == Version::HTTP_11;
+        && req.extensions().get::<OnUpgrade>().is_some();
     Ok(Routed {
         matched,
         route,
@@ -151,6 +154,8 @@ routes:
             ("upgrade", "websocket"),
         ];
         let mut p = Phase::new(&snap, request("GET", "/v1/chat", &headers));
+        // The connection's handle: an HTTP/1.1 connection gives one to an upgrade request.
+        p.req.extensions_mut().insert(OnUpgrade::pair().1);
         let Ok(routed) = find(&snap, &conn("192.0.2.1:1"), &p.req, &p.arrival, &mut p.done) else {
             panic!("the api route matches");
         };

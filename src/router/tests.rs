@@ -24,6 +24,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         },
         action: Action::Proxy(proxy()),
         websocket: false,
+        tunnel: Default::default(),
         timeouts: RouteTimeouts::default(),
         retry: None,
         max_body_bytes: None,

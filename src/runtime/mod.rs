@@ -93,6 +93,7 @@ impl Shared {
             background: crate::background::Background::new("ferrogate-auth"),
             caches: crate::cache::service::Caches::default(),
             queues: Some(crate::queue::Queues::default()),
+            tunnels: crate::tunnel::Tunnels::new(metrics.tunnels.clone()),
         };
         let conn_limits = config
             .listeners

@@ -4,6 +4,7 @@
 pub mod added;
 pub mod balancer;
 pub mod h1;
+mod h2connect;
 mod hash;
 pub mod health;
 pub mod limit;

@@ -24,6 +24,7 @@ fn record<'a>(path: &'a str) -> Record<'a> {
         consumer: None,
         upstream_target: Some("127.0.0.1:9001"),
         upstream_duration: Some(Duration::from_micros(900)),
+        close_reason: None,
     }
 }
 
@@ -140,6 +141,7 @@ fn missing_route_and_upstream_are_null() {
         consumer: None,
         upstream_target: None,
         upstream_duration: None,
+        close_reason: None,
         ..record("/")
     };
     let v: Value = serde_json::from_str(&line(&rec)).unwrap();
