@@ -38,6 +38,8 @@ pub enum SnapshotError {
     RateLimit(#[from] crate::ratelimit::RateLimitError),
     #[error("{0}")]
     Access(#[from] crate::auth::gate::GateError),
+    #[error("geo: {0}")]
+    Geo(#[from] crate::geo::GeoDbError),
     #[error("upstreams.{group}.tls: {source}")]
     UpstreamTls {
         group: String,
@@ -64,6 +66,8 @@ pub struct Snapshot {
     pub auth: Authenticators,
     /// The HTTP cache, when a route caches.
     pub cache: Option<Arc<crate::cache::service::CacheService>>,
+    /// Client locations, when the config has a `geo` section.
+    pub geo: Option<Arc<crate::geo::Geo>>,
 }
 
 pub struct CompiledRoute {
@@ -97,6 +101,13 @@ pub struct CompiledRoute {
     pub request_edits: Option<crate::transform::Edits>,
     /// Header transforms of the response to the client (`response_headers`).
     pub response_edits: Option<crate::transform::Edits>,
+    /// Some part of the route reads the client's location (a condition, `geo_upstreams`,
+    /// the `geo.headers`, a placeholder, a rate-limit or cache key, the access log): it is
+    /// looked up once per request, after routing if routing did not already.
+    pub uses_geo: bool,
+    /// Groups for clients of given locations (indices into `Snapshot::upstreams`), tried in
+    /// order before `split`.
+    pub geo_upstreams: Vec<(crate::geo::Condition, usize)>,
 }
 
 /// A route's retry policy with its budget (shared by every worker).
@@ -149,6 +160,10 @@ impl Snapshot {
         kept: &Kept,
     ) -> Result<Snapshot, SnapshotError> {
         let router = Router::build(&config.routes)?;
+        let geo = match &config.geo {
+            Some(g) => Some(Arc::new(crate::geo::Geo::build(g)?)),
+            None => None,
+        };
         let states = &kept.targets;
         let policies = kept.rate_limits.compile(&config)?;
         let auth = Authenticators::build(&config.access, &kept.background)?;
@@ -167,7 +182,7 @@ impl Snapshot {
                 let mut reserved_headers: Vec<http::HeaderName> =
                     gate.iter().flat_map(Gate::forwarded_headers).collect();
                 reserved_headers.extend(auth.consumer_header.clone());
-                let (split, split_header, mirror) = match &r.action {
+                let (split, split_header, mirror, geo_upstreams) = match &r.action {
                     Action::Proxy(p) => (
                         p.upstreams
                             .iter()
@@ -177,15 +192,30 @@ impl Snapshot {
                         p.mirror
                             .as_ref()
                             .and_then(|m| Some((index_of(&m.upstream)?, m.percent / 100.0))),
+                        p.geo_upstreams
+                            .iter()
+                            .filter_map(|g| {
+                                let group = index_of(&g.upstream)?;
+                                Some((crate::geo::Condition::new(&g.when), group))
+                            })
+                            .collect::<Vec<_>>(),
                     ),
-                    Action::Redirect(_) | Action::Respond(_) => (Vec::new(), None, None),
+                    Action::Redirect(_) | Action::Respond(_) => {
+                        (Vec::new(), None, None, Vec::new())
+                    }
                 };
                 let rate_limits: Vec<_> = r
                     .rate_limits
                     .iter()
                     .filter_map(|name| policies.get(name).cloned())
                     .collect();
+                let uses_geo = geo.as_ref().is_some_and(|g| {
+                    route_uses_geo(r, &rate_limits, !g.headers.is_empty())
+                        || config.access_log.enabled
+                });
                 Ok(CompiledRoute {
+                    uses_geo,
+                    geo_upstreams,
                     name: Arc::from(r.name.as_str()),
                     split_total: split.iter().map(|(_, w): &(usize, u32)| *w).sum(),
                     split,
@@ -247,6 +277,7 @@ impl Snapshot {
             )
         });
         Ok(Snapshot {
+            geo,
             cache,
             access_log: access_log.filter(|_| config.access_log.enabled),
             unmatched: metrics.route(""),
@@ -300,6 +331,34 @@ impl TargetStates {
                     .any(|u| u.name == *group && u.targets.iter().any(|t| t.address == *addr))
             });
     }
+}
+
+/// Whether some part of a route reads the client's location; `headers`: the `geo` section
+/// sets fields on every upstream request.
+fn route_uses_geo(
+    r: &model::Route,
+    rate_limits: &[Arc<crate::ratelimit::Policy>],
+    headers: bool,
+) -> bool {
+    use model::{TemplatePart, Var};
+    let proxy = match &r.action {
+        Action::Proxy(p) => Some(p),
+        Action::Redirect(_) | Action::Respond(_) => None,
+    };
+    let in_edits = |e: &Option<model::HeaderEdits>| {
+        e.iter()
+            .flat_map(|e| e.set.iter().chain(&e.add))
+            .any(|(_, t)| {
+                t.0.iter()
+                    .any(|p| matches!(p, TemplatePart::Var(Var::Geo(_))))
+            })
+    };
+    r.matcher.geo.is_some()
+        || proxy.is_some_and(|p| headers || !p.geo_upstreams.is_empty())
+        || in_edits(&r.request_headers)
+        || in_edits(&r.response_headers)
+        || rate_limits.iter().any(|p| p.uses_geo())
+        || r.cache.as_ref().is_some_and(|c| !c.key_geo.is_empty())
 }
 
 fn route_retry(p: &RetryPolicy) -> RouteRetry {

@@ -12,9 +12,11 @@ use serde::Deserialize;
 
 mod access;
 mod cache;
+mod geo;
 mod keys;
 pub use access::*;
 pub use cache::*;
+pub use geo::*;
 pub use keys::{suggestion, Keys};
 
 /// Keys the file has but the gateway does not know; `validate.rs` reports each one.
@@ -66,6 +68,9 @@ pub struct File {
     /// The HTTP cache that routes with a `cache` block share.
     #[serde(default)]
     pub cache: Option<Cache>,
+    /// Client locations: geo databases and a CIDR table, for routing, keys and headers.
+    #[serde(default)]
+    pub geo: Option<Geo>,
 }
 
 /// The Redis deployment shared by cluster-wide features: exactly one of `url`, `sentinel`
@@ -614,6 +619,10 @@ pub struct Route {
     /// A request header whose value names one of the split's groups forces that group.
     #[serde(default)]
     pub split_header: Option<String>,
+    /// Groups for clients of given locations, the first that applies winning over
+    /// `upstream` and `split` (needs `geo`).
+    #[serde(default)]
+    pub geo_upstreams: Vec<GeoUpstream>,
     /// Copy requests to a shadow group; its responses are discarded.
     #[serde(default)]
     pub mirror: Option<Mirror>,
@@ -681,7 +690,7 @@ pub struct HeaderEdits {
     #[schemars(skip)]
     pub unknown: Unknown,
     /// Fields set (replacing any value), name to value; values may use `{client_ip}`,
-    /// `{request_id}`, `{consumer}`, `{route}` and `{param.NAME}`.
+    /// `{request_id}`, `{consumer}`, `{route}`, `{param.NAME}` and `{geo.FIELD}`.
     #[serde(default)]
     pub set: BTreeMap<String, String>,
     /// Fields added beside any existing value, name to value (placeholders as in `set`).
@@ -814,6 +823,9 @@ pub struct Match {
     /// Query parameter conditions, all of which must hold.
     #[serde(default)]
     pub query: Vec<Predicate>,
+    /// Conditions on the client's location (needs `geo`).
+    #[serde(default)]
+    pub geo: Option<GeoMatch>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

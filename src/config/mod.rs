@@ -4,6 +4,7 @@ mod access;
 mod cache;
 mod duplicates;
 pub mod file;
+mod geo;
 pub mod model;
 mod ratelimit;
 mod resilience;

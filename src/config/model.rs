@@ -27,6 +27,8 @@ pub struct Config {
     pub rate_limiting: RateLimiting,
     pub access: AccessControl,
     pub cache: CacheSettings,
+    /// Client locations (`geo`), when configured.
+    pub geo: Option<GeoSettings>,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
 }
@@ -353,6 +355,8 @@ pub enum Var {
     Route,
     /// `{param.NAME}`: a parameter of the route's path template.
     Param(String),
+    /// `{geo.FIELD}`: a field of the client's location.
+    Geo(GeoField),
 }
 /// Per-route upstream timeouts; `None` falls back to the upstream group's setting.
 #[derive(Debug, Clone, Default)]
@@ -393,6 +397,8 @@ pub struct RouteMatch {
     pub methods: Vec<Method>,
     pub headers: Vec<HeaderPredicate>,
     pub query: Vec<QueryPredicate>,
+    /// Conditions on the client's location (`geo`).
+    pub geo: Option<GeoMatch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -465,6 +471,8 @@ pub struct ProxyAction {
     pub strip_prefix: Option<String>,
     pub rewrite: Option<PathRewrite>,
     pub host_rewrite: Option<HeaderValue>,
+    /// Groups for clients of given locations, tried in order before `upstreams`.
+    pub geo_upstreams: Vec<GeoUpstream>,
 }
 
 #[derive(Debug, Clone)]
@@ -542,6 +550,8 @@ pub enum KeyPart {
     Route,
     Path,
     Header(HeaderName),
+    /// A field of the client's location (`geo:country`).
+    Geo(GeoField),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -669,6 +679,8 @@ pub struct RouteCache {
     pub key_cookies: Vec<String>,
     /// Add the authenticated consumer to the cache key.
     pub key_consumer: bool,
+    /// Fields of the client's location added to the cache key.
+    pub key_geo: Vec<GeoField>,
     /// Store responses that carry Set-Cookie (they are then served to every client).
     pub store_set_cookie: bool,
 }
@@ -687,4 +699,69 @@ impl Default for CacheSettings {
             redis: None,
         }
     }
+}
+
+/// Where client locations come from (top-level `geo`), and what the gateway does with them
+/// on every proxied request.
+#[derive(Debug, Clone)]
+pub struct GeoSettings {
+    /// MaxMind-format databases (`.mmdb`), asked in order: a field comes from the first that
+    /// has it (a City and an ASN database together).
+    pub databases: Vec<PathBuf>,
+    /// CIDR table: networks and their labels, the longest prefix winning.
+    pub networks: Vec<(IpNet, String)>,
+    /// Values of the fields a lookup did not find.
+    pub default: GeoDefaults,
+    /// Fields set on every upstream request from the client's location.
+    pub headers: Vec<(HeaderName, GeoField)>,
+    /// How often the databases' files are checked for a change.
+    pub reload_interval: Duration,
+}
+
+/// What an unknown location counts as, field by field (`geo.default`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GeoDefaults {
+    pub country: Option<String>,
+    pub continent: Option<String>,
+    pub subdivision: Option<String>,
+    pub asn: Option<u32>,
+    pub label: Option<String>,
+}
+
+/// One field of a client's location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeoField {
+    /// ISO 3166-1 alpha-2 code (`DE`).
+    Country,
+    /// Continent code (`EU`).
+    Continent,
+    /// First ISO 3166-2 subdivision code, without the country (`BY`).
+    Subdivision,
+    /// Autonomous system number.
+    Asn,
+    /// Label of the CIDR table.
+    Label,
+}
+
+/// Location conditions of a route (`match.geo`, `geo_upstreams[].when`): every list given
+/// must hold; a list holds when any of its values does (`not_*`: when none does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GeoMatch {
+    pub countries: Vec<String>,
+    pub continents: Vec<String>,
+    pub subdivisions: Vec<String>,
+    pub asns: Vec<u32>,
+    pub labels: Vec<String>,
+    pub not_countries: Vec<String>,
+    pub not_continents: Vec<String>,
+    pub not_subdivisions: Vec<String>,
+    pub not_asns: Vec<u32>,
+    pub not_labels: Vec<String>,
+}
+
+/// A route's upstream group for clients of one location (`geo_upstreams`).
+#[derive(Debug, Clone)]
+pub struct GeoUpstream {
+    pub when: GeoMatch,
+    pub upstream: String,
 }

@@ -115,13 +115,17 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         .collect::<Vec<_>>();
     let upstream_names: HashSet<&str> = f.upstreams.keys().map(String::as_str).collect();
 
+    let geo = f
+        .geo
+        .as_ref()
+        .map(|g| super::geo::settings(&mut errs, g, base_dir));
     let mut route_names = HashSet::new();
     let mut routes = Vec::new();
     let mut route_at = Vec::new();
     let no_methods = std::collections::BTreeMap::new();
     for (i, r) in f.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
-        if let Some(mut route) = route(&mut errs, &at, i, r, &upstream_names) {
+        if let Some(mut route) = route(&mut errs, &at, i, r, &upstream_names, geo.as_ref()) {
             let methods = f.auth.as_ref().map(|a| &a.methods);
             route.access =
                 super::access::route_access(&mut errs, &at, r, methods.unwrap_or(&no_methods));
@@ -147,6 +151,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         f.rate_limiting.as_ref(),
         f.redis.is_some(),
         f.auth.as_ref().is_some_and(|a| !a.methods.is_empty()),
+        geo.is_some(),
     );
     for (i, r) in f.routes.iter().enumerate() {
         for (j, name) in r.rate_limits.iter().enumerate() {
@@ -191,6 +196,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             rate_limiting,
             access,
             cache,
+            geo,
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -584,11 +590,16 @@ fn route(
     index: usize,
     r: &file::Route,
     upstreams: &HashSet<&str>,
+    geo: Option<&GeoSettings>,
 ) -> Option<Route> {
     errs.unknown_in(at, &r);
     let default_match = file::Match::default();
     let m = r.matcher.as_ref().unwrap_or(&default_match);
-    let matcher = route_match(errs, &format!("{at}.match"), m);
+    let mut matcher = route_match(errs, &format!("{at}.match"), m);
+    matcher.geo = m
+        .geo
+        .as_ref()
+        .map(|g| super::geo::condition(errs, &format!("{at}.match.geo"), g, geo));
     let proxies = r.upstream.is_some() || !r.split.is_empty();
     let kinds = [
         (proxies, "upstream (or split)"),
@@ -610,7 +621,9 @@ fn route(
     let action = if proxies {
         let targets = super::resilience::split(errs, at, r, upstreams);
         super::resilience::check_mirror(errs, at, r, upstreams);
-        Action::Proxy(proxy_action(errs, at, r, targets, &matcher))
+        let mut action = proxy_action(errs, at, r, targets, &matcher);
+        action.geo_upstreams = super::geo::upstreams(errs, at, r, upstreams, geo);
+        Action::Proxy(action)
     } else if let Some(rd) = &r.redirect {
         Action::Redirect(redirect(errs, &format!("{at}.redirect"), rd))
     } else if let Some(rs) = &r.respond {
@@ -625,6 +638,7 @@ fn route(
             ("rewrite", r.rewrite.is_some()),
             ("websocket", r.websocket.is_some()),
             ("split_header", r.split_header.is_some()),
+            ("geo_upstreams", !r.geo_upstreams.is_empty()),
             ("timeouts", r.timeouts.is_some()),
             ("retry", r.retry.is_some()),
             ("mirror", r.mirror.is_some()),
@@ -644,8 +658,10 @@ fn route(
         }
     }
     let edits = |errs: &mut Errors, key: &str, e: &Option<file::HeaderEdits>| {
-        e.as_ref()
-            .map(|e| super::transform::edits(errs, &format!("{at}.{key}"), e, &matcher.path))
+        e.as_ref().map(|e| {
+            let at = format!("{at}.{key}");
+            super::transform::edits(errs, &at, e, &matcher.path, geo.is_some())
+        })
     };
     let request_headers = edits(errs, "request_headers", &r.request_headers);
     let response_headers = edits(errs, "response_headers", &r.response_headers);
@@ -662,10 +678,10 @@ fn route(
         max_body_bytes: r.max_body_bytes,
         rate_limits: r.rate_limits.clone(),
         access: RouteAccess::default(),
-        cache: r
-            .cache
-            .as_ref()
-            .map(|c| super::cache::route(errs, &format!("{at}.cache"), c, r.auth.is_some())),
+        cache: r.cache.as_ref().map(|c| {
+            let at = format!("{at}.cache");
+            super::cache::route(errs, &at, c, r.auth.is_some(), geo.is_some())
+        }),
         request_headers,
         response_headers,
     })
@@ -741,6 +757,7 @@ fn route_match(errs: &mut Errors, at: &str, m: &file::Match) -> RouteMatch {
         methods,
         headers,
         query,
+        geo: None,
     }
 }
 
@@ -886,6 +903,7 @@ fn proxy_action(
         strip_prefix: r.strip_prefix.clone(),
         rewrite,
         host_rewrite,
+        geo_upstreams: Vec::new(),
     }
 }
 

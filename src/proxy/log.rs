@@ -62,6 +62,7 @@ pub(super) struct LogData {
     pub upstream: Option<Arc<str>>,
     pub upstream_duration: Option<Duration>,
     pub req_body: Option<Arc<RequestBodyState>>,
+    pub geo: Option<crate::geo::Location>,
 }
 
 impl Completion {
@@ -92,6 +93,7 @@ impl Completion {
                     upstream: None,
                     upstream_duration: None,
                     req_body: None,
+                    geo: None,
                 })
             }),
         }
@@ -158,6 +160,7 @@ impl Completion {
                 consumer: l.consumer.as_deref(),
                 upstream_target: l.upstream.as_deref(),
                 upstream_duration: l.upstream_duration,
+                geo: l.geo.as_ref(),
             });
         }
     }
