@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fixed;
+pub mod geo;
 pub mod h2raw;
 pub mod rawhttp;
 pub mod redis;
@@ -263,6 +264,16 @@ pub async fn load_until(
     stop: impl Future<Output = ()>,
 ) -> LoadReport {
     load(addr, path, &[], workers, usize::MAX, stop).await
+}
+
+/// Like [`load_until`] on `/`, with extra request fields.
+pub async fn load_with(
+    addr: SocketAddr,
+    headers: &[(&'static str, &'static str)],
+    workers: usize,
+    stop: impl Future<Output = ()>,
+) -> LoadReport {
+    load(addr, "/", headers, workers, usize::MAX, stop).await
 }
 
 /// Exactly `count` GET requests from `workers` keep-alive clients, with extra headers.
