@@ -434,3 +434,42 @@ routes: [{{upstream: u}}]
         .expect("a bad database stops the start");
     assert!(err.to_string().contains("bad.mmdb"), "{err}");
 }
+
+#[tokio::test]
+async fn the_example_config_sends_labelled_clients_to_their_group() {
+    let (default, eu) = (echo_field("default").await, echo_field("eu").await);
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/configs/geo.yaml"
+    ))
+    .unwrap()
+    .replace("127.0.0.1:8080", "127.0.0.1:0")
+    .replace("127.0.0.1:9101", &default.addr.to_string())
+    .replace("127.0.0.1:9102", &eu.addr.to_string());
+    let gw = TestGateway::start(&text);
+    assert_eq!(
+        get_from("127.0.0.2", gw.addr, "/", &[]).await.text(),
+        "eu eu"
+    );
+    assert_eq!(
+        get_from("127.0.0.1", gw.addr, "/", &[("x-geo-region", "eu")])
+            .await
+            .text(),
+        "default -",
+        "a client's own field is not passed on"
+    );
+}
+
+/// A backend answering with its name and the `X-Geo-Region` it received.
+async fn echo_field(name: &'static str) -> Backend {
+    Backend::start(false, move |req| async move {
+        let region = req
+            .headers()
+            .get("x-geo-region")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        Response::new(full(Bytes::from(format!("{name} {region}"))))
+    })
+    .await
+}

@@ -36,8 +36,8 @@ impl CidrTable {
                 }
             }
         }
-        table.v4.sort_by(|a, b| b.0.cmp(&a.0));
-        table.v6.sort_by(|a, b| b.0.cmp(&a.0));
+        table.v4.sort_by_key(|l| std::cmp::Reverse(l.0));
+        table.v6.sort_by_key(|l| std::cmp::Reverse(l.0));
         table
     }
 
