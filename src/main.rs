@@ -165,6 +165,7 @@ fn check(path: &Path) -> ExitCode {
                     ),
                     background: ferrogate::background::Background::offline(),
                     caches: ferrogate::cache::service::Caches::default(),
+                    dns: Default::default(),
                 },
             )
             .map_err(Into::into)

@@ -167,12 +167,19 @@ impl Snapshot {
         let states = &kept.targets;
         let policies = kept.rate_limits.compile(&config)?;
         let auth = Authenticators::build(&config.access, &kept.background)?;
+        // Targets given by name count with the addresses they last resolved to.
+        let targets: Vec<Vec<model::Target>> = config
+            .upstreams
+            .iter()
+            .map(|u| kept.dns.expand(&u.targets, &u.dns_targets))
+            .collect();
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| upstream_group(u, metrics, states).map(Arc::new))
+            .zip(&targets)
+            .map(|(u, t)| upstream_group(u, t, metrics, states).map(Arc::new))
             .collect::<Result<Vec<_>, SnapshotError>>()?;
-        states.keep_only(&config.upstreams);
+        states.keep_only(&config.upstreams, &targets);
         let index_of = |name: &str| upstreams.iter().position(|u| *u.name == *name);
         let routes = config
             .routes
@@ -301,6 +308,8 @@ pub struct Kept {
     pub background: crate::background::Background,
     /// The cache store, kept while its size settings stay the same.
     pub caches: crate::cache::service::Caches,
+    /// The last good addresses of targets given by name.
+    pub dns: crate::upstream::dns::DnsTargets,
 }
 
 /// Target state that outlives snapshots: health, ejections, circuit and draining flags of
@@ -321,14 +330,14 @@ impl TargetStates {
     }
 
     /// Forgets targets no longer configured (their in-flight requests keep their own Arc).
-    fn keep_only(&self, upstreams: &[model::Upstream]) {
+    fn keep_only(&self, upstreams: &[model::Upstream], targets: &[Vec<model::Target>]) {
         self.map
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|(group, addr), _| {
-                upstreams
-                    .iter()
-                    .any(|u| u.name == *group && u.targets.iter().any(|t| t.address == *addr))
+                upstreams.iter().zip(targets).any(|(u, targets)| {
+                    u.name == *group && targets.iter().any(|t| t.address == *addr)
+                })
             });
     }
 }
@@ -378,6 +387,7 @@ fn route_retry(p: &RetryPolicy) -> RouteRetry {
 
 fn upstream_group(
     u: &model::Upstream,
+    targets: &[model::Target],
     metrics: &Metrics,
     states: &TargetStates,
 ) -> Result<UpstreamGroup, SnapshotError> {
@@ -398,7 +408,7 @@ fn upstream_group(
         }
         None => None,
     };
-    let addresses: Vec<SocketAddr> = u.targets.iter().map(|t| t.address).collect();
+    let addresses: Vec<SocketAddr> = targets.iter().map(|t| t.address).collect();
     let health = GroupHealth::new(
         addresses.iter().map(|a| states.get(&u.name, *a)).collect(),
         u.passive_check.clone(),
@@ -408,8 +418,7 @@ fn upstream_group(
             unhealthy: a.unhealthy_threshold,
         }),
     );
-    let targets = u
-        .targets
+    let compiled = targets
         .iter()
         .map(|t| {
             let text = t.address.to_string();
@@ -424,8 +433,8 @@ fn upstream_group(
         .collect();
     Ok(UpstreamGroup {
         name: Arc::from(u.name.as_str()),
-        targets,
-        balancer: Balancer::with_targets(&u.balancer, &u.targets),
+        targets: compiled,
+        balancer: Balancer::with_targets(&u.balancer, targets),
         client: ClientProfile {
             protocol: u.protocol,
             connect_timeout: u.connect_timeout,

@@ -71,6 +71,31 @@ pub struct File {
     /// Client locations: geo databases and a CIDR table, for routing, keys and headers.
     #[serde(default)]
     pub geo: Option<Geo>,
+    /// How targets given by name are resolved.
+    #[serde(default)]
+    pub dns: Option<Dns>,
+}
+
+/// `dns`: the resolver of targets given by name.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Dns {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Name servers as `IP:PORT` (default: those of /etc/resolv.conf).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// A record set is resolved again after its TTL, but not sooner than this (default 1s).
+    #[serde(default)]
+    pub min_ttl: Option<String>,
+    /// Nor later than this (default 5m).
+    #[serde(default)]
+    pub max_ttl: Option<String>,
+    /// One resolution waits at most this long (default 2s); a failure keeps the last good
+    /// set.
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// The Redis deployment shared by cluster-wide features: exactly one of `url`, `sentinel`
@@ -576,11 +601,16 @@ pub struct Target {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unknown: Unknown,
-    /// `IP:PORT` of the backend.
+    /// `IP:PORT` of the backend, or `NAME:PORT`: every address of the name's A/AAAA records,
+    /// resolved again when their TTL ends (see `dns`).
     pub address: String,
     /// 1 to 10000 (default 1).
     #[serde(default)]
     pub weight: Option<u32>,
+    /// `true`: `address` is an SRV name (`_http._tcp.api.internal`) whose records give the
+    /// targets, their ports and weights.
+    #[serde(default)]
+    pub srv: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

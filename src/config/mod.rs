@@ -2,6 +2,7 @@
 
 mod access;
 mod cache;
+mod dns;
 mod duplicates;
 pub mod file;
 mod geo;

@@ -29,6 +29,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// Client locations (`geo`), when configured.
     pub geo: Option<GeoSettings>,
+    /// The resolver of targets given by name.
+    pub dns: DnsSettings,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
 }
@@ -167,7 +169,10 @@ pub enum LogTarget {
 pub struct Upstream {
     pub name: String,
     pub balancer: BalancerKind,
+    /// Targets given by address.
     pub targets: Vec<Target>,
+    /// Targets given by name, resolved while the gateway runs.
+    pub dns_targets: Vec<DnsTarget>,
     pub protocol: UpstreamProtocol,
     /// TLS to the targets; plain TCP when `None`.
     pub tls: Option<UpstreamTls>,
@@ -764,4 +769,51 @@ pub struct GeoMatch {
 pub struct GeoUpstream {
     pub when: GeoMatch,
     pub upstream: String,
+}
+
+/// How targets given by name are resolved (`dns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Name servers; empty means the system's (/etc/resolv.conf).
+    pub servers: Vec<SocketAddr>,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            servers: Vec::new(),
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Targets given by a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsTarget {
+    pub query: DnsQuery,
+    /// Weight of each address (A/AAAA); SRV records carry their own.
+    pub weight: u32,
+}
+
+/// What is asked of the resolver for a [`DnsTarget`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DnsQuery {
+    /// A and AAAA records of `name`, each address a target on `port`.
+    Host { name: String, port: u16 },
+    /// SRV records of `name`: target hosts, ports and weights.
+    Srv { name: String },
+}
+
+impl std::fmt::Display for DnsQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsQuery::Host { name, port } => write!(f, "{name}:{port}"),
+            DnsQuery::Srv { name } => write!(f, "srv {name}"),
+        }
+    }
 }

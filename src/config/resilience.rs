@@ -104,6 +104,7 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
         name: String::new(),
         balancer: BalancerKind::RoundRobin,
         targets: Vec::new(),
+        dns_targets: Vec::new(),
         protocol: UpstreamProtocol::Http1,
         tls: None,
         connect_timeout: Duration::ZERO,

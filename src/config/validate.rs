@@ -171,6 +171,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let access = super::access::access_control(&mut errs, &f, base_dir);
     let cache = super::cache::settings(&mut errs, f.cache.as_ref(), f.redis.is_some());
 
+    let dns = super::dns::settings(&mut errs, f.dns.as_ref());
     let shutdown_drain = opt_duration(
         &mut errs,
         "shutdown_drain",
@@ -197,6 +198,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             access,
             cache,
             geo,
+            dns,
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -473,21 +475,25 @@ fn upstream(
     if u.targets.is_empty() {
         errs.push(format!("{at}.targets"), "at least one target");
     }
-    let targets: Vec<Target> = u
-        .targets
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| {
-            let at = format!("{at}.targets[{i}]");
-            errs.unknown_in(&at, &t);
-            let weight = t.weight.unwrap_or(1);
-            if weight == 0 || weight > 10_000 {
-                errs.push(format!("{at}.weight"), "weight must be 1..=10000");
+    let mut targets: Vec<Target> = Vec::new();
+    let mut dns_targets = Vec::new();
+    for (i, t) in u.targets.iter().enumerate() {
+        let at = format!("{at}.targets[{i}]");
+        errs.unknown_in(&at, &t);
+        let weight = t.weight.unwrap_or(1);
+        if weight == 0 || weight > 10_000 {
+            errs.push(format!("{at}.weight"), "weight must be 1..=10000");
+        }
+        match super::dns::target(errs, &at, t) {
+            Some(query) => dns_targets.push(DnsTarget { query, weight }),
+            None if t.srv != Some(true) => {
+                if let Some(address) = socket_addr(errs, &format!("{at}.address"), &t.address) {
+                    targets.push(Target { address, weight });
+                }
             }
-            let address = socket_addr(errs, &format!("{at}.address"), &t.address)?;
-            Some(Target { address, weight })
-        })
-        .collect();
+            None => {}
+        }
+    }
     let hash_key = u
         .hash_on
         .as_deref()
@@ -542,6 +548,7 @@ fn upstream(
         name: name.to_owned(),
         balancer,
         targets,
+        dns_targets,
         protocol,
         tls,
         connect_timeout: opt_duration(

@@ -12,6 +12,8 @@
 //! | `ferrogate_connections_open` | gauge | `listener` |
 //! | `ferrogate_connections_total` | counter | `listener` |
 //! | `ferrogate_config_reloads_total` | counter | `result` (`ok` or `failed`) |
+//! | `ferrogate_dns_resolutions_total` | counter | `target` (the name as configured), `result` (`same`, `changed`, `failed`) |
+//! | `ferrogate_dns_stale` | gauge | `target`: 1 while its last good addresses stand in for a failed resolution |
 //!
 //! and the resilience and rate-limit metrics listed in `metrics/resilience.rs` and
 //! `metrics/ratelimit.rs`.
@@ -109,6 +111,12 @@ pub struct Metrics {
     reloads_ok: Counter,
     /// `ferrogate_config_reloads_total{result="failed"}`.
     reloads_failed: Counter,
+    /// `ferrogate_dns_resolutions_total{target,result}`: resolutions of targets given by
+    /// name (`same`, `changed`, `failed`).
+    dns_resolutions: Family<DnsLabels, Counter>,
+    /// `ferrogate_dns_stale{target}`: 1 while a name's last resolution failed and its last
+    /// good set is in use.
+    dns_stale: Family<DnsTargetLabels, Gauge>,
     /// Health, retry, queue, mirror and connection-limit metrics (`resilience.rs`).
     pub resilience: ResilienceMetrics,
     /// Rate-limit and Redis metrics (`ratelimit.rs`).
@@ -192,6 +200,17 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DnsLabels {
+    target: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DnsTargetLabels {
+    target: String,
+}
+
 /// A fixed-bucket latency histogram on atomics. The crate's own histogram takes a mutex on
 /// every observation, which all workers would share per route.
 #[derive(Debug, Clone, Default)]
@@ -268,6 +287,19 @@ impl Metrics {
             reloads,
         );
 
+        let dns_resolutions = Family::<DnsLabels, Counter>::default();
+        registry.register(
+            "ferrogate_dns_resolutions",
+            "Resolutions of upstream targets given by name, by result (same, changed, failed)",
+            dns_resolutions.clone(),
+        );
+        let dns_stale = Family::<DnsTargetLabels, Gauge>::default();
+        registry.register(
+            "ferrogate_dns_stale",
+            "1 while a target name's last resolution failed and its last good addresses are used",
+            dns_stale.clone(),
+        );
+
         let resilience = ResilienceMetrics::default();
         resilience.register(&mut registry);
         let rate_limits = RateLimitMetrics::default();
@@ -289,6 +321,8 @@ impl Metrics {
             listeners: RwLock::new(HashMap::new()),
             reloads_ok,
             reloads_failed,
+            dns_resolutions,
+            dns_stale,
         }
     }
 
@@ -363,6 +397,22 @@ impl Metrics {
     /// Counts the end of a connection counted by [`Metrics::connection_opened`].
     pub fn connection_closed(&self, listener: &str) {
         self.listener(listener).closed();
+    }
+
+    /// Counts one resolution of an upstream target name; `result` is `same`, `changed` or
+    /// `failed`.
+    pub fn dns_resolved(&self, target: &str, result: &'static str) {
+        let labels = DnsLabels {
+            target: target.to_owned(),
+            result,
+        };
+        self.dns_resolutions.get_or_create(&labels).inc();
+        let stale = DnsTargetLabels {
+            target: target.to_owned(),
+        };
+        self.dns_stale
+            .get_or_create(&stale)
+            .set(i64::from(result == "failed"));
     }
 
     /// Counts one reload attempt, successful or not.

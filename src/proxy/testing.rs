@@ -22,6 +22,7 @@ pub(super) fn snapshot(yaml: &str) -> Arc<Snapshot> {
         rate_limits: crate::ratelimit::RateLimiter::offline(metrics.rate_limits.clone()),
         background: crate::background::Background::offline(),
         caches: crate::cache::service::Caches::default(),
+        dns: Default::default(),
     };
     Arc::new(Snapshot::build(config, &metrics, None, &kept).expect("the test config compiles"))
 }

@@ -4,6 +4,7 @@
 //! keeps the running one.
 
 mod checker;
+mod dns;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +90,7 @@ impl Shared {
             rate_limits: crate::ratelimit::RateLimiter::new(metrics.rate_limits.clone()),
             background: crate::background::Background::new("ferrogate-auth"),
             caches: crate::cache::service::Caches::default(),
+            dns: Default::default(),
         };
         let conn_limits = config
             .listeners
@@ -100,6 +102,13 @@ impl Shared {
                 ))
             })
             .collect();
+        let names = dns::queries(&config);
+        if !names.is_empty() {
+            count_first(
+                &metrics,
+                &crate::upstream::dns::resolve_new(&kept.dns, names, &config.dns),
+            );
+        }
         let snapshot = Snapshot::build(
             config,
             &metrics,
@@ -108,7 +117,7 @@ impl Shared {
         )?;
         let checker = Checker::start().map_err(GatewayError::Runtime)?;
         checker.apply(&snapshot);
-        Ok(Arc::new(Shared {
+        let shared = Arc::new(Shared {
             conn_limits,
             kept,
             checker,
@@ -120,7 +129,28 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             access_log: Mutex::new(log),
             reload_lock: Mutex::new(()),
-        }))
+        });
+        dns::spawn(Arc::downgrade(&shared)).map_err(GatewayError::Runtime)?;
+        Ok(shared)
+    }
+
+    /// Builds the running configuration again with the addresses its target names resolve
+    /// to now, and swaps it in. Targets no longer resolved drain as on a reload.
+    fn rebuild_for_dns(&self) {
+        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.snapshot.load_full();
+        let config = current.config.clone();
+        let built = self
+            .access_log_for(&config)
+            .and_then(|log| Ok(Snapshot::build(config, &self.metrics, log, &self.kept)?));
+        match built {
+            Ok(snap) => {
+                let snap = Arc::new(snap);
+                self.snapshot.store(snap.clone());
+                self.checker.apply(&snap);
+            }
+            Err(e) => tracing::error!("cannot apply new target addresses: {e}"),
+        }
     }
 
     /// From now on the gateway is shutting down (`/readyz` answers 503).
@@ -194,6 +224,12 @@ impl Shared {
             new.address = running.address;
         }
         let log = self.access_log_for(&config)?;
+        let names = dns::queries(&config);
+        self.kept.dns.keep_only(&names.iter().collect::<Vec<_>>());
+        count_first(
+            &self.metrics,
+            &crate::upstream::dns::resolve_new(&self.kept.dns, names, &config.dns),
+        );
         let snap = Arc::new(Snapshot::build(config, &self.metrics, log, &self.kept)?);
         for (limiter, l) in self.conn_limits.iter().zip(&snap.config.listeners) {
             limiter.set_limits(l.limits.max_connections, l.limits.max_connections_per_ip);
@@ -201,6 +237,16 @@ impl Shared {
         self.snapshot.store(snap.clone());
         self.checker.apply(&snap);
         Ok(())
+    }
+}
+
+/// Counts the first resolutions of names a configuration brought.
+fn count_first(
+    metrics: &Metrics,
+    outcomes: &[(config::model::DnsQuery, crate::upstream::dns::Refreshed)],
+) {
+    for (q, outcome) in outcomes {
+        metrics.dns_resolved(&q.to_string(), outcome.as_str());
     }
 }
 

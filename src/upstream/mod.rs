@@ -3,6 +3,7 @@
 
 pub mod added;
 pub mod balancer;
+pub mod dns;
 pub mod h1;
 mod hash;
 pub mod health;

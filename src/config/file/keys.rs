@@ -39,7 +39,7 @@ macro_rules! keys {
 }
 
 keys! {
-    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "geo"],
+    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "geo", "dns"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
@@ -62,7 +62,8 @@ keys! {
     Queue: ["size", "timeout"],
     Sticky: ["cookie", "ttl", "secret", "secure", "same_site"],
     Keepalive: ["idle_timeout", "max_idle"],
-    Target: ["address", "weight"],
+    Target: ["address", "weight", "srv"],
+    Dns: ["servers", "min_ttl", "max_ttl", "timeout"],
     Route: ["name", "match", "upstream", "strip_prefix", "rewrite", "redirect", "respond", "websocket", "split", "split_header", "geo_upstreams", "mirror", "timeouts", "retry", "max_body_bytes", "rate_limits", "auth", "ip_rules", "cors", "validate", "cache", "request_headers", "response_headers"],
     Respond: ["status", "body", "content_type", "headers"],
     HeaderEdits: ["set", "add", "remove"],
