@@ -127,6 +127,8 @@ pub struct UpstreamGroup {
     pub health: Arc<GroupHealth>,
     pub limiter: Option<GroupLimiter>,
     pub sticky: Option<StickySessions>,
+    /// Preference for targets near this instance, when the group has `locality`.
+    pub locality: Option<crate::upstream::locality::Locality>,
 }
 
 pub struct UpstreamTarget {
@@ -177,7 +179,14 @@ impl Snapshot {
             .upstreams
             .iter()
             .zip(&targets)
-            .map(|(u, t)| upstream_group(u, t, metrics, states).map(Arc::new))
+            .map(|(u, t)| {
+                let mut group = upstream_group(u, t, metrics, states)?;
+                group.locality = u.locality.map(|l| {
+                    let picks = metrics.locality_picks(&u.name);
+                    crate::upstream::locality::Locality::new(&config.locality, t, l, picks)
+                });
+                Ok(Arc::new(group))
+            })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
         states.keep_only(&config.upstreams, &targets);
         let index_of = |name: &str| upstreams.iter().position(|u| *u.name == *name);
@@ -451,5 +460,6 @@ fn upstream_group(
             .sticky
             .as_ref()
             .map(|s| StickySessions::new(s, &u.name, &addresses)),
+        locality: None,
     })
 }

@@ -74,6 +74,9 @@ pub struct File {
     /// How targets given by name are resolved.
     #[serde(default)]
     pub dns: Option<Dns>,
+    /// Where this instance runs, for upstream groups with `locality`.
+    #[serde(default)]
+    pub locality: Option<Locality>,
 }
 
 /// `dns`: the resolver of targets given by name.
@@ -401,6 +404,9 @@ pub struct Upstream {
     /// Cookie-based session persistence.
     #[serde(default)]
     pub sticky: Option<Sticky>,
+    /// Prefer targets in this instance's zone, then region (needs the top-level `locality`).
+    #[serde(default, deserialize_with = "cache::present")]
+    pub locality: Option<GroupLocality>,
 }
 
 /// `upstreams.NAME.tls`: TLS to the group's targets.
@@ -611,6 +617,44 @@ pub struct Target {
     /// targets, their ports and weights.
     #[serde(default)]
     pub srv: Option<bool>,
+    /// The region the target runs in, for groups with `locality`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The zone the target runs in, for groups with `locality`.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// `locality` of this instance: where it runs.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Locality {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// This instance's region (`eu-west`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// This instance's zone (`eu-west-1a`).
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// `upstreams.NAME.locality`: prefer targets in this instance's zone, then its region, then
+/// any, spilling over when the nearer ones are unavailable or full.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct GroupLocality {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// A zone or region keeps the traffic while at least this percentage of its targets is
+    /// available (default 50).
+    #[serde(default)]
+    pub min_available_percent: Option<u8>,
+    /// A target with this many requests in flight counts as full (default: no limit).
+    #[serde(default)]
+    pub max_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -6,6 +6,7 @@ mod dns;
 mod duplicates;
 pub mod file;
 mod geo;
+mod locality;
 pub mod model;
 mod ratelimit;
 mod resilience;

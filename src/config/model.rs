@@ -31,6 +31,8 @@ pub struct Config {
     pub geo: Option<GeoSettings>,
     /// The resolver of targets given by name.
     pub dns: DnsSettings,
+    /// Where this instance runs (`locality`), for locality-aware groups.
+    pub locality: Place,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
 }
@@ -173,6 +175,8 @@ pub struct Upstream {
     pub targets: Vec<Target>,
     /// Targets given by name, resolved while the gateway runs.
     pub dns_targets: Vec<DnsTarget>,
+    /// Prefer targets in this instance's zone, then region (`locality`).
+    pub locality: Option<GroupLocality>,
     pub protocol: UpstreamProtocol,
     /// TLS to the targets; plain TCP when `None`.
     pub tls: Option<UpstreamTls>,
@@ -302,6 +306,25 @@ pub struct ClientCertificate {
 pub struct Target {
     pub address: SocketAddr,
     pub weight: u32,
+    /// Where the target runs, for locality-aware balancing.
+    pub place: Place,
+}
+
+/// A region and a zone within it (`region: eu-west`, `zone: eu-west-1a`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    pub region: Option<String>,
+    pub zone: Option<String>,
+}
+
+/// A group's preference for nearby targets (`upstreams.NAME.locality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupLocality {
+    /// A tier (same zone, same region) takes the traffic while at least this share of its
+    /// targets is available (healthy, not draining, not full), in percent.
+    pub min_available_percent: u8,
+    /// A target with this many requests in flight counts as full.
+    pub max_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -798,6 +821,7 @@ pub struct DnsTarget {
     pub query: DnsQuery,
     /// Weight of each address (A/AAAA); SRV records carry their own.
     pub weight: u32,
+    pub place: Place,
 }
 
 /// What is asked of the resolver for a [`DnsTarget`].

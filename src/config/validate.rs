@@ -172,6 +172,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let cache = super::cache::settings(&mut errs, f.cache.as_ref(), f.redis.is_some());
 
     let dns = super::dns::settings(&mut errs, f.dns.as_ref());
+    let locality = super::locality::instance(&mut errs, &f);
     let shutdown_drain = opt_duration(
         &mut errs,
         "shutdown_drain",
@@ -199,6 +200,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             cache,
             geo,
             dns,
+            locality,
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -484,11 +486,20 @@ fn upstream(
         if weight == 0 || weight > 10_000 {
             errs.push(format!("{at}.weight"), "weight must be 1..=10000");
         }
+        let place = super::locality::target_place(errs, &at, t);
         match super::dns::target(errs, &at, t) {
-            Some(query) => dns_targets.push(DnsTarget { query, weight }),
+            Some(query) => dns_targets.push(DnsTarget {
+                query,
+                weight,
+                place,
+            }),
             None if t.srv != Some(true) => {
                 if let Some(address) = socket_addr(errs, &format!("{at}.address"), &t.address) {
-                    targets.push(Target { address, weight });
+                    targets.push(Target {
+                        address,
+                        weight,
+                        place,
+                    });
                 }
             }
             None => {}
@@ -549,6 +560,10 @@ fn upstream(
         balancer,
         targets,
         dns_targets,
+        locality: u
+            .locality
+            .as_ref()
+            .map(|l| super::locality::group(errs, &format!("{at}.locality"), l)),
         protocol,
         tls,
         connect_timeout: opt_duration(

@@ -13,6 +13,7 @@
 //! | `ferrogate_connections_total` | counter | `listener` |
 //! | `ferrogate_config_reloads_total` | counter | `result` (`ok` or `failed`) |
 //! | `ferrogate_dns_resolutions_total` | counter | `target` (the name as configured), `result` (`same`, `changed`, `failed`) |
+//! | `ferrogate_locality_picks_total` | counter | `upstream`, `tier` (`zone`, `region`, `any`) |
 //! | `ferrogate_dns_stale` | gauge | `target`: 1 while its last good addresses stand in for a failed resolution |
 //!
 //! and the resilience and rate-limit metrics listed in `metrics/resilience.rs` and
@@ -117,6 +118,9 @@ pub struct Metrics {
     /// `ferrogate_dns_stale{target}`: 1 while a name's last resolution failed and its last
     /// good set is in use.
     dns_stale: Family<DnsTargetLabels, Gauge>,
+    /// `ferrogate_locality_picks_total{upstream,tier}`: targets chosen by locality-aware
+    /// groups, by tier (`zone`, `region`, `any`).
+    locality_picks: Family<LocalityLabels, Counter>,
     /// Health, retry, queue, mirror and connection-limit metrics (`resilience.rs`).
     pub resilience: ResilienceMetrics,
     /// Rate-limit and Redis metrics (`ratelimit.rs`).
@@ -211,6 +215,12 @@ struct DnsTargetLabels {
     target: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LocalityLabels {
+    upstream: String,
+    tier: &'static str,
+}
+
 /// A fixed-bucket latency histogram on atomics. The crate's own histogram takes a mutex on
 /// every observation, which all workers would share per route.
 #[derive(Debug, Clone, Default)]
@@ -300,6 +310,13 @@ impl Metrics {
             dns_stale.clone(),
         );
 
+        let locality_picks = Family::<LocalityLabels, Counter>::default();
+        registry.register(
+            "ferrogate_locality_picks",
+            "Targets chosen by locality-aware groups, by tier (zone, region, any)",
+            locality_picks.clone(),
+        );
+
         let resilience = ResilienceMetrics::default();
         resilience.register(&mut registry);
         let rate_limits = RateLimitMetrics::default();
@@ -323,6 +340,7 @@ impl Metrics {
             reloads_failed,
             dns_resolutions,
             dns_stale,
+            locality_picks,
         }
     }
 
@@ -413,6 +431,18 @@ impl Metrics {
         self.dns_stale
             .get_or_create(&stale)
             .set(i64::from(result == "failed"));
+    }
+
+    /// The pick counters of a locality-aware group, per tier (`zone`, `region`, `any`).
+    pub fn locality_picks(&self, upstream: &str) -> [Counter; 3] {
+        crate::upstream::locality::TIERS.map(|tier| {
+            self.locality_picks
+                .get_or_create(&LocalityLabels {
+                    upstream: upstream.to_owned(),
+                    tier,
+                })
+                .clone()
+        })
     }
 
     /// Counts one reload attempt, successful or not.

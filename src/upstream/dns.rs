@@ -72,6 +72,7 @@ impl DnsTargets {
                 out.push(Target {
                     address: *address,
                     weight,
+                    place: d.place.clone(),
                 });
             }
         }
@@ -313,6 +314,7 @@ mod tests {
         let names = [DnsTarget {
             query: host(),
             weight: 3,
+            place: Default::default(),
         }];
         let targets = table.expand(&[], &names);
         assert_eq!(targets.len(), 1);

@@ -8,6 +8,7 @@ pub mod h1;
 mod hash;
 pub mod health;
 pub mod limit;
+pub mod locality;
 pub mod pool;
 pub mod probe;
 pub mod request_body;

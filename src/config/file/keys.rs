@@ -39,7 +39,7 @@ macro_rules! keys {
 }
 
 keys! {
-    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "geo", "dns"],
+    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "geo", "dns", "locality"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
@@ -52,7 +52,7 @@ keys! {
     Admin: ["address"],
     AccessLog: ["enabled", "target"],
     Metrics: ["enabled"],
-    Upstream: ["targets", "balancer", "hash_on", "protocol", "tls", "connect_timeout", "request_timeout", "keepalive", "health_check", "circuit_breaker", "max_concurrent_requests", "queue", "sticky"],
+    Upstream: ["targets", "balancer", "hash_on", "protocol", "tls", "connect_timeout", "request_timeout", "keepalive", "health_check", "circuit_breaker", "max_concurrent_requests", "queue", "sticky", "locality"],
     UpstreamTls: ["server_name", "ca_file", "client_certificate", "verify"],
     ClientCertificate: ["cert", "key"],
     HealthCheck: ["active", "passive"],
@@ -62,7 +62,9 @@ keys! {
     Queue: ["size", "timeout"],
     Sticky: ["cookie", "ttl", "secret", "secure", "same_site"],
     Keepalive: ["idle_timeout", "max_idle"],
-    Target: ["address", "weight", "srv"],
+    Target: ["address", "weight", "srv", "region", "zone"],
+    Locality: ["region", "zone"],
+    GroupLocality: ["min_available_percent", "max_in_flight"],
     Dns: ["servers", "min_ttl", "max_ttl", "timeout"],
     Route: ["name", "match", "upstream", "strip_prefix", "rewrite", "redirect", "respond", "websocket", "split", "split_header", "geo_upstreams", "mirror", "timeouts", "retry", "max_body_bytes", "rate_limits", "auth", "ip_rules", "cors", "validate", "cache", "request_headers", "response_headers"],
     Respond: ["status", "body", "content_type", "headers"],
