@@ -108,6 +108,8 @@ pub struct CompiledRoute {
     /// Groups for clients of given locations (indices into `Snapshot::upstreams`), tried in
     /// order before `split`.
     pub geo_upstreams: Vec<(crate::geo::Condition, usize)>,
+    /// Requests by client country (`geo.metrics_countries`), when configured.
+    pub geo_counts: Option<crate::geo::CountryCounts>,
 }
 
 /// A route's retry policy with its budget (shared by every worker).
@@ -162,6 +164,7 @@ impl Snapshot {
         kept: &Kept,
     ) -> Result<Snapshot, SnapshotError> {
         let router = Router::build(&config.routes)?;
+        let metrics_on = config.metrics_enabled;
         let geo = match &config.geo {
             Some(g) => Some(Arc::new(crate::geo::Geo::build(g)?)),
             None => None,
@@ -225,13 +228,24 @@ impl Snapshot {
                     .iter()
                     .filter_map(|name| policies.get(name).cloned())
                     .collect();
+                let geo_counts = config
+                    .geo
+                    .as_ref()
+                    .filter(|g| !g.metrics_countries.is_empty() && metrics_on)
+                    .map(|g| {
+                        crate::geo::CountryCounts::new(&g.metrics_countries, |country| {
+                            metrics.geo_requests(&r.name, country)
+                        })
+                    });
                 let uses_geo = geo.as_ref().is_some_and(|g| {
                     route_uses_geo(r, &rate_limits, !g.headers.is_empty())
                         || config.access_log.enabled
+                        || geo_counts.is_some()
                 });
                 Ok(CompiledRoute {
                     uses_geo,
                     geo_upstreams,
+                    geo_counts,
                     name: Arc::from(r.name.as_str()),
                     split_total: split.iter().map(|(_, w): &(usize, u32)| *w).sum(),
                     split,

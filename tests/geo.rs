@@ -89,6 +89,7 @@ async fn fixture(geo: &str, top: &str, routes: &str) -> Fixture {
     let yaml = format!(
         "workers: 1
 listeners: [{{address: 127.0.0.1:0, trusted_proxies: [127.0.0.1/32]}}]
+admin: {{address: 127.0.0.1:0}}
 geo:
   databases: {}
 {geo}
@@ -317,6 +318,31 @@ async fn the_access_log_carries_the_location() {
             "\"geo\":{\"country\":\"DE\",\"continent\":\"EU\",\"subdivision\":\"BY\",\"asn\":\"64512\",\"label\":\"eu\"}"
         ),
         "{line}"
+    );
+}
+
+#[tokio::test]
+async fn named_countries_have_their_own_request_series_and_others_share_two() {
+    let f = fixture(
+        "  metrics_countries: [de]",
+        "",
+        "  - {name: all, upstream: ua}\n",
+    )
+    .await;
+    for client in [DE, DE_2, US, UNKNOWN] {
+        assert_eq!(from(&f.gw, client, "/").await.status, 200);
+    }
+    let m = get(f.gw.admin.unwrap(), "admin", "/metrics").await.text();
+    for series in [
+        "ferrogate_geo_requests_total{route=\"all\",country=\"DE\"} 2",
+        "ferrogate_geo_requests_total{route=\"all\",country=\"other\"} 1",
+        "ferrogate_geo_requests_total{route=\"all\",country=\"unknown\"} 1",
+    ] {
+        assert!(m.contains(series), "{series} missing in:\n{m}");
+    }
+    assert!(
+        !m.contains("country=\"US\""),
+        "a country not named has no series"
     );
 }
 

@@ -99,12 +99,26 @@ pub(super) fn settings(errs: &mut Errors, g: &file::Geo, base_dir: &Path) -> Geo
     if reload_interval < Duration::from_millis(100) {
         errs.push("geo.reload_interval", "at least 100ms");
     }
+    for (i, c) in g.metrics_countries.iter().enumerate() {
+        code(errs, &format!("geo.metrics_countries[{i}]"), c);
+    }
+    if g.metrics_countries.len() > 300 {
+        errs.push(
+            "geo.metrics_countries",
+            "at most 300 countries (each is a series per route)",
+        );
+    }
     GeoSettings {
         databases,
         networks,
         default,
         headers,
         reload_interval,
+        metrics_countries: g
+            .metrics_countries
+            .iter()
+            .map(|c| c.to_ascii_uppercase())
+            .collect(),
     }
 }
 

@@ -744,6 +744,8 @@ pub struct GeoSettings {
     pub headers: Vec<(HeaderName, GeoField)>,
     /// How often the databases' files are checked for a change.
     pub reload_interval: Duration,
+    /// Countries with their own series in the per-country request metric; empty: no metric.
+    pub metrics_countries: Vec<String>,
 }
 
 /// What an unknown location counts as, field by field (`geo.default`).

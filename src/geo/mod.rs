@@ -285,6 +285,44 @@ impl Condition {
     }
 }
 
+/// Request counters of one route by client country: the countries named, `other`,
+/// `unknown`; a bounded set of series.
+#[derive(Debug)]
+pub struct CountryCounts {
+    countries: Box<[(Code, prometheus_client::metrics::counter::Counter)]>,
+    other: prometheus_client::metrics::counter::Counter,
+    unknown: prometheus_client::metrics::counter::Counter,
+}
+
+impl CountryCounts {
+    /// `counter(label)` gives the series of one label value.
+    pub fn new(
+        countries: &[String],
+        counter: impl Fn(&str) -> prometheus_client::metrics::counter::Counter,
+    ) -> CountryCounts {
+        CountryCounts {
+            countries: countries
+                .iter()
+                .filter_map(|c| Some((Code::new(c)?, counter(c))))
+                .collect(),
+            other: counter("other"),
+            unknown: counter("unknown"),
+        }
+    }
+
+    pub fn count(&self, loc: &Location) {
+        let counter = match loc.country {
+            None => &self.unknown,
+            Some(c) => self
+                .countries
+                .iter()
+                .find(|(code, _)| *code == c)
+                .map_or(&self.other, |(_, counter)| counter),
+        };
+        counter.inc();
+    }
+}
+
 /// Maps changed database files again, every `interval`, until every database is dropped
 /// (the snapshot that held them was replaced).
 fn watch(databases: Vec<Weak<Database>>, interval: Duration) {
@@ -360,6 +398,7 @@ mod tests {
             },
             headers: vec![],
             reload_interval: Duration::from_secs(10),
+            metrics_countries: vec![],
         };
         let geo = Geo::build(&settings).unwrap();
         let eu = geo.locate("::ffff:127.0.0.2".parse().unwrap());

@@ -14,6 +14,7 @@
 //! | `ferrogate_config_reloads_total` | counter | `result` (`ok` or `failed`) |
 //! | `ferrogate_dns_resolutions_total` | counter | `target` (the name as configured), `result` (`same`, `changed`, `failed`) |
 //! | `ferrogate_locality_picks_total` | counter | `upstream`, `tier` (`zone`, `region`, `any`) |
+//! | `ferrogate_geo_requests_total` | counter | `route`, `country` (a code of `geo.metrics_countries`, `other` or `unknown`) |
 //! | `ferrogate_dns_stale` | gauge | `target`: 1 while its last good addresses stand in for a failed resolution |
 //!
 //! and the resilience and rate-limit metrics listed in `metrics/resilience.rs` and
@@ -121,6 +122,9 @@ pub struct Metrics {
     /// `ferrogate_locality_picks_total{upstream,tier}`: targets chosen by locality-aware
     /// groups, by tier (`zone`, `region`, `any`).
     locality_picks: Family<LocalityLabels, Counter>,
+    /// `ferrogate_geo_requests_total{route,country}`: requests by client country, for the
+    /// countries `geo.metrics_countries` names (`other`, `unknown` for the rest).
+    geo_requests: Family<GeoLabels, Counter>,
     /// Health, retry, queue, mirror and connection-limit metrics (`resilience.rs`).
     pub resilience: ResilienceMetrics,
     /// Rate-limit and Redis metrics (`ratelimit.rs`).
@@ -213,6 +217,12 @@ struct DnsLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DnsTargetLabels {
     target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GeoLabels {
+    route: String,
+    country: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -317,6 +327,13 @@ impl Metrics {
             locality_picks.clone(),
         );
 
+        let geo_requests = Family::<GeoLabels, Counter>::default();
+        registry.register(
+            "ferrogate_geo_requests",
+            "Requests by route and client country (the countries geo.metrics_countries names)",
+            geo_requests.clone(),
+        );
+
         let resilience = ResilienceMetrics::default();
         resilience.register(&mut registry);
         let rate_limits = RateLimitMetrics::default();
@@ -341,6 +358,7 @@ impl Metrics {
             dns_resolutions,
             dns_stale,
             locality_picks,
+            geo_requests,
         }
     }
 
@@ -443,6 +461,17 @@ impl Metrics {
                 })
                 .clone()
         })
+    }
+
+    /// The per-country request counter of `route` for `country` (a code, `other` or
+    /// `unknown`); resolved when a snapshot is built.
+    pub fn geo_requests(&self, route: &str, country: &str) -> Counter {
+        self.geo_requests
+            .get_or_create(&GeoLabels {
+                route: route.to_owned(),
+                country: country.to_owned(),
+            })
+            .clone()
     }
 
     /// Counts one reload attempt, successful or not.

@@ -69,6 +69,9 @@ pub(super) fn find<'s, B>(
     let geo = lazy
         .filter(|_| route.uses_geo)
         .map(crate::geo::Lazy::into_location);
+    if let (Some(counts), Some(loc)) = (&route.geo_counts, &geo) {
+        counts.count(loc);
+    }
     if let Some(log) = done.log_mut() {
         log.route = Some(route.name.clone());
         log.geo.clone_from(&geo);

@@ -34,6 +34,10 @@ pub struct Geo {
     /// How often the database files are checked for a change (default 10s).
     #[serde(default)]
     pub reload_interval: Option<String>,
+    /// Countries counted apart in `ferrogate_geo_requests_total{route,country}`; others
+    /// count as `other`, unknown ones as `unknown` (default: no such metric).
+    #[serde(default)]
+    pub metrics_countries: Vec<String>,
 }
 
 /// `geo.default`: what an unknown location counts as.

@@ -80,7 +80,7 @@ keys! {
     Predicate: ["name", "exact", "regex", "present"],
     Rewrite: ["path", "regex", "replacement", "host"],
     Redirect: ["status", "scheme", "host", "port", "path", "strip_query"],
-    Geo: ["databases", "networks", "networks_file", "default", "headers", "reload_interval"],
+    Geo: ["databases", "networks", "networks_file", "default", "headers", "reload_interval", "metrics_countries"],
     GeoDefault: ["country", "continent", "subdivision", "asn", "label"],
     GeoMatch: ["countries", "continents", "subdivisions", "asns", "labels", "not_countries", "not_continents", "not_subdivisions", "not_asns", "not_labels"],
     GeoUpstream: ["when", "upstream"],
