@@ -176,6 +176,16 @@ impl Location {
     }
 }
 
+/// The text of `field` of an optional location; empty when either is unknown (a key part
+/// that cannot be dodged, only not known).
+pub fn field_or_empty(loc: Option<&Location>, field: GeoField) -> String {
+    let mut text = String::new();
+    if let Some(v) = loc.and_then(|l| l.text(field)) {
+        v.push_to(&mut text);
+    }
+    text
+}
+
 /// A field's value: text, or a number written when needed.
 pub enum FieldText<'a> {
     Code(&'a str),

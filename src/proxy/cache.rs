@@ -367,13 +367,7 @@ fn key_parts<'a>(rules: &'a RouteCacheRules, r: &CacheRequest<'_>) -> Vec<(&'a [
                 }
                 KeyPart::Cookie(name) => cookie_value(r.headers, name).unwrap_or_default(),
                 KeyPart::Consumer => r.consumer.unwrap_or("").as_bytes().to_vec(),
-                KeyPart::Geo(field) => {
-                    let mut text = String::new();
-                    if let Some(v) = r.geo.and_then(|g| g.text(*field)) {
-                        v.push_to(&mut text);
-                    }
-                    text.into_bytes()
-                }
+                KeyPart::Geo(field) => crate::geo::field_or_empty(r.geo, *field).into_bytes(),
             };
             (&**label, value)
         })

@@ -46,10 +46,7 @@ pub fn build(out: &mut Vec<u8>, parts: &[KeyPart], ipv6_prefix: u8, ctx: &KeyCon
             // An unknown field counts as one shared empty value: the location cannot be
             // dodged, only not known.
             KeyPart::Geo(field) => {
-                let mut text = String::new();
-                if let Some(v) = ctx.geo.and_then(|g| g.text(*field)) {
-                    v.push_to(&mut text);
-                }
+                let text = crate::geo::field_or_empty(ctx.geo, *field);
                 tagged(out, b'g', text.as_bytes());
             }
         }
