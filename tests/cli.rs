@@ -375,7 +375,7 @@ routes:
         "routes[0].request_headers.set.x-id: {param.id}: the route's path template has no parameter \"id\"",
         "routes[0].request_headers.remove[0]: transfer-encoding cannot be changed",
         "routes[0].response_headers.add.connection: connection cannot be changed",
-        "routes[0].response_headers.add.x-geo: {geo.country}: geo fields need a geo database",
+        "routes[0].response_headers.add.x-geo: {geo.country}: geo fields need the top-level `geo` section",
     ] {
         assert!(text.contains(expected), "{expected}\n{text}");
     }
