@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use crate::config::model::{GeoField, GeoMatch, GeoSettings};
 use mmdb::Database;
@@ -27,6 +27,8 @@ pub struct Geo {
     defaults: Location,
     /// Fields set on every upstream request.
     pub headers: Box<[(HeaderName, GeoField)]>,
+    /// Field values of the two-letter codes (countries, continents), made once: `AA` to `ZZ`.
+    two_letter: Box<[HeaderValue]>,
 }
 
 /// Where a client is, as far as the sources know; unknown fields are `None` (or the
@@ -37,8 +39,13 @@ pub struct Location {
     pub continent: Option<Code>,
     pub subdivision: Option<Code>,
     pub asn: Option<u32>,
-    pub label: Option<Arc<str>>,
+    pub label: Option<Label>,
 }
+
+/// A label of the CIDR table (or the default), with its field value made once: cloning it
+/// for a request is one reference count.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Label(Arc<(Box<str>, Option<HeaderValue>)>);
 
 /// A short upper-case code (country, continent, subdivision), kept inline.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -95,9 +102,15 @@ impl Geo {
                 continent: code(&d.continent),
                 subdivision: code(&d.subdivision),
                 asn: d.asn,
-                label: d.label.as_deref().map(Arc::from),
+                label: d.label.as_deref().map(Label::from),
             },
             headers: s.headers.clone().into(),
+            two_letter: (0..26 * 26)
+                .map(|i: u32| {
+                    let pair = [b'A' + (i / 26) as u8, b'A' + (i % 26) as u8];
+                    HeaderValue::from_bytes(&pair).unwrap_or(HeaderValue::from_static(""))
+                })
+                .collect(),
         })
     }
 
@@ -127,7 +140,12 @@ impl Geo {
     /// field whose value is unknown is removed, so a client cannot supply its own.
     pub fn write_headers(&self, headers: &mut http::HeaderMap, loc: &Location) {
         for (name, field) in self.headers.iter() {
-            match loc.text(*field).and_then(|v| v.to_header_value()) {
+            let value = match loc.text(*field) {
+                Some(FieldText::Code(c)) => self.code_value(c),
+                Some(v) => v.to_header_value(),
+                None => None,
+            };
+            match value {
                 Some(v) => {
                     headers.insert(name.clone(), v);
                 }
@@ -135,6 +153,17 @@ impl Geo {
                     headers.remove(name);
                 }
             }
+        }
+    }
+
+    /// The field value of a code: a ready one for two upper-case letters.
+    fn code_value(&self, code: &str) -> Option<HeaderValue> {
+        match code.as_bytes() {
+            [a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
+                let i = usize::from(a - b'A') * 26 + usize::from(b - b'A');
+                self.two_letter.get(i).cloned()
+            }
+            _ => HeaderValue::from_str(code).ok(),
         }
     }
 
@@ -171,7 +200,7 @@ impl Location {
                 .as_ref()
                 .map(|c| FieldText::Code(c.as_str())),
             GeoField::Asn => self.asn.map(FieldText::Number),
-            GeoField::Label => self.label.as_deref().map(FieldText::Code),
+            GeoField::Label => self.label.as_ref().map(FieldText::Label),
         }
     }
 }
@@ -190,6 +219,7 @@ pub fn field_or_empty(loc: Option<&Location>, field: GeoField) -> String {
 pub enum FieldText<'a> {
     Code(&'a str),
     Number(u32),
+    Label(&'a Label),
 }
 
 impl FieldText<'_> {
@@ -198,13 +228,15 @@ impl FieldText<'_> {
         match self {
             FieldText::Code(s) => out.push_str(s),
             FieldText::Number(n) => out.push_str(itoa::Buffer::new().format(*n)),
+            FieldText::Label(l) => out.push_str(l),
         }
     }
 
     pub fn to_header_value(&self) -> Option<http::HeaderValue> {
         match self {
-            FieldText::Code(s) => http::HeaderValue::from_str(s).ok(),
-            FieldText::Number(n) => Some(http::HeaderValue::from(*n)),
+            FieldText::Code(s) => HeaderValue::from_str(s).ok(),
+            FieldText::Number(n) => Some(HeaderValue::from(*n)),
+            FieldText::Label(l) => l.0 .1.clone(),
         }
     }
 }
@@ -214,7 +246,30 @@ impl std::fmt::Display for FieldText<'_> {
         match self {
             FieldText::Code(s) => f.write_str(s),
             FieldText::Number(n) => write!(f, "{n}"),
+            FieldText::Label(l) => f.write_str(l),
         }
+    }
+}
+
+impl From<&str> for Label {
+    fn from(text: &str) -> Label {
+        Label(Arc::new((
+            Box::from(text),
+            HeaderValue::from_str(text).ok(),
+        )))
+    }
+}
+
+impl std::ops::Deref for Label {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0 .0
+    }
+}
+
+impl std::fmt::Debug for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
     }
 }
 
@@ -371,7 +426,7 @@ mod tests {
     fn loc(country: &str, label: Option<&str>) -> Location {
         Location {
             country: Code::new(country),
-            label: label.map(Arc::from),
+            label: label.map(Label::from),
             ..Location::default()
         }
     }

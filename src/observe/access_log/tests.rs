@@ -414,7 +414,7 @@ fn known_geo_fields_are_written_and_unknown_ones_left_out() {
     let loc = crate::geo::Location {
         country: crate::geo::Code::new("DE"),
         asn: Some(64512),
-        label: Some("eu".into()),
+        label: Some(crate::geo::Label::from("eu")),
         ..Default::default()
     };
     let rec = Record {
