@@ -14,6 +14,7 @@ pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod geo;
 pub mod listener;
 pub mod message;
 pub mod observe;

@@ -167,6 +167,7 @@ fn check(path: &Path) -> ExitCode {
                     caches: ferrogate::cache::service::Caches::default(),
                     queues: None,
                     tunnels: ferrogate::tunnel::Tunnels::new(metrics.tunnels.clone()),
+                    dns: Default::default(),
                 },
             )
             .map_err(Into::into)

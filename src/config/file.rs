@@ -12,10 +12,12 @@ use serde::Deserialize;
 
 mod access;
 mod cache;
+mod geo;
 mod keys;
 mod queue;
 pub use access::*;
 pub use cache::*;
+pub use geo::*;
 pub use keys::{suggestion, Keys};
 pub use queue::*;
 
@@ -71,6 +73,37 @@ pub struct File {
     /// Named durable job queues that routes with a `queue` block store requests in.
     #[serde(default)]
     pub queues: BTreeMap<String, JobQueue>,
+    /// Client locations: geo databases and a CIDR table, for routing, keys and headers.
+    #[serde(default)]
+    pub geo: Option<Geo>,
+    /// How targets given by name are resolved.
+    #[serde(default)]
+    pub dns: Option<Dns>,
+    /// Where this instance runs, for upstream groups with `locality`.
+    #[serde(default)]
+    pub locality: Option<Locality>,
+}
+
+/// `dns`: the resolver of targets given by name.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Dns {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Name servers as `IP:PORT` (default: those of /etc/resolv.conf).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// A record set is resolved again after its TTL, but not sooner than this (default 1s).
+    #[serde(default)]
+    pub min_ttl: Option<String>,
+    /// Nor later than this (default 5m).
+    #[serde(default)]
+    pub max_ttl: Option<String>,
+    /// One resolution waits at most this long (default 2s); a failure keeps the last good
+    /// set.
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// The Redis deployment shared by cluster-wide features: exactly one of `url`, `sentinel`
@@ -376,6 +409,9 @@ pub struct Upstream {
     /// Cookie-based session persistence.
     #[serde(default)]
     pub sticky: Option<Sticky>,
+    /// Prefer targets in this instance's zone, then region (needs the top-level `locality`).
+    #[serde(default, deserialize_with = "cache::present")]
+    pub locality: Option<GroupLocality>,
 }
 
 /// `upstreams.NAME.tls`: TLS to the group's targets.
@@ -576,11 +612,54 @@ pub struct Target {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unknown: Unknown,
-    /// `IP:PORT` of the backend.
+    /// `IP:PORT` of the backend, or `NAME:PORT`: every address of the name's A/AAAA records,
+    /// resolved again when their TTL ends (see `dns`).
     pub address: String,
     /// 1 to 10000 (default 1).
     #[serde(default)]
     pub weight: Option<u32>,
+    /// `true`: `address` is an SRV name (`_http._tcp.api.internal`) whose records give the
+    /// targets, their ports and weights.
+    #[serde(default)]
+    pub srv: Option<bool>,
+    /// The region the target runs in, for groups with `locality`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The zone the target runs in, for groups with `locality`.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// `locality` of this instance: where it runs.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Locality {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// This instance's region (`eu-west`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// This instance's zone (`eu-west-1a`).
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// `upstreams.NAME.locality`: prefer targets in this instance's zone, then its region, then
+/// any, spilling over when the nearer ones are unavailable or full.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct GroupLocality {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// A zone or region keeps the traffic while at least this percentage of its targets is
+    /// available (default 50).
+    #[serde(default)]
+    pub min_available_percent: Option<u8>,
+    /// A target with this many requests in flight counts as full (default: no limit).
+    #[serde(default)]
+    pub max_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -622,6 +701,10 @@ pub struct Route {
     /// A request header whose value names one of the split's groups forces that group.
     #[serde(default)]
     pub split_header: Option<String>,
+    /// Groups for clients of given locations, the first that applies winning over
+    /// `upstream` and `split` (needs `geo`).
+    #[serde(default)]
+    pub geo_upstreams: Vec<GeoUpstream>,
     /// Copy requests to a shadow group; its responses are discarded.
     #[serde(default)]
     pub mirror: Option<Mirror>,
@@ -697,7 +780,7 @@ pub struct HeaderEdits {
     #[schemars(skip)]
     pub unknown: Unknown,
     /// Fields set (replacing any value), name to value; values may use `{client_ip}`,
-    /// `{request_id}`, `{consumer}`, `{route}` and `{param.NAME}`.
+    /// `{request_id}`, `{consumer}`, `{route}`, `{param.NAME}` and `{geo.FIELD}`.
     #[serde(default)]
     pub set: BTreeMap<String, String>,
     /// Fields added beside any existing value, name to value (placeholders as in `set`).
@@ -860,6 +943,9 @@ pub struct Match {
     /// Query parameter conditions, all of which must hold.
     #[serde(default)]
     pub query: Vec<Predicate>,
+    /// Conditions on the client's location (needs `geo`).
+    #[serde(default)]
+    pub geo: Option<GeoMatch>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -377,6 +377,7 @@ pub(super) fn status_route(queued: &Route) -> Option<Route> {
         methods: vec![Method::GET, Method::HEAD],
         headers: Vec::new(),
         query: Vec::new(),
+        geo: None,
     };
     status.rate_limits.clear();
     status.cache = None;

@@ -104,6 +104,8 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
         name: String::new(),
         balancer: BalancerKind::RoundRobin,
         targets: Vec::new(),
+        dns_targets: Vec::new(),
+        locality: None,
         protocol: UpstreamProtocol::Http1,
         tls: None,
         connect_timeout: Duration::ZERO,

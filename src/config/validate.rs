@@ -115,15 +115,23 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         .collect::<Vec<_>>();
     let upstream_names: HashSet<&str> = f.upstreams.keys().map(String::as_str).collect();
 
+    let geo = f
+        .geo
+        .as_ref()
+        .map(|g| super::geo::settings(&mut errs, g, base_dir));
     let mut route_names = HashSet::new();
     let mut routes = Vec::new();
     let mut route_at = Vec::new();
     let no_methods = std::collections::BTreeMap::new();
+    let known = Known {
+        upstreams: &upstream_names,
+        queues: &f.queues,
+        has_redis: f.redis.is_some(),
+        geo: geo.as_ref(),
+    };
     for (i, r) in f.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
-        let has_redis = f.redis.is_some();
-        if let Some(mut route) = route(&mut errs, &at, i, r, &upstream_names, &f.queues, has_redis)
-        {
+        if let Some(mut route) = route(&mut errs, &at, i, r, &known) {
             let methods = f.auth.as_ref().map(|a| &a.methods);
             route.access =
                 super::access::route_access(&mut errs, &at, r, methods.unwrap_or(&no_methods));
@@ -154,6 +162,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         f.rate_limiting.as_ref(),
         f.redis.is_some(),
         f.auth.as_ref().is_some_and(|a| !a.methods.is_empty()),
+        geo.is_some(),
     );
     for (i, r) in f.routes.iter().enumerate() {
         for (j, name) in r.rate_limits.iter().enumerate() {
@@ -174,6 +183,8 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let access = super::access::access_control(&mut errs, &f, base_dir);
     let cache = super::cache::settings(&mut errs, f.cache.as_ref(), f.redis.is_some());
 
+    let dns = super::dns::settings(&mut errs, f.dns.as_ref());
+    let locality = super::locality::instance(&mut errs, &f);
     let shutdown_drain = opt_duration(
         &mut errs,
         "shutdown_drain",
@@ -200,6 +211,9 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             access,
             cache,
             queues,
+            geo,
+            dns,
+            locality,
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -476,21 +490,34 @@ fn upstream(
     if u.targets.is_empty() {
         errs.push(format!("{at}.targets"), "at least one target");
     }
-    let targets: Vec<Target> = u
-        .targets
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| {
-            let at = format!("{at}.targets[{i}]");
-            errs.unknown_in(&at, &t);
-            let weight = t.weight.unwrap_or(1);
-            if weight == 0 || weight > 10_000 {
-                errs.push(format!("{at}.weight"), "weight must be 1..=10000");
+    let mut targets: Vec<Target> = Vec::new();
+    let mut dns_targets = Vec::new();
+    for (i, t) in u.targets.iter().enumerate() {
+        let at = format!("{at}.targets[{i}]");
+        errs.unknown_in(&at, &t);
+        let weight = t.weight.unwrap_or(1);
+        if weight == 0 || weight > 10_000 {
+            errs.push(format!("{at}.weight"), "weight must be 1..=10000");
+        }
+        let place = super::locality::target_place(errs, &at, t);
+        match super::dns::target(errs, &at, t) {
+            Some(query) => dns_targets.push(DnsTarget {
+                query,
+                weight,
+                place,
+            }),
+            None if t.srv != Some(true) => {
+                if let Some(address) = socket_addr(errs, &format!("{at}.address"), &t.address) {
+                    targets.push(Target {
+                        address,
+                        weight,
+                        place,
+                    });
+                }
             }
-            let address = socket_addr(errs, &format!("{at}.address"), &t.address)?;
-            Some(Target { address, weight })
-        })
-        .collect();
+            None => {}
+        }
+    }
     let hash_key = u
         .hash_on
         .as_deref()
@@ -545,6 +572,11 @@ fn upstream(
         name: name.to_owned(),
         balancer,
         targets,
+        dns_targets,
+        locality: u
+            .locality
+            .as_ref()
+            .map(|l| super::locality::group(errs, &format!("{at}.locality"), l)),
         protocol,
         tls,
         connect_timeout: opt_duration(
@@ -587,19 +619,35 @@ fn hash_key(errs: &mut Errors, at: &str, h: &str) -> Option<HashKey> {
     }
 }
 
+/// What a route may refer to elsewhere in the file.
+struct Known<'a> {
+    upstreams: &'a HashSet<&'a str>,
+    queues: &'a std::collections::BTreeMap<String, file::JobQueue>,
+    has_redis: bool,
+    geo: Option<&'a GeoSettings>,
+}
+
 fn route(
     errs: &mut Errors,
     at: &str,
     index: usize,
     r: &file::Route,
-    upstreams: &HashSet<&str>,
-    queues: &std::collections::BTreeMap<String, file::JobQueue>,
-    has_redis: bool,
+    known: &Known<'_>,
 ) -> Option<Route> {
+    let Known {
+        upstreams,
+        queues,
+        has_redis,
+        geo,
+    } = *known;
     errs.unknown_in(at, &r);
     let default_match = file::Match::default();
     let m = r.matcher.as_ref().unwrap_or(&default_match);
-    let matcher = route_match(errs, &format!("{at}.match"), m);
+    let mut matcher = route_match(errs, &format!("{at}.match"), m);
+    matcher.geo = m
+        .geo
+        .as_ref()
+        .map(|g| super::geo::condition(errs, &format!("{at}.match.geo"), g, geo));
     let proxies = r.upstream.is_some() || !r.split.is_empty();
     let publishes = r.publish.is_some();
     let kinds = [
@@ -623,7 +671,9 @@ fn route(
     let action = if proxies {
         let targets = super::resilience::split(errs, at, r, upstreams);
         super::resilience::check_mirror(errs, at, r, upstreams);
-        Action::Proxy(proxy_action(errs, at, r, targets, &matcher))
+        let mut action = proxy_action(errs, at, r, targets, &matcher);
+        action.geo_upstreams = super::geo::upstreams(errs, at, r, upstreams, geo);
+        Action::Proxy(action)
     } else if let Some(rd) = &r.redirect {
         Action::Redirect(redirect(errs, &format!("{at}.redirect"), rd))
     } else if let Some(rs) = &r.respond {
@@ -642,6 +692,7 @@ fn route(
             ("websocket", r.websocket.is_some()),
             ("tunnel", r.tunnel.is_some()),
             ("split_header", r.split_header.is_some()),
+            ("geo_upstreams", !r.geo_upstreams.is_empty()),
             ("timeouts", r.timeouts.is_some()),
             ("retry", r.retry.is_some()),
             ("mirror", r.mirror.is_some()),
@@ -662,8 +713,10 @@ fn route(
         }
     }
     let edits = |errs: &mut Errors, key: &str, e: &Option<file::HeaderEdits>| {
-        e.as_ref()
-            .map(|e| super::transform::edits(errs, &format!("{at}.{key}"), e, &matcher.path))
+        e.as_ref().map(|e| {
+            let at = format!("{at}.{key}");
+            super::transform::edits(errs, &at, e, &matcher.path, geo.is_some())
+        })
     };
     let request_headers = edits(errs, "request_headers", &r.request_headers);
     let response_headers = edits(errs, "response_headers", &r.response_headers);
@@ -681,10 +734,10 @@ fn route(
         max_body_bytes: r.max_body_bytes,
         rate_limits: r.rate_limits.clone(),
         access: RouteAccess::default(),
-        cache: r
-            .cache
-            .as_ref()
-            .map(|c| super::cache::route(errs, &format!("{at}.cache"), c, r.auth.is_some())),
+        cache: r.cache.as_ref().map(|c| {
+            let at = format!("{at}.cache");
+            super::cache::route(errs, &at, c, r.auth.is_some(), geo.is_some())
+        }),
         request_headers,
         response_headers,
         queue: match proxies {
@@ -768,6 +821,7 @@ fn route_match(errs: &mut Errors, at: &str, m: &file::Match) -> RouteMatch {
         methods,
         headers,
         query,
+        geo: None,
     }
 }
 
@@ -913,6 +967,7 @@ fn proxy_action(
         strip_prefix: r.strip_prefix.clone(),
         rewrite,
         host_rewrite,
+        geo_upstreams: Vec::new(),
     }
 }
 

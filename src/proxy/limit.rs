@@ -64,6 +64,7 @@ pub(super) async fn admit<B>(
         headers: req.headers(),
         consumer: caller.and_then(|a| a.identity.name()),
         consumer_header: snap.config.rate_limiting.consumer_header.as_ref(),
+        geo: routed.geo.as_ref(),
     };
     match ratelimit::admit(&route.rate_limits, &ctx).await {
         Admission::Pass(mut p) => {

@@ -72,6 +72,7 @@ pub(super) struct LogData {
     pub upstream: Option<Arc<str>>,
     pub upstream_duration: Option<Duration>,
     pub req_body: Option<Arc<RequestBodyState>>,
+    pub geo: Option<crate::geo::Location>,
 }
 
 impl Completion {
@@ -103,6 +104,7 @@ impl Completion {
                     upstream: None,
                     upstream_duration: None,
                     req_body: None,
+                    geo: None,
                 })
             }),
         }
@@ -197,6 +199,7 @@ impl Completion {
                 upstream_target: l.upstream.as_deref(),
                 upstream_duration: l.upstream_duration,
                 close_reason: tunnel.map(|t| t.close_reason),
+                geo: l.geo.as_ref(),
             });
         }
     }

@@ -148,7 +148,8 @@ pub async fn handle(
     let passed = passed.as_ref();
     let lookup = cache::lookup(snap, conn, &routed, req, &arrival, who, passed);
     let mut pending = next!(lookup.await);
-    let group = next!(select::group(snap, routed.route, req.headers(), &mut done).await);
+    let geo = routed.geo.as_ref();
+    let group = next!(select::group(snap, routed.route, req.headers(), geo, &mut done).await);
     let mut out = upstream_request::Outbound::new();
     let (wanted, cached) = (validated, pending.as_ref());
     out.prepare(

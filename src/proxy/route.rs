@@ -25,6 +25,8 @@ pub(crate) struct Routed<'s> {
     /// A WebSocket upgrade (HTTP/1.1, or RFC 8441 over HTTP/2) on a route that allows it:
     /// the response may switch protocols, and nothing is cached.
     pub upgrade: bool,
+    /// The client's location, when some part of the route reads it (looked up once).
+    pub geo: Option<crate::geo::Location>,
 }
 
 /// Finds the request's route: 404 without one, the redirect of a redirect route, the fixed
@@ -41,12 +43,15 @@ pub(super) fn find<'s, B>(
         true => arrival.host(),
         false => std::borrow::Cow::Borrowed(""),
     };
+    // Looked up only when a route condition or the matched route reads it.
+    let lazy = snap.geo.as_ref().map(|g| g.lazy(arrival.client_ip));
     let view = RequestView {
         host: &host,
         path: req.uri().path(),
         query: req.uri().query(),
         method: req.method(),
         headers: req.headers(),
+        geo: lazy.as_ref(),
     };
     let Some(matched) = snap.router.find(&view) else {
         done.route_metrics = snap.metrics_on.then(|| snap.unmatched.clone());
@@ -62,8 +67,15 @@ pub(super) fn find<'s, B>(
         done.cache_status = Some(svc.gateway_status.clone());
     }
     done.rate_policy.clone_from(&route.rate_limit_policy);
+    let geo = lazy
+        .filter(|_| route.uses_geo)
+        .map(crate::geo::Lazy::into_location);
+    if let (Some(counts), Some(loc)) = (&route.geo_counts, &geo) {
+        counts.count(loc);
+    }
     if let Some(log) = done.log_mut() {
         log.route = Some(route.name.clone());
+        log.geo.clone_from(&geo);
     }
     let action = match &route.action {
         Action::Redirect(r) => {
@@ -104,6 +116,7 @@ pub(super) fn find<'s, B>(
         route,
         action,
         upgrade,
+        geo,
     })
 }
 

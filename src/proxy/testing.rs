@@ -24,6 +24,7 @@ pub(super) fn snapshot(yaml: &str) -> Arc<Snapshot> {
         caches: crate::cache::service::Caches::default(),
         queues: None,
         tunnels: crate::tunnel::Tunnels::new(metrics.tunnels.clone()),
+        dns: Default::default(),
     };
     Arc::new(Snapshot::build(config, &metrics, None, &kept).expect("the test config compiles"))
 }

@@ -166,6 +166,9 @@ impl Outbound {
                 path = p;
             }
         }
+        if let (Some(geo), Some(loc)) = (&snap.geo, &routed.geo) {
+            geo.write_headers(req.headers_mut(), loc);
+        }
         if let Some(edits) = &routed.route.request_edits {
             // Lent out of the request so the matched path stays readable.
             let mut headers = std::mem::take(req.headers_mut());
@@ -197,6 +200,7 @@ pub(super) fn edit_vars<'a>(
         route: &routed.route.name,
         params: &routed.matched.params,
         path,
+        geo: routed.geo.as_ref(),
     }
 }
 
@@ -233,8 +237,8 @@ routes:
         let c = conn("192.0.2.1:1");
         let mut p = Phase::new(&snap, request("GET", "/api/users?page=2", fields));
         let routed = p.route(&snap);
-        let group =
-            &snap.upstreams[select::choose_group(&snap, routed.route, p.req.headers()).unwrap()];
+        let group = &snap.upstreams
+            [select::choose_group(&snap, routed.route, p.req.headers(), None).unwrap()];
         let mut out = Outbound::new();
         out.prepare(
             &snap,

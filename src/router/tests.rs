@@ -56,6 +56,7 @@ fn proxy() -> ProxyAction {
         strip_prefix: None,
         rewrite: None,
         host_rewrite: None,
+        geo_upstreams: Vec::new(),
     }
 }
 
@@ -104,6 +105,7 @@ impl Req<'_> {
             query: self.query,
             method: &self.method,
             headers: &self.headers,
+            geo: None,
         }
     }
 }
