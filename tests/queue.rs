@@ -975,3 +975,45 @@ routes:
         Some("application/problem+json")
     );
 }
+
+#[tokio::test]
+async fn status_changes_stream_over_a_websocket_and_it_closes_when_the_job_is_done() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = Dir::new("queue-ws");
+    let (backend, _) = recording_backend(Duration::from_millis(300), |_| 200).await;
+    let gw = gateway(backend.addr, &dir, "", "");
+    let got = post(gw.addr, "/jobs/x", "b", &[]).await;
+    let url = json(&got)["status_url"].as_str().unwrap().to_owned();
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}{url}/events", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut statuses = Vec::new();
+    let mut closed = None;
+    let read = async {
+        while let Some(msg) = ws.next().await {
+            match msg.unwrap() {
+                Message::Text(t) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    statuses.push(v["status"].as_str().unwrap().to_owned());
+                }
+                Message::Close(frame) => {
+                    closed = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("the socket closes once the job is final");
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("succeeded"),
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().any(|s| s == "running"), "{statuses:?}");
+    assert_eq!(closed, Some(1000));
+}

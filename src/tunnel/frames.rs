@@ -203,6 +203,25 @@ impl Own {
     }
 }
 
+/// A whole text message in one frame from the gateway as a server (unmasked).
+pub fn text(payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 10);
+    f.push(0x80 | 0x1);
+    match payload.len() {
+        n @ 0..=125 => f.push(n as u8),
+        n @ 126..=0xffff => {
+            f.push(126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
