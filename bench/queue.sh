@@ -7,7 +7,9 @@
 # as they go, then p50/p99 at half that rate (fixed-rate load, latency counted from each
 # request's due time), and the gateway's CPU microseconds per job, accept and delivery
 # included: its CPU from the start of the load until the queue is empty again, over the jobs.
-# Usage: bench/queue.sh [DURATION_S=5] [CONNECTIONS=50]
+# Usage: [GATEWAY_BIN=path] [LOAD_BIN=path] bench/queue.sh [DURATION_S=5] [CONNECTIONS=50]
+#   GATEWAY_BIN, LOAD_BIN  the release gateway and load client to use as they are (default:
+#   built here with `cargo build --release`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-5}; C=${2:-50}
@@ -15,9 +17,12 @@ export PATH=$PATH:/usr/sbin
 for t in nginx redis-server taskset curl; do
   command -v $t >/dev/null || { echo "$t is required (apt-get install nginx redis-server util-linux curl)" >&2; exit 1; }
 done
-cargo build --release --quiet
-cargo build --release --quiet --example queue_load
-LOAD=target/release/examples/queue_load
+if [ -z "${GATEWAY_BIN:-}" ]; then
+  cargo build --release --quiet
+  cargo build --release --quiet --example queue_load
+fi
+GW=${GATEWAY_BIN:-target/release/ferrogate}
+LOAD=${LOAD_BIN:-target/release/examples/queue_load}
 W=$(mktemp -d -t queue-bench.XXXXXX); mkdir -p $W/logs
 cat > $W/backend.conf <<NG
 worker_processes 1; daemon off; master_process off; pid $W/backend.pid; error_log $W/logs/backend.err;
@@ -36,7 +41,7 @@ run() { # name config -> one line of figures
   local name=$1 cfg=$W/$1.yaml
   sed "s#QUEUE_DIR#$W/queue-$1#" "$2" > $cfg
   redis-cli -p 6390 flushall >/dev/null 2>&1 || true
-  taskset -c 1 target/release/ferrogate run -c $cfg > $W/logs/$name.log 2>&1 & P=$!
+  taskset -c 1 $GW run -c $cfg > $W/logs/$name.log 2>&1 & P=$!
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/9200) 2>/dev/null && break; sleep 0.1; done
   taskset -c 0 $LOAD 127.0.0.1:9200 /jobs/warm $C 1 > /dev/null
   for _ in $(seq 100); do [ "$(depth)" = "0" ] || [ -z "$(depth)" ] && break; sleep 0.1; done
