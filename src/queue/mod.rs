@@ -278,7 +278,11 @@ impl Queue {
     }
 
     fn publish(&self, id: JobId, job: &Job) {
-        // No subscriber is not an error.
+        // Most jobs have no one following them: no copy then.
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        // A subscriber gone in between is not an error.
         let _ = self.events.send(Event {
             id,
             job: job.clone(),
