@@ -17,6 +17,16 @@ install_missing() { # COMMAND PACKAGE
 }
 install_missing redis-server redis-server
 install_missing nats-server nats-server
+# The DNS target tests start a real dnsmasq on a free loopback port; install it when missing.
+if ! command -v dnsmasq >/dev/null && [ ! -x /usr/sbin/dnsmasq ]; then
+  echo "installing dnsmasq-base for the DNS target tests" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null 2>&1 \
+         && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base >/dev/null; }
+  [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null \
+    || { echo "dnsmasq is required (apt-get install dnsmasq-base)" >&2; exit 1; }
+fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets

@@ -17,6 +17,10 @@ use crate::config::model::Config;
 use crate::runtime::listener_shape;
 pub use crate::runtime::{GatewayError, Shared};
 
+/// Time the tunnels open at the end of the drain get to send their close frames and see
+/// their peers close (each gives up after its own 2 s close grace).
+const TUNNEL_CLOSE_WAIT: Duration = Duration::from_secs(3);
+
 /// Options that do not come from the config file.
 #[derive(Default)]
 pub struct StartOptions {
@@ -120,16 +124,26 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// Stops accepting, lets in-flight requests finish up to `drain`, then stops the workers.
-    /// Returns the number of connections still open when the drain time ran out.
+    /// Stops accepting, lets in-flight requests and open tunnels go on for up to `drain`,
+    /// then closes the tunnels (a close frame 1001 to both sides) and stops the workers.
+    /// Returns the number of connections and tunnels still open when the drain time ran
+    /// out.
     pub fn shutdown(self, drain: Duration) -> usize {
         self.shared.begin_shutdown();
         let _ = self.shutdown.send(true);
+        let tunnels = &self.shared.kept.tunnels;
+        let open = || self.shared.open_connections() + tunnels.open();
         let deadline = Instant::now() + drain;
-        while self.shared.open_connections() > 0 && Instant::now() < deadline {
+        while open() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let left = self.shared.open_connections();
+        let left = open();
+        // Tunnels close at their next frame boundary and wait a moment for their peers.
+        tunnels.close_all();
+        let closed_by = Instant::now() + TUNNEL_CLOSE_WAIT;
+        while tunnels.open() > 0 && Instant::now() < closed_by {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.stop.send(true);
         for h in self.workers {
             let _ = h.join();

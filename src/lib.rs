@@ -14,6 +14,7 @@ pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod geo;
 pub mod listener;
 pub mod message;
 pub mod observe;
@@ -33,6 +34,7 @@ pub mod spare_maps;
 pub mod timer;
 pub mod tls;
 pub mod transform;
+pub mod tunnel;
 pub mod upstream;
 pub mod validate;
 

@@ -166,6 +166,8 @@ fn check(path: &Path) -> ExitCode {
                     background: ferrogate::background::Background::offline(),
                     caches: ferrogate::cache::service::Caches::default(),
                     queues: None,
+                    tunnels: ferrogate::tunnel::Tunnels::new(metrics.tunnels.clone()),
+                    dns: Default::default(),
                 },
             )
             .map_err(Into::into)

@@ -63,3 +63,83 @@ where
     }
     true
 }
+
+/// WebSocket handshake fields (RFC 6455 §4.2), for a tunnel whose two sides do not both
+/// speak the HTTP/1.1 handshake: an HTTP/2 extended CONNECT (RFC 8441) carries no key and
+/// gets no accept value, so the gateway makes them for the HTTP/1.1 side.
+pub mod websocket {
+    use http::header::{HeaderName, HeaderValue};
+
+    pub const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+    pub const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+    /// A fresh `Sec-WebSocket-Key`: 16 random bytes in base64.
+    pub fn fresh_key() -> HeaderValue {
+        to_value(&base64(&fastrand::u128(..).to_be_bytes()))
+    }
+
+    /// The `Sec-WebSocket-Accept` that answers `key`.
+    pub fn accept(key: &[u8]) -> HeaderValue {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+        ctx.update(key);
+        ctx.update(GUID);
+        to_value(&base64(ctx.finish().as_ref()))
+    }
+
+    fn to_value(text: &str) -> HeaderValue {
+        // Base64 is always a valid field value.
+        HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
+    }
+
+    /// Standard base64 with padding (RFC 4648 §4).
+    fn base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+            for j in 0..4 {
+                out.push(match j <= chunk.len() {
+                    true => char::from(ALPHABET[(n >> (18 - 6 * j) & 63) as usize]),
+                    false => '=',
+                });
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_accept_value_is_rfc_6455_s_example() {
+            assert_eq!(
+                accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
+                "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+            );
+        }
+
+        #[test]
+        fn base64_pads_like_rfc_4648() {
+            for (input, want) in [
+                ("", ""),
+                ("f", "Zg=="),
+                ("fo", "Zm8="),
+                ("foo", "Zm9v"),
+                ("foob", "Zm9vYg=="),
+            ] {
+                assert_eq!(base64(input.as_bytes()), want);
+            }
+            let key = fresh_key();
+            assert_eq!(key.len(), 24);
+            assert_ne!(key, fresh_key());
+        }
+    }
+}

@@ -38,6 +38,8 @@ pub enum SnapshotError {
     RateLimit(#[from] crate::ratelimit::RateLimitError),
     #[error("{0}")]
     Access(#[from] crate::auth::gate::GateError),
+    #[error("geo: {0}")]
+    Geo(#[from] crate::geo::GeoDbError),
     #[error("upstreams.{group}.tls: {source}")]
     UpstreamTls {
         group: String,
@@ -72,6 +74,10 @@ pub struct Snapshot {
     pub cache: Option<Arc<crate::cache::service::CacheService>>,
     /// The job queues (`queues`), opened when the gateway runs (not for a config check).
     pub queues: Vec<Arc<crate::queue::Queue>>,
+    /// Open WebSocket tunnels (kept across reloads).
+    pub tunnels: Arc<crate::tunnel::Tunnels>,
+    /// Client locations, when the config has a `geo` section.
+    pub geo: Option<Arc<crate::geo::Geo>>,
 }
 
 pub struct CompiledRoute {
@@ -86,6 +92,8 @@ pub struct CompiledRoute {
     /// Shadow group and the share of requests mirrored to it (0..=1).
     pub mirror: Option<(usize, f64)>,
     pub websocket: bool,
+    /// The limits of the route's WebSocket tunnels, on a route that forwards upgrades.
+    pub tunnel: Option<crate::config::model::TunnelSettings>,
     pub metrics: RouteMetrics,
     pub timeouts: RouteTimeouts,
     pub retry: Option<RouteRetry>,
@@ -107,6 +115,17 @@ pub struct CompiledRoute {
     pub response_edits: Option<crate::transform::Edits>,
     /// The queue the route stores requests in, or whose jobs it answers for.
     pub queue: Option<QueueRoute>,
+    /// Where a `publish` route writes requests (absent in a config check).
+    pub publish: Option<crate::queue::publish::Publisher>,
+    /// Some part of the route reads the client's location (a condition, `geo_upstreams`,
+    /// the `geo.headers`, a placeholder, a rate-limit or cache key, the access log): it is
+    /// looked up once per request, after routing if routing did not already.
+    pub uses_geo: bool,
+    /// Groups for clients of given locations (indices into `Snapshot::upstreams`), tried in
+    /// order before `split`.
+    pub geo_upstreams: Vec<(crate::geo::Condition, usize)>,
+    /// Requests by client country (`geo.metrics_countries`), when configured.
+    pub geo_counts: Option<crate::geo::CountryCounts>,
 }
 
 /// A route's queue, compiled.
@@ -134,6 +153,8 @@ pub struct UpstreamGroup {
     pub health: Arc<GroupHealth>,
     pub limiter: Option<GroupLimiter>,
     pub sticky: Option<StickySessions>,
+    /// Preference for targets near this instance, when the group has `locality`.
+    pub locality: Option<crate::upstream::locality::Locality>,
 }
 
 pub struct UpstreamTarget {
@@ -167,15 +188,34 @@ impl Snapshot {
         kept: &Kept,
     ) -> Result<Snapshot, SnapshotError> {
         let router = Router::build(&config.routes)?;
+        let metrics_on = config.metrics_enabled;
+        let geo = match &config.geo {
+            Some(g) => Some(Arc::new(crate::geo::Geo::build(g)?)),
+            None => None,
+        };
         let states = &kept.targets;
         let policies = kept.rate_limits.compile(&config)?;
         let auth = Authenticators::build(&config.access, &kept.background)?;
+        // Targets given by name count with the addresses they last resolved to.
+        let targets: Vec<Vec<model::Target>> = config
+            .upstreams
+            .iter()
+            .map(|u| kept.dns.expand(&u.targets, &u.dns_targets))
+            .collect();
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| upstream_group(u, metrics, states).map(Arc::new))
+            .zip(&targets)
+            .map(|(u, t)| {
+                let mut group = upstream_group(u, t, metrics, states)?;
+                group.locality = u.locality.map(|l| {
+                    let picks = metrics.locality_picks(&u.name);
+                    crate::upstream::locality::Locality::new(&config.locality, t, l, picks)
+                });
+                Ok(Arc::new(group))
+            })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
-        states.keep_only(&config.upstreams);
+        states.keep_only(&config.upstreams, &targets);
         let index_of = |name: &str| upstreams.iter().position(|u| *u.name == *name);
         let queues = match &kept.queues {
             Some(open) => config
@@ -206,7 +246,7 @@ impl Snapshot {
                 let mut reserved_headers: Vec<http::HeaderName> =
                     gate.iter().flat_map(Gate::forwarded_headers).collect();
                 reserved_headers.extend(auth.consumer_header.clone());
-                let (split, split_header, mirror) = match &r.action {
+                let (split, split_header, mirror, geo_upstreams) = match &r.action {
                     Action::Proxy(p) => (
                         p.upstreams
                             .iter()
@@ -216,15 +256,41 @@ impl Snapshot {
                         p.mirror
                             .as_ref()
                             .and_then(|m| Some((index_of(&m.upstream)?, m.percent / 100.0))),
+                        p.geo_upstreams
+                            .iter()
+                            .filter_map(|g| {
+                                let group = index_of(&g.upstream)?;
+                                Some((crate::geo::Condition::new(&g.when), group))
+                            })
+                            .collect::<Vec<_>>(),
                     ),
-                    Action::Redirect(_) | Action::Respond(_) => (Vec::new(), None, None),
+                    Action::Redirect(_) | Action::Respond(_) => {
+                        (Vec::new(), None, None, Vec::new())
+                    }
                 };
                 let rate_limits: Vec<_> = r
                     .rate_limits
                     .iter()
                     .filter_map(|name| policies.get(name).cloned())
                     .collect();
+                let geo_counts = config
+                    .geo
+                    .as_ref()
+                    .filter(|g| !g.metrics_countries.is_empty() && metrics_on)
+                    .map(|g| {
+                        crate::geo::CountryCounts::new(&g.metrics_countries, |country| {
+                            metrics.geo_requests(&r.name, country)
+                        })
+                    });
+                let uses_geo = geo.as_ref().is_some_and(|g| {
+                    route_uses_geo(r, &rate_limits, !g.headers.is_empty())
+                        || config.access_log.enabled
+                        || geo_counts.is_some()
+                });
                 Ok(CompiledRoute {
+                    uses_geo,
+                    geo_upstreams,
+                    geo_counts,
                     name: Arc::from(r.name.as_str()),
                     split_total: split.iter().map(|(_, w): &(usize, u32)| *w).sum(),
                     split,
@@ -232,6 +298,7 @@ impl Snapshot {
                     mirror,
                     action: r.action.clone(),
                     websocket: r.websocket,
+                    tunnel: r.websocket.then_some(r.tunnel),
                     metrics: metrics.route(&r.name),
                     timeouts: r.timeouts.clone(),
                     retry: r.retry.as_ref().map(route_retry),
@@ -248,6 +315,15 @@ impl Snapshot {
                         .response_headers
                         .as_ref()
                         .map(crate::transform::Edits::new),
+                    publish: r.publish.as_ref().and_then(|p| {
+                        let runtime = kept.background.handle().ok().flatten()?;
+                        let redis = config.redis.as_ref()?;
+                        Some(crate::queue::publish::Publisher::new(
+                            p.clone(),
+                            redis,
+                            runtime,
+                        ))
+                    }),
                     queue: r.queue.as_ref().and_then(|q| {
                         let queue = queues.iter().find(|o| o.settings.name == q.queue)?;
                         Some(QueueRoute {
@@ -294,12 +370,14 @@ impl Snapshot {
             )
         });
         Ok(Snapshot {
+            geo,
             cache,
             queues,
             access_log: access_log.filter(|_| config.access_log.enabled),
             unmatched: metrics.route(""),
             metrics_on: config.metrics_enabled,
             resilience: metrics.resilience.clone(),
+            tunnels: kept.tunnels.clone(),
             config,
             router,
             routes,
@@ -320,6 +398,10 @@ pub struct Kept {
     pub caches: crate::cache::service::Caches,
     /// Open job queues; `None` where nothing runs (a config check), so no store is opened.
     pub queues: Option<crate::queue::Queues>,
+    /// Open WebSocket tunnels: counts, route limits, the shutdown's close signal.
+    pub tunnels: Arc<crate::tunnel::Tunnels>,
+    /// The last good addresses of targets given by name.
+    pub dns: crate::upstream::dns::DnsTargets,
 }
 
 /// Target state that outlives snapshots: health, ejections, circuit and draining flags of
@@ -340,16 +422,44 @@ impl TargetStates {
     }
 
     /// Forgets targets no longer configured (their in-flight requests keep their own Arc).
-    fn keep_only(&self, upstreams: &[model::Upstream]) {
+    fn keep_only(&self, upstreams: &[model::Upstream], targets: &[Vec<model::Target>]) {
         self.map
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|(group, addr), _| {
-                upstreams
-                    .iter()
-                    .any(|u| u.name == *group && u.targets.iter().any(|t| t.address == *addr))
+                upstreams.iter().zip(targets).any(|(u, targets)| {
+                    u.name == *group && targets.iter().any(|t| t.address == *addr)
+                })
             });
     }
+}
+
+/// Whether some part of a route reads the client's location; `headers`: the `geo` section
+/// sets fields on every upstream request.
+fn route_uses_geo(
+    r: &model::Route,
+    rate_limits: &[Arc<crate::ratelimit::Policy>],
+    headers: bool,
+) -> bool {
+    use model::{TemplatePart, Var};
+    let proxy = match &r.action {
+        Action::Proxy(p) => Some(p),
+        Action::Redirect(_) | Action::Respond(_) => None,
+    };
+    let in_edits = |e: &Option<model::HeaderEdits>| {
+        e.iter()
+            .flat_map(|e| e.set.iter().chain(&e.add))
+            .any(|(_, t)| {
+                t.0.iter()
+                    .any(|p| matches!(p, TemplatePart::Var(Var::Geo(_))))
+            })
+    };
+    r.matcher.geo.is_some()
+        || proxy.is_some_and(|p| headers || !p.geo_upstreams.is_empty())
+        || in_edits(&r.request_headers)
+        || in_edits(&r.response_headers)
+        || rate_limits.iter().any(|p| p.uses_geo())
+        || r.cache.as_ref().is_some_and(|c| !c.key_geo.is_empty())
 }
 
 fn route_retry(p: &RetryPolicy) -> RouteRetry {
@@ -369,6 +479,7 @@ fn route_retry(p: &RetryPolicy) -> RouteRetry {
 
 fn upstream_group(
     u: &model::Upstream,
+    targets: &[model::Target],
     metrics: &Metrics,
     states: &TargetStates,
 ) -> Result<UpstreamGroup, SnapshotError> {
@@ -389,7 +500,7 @@ fn upstream_group(
         }
         None => None,
     };
-    let addresses: Vec<SocketAddr> = u.targets.iter().map(|t| t.address).collect();
+    let addresses: Vec<SocketAddr> = targets.iter().map(|t| t.address).collect();
     let health = GroupHealth::new(
         addresses.iter().map(|a| states.get(&u.name, *a)).collect(),
         u.passive_check.clone(),
@@ -399,8 +510,7 @@ fn upstream_group(
             unhealthy: a.unhealthy_threshold,
         }),
     );
-    let targets = u
-        .targets
+    let compiled = targets
         .iter()
         .map(|t| {
             let text = t.address.to_string();
@@ -415,8 +525,8 @@ fn upstream_group(
         .collect();
     Ok(UpstreamGroup {
         name: Arc::from(u.name.as_str()),
-        targets,
-        balancer: Balancer::with_targets(&u.balancer, &u.targets),
+        targets: compiled,
+        balancer: Balancer::with_targets(&u.balancer, targets),
         client: ClientProfile {
             protocol: u.protocol,
             connect_timeout: u.connect_timeout,
@@ -433,5 +543,6 @@ fn upstream_group(
             .sticky
             .as_ref()
             .map(|s| StickySessions::new(s, &u.name, &addresses)),
+        locality: None,
     })
 }

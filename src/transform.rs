@@ -1,6 +1,6 @@
 //! Header transforms of a route: fields removed, set and added on one message, with values
 //! filled in from the request (client address, request id, consumer, route, path
-//! parameters). Compiled once per configuration; values without placeholders are ready-made.
+//! parameters, the client's location). Compiled once per configuration; values without placeholders are ready-made.
 
 use std::net::IpAddr;
 
@@ -18,9 +18,6 @@ pub struct Edits {
 }
 
 /// What a placeholder can be filled with, for one request.
-///
-/// Geo fields join here when a geo database is part of the gateway: a field for the looked-up
-/// record and a `Var::Geo` placeholder (the config refuses `{geo.*}` until then).
 pub struct Vars<'a> {
     pub client_ip: IpAddr,
     pub request_id: &'a HeaderValue,
@@ -30,6 +27,8 @@ pub struct Vars<'a> {
     pub params: &'a Params<'a>,
     /// The matched path, which `params` index.
     pub path: &'a str,
+    /// The client's location, when the route looked it up.
+    pub geo: Option<&'a crate::geo::Location>,
 }
 
 #[derive(Debug)]
@@ -149,6 +148,7 @@ impl Value {
                 TemplatePart::Var(Var::Param(name)) => {
                     out.push_str(vars.params.get(name, vars.path)?)
                 }
+                TemplatePart::Var(Var::Geo(field)) => vars.geo?.text(*field)?.push_to(&mut out),
             }
         }
         HeaderValue::from_str(&out).ok()
@@ -193,6 +193,7 @@ mod tests {
             route: "api",
             params,
             path: "/",
+            geo: None,
         }
     }
 

@@ -99,6 +99,21 @@ fn every_example_in_the_config_docs_passes_check() {
         )
         .unwrap();
     }
+    // And the geo databases the location examples name.
+    let place = |network, country, continent| support::geo::Place {
+        network,
+        country,
+        continent,
+        subdivision: None,
+    };
+    support::geo::write_city(
+        &dir.path.join("GeoLite2-Country.mmdb"),
+        &[place("198.51.100.0/24", "DE", "EU")],
+    );
+    support::geo::write_asn(
+        &dir.path.join("GeoLite2-ASN.mmdb"),
+        &[("198.51.100.0/24", 64496)],
+    );
     let mut count = 0;
     let mut rest = docs.as_str();
     while let Some(start) = rest.find("```yaml\n") {
@@ -350,7 +365,7 @@ routes:
         "routes[0].request_headers.set.x-id: {param.id}: the route's path template has no parameter \"id\"",
         "routes[0].request_headers.remove[0]: transfer-encoding cannot be changed",
         "routes[0].response_headers.add.connection: connection cannot be changed",
-        "routes[0].response_headers.add.x-geo: {geo.country}: geo fields need a geo database",
+        "routes[0].response_headers.add.x-geo: {geo.country}: geo fields need the top-level `geo` section",
     ] {
         assert!(text.contains(expected), "{expected}\n{text}");
     }

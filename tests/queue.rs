@@ -32,6 +32,9 @@ struct Delivery {
 
 type Log = Arc<Mutex<Vec<Delivery>>>;
 
+/// A stream entry as `XRANGE` answers it: its id and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// A backend that records each delivery and answers with `status(n)` for the n-th
 /// (from 0), after `delay`.
 async fn recording_backend(delay: Duration, status: fn(usize) -> u16) -> (Backend, Log) {
@@ -876,4 +879,229 @@ async fn on_nats_a_second_instance_finishes_the_jobs_of_one_that_was_killed() {
     let nats = NatsServer::start();
     let shared = on_nats(&nats.url(), "ferrogate-queue-");
     a_second_instance_finishes_the_jobs_of_one_that_was_killed(&shared, "queue-nats-crash").await;
+}
+
+const CALLBACK_SECRET: &str = "a-secret-of-32-bytes-for-testing";
+
+/// What a callback receiver got: the body, and whether its signature checked out.
+type Received = Arc<Mutex<Vec<(serde_json::Value, bool)>>>;
+
+/// A receiver that checks each callback's signature; it answers 500 to the first.
+async fn callback_receiver() -> (Backend, Received) {
+    let got: Received = Arc::default();
+    let seen = got.clone();
+    let n = Arc::new(AtomicUsize::new(0));
+    let backend = Backend::start(false, move |req: Request<hyper::body::Incoming>| {
+        let (seen, n) = (seen.clone(), n.clone());
+        async move {
+            let signature = req.headers()["ferrogate-signature"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let (t, v1) = signature.split_once(",v1=").unwrap();
+            let t = t.strip_prefix("t=").unwrap();
+            let key =
+                aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, CALLBACK_SECRET.as_bytes());
+            let signed = [t.as_bytes(), b".", &body].concat();
+            let tag: Vec<u8> = (0..v1.len() / 2)
+                .map(|i| u8::from_str_radix(&v1[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            let valid = aws_lc_rs::hmac::verify(&key, &signed, &tag).is_ok();
+            let age = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                .abs_diff(t.parse().unwrap());
+            seen.lock()
+                .unwrap()
+                .push((serde_json::from_slice(&body).unwrap(), valid && age < 60));
+            if n.fetch_add(1, Ordering::SeqCst) == 0 {
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "try again");
+            }
+            text(StatusCode::OK, "thanks")
+        }
+    })
+    .await;
+    (backend, got)
+}
+
+#[tokio::test]
+async fn a_finished_job_is_posted_signed_to_its_callback_and_retried_when_refused() {
+    let dir = Dir::new("queue-callback");
+    let (backend, _) = recording_backend(Duration::ZERO, |_| 200).await;
+    let (receiver, got) = callback_receiver().await;
+    let allow = format!("http://{}/hooks/", receiver.addr);
+    let gw = gateway(
+        backend.addr,
+        &dir,
+        &format!(", callback: {{allow: [\"{allow}\"], secret: {CALLBACK_SECRET}}}"),
+        "",
+    );
+    let posted = post(
+        gw.addr,
+        "/jobs/a",
+        "with callback",
+        &[("callback-url", &format!("{allow}job"))],
+    )
+    .await;
+    assert_eq!(posted.status, StatusCode::ACCEPTED);
+    let id = json(&posted)["id"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            got.lock().unwrap().len() >= 2
+        })
+        .await
+    );
+    let got = got.lock().unwrap().clone();
+    assert!(
+        got.iter().all(|(_, valid)| *valid),
+        "every signature checks out"
+    );
+    let (doc, _) = &got[1];
+    assert_eq!(doc["id"], id.as_str());
+    assert_eq!(doc["status"], "succeeded");
+    assert_eq!(doc["result"]["status"], 200);
+    assert_eq!(doc["result"]["body"], "done:13");
+    assert_eq!(receiver.requests()[0].uri.path(), "/hooks/job");
+
+    // A URL outside the allow list is refused before anything is stored.
+    let refused = post(
+        gw.addr,
+        "/jobs/a",
+        "x",
+        &[("callback-url", "http://127.0.0.1:1/elsewhere")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let sneaky = format!("http://{}/hooksX", receiver.addr);
+    let refused = post(gw.addr, "/jobs/a", "x", &[("callback-url", &sneaky)]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_callback_url_is_refused_where_the_queue_has_no_allow_list() {
+    let dir = Dir::new("queue-no-callback");
+    let (backend, log) = recording_backend(Duration::ZERO, |_| 200).await;
+    let gw = gateway(backend.addr, &dir, "", "");
+    let got = post(
+        gw.addr,
+        "/jobs/a",
+        "x",
+        &[("callback-url", "http://127.0.0.1:9/x")],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST);
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_publish_route_writes_the_request_to_a_redis_stream_and_answers_202() {
+    let mut redis = RedisServer::start();
+    let yaml = format!(
+        "workers: 1
+listeners: [{{address: \"127.0.0.1:0\"}}]
+redis: {{url: \"{}\"}}
+routes:
+  - {{name: events, match: {{path: {{prefix: /events}}, methods: [POST]}}, max_body_bytes: 64, publish: {{redis_stream: orders, headers: [content-type, x-tenant], max_len: 1000}}}}
+",
+        redis.url()
+    );
+    let gw = TestGateway::start(&yaml);
+    let got = post(
+        gw.addr,
+        "/events/created?x=1",
+        "{\"order\":7}",
+        &[
+            ("content-type", "application/json"),
+            ("x-tenant", "acme"),
+            ("x-other", "no"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::ACCEPTED, "{}", got.text());
+    let id = json(&got)["id"].as_str().unwrap().to_owned();
+    let request_id = got.header("x-request-id").unwrap().to_owned();
+
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let entries: Vec<StreamEntry> = ::redis::cmd("XRANGE")
+        .arg("orders")
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0, id);
+    let field = |name: &str| {
+        entries[0]
+            .1
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(field("body").as_deref(), Some("{\"order\":7}"));
+    assert_eq!(field("method").as_deref(), Some("POST"));
+    assert_eq!(field("path").as_deref(), Some("/events/created?x=1"));
+    assert_eq!(field("request_id"), Some(request_id));
+    assert_eq!(field("h:x-tenant").as_deref(), Some("acme"));
+    assert_eq!(field("h:content-type").as_deref(), Some("application/json"));
+    assert_eq!(field("h:x-other"), None);
+
+    let big = "x".repeat(100);
+    assert_eq!(
+        post(gw.addr, "/events/big", &big, &[]).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    redis.stop();
+    let down = post(gw.addr, "/events/created", "{}", &[]).await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        down.header("content-type"),
+        Some("application/problem+json")
+    );
+}
+
+#[tokio::test]
+async fn status_changes_stream_over_a_websocket_and_it_closes_when_the_job_is_done() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = Dir::new("queue-ws");
+    let (backend, _) = recording_backend(Duration::from_millis(300), |_| 200).await;
+    let gw = gateway(backend.addr, &dir, "", "");
+    let got = post(gw.addr, "/jobs/x", "b", &[]).await;
+    let url = json(&got)["status_url"].as_str().unwrap().to_owned();
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}{url}/events", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut statuses = Vec::new();
+    let mut closed = None;
+    let read = async {
+        while let Some(msg) = ws.next().await {
+            match msg.unwrap() {
+                Message::Text(t) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    statuses.push(v["status"].as_str().unwrap().to_owned());
+                }
+                Message::Close(frame) => {
+                    closed = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("the socket closes once the job is final");
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("succeeded"),
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().any(|s| s == "running"), "{statuses:?}");
+    assert_eq!(closed, Some(1000));
 }

@@ -176,6 +176,8 @@ pub enum KeyPart {
     Header(HeaderName),
     Cookie(Box<str>),
     Consumer,
+    /// A field of the client's location.
+    Geo(crate::config::model::GeoField),
 }
 
 /// A route's caching rules, compiled once per snapshot.
@@ -200,6 +202,10 @@ impl RouteCacheRules {
         }
         if rc.key_consumer {
             parts.push((Box::from(&b"consumer"[..]), KeyPart::Consumer));
+        }
+        for f in &rc.key_geo {
+            let label = format!("geo:{}", f.name()).into_bytes().into_boxed_slice();
+            parts.push((label, KeyPart::Geo(*f)));
         }
         RouteCacheRules {
             parts,

@@ -161,6 +161,7 @@ pub(super) fn route(
     at: &str,
     c: &file::RouteCache,
     has_auth: bool,
+    has_geo: bool,
 ) -> RouteCache {
     errs.unknown_in(at, &c);
     let key_headers = c
@@ -211,7 +212,17 @@ pub(super) fn route(
             "needs auth on the route: only an authenticated consumer may be part of the key",
         );
     }
+    if !c.key_geo.is_empty() && !has_geo {
+        errs.push(format!("{at}.key_geo"), "needs the top-level `geo` section");
+    }
+    let key_geo = c
+        .key_geo
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| super::geo::field(errs, &format!("{at}.key_geo[{i}]"), f))
+        .collect();
     RouteCache {
+        key_geo,
         key_headers,
         key_cookies: c.key_cookies.clone(),
         key_consumer,

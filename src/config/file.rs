@@ -12,10 +12,12 @@ use serde::Deserialize;
 
 mod access;
 mod cache;
+mod geo;
 mod keys;
 mod queue;
 pub use access::*;
 pub use cache::*;
+pub use geo::*;
 pub use keys::{suggestion, Keys};
 pub use queue::*;
 
@@ -71,6 +73,37 @@ pub struct File {
     /// Named durable job queues that routes with a `queue` block store requests in.
     #[serde(default)]
     pub queues: BTreeMap<String, JobQueue>,
+    /// Client locations: geo databases and a CIDR table, for routing, keys and headers.
+    #[serde(default)]
+    pub geo: Option<Geo>,
+    /// How targets given by name are resolved.
+    #[serde(default)]
+    pub dns: Option<Dns>,
+    /// Where this instance runs, for upstream groups with `locality`.
+    #[serde(default)]
+    pub locality: Option<Locality>,
+}
+
+/// `dns`: the resolver of targets given by name.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Dns {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Name servers as `IP:PORT` (default: those of /etc/resolv.conf).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// A record set is resolved again after its TTL, but not sooner than this (default 1s).
+    #[serde(default)]
+    pub min_ttl: Option<String>,
+    /// Nor later than this (default 5m).
+    #[serde(default)]
+    pub max_ttl: Option<String>,
+    /// One resolution waits at most this long (default 2s); a failure keeps the last good
+    /// set.
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// The Redis deployment shared by cluster-wide features: exactly one of `url`, `sentinel`
@@ -376,6 +409,9 @@ pub struct Upstream {
     /// Cookie-based session persistence.
     #[serde(default)]
     pub sticky: Option<Sticky>,
+    /// Prefer targets in this instance's zone, then region (needs the top-level `locality`).
+    #[serde(default, deserialize_with = "cache::present")]
+    pub locality: Option<GroupLocality>,
 }
 
 /// `upstreams.NAME.tls`: TLS to the group's targets.
@@ -576,11 +612,54 @@ pub struct Target {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unknown: Unknown,
-    /// `IP:PORT` of the backend.
+    /// `IP:PORT` of the backend, or `NAME:PORT`: every address of the name's A/AAAA records,
+    /// resolved again when their TTL ends (see `dns`).
     pub address: String,
     /// 1 to 10000 (default 1).
     #[serde(default)]
     pub weight: Option<u32>,
+    /// `true`: `address` is an SRV name (`_http._tcp.api.internal`) whose records give the
+    /// targets, their ports and weights.
+    #[serde(default)]
+    pub srv: Option<bool>,
+    /// The region the target runs in, for groups with `locality`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The zone the target runs in, for groups with `locality`.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// `locality` of this instance: where it runs.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Locality {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// This instance's region (`eu-west`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// This instance's zone (`eu-west-1a`).
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// `upstreams.NAME.locality`: prefer targets in this instance's zone, then its region, then
+/// any, spilling over when the nearer ones are unavailable or full.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct GroupLocality {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// A zone or region keeps the traffic while at least this percentage of its targets is
+    /// available (default 50).
+    #[serde(default)]
+    pub min_available_percent: Option<u8>,
+    /// A target with this many requests in flight counts as full (default: no limit).
+    #[serde(default)]
+    pub max_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -613,12 +692,19 @@ pub struct Route {
     /// `true` forwards WebSocket upgrades (default: Upgrade is stripped).
     #[serde(default)]
     pub websocket: Option<bool>,
+    /// Limits of the WebSocket tunnels of this route (needs `websocket: true`).
+    #[serde(default)]
+    pub tunnel: Option<Tunnel>,
     /// Instead of `upstream`: a weighted split between groups (canary).
     #[serde(default)]
     pub split: Vec<SplitEntry>,
     /// A request header whose value names one of the split's groups forces that group.
     #[serde(default)]
     pub split_header: Option<String>,
+    /// Groups for clients of given locations, the first that applies winning over
+    /// `upstream` and `split` (needs `geo`).
+    #[serde(default)]
+    pub geo_upstreams: Vec<GeoUpstream>,
     /// Copy requests to a shadow group; its responses are discarded.
     #[serde(default)]
     pub mirror: Option<Mirror>,
@@ -659,6 +745,10 @@ pub struct Route {
     /// them later (docs/async.md).
     #[serde(default)]
     pub queue: Option<RouteQueue>,
+    /// Write the request to a Redis stream and answer `202 Accepted`, instead of
+    /// forwarding it (docs/async.md).
+    #[serde(default)]
+    pub publish: Option<Publish>,
 }
 
 /// `respond`: the gateway answers the route's requests itself.
@@ -690,7 +780,7 @@ pub struct HeaderEdits {
     #[schemars(skip)]
     pub unknown: Unknown,
     /// Fields set (replacing any value), name to value; values may use `{client_ip}`,
-    /// `{request_id}`, `{consumer}`, `{route}` and `{param.NAME}`.
+    /// `{request_id}`, `{consumer}`, `{route}`, `{param.NAME}` and `{geo.FIELD}`.
     #[serde(default)]
     pub set: BTreeMap<String, String>,
     /// Fields added beside any existing value, name to value (placeholders as in `set`).
@@ -746,6 +836,36 @@ pub struct Timeouts {
     /// The whole exchange, retries and body included.
     #[serde(default)]
     pub total: Option<String>,
+}
+
+/// `tunnel`: the life of a route's WebSocket tunnels.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Tunnel {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// A tunnel with no byte relayed either way for this long is closed (default 1h).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// A tunnel open this long is closed, busy or not (default: no limit).
+    #[serde(default)]
+    pub max_lifetime: Option<String>,
+    /// The gateway pings a side silent for this long, and closes the tunnel when it stays
+    /// silent as long again (default: no pings).
+    #[serde(default)]
+    pub ping_interval: Option<String>,
+    /// Largest WebSocket message (or frame), e.g. `1MiB`; a larger one closes the tunnel
+    /// with 1009 (default: no limit).
+    #[serde(default)]
+    pub max_message_bytes: Option<ByteSize>,
+    /// Tunnels open at once on this route; more are refused with 503 (default: no limit).
+    #[serde(default)]
+    pub max_open: Option<usize>,
+    /// Tunnels open at once per client address on this route; more are refused with 429
+    /// (default: no limit).
+    #[serde(default)]
+    pub max_open_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -823,6 +943,9 @@ pub struct Match {
     /// Query parameter conditions, all of which must hold.
     #[serde(default)]
     pub query: Vec<Predicate>,
+    /// Conditions on the client's location (needs `geo`).
+    #[serde(default)]
+    pub geo: Option<GeoMatch>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -2,8 +2,11 @@
 
 mod access;
 mod cache;
+mod dns;
 mod duplicates;
 pub mod file;
+mod geo;
+mod locality;
 pub mod model;
 mod queue;
 mod ratelimit;

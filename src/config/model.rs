@@ -29,6 +29,12 @@ pub struct Config {
     pub cache: CacheSettings,
     /// Durable job queues of queued routes (`queues`), by name.
     pub queues: Vec<QueueSettings>,
+    /// Client locations (`geo`), when configured.
+    pub geo: Option<GeoSettings>,
+    /// The resolver of targets given by name.
+    pub dns: DnsSettings,
+    /// Where this instance runs (`locality`), for locality-aware groups.
+    pub locality: Place,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
 }
@@ -167,7 +173,12 @@ pub enum LogTarget {
 pub struct Upstream {
     pub name: String,
     pub balancer: BalancerKind,
+    /// Targets given by address.
     pub targets: Vec<Target>,
+    /// Targets given by name, resolved while the gateway runs.
+    pub dns_targets: Vec<DnsTarget>,
+    /// Prefer targets in this instance's zone, then region (`locality`).
+    pub locality: Option<GroupLocality>,
     pub protocol: UpstreamProtocol,
     /// TLS to the targets; plain TCP when `None`.
     pub tls: Option<UpstreamTls>,
@@ -297,6 +308,25 @@ pub struct ClientCertificate {
 pub struct Target {
     pub address: SocketAddr,
     pub weight: u32,
+    /// Where the target runs, for locality-aware balancing.
+    pub place: Place,
+}
+
+/// A region and a zone within it (`region: eu-west`, `zone: eu-west-1a`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    pub region: Option<String>,
+    pub zone: Option<String>,
+}
+
+/// A group's preference for nearby targets (`upstreams.NAME.locality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupLocality {
+    /// A tier (same zone, same region) takes the traffic while at least this share of its
+    /// targets is available (healthy, not draining, not full), in percent.
+    pub min_available_percent: u8,
+    /// A target with this many requests in flight counts as full.
+    pub max_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -307,6 +337,8 @@ pub struct Route {
     pub action: Action,
     /// Forward `Upgrade` (WebSocket) requests on this route.
     pub websocket: bool,
+    /// The life of the route's WebSocket tunnels (`tunnel`).
+    pub tunnel: TunnelSettings,
     pub timeouts: RouteTimeouts,
     pub retry: Option<RetryPolicy>,
     /// Overrides the listener's `max_body_bytes`.
@@ -323,6 +355,18 @@ pub struct Route {
     /// The route stores requests in a queue (`queue`), or answers for the jobs of such a
     /// route (the status route made for it at load).
     pub queue: Option<RouteQueue>,
+    /// The route writes requests to a Redis stream (`publish`); its action forwards nowhere.
+    pub publish: Option<PublishAction>,
+}
+
+/// Where a `publish` route writes requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAction {
+    pub redis_stream: String,
+    /// Request fields written with each message.
+    pub headers: Vec<HeaderName>,
+    /// Approximate trimming of the stream.
+    pub max_len: Option<u64>,
 }
 
 /// What a route does with a queue.
@@ -360,6 +404,29 @@ pub struct QueueSettings {
     pub result_ttl: Duration,
     pub max_result_bytes: usize,
     pub idempotency_ttl: Duration,
+    pub callback: Option<CallbackSettings>,
+}
+
+/// Signed POSTs of finished jobs' results (`queues.NAME.callback`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallbackSettings {
+    pub url: Option<String>,
+    /// Prefixes a client-given URL must start with.
+    pub allow: Vec<String>,
+    pub secret: Vec<u8>,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for CallbackSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackSettings")
+            .field("url", &self.url)
+            .field("allow", &self.allow)
+            .field("max_attempts", &self.max_attempts)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a queue keeps its jobs.
@@ -419,7 +486,43 @@ pub enum Var {
     Route,
     /// `{param.NAME}`: a parameter of the route's path template.
     Param(String),
+    /// `{geo.FIELD}`: a field of the client's location.
+    Geo(GeoField),
 }
+/// Limits of a route's WebSocket tunnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelSettings {
+    /// Closed after this long with no byte relayed either way.
+    pub idle_timeout: Duration,
+    pub max_lifetime: Option<Duration>,
+    /// A side silent this long is pinged; silent as long again, it is taken as gone.
+    pub ping_interval: Option<Duration>,
+    /// Largest message (sum of its frames' payloads), closed with 1009 beyond.
+    pub max_message_bytes: Option<u64>,
+    /// Open tunnels at once on the route (503 beyond).
+    pub max_open: Option<usize>,
+    /// Open tunnels at once per client address on the route (429 beyond).
+    pub max_open_per_ip: Option<usize>,
+}
+
+impl TunnelSettings {
+    /// `tunnel.idle_timeout` when not given.
+    pub const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+}
+
+impl Default for TunnelSettings {
+    fn default() -> Self {
+        TunnelSettings {
+            idle_timeout: Self::DEFAULT_IDLE,
+            max_lifetime: None,
+            ping_interval: None,
+            max_message_bytes: None,
+            max_open: None,
+            max_open_per_ip: None,
+        }
+    }
+}
+
 /// Per-route upstream timeouts; `None` falls back to the upstream group's setting.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTimeouts {
@@ -459,6 +562,8 @@ pub struct RouteMatch {
     pub methods: Vec<Method>,
     pub headers: Vec<HeaderPredicate>,
     pub query: Vec<QueryPredicate>,
+    /// Conditions on the client's location (`geo`).
+    pub geo: Option<GeoMatch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -531,6 +636,8 @@ pub struct ProxyAction {
     pub strip_prefix: Option<String>,
     pub rewrite: Option<PathRewrite>,
     pub host_rewrite: Option<HeaderValue>,
+    /// Groups for clients of given locations, tried in order before `upstreams`.
+    pub geo_upstreams: Vec<GeoUpstream>,
 }
 
 #[derive(Debug, Clone)]
@@ -608,6 +715,8 @@ pub enum KeyPart {
     Route,
     Path,
     Header(HeaderName),
+    /// A field of the client's location (`geo:country`).
+    Geo(GeoField),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -735,6 +844,8 @@ pub struct RouteCache {
     pub key_cookies: Vec<String>,
     /// Add the authenticated consumer to the cache key.
     pub key_consumer: bool,
+    /// Fields of the client's location added to the cache key.
+    pub key_geo: Vec<GeoField>,
     /// Store responses that carry Set-Cookie (they are then served to every client).
     pub store_set_cookie: bool,
 }
@@ -751,6 +862,121 @@ impl Default for CacheSettings {
             status_name: "ferrogate".to_string(),
             strip_targeted: false,
             redis: None,
+        }
+    }
+}
+
+/// Where client locations come from (top-level `geo`), and what the gateway does with them
+/// on every proxied request.
+#[derive(Debug, Clone)]
+pub struct GeoSettings {
+    /// MaxMind-format databases (`.mmdb`), asked in order: a field comes from the first that
+    /// has it (a City and an ASN database together).
+    pub databases: Vec<PathBuf>,
+    /// CIDR table: networks and their labels, the longest prefix winning.
+    pub networks: Vec<(IpNet, String)>,
+    /// Values of the fields a lookup did not find.
+    pub default: GeoDefaults,
+    /// Fields set on every upstream request from the client's location.
+    pub headers: Vec<(HeaderName, GeoField)>,
+    /// How often the databases' files are checked for a change.
+    pub reload_interval: Duration,
+    /// Countries with their own series in the per-country request metric; empty: no metric.
+    pub metrics_countries: Vec<String>,
+}
+
+/// What an unknown location counts as, field by field (`geo.default`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GeoDefaults {
+    pub country: Option<String>,
+    pub continent: Option<String>,
+    pub subdivision: Option<String>,
+    pub asn: Option<u32>,
+    pub label: Option<String>,
+}
+
+/// One field of a client's location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeoField {
+    /// ISO 3166-1 alpha-2 code (`DE`).
+    Country,
+    /// Continent code (`EU`).
+    Continent,
+    /// First ISO 3166-2 subdivision code, without the country (`BY`).
+    Subdivision,
+    /// Autonomous system number.
+    Asn,
+    /// Label of the CIDR table.
+    Label,
+}
+
+/// Location conditions of a route (`match.geo`, `geo_upstreams[].when`): every list given
+/// must hold; a list holds when any of its values does (`not_*`: when none does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GeoMatch {
+    pub countries: Vec<String>,
+    pub continents: Vec<String>,
+    pub subdivisions: Vec<String>,
+    pub asns: Vec<u32>,
+    pub labels: Vec<String>,
+    pub not_countries: Vec<String>,
+    pub not_continents: Vec<String>,
+    pub not_subdivisions: Vec<String>,
+    pub not_asns: Vec<u32>,
+    pub not_labels: Vec<String>,
+}
+
+/// A route's upstream group for clients of one location (`geo_upstreams`).
+#[derive(Debug, Clone)]
+pub struct GeoUpstream {
+    pub when: GeoMatch,
+    pub upstream: String,
+}
+
+/// How targets given by name are resolved (`dns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Name servers; empty means the system's (/etc/resolv.conf).
+    pub servers: Vec<SocketAddr>,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            servers: Vec::new(),
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Targets given by a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsTarget {
+    pub query: DnsQuery,
+    /// Weight of each address (A/AAAA); SRV records carry their own.
+    pub weight: u32,
+    pub place: Place,
+}
+
+/// What is asked of the resolver for a [`DnsTarget`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DnsQuery {
+    /// A and AAAA records of `name`, each address a target on `port`.
+    Host { name: String, port: u16 },
+    /// SRV records of `name`: target hosts, ports and weights.
+    Srv { name: String },
+}
+
+impl std::fmt::Display for DnsQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsQuery::Host { name, port } => write!(f, "{name}:{port}"),
+            DnsQuery::Srv { name } => write!(f, "srv {name}"),
         }
     }
 }

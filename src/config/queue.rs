@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use http::Method;
+use http::{HeaderName, Method};
 
 use super::file;
 use super::model::{
-    PathMatch, QueueBackend, QueueRole, QueueSettings, Redis, RedisDeployment, Route, RouteMatch,
-    RouteQueue,
+    CallbackSettings, PathMatch, PublishAction, QueueBackend, QueueRole, QueueSettings, Redis,
+    RedisDeployment, Route, RouteMatch, RouteQueue,
 };
 use super::validate::{opt_duration, opt_positive_size, Errors};
 
@@ -190,6 +190,79 @@ fn settings(
         result_ttl,
         max_result_bytes: size(errs, "max_result_bytes", &q.max_result_bytes, 1 << 20),
         idempotency_ttl,
+        callback: q
+            .callback
+            .as_ref()
+            .map(|c| callback(errs, &format!("{at}.callback"), c)),
+    }
+}
+
+/// Whether `url` is an absolute `http` or `https` URL with a host.
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) && url.parse::<http::Uri>().is_ok()
+}
+
+fn callback(errs: &mut Errors, at: &str, c: &file::Callback) -> CallbackSettings {
+    errs.unknown_in(at, &c);
+    if let Some(url) = &c.url {
+        if !is_http_url(url) {
+            errs.push(format!("{at}.url"), "an absolute http:// or https:// URL");
+        }
+    }
+    for (i, prefix) in c.allow.iter().enumerate() {
+        // A prefix must name at least the origin and a path, or `http://a.example` would
+        // let `http://a.example.evil.test/` through.
+        let has_path = prefix
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.contains('/'));
+        if !is_http_url(prefix) || !has_path {
+            errs.push(
+                format!("{at}.allow[{i}]"),
+                "a URL prefix with scheme, host and a path, e.g. https://hooks.example.com/",
+            );
+        }
+    }
+    if c.url.is_none() && c.allow.is_empty() {
+        errs.push(at, "needs url, allow, or both");
+    }
+    let secret = match (&c.secret, &c.secret_env) {
+        (Some(s), None) => s.as_bytes().to_vec(),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => v.into_bytes(),
+            _ => {
+                errs.push(
+                    format!("{at}.secret_env"),
+                    format!("the environment variable {var} is not set"),
+                );
+                Vec::new()
+            }
+        },
+        _ => {
+            errs.push(at, "needs exactly one of secret and secret_env");
+            Vec::new()
+        }
+    };
+    if !secret.is_empty() && secret.len() < 16 {
+        errs.push(at, "the secret must be at least 16 bytes");
+    }
+    let max_attempts = c.max_attempts.unwrap_or(5);
+    if !(1..=20).contains(&max_attempts) {
+        errs.push(format!("{at}.max_attempts"), "must be 1 to 20");
+    }
+    CallbackSettings {
+        url: c.url.clone(),
+        allow: c.allow.clone(),
+        secret,
+        max_attempts,
+        timeout: opt_duration(
+            errs,
+            &format!("{at}.timeout"),
+            &c.timeout,
+            Duration::from_secs(10),
+        ),
     }
 }
 
@@ -275,6 +348,68 @@ pub(super) fn route_queue(
     })
 }
 
+/// The keys a `publish` route cannot have: it forwards nowhere.
+pub(super) fn publish_forbids(errs: &mut Errors, at: &str, r: &file::Route) {
+    for (key, set) in [
+        ("strip_prefix", r.strip_prefix.is_some()),
+        ("rewrite", r.rewrite.is_some()),
+        ("websocket", r.websocket.is_some()),
+        ("split_header", r.split_header.is_some()),
+        ("timeouts", r.timeouts.is_some()),
+        ("retry", r.retry.is_some()),
+        ("mirror", r.mirror.is_some()),
+        ("cache", r.cache.is_some()),
+        ("request_headers", r.request_headers.is_some()),
+        ("queue", r.queue.is_some()),
+    ] {
+        if set {
+            errs.push(format!("{at}.{key}"), "not allowed with publish");
+        }
+    }
+}
+
+/// A route's `publish` block; `has_redis` says whether the top-level `redis` is set.
+pub(super) fn publish(
+    errs: &mut Errors,
+    at: &str,
+    p: &file::Publish,
+    has_redis: bool,
+) -> PublishAction {
+    errs.unknown_in(at, &p);
+    if p.redis_stream.is_empty() {
+        errs.push(format!("{at}.redis_stream"), "the stream's key is required");
+    }
+    if !has_redis {
+        errs.push(at, "publishing needs the top-level redis");
+    }
+    if p.max_len == Some(0) {
+        errs.push(format!("{at}.max_len"), "must be more than 0");
+    }
+    let names = p
+        .headers
+        .clone()
+        .unwrap_or_else(|| vec!["content-type".to_owned()]);
+    let headers = names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match HeaderName::from_bytes(n.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                errs.push(
+                    format!("{at}.headers[{i}]"),
+                    format!("invalid field name {n:?}"),
+                );
+                None
+            }
+        })
+        .collect();
+    PublishAction {
+        redis_stream: p.redis_stream.clone(),
+        headers,
+        max_len: p.max_len,
+    }
+}
+
 /// The route that answers for a queued route's jobs: the queued route's hosts and access
 /// rules (so that a job's owner is identified as at its creation), `GET` and `HEAD` under
 /// its status path.
@@ -288,11 +423,13 @@ pub(super) fn status_route(queued: &Route) -> Option<Route> {
         methods: vec![Method::GET, Method::HEAD],
         headers: Vec::new(),
         query: Vec::new(),
+        geo: None,
     };
     status.rate_limits.clear();
     status.cache = None;
     status.request_headers = None;
     status.retry = None;
+    status.publish = None;
     status.queue = Some(RouteQueue {
         role: QueueRole::Status,
         ..q.clone()
@@ -349,10 +486,13 @@ routes:
     fn every_queue_mistake_is_reported_with_its_path() {
         let errs = parse(&format!(
             "{HEAD}queues:
-  q: {{backend: kafka, concurrency: 0, max_attempts: 0, retry_delay: 10s, max_retry_delay: 1s, retry_statuses: [99], max_depth: 0, result_ttl: soon}}
+  q: {{backend: kafka, concurrency: 0, max_attempts: 0, retry_delay: 10s, max_retry_delay: 1s, retry_statuses: [99], max_depth: 0, result_ttl: soon, callback: {{allow: ['http://a.example'], secret: short, url: 'ftp://x'}}}}
+  r: {{backend: redis, callback: {{secret: 0123456789abcdef, secret_env: X}}}}
 routes:
   - {{name: a, match: {{path: {{prefix: /a}}}}, upstream: app, websocket: true, queue: {{name: nope, status_path: 'jobs/{{x}}'}}}}
   - {{name: b, match: {{path: {{prefix: /b}}}}, redirect: {{path: /c}}, queue: {{name: q}}}}
+  - {{name: c, match: {{path: {{prefix: /c}}}}, publish: {{redis_stream: '', headers: ['bad name'], max_len: 0}}, retry: {{attempts: 2}}}}
+  - {{name: d, match: {{path: {{prefix: /d}}}}, upstream: app, publish: {{redis_stream: s}}}}
 "
         ))
         .unwrap_err();
@@ -364,10 +504,22 @@ routes:
             "queues.q.retry_statuses[0]: not an HTTP status",
             "queues.q.max_depth: must be more than 0",
             "queues.q.result_ttl: invalid duration",
+            "queues.q.callback.allow[0]: a URL prefix with scheme, host and a path",
+            "queues.q.callback.url: an absolute http:// or https:// URL",
+            "queues.q.callback: the secret must be at least 16 bytes",
+            "queues.r.backend: the redis backend needs the top-level redis",
+            "queues.r.callback: needs url, allow, or both",
+            "queues.r.callback: needs exactly one of secret and secret_env",
             "routes[0].queue.name: no queue named \"nope\"",
             "routes[0].queue.status_path: a path such as",
             "routes[0].websocket: not allowed with queue",
             "routes[1].queue: not allowed with redirect",
+            "routes[2].publish.redis_stream: the stream's key is required",
+            "routes[2].publish: publishing needs the top-level redis",
+            "routes[2].publish.max_len: must be more than 0",
+            "routes[2].publish.headers[0]: invalid field name",
+            "routes[2].retry: not allowed with publish",
+            "routes[3]: a route has one of upstream, split, redirect, respond or publish, not upstream (or split) and publish",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),

@@ -74,6 +74,7 @@ pub(super) fn rate_limiting(
     r: Option<&file::RateLimiting>,
     has_redis: bool,
     has_auth: bool,
+    has_geo: bool,
 ) -> RateLimiting {
     let Some(r) = r else {
         return RateLimiting {
@@ -106,6 +107,12 @@ pub(super) fn rate_limiting(
                 errs.push(
                     format!("{at}.key"),
                     "the consumer key part needs auth.methods or rate_limiting.consumer_header",
+                );
+            }
+            if policy.key.iter().any(|k| matches!(k, KeyPart::Geo(_))) && !has_geo {
+                errs.push(
+                    format!("{at}.key"),
+                    "geo key parts need the top-level `geo` section",
                 );
             }
             Some(policy)
@@ -286,6 +293,9 @@ fn key_part(errs: &mut Errors, at: &str, k: &str) -> Option<KeyPart> {
         "consumer" => KeyPart::Consumer,
         "route" => KeyPart::Route,
         "path" => KeyPart::Path,
+        _ if k.starts_with("geo:") => {
+            return super::geo::field(errs, at, k.trim_start_matches("geo:")).map(KeyPart::Geo)
+        }
         _ => match k.strip_prefix("header:") {
             Some(h) => match HeaderName::from_str(h.trim()) {
                 Ok(name) => KeyPart::Header(name),
@@ -298,8 +308,8 @@ fn key_part(errs: &mut Errors, at: &str, k: &str) -> Option<KeyPart> {
                 errs.push(
                     at,
                     format!(
-                        "unknown key part {k:?}; use client_ip, consumer, route, path \
-                         or header:NAME"
+                        "unknown key part {k:?}; use client_ip, consumer, route, path, \
+                         header:NAME or geo:FIELD"
                     ),
                 );
                 return None;

@@ -104,6 +104,8 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
         name: String::new(),
         balancer: BalancerKind::RoundRobin,
         targets: Vec::new(),
+        dns_targets: Vec::new(),
+        locality: None,
         protocol: UpstreamProtocol::Http1,
         tls: None,
         connect_timeout: Duration::ZERO,
@@ -382,6 +384,57 @@ pub(super) fn timeouts(errs: &mut Errors, at: &str, t: &Option<file::Timeouts>) 
         response_header: one("response_header", &t.response_header),
         idle: one("idle", &t.idle),
         total: one("total", &t.total),
+    }
+}
+
+/// `tunnel`: the limits of the route's WebSocket tunnels (only with `websocket: true`).
+pub(super) fn tunnel(errs: &mut Errors, route_at: &str, r: &file::Route) -> TunnelSettings {
+    let Some(t) = &r.tunnel else {
+        return TunnelSettings::default();
+    };
+    let at = format!("{route_at}.tunnel");
+    errs.unknown_in(&at, &t);
+    if r.websocket != Some(true) {
+        errs.push(&at, "needs `websocket: true` on the route");
+    }
+    let mut positive = |key: &str, v: &Option<String>| {
+        let d = v
+            .as_ref()
+            .map(|_| opt_duration(errs, &format!("{at}.{key}"), v, Duration::MAX))?;
+        if d.is_zero() {
+            errs.push(format!("{at}.{key}"), "must be more than 0");
+        }
+        Some(d)
+    };
+    let idle_timeout = positive("idle_timeout", &t.idle_timeout);
+    let max_lifetime = positive("max_lifetime", &t.max_lifetime);
+    let ping_interval = positive("ping_interval", &t.ping_interval);
+    let max_message_bytes = t.max_message_bytes.as_ref().and_then(|v| {
+        let size = super::validate::parse_byte_size(v);
+        match size {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                errs.push(
+                    format!("{at}.max_message_bytes"),
+                    "must be a size of more than 0, e.g. 65536 or 1MiB",
+                );
+                None
+            }
+        }
+    });
+    let mut count = |key: &str, v: Option<usize>| {
+        if v == Some(0) {
+            errs.push(format!("{at}.{key}"), "must be more than 0");
+        }
+        v
+    };
+    TunnelSettings {
+        idle_timeout: idle_timeout.unwrap_or(TunnelSettings::DEFAULT_IDLE),
+        max_lifetime,
+        ping_interval,
+        max_message_bytes,
+        max_open: count("max_open", t.max_open),
+        max_open_per_ip: count("max_open_per_ip", t.max_open_per_ip),
     }
 }
 

@@ -47,6 +47,8 @@ fn always_beats(a: &Route, a_earlier: bool, b: &Route) -> bool {
             .query
             .iter()
             .all(|p| bm.query.iter().any(|q| same_query(p, q)))
+        // A location condition narrows `a` unless `b` has the same one.
+        && (am.geo.is_none() || am.geo == bm.geo)
 }
 
 fn same_tiers(a: &[HostMatch], b: &[HostMatch]) -> bool {

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use http::{HeaderName, HeaderValue};
 
 use super::file;
-use super::model::{HeaderEdits, PathMatch, TemplatePart, ValueTemplate, Var};
+use super::model::{GeoField, HeaderEdits, PathMatch, TemplatePart, ValueTemplate, Var};
 use super::validate::Errors;
 
 /// Fields that frame or route the message, or that the gateway writes itself: a transform
@@ -34,6 +34,7 @@ pub(super) fn edits(
     at: &str,
     e: &file::HeaderEdits,
     path: &PathMatch,
+    geo: bool,
 ) -> HeaderEdits {
     errs.unknown_in(at, &e);
     let mut out = HeaderEdits::default();
@@ -46,7 +47,7 @@ pub(super) fn edits(
         for (name, value) in map {
             let at = format!("{at}.{key}.{name}");
             let name = field_name(errs, &at, name);
-            let value = template(errs, &at, value, path);
+            let value = template(errs, &at, value, path, geo);
             if let (Some(name), Some(value)) = (name, value) {
                 list.push((name, value));
             }
@@ -84,6 +85,7 @@ pub(super) fn template(
     at: &str,
     text: &str,
     path: &PathMatch,
+    geo: bool,
 ) -> Option<ValueTemplate> {
     let mut parts = Vec::new();
     let mut literal = String::new();
@@ -101,7 +103,7 @@ pub(super) fn template(
             }
             '{' => {
                 let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
-                match var(&name, path) {
+                match var(&name, path, geo) {
                     Ok(v) => {
                         if !literal.is_empty() {
                             parts.push(TemplatePart::Text(std::mem::take(&mut literal)));
@@ -135,7 +137,7 @@ pub(super) fn template(
     ok.then_some(ValueTemplate(parts))
 }
 
-fn var(name: &str, path: &PathMatch) -> Result<Var, String> {
+fn var(name: &str, path: &PathMatch, geo: bool) -> Result<Var, String> {
     match name {
         "client_ip" => Ok(Var::ClientIp),
         "request_id" => Ok(Var::RequestId),
@@ -150,14 +152,22 @@ fn var(name: &str, path: &PathMatch) -> Result<Var, String> {
                     )),
                 };
             }
-            if name.starts_with("geo.") {
-                return Err(format!(
-                    "{{{name}}}: geo fields need a geo database, which this version cannot load"
-                ));
+            if let Some(field) = name.strip_prefix("geo.") {
+                if !geo {
+                    return Err(format!(
+                        "{{{name}}}: geo fields need the top-level `geo` section"
+                    ));
+                }
+                return GeoField::from_name(field).map(Var::Geo).ok_or_else(|| {
+                    format!(
+                        "{{{name}}}: unknown geo field; use country, continent, subdivision, \
+                         asn or label"
+                    )
+                });
             }
             Err(format!(
-                "unknown placeholder {{{name}}}; use client_ip, request_id, consumer, route or \
-                 param.NAME (write {{{{ for a literal brace)"
+                "unknown placeholder {{{name}}}; use client_ip, request_id, consumer, route, \
+                 param.NAME or geo.FIELD (write {{{{ for a literal brace)"
             ))
         }
     }

@@ -115,13 +115,23 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         .collect::<Vec<_>>();
     let upstream_names: HashSet<&str> = f.upstreams.keys().map(String::as_str).collect();
 
+    let geo = f
+        .geo
+        .as_ref()
+        .map(|g| super::geo::settings(&mut errs, g, base_dir));
     let mut route_names = HashSet::new();
     let mut routes = Vec::new();
     let mut route_at = Vec::new();
     let no_methods = std::collections::BTreeMap::new();
+    let known = Known {
+        upstreams: &upstream_names,
+        queues: &f.queues,
+        has_redis: f.redis.is_some(),
+        geo: geo.as_ref(),
+    };
     for (i, r) in f.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
-        if let Some(mut route) = route(&mut errs, &at, i, r, &upstream_names, &f.queues) {
+        if let Some(mut route) = route(&mut errs, &at, i, r, &known) {
             let methods = f.auth.as_ref().map(|a| &a.methods);
             route.access =
                 super::access::route_access(&mut errs, &at, r, methods.unwrap_or(&no_methods));
@@ -152,6 +162,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         f.rate_limiting.as_ref(),
         f.redis.is_some(),
         f.auth.as_ref().is_some_and(|a| !a.methods.is_empty()),
+        geo.is_some(),
     );
     for (i, r) in f.routes.iter().enumerate() {
         for (j, name) in r.rate_limits.iter().enumerate() {
@@ -172,6 +183,8 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let access = super::access::access_control(&mut errs, &f, base_dir);
     let cache = super::cache::settings(&mut errs, f.cache.as_ref(), f.redis.is_some());
 
+    let dns = super::dns::settings(&mut errs, f.dns.as_ref());
+    let locality = super::locality::instance(&mut errs, &f);
     let shutdown_drain = opt_duration(
         &mut errs,
         "shutdown_drain",
@@ -198,6 +211,9 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             access,
             cache,
             queues,
+            geo,
+            dns,
+            locality,
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -474,21 +490,34 @@ fn upstream(
     if u.targets.is_empty() {
         errs.push(format!("{at}.targets"), "at least one target");
     }
-    let targets: Vec<Target> = u
-        .targets
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| {
-            let at = format!("{at}.targets[{i}]");
-            errs.unknown_in(&at, &t);
-            let weight = t.weight.unwrap_or(1);
-            if weight == 0 || weight > 10_000 {
-                errs.push(format!("{at}.weight"), "weight must be 1..=10000");
+    let mut targets: Vec<Target> = Vec::new();
+    let mut dns_targets = Vec::new();
+    for (i, t) in u.targets.iter().enumerate() {
+        let at = format!("{at}.targets[{i}]");
+        errs.unknown_in(&at, &t);
+        let weight = t.weight.unwrap_or(1);
+        if weight == 0 || weight > 10_000 {
+            errs.push(format!("{at}.weight"), "weight must be 1..=10000");
+        }
+        let place = super::locality::target_place(errs, &at, t);
+        match super::dns::target(errs, &at, t) {
+            Some(query) => dns_targets.push(DnsTarget {
+                query,
+                weight,
+                place,
+            }),
+            None if t.srv != Some(true) => {
+                if let Some(address) = socket_addr(errs, &format!("{at}.address"), &t.address) {
+                    targets.push(Target {
+                        address,
+                        weight,
+                        place,
+                    });
+                }
             }
-            let address = socket_addr(errs, &format!("{at}.address"), &t.address)?;
-            Some(Target { address, weight })
-        })
-        .collect();
+            None => {}
+        }
+    }
     let hash_key = u
         .hash_on
         .as_deref()
@@ -543,6 +572,11 @@ fn upstream(
         name: name.to_owned(),
         balancer,
         targets,
+        dns_targets,
+        locality: u
+            .locality
+            .as_ref()
+            .map(|l| super::locality::group(errs, &format!("{at}.locality"), l)),
         protocol,
         tls,
         connect_timeout: opt_duration(
@@ -585,30 +619,49 @@ fn hash_key(errs: &mut Errors, at: &str, h: &str) -> Option<HashKey> {
     }
 }
 
+/// What a route may refer to elsewhere in the file.
+struct Known<'a> {
+    upstreams: &'a HashSet<&'a str>,
+    queues: &'a std::collections::BTreeMap<String, file::JobQueue>,
+    has_redis: bool,
+    geo: Option<&'a GeoSettings>,
+}
+
 fn route(
     errs: &mut Errors,
     at: &str,
     index: usize,
     r: &file::Route,
-    upstreams: &HashSet<&str>,
-    queues: &std::collections::BTreeMap<String, file::JobQueue>,
+    known: &Known<'_>,
 ) -> Option<Route> {
+    let Known {
+        upstreams,
+        queues,
+        has_redis,
+        geo,
+    } = *known;
     errs.unknown_in(at, &r);
     let default_match = file::Match::default();
     let m = r.matcher.as_ref().unwrap_or(&default_match);
-    let matcher = route_match(errs, &format!("{at}.match"), m);
+    let mut matcher = route_match(errs, &format!("{at}.match"), m);
+    matcher.geo = m
+        .geo
+        .as_ref()
+        .map(|g| super::geo::condition(errs, &format!("{at}.match.geo"), g, geo));
     let proxies = r.upstream.is_some() || !r.split.is_empty();
+    let publishes = r.publish.is_some();
     let kinds = [
         (proxies, "upstream (or split)"),
         (r.redirect.is_some(), "redirect"),
         (r.respond.is_some(), "respond"),
+        (publishes, "publish"),
     ];
     let set: Vec<&str> = kinds.iter().filter(|k| k.0).map(|k| k.1).collect();
     if set.len() != 1 {
         let message = match set.is_empty() {
-            true => "a route needs upstream, split, redirect or respond".to_owned(),
+            true => "a route needs upstream, split, redirect, respond or publish".to_owned(),
             false => format!(
-                "a route has one of upstream, split, redirect or respond, not {}",
+                "a route has one of upstream, split, redirect, respond or publish, not {}",
                 set.join(" and ")
             ),
         };
@@ -618,21 +671,28 @@ fn route(
     let action = if proxies {
         let targets = super::resilience::split(errs, at, r, upstreams);
         super::resilience::check_mirror(errs, at, r, upstreams);
-        Action::Proxy(proxy_action(errs, at, r, targets, &matcher))
+        let mut action = proxy_action(errs, at, r, targets, &matcher);
+        action.geo_upstreams = super::geo::upstreams(errs, at, r, upstreams, geo);
+        Action::Proxy(action)
     } else if let Some(rd) = &r.redirect {
         Action::Redirect(redirect(errs, &format!("{at}.redirect"), rd))
     } else if let Some(rs) = &r.respond {
         Action::Respond(respond(errs, &format!("{at}.respond"), rs))
+    } else if publishes {
+        super::queue::publish_forbids(errs, at, r);
+        Action::Proxy(proxy_action(errs, at, r, Vec::new(), &matcher))
     } else {
         return None;
     };
-    if !proxies {
+    if !proxies && !publishes {
         let kind = set.first().copied().unwrap_or("redirect");
         for (key, set) in [
             ("strip_prefix", r.strip_prefix.is_some()),
             ("rewrite", r.rewrite.is_some()),
             ("websocket", r.websocket.is_some()),
+            ("tunnel", r.tunnel.is_some()),
             ("split_header", r.split_header.is_some()),
+            ("geo_upstreams", !r.geo_upstreams.is_empty()),
             ("timeouts", r.timeouts.is_some()),
             ("retry", r.retry.is_some()),
             ("mirror", r.mirror.is_some()),
@@ -653,8 +713,10 @@ fn route(
         }
     }
     let edits = |errs: &mut Errors, key: &str, e: &Option<file::HeaderEdits>| {
-        e.as_ref()
-            .map(|e| super::transform::edits(errs, &format!("{at}.{key}"), e, &matcher.path))
+        e.as_ref().map(|e| {
+            let at = format!("{at}.{key}");
+            super::transform::edits(errs, &at, e, &matcher.path, geo.is_some())
+        })
     };
     let request_headers = edits(errs, "request_headers", &r.request_headers);
     let response_headers = edits(errs, "response_headers", &r.response_headers);
@@ -663,6 +725,7 @@ fn route(
         matcher,
         action,
         websocket: r.websocket.unwrap_or(false),
+        tunnel: super::resilience::tunnel(errs, at, r),
         timeouts: super::resilience::timeouts(errs, &format!("{at}.timeouts"), &r.timeouts),
         retry: r
             .retry
@@ -671,16 +734,20 @@ fn route(
         max_body_bytes: r.max_body_bytes,
         rate_limits: r.rate_limits.clone(),
         access: RouteAccess::default(),
-        cache: r
-            .cache
-            .as_ref()
-            .map(|c| super::cache::route(errs, &format!("{at}.cache"), c, r.auth.is_some())),
+        cache: r.cache.as_ref().map(|c| {
+            let at = format!("{at}.cache");
+            super::cache::route(errs, &at, c, r.auth.is_some(), geo.is_some())
+        }),
         request_headers,
         response_headers,
         queue: match proxies {
             true => super::queue::route_queue(errs, &format!("{at}.queue"), r, queues),
             false => None,
         },
+        publish: r
+            .publish
+            .as_ref()
+            .map(|p| super::queue::publish(errs, &format!("{at}.publish"), p, has_redis)),
     })
 }
 
@@ -754,6 +821,7 @@ fn route_match(errs: &mut Errors, at: &str, m: &file::Match) -> RouteMatch {
         methods,
         headers,
         query,
+        geo: None,
     }
 }
 
@@ -899,6 +967,7 @@ fn proxy_action(
         strip_prefix: r.strip_prefix.clone(),
         rewrite,
         host_rewrite,
+        geo_upstreams: Vec::new(),
     }
 }
 
@@ -1177,6 +1246,49 @@ routes:
             .any(|e| e.starts_with("routes[0].match.path.regex: ")));
         assert!(errs.iter().any(|e| e.starts_with("routes[0].upstream: ")));
         assert!(errs.iter().any(|e| e == "routes[0].colour: unknown key"));
+    }
+
+    #[test]
+    fn tunnel_settings_are_checked_with_their_paths() {
+        let yaml = "
+listeners: [{address: 127.0.0.1:8080}]
+upstreams:
+  api: {targets: [{address: 127.0.0.1:9001}]}
+routes:
+  - match: {path: {prefix: /a}}
+    upstream: api
+    tunnel: {idle_timeout: 0s}
+  - upstream: api
+    websocket: true
+    tunnel: {max_lifetime: soon, max_message_bytes: 1MB, max_open: 0, ping_intervl: 5s}
+";
+        let errs = errors(yaml);
+        for want in [
+            "routes[0].tunnel: needs `websocket: true` on the route",
+            "routes[0].tunnel.idle_timeout: must be more than 0",
+            "routes[1].tunnel.max_lifetime: invalid duration",
+            "routes[1].tunnel.max_message_bytes: must be a size",
+            "routes[1].tunnel.max_open: must be more than 0",
+            "routes[1].tunnel.ping_intervl: unknown key; did you mean \"ping_interval\"?",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "{want} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 6, "{errs:#?}");
+    }
+
+    #[test]
+    fn tunnels_close_after_an_idle_hour_by_default() {
+        let config =
+            crate::config::parse(&format!("{OK}    websocket: true\n"), Path::new(".")).unwrap();
+        let t = config.routes[0].tunnel;
+        assert_eq!(t.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(
+            (t.max_lifetime, t.ping_interval, t.max_open),
+            (None, None, None)
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::proxy::{self, ConnInfo};
 use crate::runtime::{OpenConnection, Shared};
 use crate::serve::conn_limit::ConnPermit;
 use crate::serve::h2body::H2RequestBody;
+use crate::serve::h2connect::{self, Connect};
 use crate::serve::h2guard::{H2Guard, H2GuardLimits, Trip};
 use crate::serve::h2idle::{Counted, Streams};
 use crate::serve::prefixed::Prefixed;
@@ -299,7 +300,9 @@ async fn serve_h2<I>(
         // 400 KiB (the default) per stream adds up on a client that does not read.
         .max_send_buf_size(128 * 1024)
         .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
+        .keep_alive_timeout(Duration::from_secs(10))
+        // WebSocket over HTTP/2 (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL.
+        .enable_connect_protocol();
     // The guard adds what h2 lacks: rate limits on PING, SETTINGS, paced resets, PRIORITY
     // and WINDOW_UPDATE floods, per-block CONTINUATION and header-byte caps, and the error
     // codes RFC 9113 names where h2 answers PROTOCOL_ERROR.
@@ -363,10 +366,14 @@ fn service(
         let conn = conn.clone();
         let open = streams.open();
         let mut req = req.map(|body| DownstreamBody::H2(H2RequestBody::new(body)));
+        let connect = h2connect::accept(&mut req);
         async move {
             // hyper's HTTP/2 server cannot send interim responses: the client gets the
             // final one only (docs/operations.md, "Interim responses").
-            let resp = proxy::handle(snap, &conn, &mut req, None).await;
+            let resp = match connect {
+                Connect::Other => not_implemented(),
+                _ => proxy::handle(snap, &conn, &mut req, None).await,
+            };
             // hyper writes the map only.
             let (mut parts, mut body) = resp.into_parts();
             body.move_gateway_fields_into(&mut parts.headers);
@@ -374,4 +381,17 @@ fn service(
             Ok::<_, Infallible>(http::Response::from_parts(parts, body))
         }
     })
+}
+
+/// The answer to an extended CONNECT for a protocol other than WebSocket, given before the
+/// pipeline (the request names no resource the gateway routes).
+fn not_implemented() -> http::Response<crate::proxy::body::ProxyBody> {
+    let none = http::HeaderValue::from_static("");
+    let mut resp = crate::proxy::error::problem_response(
+        http::StatusCode::NOT_IMPLEMENTED,
+        "only WebSocket can be opened with an extended CONNECT",
+        &none,
+    );
+    resp.headers_mut().remove(crate::message::X_REQUEST_ID);
+    resp
 }

@@ -56,6 +56,10 @@ pub struct Record<'a> {
     pub consumer: Option<&'a str>,
     pub upstream_target: Option<&'a str>,
     pub upstream_duration: Option<Duration>,
+    /// Why a WebSocket tunnel ended (its line is written then); `None` for other requests.
+    pub close_reason: Option<&'a str>,
+    /// The client's location, when the request looked it up: its known fields.
+    pub geo: Option<&'a crate::geo::Location>,
 }
 
 #[derive(Debug)]
@@ -255,7 +259,41 @@ fn format_line(out: &mut Vec<u8>, rec: &Record<'_>) {
         Some(d) => write_millis(out, d),
         None => out.extend_from_slice(b"null"),
     }
+    if let Some(reason) = rec.close_reason {
+        out.extend_from_slice(b",\"close_reason\":");
+        write_json_str(out, reason);
+    }
+    if let Some(loc) = rec.geo {
+        write_geo(out, loc);
+    }
     out.extend_from_slice(b"}\n");
+}
+
+/// `"geo":{…}` with the fields of `loc` that are known.
+fn write_geo(out: &mut Vec<u8>, loc: &crate::geo::Location) {
+    use crate::config::model::GeoField;
+    out.extend_from_slice(b",\"geo\":{");
+    let mut first = true;
+    let mut text = String::new();
+    for field in [
+        GeoField::Country,
+        GeoField::Continent,
+        GeoField::Subdivision,
+        GeoField::Asn,
+        GeoField::Label,
+    ] {
+        let Some(v) = loc.text(field) else { continue };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json_str(out, field.name());
+        out.push(b':');
+        text.clear();
+        v.push_to(&mut text);
+        write_json_str(out, &text);
+    }
+    out.push(b'}');
 }
 
 /// A JSON string literal. Quotes, backslashes and control characters (and DEL, which

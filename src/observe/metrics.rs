@@ -12,9 +12,13 @@
 //! | `ferrogate_connections_open` | gauge | `listener` |
 //! | `ferrogate_connections_total` | counter | `listener` |
 //! | `ferrogate_config_reloads_total` | counter | `result` (`ok` or `failed`) |
+//! | `ferrogate_dns_resolutions_total` | counter | `target` (the name as configured), `result` (`same`, `changed`, `failed`) |
+//! | `ferrogate_locality_picks_total` | counter | `upstream`, `tier` (`zone`, `region`, `any`) |
+//! | `ferrogate_geo_requests_total` | counter | `route`, `country` (a code of `geo.metrics_countries`, `other` or `unknown`) |
+//! | `ferrogate_dns_stale` | gauge | `target`: 1 while its last good addresses stand in for a failed resolution |
 //!
-//! and the resilience and rate-limit metrics listed in `metrics/resilience.rs` and
-//! `metrics/ratelimit.rs`.
+//! and the resilience, rate-limit and tunnel metrics listed in `metrics/resilience.rs`,
+//! `metrics/ratelimit.rs` and `metrics/tunnel.rs`.
 //!
 //! Label values stay bounded: `route`, `upstream`, `target` and `listener` come from the
 //! config, `method` is one of the nine standard methods or `other`, `status` is the numeric
@@ -30,6 +34,7 @@ use http::Method;
 
 mod ratelimit;
 mod resilience;
+mod tunnel;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::Exemplar;
@@ -39,6 +44,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 pub use ratelimit::{PolicyCounters, RateLimitMetrics};
 pub use resilience::{ResilienceMetrics, TargetState};
+pub use tunnel::TunnelMetrics;
 
 /// Content type of [`Metrics::encode`]: the crate writes OpenMetrics text, ending in `# EOF`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -109,6 +115,18 @@ pub struct Metrics {
     reloads_ok: Counter,
     /// `ferrogate_config_reloads_total{result="failed"}`.
     reloads_failed: Counter,
+    /// `ferrogate_dns_resolutions_total{target,result}`: resolutions of targets given by
+    /// name (`same`, `changed`, `failed`).
+    dns_resolutions: Family<DnsLabels, Counter>,
+    /// `ferrogate_dns_stale{target}`: 1 while a name's last resolution failed and its last
+    /// good set is in use.
+    dns_stale: Family<DnsTargetLabels, Gauge>,
+    /// `ferrogate_locality_picks_total{upstream,tier}`: targets chosen by locality-aware
+    /// groups, by tier (`zone`, `region`, `any`).
+    locality_picks: Family<LocalityLabels, Counter>,
+    /// `ferrogate_geo_requests_total{route,country}`: requests by client country, for the
+    /// countries `geo.metrics_countries` names (`other`, `unknown` for the rest).
+    geo_requests: Family<GeoLabels, Counter>,
     /// Health, retry, queue, mirror and connection-limit metrics (`resilience.rs`).
     pub resilience: ResilienceMetrics,
     /// Rate-limit and Redis metrics (`ratelimit.rs`).
@@ -117,6 +135,8 @@ pub struct Metrics {
     pub cache: crate::cache::service::CacheMetrics,
     /// Job queue metrics (`queue::metrics`).
     pub queues: crate::queue::QueueMetrics,
+    /// WebSocket tunnel metrics (`tunnel.rs`).
+    pub tunnels: TunnelMetrics,
 }
 
 /// Request metrics of one route. Cheap to clone; counts survive reloads because handles of
@@ -192,6 +212,29 @@ struct ListenerLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DnsLabels {
+    target: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DnsTargetLabels {
+    target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GeoLabels {
+    route: String,
+    country: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LocalityLabels {
+    upstream: String,
+    tier: &'static str,
 }
 
 /// A fixed-bucket latency histogram on atomics. The crate's own histogram takes a mutex on
@@ -270,6 +313,33 @@ impl Metrics {
             reloads,
         );
 
+        let dns_resolutions = Family::<DnsLabels, Counter>::default();
+        registry.register(
+            "ferrogate_dns_resolutions",
+            "Resolutions of upstream targets given by name, by result (same, changed, failed)",
+            dns_resolutions.clone(),
+        );
+        let dns_stale = Family::<DnsTargetLabels, Gauge>::default();
+        registry.register(
+            "ferrogate_dns_stale",
+            "1 while a target name's last resolution failed and its last good addresses are used",
+            dns_stale.clone(),
+        );
+
+        let locality_picks = Family::<LocalityLabels, Counter>::default();
+        registry.register(
+            "ferrogate_locality_picks",
+            "Targets chosen by locality-aware groups, by tier (zone, region, any)",
+            locality_picks.clone(),
+        );
+
+        let geo_requests = Family::<GeoLabels, Counter>::default();
+        registry.register(
+            "ferrogate_geo_requests",
+            "Requests by route and client country (the countries geo.metrics_countries names)",
+            geo_requests.clone(),
+        );
+
         let resilience = ResilienceMetrics::default();
         resilience.register(&mut registry);
         let rate_limits = RateLimitMetrics::default();
@@ -278,8 +348,11 @@ impl Metrics {
         cache.register(&mut registry);
         let queues = crate::queue::QueueMetrics::default();
         queues.register(&mut registry);
+        let tunnels = TunnelMetrics::default();
+        tunnels.register(&mut registry);
 
         Metrics {
+            tunnels,
             resilience,
             rate_limits,
             cache,
@@ -294,6 +367,10 @@ impl Metrics {
             listeners: RwLock::new(HashMap::new()),
             reloads_ok,
             reloads_failed,
+            dns_resolutions,
+            dns_stale,
+            locality_picks,
+            geo_requests,
         }
     }
 
@@ -368,6 +445,45 @@ impl Metrics {
     /// Counts the end of a connection counted by [`Metrics::connection_opened`].
     pub fn connection_closed(&self, listener: &str) {
         self.listener(listener).closed();
+    }
+
+    /// Counts one resolution of an upstream target name; `result` is `same`, `changed` or
+    /// `failed`.
+    pub fn dns_resolved(&self, target: &str, result: &'static str) {
+        let labels = DnsLabels {
+            target: target.to_owned(),
+            result,
+        };
+        self.dns_resolutions.get_or_create(&labels).inc();
+        let stale = DnsTargetLabels {
+            target: target.to_owned(),
+        };
+        self.dns_stale
+            .get_or_create(&stale)
+            .set(i64::from(result == "failed"));
+    }
+
+    /// The pick counters of a locality-aware group, per tier (`zone`, `region`, `any`).
+    pub fn locality_picks(&self, upstream: &str) -> [Counter; 3] {
+        crate::upstream::locality::TIERS.map(|tier| {
+            self.locality_picks
+                .get_or_create(&LocalityLabels {
+                    upstream: upstream.to_owned(),
+                    tier,
+                })
+                .clone()
+        })
+    }
+
+    /// The per-country request counter of `route` for `country` (a code, `other` or
+    /// `unknown`); resolved when a snapshot is built.
+    pub fn geo_requests(&self, route: &str, country: &str) -> Counter {
+        self.geo_requests
+            .get_or_create(&GeoLabels {
+                route: route.to_owned(),
+                country: country.to_owned(),
+            })
+            .clone()
     }
 
     /// Counts one reload attempt, successful or not.

@@ -185,6 +185,11 @@ impl ProxyBody {
         self.completion = Some(c);
     }
 
+    /// Takes the request's `log` phase away from this body (a tunnel runs it instead).
+    pub fn take_completion(&mut self) -> Option<Completion> {
+        self.completion.take()
+    }
+
     fn complete(&mut self, now: std::time::Instant) {
         if let Some(c) = self.completion.take() {
             c.finish(self.bytes_out, now);

@@ -94,6 +94,7 @@ struct CacheRequest<'a> {
     pub authority: &'a str,
     pub path_and_query: &'a str,
     pub consumer: Option<&'a str>,
+    pub geo: Option<&'a crate::geo::Location>,
 }
 
 /// The cache phase before the upstream: on a cached route (not a tunnel), answers from the
@@ -117,6 +118,7 @@ pub(super) async fn lookup<B>(
         authority: arrival.host_text().unwrap_or(""),
         path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
         consumer: caller.and_then(|a| a.identity.name()),
+        geo: routed.geo.as_ref(),
     };
     match plan(svc, rules, &lookup).await {
         Plan::Answer(mut resp, refresh) => {
@@ -365,6 +367,7 @@ fn key_parts<'a>(rules: &'a RouteCacheRules, r: &CacheRequest<'_>) -> Vec<(&'a [
                 }
                 KeyPart::Cookie(name) => cookie_value(r.headers, name).unwrap_or_default(),
                 KeyPart::Consumer => r.consumer.unwrap_or("").as_bytes().to_vec(),
+                KeyPart::Geo(field) => crate::geo::field_or_empty(r.geo, *field).into_bytes(),
             };
             (&**label, value)
         })
@@ -562,6 +565,7 @@ impl Pending {
             authority: "",
             path_and_query: "",
             consumer: None,
+            geo: None,
         };
         if let Some((entry, on_error)) = &validating {
             if parts.status == StatusCode::NOT_MODIFIED {
@@ -696,6 +700,7 @@ impl Pending {
                     authority: "",
                     path_and_query: "",
                     consumer: None,
+                    geo: None,
                 };
                 // Stale without the origin's permission only because it is unreachable.
                 let detail = match on_error {

@@ -69,21 +69,31 @@ async fn send(
         client_cert: None,
     };
     let arrival = request::arrive(&snap.listeners[listener], &conn, &req);
-    let host = arrival.host();
-    let view = RequestView {
-        host: &host,
-        path: req.uri().path(),
-        query: req.uri().query(),
-        method: req.method(),
-        headers: req.headers(),
-    };
     // The route that accepted the job, if the running configuration still sends the
-    // request there.
-    let matched = snap
-        .router
-        .find(&view)
-        .filter(|m| *snap.routes[m.route].name == *route_name)
-        .ok_or_else(|| format!("route {route_name:?} no longer takes this request"))?;
+    // request there; in a block of its own, so that the location's lazy lookup (not `Send`)
+    // is gone before the first await.
+    let (matched, geo) = {
+        let host = arrival.host();
+        let lazy = snap.geo.as_ref().map(|g| g.lazy(arrival.client_ip));
+        let view = RequestView {
+            host: &host,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            method: req.method(),
+            headers: req.headers(),
+            geo: lazy.as_ref(),
+        };
+        let matched = snap
+            .router
+            .find(&view)
+            .filter(|m| *snap.routes[m.route].name == *route_name)
+            .ok_or_else(|| format!("route {route_name:?} no longer takes this request"))?;
+        let uses_geo = snap.routes[matched.route].uses_geo;
+        let geo = lazy
+            .filter(|_| uses_geo)
+            .map(crate::geo::Lazy::into_location);
+        (matched, geo)
+    };
     let route = &snap.routes[matched.route];
     let Action::Proxy(action) = &route.action else {
         return Err(format!("route {route_name:?} no longer forwards"));
@@ -100,9 +110,10 @@ async fn send(
         route,
         action,
         upgrade: false,
+        geo,
     };
     let mut done = Completion::begin(snap, &arrival, &req);
-    let group = select::group(snap, route, req.headers(), &mut done)
+    let group = select::group(snap, route, req.headers(), routed.geo.as_ref(), &mut done)
         .await
         .map_err(stopped)?;
     let mut out = Outbound::new();

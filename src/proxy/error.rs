@@ -68,12 +68,18 @@ pub enum ProxyError {
     QueueFull(std::sync::Arc<str>),
     #[error("queue {0} could not store the job")]
     QueueUnavailable(std::sync::Arc<str>),
+    #[error("the message could not be published to stream {0}")]
+    PublishFailed(std::sync::Arc<str>),
     #[error("no such job")]
     JobNotFound,
     #[error("the job has no result yet")]
     JobNotFinished,
     #[error("the idempotency key was used with a different request")]
     IdempotencyConflict,
+    #[error("route {0} has its most WebSocket tunnels open")]
+    TunnelsFull(std::sync::Arc<str>),
+    #[error("the client has its most WebSocket tunnels open on route {0}")]
+    TunnelsPerClient(std::sync::Arc<str>),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -92,14 +98,17 @@ impl ProxyError {
                 StatusCode::NOT_FOUND
             }
             ProxyError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
-            ProxyError::QueueFull(_) | ProxyError::QueueUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::QueueFull(_)
+            | ProxyError::QueueUnavailable(_)
+            | ProxyError::PublishFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoHealthyTarget(_)
             | ProxyError::UpstreamBusy(_)
             | ProxyError::RateLimitUnavailable(_)
+            | ProxyError::TunnelsFull(_)
             | ProxyError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::RateLimited(_) | ProxyError::TunnelsPerClient(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -129,6 +138,10 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "the upstream did not answer in time",
             ProxyError::DownstreamBody => "the request body could not be read",
             ProxyError::RateLimited(_) => "too many requests; see Retry-After",
+            ProxyError::TunnelsFull(_) => {
+                "too many WebSocket connections are open; try again later"
+            }
+            ProxyError::TunnelsPerClient(_) => "too many WebSocket connections from this client",
             ProxyError::RateLimitUnavailable(_) => {
                 "the rate limiter is unavailable; try again later"
             }
@@ -147,6 +160,9 @@ impl ProxyError {
             ProxyError::QueueFull(_) => "the queue is full; try again later (see Retry-After)",
             ProxyError::QueueUnavailable(_) => {
                 "the job could not be stored and was not accepted; try again later"
+            }
+            ProxyError::PublishFailed(_) => {
+                "the message could not be published and was not accepted; try again later"
             }
             ProxyError::JobNotFound => "no such job (or it expired, or it is not yours)",
             ProxyError::JobNotFinished => "the job has no result yet; see its status",
@@ -235,6 +251,12 @@ mod tests {
     #[test]
     fn no_healthy_target_is_503() {
         assert_eq!(status_of(ProxyError::NoHealthyTarget("api".into())), 503);
+    }
+
+    #[test]
+    fn tunnel_limits_are_503_for_the_route_and_429_for_a_client() {
+        assert_eq!(status_of(ProxyError::TunnelsFull("ws".into())), 503);
+        assert_eq!(status_of(ProxyError::TunnelsPerClient("ws".into())), 429);
     }
 
     #[test]

@@ -410,10 +410,23 @@ fn pick(
         headers: req.headers(),
         path: x.path,
     };
-    let fresh = x
-        .group
-        .balancer
-        .pick(&input, &|i| was_tried(i) || !health.available(i, now));
+    let balancer = &x.group.balancer;
+    let fresh = match &x.group.locality {
+        None => balancer.pick(&input, &|i| was_tried(i) || !health.available(i, now)),
+        Some(near) => {
+            let usable = |i: usize| !was_tried(i) && health.available(i, now);
+            let chosen = near.pick(&usable, &|i| balancer.in_flight(i), &|excluded| {
+                balancer.pick(&input, excluded)
+            });
+            chosen.or_else(|| {
+                let any = balancer.pick(&input, &|i| !usable(i));
+                if any.is_some() {
+                    near.count_fallback();
+                }
+                any
+            })
+        }
+    };
     match fresh {
         Some(i) => Some(i),
         None if tried != 0 => x

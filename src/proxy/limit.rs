@@ -1,7 +1,9 @@
 //! LIMIT: limits that need no upstream. `size`: a declared body over the route's (or
 //! listener's) size limit is refused with 413 before a byte of it is read, an HTTP/2 head
 //! with too many fields with 431 (the HTTP/1.1 parser counts its own). `admit`: the route's
-//! rate-limit policies admit the request or refuse it with 429 and their fields.
+//! rate-limit policies admit the request or refuse it with 429 and their fields. `tunnel`:
+//! a WebSocket upgrade takes a place in the route's tunnel limits, or is refused with 503
+//! (the route's limit) or 429 (the client's) before it reaches the upstream.
 
 use http::{header, Request};
 
@@ -62,6 +64,7 @@ pub(super) async fn admit<B>(
         headers: req.headers(),
         consumer: caller.and_then(|a| a.identity.name()),
         consumer_header: snap.config.rate_limiting.consumer_header.as_ref(),
+        geo: routed.geo.as_ref(),
     };
     match ratelimit::admit(&route.rate_limits, &ctx).await {
         Admission::Pass(mut p) => {
@@ -92,6 +95,33 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// A place for the WebSocket tunnel this upgrade opens, when the route limits its tunnels;
+/// held by the request (then by its tunnel) until it ends.
+pub(super) fn tunnel(
+    snap: &Snapshot,
+    routed: &Routed<'_>,
+    arrival: &Arrival,
+    done: &mut Completion,
+) -> Result<(), Stop> {
+    let Some(limits) = &routed.route.tunnel else {
+        return Ok(());
+    };
+    let route = &routed.route.name;
+    match snap.tunnels.admit(route, arrival.client_ip, limits) {
+        Ok(permit) => {
+            done.tunnel_permit = permit;
+            Ok(())
+        }
+        Err(refused) => {
+            snap.tunnels.metrics.refused(route, refused.label());
+            Err(Stop::Fail(match refused {
+                crate::tunnel::Refused::Route => ProxyError::TunnelsFull(route.clone()),
+                crate::tunnel::Refused::Ip => ProxyError::TunnelsPerClient(route.clone()),
+            }))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -41,8 +41,18 @@ pub struct Completion {
     /// On a rate-limited route, the `RateLimit-Policy` of an answer given before the
     /// policies were checked.
     pub(super) rate_policy: Option<HeaderValue>,
+    /// The request's place in its route's tunnel limits (a WebSocket upgrade), held by
+    /// the tunnel until it ends.
+    pub(super) tunnel_permit: Option<crate::tunnel::Permit>,
     /// The log phase has run.
     logged: bool,
+}
+
+/// What the log line of a tunnel adds.
+#[derive(Clone, Copy)]
+struct TunnelEnd {
+    to_upstream: u64,
+    close_reason: &'static str,
 }
 
 /// The status logged for a request whose client left before it was answered (nginx's
@@ -62,6 +72,7 @@ pub(super) struct LogData {
     pub upstream: Option<Arc<str>>,
     pub upstream_duration: Option<Duration>,
     pub req_body: Option<Arc<RequestBodyState>>,
+    pub geo: Option<crate::geo::Location>,
 }
 
 impl Completion {
@@ -78,6 +89,7 @@ impl Completion {
             edits: None,
             cache_status: None,
             rate_policy: None,
+            tunnel_permit: None,
             logged: false,
             log: snap.access_log.as_ref().map(|log| {
                 Box::new(LogData {
@@ -92,6 +104,7 @@ impl Completion {
                     upstream: None,
                     upstream_duration: None,
                     req_body: None,
+                    geo: None,
                 })
             }),
         }
@@ -132,17 +145,44 @@ impl Completion {
         self.record(bytes_out, now);
     }
 
+    /// The request of a tunnel whose 101 was written: its request metrics are recorded now
+    /// (the handshake's duration); its log line waits for [`Completion::finish_tunnel`].
+    pub(super) fn into_tunnel(mut self) -> Completion {
+        if let Some(m) = self.route_metrics.take() {
+            m.observe(&self.method, self.status, self.start.elapsed());
+        }
+        self
+    }
+
+    /// Runs the log phase of a tunnel that ended: the line has the bytes relayed each way
+    /// (`bytes_in` from the client), the time the request and its tunnel took, and why the
+    /// tunnel closed.
+    pub(super) fn finish_tunnel(mut self, outcome: &crate::tunnel::Outcome) {
+        let tunnel = TunnelEnd {
+            to_upstream: outcome.to_upstream,
+            close_reason: outcome.reason.label(),
+        };
+        self.write(outcome.to_client, Instant::now(), Some(tunnel));
+    }
+
     fn record(&mut self, bytes_out: u64, now: Instant) {
+        self.write(bytes_out, now, None);
+    }
+
+    fn write(&mut self, bytes_out: u64, now: Instant, tunnel: Option<TunnelEnd>) {
         self.logged = true;
         let duration = now.saturating_duration_since(self.start);
         if let Some(m) = &self.route_metrics {
             m.observe(&self.method, self.status, duration);
         }
         if let Some(l) = self.log.take() {
-            let bytes_in = l
-                .req_body
-                .as_ref()
-                .map_or(0, |b| b.bytes.load(std::sync::atomic::Ordering::Relaxed));
+            let bytes_in = match tunnel {
+                Some(t) => t.to_upstream,
+                None => l
+                    .req_body
+                    .as_ref()
+                    .map_or(0, |b| b.bytes.load(std::sync::atomic::Ordering::Relaxed)),
+            };
             l.log.write(&Record {
                 time: l.time,
                 request_id: l.request_id.to_str().unwrap_or(""),
@@ -158,6 +198,8 @@ impl Completion {
                 consumer: l.consumer.as_deref(),
                 upstream_target: l.upstream.as_deref(),
                 upstream_duration: l.upstream_duration,
+                close_reason: tunnel.map(|t| t.close_reason),
+                geo: l.geo.as_ref(),
             });
         }
     }

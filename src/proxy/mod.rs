@@ -30,6 +30,7 @@ mod headers;
 mod limit;
 mod log;
 mod mirror;
+mod publish;
 mod queue;
 mod refresh;
 mod request;
@@ -125,7 +126,14 @@ pub async fn handle(
     }
     let max_body = next!(limit::size(snap, &routed, conn, req));
     next!(limit::admit(snap, &routed, req, &arrival, who, &mut passed, &mut done).await);
+    if routed.upgrade {
+        next!(limit::tunnel(snap, &routed, &arrival, &mut done));
+    }
     let validated = next!(validate::body(&routed, req, &arrival, max_body).await);
+    if let Some(p) = &routed.route.publish {
+        let sent = Box::pin(publish::send(p, req, &arrival, who, validated, max_body)).await;
+        return sent.answer(&arrival.request_id, passed.as_ref(), done);
+    }
     if let Some(q) = queued {
         // A queued route ends here: the job is stored (202) or refused. Boxed: other routes
         // do not carry its future in theirs.
@@ -140,7 +148,8 @@ pub async fn handle(
     let passed = passed.as_ref();
     let lookup = cache::lookup(snap, conn, &routed, req, &arrival, who, passed);
     let mut pending = next!(lookup.await);
-    let group = next!(select::group(snap, routed.route, req.headers(), &mut done).await);
+    let geo = routed.geo.as_ref();
+    let group = next!(select::group(snap, routed.route, req.headers(), geo, &mut done).await);
     let mut out = upstream_request::Outbound::new();
     let (wanted, cached) = (validated, pending.as_ref());
     out.prepare(
@@ -159,8 +168,18 @@ pub async fn handle(
     let answer = next!(sent.await);
     let id = arrival.request_id;
     let mut resp = respond::relay(snap, routed.route, passed, answer, &mut out, pending, id);
+    let switched = out.switched.take();
+    if switched.is_some() && req.version() == http::Version::HTTP_2 {
+        // RFC 8441: the client's extended CONNECT is answered with 200, not 101.
+        crate::serve::h2connect::answer(&mut resp);
+    }
     // In place: the response is large, and this path is every proxied request's.
     done.complete(&mut resp);
+    if let Some(switched) = switched {
+        // The tunnel's end runs the log phase, not the 101's empty body.
+        let done = resp.body_mut().take_completion();
+        respond::open_tunnel(snap, routed.route, *switched, done);
+    }
     resp
 }
 

@@ -21,15 +21,20 @@ use super::validate::read_whole;
 use super::{ConnInfo, Stop};
 use crate::auth::gate::Authenticated;
 use crate::cache::date::rfc3339_ms;
+use crate::message::websocket::{self, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY};
 use crate::queue::{
     Enqueued, Field, Idempotency, Job, JobId, NewJob, Queue, QueueError, StoredRequest,
 };
+use crate::serve::h1::upgrade::OnUpgrade;
 use crate::serve::DownstreamBody;
 use crate::snapshot::{QueueRoute, Snapshot};
+use crate::tunnel::frames::{self, Frames};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The field that names a job on its delivery and on its result.
 pub(crate) const X_JOB_ID: HeaderName = HeaderName::from_static("x-job-id");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const CALLBACK_URL: HeaderName = HeaderName::from_static("callback-url");
 /// Longest `Idempotency-Key` kept.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// An event stream sends a comment this often, so that idle connections stay open.
@@ -73,6 +78,10 @@ pub(super) async fn accept(
             }
         }
     };
+    let callback = match callback_url(req, queue) {
+        Ok(c) => c,
+        Err(e) => return Stop::Fail(e),
+    };
     let owner = caller.and_then(|a| a.identity.name()).map(str::to_owned);
     let idempotency = match idempotency(req, &body, owner.as_deref(), queue) {
         Ok(i) => i,
@@ -113,6 +122,7 @@ pub(super) async fn accept(
         owner,
         route: routed.route.name.to_string(),
         status_path: q.status_path.to_string(),
+        callback,
         idempotency,
     };
     let name = || Arc::from(queue.settings.name.as_str());
@@ -143,6 +153,25 @@ pub(super) async fn accept(
     resp.headers_mut()
         .insert(crate::message::X_REQUEST_ID, arrival.request_id.clone());
     Stop::respond(resp)
+}
+
+/// Where the job's result goes: the client's `Callback-Url` when the queue's allow list
+/// admits it (400 otherwise: never an open relay), else the queue's own callback URL.
+fn callback_url(
+    req: &Request<DownstreamBody>,
+    queue: &Queue,
+) -> Result<Option<String>, ProxyError> {
+    let settings = queue.settings.callback.as_ref();
+    let Some(given) = req.headers().get(CALLBACK_URL) else {
+        return Ok(settings.and_then(|c| c.url.clone()));
+    };
+    let url = given.to_str().unwrap_or("").trim();
+    match settings {
+        Some(c) if crate::queue::callback::allowed(c, url) => Ok(Some(url.to_owned())),
+        _ => Err(ProxyError::BadRequest(
+            "Callback-Url is not allowed on this route",
+        )),
+    }
 }
 
 /// The request's `Idempotency-Key`, scoped to its owner, with a digest of the request.
@@ -195,7 +224,7 @@ enum Asked {
 /// (server-sent events, one per status change). A job of another owner is not found.
 pub(super) async fn status(
     q: &QueueRoute,
-    req: &Request<DownstreamBody>,
+    req: &mut Request<DownstreamBody>,
     arrival: &Arrival,
     caller: Option<&Authenticated>,
 ) -> Stop {
@@ -252,7 +281,10 @@ pub(super) async fn status(
                 return Stop::Fail(ProxyError::QueueUnavailable(name));
             }
         },
-        Asked::Events => events(q.queue.clone(), id, job),
+        Asked::Events => match websocket_handshake(req) {
+            Some((on, key)) => events_websocket(q.queue.clone(), id, job, on, &key, req.version()),
+            None => events(q.queue.clone(), id, job),
+        },
     };
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         resp.headers_mut().insert(X_JOB_ID, v);
@@ -295,7 +327,7 @@ pub(crate) fn status_json(id: JobId, job: &Job) -> serde_json::Value {
     v
 }
 
-fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBody> {
+pub(super) fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(Bytes::from(v.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -326,6 +358,29 @@ fn result_response(stored: crate::queue::StoredResponse) -> Response<ProxyBody> 
     resp
 }
 
+/// The job's next state that differs from `last`, as status changes come (or from the
+/// store, when changes were missed); `None` when the feed ends.
+async fn next_change(
+    changes: &mut tokio::sync::broadcast::Receiver<crate::queue::Event>,
+    queue: &Queue,
+    id: JobId,
+    last: &Job,
+) -> Option<Job> {
+    loop {
+        let job = match changes.recv().await {
+            Ok(e) if e.id == id => e.job,
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                queue.job(id).await.ok().flatten()?
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        if job != *last {
+            return Some(job);
+        }
+    }
+}
+
 /// Server-sent events: the job now, then each change of its status, until it is final.
 fn events(queue: Arc<Queue>, id: JobId, job: Job) -> Response<ProxyBody> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -337,7 +392,7 @@ fn events(queue: Arc<Queue>, id: JobId, job: Job) -> Response<ProxyBody> {
         }
         loop {
             let next = tokio::select! {
-                changed = changes.recv() => changed,
+                next = next_change(&mut changes, &queue, id, &last) => next,
                 () = tokio::time::sleep(KEEP_ALIVE) => {
                     if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
                         return;
@@ -346,21 +401,7 @@ fn events(queue: Arc<Queue>, id: JobId, job: Job) -> Response<ProxyBody> {
                 }
                 () = tx.closed() => return,
             };
-            let job = match next {
-                Ok(e) if e.id == id => e.job,
-                Ok(_) => continue,
-                // Changes were missed: the store has the latest.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    match queue.job(id).await {
-                        Ok(Some(job)) => job,
-                        _ => return,
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            };
-            if job == last {
-                continue;
-            }
+            let Some(job) = next else { return };
             last = job;
             if tx.send(event(id, &last)).await.is_err() || last.status.is_final() {
                 return;
@@ -372,6 +413,89 @@ fn events(queue: Arc<Queue>, id: JobId, job: Job) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
+    resp
+}
+
+/// The upgrade handle and key of a WebSocket handshake (HTTP/1.1, or an HTTP/2 extended
+/// CONNECT made into one).
+fn websocket_handshake(req: &mut Request<DownstreamBody>) -> Option<(OnUpgrade, HeaderValue)> {
+    let asks = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let key = req.headers().get(SEC_WEBSOCKET_KEY)?.clone();
+    if !asks {
+        return None;
+    }
+    Some((crate::serve::h1::upgrade::on(req)?, key))
+}
+
+/// The event stream as a WebSocket: a text message with the job now and at each change,
+/// then a close (1000) once it is final. Pings keep idle paths open; the client's close or
+/// departure ends it.
+fn events_websocket(
+    queue: Arc<Queue>,
+    id: JobId,
+    job: Job,
+    on: OnUpgrade,
+    key: &HeaderValue,
+    version: http::Version,
+) -> Response<ProxyBody> {
+    let mut changes = queue.subscribe();
+    tokio::spawn(async move {
+        let Some(up) = on.upgraded().await else {
+            return;
+        };
+        let mut io = up.io;
+        let mut from_client = Frames::default();
+        from_client.walk(&up.read, false, None, false);
+        let mut last = job;
+        let mut buf = [0u8; 512];
+        let mut send = frames::text(status_json(id, &last).to_string().as_bytes());
+        while !last.status.is_final() && !from_client.closing {
+            if io.write_all(&send).await.is_err() {
+                return;
+            }
+            let next = tokio::select! {
+                next = next_change(&mut changes, &queue, id, &last) => next,
+                read = io.read(&mut buf) => match read {
+                    Ok(n) if n > 0 => {
+                        from_client.walk(&buf[..n], false, None, false);
+                        send = Vec::new();
+                        continue;
+                    }
+                    _ => return,
+                },
+                () = tokio::time::sleep(KEEP_ALIVE) => {
+                    send = frames::Own::ping(false).as_bytes().to_vec();
+                    continue;
+                }
+            };
+            let Some(job) = next else { return };
+            last = job;
+            send = frames::text(status_json(id, &last).to_string().as_bytes());
+        }
+        if !from_client.closing {
+            send.extend_from_slice(frames::Own::close(1000, "job finished", false).as_bytes());
+        } else {
+            send = frames::Own::close(1000, "", false).as_bytes().to_vec();
+        }
+        let _ = io.write_all(&send).await;
+        let _ = io.flush().await;
+        // The client answers with its close and leaves; the gateway does not wait long.
+        let _ = tokio::time::timeout(Duration::from_secs(2), io.read(&mut buf)).await;
+        let _ = io.shutdown().await;
+    });
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(SEC_WEBSOCKET_ACCEPT, websocket::accept(key.as_bytes()));
+    if version == http::Version::HTTP_2 {
+        // RFC 8441: the extended CONNECT is answered with 200.
+        crate::serve::h2connect::answer(&mut resp);
+    }
     resp
 }
 

@@ -68,11 +68,18 @@ pub(super) fn spawn(
         let (Some(svc), Some(rules)) = (&snap.cache, &route.cache) else {
             return;
         };
-        let Some(group) = choose_group(&snap, route, head.headers()).map(|i| &snap.upstreams[i])
-        else {
+        // The client's location, as the request that found the stale response had it.
+        let loc = (snap.geo.as_ref())
+            .filter(|_| route.uses_geo)
+            .map(|g| g.locate(client_ip));
+        let chosen = choose_group(&snap, route, head.headers(), loc.as_ref());
+        let Some(group) = chosen.map(|i| &snap.upstreams[i]) else {
             return;
         };
         let (mut parts, ()) = head.into_parts();
+        if let (Some(geo), Some(loc)) = (&snap.geo, &loc) {
+            geo.write_headers(&mut parts.headers, loc);
+        }
         pending.prepare(&mut parts.headers);
         let path = parts.uri.path().to_owned();
         let host_from_target = !parts.headers.contains_key(header::HOST);

@@ -1,26 +1,26 @@
 //! RESPOND (`response_headers`): the downstream response made from the upstream's. A `101`
-//! opens the WebSocket tunnel the client asked for (and is refused when it did not ask);
+//! opens the WebSocket tunnel the client asked for (and is refused when it did not ask):
+//! `open_tunnel` runs it, and the request's log phase with it, once the 101 is written;
 //! hop-by-hop fields go; the cache stores or validates what it may; the gateway's own fields
 //! (`X-Request-Id`, `Via`), the rate-limit fields and a sticky-session cookie are added, and
 //! the route's idle and total limits are set on the relayed body.
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Version};
-use tokio::io::AsyncWriteExt;
 
 use super::body::{BodyTimer, ProxyBody};
 use super::cache::Pending;
 use super::error::ProxyError;
 use super::forward::Answer;
 use super::headers::prepare_downstream_headers;
-use super::upstream_request::Outbound;
+use super::log::Completion;
+use super::upstream_request::{Outbound, Switched, SwitchedUpstream};
 use crate::cache::status::{CacheStatus, Forward};
 use crate::message::X_REQUEST_ID;
 use crate::ratelimit::Passed;
-use crate::serve::h1::upgrade::OnUpgrade;
+use crate::serve::h1::Upgraded;
 use crate::snapshot::{CompiledRoute, Snapshot};
-use crate::upstream::stream::UpstreamStream;
+use crate::tunnel::First;
 
 /// The response to send downstream, made from the upstream's `answer`; `request_id` goes
 /// on it.
@@ -36,7 +36,14 @@ pub(super) fn relay(
     let mut resp = answer.response;
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
-        let Some((down, up)) = out.upgrade.take().zip(resp.body_mut().take_upgraded()) else {
+        let upstream = match resp.body_mut().take_upgraded() {
+            Some((stream, early)) => Some(SwitchedUpstream::H1(stream, early)),
+            None => resp
+                .extensions_mut()
+                .remove::<hyper::upgrade::OnUpgrade>()
+                .map(SwitchedUpstream::H2),
+        };
+        let Some((client, upstream)) = out.upgrade.take().zip(upstream) else {
             let err = ProxyError::UpstreamProtocol("upstream switched protocols unasked");
             let mut resp = err.to_response(&request_id);
             resp.headers_mut().insert(
@@ -45,7 +52,7 @@ pub(super) fn relay(
             );
             return resp;
         };
-        tokio::spawn(tunnel(down, up));
+        out.switched = Some(Box::new(Switched { client, upstream }));
     }
     // A plain relay keeps the gateway's own fields beside the map; a response the cache
     // keeps has them in its map, as stored responses need.
@@ -79,18 +86,55 @@ pub(super) fn relay(
     resp
 }
 
-/// Relays bytes both ways after a `101 Switching Protocols`; `early` is what the upstream
-/// sent right behind its 101 head, owed to the client first, as the bytes the client sent
-/// behind its request head are owed to the upstream.
-async fn tunnel(down: OnUpgrade, (mut up, early): (UpstreamStream, Bytes)) {
-    let Some(mut down) = down.upgraded().await else {
-        return;
-    };
-    if !early.is_empty() && down.io.write_all(&early).await.is_err() {
-        return;
-    }
-    if !down.read.is_empty() && up.write_all(&down.read).await.is_err() {
-        return;
-    }
-    let _ = tokio::io::copy_bidirectional(&mut down.io, &mut up).await;
+/// Opens the WebSocket tunnel of a 101 once the client's connection is handed over: the
+/// relay runs in a task of its own, under the route's tunnel limits, and `done` (the
+/// request's log phase, with its tunnel permit) runs when it ends.
+pub(super) fn open_tunnel(
+    snap: &Snapshot,
+    route: &CompiledRoute,
+    switched: Switched,
+    done: Option<Completion>,
+) {
+    let tunnels = snap.tunnels.clone();
+    // Counted now, while the client's connection is still open: the shutdown never sees
+    // a moment with neither.
+    let open = tunnels.opened();
+    let limits = route.tunnel.unwrap_or_default();
+    let name = route.name.clone();
+    let Switched { client, upstream } = switched;
+    tokio::spawn(async move {
+        let _open = open;
+        let Some(Upgraded { io, read }) = client.upgraded().await else {
+            return;
+        };
+        let done = done.map(Completion::into_tunnel);
+        tunnels.metrics.opened(&name);
+        let away = tunnels.going_away();
+        let outcome = match upstream {
+            SwitchedUpstream::H1(stream, early) => {
+                let first = First {
+                    from_client: read,
+                    from_upstream: early,
+                };
+                crate::tunnel::run(io, stream, first, &limits, away).await
+            }
+            SwitchedUpstream::H2(on) => {
+                let Ok(stream) = on.await else {
+                    return;
+                };
+                let first = First {
+                    from_client: read,
+                    from_upstream: bytes::Bytes::new(),
+                };
+                let stream = hyper_util::rt::TokioIo::new(stream);
+                crate::tunnel::run(io, stream, first, &limits, away).await
+            }
+        };
+        let reason = outcome.reason.label();
+        let metrics = &tunnels.metrics;
+        metrics.closed(&name, reason, outcome.to_upstream, outcome.to_client);
+        if let Some(done) = done {
+            done.finish_tunnel(&outcome);
+        }
+    });
 }

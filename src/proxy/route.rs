@@ -3,7 +3,7 @@
 //! tunnel.
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Response};
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
@@ -14,6 +14,7 @@ use super::{ConnInfo, Stop};
 use crate::config::model::{Action, ProxyAction};
 use crate::message::X_REQUEST_ID;
 use crate::router::{self, RequestView};
+use crate::serve::h1::OnUpgrade;
 use crate::snapshot::{CompiledRoute, Snapshot};
 
 /// The route a request matched, with what its match decided.
@@ -21,9 +22,11 @@ pub(crate) struct Routed<'s> {
     pub matched: router::Matched<'s>,
     pub route: &'s CompiledRoute,
     pub action: &'s ProxyAction,
-    /// An HTTP/1.1 WebSocket upgrade on a route that allows it: the response may switch
-    /// protocols, and nothing is cached.
+    /// A WebSocket upgrade (HTTP/1.1, or RFC 8441 over HTTP/2) on a route that allows it:
+    /// the response may switch protocols, and nothing is cached.
     pub upgrade: bool,
+    /// The client's location, when some part of the route reads it (looked up once).
+    pub geo: Option<crate::geo::Location>,
 }
 
 /// Finds the request's route: 404 without one, the redirect of a redirect route, the fixed
@@ -40,12 +43,15 @@ pub(super) fn find<'s, B>(
         true => arrival.host(),
         false => std::borrow::Cow::Borrowed(""),
     };
+    // Looked up only when a route condition or the matched route reads it.
+    let lazy = snap.geo.as_ref().map(|g| g.lazy(arrival.client_ip));
     let view = RequestView {
         host: &host,
         path: req.uri().path(),
         query: req.uri().query(),
         method: req.method(),
         headers: req.headers(),
+        geo: lazy.as_ref(),
     };
     let Some(matched) = snap.router.find(&view) else {
         done.route_metrics = snap.metrics_on.then(|| snap.unmatched.clone());
@@ -61,8 +67,15 @@ pub(super) fn find<'s, B>(
         done.cache_status = Some(svc.gateway_status.clone());
     }
     done.rate_policy.clone_from(&route.rate_limit_policy);
+    let geo = lazy
+        .filter(|_| route.uses_geo)
+        .map(crate::geo::Lazy::into_location);
+    if let (Some(counts), Some(loc)) = (&route.geo_counts, &geo) {
+        counts.count(loc);
+    }
     if let Some(log) = done.log_mut() {
         log.route = Some(route.name.clone());
+        log.geo.clone_from(&geo);
     }
     let action = match &route.action {
         Action::Redirect(r) => {
@@ -93,14 +106,17 @@ pub(super) fn find<'s, B>(
         }
         Action::Proxy(p) => p,
     };
+    // An HTTP/1.1 upgrade, or an HTTP/2 extended CONNECT rewritten into one
+    // (`serve::h2connect`): either way the connection gave the request an upgrade handle.
     let upgrade = wants_upgrade(req.headers(), &arrival.present)
         && route.websocket
-        && req.version() == Version::HTTP_11;
+        && req.extensions().get::<OnUpgrade>().is_some();
     Ok(Routed {
         matched,
         route,
         action,
         upgrade,
+        geo,
     })
 }
 
@@ -151,6 +167,8 @@ routes:
             ("upgrade", "websocket"),
         ];
         let mut p = Phase::new(&snap, request("GET", "/v1/chat", &headers));
+        // The connection's handle: an HTTP/1.1 connection gives one to an upgrade request.
+        p.req.extensions_mut().insert(OnUpgrade::pair().1);
         let Ok(routed) = find(&snap, &conn("192.0.2.1:1"), &p.req, &p.arrival, &mut p.done) else {
             panic!("the api route matches");
         };

@@ -1,5 +1,5 @@
-//! SELECT, first half: the upstream group of a proxy route (a split's weighted draw, or the
-//! group a split header names), and a place in that group's concurrency limit, waiting in
+//! SELECT, first half: the upstream group of a proxy route (the group for the client's
+//! location, a split's weighted draw, or the group a split header names), and a place in that group's concurrency limit, waiting in
 //! its queue if it has one (503 when the queue is full or the wait too long). The target
 //! within the group is chosen per attempt by `forward`.
 
@@ -8,6 +8,7 @@ use http::HeaderMap;
 use super::error::ProxyError;
 use super::log::Completion;
 use super::Stop;
+use crate::geo::Location;
 use crate::snapshot::{CompiledRoute, Snapshot, UpstreamGroup};
 use crate::upstream::limit::Refusal;
 
@@ -16,9 +17,10 @@ pub(super) async fn group<'s>(
     snap: &'s Snapshot,
     route: &CompiledRoute,
     headers: &HeaderMap,
+    geo: Option<&Location>,
     done: &mut Completion,
 ) -> Result<&'s UpstreamGroup, Stop> {
-    let Some(group) = choose_group(snap, route, headers).map(|i| &*snap.upstreams[i]) else {
+    let Some(group) = choose_group(snap, route, headers, geo).map(|i| &*snap.upstreams[i]) else {
         return Err(Stop::Fail(ProxyError::Internal("route without upstream")));
     };
     if let Some(limiter) = &group.limiter {
@@ -34,13 +36,20 @@ pub(super) async fn group<'s>(
     Ok(group)
 }
 
-/// The group a proxy route sends this request to: the one a split header names, else a
-/// weighted draw over the split (one entry: that group).
+/// The group a proxy route sends this request to: the first of `geo_upstreams` whose
+/// location holds, else the one a split header names, else a weighted draw over the split
+/// (one entry: that group).
 pub(super) fn choose_group(
     snap: &Snapshot,
     route: &CompiledRoute,
     headers: &HeaderMap,
+    geo: Option<&Location>,
 ) -> Option<usize> {
+    if let (false, Some(loc)) = (route.geo_upstreams.is_empty(), geo) {
+        if let Some((_, i)) = route.geo_upstreams.iter().find(|(c, _)| c.holds(loc)) {
+            return Some(*i);
+        }
+    }
     if let [(only, _)] = route.split.as_slice() {
         return Some(*only);
     }
@@ -90,7 +99,7 @@ routes:
         let route = &snap.routes[0];
         let forced = request("GET", "/s", &[("x-group", "canary")]);
         assert_eq!(
-            snap.upstreams[choose_group(&snap, route, forced.headers()).unwrap()]
+            snap.upstreams[choose_group(&snap, route, forced.headers(), None).unwrap()]
                 .name
                 .as_ref(),
             "canary"
@@ -98,7 +107,7 @@ routes:
         let plain = request("GET", "/s", &[]);
         let canary = (0..4000)
             .filter(|_| {
-                &*snap.upstreams[choose_group(&snap, route, plain.headers()).unwrap()].name
+                &*snap.upstreams[choose_group(&snap, route, plain.headers(), None).unwrap()].name
                     == "canary"
             })
             .count();
@@ -112,14 +121,21 @@ routes:
     async fn a_full_group_refuses_with_busy() {
         let snap = snapshot(CONFIG);
         let mut first = Phase::new(&snap, request("GET", "/q", &[]));
-        let group =
-            super::group(&snap, &snap.routes[1], first.req.headers(), &mut first.done).await;
+        let group = super::group(
+            &snap,
+            &snap.routes[1],
+            first.req.headers(),
+            None,
+            &mut first.done,
+        )
+        .await;
         assert!(group.is_ok_and(|g| &*g.name == "small"));
         let mut second = Phase::new(&snap, request("GET", "/q", &[]));
         let refused = super::group(
             &snap,
             &snap.routes[1],
             second.req.headers(),
+            None,
             &mut second.done,
         )
         .await;

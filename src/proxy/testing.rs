@@ -23,6 +23,8 @@ pub(super) fn snapshot(yaml: &str) -> Arc<Snapshot> {
         background: crate::background::Background::offline(),
         caches: crate::cache::service::Caches::default(),
         queues: None,
+        tunnels: crate::tunnel::Tunnels::new(metrics.tunnels.clone()),
+        dns: Default::default(),
     };
     Arc::new(Snapshot::build(config, &metrics, None, &kept).expect("the test config compiles"))
 }

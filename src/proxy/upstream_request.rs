@@ -27,6 +27,23 @@ use crate::snapshot::{Snapshot, UpstreamGroup};
 use crate::upstream::added::Added;
 use crate::upstream::request_body::{RequestBody, RequestBodyState};
 
+/// Both sides of a tunnel after a 101: the client's connection once the 101 is written, and
+/// the upstream's with the bytes it sent behind its 101 head.
+pub(crate) struct Switched {
+    pub client: OnUpgrade,
+    pub upstream: SwitchedUpstream,
+}
+
+/// The upstream side of a tunnel.
+pub(crate) enum SwitchedUpstream {
+    /// An HTTP/1.1 upstream's connection after its 101, and the bytes it sent behind the
+    /// head.
+    H1(crate::upstream::stream::UpstreamStream, bytes::Bytes),
+    /// An HTTP/2 upstream's stream after its answer to an extended CONNECT, once hyper
+    /// hands it over.
+    H2(hyper::upgrade::OnUpgrade),
+}
+
 /// The upstream request, ready for `forward`, and what the later phases need of it.
 pub(crate) struct Outbound {
     pub request: Request<RequestBody>,
@@ -40,6 +57,9 @@ pub(crate) struct Outbound {
     pub downstream_uri: Uri,
     /// The client side of a WebSocket tunnel, when the request asks for one.
     pub upgrade: Option<OnUpgrade>,
+    /// After a 101: both sides of the tunnel to open (boxed: rare, and every request
+    /// carries the field).
+    pub switched: Option<Box<Switched>>,
     /// The end of the whole exchange, body included (route `timeouts.total`).
     pub deadline: Option<tokio::time::Instant>,
     /// The downstream connection is TLS.
@@ -57,6 +77,7 @@ impl Outbound {
             body_state: None,
             downstream_uri: Uri::default(),
             upgrade: None,
+            switched: None,
             deadline: None,
             tls: false,
         }
@@ -145,6 +166,9 @@ impl Outbound {
                 path = p;
             }
         }
+        if let (Some(geo), Some(loc)) = (&snap.geo, &routed.geo) {
+            geo.write_headers(req.headers_mut(), loc);
+        }
         if let Some(edits) = &routed.route.request_edits {
             // Lent out of the request so the matched path stays readable.
             let mut headers = std::mem::take(req.headers_mut());
@@ -176,6 +200,7 @@ pub(super) fn edit_vars<'a>(
         route: &routed.route.name,
         params: &routed.matched.params,
         path,
+        geo: routed.geo.as_ref(),
     }
 }
 
@@ -212,8 +237,8 @@ routes:
         let c = conn("192.0.2.1:1");
         let mut p = Phase::new(&snap, request("GET", "/api/users?page=2", fields));
         let routed = p.route(&snap);
-        let group =
-            &snap.upstreams[select::choose_group(&snap, routed.route, p.req.headers()).unwrap()];
+        let group = &snap.upstreams
+            [select::choose_group(&snap, routed.route, p.req.headers(), None).unwrap()];
         let mut out = Outbound::new();
         out.prepare(
             &snap,

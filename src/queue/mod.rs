@@ -8,9 +8,11 @@
 //! a dispatcher reports.
 
 mod backend;
+pub mod callback;
 pub mod embedded;
 mod metrics;
 pub mod nats;
+pub mod publish;
 pub mod redis;
 mod types;
 
@@ -310,7 +312,11 @@ impl Queue {
     }
 
     fn publish(&self, id: JobId, job: &Job) {
-        // No subscriber is not an error.
+        // Most jobs have no one following them: no copy then.
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        // A subscriber gone in between is not an error.
         let _ = self.events.send(Event {
             id,
             job: job.clone(),
@@ -396,6 +402,7 @@ fn new_job(new: &NewJob, now: u64) -> Job {
         error: None,
         result_status: None,
         size: new.request.size(),
+        callback: new.callback.clone(),
     }
 }
 

@@ -124,12 +124,75 @@ struct Inner {
     /// This instance's consumer name in the group.
     consumer: String,
     visibility: Duration,
+    link: Link,
+    /// The connection generation the consumer group was last made sure of on.
+    group_on: std::sync::atomic::AtomicU64,
+}
+
+/// One Redis connection, made on first use on a long-lived runtime and made again after it
+/// broke; shared by the queues and the publishers on one deployment.
+pub struct Link {
     timeout: Duration,
     deployment: RedisDeployment,
     /// Where the connection's driver runs (a runtime that lives as long as the gateway).
     runtime: tokio::runtime::Handle,
-    current: ArcSwapOption<Conn>,
-    connecting: tokio::sync::Mutex<()>,
+    current: ArcSwapOption<(Conn, u64)>,
+    connecting: tokio::sync::Mutex<u64>,
+}
+
+impl Link {
+    pub fn new(redis: &Redis, runtime: tokio::runtime::Handle) -> Link {
+        Link {
+            timeout: redis.timeout.max(Duration::from_secs(1)),
+            deployment: redis.deployment.clone(),
+            runtime,
+            current: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    /// The connection and its generation (which changes with every new connection).
+    async fn conn(&self) -> Result<(Conn, u64), QueueError> {
+        if let Some(c) = self.current.load_full() {
+            return Ok((*c).clone());
+        }
+        let mut made = self.connecting.lock().await;
+        if let Some(c) = self.current.load_full() {
+            return Ok((*c).clone());
+        }
+        let deployment = self.deployment.clone();
+        let connect = self.runtime.spawn(connect(deployment));
+        let conn = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| QueueError::Store("Redis did not answer in time".into()))?
+            .map_err(err)??;
+        *made += 1;
+        self.current.store(Some(Arc::new((conn.clone(), *made))));
+        Ok((conn, *made))
+    }
+
+    /// Runs `f` on the connection under the time limit; a broken connection is dropped
+    /// so that the next call connects again.
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let (conn, _) = self.conn().await?;
+        match tokio::time::timeout(self.timeout, f(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+                    self.current.store(None);
+                }
+                Err(err(e))
+            }
+            Err(_) => {
+                self.current.store(None);
+                Err(QueueError::Store("Redis did not answer in time".into()))
+            }
+        }
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> QueueError {
@@ -154,11 +217,8 @@ impl RedisQueue {
                 prefix: format!("{key_prefix}{{{name}}}:"),
                 consumer: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
                 visibility,
-                timeout: redis.timeout.max(Duration::from_secs(1)),
-                deployment: redis.deployment.clone(),
-                runtime,
-                current: ArcSwapOption::empty(),
-                connecting: tokio::sync::Mutex::new(()),
+                link: Link::new(redis, runtime),
+                group_on: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -167,60 +227,41 @@ impl RedisQueue {
         format!("{}{what}:{id}", self.inner.prefix)
     }
 
-    async fn conn(&self) -> Result<Conn, QueueError> {
-        if let Some(c) = self.inner.current.load_full() {
-            return Ok((*c).clone());
-        }
-        let _one = self.inner.connecting.lock().await;
-        if let Some(c) = self.inner.current.load_full() {
-            return Ok((*c).clone());
-        }
-        let deployment = self.inner.deployment.clone();
-        let connect = self.inner.runtime.spawn(connect(deployment));
-        let mut conn = tokio::time::timeout(self.inner.timeout, connect)
-            .await
-            .map_err(|_| QueueError::Store("Redis did not answer in time".into()))?
-            .map_err(err)??;
-        // The group reads the stream from its start, so entries added before it existed
-        // are delivered too.
-        let created: Result<Value, RedisError> = ::redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(format!("{}stream", self.inner.prefix))
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = created {
-            if e.code() != Some("BUSYGROUP") {
-                return Err(err(e));
-            }
-        }
-        self.inner.current.store(Some(Arc::new(conn.clone())));
-        Ok(conn)
-    }
-
-    /// Runs `f` on the connection under the time limit; a broken connection is dropped
-    /// so that the next call connects again.
+    /// Runs `f` on the connection, once the consumer group is sure to exist on it (made
+    /// when a connection is new: the server may have restarted without its data).
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        let conn = self.conn().await?;
-        match tokio::time::timeout(self.inner.timeout, f(conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
-                    self.inner.current.store(None);
-                }
-                Err(err(e))
-            }
-            Err(_) => {
-                self.inner.current.store(None);
-                Err(QueueError::Store("Redis did not answer in time".into()))
-            }
+        use std::sync::atomic::Ordering;
+        let (_, generation) = self.inner.link.conn().await?;
+        if self.inner.group_on.load(Ordering::Acquire) != generation {
+            let stream = format!("{}stream", self.inner.prefix);
+            // The group reads the stream from its start, so entries added before it
+            // existed are delivered too.
+            let made: Result<Value, QueueError> = self
+                .inner
+                .link
+                .call(|mut c| async move {
+                    let made: Result<Value, RedisError> = ::redis::cmd("XGROUP")
+                        .arg("CREATE")
+                        .arg(stream)
+                        .arg(GROUP)
+                        .arg("0")
+                        .arg("MKSTREAM")
+                        .query_async(&mut c)
+                        .await;
+                    match made {
+                        Err(e) if e.code() == Some("BUSYGROUP") => Ok(Value::Okay),
+                        other => other,
+                    }
+                })
+                .await;
+            made?;
+            self.inner.group_on.store(generation, Ordering::Release);
         }
+        self.inner.link.call(f).await
     }
 
     pub async fn enqueue(

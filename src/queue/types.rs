@@ -90,6 +90,8 @@ pub struct Job {
     pub result_status: Option<u16>,
     /// Bytes of the stored request (counted against `max_bytes` while pending or running).
     pub size: u64,
+    /// Where the result is POSTed once the job is finished.
+    pub callback: Option<String>,
 }
 
 /// A header field as stored.
@@ -148,6 +150,8 @@ pub struct NewJob {
     pub owner: Option<String>,
     pub route: String,
     pub status_path: String,
+    /// Where the result is POSTed once the job is finished.
+    pub callback: Option<String>,
     /// The request's `Idempotency-Key` (scoped to its owner), what identifies the request it
     /// came with (a digest of method, target and body), and how long the key holds.
     pub idempotency: Option<Idempotency>,

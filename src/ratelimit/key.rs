@@ -18,6 +18,8 @@ pub struct KeyContext<'a> {
     /// The header naming the consumer when authentication did not
     /// (`rate_limiting.consumer_header`).
     pub consumer_header: Option<&'a http::HeaderName>,
+    /// The client's location, when the route looked it up.
+    pub geo: Option<&'a crate::geo::Location>,
 }
 
 /// Writes the key of `ctx` under `parts` into `out` (cleared first). A header part the
@@ -41,6 +43,12 @@ pub fn build(out: &mut Vec<u8>, parts: &[KeyPart], ipv6_prefix: u8, ctx: &KeyCon
                 Some(v) => tagged(out, b'h', v.as_bytes()),
                 None => client_ip(out, ctx.client_ip, ipv6_prefix),
             },
+            // An unknown field counts as one shared empty value: the location cannot be
+            // dodged, only not known.
+            KeyPart::Geo(field) => {
+                let text = crate::geo::field_or_empty(ctx.geo, *field);
+                tagged(out, b'g', text.as_bytes());
+            }
         }
     }
 }
@@ -84,6 +92,7 @@ mod tests {
             headers,
             consumer: None,
             consumer_header: Some(&consumer),
+            geo: None,
         };
         let mut out = Vec::new();
         build(&mut out, parts, 64, &ctx);

@@ -97,6 +97,11 @@ pub fn policy_field(policies: &[Arc<Policy>]) -> Option<http::HeaderValue> {
 pub const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Policy {
+    /// Some key part reads the client's location.
+    pub fn uses_geo(&self) -> bool {
+        self.key.iter().any(|k| matches!(k, KeyPart::Geo(_)))
+    }
+
     /// The fields of a 503 answered because this policy's store failed: the decisions of
     /// the policies before it, this policy's `RateLimit-Policy` item, and `Retry-After`.
     pub fn write_unavailable(&self, passed: &Passed, headers: &mut http::HeaderMap) {

@@ -33,6 +33,9 @@
 //! that is not UTF-8 never matches), `present`/`absent` test the name. A repeated header
 //! matches if any of its values does.
 //!
+//! Location conditions (`match.geo`) are checked last, so the client's location is looked up
+//! only for a candidate whose other conditions held.
+//!
 //! Query predicates look at the raw query string: pairs split on `&`, name and value split
 //! on the first `=` (a pair without `=` has an empty value), nothing percent-decoded. A
 //! repeated name matches if any of its values does.
@@ -94,6 +97,9 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
+    /// The client's location, looked up when a route's condition first needs it; `None`
+    /// when the configuration has no `geo` section.
+    pub geo: Option<&'a crate::geo::Lazy<'a>>,
 }
 
 /// The route chosen for a request.
@@ -168,11 +174,7 @@ impl Router {
     /// The route for `req`, or `None` when no route applies (404). `req.host` may be empty
     /// when the router is not [`Router::by_host`].
     pub fn find<'r>(&'r self, req: &RequestView<'_>) -> Option<Matched<'r>> {
-        let accept = |route: usize| {
-            self.predicates
-                .get(route)
-                .is_some_and(|p| p.accept(req.method, req.headers, req.query))
-        };
+        let accept = |route: usize| self.predicates.get(route).is_some_and(|p| p.accept(req));
         let matched = |(route, params)| Matched { route, params };
 
         if let Some(table) = self.exact_hosts.get(req.host) {

@@ -1,9 +1,11 @@
 //! The conditions besides host and path that a route puts on a request: method, headers,
-//! query.
+//! query, the client's location.
 
 use http::{HeaderMap, Method};
 
+use super::RequestView;
 use crate::config::model::{HeaderPredicate, QueryPredicate, RouteMatch, ValueTest};
+use crate::geo::Condition;
 
 /// Method, header and query conditions of one route.
 #[derive(Debug)]
@@ -12,6 +14,7 @@ pub(super) struct Predicates {
     methods: Box<[Method]>,
     headers: Box<[HeaderPredicate]>,
     query: Box<[QueryPredicate]>,
+    geo: Option<Condition>,
 }
 
 impl Predicates {
@@ -20,14 +23,20 @@ impl Predicates {
             methods: m.methods.as_slice().into(),
             headers: m.headers.as_slice().into(),
             query: m.query.as_slice().into(),
+            geo: m.geo.as_ref().map(Condition::new),
         }
     }
 
-    /// Whether every condition holds for the request.
-    pub(super) fn accept(&self, method: &Method, headers: &HeaderMap, query: Option<&str>) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
-            && self.headers.iter().all(|p| header_holds(p, headers))
-            && self.query.iter().all(|p| query_holds(p, query))
+    /// Whether every condition holds for the request. The location is looked up only when
+    /// the route has a condition on it and every other condition held.
+    pub(super) fn accept(&self, req: &RequestView<'_>) -> bool {
+        (self.methods.is_empty() || self.methods.contains(req.method))
+            && self.headers.iter().all(|p| header_holds(p, req.headers))
+            && self.query.iter().all(|p| query_holds(p, req.query))
+            && self
+                .geo
+                .as_ref()
+                .is_none_or(|c| req.geo.is_some_and(|g| c.holds(g.get())))
     }
 }
 

@@ -293,6 +293,7 @@ proptest! {
                 query: req.query,
                 method: &req.method,
                 headers: &headers,
+                geo: None,
             };
             let got = router.find(&view).map(|m| m.route);
             prop_assert_eq!(got, reference(&specs, req), "request {:?}", req);

@@ -24,6 +24,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         },
         action: Action::Proxy(proxy()),
         websocket: false,
+        tunnel: Default::default(),
         timeouts: RouteTimeouts::default(),
         retry: None,
         max_body_bytes: None,
@@ -33,6 +34,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         request_headers: None,
         response_headers: None,
         queue: None,
+        publish: None,
     }
 }
 
@@ -54,6 +56,7 @@ fn proxy() -> ProxyAction {
         strip_prefix: None,
         rewrite: None,
         host_rewrite: None,
+        geo_upstreams: Vec::new(),
     }
 }
 
@@ -102,6 +105,7 @@ impl Req<'_> {
             query: self.query,
             method: &self.method,
             headers: &self.headers,
+            geo: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::Shared;
 use crate::proxy::deliver::{deliver, Delivered};
-use crate::queue::{now_ms, Claimed, Outcome, Queue, StoredResponse};
+use crate::queue::{callback, now_ms, Claimed, Outcome, Queue, StoredResponse};
 use crate::snapshot::Snapshot;
 
 /// Finished jobs, results and idempotency keys past their time are removed this often.
@@ -162,9 +162,41 @@ async fn attempt(snap: Arc<Snapshot>, queue: Arc<Queue>, c: Claimed) {
         }
         Delivered::Failed(why) => again(&queue, &c, why, None),
     };
+    let result = match &outcome {
+        Outcome::Answered(r) => Some(r.clone()),
+        Outcome::Dead { response, .. } => response.clone(),
+        Outcome::Retry { .. } => None,
+    };
+    let finished = !matches!(outcome, Outcome::Retry { .. });
     if let Err(e) = queue.finish(&c, outcome).await {
         tracing::error!(queue = %s.name, job = %c.id, "cannot record a delivery: {e}");
+        return;
     }
+    if let (true, Some(url), Some(settings)) = (finished, &c.job.callback, &s.callback) {
+        let Ok(Some(job)) = queue.job(c.id).await else {
+            return;
+        };
+        let status_url = format!("{}/{}", job.status_path, c.id);
+        let body = callback::document(c.id, &job, &status_url, result.as_ref());
+        // Apart from the attempt, so that a slow receiver holds no delivery slot.
+        let (settings, url, id) = (settings.clone(), url.clone(), c.id);
+        tokio::spawn(async move {
+            callback::deliver(&callbacks(), &settings, id, &url, body).await;
+        });
+    }
+}
+
+thread_local! {
+    /// The dispatch thread's client for result callbacks (its connections pooled).
+    static CALLBACKS: reqwest::Client = reqwest::Client::builder()
+        // A receiver's redirect elsewhere is not the configured receiver.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+}
+
+fn callbacks() -> reqwest::Client {
+    CALLBACKS.with(Clone::clone)
 }
 
 /// A retry after the backoff, or a dead letter when this was the last attempt.

@@ -5,6 +5,7 @@
 
 mod checker;
 mod dispatch;
+mod dns;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +94,8 @@ impl Shared {
             background: crate::background::Background::new("ferrogate-auth"),
             caches: crate::cache::service::Caches::default(),
             queues: Some(crate::queue::Queues::default()),
+            tunnels: crate::tunnel::Tunnels::new(metrics.tunnels.clone()),
+            dns: Default::default(),
         };
         let conn_limits = config
             .listeners
@@ -104,6 +107,13 @@ impl Shared {
                 ))
             })
             .collect();
+        let names = dns::queries(&config);
+        if !names.is_empty() {
+            count_first(
+                &metrics,
+                &crate::upstream::dns::resolve_new(&kept.dns, names, &config.dns),
+            );
+        }
         let snapshot = Snapshot::build(
             config,
             &metrics,
@@ -127,6 +137,7 @@ impl Shared {
             reload_lock: Mutex::new(()),
         });
         shared.dispatch(&shared.snapshot.load())?;
+        dns::spawn(Arc::downgrade(&shared)).map_err(GatewayError::Runtime)?;
         Ok(shared)
     }
 
@@ -144,6 +155,25 @@ impl Shared {
         };
         dispatcher.apply(snap, &Arc::downgrade(self));
         Ok(())
+    }
+
+    /// Builds the running configuration again with the addresses its target names resolve
+    /// to now, and swaps it in. Targets no longer resolved drain as on a reload.
+    fn rebuild_for_dns(&self) {
+        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.snapshot.load_full();
+        let config = current.config.clone();
+        let built = self
+            .access_log_for(&config)
+            .and_then(|log| Ok(Snapshot::build(config, &self.metrics, log, &self.kept)?));
+        match built {
+            Ok(snap) => {
+                let snap = Arc::new(snap);
+                self.snapshot.store(snap.clone());
+                self.checker.apply(&snap);
+            }
+            Err(e) => tracing::error!("cannot apply new target addresses: {e}"),
+        }
     }
 
     /// From now on the gateway is shutting down (`/readyz` answers 503).
@@ -217,6 +247,12 @@ impl Shared {
             new.address = running.address;
         }
         let log = self.access_log_for(&config)?;
+        let names = dns::queries(&config);
+        self.kept.dns.keep_only(&names.iter().collect::<Vec<_>>());
+        count_first(
+            &self.metrics,
+            &crate::upstream::dns::resolve_new(&self.kept.dns, names, &config.dns),
+        );
         let snap = Arc::new(Snapshot::build(config, &self.metrics, log, &self.kept)?);
         for (limiter, l) in self.conn_limits.iter().zip(&snap.config.listeners) {
             limiter.set_limits(l.limits.max_connections, l.limits.max_connections_per_ip);
@@ -224,6 +260,16 @@ impl Shared {
         self.snapshot.store(snap.clone());
         self.checker.apply(&snap);
         self.dispatch(&snap)
+    }
+}
+
+/// Counts the first resolutions of names a configuration brought.
+fn count_first(
+    metrics: &Metrics,
+    outcomes: &[(config::model::DnsQuery, crate::upstream::dns::Refreshed)],
+) {
+    for (q, outcome) in outcomes {
+        metrics.dns_resolved(&q.to_string(), outcome.as_str());
     }
 }
 

@@ -3,10 +3,13 @@
 
 pub mod added;
 pub mod balancer;
+pub mod dns;
 pub mod h1;
+mod h2connect;
 mod hash;
 pub mod health;
 pub mod limit;
+pub mod locality;
 pub mod pool;
 pub mod probe;
 pub mod request_body;

@@ -332,15 +332,26 @@ async fn send_h2(key: Key, req: &mut Request<RequestBody>) -> Sent {
     if let Err(e) = sender.ready().await {
         return Err(unsent(UpstreamError::Request(e)));
     }
+    // A WebSocket upgrade goes as an extended CONNECT (RFC 8441).
+    let websocket = super::h2connect::to_connect(req);
     // hyper takes the request; it hands it back when it never left.
     let owned = std::mem::replace(req, Request::new(RequestBody::empty()));
     match sender.try_send_request(owned).await {
-        Ok(resp) => Ok(resp.map(|body| UpstreamBody {
-            kind: Kind::H2(body),
-        })),
+        Ok(resp) => {
+            let mut resp = resp.map(|body| UpstreamBody {
+                kind: Kind::H2(body),
+            });
+            if let Some(key) = &websocket {
+                super::h2connect::to_switch(&mut resp, key);
+            }
+            Ok(resp)
+        }
         Err(mut e) => Err(match e.take_message() {
             Some(r) => {
                 *req = r;
+                if let Some(key) = websocket {
+                    super::h2connect::undo_connect(req, key);
+                }
                 unsent(UpstreamError::Request(e.into_error()))
             }
             None => sent(UpstreamError::Request(e.into_error())),

@@ -2,7 +2,9 @@
 //! in-process gateway started from YAML, and small clients (raw TCP, HTTP/1.1, h2c).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dnsmasq;
 pub mod fixed;
+pub mod geo;
 pub mod h2raw;
 pub mod nats;
 pub mod rawhttp;
@@ -264,6 +266,16 @@ pub async fn load_until(
     stop: impl Future<Output = ()>,
 ) -> LoadReport {
     load(addr, path, &[], workers, usize::MAX, stop).await
+}
+
+/// Like [`load_until`] on `/`, with extra request fields.
+pub async fn load_with(
+    addr: SocketAddr,
+    headers: &[(&'static str, &'static str)],
+    workers: usize,
+    stop: impl Future<Output = ()>,
+) -> LoadReport {
+    load(addr, "/", headers, workers, usize::MAX, stop).await
 }
 
 /// Exactly `count` GET requests from `workers` keep-alive clients, with extra headers.

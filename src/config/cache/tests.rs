@@ -346,6 +346,7 @@ fn route_cache_keys_reach_the_model() {
             key_headers: vec![HeaderName::from_static("accept-language")],
             key_cookies: vec!["region".to_owned()],
             key_consumer: false,
+            key_geo: vec![],
             store_set_cookie: true,
         })
     );

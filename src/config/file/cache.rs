@@ -80,6 +80,10 @@ pub struct RouteCache {
     /// Add the authenticated consumer to the key (needs `auth` on the route).
     #[serde(default)]
     pub key_consumer: Option<bool>,
+    /// Fields of the client's location added to the key: `country`, `continent`,
+    /// `subdivision`, `asn`, `label` (needs `geo`).
+    #[serde(default)]
+    pub key_geo: Vec<String>,
     /// Also store responses that carry `Set-Cookie`.
     #[serde(default)]
     pub store_set_cookie: Option<bool>,

@@ -39,7 +39,7 @@ macro_rules! keys {
 }
 
 keys! {
-    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues"],
+    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "geo", "dns", "locality"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
@@ -52,7 +52,7 @@ keys! {
     Admin: ["address"],
     AccessLog: ["enabled", "target"],
     Metrics: ["enabled"],
-    Upstream: ["targets", "balancer", "hash_on", "protocol", "tls", "connect_timeout", "request_timeout", "keepalive", "health_check", "circuit_breaker", "max_concurrent_requests", "queue", "sticky"],
+    Upstream: ["targets", "balancer", "hash_on", "protocol", "tls", "connect_timeout", "request_timeout", "keepalive", "health_check", "circuit_breaker", "max_concurrent_requests", "queue", "sticky", "locality"],
     UpstreamTls: ["server_name", "ca_file", "client_certificate", "verify"],
     ClientCertificate: ["cert", "key"],
     HealthCheck: ["active", "passive"],
@@ -62,23 +62,33 @@ keys! {
     Queue: ["size", "timeout"],
     Sticky: ["cookie", "ttl", "secret", "secure", "same_site"],
     Keepalive: ["idle_timeout", "max_idle"],
-    Target: ["address", "weight"],
-    Route: ["name", "match", "upstream", "strip_prefix", "rewrite", "redirect", "respond", "websocket", "split", "split_header", "mirror", "timeouts", "retry", "max_body_bytes", "rate_limits", "auth", "ip_rules", "cors", "validate", "cache", "request_headers", "response_headers", "queue"],
-    JobQueue: ["backend", "path", "concurrency", "attempt_timeout", "max_attempts", "retry_delay", "max_retry_delay", "retry_statuses", "max_depth", "max_bytes", "result_ttl", "max_result_bytes", "idempotency_ttl", "key_prefix", "visibility_timeout", "nats_url"],
+    Target: ["address", "weight", "srv", "region", "zone"],
+    Locality: ["region", "zone"],
+    GroupLocality: ["min_available_percent", "max_in_flight"],
+    Dns: ["servers", "min_ttl", "max_ttl", "timeout"],
+    Route: ["name", "match", "upstream", "strip_prefix", "rewrite", "redirect", "respond", "websocket", "tunnel", "split", "split_header", "geo_upstreams", "mirror", "timeouts", "retry", "max_body_bytes", "rate_limits", "auth", "ip_rules", "cors", "validate", "cache", "request_headers", "response_headers", "queue", "publish"],
+    Publish: ["redis_stream", "headers", "max_len"],
+    JobQueue: ["backend", "path", "concurrency", "attempt_timeout", "max_attempts", "retry_delay", "max_retry_delay", "retry_statuses", "max_depth", "max_bytes", "result_ttl", "max_result_bytes", "idempotency_ttl", "key_prefix", "visibility_timeout", "nats_url", "callback"],
+    Callback: ["url", "allow", "secret", "secret_env", "max_attempts", "timeout"],
     RouteQueue: ["name", "status_path"],
     Respond: ["status", "body", "content_type", "headers"],
     HeaderEdits: ["set", "add", "remove"],
     SplitEntry: ["upstream", "weight"],
     Mirror: ["upstream", "percent"],
     Timeouts: ["connect", "response_header", "idle", "total"],
+    Tunnel: ["idle_timeout", "max_lifetime", "ping_interval", "max_message_bytes", "max_open", "max_open_per_ip"],
     Retry: ["attempts", "on", "per_try_timeout", "non_idempotent", "backoff", "budget"],
     Backoff: ["base", "max"],
     Budget: ["ratio", "min_per_second"],
-    Match: ["hosts", "path", "methods", "headers", "query"],
+    Match: ["hosts", "path", "methods", "headers", "query", "geo"],
     PathMatch: ["exact", "prefix", "template", "regex"],
     Predicate: ["name", "exact", "regex", "present"],
     Rewrite: ["path", "regex", "replacement", "host"],
     Redirect: ["status", "scheme", "host", "port", "path", "strip_query"],
+    Geo: ["databases", "networks", "networks_file", "default", "headers", "reload_interval", "metrics_countries"],
+    GeoDefault: ["country", "continent", "subdivision", "asn", "label"],
+    GeoMatch: ["countries", "continents", "subdivisions", "asns", "labels", "not_countries", "not_continents", "not_subdivisions", "not_asns", "not_labels"],
+    GeoUpstream: ["when", "upstream"],
     Consumer: ["groups", "metadata", "api_keys", "password_hash", "certificate_names"],
     Auth: ["consumer_header", "methods"],
     AuthMethod: ["api_key", "basic", "jwt", "introspection", "mtls"],
@@ -98,7 +108,7 @@ keys! {
     Param: ["name", "in", "required", "pattern", "values", "min", "max", "max_length"],
     Cache: ["max_bytes", "max_object_bytes", "lock_timeout", "heuristic_percent", "heuristic_max", "surrogate_header", "status_name", "strip_targeted", "redis"],
     CacheRedis: ["prefix", "max_object_bytes"],
-    RouteCache: ["key_headers", "key_cookies", "key_consumer", "store_set_cookie"],
+    RouteCache: ["key_headers", "key_cookies", "key_consumer", "key_geo", "store_set_cookie"],
 }
 
 /// The closest known key to `key`, when it is close enough to be a likely misspelling.
@@ -185,6 +195,7 @@ mod tests {
             include_str!("access.rs"),
             include_str!("cache.rs"),
             include_str!("queue.rs"),
+            include_str!("geo.rs"),
         ];
         let mut seen = 0;
         for (name, keys) in sources.iter().flat_map(|s| declared(s)) {

@@ -71,6 +71,39 @@ pub struct JobQueue {
     /// enabled.
     #[serde(default)]
     pub nats_url: Option<String>,
+    /// A signed POST of each finished job's result to a URL.
+    #[serde(default)]
+    pub callback: Option<Callback>,
+}
+
+/// `queues.NAME.callback`: when a job is finished, its result is POSTed, signed with
+/// HMAC-SHA256, to `url` or to the URL the client gave in `Callback-Url` (only when it
+/// starts with one of `allow`).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Callback {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Where results go when the client names no URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// URL prefixes (`https://hooks.example.com/`) a client's `Callback-Url` may start with;
+    /// without any, clients cannot name one.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// The signing key.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Or: the environment variable that holds the signing key.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// POSTs tried at most (default 5), with backoff between them.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Time limit of one POST (default 10s).
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// A route's `queue`: accepted requests are stored and answered with `202 Accepted`, and
@@ -88,4 +121,23 @@ pub struct RouteQueue {
     /// `STATUS_PATH/ID`, `…/ID/result`, `…/ID/events` (default `/jobs/<queue name>`).
     #[serde(default)]
     pub status_path: Option<String>,
+}
+
+/// A route's `publish`: the request is written to a Redis stream (on the top-level
+/// `redis`) and answered `202 Accepted`; the team's own workers read the stream.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Publish {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// The stream's key.
+    #[serde(default)]
+    pub redis_stream: String,
+    /// Request fields written with the message (default `[content-type]`).
+    #[serde(default)]
+    pub headers: Option<Vec<String>>,
+    /// Trim the stream to about this many messages (default: no trimming).
+    #[serde(default)]
+    pub max_len: Option<u64>,
 }

@@ -24,6 +24,8 @@ fn record<'a>(path: &'a str) -> Record<'a> {
         consumer: None,
         upstream_target: Some("127.0.0.1:9001"),
         upstream_duration: Some(Duration::from_micros(900)),
+        close_reason: None,
+        geo: None,
     }
 }
 
@@ -140,6 +142,7 @@ fn missing_route_and_upstream_are_null() {
         consumer: None,
         upstream_target: None,
         upstream_duration: None,
+        close_reason: None,
         ..record("/")
     };
     let v: Value = serde_json::from_str(&line(&rec)).unwrap();
@@ -406,4 +409,28 @@ fn reopen_follows_a_moved_file() {
     assert_eq!(moved.lines()[0]["path"], "/before");
     assert_eq!(tmp.lines()[0]["path"], "/after");
     assert_eq!(tmp.lines().len(), 1);
+}
+
+#[test]
+fn known_geo_fields_are_written_and_unknown_ones_left_out() {
+    let loc = crate::geo::Location {
+        country: crate::geo::Code::new("DE"),
+        asn: Some(64512),
+        label: Some(crate::geo::Label::from("eu")),
+        ..Default::default()
+    };
+    let rec = Record {
+        geo: Some(&loc),
+        ..record("/")
+    };
+    let v: Value = serde_json::from_str(&line(&rec)).unwrap();
+    assert_eq!(v["geo"]["country"], "DE");
+    assert_eq!(v["geo"]["asn"], "64512");
+    assert_eq!(v["geo"]["label"], "eu");
+    assert!(v["geo"].get("continent").is_none());
+    assert!(v.get("geo").is_some());
+    assert!(serde_json::from_str::<Value>(&line(&record("/")))
+        .unwrap()
+        .get("geo")
+        .is_none());
 }

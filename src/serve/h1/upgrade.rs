@@ -27,7 +27,7 @@ pub struct Upgraded {
 pub struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
 
 impl OnUpgrade {
-    pub(super) fn pair() -> (oneshot::Sender<Upgraded>, OnUpgrade) {
+    pub(crate) fn pair() -> (oneshot::Sender<Upgraded>, OnUpgrade) {
         let (tx, rx) = oneshot::channel();
         (tx, OnUpgrade(Arc::new(Mutex::new(Some(rx)))))
     }

@@ -337,6 +337,7 @@ fn consistent_hash_maps_a_key_alike_in_separate_instances() {
         .map(|i| Target {
             address: ([10, 0, 0, i], 8080).into(),
             weight: u32::from(i % 3) + 1,
+            place: Default::default(),
         })
         .collect();
     let one = Balancer::with_targets(&kind, &targets);
@@ -356,6 +357,7 @@ fn consistent_hash_follows_addresses_not_list_order() {
         .map(|i| Target {
             address: ([10, 0, 0, i], 80).into(),
             weight: 1,
+            place: Default::default(),
         })
         .collect();
     let before = Balancer::with_targets(&kind, &targets);

@@ -1,0 +1,485 @@
+//! Client locations: a client address looked up in MaxMind-format databases and a CIDR
+//! table, giving country, continent, subdivision, autonomous system and label; and the
+//! conditions routes put on them. Compiled once per configuration; knows nothing of the
+//! request pipeline.
+
+mod mmdb;
+pub mod table;
+
+use std::cell::OnceCell;
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::config::model::{GeoField, GeoMatch, GeoSettings};
+use mmdb::Database;
+pub use mmdb::GeoDbError;
+use table::CidrTable;
+
+/// The compiled `geo` section: databases, CIDR table, defaults and upstream fields.
+#[derive(Debug)]
+pub struct Geo {
+    databases: Vec<Arc<Database>>,
+    table: CidrTable,
+    /// What a field no source has counts as.
+    defaults: Location,
+    /// Fields set on every upstream request.
+    pub headers: Box<[(HeaderName, GeoField)]>,
+    /// Field values of the two-letter codes (countries, continents), made once: `AA` to `ZZ`.
+    two_letter: Box<[HeaderValue]>,
+}
+
+/// Where a client is, as far as the sources know; unknown fields are `None` (or the
+/// configured default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    pub country: Option<Code>,
+    pub continent: Option<Code>,
+    pub subdivision: Option<Code>,
+    pub asn: Option<u32>,
+    pub label: Option<Label>,
+}
+
+/// A label of the CIDR table (or the default), with its field value made once: cloning it
+/// for a request is one reference count.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Label(Arc<(Box<str>, Option<HeaderValue>)>);
+
+/// A short upper-case code (country, continent, subdivision), kept inline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Code {
+    bytes: [u8; 3],
+    len: u8,
+}
+
+/// A location looked up at most once, when first asked for.
+#[derive(Debug)]
+pub struct Lazy<'g> {
+    geo: &'g Geo,
+    ip: IpAddr,
+    found: OnceCell<Location>,
+}
+
+/// Compiled location conditions: every list given must hold.
+#[derive(Debug, Default)]
+pub struct Condition {
+    countries: Box<[Code]>,
+    continents: Box<[Code]>,
+    subdivisions: Box<[Code]>,
+    asns: Box<[u32]>,
+    labels: Box<[Box<str>]>,
+    not_countries: Box<[Code]>,
+    not_continents: Box<[Code]>,
+    not_subdivisions: Box<[Code]>,
+    not_asns: Box<[u32]>,
+    not_labels: Box<[Box<str>]>,
+}
+
+impl Geo {
+    /// Opens the databases (read into memory) and starts a thread that reads them again when
+    /// their files change, every `reload_interval`, for as long as this `Geo` lives.
+    pub fn build(s: &GeoSettings) -> Result<Geo, GeoDbError> {
+        let databases = s
+            .databases
+            .iter()
+            .map(|p| Database::open(p).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !databases.is_empty() {
+            watch(
+                databases.iter().map(Arc::downgrade).collect(),
+                s.reload_interval,
+            );
+        }
+        let d = &s.default;
+        let code = |c: &Option<String>| c.as_deref().and_then(Code::new);
+        Ok(Geo {
+            databases,
+            table: CidrTable::new(&s.networks),
+            defaults: Location {
+                country: code(&d.country),
+                continent: code(&d.continent),
+                subdivision: code(&d.subdivision),
+                asn: d.asn,
+                label: d.label.as_deref().map(Label::from),
+            },
+            headers: s.headers.clone().into(),
+            two_letter: (0..26 * 26)
+                .map(|i: u32| {
+                    let pair = [b'A' + (i / 26) as u8, b'A' + (i % 26) as u8];
+                    HeaderValue::from_bytes(&pair).unwrap_or(HeaderValue::from_static(""))
+                })
+                .collect(),
+        })
+    }
+
+    /// Where `ip` is: the CIDR table's label, then each database in order for the other
+    /// fields, then the defaults for whatever is still unknown. Never fails.
+    pub fn locate(&self, ip: IpAddr) -> Location {
+        let ip = ip.to_canonical();
+        let mut loc = Location {
+            label: self.table.label(ip).cloned(),
+            ..Location::default()
+        };
+        for db in &self.databases {
+            db.fill(ip, &mut loc);
+        }
+        let d = &self.defaults;
+        loc.country = loc.country.or(d.country);
+        loc.continent = loc.continent.or(d.continent);
+        loc.subdivision = loc.subdivision.or(d.subdivision);
+        loc.asn = loc.asn.or(d.asn);
+        if loc.label.is_none() {
+            loc.label.clone_from(&d.label);
+        }
+        loc
+    }
+
+    /// Sets the `headers` fields of the configuration from `loc` on an upstream request; a
+    /// field whose value is unknown is removed, so a client cannot supply its own.
+    pub fn write_headers(&self, headers: &mut http::HeaderMap, loc: &Location) {
+        for (name, field) in self.headers.iter() {
+            let value = match loc.text(*field) {
+                Some(FieldText::Code(c)) => self.code_value(c),
+                Some(v) => v.to_header_value(),
+                None => None,
+            };
+            match value {
+                Some(v) => {
+                    headers.insert(name.clone(), v);
+                }
+                None => {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+
+    /// The field value of a code: a ready one for two upper-case letters.
+    fn code_value(&self, code: &str) -> Option<HeaderValue> {
+        match code.as_bytes() {
+            [a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
+                let i = usize::from(a - b'A') * 26 + usize::from(b - b'A');
+                self.two_letter.get(i).cloned()
+            }
+            _ => HeaderValue::from_str(code).ok(),
+        }
+    }
+
+    /// A lookup of `ip` made when first needed.
+    pub fn lazy(&self, ip: IpAddr) -> Lazy<'_> {
+        Lazy {
+            geo: self,
+            ip,
+            found: OnceCell::new(),
+        }
+    }
+}
+
+impl Lazy<'_> {
+    pub fn get(&self) -> &Location {
+        self.found.get_or_init(|| self.geo.locate(self.ip))
+    }
+
+    /// The location, looked up now if it was not yet.
+    pub fn into_location(self) -> Location {
+        self.get();
+        self.found.into_inner().unwrap_or_default()
+    }
+}
+
+impl Location {
+    /// The text of one field, `None` when unknown.
+    pub fn text(&self, field: GeoField) -> Option<FieldText<'_>> {
+        match field {
+            GeoField::Country => self.country.as_ref().map(|c| FieldText::Code(c.as_str())),
+            GeoField::Continent => self.continent.as_ref().map(|c| FieldText::Code(c.as_str())),
+            GeoField::Subdivision => self
+                .subdivision
+                .as_ref()
+                .map(|c| FieldText::Code(c.as_str())),
+            GeoField::Asn => self.asn.map(FieldText::Number),
+            GeoField::Label => self.label.as_ref().map(FieldText::Label),
+        }
+    }
+}
+
+/// The text of `field` of an optional location; empty when either is unknown (a key part
+/// that cannot be dodged, only not known).
+pub fn field_or_empty(loc: Option<&Location>, field: GeoField) -> String {
+    let mut text = String::new();
+    if let Some(v) = loc.and_then(|l| l.text(field)) {
+        v.push_to(&mut text);
+    }
+    text
+}
+
+/// A field's value: text, or a number written when needed.
+pub enum FieldText<'a> {
+    Code(&'a str),
+    Number(u32),
+    Label(&'a Label),
+}
+
+impl FieldText<'_> {
+    /// Appends the value to `out`.
+    pub fn push_to(&self, out: &mut String) {
+        match self {
+            FieldText::Code(s) => out.push_str(s),
+            FieldText::Number(n) => out.push_str(itoa::Buffer::new().format(*n)),
+            FieldText::Label(l) => out.push_str(l),
+        }
+    }
+
+    pub fn to_header_value(&self) -> Option<http::HeaderValue> {
+        match self {
+            FieldText::Code(s) => HeaderValue::from_str(s).ok(),
+            FieldText::Number(n) => Some(HeaderValue::from(*n)),
+            FieldText::Label(l) => l.0 .1.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldText::Code(s) => f.write_str(s),
+            FieldText::Number(n) => write!(f, "{n}"),
+            FieldText::Label(l) => f.write_str(l),
+        }
+    }
+}
+
+impl From<&str> for Label {
+    fn from(text: &str) -> Label {
+        Label(Arc::new((
+            Box::from(text),
+            HeaderValue::from_str(text).ok(),
+        )))
+    }
+}
+
+impl std::ops::Deref for Label {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0 .0
+    }
+}
+
+impl std::fmt::Debug for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl Code {
+    /// One to three ASCII letters or digits, upper-cased; anything else is no code.
+    pub fn new(s: &str) -> Option<Code> {
+        let b = s.as_bytes();
+        if b.is_empty() || b.len() > 3 || !b.iter().all(u8::is_ascii_alphanumeric) {
+            return None;
+        }
+        let mut bytes = [0; 3];
+        for (to, from) in bytes.iter_mut().zip(b) {
+            *to = from.to_ascii_uppercase();
+        }
+        Some(Code {
+            bytes,
+            len: b.len() as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        let b = self.bytes.get(..usize::from(self.len)).unwrap_or(&[]);
+        std::str::from_utf8(b).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Condition {
+    pub fn new(m: &GeoMatch) -> Condition {
+        let codes = |v: &[String]| v.iter().filter_map(|c| Code::new(c)).collect();
+        let labels = |v: &[String]| v.iter().map(|l| Box::from(l.as_str())).collect();
+        Condition {
+            countries: codes(&m.countries),
+            continents: codes(&m.continents),
+            subdivisions: codes(&m.subdivisions),
+            asns: m.asns.as_slice().into(),
+            labels: labels(&m.labels),
+            not_countries: codes(&m.not_countries),
+            not_continents: codes(&m.not_continents),
+            not_subdivisions: codes(&m.not_subdivisions),
+            not_asns: m.not_asns.as_slice().into(),
+            not_labels: labels(&m.not_labels),
+        }
+    }
+
+    /// Whether `loc` meets every condition. An unknown field meets no positive list and
+    /// every negated one.
+    pub fn holds(&self, loc: &Location) -> bool {
+        fn any<T: PartialEq>(list: &[T], v: Option<&T>) -> bool {
+            list.is_empty() || v.is_some_and(|v| list.contains(v))
+        }
+        fn none<T: PartialEq>(list: &[T], v: Option<&T>) -> bool {
+            list.is_empty() || !v.is_some_and(|v| list.contains(v))
+        }
+        let label = |list: &[Box<str>], want_in: bool| {
+            list.is_empty()
+                || want_in
+                    == loc
+                        .label
+                        .as_deref()
+                        .is_some_and(|l| list.iter().any(|x| **x == *l))
+        };
+        any(&self.countries, loc.country.as_ref())
+            && any(&self.continents, loc.continent.as_ref())
+            && any(&self.subdivisions, loc.subdivision.as_ref())
+            && any(&self.asns, loc.asn.as_ref())
+            && label(&self.labels, true)
+            && none(&self.not_countries, loc.country.as_ref())
+            && none(&self.not_continents, loc.continent.as_ref())
+            && none(&self.not_subdivisions, loc.subdivision.as_ref())
+            && none(&self.not_asns, loc.asn.as_ref())
+            && label(&self.not_labels, false)
+    }
+}
+
+/// Request counters of one route by client country: the countries named, `other`,
+/// `unknown`; a bounded set of series.
+#[derive(Debug)]
+pub struct CountryCounts {
+    countries: Box<[(Code, prometheus_client::metrics::counter::Counter)]>,
+    other: prometheus_client::metrics::counter::Counter,
+    unknown: prometheus_client::metrics::counter::Counter,
+}
+
+impl CountryCounts {
+    /// `counter(label)` gives the series of one label value.
+    pub fn new(
+        countries: &[String],
+        counter: impl Fn(&str) -> prometheus_client::metrics::counter::Counter,
+    ) -> CountryCounts {
+        CountryCounts {
+            countries: countries
+                .iter()
+                .filter_map(|c| Some((Code::new(c)?, counter(c))))
+                .collect(),
+            other: counter("other"),
+            unknown: counter("unknown"),
+        }
+    }
+
+    pub fn count(&self, loc: &Location) {
+        let counter = match loc.country {
+            None => &self.unknown,
+            Some(c) => self
+                .countries
+                .iter()
+                .find(|(code, _)| *code == c)
+                .map_or(&self.other, |(_, counter)| counter),
+        };
+        counter.inc();
+    }
+}
+
+/// Maps changed database files again, every `interval`, until every database is dropped
+/// (the snapshot that held them was replaced).
+fn watch(databases: Vec<Weak<Database>>, interval: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("ferrogate-geo".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            let mut alive = false;
+            for db in databases.iter().filter_map(Weak::upgrade) {
+                alive = true;
+                match db.reload_if_changed() {
+                    Ok(true) => {
+                        tracing::info!(path = %db.path().display(), "geo database reloaded")
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "geo database changed but cannot be read; the previous one stays in use"
+                    ),
+                }
+            }
+            if !alive {
+                return;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the geo database watcher");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn loc(country: &str, label: Option<&str>) -> Location {
+        Location {
+            country: Code::new(country),
+            label: label.map(Label::from),
+            ..Location::default()
+        }
+    }
+
+    #[test]
+    fn positive_lists_need_a_known_value_and_negated_ones_accept_unknown() {
+        let c = Condition::new(&GeoMatch {
+            countries: vec!["de".into(), "FR".into()],
+            not_labels: vec!["internal".into()],
+            ..GeoMatch::default()
+        });
+        assert!(c.holds(&loc("DE", None)));
+        assert!(c.holds(&loc("FR", Some("eu"))));
+        assert!(!c.holds(&loc("FR", Some("internal"))));
+        assert!(!c.holds(&loc("US", None)));
+        assert!(!c.holds(&Location::default()));
+        let negated = Condition::new(&GeoMatch {
+            not_countries: vec!["US".into()],
+            ..GeoMatch::default()
+        });
+        assert!(negated.holds(&Location::default()));
+        assert!(!negated.holds(&loc("US", None)));
+    }
+
+    #[test]
+    fn the_table_and_the_defaults_fill_a_location_without_databases() {
+        let settings = GeoSettings {
+            databases: vec![],
+            networks: vec![("127.0.0.2/32".parse().unwrap(), "eu".into())],
+            default: crate::config::model::GeoDefaults {
+                country: Some("XX".into()),
+                label: Some("other".into()),
+                ..Default::default()
+            },
+            headers: vec![],
+            reload_interval: Duration::from_secs(10),
+            metrics_countries: vec![],
+        };
+        let geo = Geo::build(&settings).unwrap();
+        let eu = geo.locate("::ffff:127.0.0.2".parse().unwrap());
+        assert_eq!(eu.label.as_deref(), Some("eu"));
+        assert_eq!(eu.country.unwrap().as_str(), "XX");
+        let other = geo.lazy("127.0.0.1".parse().unwrap());
+        assert_eq!(other.get().label.as_deref(), Some("other"));
+        assert_eq!(other.into_location().country, Code::new("XX"));
+    }
+
+    #[test]
+    fn codes_are_short_alphanumeric_and_upper_case() {
+        assert_eq!(Code::new("de").unwrap().as_str(), "DE");
+        assert_eq!(Code::new("BY").unwrap().as_str(), "BY");
+        assert!(Code::new("").is_none());
+        assert!(Code::new("DEUT").is_none());
+        assert!(Code::new("D-").is_none());
+    }
+}
