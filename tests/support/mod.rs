@@ -680,17 +680,47 @@ pub fn tls_acceptor(
     tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
 
+/// A gateway process a test started: killed when dropped, so a test that fails half-way
+/// leaves no gateway running. Used as the `Child` it holds.
+pub struct Running(std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Already gone when the test killed it or it exited: nothing to do then.
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `BIN run -c path` (the gateway binary, `env!("CARGO_BIN_EXE_ferrogate")`) and
 /// waits for its "listening on" line.
-pub fn spawn_run(bin: &str, path: &Path) -> (std::process::Child, SocketAddr) {
+pub fn spawn_run(bin: &str, path: &Path) -> (Running, SocketAddr) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(bin)
-        .args(["run", "-c"])
-        .arg(path)
-        .env("FERROGATE_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Held from the start: a gateway that never says it listens is killed too.
+    let mut child = Running(
+        std::process::Command::new(bin)
+            .args(["run", "-c"])
+            .arg(path)
+            .env("FERROGATE_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
