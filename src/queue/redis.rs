@@ -565,17 +565,20 @@ impl RedisQueue {
     }
 
     pub async fn job(&self, id: JobId) -> Result<Option<Job>, QueueError> {
-        let key = self.key("job", id);
-        let bytes: Option<Vec<u8>> = self
-            .call(|mut c| async move { ::redis::cmd("GET").arg(key).query_async(&mut c).await })
-            .await?;
-        bytes
-            .map(|b| postcard::from_bytes(&b).map_err(err))
-            .transpose()
+        self.decoded("job", id).await
     }
 
     pub async fn result(&self, id: JobId) -> Result<Option<StoredResponse>, QueueError> {
-        let key = self.key("res", id);
+        self.decoded("res", id).await
+    }
+
+    /// The value of the job's key `what`, decoded; `None` when the key is gone.
+    async fn decoded<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        id: JobId,
+    ) -> Result<Option<T>, QueueError> {
+        let key = self.key(what, id);
         let bytes: Option<Vec<u8>> = self
             .call(|mut c| async move { ::redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await?;
