@@ -282,10 +282,18 @@ impl Snapshot {
                             metrics.geo_requests(&r.name, country)
                         })
                     });
+                // A group that prefers the client's zone needs its location.
+                let by_client = |i: &usize| {
+                    (upstreams.get(*i))
+                        .and_then(|g| g.locality.as_ref())
+                        .is_some_and(crate::upstream::locality::Locality::by_client)
+                };
                 let uses_geo = geo.as_ref().is_some_and(|g| {
                     route_uses_geo(r, &rate_limits, !g.headers.is_empty())
                         || config.access_log.enabled
                         || geo_counts.is_some()
+                        || split.iter().map(|(i, _)| i).any(by_client)
+                        || geo_upstreams.iter().map(|(_, i)| i).any(by_client)
                 });
                 Ok(CompiledRoute {
                     uses_geo,

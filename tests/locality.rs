@@ -103,3 +103,64 @@ async fn without_locality_the_group_balances_over_every_target() {
     assert_eq!(report.bodies.len(), 3, "{report:?}");
     assert_eq!(picks(&f, "zone").await, 0);
 }
+
+/// Clients labelled by the CIDR table as in a zone (through a trusted `X-Forwarded-For`)
+/// are served from that zone, then from their region; clients the table does not know keep
+/// this instance's place.
+#[tokio::test]
+async fn a_group_by_the_clients_place_serves_each_client_from_its_own_zone() {
+    let (us, eu, mut eu_b) = (
+        Backend::named("us-east-1a").await,
+        Backend::named("eu-west-1a").await,
+        Some(Backend::named("eu-west-1b").await),
+    );
+    let yaml = format!(
+        "workers: 1
+listeners: [{{address: 127.0.0.1:0, trusted_proxies: [127.0.0.1/32]}}]
+admin: {{address: 127.0.0.1:0}}
+locality: {{region: eu-west, zone: eu-west-1b}}
+geo:
+  networks: {{198.51.100.0/24: us-east-1a, 203.0.113.0/24: eu-west-1a}}
+upstreams:
+  app:
+    locality: {{client: {{zone: label}}}}
+    targets:
+      - {{address: \"{}\", region: us-east, zone: us-east-1a}}
+      - {{address: \"{}\", region: eu-west, zone: eu-west-1a}}
+      - {{address: \"{}\", region: eu-west, zone: eu-west-1b}}
+    health_check:
+      passive:
+        consecutive_failures: 1
+routes:
+  - upstream: app
+    retry:
+      attempts: 3
+      on: [connect_failure, reset]
+",
+        us.addr,
+        eu.addr,
+        eu_b.as_ref().unwrap().addr
+    );
+    let gw = TestGateway::start(&yaml);
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    let us_clients = load_count(gw.addr, "/", &from("198.51.100.7"), 2, 100).await;
+    assert_eq!(
+        us_clients.bodies.get("us-east-1a"),
+        Some(&100),
+        "{us_clients:?}"
+    );
+    let eu_clients = load_count(gw.addr, "/", &from("203.0.113.9"), 2, 100).await;
+    assert_eq!(
+        eu_clients.bodies.get("eu-west-1a"),
+        Some(&100),
+        "{eu_clients:?}"
+    );
+    let unknown = load_count(gw.addr, "/", &from("192.0.2.1"), 2, 100).await;
+    assert_eq!(unknown.bodies.get("eu-west-1b"), Some(&100), "{unknown:?}");
+
+    // The unknown clients' zone (this instance's) goes down: its region takes them.
+    eu_b.take();
+    let spilled = load_count(gw.addr, "/", &from("192.0.2.1"), 2, 100).await;
+    assert_eq!(spilled.failures, 0, "{spilled:?}");
+    assert_eq!(spilled.bodies.get("eu-west-1a"), Some(&100), "{spilled:?}");
+}

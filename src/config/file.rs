@@ -660,6 +660,26 @@ pub struct GroupLocality {
     /// A target with this many requests in flight counts as full (default: no limit).
     #[serde(default)]
     pub max_in_flight: Option<u64>,
+    /// Prefer the client's zone and region rather than this instance's: which location
+    /// field (`label`, `country`, `continent`, `subdivision`, `asn`) names each.
+    #[serde(default)]
+    pub client: Option<ClientPlace>,
+}
+
+/// `upstreams.NAME.locality.client`: the client's zone and region, each read from a field
+/// of its location (`geo`). A field the location lacks falls back to this instance's place.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ClientPlace {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// The location field that names the client's zone (for example `label`).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The location field that names the client's region (for example `continent`).
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

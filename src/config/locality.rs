@@ -1,7 +1,7 @@
 //! Validation of where targets and this instance run (`region`, `zone`, `locality`).
 
 use super::file;
-use super::model::{GroupLocality, Place};
+use super::model::{ClientPlace, GroupLocality, Place};
 use super::validate::Errors;
 
 /// The region and zone of a target.
@@ -14,9 +14,18 @@ pub(super) fn target_place(errs: &mut Errors, at: &str, t: &file::Target) -> Pla
     }
 }
 
-/// A group's `locality` block.
-pub(super) fn group(errs: &mut Errors, at: &str, l: &file::GroupLocality) -> GroupLocality {
+/// A group's `locality` block; `geo`: the configuration has a `geo` section.
+pub(super) fn group(
+    errs: &mut Errors,
+    at: &str,
+    l: &file::GroupLocality,
+    geo: bool,
+) -> GroupLocality {
     errs.unknown_in(at, &l);
+    let client = l
+        .client
+        .as_ref()
+        .map(|c| client(errs, &format!("{at}.client"), c, geo));
     let min_available_percent = l.min_available_percent.unwrap_or(50);
     if min_available_percent > 100 {
         errs.push(
@@ -28,12 +37,35 @@ pub(super) fn group(errs: &mut Errors, at: &str, l: &file::GroupLocality) -> Gro
         errs.push(format!("{at}.max_in_flight"), "must be at least 1");
     }
     GroupLocality {
+        client,
         min_available_percent: min_available_percent.min(100),
         max_in_flight: l.max_in_flight,
     }
 }
 
-/// The top-level `locality`: where this instance runs. Groups with `locality` need it.
+/// `locality.client`: the location fields naming the client's zone and region.
+fn client(errs: &mut Errors, at: &str, c: &file::ClientPlace, geo: bool) -> ClientPlace {
+    errs.unknown_in(at, &c);
+    if !geo {
+        errs.push(at, "needs the top-level `geo` (where clients are)");
+    }
+    if c.zone.is_none() && c.region.is_none() {
+        errs.push(
+            at,
+            "give zone, region or both (location fields such as label)",
+        );
+    }
+    let field = |errs: &mut Errors, key: &str, v: &Option<String>| {
+        (v.as_deref()).and_then(|name| super::geo::field(errs, &format!("{at}.{key}"), name))
+    };
+    ClientPlace {
+        zone: field(errs, "zone", &c.zone),
+        region: field(errs, "region", &c.region),
+    }
+}
+
+/// The top-level `locality`: where this instance runs. Groups with `locality` need it,
+/// unless they go by the client's place.
 pub(super) fn instance(errs: &mut Errors, f: &file::File) -> Place {
     let place = match &f.locality {
         Some(l) => {
@@ -51,7 +83,8 @@ pub(super) fn instance(errs: &mut Errors, f: &file::File) -> Place {
         None => Place::default(),
     };
     for (name, u) in &f.upstreams {
-        if u.locality.is_some() && f.locality.is_none() {
+        let by_instance = u.locality.as_ref().is_some_and(|l| l.client.is_none());
+        if by_instance && f.locality.is_none() {
             errs.push(
                 format!("upstreams.{name}.locality"),
                 "needs the top-level `locality` (this instance's region and zone)",

@@ -322,11 +322,21 @@ pub struct Place {
 /// A group's preference for nearby targets (`upstreams.NAME.locality`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupLocality {
+    /// The client's place rather than this instance's decides the tiers, when its location
+    /// has the fields.
+    pub client: Option<ClientPlace>,
     /// A tier (same zone, same region) takes the traffic while at least this share of its
     /// targets is available (healthy, not draining, not full), in percent.
     pub min_available_percent: u8,
     /// A target with this many requests in flight counts as full.
     pub max_in_flight: Option<u64>,
+}
+
+/// Which location fields name a client's zone and region (`locality.client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientPlace {
+    pub zone: Option<GeoField>,
+    pub region: Option<GeoField>,
 }
 
 #[derive(Debug, Clone)]

@@ -111,7 +111,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let upstreams = f
         .upstreams
         .iter()
-        .filter_map(|(name, u)| upstream(&mut errs, name, u, base_dir))
+        .filter_map(|(name, u)| upstream(&mut errs, name, u, base_dir, f.geo.is_some()))
         .collect::<Vec<_>>();
     let upstream_names: HashSet<&str> = f.upstreams.keys().map(String::as_str).collect();
 
@@ -481,6 +481,7 @@ fn upstream(
     name: &str,
     u: &file::Upstream,
     base_dir: &Path,
+    geo: bool,
 ) -> Option<Upstream> {
     let at = format!("upstreams.{name}");
     errs.unknown_in(&at, &u);
@@ -576,7 +577,7 @@ fn upstream(
         locality: u
             .locality
             .as_ref()
-            .map(|l| super::locality::group(errs, &format!("{at}.locality"), l)),
+            .map(|l| super::locality::group(errs, &format!("{at}.locality"), l, geo)),
         protocol,
         tls,
         connect_timeout: opt_duration(
@@ -1204,6 +1205,30 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn a_group_by_the_clients_place_needs_geo_and_known_fields() {
+        let errs = errors(
+            "listeners: [{address: 127.0.0.1:0}]
+upstreams:
+  app:
+    locality: {client: {zone: town}}
+    targets: [{address: 127.0.0.1:1, zone: a}]
+routes:
+  - upstream: app
+",
+        );
+        let all = errs.join("\n");
+        assert!(
+            all.contains("upstreams.app.locality.client: needs the top-level `geo`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("upstreams.app.locality.client.zone: unknown geo field \"town\""),
+            "{all}"
+        );
+        assert!(!all.contains("top-level `locality`"), "{all}");
     }
 
     const OK: &str = "

@@ -44,6 +44,8 @@ pub(super) struct Exchange<'a> {
     pub route: &'a CompiledRoute,
     pub group: &'a UpstreamGroup,
     pub client_ip: IpAddr,
+    /// The client's location, when the route reads it (locality by the client's place).
+    pub geo: Option<&'a crate::geo::Location>,
     /// Path the client asked for (hash balancing keys on it).
     pub path: &'a str,
     /// The request has no Host of its own: each attempt names its target instead.
@@ -131,6 +133,7 @@ pub(super) async fn send(
         route,
         group,
         client_ip: arrival.client_ip,
+        geo: routed.geo.as_ref(),
         path: out.downstream_uri.path(),
         host_from_target: out.host_from_target,
         body_state: out.body_state.as_deref(),
@@ -415,7 +418,7 @@ fn pick(
         None => balancer.pick(&input, &|i| was_tried(i) || !health.available(i, now)),
         Some(near) => {
             let usable = |i: usize| !was_tried(i) && health.available(i, now);
-            let chosen = near.pick(&usable, &|i| balancer.in_flight(i), &|excluded| {
+            let chosen = near.pick(x.geo, &usable, &|i| balancer.in_flight(i), &|excluded| {
                 balancer.pick(&input, excluded)
             });
             chosen.or_else(|| {

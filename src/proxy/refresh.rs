@@ -88,6 +88,7 @@ pub(super) fn spawn(
             route,
             group,
             client_ip,
+            geo: loc.as_ref(),
             path: &path,
             host_from_target,
             body_state: None,
