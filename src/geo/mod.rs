@@ -62,19 +62,21 @@ pub struct Lazy<'g> {
     found: OnceCell<Location>,
 }
 
-/// Compiled location conditions: every list given must hold.
+/// Compiled location conditions: every list given must hold. Only the lists given are kept,
+/// so a one-list condition costs one check.
 #[derive(Debug, Default)]
 pub struct Condition {
-    countries: Box<[Code]>,
-    continents: Box<[Code]>,
-    subdivisions: Box<[Code]>,
-    asns: Box<[u32]>,
-    labels: Box<[Box<str>]>,
-    not_countries: Box<[Code]>,
-    not_continents: Box<[Code]>,
-    not_subdivisions: Box<[Code]>,
-    not_asns: Box<[u32]>,
-    not_labels: Box<[Box<str>]>,
+    checks: Box<[Check]>,
+}
+
+/// One list of a condition: the field's value must be in it (or, `negated`, must not be).
+#[derive(Debug)]
+enum Check {
+    Country(Box<[Code]>, bool),
+    Continent(Box<[Code]>, bool),
+    Subdivision(Box<[Code]>, bool),
+    Asn(Box<[u32]>, bool),
+    Label(Box<[Box<str>]>, bool),
 }
 
 impl Geo {
@@ -139,12 +141,7 @@ impl Geo {
     /// Sets the `headers` fields of the configuration from `loc` on an upstream request; a
     /// field whose value is unknown is removed, so a client cannot supply its own.
     pub fn write_headers(&self, headers: &mut http::HeaderMap, loc: &Location) {
-        for (name, field) in self.headers.iter() {
-            let value = match loc.text(*field) {
-                Some(FieldText::Code(c)) => self.code_value(c),
-                Some(v) => v.to_header_value(),
-                None => None,
-            };
+        for (name, value) in self.fields(loc) {
             match value {
                 Some(v) => {
                     headers.insert(name.clone(), v);
@@ -154,6 +151,22 @@ impl Geo {
                 }
             }
         }
+    }
+
+    /// The `headers` fields of the configuration with their values from `loc` (`None`: the
+    /// location lacks the field).
+    pub fn fields<'a>(
+        &'a self,
+        loc: &'a Location,
+    ) -> impl Iterator<Item = (&'a HeaderName, Option<HeaderValue>)> + 'a {
+        self.headers.iter().map(|(name, field)| {
+            let value = match loc.text(*field) {
+                Some(FieldText::Code(c)) => self.code_value(c),
+                Some(v) => v.to_header_value(),
+                None => None,
+            };
+            (name, value)
+        })
     }
 
     /// The field value of a code: a ready one for two upper-case letters.
@@ -304,49 +317,60 @@ impl std::fmt::Debug for Code {
 
 impl Condition {
     pub fn new(m: &GeoMatch) -> Condition {
-        let codes = |v: &[String]| v.iter().filter_map(|c| Code::new(c)).collect();
-        let labels = |v: &[String]| v.iter().map(|l| Box::from(l.as_str())).collect();
+        let codes =
+            |v: &[String]| -> Box<[Code]> { v.iter().filter_map(|c| Code::new(c)).collect() };
+        let labels =
+            |v: &[String]| -> Box<[Box<str>]> { v.iter().map(|l| Box::from(l.as_str())).collect() };
+        let checks = [
+            Check::Country(codes(&m.countries), false),
+            Check::Continent(codes(&m.continents), false),
+            Check::Subdivision(codes(&m.subdivisions), false),
+            Check::Asn(m.asns.as_slice().into(), false),
+            Check::Label(labels(&m.labels), false),
+            Check::Country(codes(&m.not_countries), true),
+            Check::Continent(codes(&m.not_continents), true),
+            Check::Subdivision(codes(&m.not_subdivisions), true),
+            Check::Asn(m.not_asns.as_slice().into(), true),
+            Check::Label(labels(&m.not_labels), true),
+        ];
         Condition {
-            countries: codes(&m.countries),
-            continents: codes(&m.continents),
-            subdivisions: codes(&m.subdivisions),
-            asns: m.asns.as_slice().into(),
-            labels: labels(&m.labels),
-            not_countries: codes(&m.not_countries),
-            not_continents: codes(&m.not_continents),
-            not_subdivisions: codes(&m.not_subdivisions),
-            not_asns: m.not_asns.as_slice().into(),
-            not_labels: labels(&m.not_labels),
+            checks: checks.into_iter().filter(|c| !c.is_empty()).collect(),
         }
     }
 
     /// Whether `loc` meets every condition. An unknown field meets no positive list and
     /// every negated one.
     pub fn holds(&self, loc: &Location) -> bool {
-        fn any<T: PartialEq>(list: &[T], v: Option<&T>) -> bool {
-            list.is_empty() || v.is_some_and(|v| list.contains(v))
+        self.checks.iter().all(|c| c.holds(loc))
+    }
+}
+
+impl Check {
+    fn is_empty(&self) -> bool {
+        match self {
+            Check::Country(l, _) | Check::Continent(l, _) | Check::Subdivision(l, _) => {
+                l.is_empty()
+            }
+            Check::Asn(l, _) => l.is_empty(),
+            Check::Label(l, _) => l.is_empty(),
         }
-        fn none<T: PartialEq>(list: &[T], v: Option<&T>) -> bool {
-            list.is_empty() || !v.is_some_and(|v| list.contains(v))
+    }
+
+    fn holds(&self, loc: &Location) -> bool {
+        fn within<T: PartialEq>(list: &[T], v: Option<&T>) -> bool {
+            v.is_some_and(|v| list.contains(v))
         }
-        let label = |list: &[Box<str>], want_in: bool| {
-            list.is_empty()
-                || want_in
-                    == loc
-                        .label
-                        .as_deref()
-                        .is_some_and(|l| list.iter().any(|x| **x == *l))
+        let (found, negated) = match self {
+            Check::Country(l, n) => (within(l, loc.country.as_ref()), n),
+            Check::Continent(l, n) => (within(l, loc.continent.as_ref()), n),
+            Check::Subdivision(l, n) => (within(l, loc.subdivision.as_ref()), n),
+            Check::Asn(l, n) => (within(l, loc.asn.as_ref()), n),
+            Check::Label(l, n) => {
+                let label = loc.label.as_deref();
+                (label.is_some_and(|x| l.iter().any(|y| **y == *x)), n)
+            }
         };
-        any(&self.countries, loc.country.as_ref())
-            && any(&self.continents, loc.continent.as_ref())
-            && any(&self.subdivisions, loc.subdivision.as_ref())
-            && any(&self.asns, loc.asn.as_ref())
-            && label(&self.labels, true)
-            && none(&self.not_countries, loc.country.as_ref())
-            && none(&self.not_continents, loc.continent.as_ref())
-            && none(&self.not_subdivisions, loc.subdivision.as_ref())
-            && none(&self.not_asns, loc.asn.as_ref())
-            && label(&self.not_labels, false)
+        found != *negated
     }
 }
 

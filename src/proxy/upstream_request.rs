@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::HeaderValue;
+use http::header::{HeaderMap, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::Request;
 
@@ -167,7 +167,12 @@ impl Outbound {
             }
         }
         if let (Some(geo), Some(loc)) = (&snap.geo, &routed.geo) {
-            geo.write_headers(req.headers_mut(), loc);
+            // The route's own header edits see the location fields in the map.
+            if routed.route.request_edits.is_some() {
+                geo.write_headers(req.headers_mut(), loc);
+            } else {
+                location_fields(geo, loc, req.headers_mut(), &mut out.added);
+            }
         }
         if let Some(edits) = &routed.route.request_edits {
             // Lent out of the request so the matched path stays readable.
@@ -182,6 +187,28 @@ impl Outbound {
         *out.request.method_mut() = std::mem::take(req.method_mut());
         *out.request.uri_mut() = std::mem::take(req.uri_mut());
         *out.request.headers_mut() = std::mem::take(req.headers_mut());
+    }
+}
+
+/// The `geo.headers` fields of `loc`, carried in `added` (written beside the map, so no
+/// hashing or map growth) while it has room. A client's copy of a field is removed from the
+/// map, found by walking it (a request head holds a few fields), which costs less than
+/// hashing the name.
+fn location_fields(
+    geo: &crate::geo::Geo,
+    loc: &crate::geo::Location,
+    headers: &mut HeaderMap,
+    added: &mut Added,
+) {
+    for (name, value) in geo.fields(loc) {
+        if headers.keys().any(|k| k == name) {
+            headers.remove(name);
+        }
+        if let Some(v) = value {
+            if let Err((name, v)) = added.try_push(name.clone(), v) {
+                headers.insert(name, v);
+            }
+        }
     }
 }
 

@@ -1,13 +1,14 @@
 //! Fields the gateway adds to an upstream request head (X-Forwarded-*, Via, X-Request-Id, a
-//! rewritten Host). They travel beside the request's header map rather than in it: the
+//! rewritten Host, the client's location fields). They travel beside the request's header map rather than in it: the
 //! HTTP/1.1 encoder writes them with the map's fields, so a request pays no hashing or map
 //! growth for them. Requests to HTTP/2 upstreams get them inserted into their map instead,
 //! as do the heads of background cache refreshes.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Most fields one request gets: X-Forwarded-For, -Proto, -Host, Via, X-Request-Id.
-const MAX: usize = 5;
+/// Most fields one request gets: X-Forwarded-For, -Proto, -Host, Via, X-Request-Id, and up to
+/// three location fields (`geo.headers`; more go into the map).
+const MAX: usize = 8;
 
 /// The added fields of one request. The map they go with must not hold the same names (the
 /// proxy removes the client's copies before adding its own).
@@ -30,6 +31,21 @@ impl Added {
         debug_assert!(free.is_some(), "more added fields than room for them");
         if let Some(slot) = free {
             *slot = Some((name, value));
+        }
+    }
+
+    /// Adds a field when there is room; gives it back otherwise.
+    pub fn try_push(
+        &mut self,
+        name: HeaderName,
+        value: HeaderValue,
+    ) -> Result<(), (HeaderName, HeaderValue)> {
+        match self.fields.iter_mut().find(|f| f.is_none()) {
+            Some(slot) => {
+                *slot = Some((name, value));
+                Ok(())
+            }
+            None => Err((name, value)),
         }
     }
 
