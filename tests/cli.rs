@@ -100,17 +100,17 @@ fn every_example_in_the_config_docs_passes_check() {
         .unwrap();
     }
     // And the geo databases the location examples name.
-    let place = |network, country, continent| support::geo::Place {
+    let place = |network, country, continent| support::mmdb::Place {
         network,
         country,
         continent,
         subdivision: None,
     };
-    support::geo::write_city(
+    support::mmdb::write_city(
         &dir.path.join("GeoLite2-Country.mmdb"),
         &[place("198.51.100.0/24", "DE", "EU")],
     );
-    support::geo::write_asn(
+    support::mmdb::write_asn(
         &dir.path.join("GeoLite2-ASN.mmdb"),
         &[("198.51.100.0/24", 64496)],
     );

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use support::geo::{get_from, write_asn, write_city, Place};
+use support::geo::get_from;
+use support::mmdb::{write_asn, write_city, Place};
 use support::*;
 
 /// The networks of the test databases: documentation ranges given countries.

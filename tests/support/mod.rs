@@ -6,6 +6,7 @@ pub mod dnsmasq;
 pub mod fixed;
 pub mod geo;
 pub mod h2raw;
+pub mod mmdb;
 pub mod nats;
 pub mod rawhttp;
 pub mod redis;
