@@ -6,8 +6,9 @@
 mod mmdb;
 pub mod table;
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -29,7 +30,26 @@ pub struct Geo {
     pub headers: Box<[(HeaderName, GeoField)]>,
     /// Field values of the two-letter codes (countries, continents), made once: `AA` to `ZZ`.
     two_letter: Box<[HeaderValue]>,
+    /// Tells this `Geo` from every other one in the process, for the lookups kept per thread.
+    id: u64,
+    /// Counts database reloads: a lookup kept from before a reload is not used.
+    generation: Arc<AtomicU64>,
 }
+
+/// Lookups kept per worker thread, by client address: a client's requests (on a keep-alive
+/// connection, or many clients' through one proxy) mostly repeat its address, and copying a
+/// kept location costs a fraction of a database record's decoding or a table probe.
+const KEPT: usize = 64;
+
+/// One kept lookup: the `Geo` and its generation it was made with, the address, the result.
+type Kept = Option<(u64, u64, IpAddr, Location)>;
+
+thread_local! {
+    static RECENT: RefCell<[Kept; KEPT]> = const { RefCell::new([const { None }; KEPT]) };
+}
+
+/// Numbers the `Geo`s built in this process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Where a client is, as far as the sources know; unknown fields are `None` (or the
 /// configured default).
@@ -88,9 +108,11 @@ impl Geo {
             .iter()
             .map(|p| Database::open(p).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let generation = Arc::new(AtomicU64::new(0));
         if !databases.is_empty() {
             watch(
                 databases.iter().map(Arc::downgrade).collect(),
+                Arc::downgrade(&generation),
                 s.reload_interval,
             );
         }
@@ -113,13 +135,38 @@ impl Geo {
                     HeaderValue::from_bytes(&pair).unwrap_or(HeaderValue::from_static(""))
                 })
                 .collect(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation,
         })
+    }
+
+    /// Where `ip` is (see `look_up`), from this thread's kept lookups when it was asked
+    /// lately.
+    pub fn locate(&self, ip: IpAddr) -> Location {
+        let ip = ip.to_canonical();
+        let generation = self.generation.load(Ordering::Acquire);
+        let slot = slot_of(ip);
+        let kept = RECENT.with_borrow(|recent| match recent.get(slot) {
+            Some(Some((id, g, at, loc))) if *id == self.id && *g == generation && *at == ip => {
+                Some(loc.clone())
+            }
+            _ => None,
+        });
+        if let Some(loc) = kept {
+            return loc;
+        }
+        let loc = self.look_up(ip);
+        RECENT.with_borrow_mut(|recent| {
+            if let Some(s) = recent.get_mut(slot) {
+                *s = Some((self.id, generation, ip, loc.clone()));
+            }
+        });
+        loc
     }
 
     /// Where `ip` is: the CIDR table's label, then each database in order for the other
     /// fields, then the defaults for whatever is still unknown. Never fails.
-    pub fn locate(&self, ip: IpAddr) -> Location {
-        let ip = ip.to_canonical();
+    fn look_up(&self, ip: IpAddr) -> Location {
         let mut loc = Location {
             label: self.table.label(ip).cloned(),
             ..Location::default()
@@ -414,7 +461,19 @@ impl CountryCounts {
 
 /// Maps changed database files again, every `interval`, until every database is dropped
 /// (the snapshot that held them was replaced).
-fn watch(databases: Vec<Weak<Database>>, interval: Duration) {
+/// The slot of `ip` among the kept lookups.
+fn slot_of(ip: IpAddr) -> usize {
+    let bits = match ip {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let b = u128::from(v6);
+            (b as u64) ^ ((b >> 64) as u64)
+        }
+    };
+    (bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % KEPT
+}
+
+fn watch(databases: Vec<Weak<Database>>, generation: Weak<AtomicU64>, interval: Duration) {
     let spawned = std::thread::Builder::new()
         .name("ferrogate-geo".into())
         .spawn(move || loop {
@@ -424,6 +483,9 @@ fn watch(databases: Vec<Weak<Database>>, interval: Duration) {
                 alive = true;
                 match db.reload_if_changed() {
                     Ok(true) => {
+                        if let Some(g) = generation.upgrade() {
+                            g.fetch_add(1, Ordering::Release);
+                        }
                         tracing::info!(path = %db.path().display(), "geo database reloaded")
                     }
                     Ok(false) => {}
