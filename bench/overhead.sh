@@ -5,15 +5,17 @@
 # wrk on CPU 0, 50 keep-alive connections, CPU microseconds per request from /proc/PID/stat),
 # in alternating rounds within one run so the ratios share the machine's state. HEADER, when
 # set, is sent with every request (to every config alike). Redis's own CPU is not counted.
-# Usage: CONFIGS="peers ratelimit-local" [HEADER="x-api-key: k"] bench/overhead.sh [DURATION_S] [ROUNDS]
+# GATEWAY_BIN: a gateway binary to use as it is (default: built here with `cargo build --release`).
+# Usage: CONFIGS="peers ratelimit-local" [HEADER="x-api-key: k"] [GATEWAY_BIN=path] bench/overhead.sh [DURATION_S] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-5}; ROUNDS=${2:-3}; C=50
+GW=${GATEWAY_BIN:-target/release/ferrogate}
 export PATH=$PATH:/usr/sbin
 for t in nginx wrk redis-server taskset; do
   command -v $t >/dev/null || { echo "$t is required (apt-get install nginx wrk redis-server util-linux)" >&2; exit 1; }
 done
-cargo build --release --quiet
+[ -n "${GATEWAY_BIN:-}" ] || cargo build --release --quiet
 W=$(mktemp -d -t ratelimit-bench.XXXXXX); mkdir -p $W/logs
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 cat > $W/backend.conf <<NG
@@ -27,7 +29,7 @@ taskset -c 0 redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no
 trap 'kill $BE $RS 2>/dev/null; wait 2>/dev/null; rm -rf $W' EXIT
 
 measure() { # config -> prints cpu µs per request
-  taskset -c 1 target/release/ferrogate run -c "$1" > $W/logs/gateway.log 2>&1 & local P=$!
+  taskset -c 1 $GW run -c "$1" > $W/logs/gateway.log 2>&1 & local P=$!
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/9200) 2>/dev/null && break; sleep 0.1; done
   taskset -c 0 wrk -t1 -c$C -d2s "${H[@]}" http://127.0.0.1:9200/ >/dev/null 2>&1
   local t0; t0=$(awk '{print $14+$15}' /proc/$P/stat)

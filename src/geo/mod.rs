@@ -7,9 +7,10 @@ mod mmdb;
 pub mod table;
 
 use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -28,8 +29,6 @@ pub struct Geo {
     defaults: Location,
     /// Fields set on every upstream request.
     pub headers: Box<[(HeaderName, GeoField)]>,
-    /// Field values of the two-letter codes (countries, continents), made once: `AA` to `ZZ`.
-    two_letter: Box<[HeaderValue]>,
     /// Tells this `Geo` from every other one in the process, for the lookups kept per thread.
     id: u64,
     /// Counts database reloads: a lookup kept from before a reload is not used.
@@ -48,12 +47,30 @@ thread_local! {
     static RECENT: RefCell<[Kept; KEPT]> = const { RefCell::new([const { None }; KEPT]) };
 }
 
+/// Field values of the two-letter codes (countries, continents), `AA` to `ZZ`, made once
+/// for the process over one kept text, so copying one moves no reference count.
+static TWO_LETTER: LazyLock<Box<[HeaderValue]>> = LazyLock::new(|| {
+    let pairs: String = (0..26 * 26)
+        .flat_map(|i: u32| {
+            [
+                char::from(b'A' + (i / 26) as u8),
+                char::from(b'A' + (i % 26) as u8),
+            ]
+        })
+        .collect();
+    let pairs: &'static str = Box::leak(pairs.into_boxed_str());
+    (0..26 * 26)
+        .filter_map(|i| pairs.get(2 * i..2 * i + 2))
+        .map(HeaderValue::from_static)
+        .collect()
+});
+
 /// Numbers the `Geo`s built in this process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Where a client is, as far as the sources know; unknown fields are `None` (or the
 /// configured default).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Location {
     pub country: Option<Code>,
     pub continent: Option<Code>,
@@ -62,10 +79,17 @@ pub struct Location {
     pub label: Option<Label>,
 }
 
-/// A label of the CIDR table (or the default), with its field value made once: cloning it
-/// for a request is one reference count.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Label(Arc<(Box<str>, Option<HeaderValue>)>);
+/// A label of the CIDR table (or the default, or a condition's), with its field value made
+/// once. Labels are interned for the life of the process (one copy of each distinct text
+/// ever configured), so a label is a pointer: copied for free, compared by identity.
+#[derive(Clone, Copy)]
+pub struct Label(&'static LabelText);
+
+/// An interned label's text and field value.
+pub struct LabelText {
+    text: &'static str,
+    value: Option<HeaderValue>,
+}
 
 /// A short upper-case code (country, continent, subdivision), kept inline.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -96,7 +120,7 @@ enum Check {
     Continent(Box<[Code]>, bool),
     Subdivision(Box<[Code]>, bool),
     Asn(Box<[u32]>, bool),
-    Label(Box<[Box<str>]>, bool),
+    Label(Box<[Label]>, bool),
 }
 
 impl Geo {
@@ -128,13 +152,7 @@ impl Geo {
                 asn: d.asn,
                 label: d.label.as_deref().map(Label::from),
             },
-            headers: s.headers.clone().into(),
-            two_letter: (0..26 * 26)
-                .map(|i: u32| {
-                    let pair = [b'A' + (i / 26) as u8, b'A' + (i % 26) as u8];
-                    HeaderValue::from_bytes(&pair).unwrap_or(HeaderValue::from_static(""))
-                })
-                .collect(),
+            headers: s.headers.iter().map(|(n, f)| (lasting(n), *f)).collect(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             generation,
         })
@@ -148,7 +166,7 @@ impl Geo {
         let slot = slot_of(ip);
         let kept = RECENT.with_borrow(|recent| match recent.get(slot) {
             Some(Some((id, g, at, loc))) if *id == self.id && *g == generation && *at == ip => {
-                Some(loc.clone())
+                Some(*loc)
             }
             _ => None,
         });
@@ -158,7 +176,7 @@ impl Geo {
         let loc = self.look_up(ip);
         RECENT.with_borrow_mut(|recent| {
             if let Some(s) = recent.get_mut(slot) {
-                *s = Some((self.id, generation, ip, loc.clone()));
+                *s = Some((self.id, generation, ip, loc));
             }
         });
         loc
@@ -168,7 +186,7 @@ impl Geo {
     /// fields, then the defaults for whatever is still unknown. Never fails.
     fn look_up(&self, ip: IpAddr) -> Location {
         let mut loc = Location {
-            label: self.table.label(ip).cloned(),
+            label: self.table.label(ip).copied(),
             ..Location::default()
         };
         for db in &self.databases {
@@ -180,7 +198,7 @@ impl Geo {
         loc.subdivision = loc.subdivision.or(d.subdivision);
         loc.asn = loc.asn.or(d.asn);
         if loc.label.is_none() {
-            loc.label.clone_from(&d.label);
+            loc.label = d.label;
         }
         loc
     }
@@ -221,7 +239,7 @@ impl Geo {
         match code.as_bytes() {
             [a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
                 let i = usize::from(a - b'A') * 26 + usize::from(b - b'A');
-                self.two_letter.get(i).cloned()
+                TWO_LETTER.get(i).cloned()
             }
             _ => HeaderValue::from_str(code).ok(),
         }
@@ -296,7 +314,7 @@ impl FieldText<'_> {
         match self {
             FieldText::Code(s) => HeaderValue::from_str(s).ok(),
             FieldText::Number(n) => Some(HeaderValue::from(*n)),
-            FieldText::Label(l) => l.0 .1.clone(),
+            FieldText::Label(l) => l.0.value.clone(),
         }
     }
 }
@@ -312,18 +330,36 @@ impl std::fmt::Display for FieldText<'_> {
 }
 
 impl From<&str> for Label {
+    /// The interned label of `text` (made on first use; configuration time only).
     fn from(text: &str) -> Label {
-        Label(Arc::new((
-            Box::from(text),
-            HeaderValue::from_str(text).ok(),
-        )))
+        type Interned = HashMap<&'static str, &'static LabelText>;
+        static INTERNED: LazyLock<Mutex<Interned>> = LazyLock::new(Mutex::default);
+        let mut all = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = all.get(text) {
+            return Label(found);
+        }
+        let text: &'static str = Box::leak(Box::from(text));
+        let made: &'static LabelText = Box::leak(Box::new(LabelText {
+            text,
+            value: (HeaderValue::from_str(text).is_ok()).then(|| HeaderValue::from_static(text)),
+        }));
+        all.insert(text, made);
+        Label(made)
     }
 }
+
+impl PartialEq for Label {
+    fn eq(&self, other: &Label) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for Label {}
 
 impl std::ops::Deref for Label {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0 .0
+        self.0.text
     }
 }
 
@@ -367,7 +403,7 @@ impl Condition {
         let codes =
             |v: &[String]| -> Box<[Code]> { v.iter().filter_map(|c| Code::new(c)).collect() };
         let labels =
-            |v: &[String]| -> Box<[Box<str>]> { v.iter().map(|l| Box::from(l.as_str())).collect() };
+            |v: &[String]| -> Box<[Label]> { v.iter().map(|l| Label::from(l.as_str())).collect() };
         let checks = [
             Check::Country(codes(&m.countries), false),
             Check::Continent(codes(&m.continents), false),
@@ -412,10 +448,7 @@ impl Check {
             Check::Continent(l, n) => (within(l, loc.continent.as_ref()), n),
             Check::Subdivision(l, n) => (within(l, loc.subdivision.as_ref()), n),
             Check::Asn(l, n) => (within(l, loc.asn.as_ref()), n),
-            Check::Label(l, n) => {
-                let label = loc.label.as_deref();
-                (label.is_some_and(|x| l.iter().any(|y| **y == *x)), n)
-            }
+            Check::Label(l, n) => (within(l, loc.label.as_ref()), n),
         };
         found != *negated
     }
@@ -461,6 +494,23 @@ impl CountryCounts {
 
 /// Maps changed database files again, every `interval`, until every database is dropped
 /// (the snapshot that held them was replaced).
+/// `name` with its text kept for the life of the process (one copy of each distinct name
+/// ever configured), so that copying it for a request moves no reference count.
+fn lasting(name: &HeaderName) -> HeaderName {
+    static NAMES: LazyLock<Mutex<std::collections::HashSet<&'static str>>> =
+        LazyLock::new(Mutex::default);
+    let mut all = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    let text = match all.get(name.as_str()) {
+        Some(t) => *t,
+        None => {
+            let t: &'static str = Box::leak(Box::from(name.as_str()));
+            all.insert(t);
+            t
+        }
+    };
+    HeaderName::from_static(text)
+}
+
 /// The slot of `ip` among the kept lookups.
 fn slot_of(ip: IpAddr) -> usize {
     let bits = match ip {

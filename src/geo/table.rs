@@ -27,13 +27,9 @@ pub struct CidrTable {
 impl CidrTable {
     /// Builds the table; of two entries for the same network the last wins.
     pub fn new(entries: &[(IpNet, String)]) -> CidrTable {
-        let mut labels: HashMap<&str, Label> = HashMap::new();
         let mut table = CidrTable::default();
         for (net, label) in entries {
-            let label = labels
-                .entry(label.as_str())
-                .or_insert_with(|| Label::from(label.as_str()))
-                .clone();
+            let label = Label::from(label.as_str());
             match net.trunc() {
                 IpNet::V4(n) => {
                     let bits = n.prefix_len();
