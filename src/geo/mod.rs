@@ -225,24 +225,15 @@ impl Geo {
         loc: &'a Location,
     ) -> impl Iterator<Item = (&'a HeaderName, Option<HeaderValue>)> + 'a {
         self.headers.iter().map(|(name, field)| {
-            let value = match loc.text(*field) {
-                Some(FieldText::Code(c)) => self.code_value(c),
-                Some(v) => v.to_header_value(),
-                None => None,
+            let value = match field {
+                GeoField::Country => loc.country.and_then(code_value),
+                GeoField::Continent => loc.continent.and_then(code_value),
+                GeoField::Subdivision => loc.subdivision.and_then(code_value),
+                GeoField::Asn => loc.asn.map(HeaderValue::from),
+                GeoField::Label => loc.label.and_then(|l| l.0.value.clone()),
             };
             (name, value)
         })
-    }
-
-    /// The field value of a code: a ready one for two upper-case letters.
-    fn code_value(&self, code: &str) -> Option<HeaderValue> {
-        match code.as_bytes() {
-            [a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
-                let i = usize::from(a - b'A') * 26 + usize::from(b - b'A');
-                TWO_LETTER.get(i).cloned()
-            }
-            _ => HeaderValue::from_str(code).ok(),
-        }
     }
 
     /// A lookup of `ip` made when first needed.
@@ -439,6 +430,9 @@ impl Check {
         }
     }
 
+    // Not inlined: inlined into `Condition::holds`, every field of the location is loaded
+    // before the loop, whichever the checks read.
+    #[inline(never)]
     fn holds(&self, loc: &Location) -> bool {
         fn within<T: PartialEq>(list: &[T], v: Option<&T>) -> bool {
             v.is_some_and(|v| list.contains(v))
@@ -494,6 +488,17 @@ impl CountryCounts {
 
 /// Maps changed database files again, every `interval`, until every database is dropped
 /// (the snapshot that held them was replaced).
+/// The field value of a code: a ready one for two upper-case letters.
+fn code_value(code: Code) -> Option<HeaderValue> {
+    match code.bytes.get(..usize::from(code.len))? {
+        [a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
+            let i = usize::from(a - b'A') * 26 + usize::from(b - b'A');
+            TWO_LETTER.get(i).cloned()
+        }
+        other => HeaderValue::from_bytes(other).ok(),
+    }
+}
+
 /// `name` with its text kept for the life of the process (one copy of each distinct name
 /// ever configured), so that copying it for a request moves no reference count.
 fn lasting(name: &HeaderName) -> HeaderName {
