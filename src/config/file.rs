@@ -73,6 +73,9 @@ pub struct File {
     /// Named durable job queues that routes with a `queue` block store requests in.
     #[serde(default)]
     pub queues: BTreeMap<String, JobQueue>,
+    /// The RabbitMQ broker of `rabbitmq` queues and of publish routes to an exchange.
+    #[serde(default)]
+    pub rabbitmq: Option<RabbitMq>,
     /// Client locations: geo databases and a CIDR table, for routing, keys and headers.
     #[serde(default)]
     pub geo: Option<Geo>,

@@ -13,6 +13,7 @@ pub mod embedded;
 mod metrics;
 pub mod nats;
 pub mod publish;
+pub mod rabbitmq;
 pub mod redis;
 mod types;
 
@@ -135,6 +136,30 @@ impl Queue {
                     dead: 0,
                 };
                 (Backend::Nats(store), counts)
+            }
+            QueueBackend::RabbitMq {
+                url,
+                redis,
+                key_prefix,
+            } => {
+                let runtime = runtime.ok_or_else(|| {
+                    QueueError::Store("no runtime for the RabbitMQ connection".into())
+                })?;
+                let store = rabbitmq::RabbitQueue::new(
+                    rabbitmq::RabbitSettings {
+                        url,
+                        redis,
+                        key_prefix,
+                        name: &settings.name,
+                    },
+                    runtime,
+                );
+                let counts = embedded::Counts {
+                    depth: 0,
+                    bytes: 0,
+                    dead: 0,
+                };
+                (Backend::RabbitMq(store), counts)
             }
         };
         let (events, _) = tokio::sync::broadcast::channel(1024);

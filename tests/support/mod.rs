@@ -7,6 +7,7 @@ pub mod fixed;
 pub mod geo;
 pub mod h2raw;
 pub mod nats;
+pub mod rabbitmq;
 pub mod rawhttp;
 pub mod redis;
 
