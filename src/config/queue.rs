@@ -613,7 +613,7 @@ pub(super) fn status_route(queued: &Route) -> Option<Route> {
 mod tests {
     use std::path::Path;
 
-    use crate::config::model::{QueueBackend, QueueRole};
+    use crate::config::model::{PublishTarget, QueueBackend, QueueRole};
 
     fn parse(yaml: &str) -> Result<crate::config::model::Config, Vec<String>> {
         crate::config::parse(yaml, Path::new("/srv/gw"))
@@ -691,6 +691,83 @@ routes:
             "routes[2].publish.headers[0]: invalid field name",
             "routes[2].retry: not allowed with publish",
             "routes[3]: a route has one of upstream, split, redirect, respond or publish, not upstream (or split) and publish",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing {expected:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rabbitmq_queue_takes_the_top_level_rabbitmq_and_redis() {
+        let c = parse(&format!(
+            "{HEAD}redis: {{url: redis://127.0.0.1:6379}}
+rabbitmq: {{url: amqp://127.0.0.1:5672/%2f}}
+queues: {{q: {{backend: rabbitmq, key_prefix: 'jobs.'}}}}
+routes:
+  - {{name: r, match: {{path: {{prefix: /r}}}}, upstream: app, queue: {{name: q}}}}
+  - {{name: p, match: {{path: {{prefix: /p}}}}, publish: {{rabbitmq_exchange: events, routing_key: created}}}}
+  - {{name: n, match: {{path: {{prefix: /n}}}}, publish: {{nats_subject: orders.created, nats_url: nats://127.0.0.1:4222}}}}
+"
+        ))
+        .unwrap();
+        let QueueBackend::RabbitMq {
+            url, key_prefix, ..
+        } = &c.queues[0].backend
+        else {
+            panic!("not a rabbitmq queue: {:?}", c.queues[0].backend);
+        };
+        assert_eq!(
+            (url.as_str(), key_prefix.as_str()),
+            ("amqp://127.0.0.1:5672/%2f", "jobs.")
+        );
+        assert_eq!(
+            c.routes[1].publish.as_ref().unwrap().target,
+            PublishTarget::RabbitMq {
+                url: "amqp://127.0.0.1:5672/%2f".into(),
+                exchange: "events".into(),
+                routing_key: "created".into(),
+            }
+        );
+        assert_eq!(
+            c.routes[2].publish.as_ref().unwrap().target,
+            PublishTarget::Nats {
+                url: "nats://127.0.0.1:4222".into(),
+                subject: "orders.created".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn every_rabbitmq_and_publish_target_mistake_is_reported_with_its_path() {
+        let errs = parse(&format!(
+            "{HEAD}rabbitmq: {{url: 'http://x', vhost: a}}
+queues:
+  a: {{backend: rabbitmq, visibility_timeout: 5s}}
+routes:
+  - {{name: a, match: {{path: {{prefix: /a}}}}, upstream: app, queue: {{name: a}}}}
+  - {{name: b, match: {{path: {{prefix: /b}}}}, publish: {{nats_subject: 'orders.*', max_len: 5}}}}
+  - {{name: c, match: {{path: {{prefix: /c}}}}, publish: {{rabbitmq_exchange: e, nats_url: 'nats://x:1'}}}}
+  - {{name: d, match: {{path: {{prefix: /d}}}}, publish: {{redis_stream: s, rabbitmq_exchange: e}}}}
+  - {{name: e, match: {{path: {{prefix: /e}}}}, publish: {{redis_stream: s, routing_key: k}}}}
+"
+        ))
+        .unwrap_err();
+        for expected in [
+            "rabbitmq.url: invalid AMQP URL \"http://x\"",
+            "rabbitmq.vhost: unknown key",
+            "queues.a.backend: the rabbitmq backend needs the top-level rabbitmq",
+            "queues.a.backend: the rabbitmq backend keeps job state in the top-level redis",
+            "queues.a.visibility_timeout: only for the redis and nats backends",
+            "routes[1].publish.nats_subject: invalid subject \"orders.*\"",
+            "routes[1].publish.nats_url: publishing to NATS needs nats_url",
+            "routes[1].publish.max_len: only with redis_stream",
+            "routes[2].publish.nats_url: only with nats_subject",
+            "routes[2].publish.rabbitmq_exchange: publishing to RabbitMQ needs the top-level rabbitmq",
+            "routes[3].publish: one of redis_stream, nats_subject and rabbitmq_exchange, not more",
+            "routes[4].publish.routing_key: only with rabbitmq_exchange",
+            "routes[4].publish: publishing needs the top-level redis",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),

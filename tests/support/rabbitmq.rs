@@ -98,7 +98,11 @@ fn watch(group: u32, epmd: u16, dir: &PathBuf) {
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 0.2; done; \
          kill -9 -{group} 2>/dev/null; \
-         ERL_EPMD_PORT={epmd} /usr/lib/erlang/bin/epmd -kill >/dev/null 2>&1; \
+         export ERL_EPMD_PORT={epmd}; \
+         for i in 1 2 3 4 5 6 7 8 9 10; do \
+           /usr/lib/erlang/bin/epmd -kill >/dev/null 2>&1; sleep 0.3; \
+           /usr/lib/erlang/bin/epmd -names >/dev/null 2>&1 || break; \
+         done; \
          rm -rf '{dir}'",
         me = std::process::id(),
         dir = dir.display()
