@@ -9,7 +9,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
@@ -60,7 +60,7 @@ fn start() -> RabbitServer {
     std::fs::write(dir.join("rabbitmq.conf"), "loopback_users = none\n").unwrap();
     let (port, dist, epmd) = (free_port(), free_port(), free_port());
     let node = format!("ferrogate-test-{}@localhost", std::process::id());
-    let child = Command::new(Path::new(BIN).join("rabbitmq-server"))
+    let mut child = Command::new(Path::new(BIN).join("rabbitmq-server"))
         .env("HOME", &dir)
         .env("RABBITMQ_NODENAME", &node)
         .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
@@ -80,11 +80,14 @@ fn start() -> RabbitServer {
         .spawn()
         .unwrap_or_else(|e| panic!("rabbitmq-server not runnable (is it installed?): {e}"));
     watch(child.id(), epmd, &dir);
+    let group = child.id();
+    // Reaped when it ends (the watcher kills it once the test binary exits).
+    thread::spawn(move || child.wait());
     let deadline = Instant::now() + READY_WITHIN;
     while !answers(port) {
         assert!(
             Instant::now() < deadline,
-            "rabbitmq-server on port {port} not ready in {READY_WITHIN:?} (logs in {})",
+            "rabbitmq-server (process {group}) on port {port} not ready in {READY_WITHIN:?} (logs in {})",
             dir.display()
         );
         thread::sleep(Duration::from_millis(100));
@@ -94,7 +97,7 @@ fn start() -> RabbitServer {
 
 /// Starts a process that waits for this test binary to end, then kills the broker's process
 /// group and its `epmd` and removes its directory.
-fn watch(group: u32, epmd: u16, dir: &PathBuf) {
+fn watch(group: u32, epmd: u16, dir: &Path) {
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 0.2; done; \
          kill -9 -{group} 2>/dev/null; \
@@ -107,7 +110,7 @@ fn watch(group: u32, epmd: u16, dir: &PathBuf) {
         me = std::process::id(),
         dir = dir.display()
     );
-    Command::new("sh")
+    let mut watcher = Command::new("sh")
         .args(["-c", &script])
         .process_group(0)
         .stdin(Stdio::null())
@@ -115,6 +118,7 @@ fn watch(group: u32, epmd: u16, dir: &PathBuf) {
         .stderr(Stdio::null())
         .spawn()
         .expect("sh runs");
+    thread::spawn(move || watcher.wait());
 }
 
 /// Whether the broker completes an AMQP handshake's start: it answers the protocol header
