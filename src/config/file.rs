@@ -748,8 +748,8 @@ pub struct Route {
     /// them later (docs/async.md).
     #[serde(default)]
     pub queue: Option<RouteQueue>,
-    /// Write the request to a Redis stream and answer `202 Accepted`, instead of
-    /// forwarding it (docs/async.md).
+    /// Write the request to a Redis stream, a NATS subject or a RabbitMQ exchange and answer
+    /// `202 Accepted`, instead of forwarding it (docs/async.md).
     #[serde(default)]
     pub publish: Option<Publish>,
 }

@@ -3,7 +3,8 @@
 //!
 //! A [`Queue`] is one named queue: its settings, its store, its depth bounds, the wake-up
 //! of its dispatchers and the feed of status changes that event streams follow. The store
-//! is a backend behind one interface ([`embedded`]: a file on local disk). This module knows
+//! is a backend behind one interface ([`embedded`]: a file on local disk; [`redis`],
+//! [`nats`] and [`rabbitmq`]: servers every instance shares). This module knows
 //! nothing of routes or of the pipeline: jobs are requests as bytes, and outcomes are what
 //! a dispatcher reports.
 
@@ -73,8 +74,8 @@ impl std::ops::Deref for Queue {
 impl Queue {
     /// Opens (or creates) the queue's store; jobs that were running when the gateway last
     /// stopped are pending again.
-    /// `runtime` runs the connections of a backend on a server (Redis); without one such a
-    /// queue cannot open.
+    /// `runtime` runs the connections of a backend on a server (Redis, NATS, RabbitMQ);
+    /// without one such a queue cannot open.
     pub fn open(
         settings: QueueSettings,
         metrics: &QueueMetrics,
