@@ -659,6 +659,14 @@ fn on_rabbitmq(amqp: &str, redis: &str, prefix: &str) -> Shared {
     }
 }
 
+/// A queue on the shared broker with keys and names under `prefix`, its state on a Redis
+/// that lives as long as the first value.
+fn rabbitmq_and_redis(prefix: &str) -> (RedisServer, Shared) {
+    let redis = RedisServer::start();
+    let shared = on_rabbitmq(&RabbitServer::shared().url(), &redis.url(), prefix);
+    (redis, shared)
+}
+
 /// The keys that say how soon a dead instance's jobs are taken over, where the store has
 /// them.
 fn takeover(shared: &Shared, after: &str) -> String {
@@ -916,29 +924,25 @@ async fn on_nats_a_second_instance_finishes_the_jobs_of_one_that_was_killed() {
 
 #[tokio::test]
 async fn on_rabbitmq_a_job_is_delivered_and_its_result_served() {
-    let (rabbit, redis) = (RabbitServer::shared(), RedisServer::start());
-    let shared = on_rabbitmq(&rabbit.url(), &redis.url(), "t1:");
+    let (_redis, shared) = rabbitmq_and_redis("t1:");
     a_job_is_delivered_and_its_result_served(&shared).await;
 }
 
 #[tokio::test]
 async fn on_rabbitmq_two_instances_share_jobs_idempotency_keys_and_bounds() {
-    let (rabbit, redis) = (RabbitServer::shared(), RedisServer::start());
-    let shared = on_rabbitmq(&rabbit.url(), &redis.url(), "t2:");
+    let (_redis, shared) = rabbitmq_and_redis("t2:");
     two_instances_share_jobs_idempotency_keys_and_bounds(&shared).await;
 }
 
 #[tokio::test]
 async fn on_rabbitmq_retries_end_in_a_dead_letter_an_operator_can_retry() {
-    let (rabbit, redis) = (RabbitServer::shared(), RedisServer::start());
-    let shared = on_rabbitmq(&rabbit.url(), &redis.url(), "t3:");
+    let (_redis, shared) = rabbitmq_and_redis("t3:");
     retries_end_in_a_dead_letter_an_operator_can_retry(&shared).await;
 }
 
 #[tokio::test]
 async fn on_rabbitmq_only_the_consumer_that_created_a_job_can_read_it() {
-    let (rabbit, redis) = (RabbitServer::shared(), RedisServer::start());
-    let shared = on_rabbitmq(&rabbit.url(), &redis.url(), "t5:");
+    let (_redis, shared) = rabbitmq_and_redis("t5:");
     only_its_creator_reads_a_job(&shared.top, &shared.store).await;
 }
 
@@ -964,8 +968,7 @@ async fn on_rabbitmq_the_broker_or_redis_unreachable_the_gateway_answers_503() {
 
 #[tokio::test]
 async fn on_rabbitmq_a_second_instance_finishes_the_jobs_of_one_that_was_killed() {
-    let (rabbit, redis) = (RabbitServer::shared(), RedisServer::start());
-    let shared = on_rabbitmq(&rabbit.url(), &redis.url(), "crash:");
+    let (_redis, shared) = rabbitmq_and_redis("crash:");
     a_second_instance_finishes_the_jobs_of_one_that_was_killed(&shared, "queue-rabbit-crash").await;
 }
 
@@ -1178,6 +1181,22 @@ async fn post_order(gw: SocketAddr) -> (serde_json::Value, String) {
     (json(&got), request_id)
 }
 
+/// The parts of [`post_order`]'s message other than the body, as `part` reads them;
+/// request fields are named `FIELD_PREFIX` + name.
+fn has_the_order_parts(
+    part: impl Fn(&str) -> Option<String>,
+    request_id: &str,
+    field_prefix: &str,
+) {
+    let field = |name: &str| part(&format!("{field_prefix}{name}"));
+    assert_eq!(part("method").as_deref(), Some("POST"));
+    assert_eq!(part("path").as_deref(), Some("/events/created?x=1"));
+    assert_eq!(part("request_id").as_deref(), Some(request_id));
+    assert_eq!(field("x-tenant").as_deref(), Some("acme"));
+    assert_eq!(field("content-type").as_deref(), Some("application/json"));
+    assert_eq!(field("x-other"), None, "only the selected fields");
+}
+
 /// A 503 problem, nothing published.
 async fn refused(gw: SocketAddr, path: &str) {
     let got = post(gw, path, "{}", &[]).await;
@@ -1217,15 +1236,7 @@ async fn a_publish_route_writes_the_request_to_a_nats_subject_and_answers_202() 
     let m = stream.get_raw_message(1).await.unwrap();
     assert_eq!(&m.payload[..], b"{\"order\":7}");
     let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned());
-    assert_eq!(header("method").as_deref(), Some("POST"));
-    assert_eq!(header("path").as_deref(), Some("/events/created?x=1"));
-    assert_eq!(header("request_id"), Some(request_id));
-    assert_eq!(header("h-x-tenant").as_deref(), Some("acme"));
-    assert_eq!(
-        header("h-content-type").as_deref(),
-        Some("application/json")
-    );
-    assert_eq!(header("h-x-other"), None);
+    has_the_order_parts(header, &request_id, "h-");
 
     refused(gw.addr, "/lost").await;
     nats.stop();
@@ -1291,15 +1302,7 @@ async fn a_publish_route_writes_the_request_to_a_rabbitmq_exchange_and_answers_2
         }
         _ => None,
     };
-    assert_eq!(header("method").as_deref(), Some("POST"));
-    assert_eq!(header("path").as_deref(), Some("/events/created?x=1"));
-    assert_eq!(header("request_id"), Some(request_id));
-    assert_eq!(header("h:x-tenant").as_deref(), Some("acme"));
-    assert_eq!(
-        header("h:content-type").as_deref(),
-        Some("application/json")
-    );
-    assert_eq!(header("h:x-other"), None);
+    has_the_order_parts(header, &request_id, "h:");
 
     refused(gw.addr, "/lost").await;
     relay.stop();
