@@ -42,8 +42,16 @@ HOME=$W RABBITMQ_NODENAME=bench@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RAB
   RABBITMQ_DIST_PORT=25690 ERL_EPMD_PORT=4391 RABBITMQ_MNESIA_BASE=$W/mnesia RABBITMQ_LOG_BASE=$W/logs \
   RABBITMQ_CONFIG_FILE=$W/rabbitmq RABBITMQ_ENABLED_PLUGINS_FILE=$W/enabled_plugins \
   setsid taskset -c 0 $RMQ/rabbitmq-server > $W/logs/rabbitmq.out 2>&1 & MQ=$!
+disown $MQ
+stop_rabbitmq() { # the broker's process group, then its port mapper once no node is left
+  kill -9 -$MQ 2>/dev/null || true
+  for _ in $(seq 10); do
+    ERL_EPMD_PORT=4391 /usr/lib/erlang/bin/epmd -kill >/dev/null 2>&1 || true; sleep 0.3
+    ERL_EPMD_PORT=4391 /usr/lib/erlang/bin/epmd -names >/dev/null 2>&1 || break
+  done
+}
 P=
-trap 'kill $BE $RS $NS $P 2>/dev/null; kill -9 -$MQ 2>/dev/null; ERL_EPMD_PORT=4391 epmd -kill >/dev/null 2>&1; wait 2>/dev/null; rm -rf $W' EXIT
+trap 'kill $BE $RS $NS $P 2>/dev/null || true; stop_rabbitmq; wait 2>/dev/null || true; rm -rf $W' EXIT
 sleep 0.5
 
 depth() { curl -s http://127.0.0.1:9290/queues | grep -o '"depth":[0-9]*' | head -1 | cut -d: -f2; }

@@ -339,6 +339,11 @@ fn rabbitmq_backend(
             format!("{at}.key_prefix"),
             "at most 200 visible ASCII characters (a RabbitMQ queue name)",
         );
+    } else if prefix.starts_with("amq.") {
+        errs.push(
+            format!("{at}.key_prefix"),
+            "RabbitMQ keeps queue names starting with amq. for itself",
+        );
     }
     Some(QueueBackend::RabbitMq {
         url: stores.rabbitmq?.to_owned(),
@@ -744,7 +749,7 @@ routes:
         let errs = parse(&format!(
             "{HEAD}rabbitmq: {{url: 'http://x', vhost: a}}
 queues:
-  a: {{backend: rabbitmq, visibility_timeout: 5s}}
+  a: {{backend: rabbitmq, visibility_timeout: 5s, key_prefix: amq.x}}
 routes:
   - {{name: a, match: {{path: {{prefix: /a}}}}, upstream: app, queue: {{name: a}}}}
   - {{name: b, match: {{path: {{prefix: /b}}}}, publish: {{nats_subject: 'orders.*', max_len: 5}}}}
@@ -760,6 +765,7 @@ routes:
             "queues.a.backend: the rabbitmq backend needs the top-level rabbitmq",
             "queues.a.backend: the rabbitmq backend keeps job state in the top-level redis",
             "queues.a.visibility_timeout: only for the redis and nats backends",
+            "queues.a.key_prefix: RabbitMQ keeps queue names starting with amq.",
             "routes[1].publish.nats_subject: invalid subject \"orders.*\"",
             "routes[1].publish.nats_url: publishing to NATS needs nats_url",
             "routes[1].publish.max_len: only with redis_stream",
