@@ -16,6 +16,10 @@
 //! are scripts or transactions: atomic on the server. A job is as durable as the Redis
 //! deployment's persistence makes a write (`appendonly yes`, `appendfsync always` for every
 //! acknowledged job to survive a Redis crash).
+//!
+//! The `rabbitmq` backend keeps its jobs' state here too, with the same keys and scripts and
+//! no stream ([`RedisQueue::state_only`]): its ready jobs are messages on the broker, and a
+//! job counts in the bounds while its request has no expiry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,16 +255,7 @@ impl RedisQueue {
         visibility: Duration,
         runtime: tokio::runtime::Handle,
     ) -> RedisQueue {
-        RedisQueue {
-            inner: Arc::new(Inner {
-                prefix: format!("{key_prefix}{{{name}}}:"),
-                consumer: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
-                visibility,
-                link: Link::new(redis, runtime),
-                group_on: std::sync::atomic::AtomicU64::new(0),
-                stream: true,
-            }),
-        }
+        RedisQueue::made(redis, key_prefix, name, visibility, runtime, true)
     }
 
     /// The state of a queue whose ready jobs a broker holds: jobs, requests, results, dead
@@ -271,11 +266,27 @@ impl RedisQueue {
         name: &str,
         runtime: tokio::runtime::Handle,
     ) -> RedisQueue {
-        let mut q = RedisQueue::new(redis, key_prefix, name, Duration::ZERO, runtime);
-        if let Some(inner) = Arc::get_mut(&mut q.inner) {
-            inner.stream = false;
+        RedisQueue::made(redis, key_prefix, name, Duration::ZERO, runtime, false)
+    }
+
+    fn made(
+        redis: &Redis,
+        key_prefix: &str,
+        name: &str,
+        visibility: Duration,
+        runtime: tokio::runtime::Handle,
+        stream: bool,
+    ) -> RedisQueue {
+        RedisQueue {
+            inner: Arc::new(Inner {
+                prefix: format!("{key_prefix}{{{name}}}:"),
+                consumer: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
+                visibility,
+                link: Link::new(redis, runtime),
+                group_on: std::sync::atomic::AtomicU64::new(0),
+                stream,
+            }),
         }
-        q
     }
 
     /// `1` when ready jobs are entries of the stream (a script argument).
