@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Queued routes under load (docs/benchmarks.md, "Queued routes"): the same POST forwarded at
-# once (bench/queue-direct.yaml), stored in the embedded queue (bench/queue-embedded.yaml)
-# and in Redis (bench/queue-redis.yaml). The gateway runs pinned to CPU 1 with one worker;
-# the backend (nginx), Redis and the load client (examples/queue_load.rs) share CPU 0.
+# once (bench/queue-direct.yaml), stored in the embedded queue (bench/queue-embedded.yaml),
+# in Redis (bench/queue-redis.yaml), in NATS JetStream (bench/queue-nats.yaml) and on
+# RabbitMQ with its state in Redis (bench/queue-rabbitmq.yaml). The gateway runs pinned to
+# CPU 1 with one worker; the backend (nginx), Redis, NATS, RabbitMQ and the load client
+# (examples/queue_load.rs) share CPU 0.
 # For each: accepts per second and p50/p99 latency with CONNECTIONS keep-alive clients as fast
 # as they go, then p50/p99 at half that rate (fixed-rate load, latency counted from each
 # request's due time), and the gateway's CPU microseconds per job, accept and delivery
@@ -14,8 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-5}; C=${2:-50}
 export PATH=$PATH:/usr/sbin
-for t in nginx redis-server taskset curl; do
-  command -v $t >/dev/null || { echo "$t is required (apt-get install nginx redis-server util-linux curl)" >&2; exit 1; }
+RMQ=/usr/lib/rabbitmq/bin
+for t in nginx redis-server nats-server $RMQ/rabbitmq-server taskset curl; do
+  command -v $t >/dev/null || { echo "$t is required (apt-get install nginx redis-server nats-server rabbitmq-server util-linux curl)" >&2; exit 1; }
 done
 if [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release --quiet
@@ -32,8 +35,23 @@ http { access_log off; keepalive_requests 1000000;
 NG
 taskset -c 0 nginx -c $W/backend.conf -p $W & BE=$!
 taskset -c 0 redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no > $W/logs/redis.log 2>&1 & RS=$!
+taskset -c 0 nats-server -js -a 127.0.0.1 -p 4290 -sd $W/nats > $W/logs/nats.log 2>&1 & NS=$!
+# RabbitMQ unprivileged, its node, data and Erlang port map in the work directory.
+echo '[].' > $W/enabled_plugins; : > $W/rabbitmq.conf
+HOME=$W RABBITMQ_NODENAME=bench@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=5690 \
+  RABBITMQ_DIST_PORT=25690 ERL_EPMD_PORT=4391 RABBITMQ_MNESIA_BASE=$W/mnesia RABBITMQ_LOG_BASE=$W/logs \
+  RABBITMQ_CONFIG_FILE=$W/rabbitmq RABBITMQ_ENABLED_PLUGINS_FILE=$W/enabled_plugins \
+  setsid taskset -c 0 $RMQ/rabbitmq-server > $W/logs/rabbitmq.out 2>&1 & MQ=$!
+disown $MQ
+stop_rabbitmq() { # the broker's process group, then its port mapper once no node is left
+  kill -9 -$MQ 2>/dev/null || true
+  for _ in $(seq 10); do
+    ERL_EPMD_PORT=4391 /usr/lib/erlang/bin/epmd -kill >/dev/null 2>&1 || true; sleep 0.3
+    ERL_EPMD_PORT=4391 /usr/lib/erlang/bin/epmd -names >/dev/null 2>&1 || break
+  done
+}
 P=
-trap 'kill $BE $RS $P 2>/dev/null; wait 2>/dev/null; rm -rf $W' EXIT
+trap 'kill $BE $RS $NS $P 2>/dev/null || true; stop_rabbitmq; wait 2>/dev/null || true; rm -rf $W' EXIT
 sleep 0.5
 
 depth() { curl -s http://127.0.0.1:9290/queues | grep -o '"depth":[0-9]*' | head -1 | cut -d: -f2; }
@@ -63,3 +81,6 @@ run() { # name config -> one line of figures
 run direct bench/queue-direct.yaml
 run embedded bench/queue-embedded.yaml
 run redis bench/queue-redis.yaml
+run nats bench/queue-nats.yaml
+for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/5690) 2>/dev/null && break; sleep 0.1; done
+run rabbitmq bench/queue-rabbitmq.yaml

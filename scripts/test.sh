@@ -4,8 +4,9 @@
 # This is the test command the README gives; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The Redis and NATS tests start a real redis-server and nats-server on free ports; install
-# them when they are missing.
+# The Redis, NATS and RabbitMQ tests start a real redis-server, nats-server and
+# rabbitmq-server on free ports; install them when they are missing (COMMAND may be a path:
+# the tests run the broker from /usr/lib/rabbitmq/bin, not through the root-only wrapper).
 install_missing() { # COMMAND PACKAGE
   command -v "$1" >/dev/null && return
   echo "installing $2 for the queue and rate-limit tests" >&2
@@ -17,6 +18,7 @@ install_missing() { # COMMAND PACKAGE
 }
 install_missing redis-server redis-server
 install_missing nats-server nats-server
+install_missing /usr/lib/rabbitmq/bin/rabbitmq-server rabbitmq-server
 # The DNS target tests start a real dnsmasq on a free loopback port; install it when missing.
 if ! command -v dnsmasq >/dev/null && [ ! -x /usr/sbin/dnsmasq ]; then
   echo "installing dnsmasq-base for the DNS target tests" >&2

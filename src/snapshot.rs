@@ -224,7 +224,8 @@ impl Snapshot {
                 .map(|q| {
                     let runtime = match q.backend {
                         crate::config::model::QueueBackend::Redis { .. }
-                        | crate::config::model::QueueBackend::Nats { .. } => {
+                        | crate::config::model::QueueBackend::Nats { .. }
+                        | crate::config::model::QueueBackend::RabbitMq { .. } => {
                             kept.background.handle().ok().flatten()
                         }
                         crate::config::model::QueueBackend::Embedded { .. } => None,
@@ -325,12 +326,11 @@ impl Snapshot {
                         .map(crate::transform::Edits::new),
                     publish: r.publish.as_ref().and_then(|p| {
                         let runtime = kept.background.handle().ok().flatten()?;
-                        let redis = config.redis.as_ref()?;
-                        Some(crate::queue::publish::Publisher::new(
+                        crate::queue::publish::Publisher::new(
                             p.clone(),
-                            redis,
+                            config.redis.as_ref(),
                             runtime,
-                        ))
+                        )
                     }),
                     queue: r.queue.as_ref().and_then(|q| {
                         let queue = queues.iter().find(|o| o.settings.name == q.queue)?;

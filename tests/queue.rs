@@ -1,5 +1,5 @@
-//! Queued routes end to end, on the embedded backend, then on Redis and NATS shared by two
-//! instances: a request answered 202 and delivered later to a real backend, its status,
+//! Queued routes end to end, on the embedded backend, then on Redis, NATS and RabbitMQ
+//! shared by two instances: a request answered 202 and delivered later to a real backend, its status,
 //! result, events, retries, dead letters, idempotency keys, owners, bounds, and jobs
 //! surviving a SIGKILL of the gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use support::nats::NatsServer;
+use support::rabbitmq::{RabbitServer, Relay};
 use support::redis::RedisServer;
 use support::tempdir::Dir;
 use support::*;
@@ -332,11 +333,17 @@ async fn an_idempotency_key_returns_the_same_job_and_refuses_another_request() {
 #[tokio::test]
 async fn only_the_consumer_that_created_a_job_can_read_it() {
     let dir = Dir::new("queue-owner");
+    let store = format!("path: \"{}\"", dir.path.display());
+    only_its_creator_reads_a_job("", &store).await;
+}
+
+/// Alice's job (on the queue store `store`, with the top-level YAML `top`) is hers alone.
+async fn only_its_creator_reads_a_job(top: &str, store: &str) {
     let (backend, log) = recording_backend(Duration::ZERO, |_| 200).await;
     let yaml = format!(
         "workers: 1
 listeners: [{{address: \"127.0.0.1:0\"}}]
-upstreams: {{app: {{targets: [{{address: \"{}\"}}]}}}}
+{top}upstreams: {{app: {{targets: [{{address: \"{}\"}}]}}}}
 consumers:
   alice: {{api_keys: [\"{}\"]}}
   bob: {{api_keys: [\"{}\"]}}
@@ -345,14 +352,13 @@ auth:
   methods:
     keys: {{api_key: {{header: X-Api-Key}}}}
 queues:
-  q: {{path: \"{}\"}}
+  q: {{{store}}}
 routes:
   - {{name: jobs, match: {{path: {{prefix: /jobs}}, methods: [POST]}}, upstream: app, queue: {{name: q}}, auth: {{methods: [keys]}}}}
 ",
         backend.addr,
         sha256_hex("alice-key"),
         sha256_hex("bob-key"),
-        dir.path.display()
     );
     let gw = TestGateway::start(&yaml);
     let alice = [("x-api-key", "alice-key")];
@@ -623,12 +629,16 @@ routes:
 struct Shared {
     top: String,
     store: String,
+    /// The store takes over a dead instance's jobs after `visibility_timeout` (RabbitMQ
+    /// does when the instance's connection closes, and has no such key).
+    visibility: bool,
 }
 
 fn on_redis(url: &str, prefix: &str) -> Shared {
     Shared {
         top: format!("redis: {{url: \"{url}\"}}\n"),
         store: format!("backend: redis, key_prefix: \"{prefix}\""),
+        visibility: true,
     }
 }
 
@@ -636,14 +646,42 @@ fn on_nats(url: &str, prefix: &str) -> Shared {
     Shared {
         top: String::new(),
         store: format!("backend: nats, nats_url: \"{url}\", key_prefix: \"{prefix}\""),
+        visibility: true,
+    }
+}
+
+/// A queue on RabbitMQ at `amqp`, its state on Redis at `redis`.
+fn on_rabbitmq(amqp: &str, redis: &str, prefix: &str) -> Shared {
+    Shared {
+        top: format!("redis: {{url: \"{redis}\"}}\nrabbitmq: {{url: \"{amqp}\"}}\n"),
+        store: format!("backend: rabbitmq, key_prefix: \"{prefix}\""),
+        visibility: false,
+    }
+}
+
+/// A queue on the shared broker with keys and names under `prefix`, its state on a Redis
+/// that lives as long as the first value.
+fn rabbitmq_and_redis(prefix: &str) -> (RedisServer, Shared) {
+    let redis = RedisServer::start();
+    let shared = on_rabbitmq(&RabbitServer::shared().url(), &redis.url(), prefix);
+    (redis, shared)
+}
+
+/// The keys that say how soon a dead instance's jobs are taken over, where the store has
+/// them.
+fn takeover(shared: &Shared, after: &str) -> String {
+    match shared.visibility {
+        true => format!(", visibility_timeout: {after}"),
+        false => String::new(),
     }
 }
 
 /// A gateway whose queue `q` is on the shared store.
 fn shared_gateway(backend: SocketAddr, shared: &Shared, queue: &str) -> TestGateway {
     let store = format!(
-        "{}, attempt_timeout: 2s, visibility_timeout: 3s",
-        shared.store
+        "{}, attempt_timeout: 2s{}",
+        shared.store,
+        takeover(shared, "3s")
     );
     TestGateway::start(&yaml(backend, &shared.top, &store, queue, ""))
 }
@@ -819,11 +857,14 @@ async fn a_second_instance_finishes_the_jobs_of_one_that_was_killed(shared: &Sha
 listeners: [{{address: \"127.0.0.1:0\"}}]
 {}upstreams: {{app: {{targets: [{{address: \"{}\"}}]}}}}
 queues:
-  q: {{{}, concurrency: 2, attempt_timeout: 500ms, visibility_timeout: 1s}}
+  q: {{{}, concurrency: 2, attempt_timeout: 500ms{}}}
 routes:
   - {{name: jobs, match: {{path: {{prefix: /jobs}}, methods: [POST]}}, upstream: app, queue: {{name: q}}}}
 ",
-            shared.top, backend.addr, shared.store
+            shared.top,
+            backend.addr,
+            shared.store,
+            takeover(shared, "1s")
         ),
     )
     .unwrap();
@@ -879,6 +920,56 @@ async fn on_nats_a_second_instance_finishes_the_jobs_of_one_that_was_killed() {
     let nats = NatsServer::start();
     let shared = on_nats(&nats.url(), "ferrogate-queue-");
     a_second_instance_finishes_the_jobs_of_one_that_was_killed(&shared, "queue-nats-crash").await;
+}
+
+#[tokio::test]
+async fn on_rabbitmq_a_job_is_delivered_and_its_result_served() {
+    let (_redis, shared) = rabbitmq_and_redis("t1:");
+    a_job_is_delivered_and_its_result_served(&shared).await;
+}
+
+#[tokio::test]
+async fn on_rabbitmq_two_instances_share_jobs_idempotency_keys_and_bounds() {
+    let (_redis, shared) = rabbitmq_and_redis("t2:");
+    two_instances_share_jobs_idempotency_keys_and_bounds(&shared).await;
+}
+
+#[tokio::test]
+async fn on_rabbitmq_retries_end_in_a_dead_letter_an_operator_can_retry() {
+    let (_redis, shared) = rabbitmq_and_redis("t3:");
+    retries_end_in_a_dead_letter_an_operator_can_retry(&shared).await;
+}
+
+#[tokio::test]
+async fn on_rabbitmq_only_the_consumer_that_created_a_job_can_read_it() {
+    let (_redis, shared) = rabbitmq_and_redis("t5:");
+    only_its_creator_reads_a_job(&shared.top, &shared.store).await;
+}
+
+#[tokio::test]
+async fn on_rabbitmq_the_broker_or_redis_unreachable_the_gateway_answers_503() {
+    let rabbit = RabbitServer::shared();
+    let redis = std::cell::RefCell::new(RedisServer::start());
+    let relay = std::cell::RefCell::new(Relay::start(rabbit.port()));
+    let shared = on_rabbitmq(&relay.borrow().url(), &redis.borrow().url(), "t4:");
+    unreachable_the_gateway_answers_503(
+        &shared,
+        || relay.borrow_mut().stop(),
+        || relay.borrow_mut().restart(),
+    )
+    .await;
+    unreachable_the_gateway_answers_503(
+        &shared,
+        || redis.borrow_mut().stop(),
+        || redis.borrow_mut().restart(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn on_rabbitmq_a_second_instance_finishes_the_jobs_of_one_that_was_killed() {
+    let (_redis, shared) = rabbitmq_and_redis("crash:");
+    a_second_instance_finishes_the_jobs_of_one_that_was_killed(&shared, "queue-rabbit-crash").await;
 }
 
 const CALLBACK_SECRET: &str = "a-secret-of-32-bytes-for-testing";
@@ -1062,6 +1153,160 @@ routes:
         down.header("content-type"),
         Some("application/problem+json")
     );
+}
+
+/// A gateway with publish routes: `/events` to `events`, `/lost` to `lost` (YAML `publish`
+/// blocks), on the top-level YAML `top`.
+fn publishing_gateway(top: &str, events: &str, lost: &str) -> TestGateway {
+    TestGateway::start(&format!(
+        "workers: 1
+listeners: [{{address: \"127.0.0.1:0\"}}]
+{top}routes:
+  - {{name: events, match: {{path: {{prefix: /events}}, methods: [POST]}}, publish: {{{events}, headers: [content-type, x-tenant]}}}}
+  - {{name: lost, match: {{path: {{prefix: /lost}}, methods: [POST]}}, publish: {{{lost}}}}}
+"
+    ))
+}
+
+/// Posts an order event; answers the 202's body and request id.
+async fn post_order(gw: SocketAddr) -> (serde_json::Value, String) {
+    let fields = [
+        ("content-type", "application/json"),
+        ("x-tenant", "acme"),
+        ("x-other", "no"),
+    ];
+    let got = post(gw, "/events/created?x=1", "{\"order\":7}", &fields).await;
+    assert_eq!(got.status, StatusCode::ACCEPTED, "{}", got.text());
+    let request_id = got.header("x-request-id").unwrap().to_owned();
+    (json(&got), request_id)
+}
+
+/// The parts of [`post_order`]'s message other than the body, as `part` reads them;
+/// request fields are named `FIELD_PREFIX` + name.
+fn has_the_order_parts(
+    part: impl Fn(&str) -> Option<String>,
+    request_id: &str,
+    field_prefix: &str,
+) {
+    let field = |name: &str| part(&format!("{field_prefix}{name}"));
+    assert_eq!(part("method").as_deref(), Some("POST"));
+    assert_eq!(part("path").as_deref(), Some("/events/created?x=1"));
+    assert_eq!(part("request_id").as_deref(), Some(request_id));
+    assert_eq!(field("x-tenant").as_deref(), Some("acme"));
+    assert_eq!(field("content-type").as_deref(), Some("application/json"));
+    assert_eq!(field("x-other"), None, "only the selected fields");
+}
+
+/// A 503 problem, nothing published.
+async fn refused(gw: SocketAddr, path: &str) {
+    let got = post(gw, path, "{}", &[]).await;
+    assert_eq!(
+        got.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        got.text()
+    );
+    assert_eq!(got.header("content-type"), Some("application/problem+json"));
+}
+
+#[tokio::test]
+async fn a_publish_route_writes_the_request_to_a_nats_subject_and_answers_202() {
+    let mut nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "ORDERS".into(),
+            subjects: vec!["orders.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let url = nats.url();
+    let gw = publishing_gateway(
+        "",
+        &format!("nats_subject: orders.created, nats_url: \"{url}\""),
+        // No stream captures this subject: nothing would store the message.
+        &format!("nats_subject: nowhere.x, nats_url: \"{url}\""),
+    );
+    let (doc, request_id) = post_order(gw.addr).await;
+    assert_eq!(doc["id"], "ORDERS:1");
+    assert_eq!(doc["subject"], "orders.created");
+
+    let m = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(&m.payload[..], b"{\"order\":7}");
+    let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned());
+    has_the_order_parts(header, &request_id, "h-");
+
+    refused(gw.addr, "/lost").await;
+    nats.stop();
+    refused(gw.addr, "/events/created").await;
+}
+
+#[tokio::test]
+async fn a_publish_route_writes_the_request_to_a_rabbitmq_exchange_and_answers_202() {
+    use lapin::options::{BasicGetOptions, QueueBindOptions};
+    let rabbit = RabbitServer::shared();
+    let conn = lapin::Connection::connect(&rabbit.url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let kind = lapin::ExchangeKind::Direct;
+    ch.exchange_declare(
+        "p-events".into(),
+        kind,
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare("p-created".into(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    let bind = QueueBindOptions::default();
+    ch.queue_bind(
+        "p-created".into(),
+        "p-events".into(),
+        "created".into(),
+        bind,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut relay = Relay::start(rabbit.port());
+    let gw = publishing_gateway(
+        &format!("rabbitmq: {{url: \"{}\"}}\n", relay.url()),
+        "rabbitmq_exchange: p-events, routing_key: created",
+        // No queue is bound with this key: the broker would drop the message.
+        "rabbitmq_exchange: p-events, routing_key: nobody",
+    );
+    let (doc, request_id) = post_order(gw.addr).await;
+    assert_eq!(doc["id"], request_id.as_str());
+    assert_eq!(doc["exchange"], "p-events");
+
+    let got = ch
+        .basic_get("p-created".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the message is in the bound queue");
+    assert_eq!(&got.delivery.data[..], b"{\"order\":7}");
+    let headers = got
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    let header = |name: &str| match headers.inner().get(name) {
+        Some(lapin::types::AMQPValue::LongString(v)) => {
+            Some(String::from_utf8_lossy(v.as_bytes()).into_owned())
+        }
+        _ => None,
+    };
+    has_the_order_parts(header, &request_id, "h:");
+
+    refused(gw.addr, "/lost").await;
+    relay.stop();
+    refused(gw.addr, "/events/created").await;
 }
 
 #[tokio::test]

@@ -73,6 +73,9 @@ pub struct File {
     /// Named durable job queues that routes with a `queue` block store requests in.
     #[serde(default)]
     pub queues: BTreeMap<String, JobQueue>,
+    /// The RabbitMQ broker of `rabbitmq` queues and of publish routes to an exchange.
+    #[serde(default)]
+    pub rabbitmq: Option<RabbitMq>,
     /// Client locations: geo databases and a CIDR table, for routing, keys and headers.
     #[serde(default)]
     pub geo: Option<Geo>,
@@ -765,8 +768,8 @@ pub struct Route {
     /// them later (docs/async.md).
     #[serde(default)]
     pub queue: Option<RouteQueue>,
-    /// Write the request to a Redis stream and answer `202 Accepted`, instead of
-    /// forwarding it (docs/async.md).
+    /// Write the request to a Redis stream, a NATS subject or a RabbitMQ exchange and answer
+    /// `202 Accepted`, instead of forwarding it (docs/async.md).
     #[serde(default)]
     pub publish: Option<Publish>,
 }

@@ -365,18 +365,45 @@ pub struct Route {
     /// The route stores requests in a queue (`queue`), or answers for the jobs of such a
     /// route (the status route made for it at load).
     pub queue: Option<RouteQueue>,
-    /// The route writes requests to a Redis stream (`publish`); its action forwards nowhere.
+    /// The route writes requests to a Redis stream, a NATS subject or a RabbitMQ exchange
+    /// (`publish`); its action forwards nowhere.
     pub publish: Option<PublishAction>,
 }
 
 /// Where a `publish` route writes requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishAction {
-    pub redis_stream: String,
+    pub target: PublishTarget,
     /// Request fields written with each message.
     pub headers: Vec<HeaderName>,
-    /// Approximate trimming of the stream.
+    /// Approximate trimming of a Redis stream.
     pub max_len: Option<u64>,
+}
+
+/// The stream, subject or exchange a `publish` route writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishTarget {
+    /// A stream on the top-level `redis`.
+    Redis { stream: String },
+    /// A subject that a JetStream stream captures, on the server at `url`.
+    Nats { url: String, subject: String },
+    /// An exchange and routing key on the broker at `url` (the top-level `rabbitmq`).
+    RabbitMq {
+        url: String,
+        exchange: String,
+        routing_key: String,
+    },
+}
+
+impl PublishTarget {
+    /// The name of what is written to, for logs and the 202's body.
+    pub fn name(&self) -> &str {
+        match self {
+            PublishTarget::Redis { stream } => stream,
+            PublishTarget::Nats { subject, .. } => subject,
+            PublishTarget::RabbitMq { exchange, .. } => exchange,
+        }
+    }
 }
 
 /// What a route does with a queue.
@@ -460,6 +487,14 @@ pub enum QueueBackend {
         name_prefix: String,
         /// As for Redis: an unacknowledged job is delivered again after this long.
         visibility_timeout: Duration,
+    },
+    /// RabbitMQ at `url` (the top-level `rabbitmq`): a durable queue of ready jobs, their
+    /// state in the top-level `redis`; shared by every instance.
+    RabbitMq {
+        url: String,
+        redis: Redis,
+        /// Prefix of the broker's queue names and of the Redis keys.
+        key_prefix: String,
     },
 }
 

@@ -9,8 +9,8 @@ use http::{HeaderName, Method};
 
 use super::file;
 use super::model::{
-    CallbackSettings, PathMatch, PublishAction, QueueBackend, QueueRole, QueueSettings, Redis,
-    RedisDeployment, Route, RouteMatch, RouteQueue,
+    CallbackSettings, PathMatch, PublishAction, PublishTarget, QueueBackend, QueueRole,
+    QueueSettings, Redis, RedisDeployment, Route, RouteMatch, RouteQueue,
 };
 use super::validate::{opt_duration, opt_positive_size, Errors};
 
@@ -25,10 +25,43 @@ pub(super) fn queues(
     q: &BTreeMap<String, file::JobQueue>,
     base_dir: &Path,
     redis: Option<&Redis>,
+    rabbitmq: Option<&str>,
 ) -> Vec<QueueSettings> {
+    let stores = Stores { redis, rabbitmq };
     q.iter()
-        .map(|(name, q)| settings(errs, &format!("queues.{name}"), name, q, base_dir, redis))
+        .map(|(name, q)| settings(errs, &format!("queues.{name}"), name, q, base_dir, stores))
         .collect()
+}
+
+/// The shared servers a queue's backend may use: the top-level `redis` and `rabbitmq`.
+#[derive(Clone, Copy)]
+struct Stores<'a> {
+    redis: Option<&'a Redis>,
+    rabbitmq: Option<&'a str>,
+}
+
+/// The top-level `rabbitmq`: its URL, when it is one.
+pub(super) fn rabbitmq(errs: &mut Errors, r: Option<&file::RabbitMq>) -> Option<String> {
+    let r = r?;
+    errs.unknown_in("rabbitmq", &r);
+    if r.url.is_empty() {
+        errs.push(
+            "rabbitmq.url",
+            "the broker's URL is required (amqp://HOST:PORT)",
+        );
+        return None;
+    }
+    if !(r.url.starts_with("amqp://") || r.url.starts_with("amqps://")) {
+        errs.push(
+            "rabbitmq.url",
+            format!(
+                "invalid AMQP URL {:?}; use amqp://HOST:PORT or amqps://HOST:PORT",
+                r.url
+            ),
+        );
+        return None;
+    }
+    Some(r.url.clone())
 }
 
 fn settings(
@@ -37,8 +70,9 @@ fn settings(
     name: &str,
     q: &file::JobQueue,
     base_dir: &Path,
-    redis: Option<&Redis>,
+    stores: Stores<'_>,
 ) -> QueueSettings {
+    let redis = stores.redis;
     errs.unknown_in(at, &q);
     if name.is_empty()
         || !name
@@ -80,10 +114,11 @@ fn settings(
             }
         },
         Some("nats") => nats(errs, at, q),
+        Some("rabbitmq") => rabbitmq_backend(errs, at, q, stores).unwrap_or_else(embedded),
         Some(other) => {
             errs.push(
                 format!("{at}.backend"),
-                format!("unknown backend {other:?}; use embedded, redis or nats"),
+                format!("unknown backend {other:?}; use embedded, redis, nats or rabbitmq"),
             );
             embedded()
         }
@@ -158,16 +193,19 @@ fn settings(
             );
         }
     } else {
-        for (key, set) in [
-            ("key_prefix", q.key_prefix.is_some()),
-            ("visibility_timeout", q.visibility_timeout.is_some()),
-        ] {
-            if set {
-                errs.push(
-                    format!("{at}.{key}"),
-                    "only for the redis and nats backends",
-                );
-            }
+        let rabbitmq = q.backend.as_deref() == Some("rabbitmq");
+        if q.key_prefix.is_some() && !rabbitmq {
+            errs.push(
+                format!("{at}.key_prefix"),
+                "only for the redis, nats and rabbitmq backends",
+            );
+        }
+        if q.visibility_timeout.is_some() {
+            // RabbitMQ gives a dead instance's messages back when its connection closes.
+            errs.push(
+                format!("{at}.visibility_timeout"),
+                "only for the redis and nats backends",
+            );
         }
     }
     if q.nats_url.is_some() && !matches!(backend, QueueBackend::Nats { .. }) {
@@ -264,6 +302,54 @@ fn callback(errs: &mut Errors, at: &str, c: &file::Callback) -> CallbackSettings
             Duration::from_secs(10),
         ),
     }
+}
+
+/// The `rabbitmq` backend: the top-level `rabbitmq` for ready jobs and the top-level
+/// `redis` for their state, both required; `None` after reporting what is missing.
+fn rabbitmq_backend(
+    errs: &mut Errors,
+    at: &str,
+    q: &file::JobQueue,
+    stores: Stores<'_>,
+) -> Option<QueueBackend> {
+    let key = format!("{at}.backend");
+    if stores.rabbitmq.is_none() {
+        errs.push(
+            &key,
+            "the rabbitmq backend needs the top-level rabbitmq (url)",
+        );
+    }
+    match stores.redis {
+        None => errs.push(
+            &key,
+            "the rabbitmq backend keeps job state in the top-level redis, which is missing",
+        ),
+        Some(r) if matches!(r.deployment, RedisDeployment::Sentinel { .. }) => errs.push(
+            &key,
+            "queues use a standalone Redis (redis.url) or a cluster (redis.cluster), not Sentinel yet",
+        ),
+        Some(_) => {}
+    }
+    let prefix = q
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+    if prefix.len() > 200 || prefix.bytes().any(|b| !b.is_ascii_graphic()) {
+        errs.push(
+            format!("{at}.key_prefix"),
+            "at most 200 visible ASCII characters (a RabbitMQ queue name)",
+        );
+    } else if prefix.starts_with("amq.") {
+        errs.push(
+            format!("{at}.key_prefix"),
+            "RabbitMQ keeps queue names starting with amq. for itself",
+        );
+    }
+    Some(QueueBackend::RabbitMq {
+        url: stores.rabbitmq?.to_owned(),
+        redis: stores.redis?.clone(),
+        key_prefix: prefix,
+    })
 }
 
 /// The `nats` backend: its server and the prefix of its stream and bucket names (the
@@ -368,20 +454,110 @@ pub(super) fn publish_forbids(errs: &mut Errors, at: &str, r: &file::Route) {
     }
 }
 
-/// A route's `publish` block; `has_redis` says whether the top-level `redis` is set.
+/// A route's `publish` block; `has_redis` says whether the top-level `redis` is set,
+/// `rabbitmq` is the top-level `rabbitmq`'s URL when set.
 pub(super) fn publish(
     errs: &mut Errors,
     at: &str,
     p: &file::Publish,
     has_redis: bool,
+    rabbitmq: Option<&str>,
 ) -> PublishAction {
     errs.unknown_in(at, &p);
-    if p.redis_stream.is_empty() {
-        errs.push(format!("{at}.redis_stream"), "the stream's key is required");
+    let redis = !p.redis_stream.is_empty();
+    let targets = [
+        redis,
+        p.nats_subject.is_some(),
+        p.rabbitmq_exchange.is_some(),
+    ];
+    match targets.iter().filter(|t| **t).count() {
+        0 => errs.push(
+            at,
+            "one of redis_stream, nats_subject and rabbitmq_exchange is required",
+        ),
+        1 => {}
+        _ => errs.push(
+            at,
+            "one of redis_stream, nats_subject and rabbitmq_exchange, not more",
+        ),
     }
-    if !has_redis {
-        errs.push(at, "publishing needs the top-level redis");
-    }
+    let only = |errs: &mut Errors, key: &str, set: bool, with: &str| {
+        if set {
+            errs.push(format!("{at}.{key}"), format!("only with {with}"));
+        }
+    };
+    only(
+        errs,
+        "max_len",
+        p.max_len.is_some() && !redis,
+        "redis_stream",
+    );
+    only(
+        errs,
+        "nats_url",
+        p.nats_url.is_some() && p.nats_subject.is_none(),
+        "nats_subject",
+    );
+    only(
+        errs,
+        "routing_key",
+        p.routing_key.is_some() && p.rabbitmq_exchange.is_none(),
+        "rabbitmq_exchange",
+    );
+    let target = if let Some(subject) = &p.nats_subject {
+        let plain = subject.split('.').all(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"*>".contains(&b))
+        });
+        if !plain {
+            errs.push(
+                format!("{at}.nats_subject"),
+                format!(
+                    "invalid subject {subject:?}: dot-separated tokens, no spaces or wildcards"
+                ),
+            );
+        }
+        let url = p.nats_url.clone().unwrap_or_default();
+        if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+            errs.push(
+                format!("{at}.nats_url"),
+                "publishing to NATS needs nats_url (nats://HOST:PORT or tls://HOST:PORT)",
+            );
+        }
+        PublishTarget::Nats {
+            url,
+            subject: subject.clone(),
+        }
+    } else if let Some(exchange) = &p.rabbitmq_exchange {
+        let routing_key = p.routing_key.clone().unwrap_or_default();
+        for (key, v) in [
+            ("rabbitmq_exchange", exchange),
+            ("routing_key", &routing_key),
+        ] {
+            if v.len() > 255 {
+                errs.push(format!("{at}.{key}"), "at most 255 bytes");
+            }
+        }
+        if rabbitmq.is_none() {
+            errs.push(
+                format!("{at}.rabbitmq_exchange"),
+                "publishing to RabbitMQ needs the top-level rabbitmq",
+            );
+        }
+        PublishTarget::RabbitMq {
+            url: rabbitmq.unwrap_or_default().to_owned(),
+            exchange: exchange.clone(),
+            routing_key,
+        }
+    } else {
+        if redis && !has_redis {
+            errs.push(at, "publishing needs the top-level redis");
+        }
+        PublishTarget::Redis {
+            stream: p.redis_stream.clone(),
+        }
+    };
     if p.max_len == Some(0) {
         errs.push(format!("{at}.max_len"), "must be more than 0");
     }
@@ -404,7 +580,7 @@ pub(super) fn publish(
         })
         .collect();
     PublishAction {
-        redis_stream: p.redis_stream.clone(),
+        target,
         headers,
         max_len: p.max_len,
     }
@@ -442,7 +618,7 @@ pub(super) fn status_route(queued: &Route) -> Option<Route> {
 mod tests {
     use std::path::Path;
 
-    use crate::config::model::{QueueBackend, QueueRole};
+    use crate::config::model::{PublishTarget, QueueBackend, QueueRole};
 
     fn parse(yaml: &str) -> Result<crate::config::model::Config, Vec<String>> {
         crate::config::parse(yaml, Path::new("/srv/gw"))
@@ -497,7 +673,7 @@ routes:
         ))
         .unwrap_err();
         for expected in [
-            "queues.q.backend: unknown backend \"kafka\"; use embedded, redis or nats",
+            "queues.q.backend: unknown backend \"kafka\"; use embedded, redis, nats or rabbitmq",
             "queues.q.concurrency: must be 1 to 1024",
             "queues.q.max_attempts: must be 1 to 100",
             "queues.q.max_retry_delay: must not be shorter than retry_delay",
@@ -514,12 +690,90 @@ routes:
             "routes[0].queue.status_path: a path such as",
             "routes[0].websocket: not allowed with queue",
             "routes[1].queue: not allowed with redirect",
-            "routes[2].publish.redis_stream: the stream's key is required",
-            "routes[2].publish: publishing needs the top-level redis",
+            "routes[2].publish: one of redis_stream, nats_subject and rabbitmq_exchange is required",
+            "routes[2].publish.max_len: only with redis_stream",
             "routes[2].publish.max_len: must be more than 0",
             "routes[2].publish.headers[0]: invalid field name",
             "routes[2].retry: not allowed with publish",
             "routes[3]: a route has one of upstream, split, redirect, respond or publish, not upstream (or split) and publish",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing {expected:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rabbitmq_queue_takes_the_top_level_rabbitmq_and_redis() {
+        let c = parse(&format!(
+            "{HEAD}redis: {{url: redis://127.0.0.1:6379}}
+rabbitmq: {{url: amqp://127.0.0.1:5672/%2f}}
+queues: {{q: {{backend: rabbitmq, key_prefix: 'jobs.'}}}}
+routes:
+  - {{name: r, match: {{path: {{prefix: /r}}}}, upstream: app, queue: {{name: q}}}}
+  - {{name: p, match: {{path: {{prefix: /p}}}}, publish: {{rabbitmq_exchange: events, routing_key: created}}}}
+  - {{name: n, match: {{path: {{prefix: /n}}}}, publish: {{nats_subject: orders.created, nats_url: nats://127.0.0.1:4222}}}}
+"
+        ))
+        .unwrap();
+        let QueueBackend::RabbitMq {
+            url, key_prefix, ..
+        } = &c.queues[0].backend
+        else {
+            panic!("not a rabbitmq queue: {:?}", c.queues[0].backend);
+        };
+        assert_eq!(
+            (url.as_str(), key_prefix.as_str()),
+            ("amqp://127.0.0.1:5672/%2f", "jobs.")
+        );
+        assert_eq!(
+            c.routes[1].publish.as_ref().unwrap().target,
+            PublishTarget::RabbitMq {
+                url: "amqp://127.0.0.1:5672/%2f".into(),
+                exchange: "events".into(),
+                routing_key: "created".into(),
+            }
+        );
+        assert_eq!(
+            c.routes[2].publish.as_ref().unwrap().target,
+            PublishTarget::Nats {
+                url: "nats://127.0.0.1:4222".into(),
+                subject: "orders.created".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn every_rabbitmq_and_publish_target_mistake_is_reported_with_its_path() {
+        let errs = parse(&format!(
+            "{HEAD}rabbitmq: {{url: 'http://x', vhost: a}}
+queues:
+  a: {{backend: rabbitmq, visibility_timeout: 5s, key_prefix: amq.x}}
+routes:
+  - {{name: a, match: {{path: {{prefix: /a}}}}, upstream: app, queue: {{name: a}}}}
+  - {{name: b, match: {{path: {{prefix: /b}}}}, publish: {{nats_subject: 'orders.*', max_len: 5}}}}
+  - {{name: c, match: {{path: {{prefix: /c}}}}, publish: {{rabbitmq_exchange: e, nats_url: 'nats://x:1'}}}}
+  - {{name: d, match: {{path: {{prefix: /d}}}}, publish: {{redis_stream: s, rabbitmq_exchange: e}}}}
+  - {{name: e, match: {{path: {{prefix: /e}}}}, publish: {{redis_stream: s, routing_key: k}}}}
+"
+        ))
+        .unwrap_err();
+        for expected in [
+            "rabbitmq.url: invalid AMQP URL \"http://x\"",
+            "rabbitmq.vhost: unknown key",
+            "queues.a.backend: the rabbitmq backend needs the top-level rabbitmq",
+            "queues.a.backend: the rabbitmq backend keeps job state in the top-level redis",
+            "queues.a.visibility_timeout: only for the redis and nats backends",
+            "queues.a.key_prefix: RabbitMQ keeps queue names starting with amq.",
+            "routes[1].publish.nats_subject: invalid subject \"orders.*\"",
+            "routes[1].publish.nats_url: publishing to NATS needs nats_url",
+            "routes[1].publish.max_len: only with redis_stream",
+            "routes[2].publish.nats_url: only with nats_subject",
+            "routes[2].publish.rabbitmq_exchange: publishing to RabbitMQ needs the top-level rabbitmq",
+            "routes[3].publish: one of redis_stream, nats_subject and rabbitmq_exchange, not more",
+            "routes[4].publish.routing_key: only with rabbitmq_exchange",
+            "routes[4].publish: publishing needs the top-level redis",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),
@@ -563,7 +817,7 @@ routes: [{{name: r, match: {{path: {{prefix: /r}}}}, upstream: app, queue: {{nam
             "queues.b.key_prefix: NATS stream and bucket names take",
             "queues.b.visibility_timeout: must be longer than attempt_timeout",
             "queues.c.nats_url: only for the nats backend",
-            "queues.c.key_prefix: only for the redis and nats backends",
+            "queues.c.key_prefix: only for the redis, nats and rabbitmq backends",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),

@@ -123,10 +123,12 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let mut routes = Vec::new();
     let mut route_at = Vec::new();
     let no_methods = std::collections::BTreeMap::new();
+    let rabbitmq = super::queue::rabbitmq(&mut errs, f.rabbitmq.as_ref());
     let known = Known {
         upstreams: &upstream_names,
         queues: &f.queues,
         has_redis: f.redis.is_some(),
+        rabbitmq: rabbitmq.as_deref(),
         geo: geo.as_ref(),
     };
     for (i, r) in f.routes.iter().enumerate() {
@@ -179,7 +181,13 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         }
     }
 
-    let queues = super::queue::queues(&mut errs, &f.queues, base_dir, redis.as_ref());
+    let queues = super::queue::queues(
+        &mut errs,
+        &f.queues,
+        base_dir,
+        redis.as_ref(),
+        rabbitmq.as_deref(),
+    );
     let access = super::access::access_control(&mut errs, &f, base_dir);
     let cache = super::cache::settings(&mut errs, f.cache.as_ref(), f.redis.is_some());
 
@@ -625,6 +633,8 @@ struct Known<'a> {
     upstreams: &'a HashSet<&'a str>,
     queues: &'a std::collections::BTreeMap<String, file::JobQueue>,
     has_redis: bool,
+    /// The top-level `rabbitmq`'s URL, when set.
+    rabbitmq: Option<&'a str>,
     geo: Option<&'a GeoSettings>,
 }
 
@@ -639,6 +649,7 @@ fn route(
         upstreams,
         queues,
         has_redis,
+        rabbitmq,
         geo,
     } = *known;
     errs.unknown_in(at, &r);
@@ -745,10 +756,10 @@ fn route(
             true => super::queue::route_queue(errs, &format!("{at}.queue"), r, queues),
             false => None,
         },
-        publish: r
-            .publish
-            .as_ref()
-            .map(|p| super::queue::publish(errs, &format!("{at}.publish"), p, has_redis)),
+        publish: r.publish.as_ref().map(|p| {
+            let at = format!("{at}.publish");
+            super::queue::publish(errs, &at, p, has_redis, rabbitmq)
+        }),
     })
 }
 

@@ -1,6 +1,6 @@
-//! PUBLISH: a `publish` route writes the request as one message to its Redis stream and
-//! answers `202 Accepted` with the message's id; `503` when Redis does not take it (nothing
-//! is answered 202 that was not written).
+//! PUBLISH: a `publish` route writes the request as one message to its Redis stream, NATS
+//! subject or RabbitMQ exchange and answers `202 Accepted` with the message's id; `503` when
+//! the server does not take it (nothing is answered 202 that was not stored).
 
 use std::sync::Arc;
 
@@ -15,7 +15,8 @@ use super::request::Arrival;
 use super::validate::read_whole;
 use super::Stop;
 use crate::auth::gate::Authenticated;
-use crate::queue::publish::Publisher;
+use crate::config::model::PublishTarget;
+use crate::queue::publish::{Message, Publisher};
 use crate::serve::DownstreamBody;
 
 /// Bodies larger than this are refused (413) on a route without its own limit.
@@ -40,8 +41,7 @@ pub(super) async fn send(
         }
     };
     let text = |v: &HeaderValue| v.as_bytes().to_vec();
-    let mut fields = vec![
-        ("body".to_owned(), body.to_vec()),
+    let mut parts = vec![
         (
             "method".to_owned(),
             req.method().as_str().as_bytes().to_vec(),
@@ -61,18 +61,24 @@ pub(super) async fn send(
         ),
     ];
     if let Some(name) = caller.and_then(|a| a.identity.name()) {
-        fields.push(("consumer".to_owned(), name.as_bytes().to_vec()));
+        parts.push(("consumer".to_owned(), name.as_bytes().to_vec()));
     }
     for name in &publisher.action.headers {
         for v in req.headers().get_all(name) {
-            fields.push((format!("h:{name}"), text(v)));
+            parts.push((format!("h-{name}"), text(v)));
         }
     }
-    match publisher.publish(fields).await {
-        Ok(id) => {
+    let target = &publisher.action.target;
+    match publisher.publish(Message { body, parts }).await {
+        Ok(published) => {
+            let kind = match target {
+                PublishTarget::Redis { .. } => "stream",
+                PublishTarget::Nats { .. } => "subject",
+                PublishTarget::RabbitMq { .. } => "exchange",
+            };
             let doc = json!({
-                "id": id,
-                "stream": publisher.action.redis_stream,
+                "id": published.id,
+                kind: target.name(),
                 "request_id": arrival.request_id.to_str().unwrap_or(""),
             });
             let mut resp = json_response(StatusCode::ACCEPTED, &doc);
@@ -81,9 +87,9 @@ pub(super) async fn send(
             Stop::respond(resp)
         }
         Err(e) => {
-            let stream = &publisher.action.redis_stream;
-            tracing::error!(stream = %stream, "cannot publish a message: {e}");
-            Stop::Fail(ProxyError::PublishFailed(Arc::from(stream.as_str())))
+            let name = target.name();
+            tracing::error!(target = %name, "cannot publish a message: {e}");
+            Stop::Fail(ProxyError::PublishFailed(Arc::from(name)))
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::embedded::Embedded;
 use super::nats::NatsQueue;
+use super::rabbitmq::RabbitQueue;
 use super::redis::RedisQueue;
 use super::{
     Claims, Enqueued, Job, JobId, NewJob, Outcome, QueueError, StoredRequest, StoredResponse,
@@ -16,6 +17,7 @@ pub enum Backend {
     Embedded(Embedded),
     Redis(RedisQueue),
     Nats(NatsQueue),
+    RabbitMq(RabbitQueue),
 }
 
 /// The bounds of a queue, for backends that check them where every instance sees them.
@@ -42,6 +44,7 @@ impl Backend {
             Backend::Embedded(e) => e.enqueue(new, id, now).await,
             Backend::Redis(r) => r.enqueue(new, id, now, bounds).await,
             Backend::Nats(n) => n.enqueue(new, id, now, bounds).await,
+            Backend::RabbitMq(q) => q.enqueue(new, id, now, bounds).await,
         }
     }
 
@@ -50,6 +53,7 @@ impl Backend {
             Backend::Embedded(e) => e.claim(n, now).await,
             Backend::Redis(r) => r.claim(n, now).await,
             Backend::Nats(q) => q.claim(n, now).await,
+            Backend::RabbitMq(q) => q.claim(n, now).await,
         }
     }
 
@@ -66,6 +70,7 @@ impl Backend {
             Backend::Embedded(e) => e.finish(id, outcome, now, ttl).await,
             Backend::Redis(r) => r.finish(id, receipt, outcome, now, ttl).await,
             Backend::Nats(n) => n.finish(id, receipt, request, outcome, now).await,
+            Backend::RabbitMq(q) => q.finish(id, receipt, outcome, now, ttl).await,
         }
     }
 
@@ -74,6 +79,7 @@ impl Backend {
             Backend::Embedded(e) => e.revive(id, now).await,
             Backend::Redis(r) => r.revive(id, now).await,
             Backend::Nats(n) => n.revive(id, now).await,
+            Backend::RabbitMq(q) => q.revive(id, now).await,
         }
     }
 
@@ -82,6 +88,7 @@ impl Backend {
             Backend::Embedded(e) => e.delete_dead(id).await,
             Backend::Redis(r) => r.delete_dead(id).await,
             Backend::Nats(n) => n.delete_dead(id).await,
+            Backend::RabbitMq(q) => q.delete_dead(id).await,
         }
     }
 
@@ -90,6 +97,7 @@ impl Backend {
             Backend::Embedded(e) => e.sweep(now).await,
             Backend::Redis(r) => r.sweep(now).await,
             Backend::Nats(_) => Ok(0),
+            Backend::RabbitMq(q) => q.sweep(now).await,
         }
     }
 
@@ -98,6 +106,7 @@ impl Backend {
             Backend::Embedded(e) => e.job(id).await,
             Backend::Redis(r) => r.job(id).await,
             Backend::Nats(n) => n.job(id).await,
+            Backend::RabbitMq(q) => q.job(id).await,
         }
     }
 
@@ -106,6 +115,7 @@ impl Backend {
             Backend::Embedded(e) => e.result(id).await,
             Backend::Redis(r) => r.result(id).await,
             Backend::Nats(n) => n.result(id).await,
+            Backend::RabbitMq(q) => q.result(id).await,
         }
     }
 
@@ -114,6 +124,7 @@ impl Backend {
             Backend::Embedded(e) => e.dead_letters(limit).await,
             Backend::Redis(r) => r.dead_letters(limit).await,
             Backend::Nats(n) => n.dead_letters(limit).await,
+            Backend::RabbitMq(q) => q.dead_letters(limit).await,
         }
     }
 }

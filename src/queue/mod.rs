@@ -3,7 +3,8 @@
 //!
 //! A [`Queue`] is one named queue: its settings, its store, its depth bounds, the wake-up
 //! of its dispatchers and the feed of status changes that event streams follow. The store
-//! is a backend behind one interface ([`embedded`]: a file on local disk). This module knows
+//! is a backend behind one interface ([`embedded`]: a file on local disk; [`redis`],
+//! [`nats`] and [`rabbitmq`]: servers every instance shares). This module knows
 //! nothing of routes or of the pipeline: jobs are requests as bytes, and outcomes are what
 //! a dispatcher reports.
 
@@ -13,6 +14,7 @@ pub mod embedded;
 mod metrics;
 pub mod nats;
 pub mod publish;
+pub mod rabbitmq;
 pub mod redis;
 mod types;
 
@@ -72,70 +74,73 @@ impl std::ops::Deref for Queue {
 impl Queue {
     /// Opens (or creates) the queue's store; jobs that were running when the gateway last
     /// stopped are pending again.
-    /// `runtime` runs the connections of a backend on a server (Redis); without one such a
-    /// queue cannot open.
+    /// `runtime` runs the connections of a backend on a server (Redis, NATS, RabbitMQ);
+    /// without one such a queue cannot open.
     pub fn open(
         settings: QueueSettings,
         metrics: &QueueMetrics,
         runtime: Option<tokio::runtime::Handle>,
     ) -> Result<Queue, QueueError> {
-        let (store, counts) = match &settings.backend {
+        // A shared backend's counts are kept on its server.
+        let mut counts = embedded::Counts {
+            depth: 0,
+            bytes: 0,
+            dead: 0,
+        };
+        let connections = |server: &str| {
+            runtime
+                .clone()
+                .ok_or_else(|| QueueError::Store(format!("no runtime for the {server} connection")))
+        };
+        let store = match &settings.backend {
             QueueBackend::Embedded { dir } => {
-                let (store, counts) = embedded::Embedded::open(dir, &settings.name, now_ms())?;
-                (Backend::Embedded(store), counts)
+                let (store, found) = embedded::Embedded::open(dir, &settings.name, now_ms())?;
+                counts = found;
+                Backend::Embedded(store)
             }
             QueueBackend::Redis {
                 redis,
                 key_prefix,
                 visibility_timeout,
-            } => {
-                let runtime = runtime.ok_or_else(|| {
-                    QueueError::Store("no runtime for the Redis connection".into())
-                })?;
-                let store = redis::RedisQueue::new(
-                    redis,
-                    key_prefix,
-                    &settings.name,
-                    *visibility_timeout,
-                    runtime,
-                );
-                let counts = embedded::Counts {
-                    depth: 0,
-                    bytes: 0,
-                    dead: 0,
-                };
-                (Backend::Redis(store), counts)
-            }
+            } => Backend::Redis(redis::RedisQueue::new(
+                redis,
+                key_prefix,
+                &settings.name,
+                *visibility_timeout,
+                connections("Redis")?,
+            )),
             QueueBackend::Nats {
                 url,
                 name_prefix,
                 visibility_timeout,
-            } => {
-                let runtime = runtime.ok_or_else(|| {
-                    QueueError::Store("no runtime for the NATS connection".into())
-                })?;
-                let store = nats::NatsQueue::new(
-                    nats::NatsSettings {
-                        url,
-                        name_prefix,
-                        name: &settings.name,
-                        visibility: *visibility_timeout,
-                        result_ttl: settings.result_ttl,
-                        idempotency_ttl: settings.idempotency_ttl,
-                        bounds: Bounds {
-                            max_depth: settings.max_depth,
-                            max_bytes: settings.max_bytes,
-                        },
+            } => Backend::Nats(nats::NatsQueue::new(
+                nats::NatsSettings {
+                    url,
+                    name_prefix,
+                    name: &settings.name,
+                    visibility: *visibility_timeout,
+                    result_ttl: settings.result_ttl,
+                    idempotency_ttl: settings.idempotency_ttl,
+                    bounds: Bounds {
+                        max_depth: settings.max_depth,
+                        max_bytes: settings.max_bytes,
                     },
-                    runtime,
-                );
-                let counts = embedded::Counts {
-                    depth: 0,
-                    bytes: 0,
-                    dead: 0,
-                };
-                (Backend::Nats(store), counts)
-            }
+                },
+                connections("NATS")?,
+            )),
+            QueueBackend::RabbitMq {
+                url,
+                redis,
+                key_prefix,
+            } => Backend::RabbitMq(rabbitmq::RabbitQueue::new(
+                rabbitmq::RabbitSettings {
+                    url,
+                    redis,
+                    key_prefix,
+                    name: &settings.name,
+                },
+                connections("RabbitMQ")?,
+            )),
         };
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let counters = metrics.queue(&settings.name);

@@ -16,6 +16,10 @@
 //! are scripts or transactions: atomic on the server. A job is as durable as the Redis
 //! deployment's persistence makes a write (`appendonly yes`, `appendfsync always` for every
 //! acknowledged job to survive a Redis crash).
+//!
+//! The `rabbitmq` backend keeps its jobs' state here too, with the same keys and scripts and
+//! no stream ([`RedisQueue::state_only`]): its ready jobs are messages on the broker, and a
+//! job counts in the bounds while its request has no expiry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +29,8 @@ use arc_swap::ArcSwapOption;
 
 use super::backend::Bounds;
 use super::{
-    Claimed, Claims, Enqueued, Job, JobId, NewJob, Outcome, QueueError, Status, StoredRequest,
-    StoredResponse,
+    Claimed, Claims, Enqueued, Idempotency, Job, JobId, NewJob, Outcome, QueueError, Status,
+    StoredRequest, StoredResponse,
 };
 use crate::config::model::{Redis, RedisDeployment};
 use crate::redis_link::Conn;
@@ -54,7 +58,7 @@ if depth >= tonumber(ARGV[5]) or bytes + tonumber(ARGV[4]) > tonumber(ARGV[6]) t
 end
 redis.call('SET', p .. 'job:' .. ARGV[1], ARGV[2])
 redis.call('SET', p .. 'req:' .. ARGV[1], ARGV[3])
-redis.call('XADD', p .. 'stream', '*', 'id', ARGV[1])
+if ARGV[10] == '1' then redis.call('XADD', p .. 'stream', '*', 'id', ARGV[1]) end
 redis.call('INCR', p .. 'depth')
 redis.call('INCRBY', p .. 'bytes', ARGV[4])
 if ARGV[7] ~= '' then
@@ -76,15 +80,21 @@ return {first[2] or '', redis.call('GET', p .. 'depth') or '0'}
 
 const FINISH: &str = r"
 local p = KEYS[1]
-local acked = redis.call('XACK', p .. 'stream', 'dispatchers', ARGV[2])
-redis.call('XDEL', p .. 'stream', ARGV[2])
+local acked
+if ARGV[2] == '' then
+  -- The ready queue is elsewhere: the job counts while its request has no expiry.
+  acked = (redis.call('PTTL', p .. 'req:' .. ARGV[1]) == -1) and 1 or 0
+else
+  acked = redis.call('XACK', p .. 'stream', 'dispatchers', ARGV[2])
+  redis.call('XDEL', p .. 'stream', ARGV[2])
+end
 if acked == 0 then
   redis.call('SET', p .. 'job:' .. ARGV[1], ARGV[4], 'KEEPTTL')
   return 0
 end
 if ARGV[3] == 'retry' then
   redis.call('SET', p .. 'job:' .. ARGV[1], ARGV[4])
-  redis.call('ZADD', p .. 'delayed', ARGV[7], ARGV[1])
+  if ARGV[2] ~= '' then redis.call('ZADD', p .. 'delayed', ARGV[7], ARGV[1]) end
   return 1
 end
 redis.call('SET', p .. 'job:' .. ARGV[1], ARGV[4], 'PX', ARGV[6])
@@ -106,9 +116,23 @@ if redis.call('ZREM', p .. 'dead', ARGV[1]) == 0 then return 0 end
 redis.call('SET', p .. 'job:' .. ARGV[1], ARGV[2])
 redis.call('PERSIST', p .. 'req:' .. ARGV[1])
 redis.call('DEL', p .. 'res:' .. ARGV[1])
-redis.call('XADD', p .. 'stream', '*', 'id', ARGV[1])
+if ARGV[4] == '1' then redis.call('XADD', p .. 'stream', '*', 'id', ARGV[1]) end
 redis.call('INCR', p .. 'depth')
 redis.call('INCRBY', p .. 'bytes', ARGV[3])
+return 1
+";
+
+/// Undoes an accept whose job the ready queue elsewhere did not take: the job's keys, its
+/// share of the counts, and its idempotency key when it names this job.
+const FORGET: &str = r"
+local p = KEYS[1]
+if redis.call('DEL', p .. 'job:' .. ARGV[1], p .. 'req:' .. ARGV[1]) == 0 then return 0 end
+redis.call('DECR', p .. 'depth')
+redis.call('DECRBY', p .. 'bytes', ARGV[2])
+if ARGV[3] ~= '' then
+  local v = redis.call('GET', p .. 'idem:' .. ARGV[3])
+  if v and string.sub(v, 1, 32) == ARGV[1] then redis.call('DEL', p .. 'idem:' .. ARGV[3]) end
+end
 return 1
 ";
 
@@ -127,6 +151,9 @@ struct Inner {
     link: Link,
     /// The connection generation the consumer group was last made sure of on.
     group_on: std::sync::atomic::AtomicU64,
+    /// Ready jobs are entries of the queue's stream; without it they are messages on a
+    /// broker (RabbitMQ) and Redis keeps only their state.
+    stream: bool,
 }
 
 /// One Redis connection, made on first use on a long-lived runtime and made again after it
@@ -203,6 +230,22 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The idempotency key's name (a digest of it), its time in milliseconds and the request's
+/// fingerprint, as the scripts take them; empty without a key.
+fn idempotency_args(idempotency: Option<&Idempotency>) -> (String, u64, String) {
+    match idempotency {
+        Some(i) => {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, i.key.as_bytes());
+            (
+                hex(digest.as_ref()),
+                i.ttl.as_millis() as u64,
+                hex(&i.fingerprint),
+            )
+        }
+        None => (String::new(), 0, String::new()),
+    }
+}
+
 impl RedisQueue {
     /// A queue on `redis`; connects on first use.
     pub fn new(
@@ -212,6 +255,28 @@ impl RedisQueue {
         visibility: Duration,
         runtime: tokio::runtime::Handle,
     ) -> RedisQueue {
+        RedisQueue::made(redis, key_prefix, name, visibility, runtime, true)
+    }
+
+    /// The state of a queue whose ready jobs a broker holds: jobs, requests, results, dead
+    /// letters, idempotency keys and the bounds' counts, and no stream.
+    pub fn state_only(
+        redis: &Redis,
+        key_prefix: &str,
+        name: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> RedisQueue {
+        RedisQueue::made(redis, key_prefix, name, Duration::ZERO, runtime, false)
+    }
+
+    fn made(
+        redis: &Redis,
+        key_prefix: &str,
+        name: &str,
+        visibility: Duration,
+        runtime: tokio::runtime::Handle,
+        stream: bool,
+    ) -> RedisQueue {
         RedisQueue {
             inner: Arc::new(Inner {
                 prefix: format!("{key_prefix}{{{name}}}:"),
@@ -219,7 +284,16 @@ impl RedisQueue {
                 visibility,
                 link: Link::new(redis, runtime),
                 group_on: std::sync::atomic::AtomicU64::new(0),
+                stream,
             }),
+        }
+    }
+
+    /// `1` when ready jobs are entries of the stream (a script argument).
+    fn stream_flag(&self) -> &'static str {
+        match self.inner.stream {
+            true => "1",
+            false => "0",
         }
     }
 
@@ -236,7 +310,7 @@ impl RedisQueue {
     {
         use std::sync::atomic::Ordering;
         let (_, generation) = self.inner.link.conn().await?;
-        if self.inner.group_on.load(Ordering::Acquire) != generation {
+        if self.inner.stream && self.inner.group_on.load(Ordering::Acquire) != generation {
             let stream = format!("{}stream", self.inner.prefix);
             // The group reads the stream from its start, so entries added before it
             // existed are delivered too.
@@ -274,19 +348,9 @@ impl RedisQueue {
         let job = super::new_job(&new, now);
         let job_bytes = postcard::to_allocvec(&job).map_err(err)?;
         let req_bytes = postcard::to_allocvec(&new.request).map_err(err)?;
-        let (idem_key, idem_ttl, fingerprint) = match &new.idempotency {
-            Some(i) => {
-                let digest =
-                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, i.key.as_bytes());
-                (
-                    hex(digest.as_ref()),
-                    i.ttl.as_millis() as u64,
-                    hex(&i.fingerprint),
-                )
-            }
-            None => (String::new(), 0, String::new()),
-        };
+        let (idem_key, idem_ttl, fingerprint) = idempotency_args(new.idempotency.as_ref());
         let prefix = self.inner.prefix.clone();
+        let flag = self.stream_flag();
         let reply: Vec<Vec<u8>> = self
             .call(|mut c| async move {
                 Script::new(ENQUEUE)
@@ -300,6 +364,7 @@ impl RedisQueue {
                     .arg(idem_key)
                     .arg(idem_ttl.max(1))
                     .arg(fingerprint)
+                    .arg(flag)
                     .invoke_async(&mut c)
                     .await
             })
@@ -390,8 +455,41 @@ impl RedisQueue {
         Ok(claims)
     }
 
-    /// The job of a stream entry, marked running; `None` when it is gone.
-    async fn take(
+    /// Removes a job just stored whose ready message a broker refused (its request's size
+    /// and idempotency key), as if it had never been accepted.
+    pub async fn forget(
+        &self,
+        id: JobId,
+        size: u64,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<(), QueueError> {
+        let (idem_key, _, _) = idempotency_args(idempotency);
+        let prefix = self.inner.prefix.clone();
+        self.call(|mut c| async move {
+            Script::new(FORGET)
+                .key(prefix)
+                .arg(id.to_string())
+                .arg(size)
+                .arg(idem_key)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Jobs pending or running, as every instance counts them.
+    pub async fn depth(&self) -> Result<u64, QueueError> {
+        let key = format!("{}depth", self.inner.prefix);
+        let depth: Option<u64> = self
+            .call(|mut c| async move { ::redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        Ok(depth.unwrap_or(0))
+    }
+
+    /// The job of a ready entry or message, marked running; `None` when it is gone or
+    /// finished.
+    pub async fn take(
         &self,
         id: JobId,
         receipt: &str,
@@ -405,6 +503,9 @@ impl RedisQueue {
             return Ok(None);
         };
         let mut job: Job = postcard::from_bytes(&job).map_err(err)?;
+        if job.status.is_final() {
+            return Ok(None);
+        }
         let request: StoredRequest = postcard::from_bytes(&req).map_err(err)?;
         job.status = Status::Running;
         job.attempts += 1;
@@ -430,6 +531,9 @@ impl RedisQueue {
     }
 
     async fn drop_entry(&self, receipt: &str) -> Result<(), QueueError> {
+        if receipt.is_empty() {
+            return Ok(());
+        }
         let stream = format!("{}stream", self.inner.prefix);
         let receipt = receipt.to_owned();
         self.call(|mut c| async move {
@@ -505,6 +609,7 @@ impl RedisQueue {
         let bytes = postcard::to_allocvec(&job).map_err(err)?;
         let prefix = self.inner.prefix.clone();
         let size = job.size;
+        let flag = self.stream_flag();
         let done: i64 = self
             .call(|mut c| async move {
                 Script::new(REVIVE)
@@ -512,6 +617,7 @@ impl RedisQueue {
                     .arg(id.to_string())
                     .arg(bytes)
                     .arg(size)
+                    .arg(flag)
                     .invoke_async(&mut c)
                     .await
             })

@@ -39,7 +39,7 @@ macro_rules! keys {
 }
 
 keys! {
-    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "geo", "dns", "locality"],
+    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
@@ -68,7 +68,8 @@ keys! {
     ClientPlace: ["zone", "region"],
     Dns: ["servers", "min_ttl", "max_ttl", "timeout"],
     Route: ["name", "match", "upstream", "strip_prefix", "rewrite", "redirect", "respond", "websocket", "tunnel", "split", "split_header", "geo_upstreams", "mirror", "timeouts", "retry", "max_body_bytes", "rate_limits", "auth", "ip_rules", "cors", "validate", "cache", "request_headers", "response_headers", "queue", "publish"],
-    Publish: ["redis_stream", "headers", "max_len"],
+    Publish: ["redis_stream", "nats_subject", "nats_url", "rabbitmq_exchange", "routing_key", "headers", "max_len"],
+    RabbitMq: ["url"],
     JobQueue: ["backend", "path", "concurrency", "attempt_timeout", "max_attempts", "retry_delay", "max_retry_delay", "retry_statuses", "max_depth", "max_bytes", "result_ttl", "max_result_bytes", "idempotency_ttl", "key_prefix", "visibility_timeout", "nats_url", "callback"],
     Callback: ["url", "allow", "secret", "secret_env", "max_attempts", "timeout"],
     RouteQueue: ["name", "status_path"],

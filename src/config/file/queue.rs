@@ -16,7 +16,8 @@ pub struct JobQueue {
     /// Where jobs are kept: `embedded` (default), a file on this machine's disk written and
     /// synced before the 202 is sent; `redis`, Redis Streams on the top-level `redis`,
     /// shared by every gateway instance; `nats`, NATS JetStream at `nats_url`, shared by
-    /// every gateway instance.
+    /// every gateway instance; `rabbitmq`, a durable queue on the top-level `rabbitmq` with
+    /// the jobs' state in the top-level `redis`, shared by every gateway instance.
     #[serde(default)]
     pub backend: Option<String>,
     /// `embedded`: the directory of the queue's file, relative to the config file's
@@ -60,7 +61,8 @@ pub struct JobQueue {
     pub idempotency_ttl: Option<String>,
     /// `redis`: prefix of the queue's keys (default `ferrogate:queue:`); `nats`: prefix of
     /// the queue's stream and key-value bucket names, letters, digits, `-` and `_` (default
-    /// `ferrogate-queue-`).
+    /// `ferrogate-queue-`); `rabbitmq`: prefix of the broker's queue names and of the Redis
+    /// keys (default `ferrogate:queue:`).
     #[serde(default)]
     pub key_prefix: Option<String>,
     /// `redis`, `nats`: a job an instance took and has not finished after this long is taken over
@@ -123,21 +125,49 @@ pub struct RouteQueue {
     pub status_path: Option<String>,
 }
 
+/// `rabbitmq`: the RabbitMQ broker that `rabbitmq` queues and publish routes to an exchange
+/// use.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RabbitMq {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// The broker, `amqp://USER:PASS@HOST:PORT/VHOST` (or `amqps://…`).
+    #[serde(default)]
+    pub url: String,
+}
+
 /// A route's `publish`: the request is written to a Redis stream (on the top-level
-/// `redis`) and answered `202 Accepted`; the team's own workers read the stream.
+/// `redis`), a NATS JetStream subject or a RabbitMQ exchange (on the top-level `rabbitmq`)
+/// and answered `202 Accepted` once stored; the team's own workers read it. Exactly one of
+/// `redis_stream`, `nats_subject` and `rabbitmq_exchange`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Publish {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unknown: Unknown,
-    /// The stream's key.
+    /// The Redis stream's key.
     #[serde(default)]
     pub redis_stream: String,
+    /// The NATS subject, captured by a JetStream stream (the 202 follows its ack).
+    #[serde(default)]
+    pub nats_subject: Option<String>,
+    /// With `nats_subject`: the NATS server, `nats://HOST:PORT` (or `tls://HOST:PORT`).
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    /// The RabbitMQ exchange (`""`: the default exchange); the 202 follows the broker's
+    /// confirm, and a message no queue takes is refused.
+    #[serde(default)]
+    pub rabbitmq_exchange: Option<String>,
+    /// With `rabbitmq_exchange`: the routing key (default `""`).
+    #[serde(default)]
+    pub routing_key: Option<String>,
     /// Request fields written with the message (default `[content-type]`).
     #[serde(default)]
     pub headers: Option<Vec<String>>,
-    /// Trim the stream to about this many messages (default: no trimming).
+    /// `redis_stream`: trim the stream to about this many messages (default: no trimming).
     #[serde(default)]
     pub max_len: Option<u64>,
 }
