@@ -17,6 +17,8 @@ pub struct Added {
     /// `Host` goes first on the wire, as clients send it.
     host: Option<HeaderValue>,
     fields: [Option<(HeaderName, HeaderValue)>; MAX],
+    /// Fields in use: the first `len` of `fields`.
+    len: u8,
 }
 
 impl Added {
@@ -27,11 +29,8 @@ impl Added {
 
     /// Adds a field; past the capacity it is dropped (a bug: the proxy adds at most `MAX`).
     pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
-        let free = self.fields.iter_mut().find(|f| f.is_none());
-        debug_assert!(free.is_some(), "more added fields than room for them");
-        if let Some(slot) = free {
-            *slot = Some((name, value));
-        }
+        let pushed = self.try_push(name, value);
+        debug_assert!(pushed.is_ok(), "more added fields than room for them");
     }
 
     /// Adds a field when there is room; gives it back otherwise.
@@ -40,9 +39,10 @@ impl Added {
         name: HeaderName,
         value: HeaderValue,
     ) -> Result<(), (HeaderName, HeaderValue)> {
-        match self.fields.iter_mut().find(|f| f.is_none()) {
+        match self.fields.get_mut(usize::from(self.len)) {
             Some(slot) => {
                 *slot = Some((name, value));
+                self.len += 1;
                 Ok(())
             }
             None => Err((name, value)),
@@ -57,7 +57,8 @@ impl Added {
     pub fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         self.fields
             .iter()
-            .map_while(|f| f.as_ref().map(|(n, v)| (n, v)))
+            .take(usize::from(self.len))
+            .filter_map(|f| f.as_ref().map(|(n, v)| (n, v)))
     }
 
     pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
