@@ -7,6 +7,9 @@
 # as they go, then p50/p99 at half that rate (fixed-rate load, latency counted from each
 # request's due time), and the gateway's CPU microseconds per job, accept and delivery
 # included: its CPU from the start of the load until the queue is empty again, over the jobs.
+# The `accept-only` rows run the same queue with its deliveries held (the upstream, a socat
+# on 127.0.0.1:9102, takes connections and never answers, so the dispatchers wait on their
+# first jobs): they measure the accept alone, and their CPU column is the accept's.
 # Usage: [GATEWAY_BIN=path] [LOAD_BIN=path] bench/queue.sh [DURATION_S=5] [CONNECTIONS=50]
 #   GATEWAY_BIN, LOAD_BIN  the release gateway and load client to use as they are (default:
 #   built here with `cargo build --release`)
@@ -14,8 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-5}; C=${2:-50}
 export PATH=$PATH:/usr/sbin
-for t in nginx redis-server taskset curl; do
-  command -v $t >/dev/null || { echo "$t is required (apt-get install nginx redis-server util-linux curl)" >&2; exit 1; }
+for t in nginx redis-server taskset curl socat; do
+  command -v $t >/dev/null || { echo "$t is required (apt-get install nginx redis-server util-linux curl socat)" >&2; exit 1; }
 done
 if [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release --quiet
@@ -32,23 +35,27 @@ http { access_log off; keepalive_requests 1000000;
 NG
 taskset -c 0 nginx -c $W/backend.conf -p $W & BE=$!
 taskset -c 0 redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no > $W/logs/redis.log 2>&1 & RS=$!
+taskset -c 0 setsid socat TCP-LISTEN:9102,bind=127.0.0.1,reuseaddr,fork SYSTEM:'sleep 3600' & HELD=$!
 P=
-trap 'kill $BE $RS $P 2>/dev/null; wait 2>/dev/null; rm -rf $W' EXIT
+trap 'kill $BE $RS $P 2>/dev/null; kill -- -$HELD 2>/dev/null; wait 2>/dev/null; rm -rf $W' EXIT
 sleep 0.5
 
 depth() { curl -s http://127.0.0.1:9290/queues | grep -o '"depth":[0-9]*' | head -1 | cut -d: -f2; }
-run() { # name config -> one line of figures
-  local name=$1 cfg=$W/$1.yaml
+run() { # name config [held] -> one line of figures
+  local name=$1 cfg=$W/$1.yaml held=${3:-}
   sed "s#QUEUE_DIR#$W/queue-$1#" "$2" > $cfg
+  # Deliveries held: the queue only grows, so there is no waiting for it to empty.
+  [ -n "$held" ] && sed -i 's/127.0.0.1:9101/127.0.0.1:9102/' $cfg
+  drain() { [ -n "$held" ] && return; for _ in $(seq 600); do [ "$(depth)" = "0" ] || [ -z "$(depth)" ] && break; sleep 0.1; done; }
   redis-cli -p 6390 flushall >/dev/null 2>&1 || true
   taskset -c 1 $GW run -c $cfg > $W/logs/$name.log 2>&1 & P=$!
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/9200) 2>/dev/null && break; sleep 0.1; done
   taskset -c 0 $LOAD 127.0.0.1:9200 /jobs/warm $C 1 > /dev/null
-  for _ in $(seq 100); do [ "$(depth)" = "0" ] || [ -z "$(depth)" ] && break; sleep 0.1; done
+  drain
   local t0 t1 jobs full half rps
   t0=$(awk '{print $14+$15}' /proc/$P/stat)
   full=$(taskset -c 0 $LOAD 127.0.0.1:9200 /jobs/report $C $D)
-  for _ in $(seq 600); do [ "$(depth)" = "0" ] || [ -z "$(depth)" ] && break; sleep 0.1; done
+  drain
   t1=$(awk '{print $14+$15}' /proc/$P/stat)
   jobs=$(echo "$full" | sed 's/.*accepted=\([0-9]*\).*/\1/')
   rps=$(echo "$full" | sed 's/.*rps=\([0-9]*\).*/\1/')
@@ -57,9 +64,11 @@ run() { # name config -> one line of figures
   awk -v n=$name -v f="$full" -v h="$half" -v t=$((t1-t0)) -v j=$jobs -v hz=$(getconf CLK_TCK) 'BEGIN{
     split(f, a, " "); split(h, b, " ");
     for (i in a) { split(a[i], kv, "="); F[kv[1]]=kv[2] } for (i in b) { split(b[i], kv, "="); H[kv[1]]=kv[2] }
-    printf "%-9s accepted/s=%-7s p50=%-6s p99=%-6s ms | at half rate (%s/s): p50=%-6s p99=%-6s ms | cpu_us_per_job=%.1f | non-2xx=%s errors=%s\n",
+    printf "%-20s accepted/s=%-7s p50=%-6s p99=%-6s ms | at half rate (%s/s): p50=%-6s p99=%-6s ms | cpu_us_per_job=%.1f | non-2xx=%s errors=%s\n",
       n, F["rps"], F["p50_ms"], F["p99_ms"], H["rps"], H["p50_ms"], H["p99_ms"], t/hz*1e6/(j>0?j:1), F["other"]+H["other"], F["errors"]+H["errors"] }'
 }
 run direct bench/queue-direct.yaml
 run embedded bench/queue-embedded.yaml
+run embedded-accept-only bench/queue-embedded.yaml held
 run redis bench/queue-redis.yaml
+run redis-accept-only bench/queue-redis.yaml held

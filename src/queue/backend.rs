@@ -6,9 +6,7 @@ use std::time::Duration;
 use super::embedded::Embedded;
 use super::nats::NatsQueue;
 use super::redis::RedisQueue;
-use super::{
-    Claims, Enqueued, Job, JobId, NewJob, Outcome, QueueError, StoredRequest, StoredResponse,
-};
+use super::{Claims, Ended, Enqueued, Job, JobId, NewJob, QueueError, StoredResponse, Turned};
 
 /// A queue's store.
 #[derive(Clone)]
@@ -45,27 +43,48 @@ impl Backend {
         }
     }
 
-    pub async fn claim(&self, n: usize, now: u64) -> Result<Claims, QueueError> {
-        match self {
-            Backend::Embedded(e) => e.claim(n, now).await,
-            Backend::Redis(r) => r.claim(n, now).await,
-            Backend::Nats(q) => q.claim(n, now).await,
-        }
-    }
-
-    pub async fn finish(
-        &self,
-        id: JobId,
-        receipt: &str,
-        request: &StoredRequest,
-        outcome: Outcome,
-        now: u64,
-        ttl: Duration,
-    ) -> Result<Option<Job>, QueueError> {
-        match self {
-            Backend::Embedded(e) => e.finish(id, outcome, now, ttl).await,
-            Backend::Redis(r) => r.finish(id, receipt, outcome, now, ttl).await,
-            Backend::Nats(n) => n.finish(id, receipt, request, outcome, now).await,
+    /// One dispatcher turn: records the attempts that ended (results, retries, dead
+    /// letters), then takes up to `n` due jobs (none when `n` is 0). The embedded store does
+    /// both in one transaction; Redis and NATS send the ends together, so that the
+    /// connection pipelines them, and claim after.
+    pub async fn turn(&self, ended: Vec<Ended>, n: usize, now: u64, ttl: Duration) -> Turned {
+        let ends = match self {
+            Backend::Embedded(e) => return e.turn(ended, n, now, ttl).await,
+            Backend::Redis(r) => {
+                let ends = ended.into_iter().map(
+                    |Ended {
+                         claimed: c,
+                         outcome,
+                     }| async move {
+                        (c.id, r.finish(c.id, &c.receipt, outcome, now, ttl).await)
+                    },
+                );
+                futures_util::future::join_all(ends).await
+            }
+            Backend::Nats(q) => {
+                let ends = ended.into_iter().map(
+                    |Ended {
+                         claimed: c,
+                         outcome,
+                     }| async move {
+                        (
+                            c.id,
+                            q.finish(c.id, &c.receipt, &c.request, outcome, now).await,
+                        )
+                    },
+                );
+                futures_util::future::join_all(ends).await
+            }
+        };
+        let claims = match (n, self) {
+            (0, _) => Ok(Claims::default()),
+            (_, Backend::Redis(r)) => r.claim(n, now).await,
+            (_, Backend::Nats(q)) => q.claim(n, now).await,
+            (_, Backend::Embedded(_)) => Ok(Claims::default()),
+        };
+        Turned {
+            finished: ends,
+            claims,
         }
     }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::QueueError;
+
 /// A job's id: 128 random bits, written as 32 lower-case hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct JobId(pub u128);
@@ -197,6 +199,35 @@ pub struct Claimed {
     /// What the backend needs to let go of the job when the attempt ends (the Redis
     /// stream entry; empty for the embedded backend).
     pub receipt: String,
+}
+
+/// A delivery attempt that ended, and how: what a dispatcher hands back to its queue.
+#[derive(Debug)]
+pub struct Ended {
+    pub claimed: Claimed,
+    pub outcome: Outcome,
+}
+
+/// What one dispatcher turn recorded and took.
+#[derive(Debug)]
+pub struct Turned {
+    /// Per ended attempt, in the order given: the job and its new state (`None`: the job
+    /// is gone), or why the end could not be recorded (the job then runs again).
+    pub finished: Vec<(JobId, Result<Option<Job>, QueueError>)>,
+    /// The jobs taken, or why none could be.
+    pub claims: Result<Claims, QueueError>,
+}
+
+impl Turned {
+    /// A turn of which nothing was recorded nor taken.
+    pub fn failed(ids: impl Iterator<Item = JobId>, why: &str) -> Turned {
+        Turned {
+            finished: ids
+                .map(|id| (id, Err(QueueError::Store(why.to_owned()))))
+                .collect(),
+            claims: Err(QueueError::Store(why.to_owned())),
+        }
+    }
 }
 
 /// How an attempt ended.
