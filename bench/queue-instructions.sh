@@ -39,7 +39,7 @@ upstream=9401
 sed -e "s#QUEUE_DIR#$W/queue#; s/127.0.0.1:9101/127.0.0.1:$upstream/; s/127.0.0.1:9200/127.0.0.1:9400/; s/127.0.0.1:9290/127.0.0.1:9490/" \
   "$CONFIG" > $W/gateway.yaml
 nginx -c $W/backend.conf -p $W & BE=$!
-setsid socat TCP-LISTEN:9402,bind=127.0.0.1,reuseaddr,fork SYSTEM:'sleep 3600' & SILENT=$!
+setsid socat TCP-LISTEN:9402,bind=127.0.0.1,reuseaddr,fork SYSTEM:'sleep 3600' 2>/dev/null & SILENT=$!
 valgrind --tool=callgrind --callgrind-out-file=$W/cg.out "$BIN" run -c $W/gateway.yaml > $W/logs/gw.log 2>&1 & GW=$!
 cleanup() { kill $GW $BE 2>/dev/null; kill -- -$SILENT 2>/dev/null; wait $GW $BE $SILENT 2>/dev/null; rm -rf $W; }
 trap cleanup EXIT

@@ -35,7 +35,7 @@ http { access_log off; keepalive_requests 1000000;
 NG
 taskset -c 0 nginx -c $W/backend.conf -p $W & BE=$!
 taskset -c 0 redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no > $W/logs/redis.log 2>&1 & RS=$!
-taskset -c 0 setsid socat TCP-LISTEN:9102,bind=127.0.0.1,reuseaddr,fork SYSTEM:'sleep 3600' & HELD=$!
+taskset -c 0 setsid socat TCP-LISTEN:9102,bind=127.0.0.1,reuseaddr,fork SYSTEM:'sleep 3600' 2>/dev/null & HELD=$!
 P=
 trap 'kill $BE $RS $P 2>/dev/null; kill -- -$HELD 2>/dev/null; wait 2>/dev/null; rm -rf $W' EXIT
 sleep 0.5

@@ -175,10 +175,8 @@ impl Queue {
             }
         }
         let started = std::time::Instant::now();
-        let result = self
-            .store
-            .enqueue(new, JobId::random(), now_ms(), bounds)
-            .await;
+        let now = now_ms();
+        let result = self.store.enqueue(new, JobId::new(now), now, bounds).await;
         match &result {
             Ok(Enqueued::New(id, job)) => {
                 self.metrics.accepted(started.elapsed());
