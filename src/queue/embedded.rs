@@ -245,10 +245,21 @@ fn recover(db: &Database, now: u64) -> Result<Counts, QueueError> {
 fn write_loop(db: &Database, commands: &mpsc::Receiver<Command>) {
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match commands.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
+        // The first command wakes this thread, often while its sender's thread still has
+        // more to send (the answers of the last commit woke many requests at once). Giving
+        // way until a round brings nothing new puts them all in this transaction and its one
+        // sync, rather than one small commit followed by a large one.
+        loop {
+            std::thread::yield_now();
+            let before = batch.len();
+            while batch.len() < MAX_BATCH {
+                match commands.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() >= MAX_BATCH {
+                break;
             }
         }
         run_batch(db, batch);
