@@ -48,44 +48,31 @@ impl Backend {
     /// both in one transaction; Redis and NATS send the ends together, so that the
     /// connection pipelines them, and claim after.
     pub async fn turn(&self, ended: Vec<Ended>, n: usize, now: u64, ttl: Duration) -> Turned {
-        let ends = match self {
+        let finished = match self {
             Backend::Embedded(e) => return e.turn(ended, n, now, ttl).await,
             Backend::Redis(r) => {
-                let ends = ended.into_iter().map(
-                    |Ended {
-                         claimed: c,
-                         outcome,
-                     }| async move {
-                        (c.id, r.finish(c.id, &c.receipt, outcome, now, ttl).await)
-                    },
-                );
+                let ends = ended.into_iter().map(|e| async move {
+                    let c = e.claimed;
+                    (c.id, r.finish(c.id, &c.receipt, e.outcome, now, ttl).await)
+                });
                 futures_util::future::join_all(ends).await
             }
             Backend::Nats(q) => {
-                let ends = ended.into_iter().map(
-                    |Ended {
-                         claimed: c,
-                         outcome,
-                     }| async move {
-                        (
-                            c.id,
-                            q.finish(c.id, &c.receipt, &c.request, outcome, now).await,
-                        )
-                    },
-                );
+                let ends = ended.into_iter().map(|e| async move {
+                    let c = e.claimed;
+                    let end = q.finish(c.id, &c.receipt, &c.request, e.outcome, now);
+                    (c.id, end.await)
+                });
                 futures_util::future::join_all(ends).await
             }
         };
-        let claims = match (n, self) {
-            (0, _) => Ok(Claims::default()),
-            (_, Backend::Redis(r)) => r.claim(n, now).await,
-            (_, Backend::Nats(q)) => q.claim(n, now).await,
-            (_, Backend::Embedded(_)) => Ok(Claims::default()),
+        let claims = match self {
+            _ if n == 0 => Ok(Claims::default()),
+            Backend::Redis(r) => r.claim(n, now).await,
+            Backend::Nats(q) => q.claim(n, now).await,
+            Backend::Embedded(e) => e.turn(Vec::new(), n, now, ttl).await.claims,
         };
-        Turned {
-            finished: ends,
-            claims,
-        }
+        Turned { finished, claims }
     }
 
     pub async fn revive(&self, id: JobId, now: u64) -> Result<Option<(Job, u64)>, QueueError> {
