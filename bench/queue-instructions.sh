@@ -27,6 +27,9 @@ export PATH=$PATH:/usr/sbin
 for t in valgrind callgrind_control nginx socat curl; do
   command -v $t >/dev/null || { echo "$t is required (apt-get install valgrind nginx socat curl)" >&2; exit 1; }
 done
+for port in 9400 9401 9402 9490; do
+  (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && { echo "127.0.0.1:$port is in use" >&2; exit 1; }
+done
 W=$(mktemp -d -t queue-instructions.XXXXXX); mkdir -p $W/logs
 cat > $W/backend.conf <<NG
 worker_processes 1; daemon off; master_process off; pid $W/backend.pid; error_log $W/logs/backend.err;
@@ -36,12 +39,12 @@ http { access_log off; keepalive_requests 1000000;
 NG
 upstream=9401
 [ "$MODE" = accept ] && upstream=9402
-sed -e "s#QUEUE_DIR#$W/queue#; s/127.0.0.1:9101/127.0.0.1:$upstream/; s/127.0.0.1:9200/127.0.0.1:9400/; s/127.0.0.1:9290/127.0.0.1:9490/" \
+sed -e "s#QUEUE_DIR#$W/queue#; s/127.0.0.1:9111/127.0.0.1:$upstream/; s/127.0.0.1:9210/127.0.0.1:9400/; s/127.0.0.1:9291/127.0.0.1:9490/" \
   "$CONFIG" > $W/gateway.yaml
 nginx -c $W/backend.conf -p $W & BE=$!
 setsid socat TCP-LISTEN:9402,bind=127.0.0.1,reuseaddr,fork SYSTEM:'sleep 3600' 2>/dev/null & SILENT=$!
 valgrind --tool=callgrind --callgrind-out-file=$W/cg.out "$BIN" run -c $W/gateway.yaml > $W/logs/gw.log 2>&1 & GW=$!
-cleanup() { kill $GW $BE 2>/dev/null; kill -- -$SILENT 2>/dev/null; wait $GW $BE $SILENT 2>/dev/null; rm -rf $W; }
+cleanup() { kill $GW $BE 2>/dev/null || true; kill -- -$SILENT 2>/dev/null || true; wait $GW $BE $SILENT 2>/dev/null || true; rm -rf $W; }
 trap cleanup EXIT
 for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/9400) 2>/dev/null && break; sleep 0.1; done
 depth() { curl -s http://127.0.0.1:9490/queues | grep -o '"depth":[0-9]*' | head -1 | cut -d: -f2; }

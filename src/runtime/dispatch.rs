@@ -22,10 +22,6 @@ use crate::snapshot::Snapshot;
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// A loop looks at its queue at least this often (a job due later, a missed wake-up).
 const POLL: Duration = Duration::from_secs(1);
-/// The dispatch thread's nice value: below the workers, so that on a busy core accepts keep
-/// their latency and deliveries take what is left (the backlog waits in the queue).
-#[cfg(target_os = "linux")]
-const DISPATCH_NICE: i32 = 10;
 
 /// The dispatch thread and its queue loops.
 pub struct Dispatcher {
@@ -43,7 +39,6 @@ impl Dispatcher {
         std::thread::Builder::new()
             .name("ferrogate-dispatch".into())
             .spawn(move || {
-                yield_to_accepts();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -85,18 +80,6 @@ impl Dispatcher {
             }
             let task = self.runtime.spawn(run_queue(shared.clone(), name.clone()));
             loops.insert(name, task.abort_handle());
-        }
-    }
-}
-
-/// Lowers the calling thread's scheduling priority to [`DISPATCH_NICE`] (Linux: the nice
-/// value of one thread); elsewhere deliveries share the core with accepts as equals.
-fn yield_to_accepts() {
-    #[cfg(target_os = "linux")]
-    {
-        let me = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(me), DISPATCH_NICE) {
-            tracing::debug!("cannot lower the dispatch thread's priority: {e}");
         }
     }
 }
