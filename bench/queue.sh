@@ -9,6 +9,9 @@
 # as they go, then p50/p99 at half that rate (fixed-rate load, latency counted from each
 # request's due time), and the gateway's CPU microseconds per job, accept and delivery
 # included: its CPU from the start of the load until the queue is empty again, over the jobs.
+# The `accept-only` rows run the same queue with its deliveries held (the upstream, a socat
+# on 127.0.0.1:9112, takes connections and never answers, so the dispatchers wait on their
+# first jobs): they measure the accept alone, and their CPU column is the accept's.
 # Usage: [GATEWAY_BIN=path] [LOAD_BIN=path] bench/queue.sh [DURATION_S=5] [CONNECTIONS=50]
 #   GATEWAY_BIN, LOAD_BIN  the release gateway and load client to use as they are (default:
 #   built here with `cargo build --release`)
@@ -17,8 +20,8 @@ cd "$(dirname "$0")/.."
 D=${1:-5}; C=${2:-50}
 export PATH=$PATH:/usr/sbin
 RMQ=/usr/lib/rabbitmq/bin
-for t in nginx redis-server nats-server $RMQ/rabbitmq-server taskset curl; do
-  command -v $t >/dev/null || { echo "$t is required (apt-get install nginx redis-server nats-server rabbitmq-server util-linux curl)" >&2; exit 1; }
+for t in nginx redis-server nats-server $RMQ/rabbitmq-server taskset curl socat; do
+  command -v $t >/dev/null || { echo "$t is required (apt-get install nginx redis-server nats-server rabbitmq-server util-linux curl socat)" >&2; exit 1; }
 done
 if [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release --quiet
@@ -26,15 +29,20 @@ if [ -z "${GATEWAY_BIN:-}" ]; then
 fi
 GW=${GATEWAY_BIN:-target/release/ferrogate}
 LOAD=${LOAD_BIN:-target/release/examples/queue_load}
+# Ports: backend 9111, held upstream 9112, gateway 9210 (admin 9291), Redis 6391, apart from
+# the other benchmarks' so that none gets another's load; each must be free.
+for port in 9111 9112 9210 9291 6391 4290 5690; do
+  (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && { echo "127.0.0.1:$port is in use" >&2; exit 1; }
+done
 W=$(mktemp -d -t queue-bench.XXXXXX); mkdir -p $W/logs
 cat > $W/backend.conf <<NG
 worker_processes 1; daemon off; master_process off; pid $W/backend.pid; error_log $W/logs/backend.err;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:9101; location / { default_type application/json; return 200 '{"ok":true}'; } } }
+  server { listen 127.0.0.1:9111; location / { default_type application/json; return 200 '{"ok":true}'; } } }
 NG
 taskset -c 0 nginx -c $W/backend.conf -p $W & BE=$!
-taskset -c 0 redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no > $W/logs/redis.log 2>&1 & RS=$!
+taskset -c 0 redis-server --port 6391 --bind 127.0.0.1 --save "" --appendonly no > $W/logs/redis.log 2>&1 & RS=$!
 taskset -c 0 nats-server -js -a 127.0.0.1 -p 4290 -sd $W/nats > $W/logs/nats.log 2>&1 & NS=$!
 # RabbitMQ unprivileged, its node, data and Erlang port map in the work directory.
 echo '[].' > $W/enabled_plugins; : > $W/rabbitmq.conf
@@ -50,37 +58,43 @@ stop_rabbitmq() { # the broker's process group, then its port mapper once no nod
     ERL_EPMD_PORT=4391 /usr/lib/erlang/bin/epmd -names >/dev/null 2>&1 || break
   done
 }
+taskset -c 0 setsid socat TCP-LISTEN:9112,bind=127.0.0.1,reuseaddr,fork SYSTEM:'sleep 3600' 2>/dev/null & HELD=$!
 P=
-trap 'kill $BE $RS $NS $P 2>/dev/null || true; stop_rabbitmq; wait 2>/dev/null || true; rm -rf $W' EXIT
+trap 'kill $BE $RS $NS $P 2>/dev/null || true; kill -- -$HELD 2>/dev/null || true; stop_rabbitmq; wait 2>/dev/null || true; rm -rf $W' EXIT
 sleep 0.5
 
-depth() { curl -s http://127.0.0.1:9290/queues | grep -o '"depth":[0-9]*' | head -1 | cut -d: -f2; }
-run() { # name config -> one line of figures
-  local name=$1 cfg=$W/$1.yaml
+depth() { curl -s http://127.0.0.1:9291/queues | grep -o '"depth":[0-9]*' | head -1 | cut -d: -f2; }
+run() { # name config [held] -> one line of figures
+  local name=$1 cfg=$W/$1.yaml held=${3:-}
   sed "s#QUEUE_DIR#$W/queue-$1#" "$2" > $cfg
-  redis-cli -p 6390 flushall >/dev/null 2>&1 || true
+  # Deliveries held: the queue only grows, so there is no waiting for it to empty.
+  [ -n "$held" ] && sed -i 's/127.0.0.1:9111/127.0.0.1:9112/' $cfg
+  drain() { [ -n "$held" ] && return; for _ in $(seq 600); do [ "$(depth)" = "0" ] || [ -z "$(depth)" ] && break; sleep 0.1; done; }
+  redis-cli -p 6391 flushall >/dev/null 2>&1 || true
   taskset -c 1 $GW run -c $cfg > $W/logs/$name.log 2>&1 & P=$!
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/9200) 2>/dev/null && break; sleep 0.1; done
-  taskset -c 0 $LOAD 127.0.0.1:9200 /jobs/warm $C 1 > /dev/null
-  for _ in $(seq 100); do [ "$(depth)" = "0" ] || [ -z "$(depth)" ] && break; sleep 0.1; done
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/9210) 2>/dev/null && break; sleep 0.1; done
+  taskset -c 0 $LOAD 127.0.0.1:9210 /jobs/warm $C 1 > /dev/null
+  drain
   local t0 t1 jobs full half rps
   t0=$(awk '{print $14+$15}' /proc/$P/stat)
-  full=$(taskset -c 0 $LOAD 127.0.0.1:9200 /jobs/report $C $D)
-  for _ in $(seq 600); do [ "$(depth)" = "0" ] || [ -z "$(depth)" ] && break; sleep 0.1; done
+  full=$(taskset -c 0 $LOAD 127.0.0.1:9210 /jobs/report $C $D)
+  drain
   t1=$(awk '{print $14+$15}' /proc/$P/stat)
   jobs=$(echo "$full" | sed 's/.*accepted=\([0-9]*\).*/\1/')
   rps=$(echo "$full" | sed 's/.*rps=\([0-9]*\).*/\1/')
-  half=$(taskset -c 0 $LOAD 127.0.0.1:9200 /jobs/report $C $D $((rps / 2)))
+  half=$(taskset -c 0 $LOAD 127.0.0.1:9210 /jobs/report $C $D $((rps / 2)))
   kill -TERM $P; wait $P 2>/dev/null || true; P=
   awk -v n=$name -v f="$full" -v h="$half" -v t=$((t1-t0)) -v j=$jobs -v hz=$(getconf CLK_TCK) 'BEGIN{
     split(f, a, " "); split(h, b, " ");
     for (i in a) { split(a[i], kv, "="); F[kv[1]]=kv[2] } for (i in b) { split(b[i], kv, "="); H[kv[1]]=kv[2] }
-    printf "%-9s accepted/s=%-7s p50=%-6s p99=%-6s ms | at half rate (%s/s): p50=%-6s p99=%-6s ms | cpu_us_per_job=%.1f | non-2xx=%s errors=%s\n",
+    printf "%-20s accepted/s=%-7s p50=%-6s p99=%-6s ms | at half rate (%s/s): p50=%-6s p99=%-6s ms | cpu_us_per_job=%.1f | non-2xx=%s errors=%s\n",
       n, F["rps"], F["p50_ms"], F["p99_ms"], H["rps"], H["p50_ms"], H["p99_ms"], t/hz*1e6/(j>0?j:1), F["other"]+H["other"], F["errors"]+H["errors"] }'
 }
 run direct bench/queue-direct.yaml
 run embedded bench/queue-embedded.yaml
+run embedded-accept-only bench/queue-embedded.yaml held
 run redis bench/queue-redis.yaml
+run redis-accept-only bench/queue-redis.yaml held
 run nats bench/queue-nats.yaml
 for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/5690) 2>/dev/null && break; sleep 0.1; done
 run rabbitmq bench/queue-rabbitmq.yaml

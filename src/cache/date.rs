@@ -95,17 +95,24 @@ pub fn format_http_date(time: SystemTime) -> [u8; IMF_FIXDATE_LEN] {
 /// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds
 /// (`2026-12-07T08:01:02.345Z`), for JSON documents.
 pub fn rfc3339_ms(ms: u64) -> String {
+    String::from_utf8_lossy(&rfc3339_ms_bytes(ms)).into_owned()
+}
+
+/// [`rfc3339_ms`] without the allocation, for documents written on the request path.
+pub fn rfc3339_ms_bytes(ms: u64) -> [u8; 24] {
     let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
     let days = secs.div_euclid(SECS_PER_DAY).clamp(MIN_DAYS, MAX_DAYS);
     let of_day = secs.rem_euclid(SECS_PER_DAY);
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60,
-        ms % 1000
-    )
+    let mut out = *b"1970-01-01T00:00:00.000Z";
+    put_digits(&mut out[0..4], year);
+    put_digits(&mut out[5..7], i64::from(month));
+    put_digits(&mut out[8..10], i64::from(day));
+    put_digits(&mut out[11..13], of_day / 3600);
+    put_digits(&mut out[14..16], of_day / 60 % 60);
+    put_digits(&mut out[17..19], of_day % 60);
+    put_digits(&mut out[20..23], (ms % 1000) as i64);
+    out
 }
 
 /// `time` as an IMF-fixdate header value.

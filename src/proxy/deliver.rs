@@ -206,7 +206,7 @@ fn rebuild(stored: &StoredRequest, id: JobId) -> Result<Request<DownstreamBody>,
             headers.append(n, v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+    if let Ok(v) = HeaderValue::from_bytes(&id.hex()) {
         headers.insert(X_JOB_ID, v);
     }
     Ok(req)

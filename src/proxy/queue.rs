@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use serde_json::json;
 
 use super::access::{identify_upstream, strip_query_param};
 use super::body::ProxyBody;
@@ -20,7 +19,7 @@ use super::route::Routed;
 use super::validate::read_whole;
 use super::{ConnInfo, Stop};
 use crate::auth::gate::Authenticated;
-use crate::cache::date::rfc3339_ms;
+use crate::cache::date::rfc3339_ms_bytes;
 use crate::message::websocket::{self, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY};
 use crate::queue::{
     Enqueued, Field, Idempotency, Job, JobId, NewJob, Queue, QueueError, StoredRequest,
@@ -136,12 +135,12 @@ pub(super) async fn accept(
             return Stop::Fail(ProxyError::QueueUnavailable(name()));
         }
     };
-    let mut resp = json_response(StatusCode::ACCEPTED, &status_json(id, &job));
+    let mut resp = json_text_response(StatusCode::ACCEPTED, status_text(id, &job));
     let url = status_url(&q.status_path, id);
     if let Ok(v) = HeaderValue::from_str(&url) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+    if let Ok(v) = HeaderValue::from_bytes(&id.hex()) {
         resp.headers_mut().insert(X_JOB_ID, v);
     }
     if replayed {
@@ -262,7 +261,7 @@ pub(super) async fn status(
     }
     let mut resp = match asked {
         Asked::Status => {
-            let mut resp = json_response(StatusCode::OK, &status_json(id, &job));
+            let mut resp = json_text_response(StatusCode::OK, status_text(id, &job));
             if job.result_status.is_some() && job.status.is_final() {
                 *resp.status_mut() = StatusCode::SEE_OTHER;
                 let url = format!("{}/result", status_url(&q.status_path, id));
@@ -286,7 +285,7 @@ pub(super) async fn status(
             None => events(q.queue.clone(), id, job),
         },
     };
-    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+    if let Ok(v) = HeaderValue::from_bytes(&id.hex()) {
         resp.headers_mut().insert(X_JOB_ID, v);
     }
     resp.headers_mut()
@@ -297,38 +296,101 @@ pub(super) async fn status(
 }
 
 fn status_url(status_path: &str, id: JobId) -> String {
-    format!("{status_path}/{id}")
+    let mut url = String::with_capacity(status_path.len() + 33);
+    url.push_str(status_path);
+    url.push('/');
+    url.push_str(std::str::from_utf8(&id.hex()).unwrap_or_default());
+    url
 }
 
 /// A job as status pages and events show it.
 pub(crate) fn status_json(id: JobId, job: &Job) -> serde_json::Value {
-    let url = status_url(&job.status_path, id);
-    let mut v = json!({
-        "id": id.to_string(),
-        "status": job.status.as_str(),
-        "attempts": job.attempts,
-        "created_at": rfc3339_ms(job.created_ms),
-        "updated_at": rfc3339_ms(job.updated_ms),
-        "status_url": url,
-    });
-    if job.status == crate::queue::Status::Pending && job.attempts > 0 {
-        v["next_attempt_at"] = json!(rfc3339_ms(job.next_ms));
-    }
-    if let Some(status) = job.result_status {
-        v["result_status"] = json!(status);
-        v["result_url"] = json!(format!("{url}/result"));
-    }
-    if job.dead {
-        v["dead_letter"] = json!(true);
-    }
-    if let Some(e) = &job.error {
-        v["error"] = json!(e);
-    }
-    v
+    serde_json::from_str(&status_text(id, job)).unwrap_or_default()
 }
 
+/// [`status_json`] as text, written directly (the 202 of every accepted job carries it):
+/// the same members in the same (sorted) order.
+pub(crate) fn status_text(id: JobId, job: &Job) -> String {
+    let hex = id.hex();
+    let hex = std::str::from_utf8(&hex).unwrap_or_default();
+    let mut numbers = itoa::Buffer::new();
+    let mut out = String::with_capacity(320);
+    out.push_str("{\"attempts\":");
+    out.push_str(numbers.format(job.attempts));
+    push_time(&mut out, ",\"created_at\":", job.created_ms);
+    if job.dead {
+        out.push_str(",\"dead_letter\":true");
+    }
+    if let Some(e) = &job.error {
+        out.push_str(",\"error\":");
+        push_json_str(&mut out, e);
+    }
+    out.push_str(",\"id\":\"");
+    out.push_str(hex);
+    out.push('"');
+    if job.status == crate::queue::Status::Pending && job.attempts > 0 {
+        push_time(&mut out, ",\"next_attempt_at\":", job.next_ms);
+    }
+    let url = |out: &mut String, tail: &str| {
+        let mut full = String::with_capacity(job.status_path.len() + 40);
+        full.push_str(&job.status_path);
+        full.push('/');
+        full.push_str(hex);
+        full.push_str(tail);
+        push_json_str(out, &full);
+    };
+    if let Some(status) = job.result_status {
+        out.push_str(",\"result_status\":");
+        out.push_str(numbers.format(status));
+        out.push_str(",\"result_url\":");
+        url(&mut out, "/result");
+    }
+    out.push_str(",\"status\":\"");
+    out.push_str(job.status.as_str());
+    out.push_str("\",\"status_url\":");
+    url(&mut out, "");
+    push_time(&mut out, ",\"updated_at\":", job.updated_ms);
+    out.push('}');
+    out
+}
+
+/// `member` (`,"name":`) and the time as an RFC 3339 string.
+fn push_time(out: &mut String, member: &str, ms: u64) {
+    out.push_str(member);
+    out.push('"');
+    out.push_str(std::str::from_utf8(&rfc3339_ms_bytes(ms)).unwrap_or_default());
+    out.push('"');
+}
+
+/// `v` as a JSON string.
+fn push_json_str(out: &mut String, v: &str) {
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[(u32::from(c) >> 4) as usize]));
+                out.push(char::from(HEX[(u32::from(c) & 0xf) as usize]));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 pub(super) fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::full(Bytes::from(v.to_string())));
+    json_text_response(status, v.to_string())
+}
+
+fn json_text_response(status: StatusCode, text: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(text)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -451,7 +513,7 @@ fn events_websocket(
         from_client.walk(&up.read, false, None, false);
         let mut last = job;
         let mut buf = [0u8; 512];
-        let mut send = frames::text(status_json(id, &last).to_string().as_bytes());
+        let mut send = frames::text(status_text(id, &last).as_bytes());
         while !last.status.is_final() && !from_client.closing {
             if io.write_all(&send).await.is_err() {
                 return;
@@ -473,7 +535,7 @@ fn events_websocket(
             };
             let Some(job) = next else { return };
             last = job;
-            send = frames::text(status_json(id, &last).to_string().as_bytes());
+            send = frames::text(status_text(id, &last).as_bytes());
         }
         if !from_client.closing {
             send.extend_from_slice(frames::Own::close(1000, "job finished", false).as_bytes());
@@ -500,5 +562,77 @@ fn events_websocket(
 }
 
 fn event(id: JobId, job: &Job) -> Bytes {
-    Bytes::from(format!("event: status\ndata: {}\n\n", status_json(id, job)))
+    Bytes::from(format!("event: status\ndata: {}\n\n", status_text(id, job)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::queue::Status;
+    use serde_json::json;
+
+    fn job() -> Job {
+        Job {
+            status: Status::Pending,
+            attempts: 2,
+            created_ms: 1_796_630_462_345,
+            updated_ms: 1_796_630_463_000,
+            next_ms: 1_796_630_470_001,
+            owner: None,
+            route: "jobs".into(),
+            status_path: "/jobs/\"status\"".into(),
+            dead: true,
+            error: Some("the upstream said \"no\"\n\\\u{1}é".into()),
+            result_status: Some(503),
+            size: 10,
+            callback: None,
+        }
+    }
+
+    #[test]
+    fn the_status_document_is_json_with_every_member_escaped() {
+        let id = JobId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let text = status_text(id, &job());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let url = "/jobs/\"status\"/0123456789abcdef0011223344556677";
+        assert_eq!(
+            v,
+            json!({
+                "attempts": 2,
+                "created_at": "2026-12-07T08:01:02.345Z",
+                "dead_letter": true,
+                "error": "the upstream said \"no\"\n\\\u{1}é",
+                "id": "0123456789abcdef0011223344556677",
+                "next_attempt_at": "2026-12-07T08:01:10.001Z",
+                "result_status": 503,
+                "result_url": format!("{url}/result"),
+                "status": "pending",
+                "status_url": url,
+                "updated_at": "2026-12-07T08:01:03.000Z",
+            })
+        );
+        assert_eq!(id.to_string(), "0123456789abcdef0011223344556677");
+    }
+
+    #[test]
+    fn a_new_job_shows_no_optional_member() {
+        let mut j = job();
+        (j.attempts, j.dead, j.error, j.result_status) = (0, false, None, None);
+        j.status_path = "/jobs".into();
+        let v: serde_json::Value = serde_json::from_str(&status_text(JobId(1), &j)).unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                "attempts",
+                "created_at",
+                "id",
+                "status",
+                "status_url",
+                "updated_at"
+            ]
+        );
+        assert_eq!(v["status_url"], "/jobs/00000000000000000000000000000001");
+    }
 }

@@ -7,9 +7,7 @@ use super::embedded::Embedded;
 use super::nats::NatsQueue;
 use super::rabbitmq::RabbitQueue;
 use super::redis::RedisQueue;
-use super::{
-    Claims, Enqueued, Job, JobId, NewJob, Outcome, QueueError, StoredRequest, StoredResponse,
-};
+use super::{Claims, Ended, Enqueued, Job, JobId, NewJob, QueueError, StoredResponse, Turned};
 
 /// A queue's store.
 #[derive(Clone)]
@@ -48,30 +46,44 @@ impl Backend {
         }
     }
 
-    pub async fn claim(&self, n: usize, now: u64) -> Result<Claims, QueueError> {
-        match self {
-            Backend::Embedded(e) => e.claim(n, now).await,
+    /// One dispatcher turn: records the attempts that ended (results, retries, dead
+    /// letters), then takes up to `n` due jobs (none when `n` is 0). The embedded store does
+    /// both in one transaction; Redis, NATS and RabbitMQ send the ends together, so that the
+    /// connection pipelines them, and claim after.
+    pub async fn turn(&self, ended: Vec<Ended>, n: usize, now: u64, ttl: Duration) -> Turned {
+        let finished = match self {
+            Backend::Embedded(e) => return e.turn(ended, n, now, ttl).await,
+            Backend::Redis(r) => {
+                let ends = ended.into_iter().map(|e| async move {
+                    let c = e.claimed;
+                    (c.id, r.finish(c.id, &c.receipt, e.outcome, now, ttl).await)
+                });
+                futures_util::future::join_all(ends).await
+            }
+            Backend::Nats(q) => {
+                let ends = ended.into_iter().map(|e| async move {
+                    let c = e.claimed;
+                    let end = q.finish(c.id, &c.receipt, &c.request, e.outcome, now);
+                    (c.id, end.await)
+                });
+                futures_util::future::join_all(ends).await
+            }
+            Backend::RabbitMq(q) => {
+                let ends = ended.into_iter().map(|e| async move {
+                    let c = e.claimed;
+                    (c.id, q.finish(c.id, &c.receipt, e.outcome, now, ttl).await)
+                });
+                futures_util::future::join_all(ends).await
+            }
+        };
+        let claims = match self {
+            _ if n == 0 => Ok(Claims::default()),
             Backend::Redis(r) => r.claim(n, now).await,
             Backend::Nats(q) => q.claim(n, now).await,
             Backend::RabbitMq(q) => q.claim(n, now).await,
-        }
-    }
-
-    pub async fn finish(
-        &self,
-        id: JobId,
-        receipt: &str,
-        request: &StoredRequest,
-        outcome: Outcome,
-        now: u64,
-        ttl: Duration,
-    ) -> Result<Option<Job>, QueueError> {
-        match self {
-            Backend::Embedded(e) => e.finish(id, outcome, now, ttl).await,
-            Backend::Redis(r) => r.finish(id, receipt, outcome, now, ttl).await,
-            Backend::Nats(n) => n.finish(id, receipt, request, outcome, now).await,
-            Backend::RabbitMq(q) => q.finish(id, receipt, outcome, now, ttl).await,
-        }
+            Backend::Embedded(e) => e.turn(Vec::new(), n, now, ttl).await.claims,
+        };
+        Turned { finished, claims }
     }
 
     pub async fn revive(&self, id: JobId, now: u64) -> Result<Option<(Job, u64)>, QueueError> {

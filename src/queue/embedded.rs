@@ -20,13 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition,
 };
 use tokio::sync::oneshot;
 
 use super::{
-    Claimed, Claims, Enqueued, Job, JobId, NewJob, Outcome, QueueError, Status, StoredRequest,
-    StoredResponse,
+    Claimed, Claims, Ended, Enqueued, Job, JobId, NewJob, Outcome, QueueError, Status,
+    StoredRequest, StoredResponse, Turned,
 };
 
 /// Job id → `Job` (postcard).
@@ -68,8 +69,8 @@ type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
 
 enum Command {
     Enqueue(Box<NewJob>, JobId, u64, Reply<Enqueued>),
-    Claim(usize, u64, Reply<Claims>),
-    Finish(JobId, Outcome, u64, Duration, Reply<Option<Job>>),
+    /// Attempts that ended, recorded, then up to `n` due jobs taken.
+    Turn(Vec<Ended>, usize, u64, Duration, oneshot::Sender<Turned>),
     Revive(JobId, u64, Reply<Option<(Job, u64)>>),
     DeleteDead(JobId, Reply<bool>),
     Sweep(u64, Reply<u64>),
@@ -131,19 +132,21 @@ impl Embedded {
             .await
     }
 
-    pub async fn claim(&self, n: usize, now: u64) -> Result<Claims, QueueError> {
-        self.call(|r| Command::Claim(n, now, r)).await
-    }
-
-    pub async fn finish(
-        &self,
-        id: JobId,
-        outcome: Outcome,
-        now: u64,
-        ttl: Duration,
-    ) -> Result<Option<Job>, QueueError> {
-        self.call(|r| Command::Finish(id, outcome, now, ttl, r))
-            .await
+    /// Records the attempts that ended and takes up to `n` due jobs, in one transaction
+    /// (not synced on its own: a crash forgets it, and the jobs run again).
+    pub async fn turn(&self, ended: Vec<Ended>, n: usize, now: u64, ttl: Duration) -> Turned {
+        const STOPPED: &str = "the queue's writer has stopped";
+        let ids: Vec<JobId> = ended.iter().map(|e| e.claimed.id).collect();
+        let (tx, rx) = oneshot::channel();
+        if self
+            .writer
+            .send(Command::Turn(ended, n, now, ttl, tx))
+            .is_err()
+        {
+            return Turned::failed(ids.into_iter(), STOPPED);
+        }
+        rx.await
+            .unwrap_or_else(|_| Turned::failed(ids.into_iter(), STOPPED))
     }
 
     pub async fn revive(&self, id: JobId, now: u64) -> Result<Option<(Job, u64)>, QueueError> {
@@ -242,10 +245,21 @@ fn recover(db: &Database, now: u64) -> Result<Counts, QueueError> {
 fn write_loop(db: &Database, commands: &mpsc::Receiver<Command>) {
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match commands.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
+        // The first command wakes this thread, often while its sender's thread still has
+        // more to send (the answers of the last commit woke many requests at once). Giving
+        // way until a round brings nothing new puts them all in this transaction and its one
+        // sync, rather than one small commit followed by a large one.
+        loop {
+            std::thread::yield_now();
+            let before = batch.len();
+            while batch.len() < MAX_BATCH {
+                match commands.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() >= MAX_BATCH {
+                break;
             }
         }
         run_batch(db, batch);
@@ -255,8 +269,7 @@ fn write_loop(db: &Database, commands: &mpsc::Receiver<Command>) {
 /// An answer waiting for its transaction's commit.
 enum Answer {
     Enqueue(Reply<Enqueued>, Result<Enqueued, QueueError>),
-    Claim(Reply<Claims>, Result<Claims, QueueError>),
-    Finish(Reply<Option<Job>>, Result<Option<Job>, QueueError>),
+    Turn(oneshot::Sender<Turned>, Turned),
     Revive(
         Reply<Option<(Job, u64)>>,
         Result<Option<(Job, u64)>, QueueError>,
@@ -277,8 +290,10 @@ impl Answer {
         // A caller that went away is not the store's concern.
         match self {
             Answer::Enqueue(tx, r) => drop(tx.send(pick(r, failed))),
-            Answer::Claim(tx, r) => drop(tx.send(pick(r, failed))),
-            Answer::Finish(tx, r) => drop(tx.send(pick(r, failed))),
+            Answer::Turn(tx, t) => drop(tx.send(match failed {
+                Some(e) => Turned::failed(t.finished.into_iter().map(|(id, _)| id), e),
+                None => t,
+            })),
             Answer::Revive(tx, r) => drop(tx.send(pick(r, failed))),
             Answer::DeleteDead(tx, r) => drop(tx.send(pick(r, failed))),
             Answer::Sweep(tx, r) => drop(tx.send(pick(r, failed))),
@@ -303,8 +318,19 @@ fn run_batch(db: &Database, batch: Vec<Command>) {
         let _ = write.set_durability(Durability::None);
     }
     let mut answers = Vec::with_capacity(batch.len());
-    for c in batch {
-        answers.push(apply(&write, c));
+    match Tables::open(&write) {
+        Ok(mut t) => {
+            for c in batch {
+                answers.push(apply(&mut t, c));
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            for c in batch {
+                answer_unrun(c, &e);
+            }
+            return;
+        }
     }
     let failed = write.commit().err().map(|e| e.to_string());
     for a in answers {
@@ -317,8 +343,10 @@ fn answer_unrun(c: Command, e: &str) {
     let err = QueueError::Store(e.to_owned());
     let answer = match c {
         Command::Enqueue(_, _, _, tx) => Answer::Enqueue(tx, Err(err)),
-        Command::Claim(_, _, tx) => Answer::Claim(tx, Err(err)),
-        Command::Finish(_, _, _, _, tx) => Answer::Finish(tx, Err(err)),
+        Command::Turn(ended, _, _, _, tx) => {
+            let ids = ended.iter().map(|e| e.claimed.id);
+            Answer::Turn(tx, Turned::failed(ids, e))
+        }
         Command::Revive(_, _, tx) => Answer::Revive(tx, Err(err)),
         Command::DeleteDead(_, tx) => Answer::DeleteDead(tx, Err(err)),
         Command::Sweep(_, tx) => Answer::Sweep(tx, Err(err)),
@@ -326,12 +354,47 @@ fn answer_unrun(c: Command, e: &str) {
     answer.send(None);
 }
 
-fn apply(w: &redb::WriteTransaction, c: Command) -> Answer {
+/// Every table of the file, opened once for a whole batch of commands (opening one is a
+/// lookup in the file's table tree and, when it closes, a write back to it).
+struct Tables<'t> {
+    jobs: Table<'t, u128, &'static [u8]>,
+    requests: Table<'t, u128, &'static [u8]>,
+    results: Table<'t, u128, &'static [u8]>,
+    ready: Table<'t, (u64, u128), ()>,
+    expiry: Table<'t, (u64, u128), ()>,
+    dead: Table<'t, u128, ()>,
+    idempotency: Table<'t, &'static str, &'static [u8]>,
+    idempotency_expiry: Table<'t, (u64, &'static str), ()>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(w: &'t redb::WriteTransaction) -> Result<Tables<'t>, QueueError> {
+        Ok(Tables {
+            jobs: w.open_table(JOBS).map_err(store_err)?,
+            requests: w.open_table(REQUESTS).map_err(store_err)?,
+            results: w.open_table(RESULTS).map_err(store_err)?,
+            ready: w.open_table(READY).map_err(store_err)?,
+            expiry: w.open_table(EXPIRY).map_err(store_err)?,
+            dead: w.open_table(DEAD).map_err(store_err)?,
+            idempotency: w.open_table(IDEMPOTENCY).map_err(store_err)?,
+            idempotency_expiry: w.open_table(IDEMPOTENCY_EXPIRY).map_err(store_err)?,
+        })
+    }
+}
+
+fn apply(w: &mut Tables<'_>, c: Command) -> Answer {
     match c {
         Command::Enqueue(new, id, now, tx) => Answer::Enqueue(tx, enqueue(w, *new, id, now)),
-        Command::Claim(n, now, tx) => Answer::Claim(tx, claim(w, n, now)),
-        Command::Finish(id, outcome, now, ttl, tx) => {
-            Answer::Finish(tx, finish(w, id, outcome, now, ttl))
+        Command::Turn(ended, n, now, ttl, tx) => {
+            let finished = ended
+                .into_iter()
+                .map(|e| (e.claimed.id, finish(w, e.claimed.id, e.outcome, now, ttl)))
+                .collect();
+            let claims = match n {
+                0 => Ok(Claims::default()),
+                _ => claim(w, n, now),
+            };
+            Answer::Turn(tx, Turned { finished, claims })
         }
         Command::Revive(id, now, tx) => Answer::Revive(tx, revive(w, id, now)),
         Command::DeleteDead(id, tx) => Answer::DeleteDead(tx, delete_dead(w, id)),
@@ -339,15 +402,10 @@ fn apply(w: &redb::WriteTransaction, c: Command) -> Answer {
     }
 }
 
-fn enqueue(
-    w: &redb::WriteTransaction,
-    new: NewJob,
-    id: JobId,
-    now: u64,
-) -> Result<Enqueued, QueueError> {
-    let mut jobs = w.open_table(JOBS).map_err(store_err)?;
+fn enqueue(w: &mut Tables<'_>, new: NewJob, id: JobId, now: u64) -> Result<Enqueued, QueueError> {
+    let jobs = &mut w.jobs;
     if let Some(idem) = &new.idempotency {
-        let mut keys = w.open_table(IDEMPOTENCY).map_err(store_err)?;
+        let keys = &mut w.idempotency;
         let found = keys
             .get(idem.key.as_str())
             .map_err(store_err)?
@@ -370,7 +428,7 @@ fn enqueue(
         value.extend_from_slice(&expires.to_le_bytes());
         keys.insert(idem.key.as_str(), value.as_slice())
             .map_err(store_err)?;
-        let mut order = w.open_table(IDEMPOTENCY_EXPIRY).map_err(store_err)?;
+        let order = &mut w.idempotency_expiry;
         order
             .insert((expires, idem.key.as_str()), ())
             .map_err(store_err)?;
@@ -378,11 +436,11 @@ fn enqueue(
     let job = super::new_job(&new, now);
     jobs.insert(id.0, encode(&job)?.as_slice())
         .map_err(store_err)?;
-    let mut requests = w.open_table(REQUESTS).map_err(store_err)?;
+    let requests = &mut w.requests;
     requests
         .insert(id.0, encode(&new.request)?.as_slice())
         .map_err(store_err)?;
-    let mut ready = w.open_table(READY).map_err(store_err)?;
+    let ready = &mut w.ready;
     ready.insert((now, id.0), ()).map_err(store_err)?;
     Ok(Enqueued::New(id, job))
 }
@@ -404,10 +462,10 @@ fn idempotency_value(v: &[u8]) -> Result<(u128, [u8; 32], u64), QueueError> {
     Ok((id, fp, exp))
 }
 
-fn claim(w: &redb::WriteTransaction, n: usize, now: u64) -> Result<Claims, QueueError> {
-    let mut ready = w.open_table(READY).map_err(store_err)?;
-    let mut jobs = w.open_table(JOBS).map_err(store_err)?;
-    let requests = w.open_table(REQUESTS).map_err(store_err)?;
+fn claim(w: &mut Tables<'_>, n: usize, now: u64) -> Result<Claims, QueueError> {
+    let ready = &mut w.ready;
+    let jobs = &mut w.jobs;
+    let requests = &w.requests;
     let mut claims = Claims::default();
     while claims.jobs.len() < n {
         let first = ready.first().map_err(store_err)?.map(|(k, _)| k.value());
@@ -453,13 +511,13 @@ fn claim(w: &redb::WriteTransaction, n: usize, now: u64) -> Result<Claims, Queue
 }
 
 fn finish(
-    w: &redb::WriteTransaction,
+    w: &mut Tables<'_>,
     id: JobId,
     outcome: Outcome,
     now: u64,
     ttl: Duration,
 ) -> Result<Option<Job>, QueueError> {
-    let mut jobs = w.open_table(JOBS).map_err(store_err)?;
+    let jobs = &mut w.jobs;
     let Some(mut job) = jobs
         .get(id.0)
         .map_err(store_err)?
@@ -470,9 +528,9 @@ fn finish(
     };
     job.updated_ms = now;
     let expires = now.saturating_add(ttl.as_millis() as u64);
-    let mut results = w.open_table(RESULTS).map_err(store_err)?;
-    let mut requests = w.open_table(REQUESTS).map_err(store_err)?;
-    let mut expiry = w.open_table(EXPIRY).map_err(store_err)?;
+    let results = &mut w.results;
+    let requests = &mut w.requests;
+    let expiry = &mut w.expiry;
     let (kind, at_ms, response) = super::apply_outcome(&mut job, outcome, now);
     if let Some(response) = &response {
         results
@@ -481,12 +539,12 @@ fn finish(
     }
     match kind {
         "retry" => {
-            let mut ready = w.open_table(READY).map_err(store_err)?;
+            let ready = &mut w.ready;
             ready.insert((at_ms, id.0), ()).map_err(store_err)?;
         }
         "dead" => {
             // The request stays, so that an operator can send the job again.
-            let mut dead = w.open_table(DEAD).map_err(store_err)?;
+            let dead = &mut w.dead;
             dead.insert(id.0, ()).map_err(store_err)?;
             expiry.insert((expires, id.0), ()).map_err(store_err)?;
         }
@@ -501,16 +559,12 @@ fn finish(
 }
 
 /// A dead letter back to pending, its attempts reset; its size is counted again.
-fn revive(
-    w: &redb::WriteTransaction,
-    id: JobId,
-    now: u64,
-) -> Result<Option<(Job, u64)>, QueueError> {
-    let mut dead = w.open_table(DEAD).map_err(store_err)?;
+fn revive(w: &mut Tables<'_>, id: JobId, now: u64) -> Result<Option<(Job, u64)>, QueueError> {
+    let dead = &mut w.dead;
     if dead.remove(id.0).map_err(store_err)?.is_none() {
         return Ok(None);
     }
-    let mut jobs = w.open_table(JOBS).map_err(store_err)?;
+    let jobs = &mut w.jobs;
     let Some(mut job) = jobs
         .get(id.0)
         .map_err(store_err)?
@@ -519,54 +573,42 @@ fn revive(
     else {
         return Ok(None);
     };
-    let mut expiry = w.open_table(EXPIRY).map_err(store_err)?;
+    let expiry = &mut w.expiry;
     expiry.retain(|(_, j), ()| j != id.0).map_err(store_err)?;
-    w.open_table(RESULTS)
-        .map_err(store_err)?
-        .remove(id.0)
-        .map_err(store_err)?;
+    w.results.remove(id.0).map_err(store_err)?;
     super::revived(&mut job, now);
     jobs.insert(id.0, encode(&job)?.as_slice())
         .map_err(store_err)?;
-    let mut ready = w.open_table(READY).map_err(store_err)?;
+    let ready = &mut w.ready;
     ready.insert((now, id.0), ()).map_err(store_err)?;
     let size = job.size;
     Ok(Some((job, size)))
 }
 
-fn delete_dead(w: &redb::WriteTransaction, id: JobId) -> Result<bool, QueueError> {
-    let mut dead = w.open_table(DEAD).map_err(store_err)?;
+fn delete_dead(w: &mut Tables<'_>, id: JobId) -> Result<bool, QueueError> {
+    let dead = &mut w.dead;
     if dead.remove(id.0).map_err(store_err)?.is_none() {
         return Ok(false);
     }
     remove_job(w, id.0)?;
-    let mut expiry = w.open_table(EXPIRY).map_err(store_err)?;
+    let expiry = &mut w.expiry;
     expiry.retain(|(_, j), ()| j != id.0).map_err(store_err)?;
     Ok(true)
 }
 
-fn remove_job(w: &redb::WriteTransaction, id: u128) -> Result<(), QueueError> {
-    w.open_table(JOBS)
-        .map_err(store_err)?
-        .remove(id)
-        .map_err(store_err)?;
-    w.open_table(REQUESTS)
-        .map_err(store_err)?
-        .remove(id)
-        .map_err(store_err)?;
-    w.open_table(RESULTS)
-        .map_err(store_err)?
-        .remove(id)
-        .map_err(store_err)?;
+fn remove_job(w: &mut Tables<'_>, id: u128) -> Result<(), QueueError> {
+    w.jobs.remove(id).map_err(store_err)?;
+    w.requests.remove(id).map_err(store_err)?;
+    w.results.remove(id).map_err(store_err)?;
     Ok(())
 }
 
 /// Removes expired finished jobs (dead letters among them) and idempotency keys; answers
 /// how many dead letters went.
-fn sweep(w: &redb::WriteTransaction, now: u64) -> Result<u64, QueueError> {
+fn sweep(w: &mut Tables<'_>, now: u64) -> Result<u64, QueueError> {
     let mut expired = Vec::new();
     {
-        let mut expiry = w.open_table(EXPIRY).map_err(store_err)?;
+        let expiry = &mut w.expiry;
         for entry in expiry
             .extract_if(..=(now, u128::MAX), |_, ()| true)
             .map_err(store_err)?
@@ -577,7 +619,7 @@ fn sweep(w: &redb::WriteTransaction, now: u64) -> Result<u64, QueueError> {
     }
     let mut dead_removed = 0;
     {
-        let mut dead = w.open_table(DEAD).map_err(store_err)?;
+        let dead = &mut w.dead;
         for id in &expired {
             if dead.remove(*id).map_err(store_err)?.is_some() {
                 dead_removed += 1;
@@ -589,7 +631,7 @@ fn sweep(w: &redb::WriteTransaction, now: u64) -> Result<u64, QueueError> {
     }
     let mut keys = Vec::new();
     {
-        let mut order = w.open_table(IDEMPOTENCY_EXPIRY).map_err(store_err)?;
+        let order = &mut w.idempotency_expiry;
         for entry in order
             .extract_if(..=(now, "\u{10FFFF}"), |_, ()| true)
             .map_err(store_err)?
@@ -598,7 +640,7 @@ fn sweep(w: &redb::WriteTransaction, now: u64) -> Result<u64, QueueError> {
             keys.push(k.value().1.to_owned());
         }
     }
-    let mut idem = w.open_table(IDEMPOTENCY).map_err(store_err)?;
+    let idem = &mut w.idempotency;
     for key in keys {
         // A key given again after it expired has a later expiry of its own.
         let current = idem

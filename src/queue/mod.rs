@@ -180,10 +180,8 @@ impl Queue {
             }
         }
         let started = std::time::Instant::now();
-        let result = self
-            .store
-            .enqueue(new, JobId::random(), now_ms(), bounds)
-            .await;
+        let now = now_ms();
+        let result = self.store.enqueue(new, JobId::new(now), now, bounds).await;
         match &result {
             Ok(Enqueued::New(id, job)) => {
                 self.metrics.accepted(started.elapsed());
@@ -219,48 +217,50 @@ impl Queue {
         self.depth.load(Ordering::Acquire)
     }
 
-    /// Takes up to `n` jobs that are due, marking them running; with none due, when the
-    /// next one will be.
-    pub async fn claim(&self, n: usize) -> Result<Claims, QueueError> {
+    /// One dispatcher turn: records the attempts that ended (the jobs' new states are in
+    /// [`Turned::finished`], in the same order), then takes up to `n` jobs that are due,
+    /// marking them running; with none due, says when the next one will be.
+    pub async fn turn(&self, ended: Vec<Ended>, n: usize) -> Turned {
         let now = now_ms();
-        let claims = self.store.claim(n, now).await?;
-        for c in &claims.jobs {
-            self.metrics.attempts.inc();
-            self.publish(c.id, &c.job);
-        }
-        let age = claims.oldest_due.map_or(0, |due| now.saturating_sub(due));
-        self.metrics.set_oldest(Duration::from_millis(age));
-        if let Some(depth) = claims.depth {
-            // A shared queue's depth, as every instance counts it.
-            self.depth.store(depth, Ordering::Release);
-            self.metrics.depth.set(depth as i64);
-        }
-        Ok(claims)
-    }
-
-    /// Records how a delivery attempt ended.
-    pub async fn finish(&self, claimed: &Claimed, outcome: Outcome) -> Result<(), QueueError> {
-        let now = now_ms();
-        let ends = !matches!(outcome, Outcome::Retry { .. });
-        let kind = outcome.kind();
-        let ttl = self.settings.result_ttl;
-        let (id, receipt) = (claimed.id, claimed.receipt.as_str());
-        let job = self
+        let ends: Vec<_> = ended
+            .iter()
+            .map(|e| (e.claimed.job.size, e.outcome.kind()))
+            .collect();
+        let turned = self
             .store
-            .finish(id, receipt, &claimed.request, outcome, now, ttl)
-            .await?;
-        self.metrics.delivered(kind);
-        if ends && self.store.is_local() {
-            self.release(claimed.job.size);
+            .turn(ended, n, now, self.settings.result_ttl)
+            .await;
+        for ((size, kind), (id, finished)) in ends.into_iter().zip(&turned.finished) {
+            let Ok(job) = finished else {
+                continue;
+            };
+            self.metrics.delivered(kind);
+            if kind != OutcomeKind::Retried && self.store.is_local() {
+                self.release(size);
+            }
+            if let Some(job) = job {
+                if job.dead {
+                    self.metrics.dead.inc();
+                }
+                self.publish(*id, job);
+            }
+        }
+        if let Ok(claims) = &turned.claims {
+            for c in &claims.jobs {
+                self.metrics.attempts.inc();
+                self.publish(c.id, &c.job);
+            }
+            if n > 0 {
+                let age = claims.oldest_due.map_or(0, |due| now.saturating_sub(due));
+                self.metrics.set_oldest(Duration::from_millis(age));
+            }
+            if let Some(depth) = claims.depth {
+                // A shared queue's depth, as every instance counts it.
+                self.depth.store(depth, Ordering::Release);
+            }
         }
         self.metrics.depth.set(self.depth() as i64);
-        if let Some(job) = job {
-            if job.dead {
-                self.metrics.dead.inc();
-            }
-            self.publish(id, &job);
-        }
-        Ok(())
+        turned
     }
 
     /// The job's state, when it exists and has not expired.

@@ -446,10 +446,15 @@ impl RedisQueue {
                 .await?;
             entries.extend(read_group(&fresh));
         }
-        for (receipt, id) in entries {
-            match self.take(id, &receipt, now).await? {
+        // All at once, so that the connection pipelines them.
+        let taken = entries
+            .iter()
+            .map(|(receipt, id)| self.take(*id, receipt, now));
+        let taken = futures_util::future::join_all(taken).await;
+        for ((receipt, _), took) in entries.iter().zip(taken) {
+            match took? {
                 Some(c) => claims.jobs.push(c),
-                None => self.drop_entry(&receipt).await?,
+                None => self.drop_entry(receipt).await?,
             }
         }
         Ok(claims)

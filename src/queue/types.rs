@@ -6,20 +6,27 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A job's id: 128 random bits, written as 32 lower-case hex digits.
+use super::QueueError;
+
+/// A job's id: the millisecond it was made (48 bits) then 80 random bits, written as 32
+/// lower-case hex digits. The random part keeps ids unguessable; the time in front keeps the
+/// ids of jobs accepted together next to each other in a store's key order, so that a
+/// batch of them changes a few pages of the embedded store rather than one page per job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct JobId(pub u128);
 
 impl JobId {
-    /// A new id from the system's random source (ids are not guessable).
-    pub fn random() -> JobId {
+    /// A new id for a job made at `now_ms`, its random part from the system's source.
+    pub fn new(now_ms: u64) -> JobId {
         let mut bytes = [0u8; 16];
         if aws_lc_rs::rand::fill(&mut bytes).is_err() {
             // The system source failing is not expected; fall back to the process's
             // generator rather than refusing the job.
             bytes = fastrand::u128(..).to_le_bytes();
         }
-        JobId(u128::from_le_bytes(bytes))
+        let random = u128::from_le_bytes(bytes) & ((1u128 << 80) - 1);
+        let time = u128::from(now_ms & ((1u64 << 48) - 1));
+        JobId(time << 80 | random)
     }
 
     /// The id written as 32 hex digits, or `None`.
@@ -31,9 +38,22 @@ impl JobId {
     }
 }
 
+impl JobId {
+    /// The id's 32 lower-case hex digits, without formatting machinery.
+    pub fn hex(self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let nibble = (self.0 >> (124 - 4 * i)) & 0xf;
+            *slot = DIGITS[nibble as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(std::str::from_utf8(&self.hex()).unwrap_or_default())
     }
 }
 
@@ -197,6 +217,35 @@ pub struct Claimed {
     /// What the backend needs to let go of the job when the attempt ends (the Redis
     /// stream entry; empty for the embedded backend).
     pub receipt: String,
+}
+
+/// A delivery attempt that ended, and how: what a dispatcher hands back to its queue.
+#[derive(Debug)]
+pub struct Ended {
+    pub claimed: Claimed,
+    pub outcome: Outcome,
+}
+
+/// What one dispatcher turn recorded and took.
+#[derive(Debug)]
+pub struct Turned {
+    /// Per ended attempt, in the order given: the job and its new state (`None`: the job
+    /// is gone), or why the end could not be recorded (the job then runs again).
+    pub finished: Vec<(JobId, Result<Option<Job>, QueueError>)>,
+    /// The jobs taken, or why none could be.
+    pub claims: Result<Claims, QueueError>,
+}
+
+impl Turned {
+    /// A turn of which nothing was recorded nor taken.
+    pub fn failed(ids: impl Iterator<Item = JobId>, why: &str) -> Turned {
+        Turned {
+            finished: ids
+                .map(|id| (id, Err(QueueError::Store(why.to_owned()))))
+                .collect(),
+            claims: Err(QueueError::Store(why.to_owned())),
+        }
+    }
 }
 
 /// How an attempt ended.

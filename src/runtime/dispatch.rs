@@ -13,7 +13,9 @@ use tokio::task::JoinSet;
 
 use super::Shared;
 use crate::proxy::deliver::{deliver, Delivered};
-use crate::queue::{callback, now_ms, Claimed, Outcome, Queue, StoredResponse};
+use crate::queue::{
+    callback, now_ms, Claimed, Ended, Job, JobId, Outcome, Queue, QueueError, StoredResponse,
+};
 use crate::snapshot::Snapshot;
 
 /// Finished jobs, results and idempotency keys past their time are removed this often.
@@ -105,6 +107,7 @@ fn current(shared: &Weak<Shared>, name: &str) -> Option<(Arc<Snapshot>, Arc<Queu
 
 async fn run_queue(shared: Weak<Shared>, name: String) {
     let mut in_flight = JoinSet::new();
+    let mut ended = Vec::new();
     let mut swept = None::<Instant>;
     loop {
         let Some((snap, queue, stopping)) = current(&shared, &name) else {
@@ -116,18 +119,26 @@ async fn run_queue(shared: Weak<Shared>, name: String) {
             }
             swept = Some(Instant::now());
         }
-        let free = queue.settings.concurrency.saturating_sub(in_flight.len());
+        // Shutting down: attempts under way finish and are recorded, no new one starts
+        // (the jobs stay pending for the next start).
+        let free = match stopping {
+            true => 0,
+            false => queue.settings.concurrency.saturating_sub(in_flight.len()),
+        };
         let mut wait = POLL;
-        // Shutting down: attempts under way finish, no new one starts (the jobs stay
-        // pending for the next start).
-        if free > 0 && !stopping {
-            match queue.claim(free).await {
+        if free > 0 || !ended.is_empty() {
+            // Every attempt that ended since the last turn, recorded together with the
+            // claim of as many new jobs: one store operation per turn, not two per job.
+            let results = callback_results(&queue, &ended);
+            let turned = queue.turn(std::mem::take(&mut ended), free).await;
+            recorded(&queue, turned.finished, results);
+            match turned.claims {
                 Ok(claims) => {
                     let took = claims.jobs.len();
                     for c in claims.jobs {
                         in_flight.spawn(attempt(snap.clone(), queue.clone(), c));
                     }
-                    if took == free {
+                    if free > 0 && took == free {
                         continue;
                     }
                     if let Some(due) = claims.next_due {
@@ -139,15 +150,20 @@ async fn run_queue(shared: Weak<Shared>, name: String) {
         }
         drop(snap);
         tokio::select! {
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                ended.extend(done.ok());
+                while let Some(done) = in_flight.try_join_next() {
+                    ended.extend(done.ok());
+                }
+            }
             () = queue.woken() => {}
             () = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-/// One delivery attempt of a claimed job, and its outcome recorded.
-async fn attempt(snap: Arc<Snapshot>, queue: Arc<Queue>, c: Claimed) {
+/// One delivery attempt of a claimed job, and how it ended.
+async fn attempt(snap: Arc<Snapshot>, queue: Arc<Queue>, c: Claimed) -> Ended {
     let s = &queue.settings;
     let limit = s.attempt_timeout;
     let sent = deliver(snap, c.id, &c.job.route, &c.request, s.max_result_bytes);
@@ -162,24 +178,57 @@ async fn attempt(snap: Arc<Snapshot>, queue: Arc<Queue>, c: Claimed) {
         }
         Delivered::Failed(why) => again(&queue, &c, why, None),
     };
-    let result = match &outcome {
-        Outcome::Answered(r) => Some(r.clone()),
-        Outcome::Dead { response, .. } => response.clone(),
-        Outcome::Retry { .. } => None,
-    };
-    let finished = !matches!(outcome, Outcome::Retry { .. });
-    if let Err(e) = queue.finish(&c, outcome).await {
-        tracing::error!(queue = %s.name, job = %c.id, "cannot record a delivery: {e}");
-        return;
+    Ended {
+        claimed: c,
+        outcome,
     }
-    if let (true, Some(url), Some(settings)) = (finished, &c.job.callback, &s.callback) {
-        let Ok(Some(job)) = queue.job(c.id).await else {
-            return;
+}
+
+/// The results that callbacks will carry, of the ended attempts that finish a job with a
+/// callback (kept before the outcomes go to the store).
+fn callback_results(queue: &Queue, ended: &[Ended]) -> Vec<(JobId, Option<StoredResponse>)> {
+    if queue.settings.callback.is_none() {
+        return Vec::new();
+    }
+    ended
+        .iter()
+        .filter(|e| e.claimed.job.callback.is_some())
+        .filter_map(|e| match &e.outcome {
+            Outcome::Answered(r) => Some((e.claimed.id, Some(r.clone()))),
+            Outcome::Dead { response, .. } => Some((e.claimed.id, response.clone())),
+            Outcome::Retry { .. } => None,
+        })
+        .collect()
+}
+
+/// After the ends of a turn were recorded: the result callbacks of finished jobs, and the
+/// ends that could not be recorded (those jobs run again).
+fn recorded(
+    queue: &Queue,
+    finished: Vec<(JobId, Result<Option<Job>, QueueError>)>,
+    mut results: Vec<(JobId, Option<StoredResponse>)>,
+) {
+    let s = &queue.settings;
+    for (id, recorded) in finished {
+        let job = match recorded {
+            Ok(Some(job)) => job,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(queue = %s.name, job = %id, "cannot record a delivery: {e}");
+                continue;
+            }
         };
-        let status_url = format!("{}/{}", job.status_path, c.id);
-        let body = callback::document(c.id, &job, &status_url, result.as_ref());
-        // Apart from the attempt, so that a slow receiver holds no delivery slot.
-        let (settings, url, id) = (settings.clone(), url.clone(), c.id);
+        let Some(at) = results.iter().position(|(r, _)| *r == id) else {
+            continue;
+        };
+        let (_, result) = results.swap_remove(at);
+        let (Some(url), Some(settings)) = (&job.callback, &s.callback) else {
+            continue;
+        };
+        let status_url = format!("{}/{}", job.status_path, id);
+        let body = callback::document(id, &job, &status_url, result.as_ref());
+        // Apart from the dispatcher loop, so that a slow receiver holds no delivery slot.
+        let (settings, url) = (settings.clone(), url.clone());
         tokio::spawn(async move {
             callback::deliver(&callbacks(), &settings, id, &url, body).await;
         });
