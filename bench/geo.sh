@@ -4,10 +4,12 @@
 # and the label on the upstream request (bench/peers-geo.yaml), and with a country condition
 # and the country on the upstream request from a MaxMind-format database
 # (bench/peers-geo-mmdb.yaml, the database written by examples/geo_db.rs), one after the
-# other with the same binary.
-# Usage: [GATEWAY_BIN=target/profiling/ferrogate] bench/geo.sh
+# other with the same binary; then the gateway's CPU time per request for the three configs
+# side by side (bench/overhead.sh, alternating rounds), the figure the 2 % goal is set in.
+# Usage: [GATEWAY_BIN=target/profiling/ferrogate] bench/geo.sh [ROUNDS=6]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROUNDS=${1:-6}
 W=$(mktemp -d -t geo-bench.XXXXXX)
 trap 'rm -rf $W' EXIT
 cargo run -q --example geo_db -- $W/city.mmdb
@@ -20,3 +22,5 @@ for row in "label $label" "mmdb $mmdb"; do
   set -- $row
   echo "plain=$plain $1=$2 extra=$(($2 - plain)) ($(awk -v p=$plain -v g=$2 'BEGIN{printf "%.2f", (g-p)*100/p}')%)"
 done
+CONFIGS="peers peers-geo $W/peers-geo-mmdb.yaml" \
+  GATEWAY_BIN=${GATEWAY_BIN:-target/profiling/ferrogate} bash bench/overhead.sh 5 $ROUNDS
