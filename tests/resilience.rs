@@ -506,7 +506,12 @@ async fn a_full_group_queue_answers_503() {
 
 #[tokio::test]
 async fn a_body_over_the_route_limit_gets_413_and_never_reaches_the_backend() {
-    let a = Backend::named("a").await;
+    // The backend reads the whole body before it answers, as most do.
+    let a = Backend::start(false, |req: Request<hyper::body::Incoming>| async move {
+        let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+        text(StatusCode::OK, "a")
+    })
+    .await;
     let gw = TestGateway::start(&gateway_yaml(&[a.addr], "", "    max_body_bytes: 1000\n"));
     let req = Request::post("/")
         .header("host", "test")
@@ -518,6 +523,13 @@ async fn a_body_over_the_route_limit_gets_413_and_never_reaches_the_backend() {
     );
     assert_eq!(a.count(), 0);
     // A chunked body says nothing up front: it is cut when it passes the limit.
+    let got = over_limit_chunked(gw.addr).await;
+    assert_eq!(status_of(&got), 413, "{got}");
+}
+
+/// Sends a chunked body of two 1,000-byte chunks; what came back before the connection
+/// closed (within 3 s).
+async fn over_limit_chunked(addr: SocketAddr) -> String {
     let more = [
         vec![b'y'; 1000],
         b"\r\n3e8\r\n".to_vec(),
@@ -525,14 +537,55 @@ async fn a_body_over_the_route_limit_gets_413_and_never_reaches_the_backend() {
         b"\r\n0\r\n\r\n".to_vec(),
     ]
     .concat();
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n")
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n")
         .await
         .unwrap();
     let _ = s.write_all(&more).await;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
-    assert_eq!(status_of(&String::from_utf8_lossy(&out)), 413);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn an_upstream_that_answered_early_is_relayed_when_the_body_then_passes_the_limit() {
+    // The backend answers at once without reading the body, and sends its body later:
+    // the upload is cut at the limit meanwhile, and the answer still reaches the client.
+    let a = Backend::start(false, |_req| async {
+        let later = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(b"answered")))
+        });
+        let body = http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(later));
+        http::Response::new(body)
+    })
+    .await;
+    let gw = TestGateway::start(&gateway_yaml(&[a.addr], "", "    max_body_bytes: 1000\n"));
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let first = [
+        &b"POST / HTTP/1.1\r\nHost: test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n"[..],
+        &[b'y'; 1000],
+        b"\r\n",
+    ]
+    .concat();
+    s.write_all(&first).await.unwrap();
+    // The answer's head comes through before its body: only then does the rest follow.
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let rest = [&b"3e8\r\n"[..], &[b'y'; 1000], b"\r\n0\r\n\r\n"].concat();
+    let _ = s.write_all(&rest).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got)).await;
+    let got = String::from_utf8_lossy(&got);
+    assert_eq!(status_of(&got), 200, "{got}");
+    assert!(got.ends_with("answered\r\n0\r\n\r\n"), "{got}");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, Response};
 use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
 
 use super::decode::{self, Framing, Parsed, MAX_CHUNK_LINE};
 use super::encode::Upload;
@@ -26,6 +27,8 @@ pub struct H1Body {
     upgrade: bool,
     /// The rest of the request body, when a 2xx came before it was all sent.
     upload: Option<Box<dyn Upload>>,
+    /// The upload was cut short: the write side is still to be shut down.
+    half_close: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +83,7 @@ pub(super) fn response(
         keep_alive,
         upgrade,
         upload,
+        half_close: false,
     };
     if state == State::Done {
         body.finish();
@@ -133,31 +137,39 @@ impl H1Body {
         }
     }
 
-    /// Sends what it can of a continued upload; a write error ends the upload (the
-    /// response may still arrive in full) but not the response.
-    fn poll_upload(&mut self, cx: &mut Context<'_>) -> Result<(), H1Error> {
-        let (Some(upload), Some(conn)) = (self.upload.as_mut(), self.conn.as_mut()) else {
-            return Ok(());
+    /// Sends what it can of a continued upload. Its failure ends the upload, never the
+    /// response, which the upstream may still send in full: a write error, or the request
+    /// body cut short (past a gateway limit, or the client's upload broken or stalled).
+    /// Then the upstream is told by a half-close that the request ends there, so that one
+    /// still reading it answers or stops rather than waits; the connection is not reused.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
         };
-        loop {
-            match upload.poll_step(&mut conn.stream, &mut conn.wbuf, cx) {
-                Poll::Ready(Ok(false)) => {}
-                Poll::Ready(Ok(true)) => break,
-                Poll::Ready(Err(H1Error::Io(_))) => {
-                    self.keep_alive = false;
-                    break;
+        if let Some(upload) = self.upload.as_mut() {
+            loop {
+                match upload.poll_step(&mut conn.stream, &mut conn.wbuf, cx) {
+                    Poll::Ready(Ok(false)) => {}
+                    Poll::Ready(Ok(true)) => break,
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "upload after an early response ended");
+                        self.keep_alive = false;
+                        self.half_close = !matches!(e, H1Error::Io(_));
+                        break;
+                    }
+                    Poll::Pending => return,
                 }
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => return Ok(()),
             }
+            self.upload = None;
         }
-        self.upload = None;
-        Ok(())
+        if self.half_close && Pin::new(&mut conn.stream).poll_shutdown(cx).is_ready() {
+            self.half_close = false;
+        }
     }
 
     /// Decodes up to the next frame; `Ok(None)` at the end.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame<Bytes>>, H1Error>> {
-        self.poll_upload(cx)?;
+        self.poll_upload(cx);
         loop {
             let state = self.state;
             if matches!(state, State::Done | State::Failed) {
