@@ -78,6 +78,8 @@ pub struct Snapshot {
     pub tunnels: Arc<crate::tunnel::Tunnels>,
     /// Client locations, when the config has a `geo` section.
     pub geo: Option<Arc<crate::geo::Geo>>,
+    /// Distributed tracing, when the config has a `tracing` section (and the gateway runs).
+    pub tracer: Option<Arc<crate::observe::trace::Tracer>>,
 }
 
 pub struct CompiledRoute {
@@ -173,6 +175,8 @@ pub struct ListenerSettings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
+    /// A client's `traceparent` is continued (`trust_trace_context`).
+    pub trust_trace_context: bool,
 }
 
 impl Snapshot {
@@ -362,6 +366,7 @@ impl Snapshot {
                     tls,
                     trusted_proxies: l.trusted_proxies.clone(),
                     limits: l.limits,
+                    trust_trace_context: l.trust_trace_context,
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
@@ -377,8 +382,16 @@ impl Snapshot {
                 &metrics.cache,
             )
         });
+        // The exporter runs where identity-provider fetches do; a config check starts none.
+        let tracer = match &config.tracing {
+            Some(t) => kept.background.handle().ok().flatten().map(|runtime| {
+                crate::observe::trace::Tracer::start(t, &runtime, metrics.traces.clone())
+            }),
+            None => None,
+        };
         Ok(Snapshot {
             geo,
+            tracer,
             cache,
             queues,
             access_log: access_log.filter(|_| config.access_log.enabled),

@@ -13,11 +13,13 @@ use serde::Deserialize;
 mod access;
 mod cache;
 mod geo;
+mod tracing;
 mod keys;
 mod queue;
 pub use access::*;
 pub use cache::*;
 pub use geo::*;
+pub use tracing::*;
 pub use keys::{suggestion, Keys};
 pub use queue::*;
 
@@ -85,6 +87,9 @@ pub struct File {
     /// Where this instance runs, for upstream groups with `locality`.
     #[serde(default)]
     pub locality: Option<Locality>,
+    /// Distributed tracing: trace context on every request, spans exported over OTLP.
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
 }
 
 /// `dns`: the resolver of targets given by name.
@@ -236,6 +241,10 @@ pub struct Listener {
     /// Size, time and connection limits of this listener.
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// With `tracing`: continue the trace a client's `traceparent` names (and pass its
+    /// `tracestate` on) rather than start a new one (default false).
+    #[serde(default)]
+    pub trust_trace_context: bool,
 }
 
 /// `h2c`: `true`, `false`, or `only`.

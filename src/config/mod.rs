@@ -12,6 +12,7 @@ mod queue;
 mod ratelimit;
 mod resilience;
 mod shadow;
+mod tracing;
 mod transform;
 mod upstream_tls;
 mod validate;

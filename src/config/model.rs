@@ -35,6 +35,8 @@ pub struct Config {
     pub dns: DnsSettings,
     /// Where this instance runs (`locality`), for locality-aware groups.
     pub locality: Place,
+    /// Distributed tracing (`tracing`), when configured.
+    pub tracing: Option<TracingSettings>,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
 }
@@ -48,6 +50,8 @@ pub struct Listener {
     pub tls: Option<Tls>,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
+    /// A client's `traceparent` is continued rather than replaced (`trust_trace_context`).
+    pub trust_trace_context: bool,
 }
 
 /// Whether a plain-text listener speaks prior-knowledge HTTP/2 (h2c).
@@ -1024,4 +1028,34 @@ impl std::fmt::Display for DnsQuery {
             DnsQuery::Srv { name } => write!(f, "srv {name}"),
         }
     }
+}
+
+/// Distributed tracing (`tracing`): sampling and the OTLP export.
+#[derive(Debug, Clone)]
+pub struct TracingSettings {
+    /// Share of traces recorded from their start.
+    pub sample_ratio: f64,
+    /// 5xx answers (and requests never answered) are exported whatever the ratio said.
+    pub sample_errors: bool,
+    /// Requests slower than this are exported whatever the ratio said.
+    pub sample_slower_than: Option<Duration>,
+    pub service_name: String,
+    /// The full URL (HTTP: with its `/v1/traces` path).
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Extra fields of every export, lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub queue_size: usize,
+    pub batch_size: usize,
+    pub export_interval: Duration,
+}
+
+/// How spans are sent (`tracing.otlp.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+    /// OTLP/gRPC.
+    Grpc,
 }

@@ -193,6 +193,10 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
 
     let dns = super::dns::settings(&mut errs, f.dns.as_ref());
     let locality = super::locality::instance(&mut errs, &f);
+    let tracing = f
+        .tracing
+        .as_ref()
+        .map(|t| super::tracing::settings(&mut errs, t));
     let shutdown_drain = opt_duration(
         &mut errs,
         "shutdown_drain",
@@ -222,6 +226,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             geo,
             dns,
             locality,
+            tracing,
             base_dir: base_dir.to_path_buf(),
         })
     } else {
@@ -278,6 +283,7 @@ fn listener(
         tls,
         trusted_proxies,
         limits,
+        trust_trace_context: l.trust_trace_context,
     })
 }
 

@@ -60,6 +60,8 @@ pub struct Record<'a> {
     pub close_reason: Option<&'a str>,
     /// The client's location, when the request looked it up: its known fields.
     pub geo: Option<&'a crate::geo::Location>,
+    /// The trace id and the request's span id (32 and 16 hex digits), with `tracing`.
+    pub trace: Option<(&'a str, &'a str)>,
 }
 
 #[derive(Debug)]
@@ -265,6 +267,12 @@ fn format_line(out: &mut Vec<u8>, rec: &Record<'_>) {
     }
     if let Some(loc) = rec.geo {
         write_geo(out, loc);
+    }
+    if let Some((trace_id, span_id)) = rec.trace {
+        out.extend_from_slice(b",\"trace_id\":");
+        write_json_str(out, trace_id);
+        out.extend_from_slice(b",\"span_id\":");
+        write_json_str(out, span_id);
     }
     out.extend_from_slice(b"}\n");
 }

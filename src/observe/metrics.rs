@@ -34,6 +34,7 @@ use http::Method;
 
 mod ratelimit;
 mod resilience;
+mod trace;
 mod tunnel;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -45,6 +46,7 @@ use prometheus_client::registry::{Registry, Unit};
 pub use ratelimit::{PolicyCounters, RateLimitMetrics};
 pub use resilience::{ResilienceMetrics, TargetState};
 pub use tunnel::TunnelMetrics;
+pub use trace::TraceMetrics;
 
 /// Content type of [`Metrics::encode`]: the crate writes OpenMetrics text, ending in `# EOF`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -137,6 +139,8 @@ pub struct Metrics {
     pub queues: crate::queue::QueueMetrics,
     /// WebSocket tunnel metrics (`tunnel.rs`).
     pub tunnels: TunnelMetrics,
+    /// Span export metrics (`trace.rs`).
+    pub traces: TraceMetrics,
 }
 
 /// Request metrics of one route. Cheap to clone; counts survive reloads because handles of
@@ -350,9 +354,12 @@ impl Metrics {
         queues.register(&mut registry);
         let tunnels = TunnelMetrics::default();
         tunnels.register(&mut registry);
+        let traces = TraceMetrics::default();
+        traces.register(&mut registry);
 
         Metrics {
             tunnels,
+            traces,
             resilience,
             rate_limits,
             cache,

@@ -1,4 +1,5 @@
-//! Observability: Prometheus metrics and the JSON access log.
+//! Observability: Prometheus metrics, the JSON access log, and distributed tracing.
 
 pub mod access_log;
 pub mod metrics;
+pub mod trace;

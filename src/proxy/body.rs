@@ -126,6 +126,14 @@ impl ProxyBody {
         Self::new(Inner::Relay(body))
     }
 
+    /// The bytes of a body made whole by the gateway, not yet sent.
+    pub fn full_bytes_mut(&mut self) -> Option<&mut Bytes> {
+        match &mut self.inner {
+            Inner::Full(b) => b.as_mut(),
+            _ => None,
+        }
+    }
+
     /// A relayed body that also fills the cache; `after` runs once the fill is stored.
     pub fn relay_filling(body: UpstreamBody, leader: FillLeader, after: Option<AfterFill>) -> Self {
         let mut b = Self::new(Inner::Relay(body));

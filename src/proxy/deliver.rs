@@ -68,7 +68,9 @@ async fn send(
         listener,
         client_cert: None,
     };
-    let arrival = request::arrive(&snap.listeners[listener], &conn, &req);
+    let mut arrival = request::arrive(&snap.listeners[listener], &conn, &req);
+    // The stored `traceparent` is the gateway's own, from the request that queued the job.
+    arrival.trust_trace = true;
     // The route that accepted the job, if the running configuration still sends the
     // request there; in a block of its own, so that the location's lazy lookup (not `Send`)
     // is gone before the first await.

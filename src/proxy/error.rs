@@ -202,6 +202,30 @@ pub fn problem_response(
     resp
 }
 
+/// Adds `"trace_id"` to a problem+json body the gateway made (a stored or relayed one, or
+/// one with a declared length, is left as it is).
+pub fn add_trace_id(resp: &mut Response<ProxyBody>, trace_id: &str) {
+    let problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if !problem || resp.headers().contains_key(header::CONTENT_LENGTH) {
+        return;
+    }
+    let Some(body) = resp.body_mut().full_bytes_mut() else {
+        return;
+    };
+    let Some(open) = body.strip_suffix(b"}") else {
+        return;
+    };
+    let mut out = Vec::with_capacity(body.len() + 16 + trace_id.len());
+    out.extend_from_slice(open);
+    out.extend_from_slice(b",\"trace_id\":\"");
+    out.extend_from_slice(trace_id.as_bytes());
+    out.extend_from_slice(b"\"}");
+    *body = Bytes::from(out);
+}
+
 /// `{"type":"about:blank","title":…,"status":…,"detail":…}`.
 pub fn problem_body(status: StatusCode, detail: &str) -> String {
     let mut out = String::with_capacity(96 + detail.len());

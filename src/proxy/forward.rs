@@ -21,6 +21,7 @@ use super::upstream_request::Outbound;
 use super::{mirror, Stop};
 use crate::config::model::UpstreamProtocol;
 use crate::message::Interim;
+use crate::observe::trace::{self, ChildKind, ChildSpan, RequestTrace};
 use crate::snapshot::{CompiledRoute, Snapshot, UpstreamGroup};
 use crate::upstream::added::Added;
 use crate::upstream::balancer::{InFlight, PickInput};
@@ -148,7 +149,8 @@ pub(super) async fn send(
             mirror::spawn(snap.clone(), shadow, &mut out.request, &out.added);
         }
     }
-    let result = forward(&exchange, &mut out.request).await;
+    let attempts = done.trace.as_deref_mut().map(Attempts::new);
+    let result = forward(&exchange, &mut out.request, attempts).await;
     // The map is reused for the next request's head; the body ends with the request.
     crate::spare_maps::give(std::mem::take(out.request.headers_mut()));
     if let (Some(log), Some(start)) = (done.log_mut(), up_start) {
@@ -178,11 +180,67 @@ pub(super) async fn send(
     }
 }
 
+/// Where a traced request's attempts are recorded, each with its own span, named as the
+/// parent in the `traceparent` it sends.
+pub(super) struct Attempts<'a> {
+    trace_id: u128,
+    sampled: bool,
+    spans: &'a mut Vec<ChildSpan>,
+}
+
+impl<'a> Attempts<'a> {
+    pub(super) fn new(t: &'a mut RequestTrace) -> Self {
+        Attempts {
+            trace_id: t.trace_id,
+            sampled: t.sampled,
+            spans: &mut t.spans,
+        }
+    }
+
+    /// A new span for the next attempt, named in the request's `traceparent`.
+    fn begin(&self, req: &mut Request<RequestBody>) -> u64 {
+        let id = trace::new_span_id();
+        let value = trace::context::format(self.trace_id, id, self.sampled);
+        req.headers_mut().insert(trace::TRACEPARENT, value);
+        id
+    }
+
+    /// Records attempt `span` (number `resend` + 1) to `target` of `group`.
+    fn record(
+        &mut self,
+        span: u64,
+        a: &Attempt<'_>,
+        group: &UpstreamGroup,
+        sent: &Result<Result<Response<UpstreamBody>, SendError>, crate::timer::Elapsed>,
+        resend: u32,
+    ) {
+        let (status, error) = match sent {
+            Ok(Ok(r)) => (r.status().as_u16(), None),
+            Ok(Err(e)) if e.error.is_connect() => (0, Some("connect_error")),
+            Ok(Err(_)) => (0, Some("upstream_error")),
+            Err(_) => (0, Some("timeout")),
+        };
+        self.spans.push(ChildSpan {
+            span_id: span,
+            start: a.started,
+            end: Instant::now(),
+            kind: ChildKind::Attempt(trace::Attempt {
+                upstream: group.name.clone(),
+                target: group.targets[a.target].address,
+                status,
+                resend,
+                error,
+            }),
+        });
+    }
+}
+
 /// Sends `req` to a target of the group, retrying as the route allows.
 /// The request stays the caller's: attempts borrow it, and a replay replaces it.
 pub(super) async fn forward(
     x: &Exchange<'_>,
     req: &mut Request<RequestBody>,
+    mut traced: Option<Attempts<'_>>,
 ) -> Result<Answer, Failed> {
     let retry = x.route.retry.as_ref();
     if let Some(r) = retry {
@@ -220,8 +278,12 @@ pub(super) async fn forward(
         };
         let address = group.targets[a.target].address;
         let deadline = a.started + a.limit;
+        let span = traced.as_ref().map(|t| t.begin(req));
         let sending = pool::send(&profile, address, req, x.added, a.started, x.interim);
         let sent = crate::timer::timeout_at(deadline, sending).await;
+        if let (Some(t), Some(span)) = (traced.as_mut(), span) {
+            t.record(span, &a, group, &sent, attempt - 1);
+        }
         let step = settle(x, a, sent, replay.as_ref(), sticky_pin);
         match step {
             Step::Done(r) => return r,

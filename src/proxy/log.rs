@@ -14,6 +14,7 @@ use super::access::apply_cors;
 use super::body::ProxyBody;
 use super::request::Arrival;
 use crate::observe::access_log::{AccessLog, Record};
+use crate::observe::trace::{RequestFacts, RequestTrace};
 use crate::observe::metrics::RouteMetrics;
 use crate::ratelimit::Hold;
 use crate::snapshot::Snapshot;
@@ -44,6 +45,8 @@ pub struct Completion {
     /// The request's place in its route's tunnel limits (a WebSocket upgrade), held by
     /// the tunnel until it ends.
     pub(super) tunnel_permit: Option<crate::tunnel::Permit>,
+    /// The request's trace, when the gateway traces (`tracing`): finished with the log.
+    pub(super) trace: Option<Box<RequestTrace>>,
     /// The log phase has run.
     logged: bool,
 }
@@ -91,6 +94,17 @@ impl Completion {
             rate_policy: None,
             tunnel_permit: None,
             logged: false,
+            trace: snap.tracer.as_ref().map(|t| {
+                let facts = RequestFacts {
+                    method: req.method().clone(),
+                    path: req.uri().path().to_owned(),
+                    host: arrival.host().into_owned(),
+                    client: arrival.client_ip,
+                    scheme: if arrival.tls { "https" } else { "http" },
+                    version: req.version(),
+                };
+                t.begin(arrival.trust_trace, req.headers(), facts)
+            }),
             log: snap.access_log.as_ref().map(|log| {
                 Box::new(LogData {
                     log: log.clone(),
@@ -107,6 +121,19 @@ impl Completion {
                     geo: None,
                 })
             }),
+        }
+    }
+
+    /// The current time, when the request is traced: the start of a phase's span.
+    pub(super) fn clock(&self) -> Option<Instant> {
+        self.trace.as_ref().map(|_| Instant::now())
+    }
+
+    /// Records the span of phase `name`, begun at `start` (from [`Completion::clock`]), when
+    /// the route `configured` the phase.
+    pub(super) fn phase(&mut self, name: &'static str, start: Option<Instant>, configured: bool) {
+        if let (Some(t), Some(start), true) = (self.trace.as_deref_mut(), start, configured) {
+            t.phase(name, start);
         }
     }
 
@@ -175,6 +202,13 @@ impl Completion {
         if let Some(m) = &self.route_metrics {
             m.observe(&self.method, self.status, duration);
         }
+        let trace_ids = match (&self.trace, &self.log) {
+            (Some(t), Some(_)) => Some((t.trace_id_hex(), t.span_id_hex())),
+            _ => None,
+        };
+        if let Some(t) = self.trace.take() {
+            t.finish(self.status, now);
+        }
         if let Some(l) = self.log.take() {
             let bytes_in = match tunnel {
                 Some(t) => t.to_upstream,
@@ -200,6 +234,7 @@ impl Completion {
                 upstream_duration: l.upstream_duration,
                 close_reason: tunnel.map(|t| t.close_reason),
                 geo: l.geo.as_ref(),
+                trace: trace_ids.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
             });
         }
     }

@@ -97,6 +97,11 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let arrival = request::arrive(&snap.listeners[conn.listener], conn, req);
     let mut done = Completion::begin(&snap, &arrival, req);
+    if let Some(t) = &done.trace {
+        // What goes upstream (a mirror copy and a stored job too) continues this request's
+        // span; each attempt names its own.
+        t.propagate(req.headers_mut(), t.span_id);
+    }
     // What the rate-limit policies decided, once they have: their fields go on every answer
     // from then on, the gateway's own included.
     let mut passed = None;
@@ -113,7 +118,9 @@ pub async fn handle(
     }
     let snap = &snap;
     let routed = next!(route::find(snap, conn, req, &arrival, &mut done));
+    let began = done.clock();
     let caller = next!(access::check(&routed, conn, req, &arrival, &mut done).await);
+    done.phase("access", began, routed.route.gate.is_some());
     let who = caller.as_ref();
     let queued = routed.route.queue.as_ref();
     if let Some(q) = queued.filter(|q| q.role == QueueRole::Status) {
@@ -125,7 +132,9 @@ pub async fn handle(
         done.edits = Some(Box::new(edits.resolve(&vars)));
     }
     let max_body = next!(limit::size(snap, &routed, conn, req));
+    let began = done.clock();
     next!(limit::admit(snap, &routed, req, &arrival, who, &mut passed, &mut done).await);
+    done.phase("rate_limit", began, !routed.route.rate_limits.is_empty());
     if routed.upgrade {
         next!(limit::tunnel(snap, &routed, &arrival, &mut done));
     }
@@ -146,8 +155,10 @@ pub async fn handle(
             .answer(&arrival.request_id, passed.as_ref(), done);
     }
     let passed = passed.as_ref();
+    let began = done.clock();
     let lookup = cache::lookup(snap, conn, &routed, req, &arrival, who, passed);
     let mut pending = next!(lookup.await);
+    done.phase("cache_lookup", began, routed.route.cache.is_some());
     let geo = routed.geo.as_ref();
     let group = next!(select::group(snap, routed.route, req.headers(), geo, &mut done).await);
     let mut out = upstream_request::Outbound::new();
@@ -201,6 +212,9 @@ impl Stop {
             Stop::Respond(resp) => *resp,
             Stop::Fail(err) => err.to_response(request_id),
         };
+        if let Some(t) = &done.trace {
+            error::add_trace_id(&mut resp, &t.trace_id_hex());
+        }
         if let Some(p) = passed {
             p.write_headers(resp.headers_mut());
         }

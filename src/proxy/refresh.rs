@@ -100,7 +100,7 @@ pub(super) fn spawn(
             tls: false,
         };
         let mut req = Request::from_parts(parts, RequestBody::empty());
-        let result = forward::forward(&exchange, &mut req)
+        let result = forward::forward(&exchange, &mut req, None)
             .await
             .map(|a| a.response)
             .map_err(|(e, _)| e);

@@ -25,6 +25,10 @@ pub(crate) struct Arrival {
     pub trusted: bool,
     /// The `Host` field, or the target's authority (HTTP/2, absolute form), as sent.
     pub host_value: Option<HeaderValue>,
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The caller's `traceparent` is continued (the listener's `trust_trace_context`).
+    pub trust_trace: bool,
 }
 
 impl Arrival {
@@ -55,6 +59,8 @@ pub(super) fn arrive<B>(listener: &ListenerSettings, conn: &ConnInfo, req: &Requ
         client_ip,
         trusted,
         host_value: request_host(req),
+        tls: conn.tls,
+        trust_trace: listener.trust_trace_context,
     }
 }
 

@@ -39,12 +39,14 @@ macro_rules! keys {
 }
 
 keys! {
-    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality"],
+    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality", "tracing"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
     RatePolicy: ["algorithm", "limit", "window", "rate", "period", "burst", "key", "ipv6_prefix", "store", "redis_mode", "batch_interval", "batch_max_pending", "on_redis_error", "x_ratelimit_headers"],
-    Listener: ["name", "address", "h2c", "tls", "trusted_proxies", "limits"],
+    Listener: ["name", "address", "h2c", "tls", "trusted_proxies", "limits", "trust_trace_context"],
+    Tracing: ["sample_ratio", "sample_errors", "sample_slower_than", "service_name", "otlp", "queue_size", "batch_size", "export_interval"],
+    Otlp: ["endpoint", "protocol", "headers", "timeout"],
     Tls: ["certificates", "min_version", "h2", "client_auth"],
     ClientAuth: ["ca_file", "mode"],
     Certificate: ["cert", "key", "server_names"],
@@ -198,6 +200,7 @@ mod tests {
             include_str!("cache.rs"),
             include_str!("queue.rs"),
             include_str!("geo.rs"),
+            include_str!("tracing.rs"),
         ];
         let mut seen = 0;
         for (name, keys) in sources.iter().flat_map(|s| declared(s)) {

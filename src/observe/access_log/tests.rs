@@ -26,6 +26,7 @@ fn record<'a>(path: &'a str) -> Record<'a> {
         upstream_duration: Some(Duration::from_micros(900)),
         close_reason: None,
         geo: None,
+        trace: None,
     }
 }
 

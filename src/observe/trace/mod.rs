@@ -1,0 +1,314 @@
+//! Distributed tracing: every request of a gateway with `tracing` gets a trace context
+//! (continued from a trusted caller's `traceparent`, or new), passed on to its upstreams,
+//! and a record of its spans (the request, the phases that wait on something, each
+//! upstream attempt). Whether the record is exported is decided when the request ends: by
+//! the ratio decided at its start (head sampling), or because it failed or was slow. Records
+//! go to the exporter through a bounded queue; a full queue drops them (counted), so a slow
+//! or absent receiver never holds a request up.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderMap, HeaderValue, Method};
+use tokio::sync::mpsc;
+
+use crate::config::model::TracingSettings;
+use crate::observe::metrics::TraceMetrics;
+
+pub mod context;
+mod export;
+
+pub use context::{TRACEPARENT, TRACESTATE};
+
+/// The compiled `tracing` section: sampling, and the queue to the exporter.
+pub struct Tracer {
+    /// Head sampling: a trace whose id's low 64 bits fall under this is recorded.
+    threshold: u64,
+    /// Every trace is recorded (ratio 1).
+    always: bool,
+    errors: bool,
+    slower_than: Option<Duration>,
+    queue: mpsc::Sender<Box<RequestTrace>>,
+    metrics: TraceMetrics,
+}
+
+/// The trace of one request, recorded while it runs.
+pub struct RequestTrace {
+    tracer: Arc<Tracer>,
+    pub trace_id: u128,
+    /// The request's own (server) span.
+    pub span_id: u64,
+    /// The caller's span, when its context was continued.
+    parent: Option<u64>,
+    /// The head decision, passed on in the `traceparent` flags.
+    pub sampled: bool,
+    /// The caller's `tracestate`, passed on with its context.
+    tracestate: Option<HeaderValue>,
+    time: SystemTime,
+    start: Instant,
+    end: Instant,
+    pub status: u16,
+    pub request: RequestFacts,
+    pub route: Option<Arc<str>>,
+    pub spans: Vec<ChildSpan>,
+}
+
+/// What the request span says of the request.
+pub struct RequestFacts {
+    pub method: Method,
+    pub path: String,
+    pub host: String,
+    pub client: IpAddr,
+    pub scheme: &'static str,
+    pub version: http::Version,
+}
+
+/// A span inside the request's: a phase that waited on something, or an upstream attempt.
+pub struct ChildSpan {
+    pub span_id: u64,
+    pub start: Instant,
+    pub end: Instant,
+    pub kind: ChildKind,
+}
+
+/// What a child span was.
+pub enum ChildKind {
+    /// A phase of the pipeline (`access`, `rate_limit`, `cache_lookup`).
+    Phase(&'static str),
+    /// One try at an upstream target.
+    Attempt(Attempt),
+}
+
+/// One upstream attempt.
+pub struct Attempt {
+    pub upstream: Arc<str>,
+    pub target: SocketAddr,
+    /// The response status; 0 when none came.
+    pub status: u16,
+    /// Attempts before this one (`http.request.resend_count`).
+    pub resend: u32,
+    /// Why no response came (`connect_error`, `timeout`, `upstream_error`).
+    pub error: Option<&'static str>,
+}
+
+impl Tracer {
+    /// Starts the exporter on `runtime` and returns the tracer feeding it.
+    pub fn start(
+        settings: &TracingSettings,
+        runtime: &tokio::runtime::Handle,
+        metrics: TraceMetrics,
+    ) -> Arc<Tracer> {
+        let (queue, rx) = mpsc::channel(settings.queue_size);
+        runtime.spawn(export::run(rx, settings.clone(), metrics.clone()));
+        Arc::new(Tracer {
+            threshold: (settings.sample_ratio * u64::MAX as f64) as u64,
+            always: settings.sample_ratio >= 1.0,
+            errors: settings.sample_errors,
+            slower_than: settings.sample_slower_than,
+            queue,
+            metrics,
+        })
+    }
+
+    /// The trace of a request that just arrived: its caller's, when `trusted` and the
+    /// caller sent a valid `traceparent`, or a new one.
+    pub fn begin(
+        self: &Arc<Self>,
+        trusted: bool,
+        headers: &HeaderMap,
+        request: RequestFacts,
+    ) -> Box<RequestTrace> {
+        let parent = trusted
+            .then(|| headers.get(TRACEPARENT))
+            .flatten()
+            .and_then(|v| context::parse(v.as_bytes()));
+        let (trace_id, sampled) = match parent {
+            Some(p) => (p.trace_id, p.sampled),
+            None => {
+                let id = new_trace_id();
+                (id, self.always || (id as u64) < self.threshold)
+            }
+        };
+        let start = Instant::now();
+        Box::new(RequestTrace {
+            tracer: self.clone(),
+            trace_id,
+            span_id: new_span_id(),
+            parent: parent.map(|p| p.span_id),
+            sampled,
+            tracestate: parent
+                .and_then(|_| headers.get(TRACESTATE))
+                .cloned(),
+            time: SystemTime::now(),
+            start,
+            end: start,
+            status: 0,
+            request,
+            route: None,
+            spans: Vec::new(),
+        })
+    }
+
+    /// Whether a finished request is exported: sampled at its start, or failed, or slow.
+    fn keeps(&self, t: &RequestTrace) -> bool {
+        t.sampled
+            || (self.errors && t.status >= 500)
+            || self
+                .slower_than
+                .is_some_and(|d| t.end.saturating_duration_since(t.start) > d)
+    }
+}
+
+impl RequestTrace {
+    /// Sets the request's trace context on `headers` (the upstream request, a mirror copy,
+    /// a stored job): `parent` as the span the receiver continues.
+    pub fn propagate(&self, headers: &mut HeaderMap, parent: u64) {
+        headers.insert(
+            TRACEPARENT,
+            context::format(self.trace_id, parent, self.sampled),
+        );
+        match &self.tracestate {
+            Some(state) => {
+                headers.insert(TRACESTATE, state.clone());
+            }
+            None => {
+                headers.remove(TRACESTATE);
+            }
+        }
+    }
+
+    /// Records a phase that ran from `start` until now.
+    pub fn phase(&mut self, name: &'static str, start: Instant) {
+        self.spans.push(ChildSpan {
+            span_id: new_span_id(),
+            start,
+            end: Instant::now(),
+            kind: ChildKind::Phase(name),
+        });
+    }
+
+    /// The request ended with `status` at `end`: the record goes to the exporter if it is
+    /// kept, or is dropped (and counted) when the exporter's queue is full.
+    pub fn finish(mut self: Box<Self>, status: u16, end: Instant) {
+        self.status = status;
+        self.end = end;
+        let tracer = self.tracer.clone();
+        if !tracer.keeps(&self) {
+            return;
+        }
+        if tracer.queue.try_send(self).is_err() {
+            tracer.metrics.dropped.inc();
+        }
+    }
+
+    /// The trace id as 32 hex digits (for the access log and error bodies).
+    pub fn trace_id_hex(&self) -> String {
+        context::to_hex(self.trace_id, 32)
+    }
+
+    /// The request span's id as 16 hex digits.
+    pub fn span_id_hex(&self) -> String {
+        context::to_hex(u128::from(self.span_id), 16)
+    }
+}
+
+/// A new trace id: random, never zero.
+fn new_trace_id() -> u128 {
+    fastrand::u128(1..)
+}
+
+/// A new span id: random, never zero.
+pub fn new_span_id() -> u64 {
+    fastrand::u64(1..)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn tracer(ratio: f64) -> (Arc<Tracer>, mpsc::Receiver<Box<RequestTrace>>) {
+        let (queue, rx) = mpsc::channel(2);
+        let t = Arc::new(Tracer {
+            threshold: (ratio * u64::MAX as f64) as u64,
+            always: ratio >= 1.0,
+            errors: true,
+            slower_than: Some(Duration::from_secs(5)),
+            queue,
+            metrics: TraceMetrics::default(),
+        });
+        (t, rx)
+    }
+
+    fn facts() -> RequestFacts {
+        RequestFacts {
+            method: Method::GET,
+            path: "/".into(),
+            host: "a.test".into(),
+            client: IpAddr::from([127, 0, 0, 1]),
+            scheme: "http",
+            version: http::Version::HTTP_11,
+        }
+    }
+
+    fn with_parent(sampled: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{sampled}");
+        h.insert(TRACEPARENT, v.parse().unwrap());
+        h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
+        h
+    }
+
+    #[test]
+    fn a_trusted_callers_context_is_continued_and_an_untrusted_one_replaced() {
+        let (t, _rx) = tracer(0.0);
+        let continued = t.begin(true, &with_parent("01"), facts());
+        assert_eq!(continued.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(continued.parent, Some(0x00f067aa0ba902b7));
+        assert!(continued.sampled, "the caller's flag is followed");
+        let mut out = HeaderMap::new();
+        continued.propagate(&mut out, 7);
+        assert_eq!(
+            out[TRACEPARENT],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000007-01"
+        );
+        assert_eq!(out[TRACESTATE], "vendor=x");
+        let replaced = t.begin(false, &with_parent("01"), facts());
+        assert_ne!(replaced.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(replaced.parent, None);
+        assert!(!replaced.sampled, "ratio 0");
+        let mut out = with_parent("01");
+        replaced.propagate(&mut out, 7);
+        assert!(out.get(TRACESTATE).is_none(), "an untrusted tracestate is dropped");
+    }
+
+    #[test]
+    fn the_ratio_samples_about_its_share_of_new_traces() {
+        let (t, _rx) = tracer(0.25);
+        let n = (0..20_000)
+            .filter(|_| t.begin(false, &HeaderMap::new(), facts()).sampled)
+            .count();
+        assert!((4_000..6_000).contains(&n), "{n}");
+        let (all, _rx) = tracer(1.0);
+        assert!(all.begin(false, &HeaderMap::new(), facts()).sampled);
+    }
+
+    #[test]
+    fn errors_and_slow_requests_are_kept_whatever_the_ratio_and_a_full_queue_drops() {
+        let (t, mut rx) = tracer(0.0);
+        let start = Instant::now();
+        t.begin(false, &HeaderMap::new(), facts()).finish(200, start);
+        assert!(rx.try_recv().is_err(), "sampled out");
+        t.begin(false, &HeaderMap::new(), facts()).finish(502, start);
+        assert_eq!(rx.try_recv().unwrap().status, 502);
+        let slow = t.begin(false, &HeaderMap::new(), facts());
+        let end = slow.start + Duration::from_secs(6);
+        slow.finish(200, end);
+        assert!(rx.try_recv().is_ok(), "slow");
+        for _ in 0..3 {
+            t.begin(false, &HeaderMap::new(), facts()).finish(500, start);
+        }
+        assert_eq!(t.metrics.dropped.get(), 1, "a queue of 2 drops the third");
+    }
+}
