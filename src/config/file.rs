@@ -13,15 +13,15 @@ use serde::Deserialize;
 mod access;
 mod cache;
 mod geo;
-mod tracing;
 mod keys;
 mod queue;
+mod tracing;
 pub use access::*;
 pub use cache::*;
 pub use geo::*;
-pub use tracing::*;
 pub use keys::{suggestion, Keys};
 pub use queue::*;
+pub use tracing::*;
 
 /// Keys the file has but the gateway does not know; `validate.rs` reports each one.
 pub type Unknown = BTreeMap<String, serde::de::IgnoredAny>;

@@ -135,8 +135,10 @@ mod tests {
         ] {
             assert!(e.contains(part), "{part} missing from:\n{e}");
         }
-        assert!(errors("{otlp: {endpoint: 'http://127.0.0.1:4317/x', protocol: grpc}}")
-            .contains("a gRPC endpoint has no path"));
+        assert!(
+            errors("{otlp: {endpoint: 'http://127.0.0.1:4317/x', protocol: grpc}}")
+                .contains("a gRPC endpoint has no path")
+        );
         assert_eq!(errors("{otlp: {endpoint: 'http://127.0.0.1:4318'}}"), "");
     }
 }

@@ -45,8 +45,8 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 pub use ratelimit::{PolicyCounters, RateLimitMetrics};
 pub use resilience::{ResilienceMetrics, TargetState};
-pub use tunnel::TunnelMetrics;
 pub use trace::TraceMetrics;
+pub use tunnel::TunnelMetrics;
 
 /// Content type of [`Metrics::encode`]: the crate writes OpenMetrics text, ending in `# EOF`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

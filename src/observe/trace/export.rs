@@ -59,6 +59,8 @@ pub(super) async fn run(
     }
 }
 
+// The records come boxed through the queue (a request moves a pointer, not the record).
+#[allow(clippy::vec_box)]
 async fn send(
     exporter: &opentelemetry_otlp::SpanExporter,
     scope: &InstrumentationScope,
@@ -192,7 +194,15 @@ fn spans(t: &RequestTrace, scope: &InstrumentationScope) -> Vec<SpanData> {
         instrumentation_scope: scope.clone(),
     });
     for c in &t.spans {
-        out.push(child(t, c, &method, context(c.span_id, false), at(c.start), at(c.end), scope));
+        out.push(child(
+            t,
+            c,
+            &method,
+            context(c.span_id, false),
+            at(c.start),
+            at(c.end),
+            scope,
+        ));
     }
     out
 }
@@ -243,7 +253,12 @@ fn child(
                 }
                 None => Status::Unset,
             };
-            (SpanKind::Client, Cow::Owned(method.to_owned()), attrs, status)
+            (
+                SpanKind::Client,
+                Cow::Owned(method.to_owned()),
+                attrs,
+                status,
+            )
         }
     };
     SpanData {
@@ -271,4 +286,3 @@ fn version(v: http::Version) -> &'static str {
         _ => "1.1",
     }
 }
-

@@ -137,9 +137,7 @@ impl Tracer {
             span_id: new_span_id(),
             parent: parent.map(|p| p.span_id),
             sampled,
-            tracestate: parent
-                .and_then(|_| headers.get(TRACESTATE))
-                .cloned(),
+            tracestate: parent.and_then(|_| headers.get(TRACESTATE)).cloned(),
             time: SystemTime::now(),
             start,
             end: start,
@@ -280,7 +278,10 @@ mod tests {
         assert!(!replaced.sampled, "ratio 0");
         let mut out = with_parent("01");
         replaced.propagate(&mut out, 7);
-        assert!(out.get(TRACESTATE).is_none(), "an untrusted tracestate is dropped");
+        assert!(
+            out.get(TRACESTATE).is_none(),
+            "an untrusted tracestate is dropped"
+        );
     }
 
     #[test]
@@ -298,16 +299,19 @@ mod tests {
     fn errors_and_slow_requests_are_kept_whatever_the_ratio_and_a_full_queue_drops() {
         let (t, mut rx) = tracer(0.0);
         let start = Instant::now();
-        t.begin(false, &HeaderMap::new(), facts()).finish(200, start);
+        t.begin(false, &HeaderMap::new(), facts())
+            .finish(200, start);
         assert!(rx.try_recv().is_err(), "sampled out");
-        t.begin(false, &HeaderMap::new(), facts()).finish(502, start);
+        t.begin(false, &HeaderMap::new(), facts())
+            .finish(502, start);
         assert_eq!(rx.try_recv().unwrap().status, 502);
         let slow = t.begin(false, &HeaderMap::new(), facts());
         let end = slow.start + Duration::from_secs(6);
         slow.finish(200, end);
         assert!(rx.try_recv().is_ok(), "slow");
         for _ in 0..3 {
-            t.begin(false, &HeaderMap::new(), facts()).finish(500, start);
+            t.begin(false, &HeaderMap::new(), facts())
+                .finish(500, start);
         }
         assert_eq!(t.metrics.dropped.get(), 1, "a queue of 2 drops the third");
     }
