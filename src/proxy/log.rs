@@ -97,8 +97,8 @@ impl Completion {
             trace: snap.tracer.as_ref().map(|t| {
                 let facts = RequestFacts {
                     method: req.method().clone(),
-                    path: req.uri().path().to_owned(),
-                    host: arrival.host().into_owned(),
+                    uri: req.uri().clone(),
+                    host: arrival.host_value.clone(),
                     client: arrival.client_ip,
                     scheme: if arrival.tls { "https" } else { "http" },
                     version: req.version(),
@@ -124,15 +124,15 @@ impl Completion {
         }
     }
 
-    /// The current time, when the request is traced: the start of a phase's span.
-    pub(super) fn clock(&self) -> Option<Instant> {
-        self.trace.as_ref().map(|_| Instant::now())
+    /// The current time, when the request is traced and the route `configured` the phase
+    /// about to run: the start of the phase's span.
+    pub(super) fn clock(&self, configured: bool) -> Option<Instant> {
+        (configured && self.trace.is_some()).then(Instant::now)
     }
 
-    /// Records the span of phase `name`, begun at `start` (from [`Completion::clock`]), when
-    /// the route `configured` the phase.
-    pub(super) fn phase(&mut self, name: &'static str, start: Option<Instant>, configured: bool) {
-        if let (Some(t), Some(start), true) = (self.trace.as_deref_mut(), start, configured) {
+    /// Records the span of phase `name`, begun at `start` (from [`Completion::clock`]).
+    pub(super) fn phase(&mut self, name: &'static str, start: Option<Instant>) {
+        if let (Some(t), Some(start)) = (self.trace.as_deref_mut(), start) {
             t.phase(name, start);
         }
     }

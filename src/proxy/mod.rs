@@ -97,11 +97,6 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let arrival = request::arrive(&snap.listeners[conn.listener], conn, req);
     let mut done = Completion::begin(&snap, &arrival, req);
-    if let Some(t) = &done.trace {
-        // What goes upstream (a mirror copy and a stored job too) continues this request's
-        // span; each attempt names its own.
-        t.propagate(req.headers_mut(), t.span_id);
-    }
     // What the rate-limit policies decided, once they have: their fields go on every answer
     // from then on, the gateway's own included.
     let mut passed = None;
@@ -118,9 +113,16 @@ pub async fn handle(
     }
     let snap = &snap;
     let routed = next!(route::find(snap, conn, req, &arrival, &mut done));
-    let began = done.clock();
+    if let Some(t) = &done.trace {
+        // A mirror copy and a stored job continue this request's span; an attempt names its
+        // own (`forward`), so a plain route only settles the caller's `tracestate`.
+        let r = routed.route;
+        let copied = r.mirror.is_some() || r.queue.is_some() || r.publish.is_some();
+        t.propagate(req.headers_mut(), copied.then_some(t.span_id));
+    }
+    let began = done.clock(routed.route.gate.is_some());
     let caller = next!(access::check(&routed, conn, req, &arrival, &mut done).await);
-    done.phase("access", began, routed.route.gate.is_some());
+    done.phase("access", began);
     let who = caller.as_ref();
     let queued = routed.route.queue.as_ref();
     if let Some(q) = queued.filter(|q| q.role == QueueRole::Status) {
@@ -132,9 +134,9 @@ pub async fn handle(
         done.edits = Some(Box::new(edits.resolve(&vars)));
     }
     let max_body = next!(limit::size(snap, &routed, conn, req));
-    let began = done.clock();
+    let began = done.clock(!routed.route.rate_limits.is_empty());
     next!(limit::admit(snap, &routed, req, &arrival, who, &mut passed, &mut done).await);
-    done.phase("rate_limit", began, !routed.route.rate_limits.is_empty());
+    done.phase("rate_limit", began);
     if routed.upgrade {
         next!(limit::tunnel(snap, &routed, &arrival, &mut done));
     }
@@ -155,10 +157,10 @@ pub async fn handle(
             .answer(&arrival.request_id, passed.as_ref(), done);
     }
     let passed = passed.as_ref();
-    let began = done.clock();
+    let began = done.clock(routed.route.cache.is_some());
     let lookup = cache::lookup(snap, conn, &routed, req, &arrival, who, passed);
     let mut pending = next!(lookup.await);
-    done.phase("cache_lookup", began, routed.route.cache.is_some());
+    done.phase("cache_lookup", began);
     let geo = routed.geo.as_ref();
     let group = next!(select::group(snap, routed.route, req.headers(), geo, &mut done).await);
     let mut out = upstream_request::Outbound::new();

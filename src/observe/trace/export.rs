@@ -145,7 +145,8 @@ fn spans(t: &RequestTrace, scope: &InstrumentationScope) -> Vec<SpanData> {
         )
     };
     // Wall-clock times from the monotonic offsets, against the request's arrival time.
-    let at = |i: std::time::Instant| t.time + i.saturating_duration_since(t.start);
+    let time = t.time.unwrap_or_else(SystemTime::now);
+    let at = |i: std::time::Instant| time + i.saturating_duration_since(t.start);
     let r = &t.request;
     let method = r.method.as_str().to_owned();
     let name = match &t.route {
@@ -154,9 +155,17 @@ fn spans(t: &RequestTrace, scope: &InstrumentationScope) -> Vec<SpanData> {
     };
     let mut attributes = vec![
         KeyValue::new("http.request.method", method.clone()),
-        KeyValue::new("url.path", r.path.clone()),
+        KeyValue::new("url.path", r.uri.path().to_owned()),
         KeyValue::new("url.scheme", r.scheme),
-        KeyValue::new("server.address", r.host.clone()),
+        KeyValue::new(
+            "server.address",
+            r.host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .map(without_port)
+                .unwrap_or("")
+                .to_owned(),
+        ),
         KeyValue::new("client.address", r.client.to_string()),
         KeyValue::new("network.protocol.version", version(r.version)),
     ];
@@ -184,7 +193,7 @@ fn spans(t: &RequestTrace, scope: &InstrumentationScope) -> Vec<SpanData> {
         parent_span_is_remote: t.parent.is_some(),
         span_kind: SpanKind::Server,
         name: Cow::Owned(name),
-        start_time: t.time,
+        start_time: time,
         end_time: at(t.end),
         attributes,
         dropped_attributes_count: 0,
@@ -275,6 +284,14 @@ fn child(
         links: SpanLinks::default(),
         status,
         instrumentation_scope: scope.clone(),
+    }
+}
+
+/// `host[:port]` without its port (an IPv6 literal keeps its brackets).
+fn without_port(h: &str) -> &str {
+    match h.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() => name,
+        _ => h,
     }
 }
 

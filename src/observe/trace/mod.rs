@@ -45,7 +45,8 @@ pub struct RequestTrace {
     pub sampled: bool,
     /// The caller's `tracestate`, passed on with its context.
     tracestate: Option<HeaderValue>,
-    time: SystemTime,
+    /// The wall-clock time of `start`, taken only for an exported record.
+    time: Option<SystemTime>,
     start: Instant,
     end: Instant,
     pub status: u16,
@@ -54,11 +55,12 @@ pub struct RequestTrace {
     pub spans: Vec<ChildSpan>,
 }
 
-/// What the request span says of the request.
+/// What the request span says of the request: shared handles on the request's own bytes
+/// (no copy), read only if the record is exported.
 pub struct RequestFacts {
     pub method: Method,
-    pub path: String,
-    pub host: String,
+    pub uri: http::Uri,
+    pub host: Option<HeaderValue>,
     pub client: IpAddr,
     pub scheme: &'static str,
     pub version: http::Version,
@@ -138,7 +140,7 @@ impl Tracer {
             parent: parent.map(|p| p.span_id),
             sampled,
             tracestate: parent.and_then(|_| headers.get(TRACESTATE)).cloned(),
-            time: SystemTime::now(),
+            time: None,
             start,
             end: start,
             status: 0,
@@ -160,12 +162,15 @@ impl Tracer {
 
 impl RequestTrace {
     /// Sets the request's trace context on `headers` (the upstream request, a mirror copy,
-    /// a stored job): `parent` as the span the receiver continues.
-    pub fn propagate(&self, headers: &mut HeaderMap, parent: u64) {
-        headers.insert(
-            TRACEPARENT,
-            context::format(self.trace_id, parent, self.sampled),
-        );
+    /// a stored job): `parent`, when given, as the span the receiver continues, and the
+    /// caller's `tracestate` only when its context was continued.
+    pub fn propagate(&self, headers: &mut HeaderMap, parent: Option<u64>) {
+        if let Some(parent) = parent {
+            headers.insert(
+                TRACEPARENT,
+                context::format(self.trace_id, parent, self.sampled),
+            );
+        }
         match &self.tracestate {
             Some(state) => {
                 headers.insert(TRACESTATE, state.clone());
@@ -195,6 +200,8 @@ impl RequestTrace {
         if !tracer.keeps(&self) {
             return;
         }
+        let ran = end.saturating_duration_since(self.start) + self.start.elapsed();
+        self.time = SystemTime::now().checked_sub(ran);
         if tracer.queue.try_send(self).is_err() {
             tracer.metrics.dropped.inc();
         }
@@ -242,8 +249,8 @@ mod tests {
     fn facts() -> RequestFacts {
         RequestFacts {
             method: Method::GET,
-            path: "/".into(),
-            host: "a.test".into(),
+            uri: http::Uri::from_static("/"),
+            host: Some(HeaderValue::from_static("a.test")),
             client: IpAddr::from([127, 0, 0, 1]),
             scheme: "http",
             version: http::Version::HTTP_11,
@@ -266,7 +273,7 @@ mod tests {
         assert_eq!(continued.parent, Some(0x00f067aa0ba902b7));
         assert!(continued.sampled, "the caller's flag is followed");
         let mut out = HeaderMap::new();
-        continued.propagate(&mut out, 7);
+        continued.propagate(&mut out, Some(7));
         assert_eq!(
             out[TRACEPARENT],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000007-01"
@@ -277,7 +284,7 @@ mod tests {
         assert_eq!(replaced.parent, None);
         assert!(!replaced.sampled, "ratio 0");
         let mut out = with_parent("01");
-        replaced.propagate(&mut out, 7);
+        replaced.propagate(&mut out, Some(7));
         assert!(
             out.get(TRACESTATE).is_none(),
             "an untrusted tracestate is dropped"
