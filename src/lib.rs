@@ -21,6 +21,7 @@ pub mod observe;
 pub mod outgoing;
 pub mod proxy;
 pub mod queue;
+pub mod quiet;
 pub mod ratelimit;
 pub mod redis_link;
 pub mod reload;

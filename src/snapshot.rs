@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub geo: Option<Arc<crate::geo::Geo>>,
     /// Distributed tracing, when the config has a `tracing` section (and the gateway runs).
     pub tracer: Option<Arc<crate::observe::trace::Tracer>>,
+    /// Access-log sampling at high rates (`access_log.sample_success`).
+    pub log_sampling: Option<Arc<crate::observe::access_log::LogSampling>>,
 }
 
 pub struct CompiledRoute {
@@ -389,9 +391,17 @@ impl Snapshot {
             }),
             None => None,
         };
+        let log_sampling = config.access_log.sample_success.map(|(above, ratio)| {
+            Arc::new(crate::observe::access_log::LogSampling::new(
+                above,
+                ratio,
+                metrics.access_log_sampled_out.clone(),
+            ))
+        });
         Ok(Snapshot {
             geo,
             tracer,
+            log_sampling,
             cache,
             queues,
             access_log: access_log.filter(|_| config.access_log.enabled),

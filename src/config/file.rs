@@ -363,6 +363,24 @@ pub struct AccessLog {
     /// `stdout`, `stderr` or a file path.
     #[serde(default)]
     pub target: Option<String>,
+    /// At high rates, write only a share of the lines of successful requests.
+    #[serde(default)]
+    pub sample_success: Option<SampleSuccess>,
+}
+
+/// `access_log.sample_success`: past `above_per_second` lines in a second, only `ratio` of
+/// the lines of requests answered under 400 are written (errors always are).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SampleSuccess {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Lines a second written in full before sampling starts (default 1000).
+    #[serde(default)]
+    pub above_per_second: Option<u64>,
+    /// Share of successful requests' lines written past it, 0 to 1.
+    pub ratio: f64,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

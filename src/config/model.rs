@@ -164,6 +164,8 @@ pub struct Admin {
 pub struct AccessLog {
     pub enabled: bool,
     pub target: LogTarget,
+    /// `sample_success`: lines a second written in full, and the share kept past them.
+    pub sample_success: Option<(u64, f64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -82,6 +82,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         None => AccessLog {
             enabled: false,
             target: LogTarget::Stdout,
+            sample_success: None,
         },
         Some(a) => {
             errs.unknown_in("access_log", &a);
@@ -94,9 +95,17 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
                 }
                 Some(p) => LogTarget::File(base_dir.join(p)),
             };
+            let sample_success = a.sample_success.as_ref().map(|s| {
+                errs.unknown_in("access_log.sample_success", &s);
+                if !(0.0..=1.0).contains(&s.ratio) {
+                    errs.push("access_log.sample_success.ratio", "a share between 0 and 1");
+                }
+                (s.above_per_second.unwrap_or(1000), s.ratio)
+            });
             AccessLog {
                 enabled: a.enabled.unwrap_or(true),
                 target,
+                sample_success,
             }
         }
     };

@@ -418,5 +418,9 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+mod sampling;
+
+pub use sampling::LogSampling;
+
 #[cfg(test)]
 mod tests;

@@ -141,6 +141,9 @@ pub struct Metrics {
     pub tunnels: TunnelMetrics,
     /// Span export metrics (`trace.rs`).
     pub traces: TraceMetrics,
+    /// `ferrogate_access_log_sampled_out_total`: access-log lines left out by
+    /// `access_log.sample_success`.
+    pub access_log_sampled_out: Counter,
 }
 
 /// Request metrics of one route. Cheap to clone; counts survive reloads because handles of
@@ -356,10 +359,17 @@ impl Metrics {
         tunnels.register(&mut registry);
         let traces = TraceMetrics::default();
         traces.register(&mut registry);
+        let access_log_sampled_out = Counter::default();
+        registry.register(
+            "ferrogate_access_log_sampled_out",
+            "Access-log lines of successful requests left out at high rates",
+            access_log_sampled_out.clone(),
+        );
 
         Metrics {
             tunnels,
             traces,
+            access_log_sampled_out,
             resilience,
             rate_limits,
             cache,

@@ -101,7 +101,7 @@ pub(super) fn refusal(denied: Denied, request_id: &HeaderValue) -> Response<Prox
             resp
         }
         Denied::Unavailable(reason) => {
-            tracing::warn!(%reason, "identity provider unavailable");
+            crate::warn_throttled!(%reason, "identity provider unavailable");
             ProxyError::AuthUnavailable.to_response(request_id)
         }
         Denied::Invalid(violations) => invalid(&violations, request_id),

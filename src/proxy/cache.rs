@@ -774,7 +774,7 @@ fn invalidate_after(svc: &CacheService, t: &OwnedTarget, status: StatusCode, hea
         if let Some(shared) = svc.shared.clone() {
             tokio::spawn(async move {
                 if let Err(e) = Purge::Url(url).apply_shared(&shared).await {
-                    tracing::warn!(error = %e, "cache: invalidation did not reach the Redis tier");
+                    crate::warn_throttled!(error = %e, "cache: invalidation did not reach the Redis tier");
                 }
             });
         }

@@ -65,6 +65,7 @@ const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// The access-log record's fields, gathered while the request runs (only when the log is on).
 pub(super) struct LogData {
     log: Arc<AccessLog>,
+    sampling: Option<Arc<crate::observe::access_log::LogSampling>>,
     time: SystemTime,
     request_id: HeaderValue,
     client_ip: IpAddr,
@@ -108,6 +109,7 @@ impl Completion {
             log: snap.access_log.as_ref().map(|log| {
                 Box::new(LogData {
                     log: log.clone(),
+                    sampling: snap.log_sampling.clone(),
                     time: SystemTime::now(),
                     request_id: arrival.request_id.clone(),
                     client_ip: arrival.client_ip,
@@ -209,7 +211,12 @@ impl Completion {
         if let Some(t) = self.trace.take() {
             t.finish(self.status, now);
         }
-        if let Some(l) = self.log.take() {
+        let sampled_out = self
+            .log
+            .as_ref()
+            .and_then(|l| l.sampling.as_ref())
+            .is_some_and(|s| !s.keep(self.status));
+        if let Some(l) = self.log.take().filter(|_| !sampled_out) {
             let bytes_in = match tunnel {
                 Some(t) => t.to_upstream,
                 None => l

@@ -233,7 +233,7 @@ impl Policy {
             Ok(answer) => Ok(answer),
             Err(e) => {
                 self.metrics.redis_error(operation, e.kind());
-                tracing::warn!(policy = %self.name, error = %e, "rate limit: Redis call failed");
+                crate::warn_throttled!(policy = %self.name, error = %e, "rate limit: Redis call failed");
                 if *fail_open {
                     self.counters.fallbacks.inc();
                     Ok(self.decide_locally(key))

@@ -308,7 +308,7 @@ async fn connect(key: &Key) -> Result<UpstreamStream, UpstreamError> {
             if let ConnectError::Tls(error) = &e {
                 // A TLS failure is a configuration problem on one side or the other, not
                 // load: say which target and why where operators look.
-                tracing::warn!(target_addr = %key.0, %error, "upstream tls handshake failed");
+                crate::warn_throttled!(target_addr = %key.0, %error, "upstream tls handshake failed");
             }
             UpstreamError::Connect(e)
         })
