@@ -85,6 +85,10 @@ pub struct File {
     /// Where this instance runs, for upstream groups with `locality`.
     #[serde(default)]
     pub locality: Option<Locality>,
+    /// Directory of the state the gateway keeps on disk: configuration versions written
+    /// through the admin API and their audit log (off when absent: kept in memory only).
+    #[serde(default)]
+    pub data_dir: Option<String>,
 }
 
 /// `dns`: the resolver of targets given by name.
@@ -340,6 +344,34 @@ pub struct Admin {
     pub unknown: Unknown,
     /// `IP:PORT` of the admin listener; keep it private.
     pub address: String,
+    /// Bearer tokens of the admin listener, each with a role; none: no authentication
+    /// (keep the listener on loopback then).
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+    /// Applied configuration versions kept for `GET /config/versions` and rollback
+    /// (default 50).
+    #[serde(default)]
+    pub versions_kept: Option<usize>,
+}
+
+/// `admin.tokens[]`: one bearer token of the admin listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AdminToken {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Who the token is: written to the audit log of configuration changes.
+    pub name: String,
+    /// `viewer` (reads), `operator` (also purge, drain, reload) or `admin` (also
+    /// configuration changes).
+    pub role: String,
+    /// Lower-case hex SHA-256 digest of the token (one of `sha256` and `token_env`).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Environment variable holding the token itself, read when the configuration loads.
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -39,7 +39,7 @@ macro_rules! keys {
 }
 
 keys! {
-    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality"],
+    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality", "data_dir"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
@@ -49,7 +49,8 @@ keys! {
     ClientAuth: ["ca_file", "mode"],
     Certificate: ["cert", "key", "server_names"],
     Limits: ["max_request_line", "max_header_bytes", "max_headers", "max_chunk_extension", "header_timeout", "keepalive_timeout", "body_timeout", "max_body_bytes", "max_connections", "max_connections_per_ip", "h2_max_concurrent_streams", "h2_initial_stream_window", "h2_initial_connection_window", "h2_idle_timeout"],
-    Admin: ["address"],
+    Admin: ["address", "tokens", "versions_kept"],
+    AdminToken: ["name", "role", "sha256", "token_env"],
     AccessLog: ["enabled", "target"],
     Metrics: ["enabled"],
     Upstream: ["targets", "balancer", "hash_on", "protocol", "tls", "connect_timeout", "request_timeout", "keepalive", "health_check", "circuit_breaker", "max_concurrent_requests", "queue", "sticky", "locality"],
