@@ -504,3 +504,67 @@ async fn every_documented_endpoint_answers() {
         }
     }
 }
+
+/// A TLS client to the admin listener trusting `pki`'s CA, presenting `client` (a name of
+/// `pki`) when given; the status of `GET /healthz`, or `None` when TLS or HTTP failed.
+async fn healthz_over_tls(
+    admin: SocketAddr,
+    pki: &support::TestPki,
+    client: Option<&str>,
+) -> Option<u16> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(name) => {
+            let chain = CertificateDer::pem_file_iter(pki.file(&format!("{name}.crt")))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(pki.file(&format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(admin).await.ok()?;
+    let name = ServerName::try_from("admin.test").unwrap();
+    let tls = connector.connect(name, tcp).await.ok()?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = Request::get("/healthz")
+        .header("host", "admin.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), tx.send_request(req))
+        .await
+        .ok()?
+        .ok()?;
+    Some(resp.status().as_u16())
+}
+
+#[tokio::test]
+async fn the_admin_listener_can_require_client_certificates() {
+    let pki = support::TestPki::new(&["admin.test", "operator"]);
+    let file = pki.file("gateway.yaml");
+    let text = "workers: 1\nlisteners:\n  - address: \"127.0.0.1:0\"\nadmin:\n  address: \"127.0.0.1:0\"\n  tls:\n    certificates: [{cert: admin.test.crt, key: admin.test.key}]\n    client_auth: {ca_file: ca.crt}\n";
+    std::fs::write(&file, text).unwrap();
+    let gw = TestGateway::start_file(&file);
+    let admin = gw.admin.unwrap();
+    assert_eq!(
+        healthz_over_tls(admin, &pki, Some("operator")).await,
+        Some(200)
+    );
+    assert_eq!(healthz_over_tls(admin, &pki, None).await, None);
+    // Plain HTTP gets no answer either.
+    let plain = support::raw(admin, b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n").await;
+    assert!(!plain.contains("200"), "{plain}");
+}

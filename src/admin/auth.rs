@@ -105,6 +105,7 @@ mod tests {
                 },
             ],
             versions_kept: 5,
+            tls: None,
         }
     }
 

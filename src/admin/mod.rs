@@ -16,7 +16,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
+use crate::config::model::Admin;
 use crate::observe::metrics::CONTENT_TYPE;
 use crate::runtime::{GatewayError, Shared};
 use endpoints::Handler;
@@ -30,12 +32,20 @@ mod queues;
 mod resources;
 mod upstreams;
 
-/// Binds the admin address and serves it on a thread of its own; returns the bound address.
+/// Binds the admin address and serves it on a thread of its own (over TLS when
+/// `admin.tls` is set); returns the bound address.
 pub fn start(
-    address: SocketAddr,
+    admin: &Admin,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, GatewayError> {
+    let address = admin.address;
+    let tls = match &admin.tls {
+        Some(t) => Some(TlsAcceptor::from(
+            crate::tls::server_config(t).map_err(GatewayError::AdminTls)?,
+        )),
+        None => None,
+    };
     let bind_err = |source| GatewayError::Bind { address, source };
     let std_listener = std::net::TcpListener::bind(address).map_err(bind_err)?;
     std_listener.set_nonblocking(true).map_err(bind_err)?;
@@ -56,17 +66,18 @@ pub fn start(
                     tokio::select! {
                         r = listener.accept() => {
                             let Ok((stream, _)) = r else { continue };
-                            let shared = shared.clone();
+                            let (shared, tls) = (shared.clone(), tls.clone());
                             tokio::spawn(async move {
-                                let svc = service_fn(move |req| {
-                                    let shared = shared.clone();
-                                    async move {
-                                        Ok::<_, Infallible>(serve(&shared, req).await)
+                                match tls {
+                                    // A failed handshake (no or a refused client
+                                    // certificate) closes the connection.
+                                    Some(tls) => {
+                                        if let Ok(s) = tls.accept(stream).await {
+                                            connection(s, shared).await;
+                                        }
                                     }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), svc)
-                                    .await;
+                                    None => connection(stream, shared).await,
+                                }
                             });
                         }
                         _ = crate::signal::raised(&mut shutdown) => break,
@@ -76,6 +87,20 @@ pub fn start(
         })
         .map_err(GatewayError::Runtime)?;
     Ok(bound)
+}
+
+/// Serves one admin connection (HTTP/1.1).
+async fn connection<IO>(io: IO, shared: Arc<Shared>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(serve(&shared, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 /// Warns when the admin listener is reachable beyond this host with no token asked for.

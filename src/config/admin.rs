@@ -1,16 +1,17 @@
-//! The `admin` section: the listener's address, its bearer tokens with their roles, and how
-//! many configuration versions are kept.
+//! The `admin` section: the listener's address and TLS, its bearer tokens with their roles,
+//! and how many configuration versions are kept.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use super::file;
 use super::model::{Admin, AdminRole, AdminToken};
-use super::validate::{socket_addr, Errors};
+use super::validate::{socket_addr, tls, Errors};
 
 /// Versions kept when `admin.versions_kept` is absent.
 const DEFAULT_VERSIONS_KEPT: usize = 50;
 
-pub(super) fn admin(errs: &mut Errors, a: &file::Admin) -> Option<Admin> {
+pub(super) fn admin(errs: &mut Errors, a: &file::Admin, base_dir: &Path) -> Option<Admin> {
     errs.unknown_in("admin", &a);
     let address = socket_addr(errs, "admin.address", &a.address);
     let mut names = HashSet::new();
@@ -30,10 +31,17 @@ pub(super) fn admin(errs: &mut Errors, a: &file::Admin) -> Option<Admin> {
     if versions_kept == 0 {
         errs.push("admin.versions_kept", "keep at least 1 version");
     }
+    let tls = a.tls.as_ref().map(|t| {
+        let mut t = tls(errs, "admin.tls", t, base_dir);
+        // The admin listener speaks HTTP/1.1 only.
+        t.h2 = false;
+        t
+    });
     Some(Admin {
         address: address?,
         tokens,
         versions_kept,
+        tls,
     })
 }
 

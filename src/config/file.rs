@@ -352,6 +352,9 @@ pub struct Admin {
     /// (default 50).
     #[serde(default)]
     pub versions_kept: Option<usize>,
+    /// TLS on the admin listener, with `client_auth` for mutual TLS (read at start only).
+    #[serde(default)]
+    pub tls: Option<Tls>,
 }
 
 /// `admin.tokens[]`: one bearer token of the admin listener.

@@ -160,6 +160,8 @@ pub struct Admin {
     pub tokens: Vec<AdminToken>,
     /// Applied configuration versions kept.
     pub versions_kept: usize,
+    /// TLS (and client certificates, with `client_auth`) on the admin listener.
+    pub tls: Option<Tls>,
 }
 
 /// One admin bearer token: who it is, what it may do, and the SHA-256 of the token.

@@ -76,7 +76,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
     let admin = f
         .admin
         .as_ref()
-        .and_then(|a| super::admin::admin(&mut errs, a));
+        .and_then(|a| super::admin::admin(&mut errs, a, base_dir));
     let data_dir = match f.data_dir.as_deref() {
         Some("") => {
             errs.push("data_dir", "empty path");
@@ -289,7 +289,7 @@ fn listener(
     })
 }
 
-fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
+pub(super) fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
     errs.unknown_in(at, &t);
     if t.certificates.is_empty() {
         errs.push(format!("{at}.certificates"), "at least one certificate");

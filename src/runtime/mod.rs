@@ -42,6 +42,8 @@ pub enum GatewayError {
     AccessLog(#[source] std::io::Error),
     #[error("listeners cannot change on reload (restart the gateway to change them)")]
     ListenersChanged,
+    #[error("admin.tls: {0}")]
+    AdminTls(#[source] crate::tls::TlsError),
     #[error("cannot start a worker: {0}")]
     Runtime(#[source] std::io::Error),
 }

@@ -49,7 +49,7 @@ keys! {
     ClientAuth: ["ca_file", "mode"],
     Certificate: ["cert", "key", "server_names"],
     Limits: ["max_request_line", "max_header_bytes", "max_headers", "max_chunk_extension", "header_timeout", "keepalive_timeout", "body_timeout", "max_body_bytes", "max_connections", "max_connections_per_ip", "h2_max_concurrent_streams", "h2_initial_stream_window", "h2_initial_connection_window", "h2_idle_timeout"],
-    Admin: ["address", "tokens", "versions_kept"],
+    Admin: ["address", "tokens", "versions_kept", "tls"],
     AdminToken: ["name", "role", "sha256", "token_env"],
     AccessLog: ["enabled", "target"],
     Metrics: ["enabled"],
