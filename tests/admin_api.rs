@@ -108,6 +108,10 @@ async fn a_route_created_through_the_api_serves_traffic_within_a_second() {
     })
     .await;
     assert!(served, "not served {:?} after the write", written.elapsed());
+    eprintln!(
+        "served {:?} after the write was answered",
+        written.elapsed()
+    );
     let routes = json_of(&call(admin, "GET", "/config/routes", Some(VIEW), None, None).await);
     assert_eq!(routes[0]["upstream"], "app");
 }
@@ -282,10 +286,12 @@ async fn a_hundred_writes_under_load_lose_no_request() {
         tag = got.header("etag").unwrap().to_owned();
     }
     let writing = started.elapsed();
+    eprintln!("100 writes under load took {writing:?}");
     // At least a second of load, and no more than 3 s after the writes.
     tokio::time::sleep(Duration::from_secs(1).saturating_sub(writing)).await;
     let _ = stop.send(());
     let report = load.await.unwrap();
+    eprintln!("load beside the writes: {report:?}");
     assert!(report.requests > 100, "{report:?}");
     assert_eq!(report.failures, 0, "{report:?}");
     assert!(writing < Duration::from_secs(30));
