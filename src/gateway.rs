@@ -93,11 +93,7 @@ impl Gateway {
         // The admin listener stays up through the drain (`/readyz` answers 503 then) and
         // stops with the workers.
         let admin_addr = match admin {
-            Some(a) => Some(crate::admin::start(
-                a.address,
-                shared.clone(),
-                stop.subscribe(),
-            )?),
+            Some(a) => Some(crate::admin::start(&a, shared.clone(), stop.subscribe())?),
             None => None,
         };
         let watcher = match (&opts.config_path, opts.watch) {

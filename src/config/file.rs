@@ -90,6 +90,10 @@ pub struct File {
     /// Distributed tracing: trace context on every request, spans exported over OTLP.
     #[serde(default)]
     pub tracing: Option<Tracing>,
+    /// Directory of the state the gateway keeps on disk: configuration versions written
+    /// through the admin API and their audit log (off when absent: kept in memory only).
+    #[serde(default)]
+    pub data_dir: Option<String>,
 }
 
 /// `dns`: the resolver of targets given by name.
@@ -349,6 +353,37 @@ pub struct Admin {
     pub unknown: Unknown,
     /// `IP:PORT` of the admin listener; keep it private.
     pub address: String,
+    /// Bearer tokens of the admin listener, each with a role; none: no authentication
+    /// (keep the listener on loopback then).
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+    /// Applied configuration versions kept for `GET /config/versions` and rollback
+    /// (default 50).
+    #[serde(default)]
+    pub versions_kept: Option<usize>,
+    /// TLS on the admin listener, with `client_auth` for mutual TLS (read at start only).
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+/// `admin.tokens[]`: one bearer token of the admin listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AdminToken {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Who the token is: written to the audit log of configuration changes.
+    pub name: String,
+    /// `viewer` (reads), `operator` (also purge, drain, reload) or `admin` (also
+    /// configuration changes).
+    pub role: String,
+    /// Lower-case hex SHA-256 digest of the token (one of `sha256` and `token_env`).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Environment variable holding the token itself, read when the configuration loads.
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -1,8 +1,10 @@
 //! Configuration: YAML file → validated model, with every problem reported at once.
 
 mod access;
+mod admin;
 mod cache;
 mod dns;
+pub mod document;
 mod duplicates;
 pub mod file;
 mod geo;

@@ -39,6 +39,8 @@ pub struct Config {
     pub tracing: Option<TracingSettings>,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
+    /// Where the gateway keeps its state on disk (`data_dir`).
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +160,42 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub address: SocketAddr,
+    /// Bearer tokens; empty: the listener asks for none.
+    pub tokens: Vec<AdminToken>,
+    /// Applied configuration versions kept.
+    pub versions_kept: usize,
+    /// TLS (and client certificates, with `client_auth`) on the admin listener.
+    pub tls: Option<Tls>,
+}
+
+/// One admin bearer token: who it is, what it may do, and the SHA-256 of the token.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub name: String,
+    pub role: AdminRole,
+    /// `None` when `token_env` named an unset variable: the token admits no one.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// What an admin token may do; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AdminRole {
+    /// Reads: state, metrics, the configuration (secrets as fingerprints).
+    Viewer,
+    /// Also purge, drain and reload.
+    Operator,
+    /// Also configuration changes.
+    Admin,
+}
+
+impl AdminRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::Viewer => "viewer",
+            AdminRole::Operator => "operator",
+            AdminRole::Admin => "admin",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -73,10 +73,17 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         }
     }
 
-    let admin = f.admin.as_ref().and_then(|a| {
-        errs.unknown_in("admin", &a);
-        socket_addr(&mut errs, "admin.address", &a.address).map(|address| Admin { address })
-    });
+    let admin = f
+        .admin
+        .as_ref()
+        .and_then(|a| super::admin::admin(&mut errs, a, base_dir));
+    let data_dir = match f.data_dir.as_deref() {
+        Some("") => {
+            errs.push("data_dir", "empty path");
+            None
+        }
+        d => d.map(|d| base_dir.join(d)),
+    };
 
     let access_log = match &f.access_log {
         None => AccessLog {
@@ -237,6 +244,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             locality,
             tracing,
             base_dir: base_dir.to_path_buf(),
+            data_dir,
         })
     } else {
         Err(ConfigErrors(errs.0))
@@ -296,7 +304,7 @@ fn listener(
     })
 }
 
-fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
+pub(super) fn tls(errs: &mut Errors, at: &str, t: &file::Tls, base_dir: &Path) -> Tls {
     errs.unknown_in(at, &t);
     if t.certificates.is_empty() {
         errs.push(format!("{at}.certificates"), "at least one certificate");
@@ -1102,7 +1110,7 @@ fn respond(errs: &mut Errors, at: &str, r: &file::Respond) -> Respond {
     }
 }
 
-fn socket_addr(errs: &mut Errors, at: &str, s: &str) -> Option<SocketAddr> {
+pub(super) fn socket_addr(errs: &mut Errors, at: &str, s: &str) -> Option<SocketAddr> {
     match s.parse() {
         Ok(a) => Some(a),
         Err(_) => {

@@ -356,6 +356,13 @@ fn write_millis(out: &mut Vec<u8>, d: Duration) {
     ]);
 }
 
+/// `time` in RFC 3339 UTC with milliseconds, as the access log writes it.
+pub fn rfc3339(time: SystemTime) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_time(&mut out, time);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// RFC 3339 UTC with milliseconds: `2026-11-23T15:04:05.123Z`. Times before 1970 (a
 /// clock set far back) are written as the epoch.
 fn write_time(out: &mut Vec<u8>, time: SystemTime) {

@@ -12,6 +12,7 @@
 //! | `ferrogate_connections_open` | gauge | `listener` |
 //! | `ferrogate_connections_total` | counter | `listener` |
 //! | `ferrogate_config_reloads_total` | counter | `result` (`ok` or `failed`) |
+//! | `ferrogate_config_version` | gauge | none: the configuration version running (0 without versions) |
 //! | `ferrogate_dns_resolutions_total` | counter | `target` (the name as configured), `result` (`same`, `changed`, `failed`) |
 //! | `ferrogate_locality_picks_total` | counter | `upstream`, `tier` (`zone`, `region`, `any`) |
 //! | `ferrogate_geo_requests_total` | counter | `route`, `country` (a code of `geo.metrics_countries`, `other` or `unknown`) |
@@ -117,6 +118,8 @@ pub struct Metrics {
     reloads_ok: Counter,
     /// `ferrogate_config_reloads_total{result="failed"}`.
     reloads_failed: Counter,
+    /// `ferrogate_config_version`: the configuration version running.
+    config_version: Gauge,
     /// `ferrogate_dns_resolutions_total{target,result}`: resolutions of targets given by
     /// name (`same`, `changed`, `failed`).
     dns_resolutions: Family<DnsLabels, Counter>,
@@ -319,6 +322,12 @@ impl Metrics {
             "Configuration reloads, by result",
             reloads,
         );
+        let config_version = Gauge::default();
+        registry.register(
+            "ferrogate_config_version",
+            "The configuration version running (admin API versions; 0 without them)",
+            config_version.clone(),
+        );
 
         let dns_resolutions = Family::<DnsLabels, Counter>::default();
         registry.register(
@@ -384,6 +393,7 @@ impl Metrics {
             listeners: RwLock::new(HashMap::new()),
             reloads_ok,
             reloads_failed,
+            config_version,
             dns_resolutions,
             dns_stale,
             locality_picks,
@@ -510,6 +520,12 @@ impl Metrics {
         } else {
             self.reloads_failed.inc();
         }
+    }
+
+    /// Records the configuration version now running.
+    pub fn set_config_version(&self, version: u64) {
+        self.config_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
     }
 
     /// The exposition for a scrape, in OpenMetrics text (see [`CONTENT_TYPE`]).

@@ -3,9 +3,11 @@
 //! open-connection count and the shutdown flag; and reload, which swaps the snapshot or
 //! keeps the running one.
 
+mod changes;
 mod checker;
 mod dispatch;
 mod dns;
+pub mod versions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::Metrics;
 use crate::serve::conn_limit::ConnLimiter;
 use crate::snapshot::{Kept, Snapshot, SnapshotError, TargetStates};
+pub use changes::ChangeError;
 use checker::Checker;
 
 /// Why the gateway could not start or reload.
@@ -39,6 +42,8 @@ pub enum GatewayError {
     AccessLog(#[source] std::io::Error),
     #[error("listeners cannot change on reload (restart the gateway to change them)")]
     ListenersChanged,
+    #[error("admin.tls: {0}")]
+    AdminTls(#[source] crate::tls::TlsError),
     #[error("cannot start a worker: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -62,6 +67,8 @@ pub struct Shared {
     pub conn_limits: Vec<Arc<ConnLimiter>>,
     /// The job queues' dispatchers, started when a configuration first has a queue.
     dispatcher: std::sync::OnceLock<dispatch::Dispatcher>,
+    /// Configuration versions, when the gateway runs from a file with an admin listener.
+    versions: Option<Mutex<versions::Versions>>,
 }
 
 /// Decrements the open-connection count when a connection ends.
@@ -87,6 +94,11 @@ impl Shared {
         config_path: Option<PathBuf>,
     ) -> Result<Arc<Shared>, GatewayError> {
         let metrics = Arc::new(Metrics::new());
+        let (versions, config) = changes::open_versions(config, config_path.as_deref())?;
+        if let Some(v) = &versions {
+            let v = v.lock().unwrap_or_else(|e| e.into_inner());
+            metrics.set_config_version(v.current().map_or(0, |c| c.version));
+        }
         let log = open_access_log(&config)?;
         let kept = Kept {
             targets: TargetStates::default(),
@@ -123,6 +135,7 @@ impl Shared {
         let checker = Checker::start().map_err(GatewayError::Runtime)?;
         checker.apply(&snapshot);
         let shared = Arc::new(Shared {
+            versions,
             dispatcher: std::sync::OnceLock::new(),
             conn_limits,
             kept,
@@ -237,7 +250,16 @@ impl Shared {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
-        let config = config::load(path)?;
+        if let Some(versions) = &self.versions {
+            return self.reload_versioned(path, versions);
+        }
+        let snap = self.prepare(config::load(path)?)?;
+        self.swap(snap)
+    }
+
+    /// Compiles a configuration that is to replace the running one (listener addresses
+    /// kept), without swapping it in.
+    fn prepare(&self, config: Config) -> Result<Arc<Snapshot>, GatewayError> {
         if listener_shape(&config) != self.listener_shape {
             return Err(GatewayError::ListenersChanged);
         }
@@ -253,7 +275,16 @@ impl Shared {
             &self.metrics,
             &crate::upstream::dns::resolve_new(&self.kept.dns, names, &config.dns),
         );
-        let snap = Arc::new(Snapshot::build(config, &self.metrics, log, &self.kept)?);
+        Ok(Arc::new(Snapshot::build(
+            config,
+            &self.metrics,
+            log,
+            &self.kept,
+        )?))
+    }
+
+    /// Swaps in a prepared snapshot.
+    fn swap(self: &Arc<Self>, snap: Arc<Snapshot>) -> Result<(), GatewayError> {
         for (limiter, l) in self.conn_limits.iter().zip(&snap.config.listeners) {
             limiter.set_limits(l.limits.max_connections, l.limits.max_connections_per_ip);
         }

@@ -39,7 +39,7 @@ macro_rules! keys {
 }
 
 keys! {
-    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality", "tracing"],
+    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality", "tracing", "data_dir"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
@@ -51,7 +51,8 @@ keys! {
     ClientAuth: ["ca_file", "mode"],
     Certificate: ["cert", "key", "server_names"],
     Limits: ["max_request_line", "max_header_bytes", "max_headers", "max_chunk_extension", "header_timeout", "keepalive_timeout", "body_timeout", "max_body_bytes", "max_connections", "max_connections_per_ip", "h2_max_concurrent_streams", "h2_initial_stream_window", "h2_initial_connection_window", "h2_idle_timeout"],
-    Admin: ["address"],
+    Admin: ["address", "tokens", "versions_kept", "tls"],
+    AdminToken: ["name", "role", "sha256", "token_env"],
     AccessLog: ["enabled", "target", "sample_success"],
     SampleSuccess: ["above_per_second", "ratio"],
     Metrics: ["enabled"],
