@@ -144,8 +144,13 @@ impl Gateway {
         for h in self.workers {
             let _ = h.join();
         }
-        if let Some(log) = &self.shared.snapshot.load().access_log {
+        let snap = self.shared.snapshot.load();
+        if let Some(log) = &snap.access_log {
             log.flush();
+        }
+        // The points of the last seconds, which the collector has not taken yet.
+        if let Some(history) = &snap.history {
+            history.flush();
         }
         left
     }

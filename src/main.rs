@@ -168,6 +168,7 @@ fn check(path: &Path) -> ExitCode {
                     queues: None,
                     tunnels: ferrogate::tunnel::Tunnels::new(metrics.tunnels.clone()),
                     dns: Default::default(),
+                    history: Default::default(),
                 },
             )
             .map_err(Into::into)

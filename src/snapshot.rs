@@ -40,6 +40,8 @@ pub enum SnapshotError {
     Access(#[from] crate::auth::gate::GateError),
     #[error("geo: {0}")]
     Geo(#[from] crate::geo::GeoDbError),
+    #[error("history: {0}")]
+    History(String),
     #[error("upstreams.{group}.tls: {source}")]
     UpstreamTls {
         group: String,
@@ -82,6 +84,8 @@ pub struct Snapshot {
     pub tracer: Option<Arc<crate::observe::trace::Tracer>>,
     /// Access-log sampling at high rates (`access_log.sample_success`).
     pub log_sampling: Option<Arc<crate::observe::access_log::LogSampling>>,
+    /// The traffic history (`history`), when the gateway runs.
+    pub history: Option<Arc<crate::observe::history::History>>,
 }
 
 pub struct CompiledRoute {
@@ -398,10 +402,15 @@ impl Snapshot {
                 metrics.access_log_sampled_out.clone(),
             ))
         });
+        let history = match &config.history {
+            Some(h) => kept.history(h, config.data_dir.as_deref())?,
+            None => None,
+        };
         Ok(Snapshot {
             geo,
             tracer,
             log_sampling,
+            history,
             cache,
             queues,
             access_log: access_log.filter(|_| config.access_log.enabled),
@@ -433,6 +442,31 @@ pub struct Kept {
     pub tunnels: Arc<crate::tunnel::Tunnels>,
     /// The last good addresses of targets given by name.
     pub dns: crate::upstream::dns::DnsTargets,
+    /// The traffic history, opened by the first configuration that has one (its retention
+    /// and store stay those of the first until a restart).
+    pub history: Mutex<Option<Arc<crate::observe::history::History>>>,
+}
+
+impl Kept {
+    /// The history for a configuration with `history`: the open one, or a new one; none
+    /// where nothing runs (a config check).
+    fn history(
+        &self,
+        settings: &crate::config::model::HistorySettings,
+        data_dir: Option<&std::path::Path>,
+    ) -> Result<Option<Arc<crate::observe::history::History>>, SnapshotError> {
+        let Some(runtime) = self.background.handle().ok().flatten() else {
+            return Ok(None);
+        };
+        let mut open = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = &*open {
+            return Ok(Some(h.clone()));
+        }
+        let h = crate::observe::history::History::start(settings, data_dir, &runtime)
+            .map_err(|e| SnapshotError::History(e.to_string()))?;
+        *open = Some(h.clone());
+        Ok(Some(h))
+    }
 }
 
 /// Target state that outlives snapshots: health, ejections, circuit and draining flags of

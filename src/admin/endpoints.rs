@@ -51,6 +51,7 @@ pub(super) enum Handler {
     Rollback,
     Batch,
     Audit,
+    Stats,
     List(Kind),
     Get(Kind),
     Change(Kind, Write),
@@ -99,6 +100,8 @@ endpoints! {
     POST "/upstreams/{group}/targets/{address}/drain" OPERATOR Drain, "Drain a target";
     POST "/upstreams/{group}/targets/{address}/ready" OPERATOR Undrain, "Undo a drain";
     POST "/cache/purge" OPERATOR Purge, "Purge cached responses";
+    GET "/stats" VIEWER Stats, "A metric of the traffic history as a series (metric, route|target|consumer|client, from, to, step)";
+    GET "/stats/top" VIEWER Stats, "The top names of a dimension over a range (dimension, metric, from, to, n)";
     GET "/queues" VIEWER Queues, "Queues: depth and dead letters";
     GET "/queues/{queue}/dead" VIEWER Queues, "A queue's dead-lettered jobs";
     POST "/queues/{queue}/dead/{job}/retry" OPERATOR Queues, "Queue a dead-lettered job again";

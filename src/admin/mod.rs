@@ -30,6 +30,7 @@ mod openapi;
 mod purge;
 mod queues;
 mod resources;
+mod stats;
 mod upstreams;
 
 /// Binds the admin address and serves it on a thread of its own (over TLS when
@@ -182,6 +183,7 @@ async fn serve(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
         },
         Handler::Purge => purge::purge(shared, req).await,
         Handler::Queues => queues::route(shared, req).await,
+        Handler::Stats => stats::serve(shared, &req),
         Handler::OpenApi => reply(
             StatusCode::OK,
             "application/json",

@@ -90,6 +90,9 @@ pub struct File {
     /// Distributed tracing: trace context on every request, spans exported over OTLP.
     #[serde(default)]
     pub tracing: Option<Tracing>,
+    /// The traffic history kept in the data directory, read through `/stats`.
+    #[serde(default)]
+    pub history: Option<History>,
     /// Directory of the state the gateway keeps on disk: configuration versions written
     /// through the admin API and their audit log (off when absent: kept in memory only).
     #[serde(default)]

@@ -37,6 +37,8 @@ pub struct Config {
     pub locality: Place,
     /// Distributed tracing (`tracing`), when configured.
     pub tracing: Option<TracingSettings>,
+    /// The traffic history (`history`), when configured.
+    pub history: Option<HistorySettings>,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
     /// Where the gateway keeps its state on disk (`data_dir`).
@@ -1098,4 +1100,15 @@ pub enum OtlpProtocol {
     Http,
     /// OTLP/gRPC.
     Grpc,
+}
+
+/// The traffic history (`history`).
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    /// Retention of 10-second points.
+    pub keep_fine: Duration,
+    /// Retention of 1-minute points.
+    pub keep_coarse: Duration,
+    /// Names kept per dimension in a point.
+    pub max_names: usize,
 }

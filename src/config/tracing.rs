@@ -1,9 +1,9 @@
-//! Validation of the `tracing` section.
+//! Validation of the `tracing` and `history` sections.
 
 use std::time::Duration;
 
 use super::file;
-use super::model::{OtlpProtocol, TracingSettings};
+use super::model::{HistorySettings, OtlpProtocol, TracingSettings};
 use super::validate::{opt_duration, Errors};
 
 /// Validates `tracing`; the exporter is built when the snapshot is.
@@ -78,6 +78,28 @@ pub(super) fn settings(errs: &mut Errors, t: &file::Tracing) -> TracingSettings 
             &t.export_interval,
             Duration::from_secs(1),
         ),
+    }
+}
+
+/// Validates `history`.
+pub(super) fn history(errs: &mut Errors, h: &file::History) -> HistorySettings {
+    errs.unknown_in("history", &h);
+    let day = Duration::from_secs(24 * 3600);
+    let keep_fine = opt_duration(errs, "history.keep_10s", &h.keep_10s, day);
+    let keep_coarse = opt_duration(errs, "history.keep_1m", &h.keep_1m, 30 * day);
+    for (key, d) in [("keep_10s", keep_fine), ("keep_1m", keep_coarse)] {
+        if d < Duration::from_secs(60) || d > 400 * day {
+            errs.push(format!("history.{key}"), "between 1m and 400d");
+        }
+    }
+    let max_names = h.max_names.unwrap_or(100);
+    if max_names == 0 || max_names > 100_000 {
+        errs.push("history.max_names", "between 1 and 100000");
+    }
+    HistorySettings {
+        keep_fine,
+        keep_coarse,
+        max_names,
     }
 }
 

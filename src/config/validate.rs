@@ -213,6 +213,10 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         .tracing
         .as_ref()
         .map(|t| super::tracing::settings(&mut errs, t));
+    let history = f
+        .history
+        .as_ref()
+        .map(|h| super::tracing::history(&mut errs, h));
     let shutdown_drain = opt_duration(
         &mut errs,
         "shutdown_drain",
@@ -243,6 +247,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             dns,
             locality,
             tracing,
+            history,
             base_dir: base_dir.to_path_buf(),
             data_dir,
         })

@@ -1,5 +1,7 @@
-//! Observability: Prometheus metrics, the JSON access log, and distributed tracing.
+//! Observability: Prometheus metrics, the JSON access log, distributed tracing and the
+//! traffic history.
 
 pub mod access_log;
+pub mod history;
 pub mod metrics;
 pub mod trace;

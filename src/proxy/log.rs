@@ -64,7 +64,9 @@ const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// The access-log record's fields, gathered while the request runs (only when the log is on).
 pub(super) struct LogData {
-    log: Arc<AccessLog>,
+    /// The access log, when on (this record may be kept for the history alone).
+    log: Option<Arc<AccessLog>>,
+    history: Option<Arc<crate::observe::history::History>>,
     sampling: Option<Arc<crate::observe::access_log::LogSampling>>,
     time: SystemTime,
     request_id: HeaderValue,
@@ -106,15 +108,25 @@ impl Completion {
                 };
                 t.begin(arrival.trust_trace, req.headers(), facts)
             }),
-            log: snap.access_log.as_ref().map(|log| {
+            // The fields the access log and the history both record, gathered when either
+            // is on; the log's own text fields only for the log.
+            log: (snap.access_log.is_some() || snap.history.is_some()).then(|| {
+                let log = snap.access_log.clone();
                 Box::new(LogData {
-                    log: log.clone(),
+                    host: match log {
+                        Some(_) => arrival.host().into_owned(),
+                        None => String::new(),
+                    },
+                    path: match log {
+                        Some(_) => req.uri().path().to_owned(),
+                        None => String::new(),
+                    },
+                    log,
+                    history: snap.history.clone(),
                     sampling: snap.log_sampling.clone(),
                     time: SystemTime::now(),
                     request_id: arrival.request_id.clone(),
                     client_ip: arrival.client_ip,
-                    host: arrival.host().into_owned(),
-                    path: req.uri().path().to_owned(),
                     route: None,
                     consumer: None,
                     upstream: None,
@@ -205,26 +217,38 @@ impl Completion {
             m.observe(&self.method, self.status, duration);
         }
         let trace_ids = match (&self.trace, &self.log) {
-            (Some(t), Some(_)) => Some((t.trace_id_hex(), t.span_id_hex())),
+            (Some(t), Some(l)) if l.log.is_some() => Some((t.trace_id_hex(), t.span_id_hex())),
             _ => None,
         };
         if let Some(t) = self.trace.take() {
             t.finish(self.status, now);
         }
-        let sampled_out = self
-            .log
-            .as_ref()
-            .and_then(|l| l.sampling.as_ref())
-            .is_some_and(|s| !s.keep(self.status));
-        if let Some(l) = self.log.take().filter(|_| !sampled_out) {
-            let bytes_in = match tunnel {
-                Some(t) => t.to_upstream,
-                None => l
-                    .req_body
-                    .as_ref()
-                    .map_or(0, |b| b.bytes.load(std::sync::atomic::Ordering::Relaxed)),
-            };
-            l.log.write(&Record {
+        let Some(l) = self.log.take() else {
+            return;
+        };
+        let bytes_in = match tunnel {
+            Some(t) => t.to_upstream,
+            None => l
+                .req_body
+                .as_ref()
+                .map_or(0, |b| b.bytes.load(std::sync::atomic::Ordering::Relaxed)),
+        };
+        if let Some(h) = &l.history {
+            h.record(&crate::observe::history::Sample {
+                route: l.route.as_ref(),
+                target: l.upstream.as_ref(),
+                consumer: l.consumer.as_ref(),
+                client: l.client_ip,
+                status: self.status,
+                duration,
+                bytes_in,
+                bytes_out,
+                at: SystemTime::now(),
+            });
+        }
+        let sampled_out = l.sampling.as_ref().is_some_and(|s| !s.keep(self.status));
+        if let Some(log) = l.log.as_ref().filter(|_| !sampled_out) {
+            log.write(&Record {
                 time: l.time,
                 request_id: l.request_id.to_str().unwrap_or(""),
                 client_ip: l.client_ip,

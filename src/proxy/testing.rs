@@ -25,6 +25,7 @@ pub(super) fn snapshot(yaml: &str) -> Arc<Snapshot> {
         queues: None,
         tunnels: crate::tunnel::Tunnels::new(metrics.tunnels.clone()),
         dns: Default::default(),
+        history: Default::default(),
     };
     Arc::new(Snapshot::build(config, &metrics, None, &kept).expect("the test config compiles"))
 }

@@ -108,6 +108,7 @@ impl Shared {
             queues: Some(crate::queue::Queues::default()),
             tunnels: crate::tunnel::Tunnels::new(metrics.tunnels.clone()),
             dns: Default::default(),
+            history: Default::default(),
         };
         let conn_limits = config
             .listeners

@@ -39,7 +39,7 @@ macro_rules! keys {
 }
 
 keys! {
-    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality", "tracing", "data_dir"],
+    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality", "tracing", "history", "data_dir"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
@@ -47,6 +47,7 @@ keys! {
     Listener: ["name", "address", "h2c", "tls", "trusted_proxies", "limits", "trust_trace_context"],
     Tracing: ["sample_ratio", "sample_errors", "sample_slower_than", "service_name", "otlp", "queue_size", "batch_size", "export_interval"],
     Otlp: ["endpoint", "protocol", "headers", "timeout"],
+    History: ["keep_10s", "keep_1m", "max_names"],
     Tls: ["certificates", "min_version", "h2", "client_auth"],
     ClientAuth: ["ca_file", "mode"],
     Certificate: ["cert", "key", "server_names"],

@@ -1,4 +1,5 @@
-//! The `tracing` section (OpenTelemetry traces), as written.
+//! The `tracing` section (OpenTelemetry traces) and the `history` section (the traffic
+//! history), as written.
 
 use std::collections::BTreeMap;
 
@@ -61,4 +62,24 @@ pub struct Otlp {
     /// One export call waits at most this long (default 10s).
     #[serde(default)]
     pub timeout: Option<String>,
+}
+
+/// The traffic history: per-10-second and per-minute points kept in the data directory and
+/// read through the admin listener's `/stats`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct History {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// How long 10-second points are kept (default 24h).
+    #[serde(default)]
+    pub keep_10s: Option<String>,
+    /// How long 1-minute points are kept (default 30d).
+    #[serde(default)]
+    pub keep_1m: Option<String>,
+    /// Names kept per dimension (route, target, consumer, client) in each point; the rest
+    /// are summed as `other` (default 100).
+    #[serde(default)]
+    pub max_names: Option<usize>,
 }

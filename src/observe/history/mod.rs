@@ -1,0 +1,482 @@
+//! The traffic history: per-10-second and per-minute aggregates of every request (requests,
+//! status classes, bytes, latency sketch, 429s) for the whole gateway and per route, upstream
+//! target, consumer and client address, kept for a configured time in the data directory
+//! (`history.redb`) so they outlive restarts, and read by the admin listener's `/stats`.
+//!
+//! Recording costs a request one uncontended lock and a few map updates: each worker thread
+//! adds into its own accumulator; every 10 s a background task takes them all, merges them by
+//! name, folds names past the cardinality bound into `other`, and writes the points.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::model::HistorySettings;
+
+mod sketch;
+mod store;
+
+pub use sketch::Sketch;
+use store::Store;
+
+/// Native resolutions, in seconds.
+pub const FINE: u64 = 10;
+pub const COARSE: u64 = 60;
+
+/// The dimensions a point is kept for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    Gateway,
+    Route,
+    Target,
+    Consumer,
+    Client,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 5] = [
+        Dimension::Gateway,
+        Dimension::Route,
+        Dimension::Target,
+        Dimension::Consumer,
+        Dimension::Client,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::Gateway => "gateway",
+            Dimension::Route => "route",
+            Dimension::Target => "target",
+            Dimension::Consumer => "consumer",
+            Dimension::Client => "client",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| d.name() == s)
+    }
+}
+
+/// What one scope did in one interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub requests: u64,
+    /// Answers by class: 1xx to 5xx (index 0 to 4); a request never answered is in none.
+    pub classes: [u64; 5],
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// 429 answers (rate limits, the gateway's or an upstream's).
+    pub rate_limited: u64,
+    pub latency: Sketch,
+}
+
+impl Point {
+    fn add(&mut self, s: &Sample<'_>) {
+        self.requests += 1;
+        if let Some(c) = (s.status / 100).checked_sub(1).filter(|c| *c < 5) {
+            self.classes[usize::from(c)] += 1;
+        }
+        self.bytes_in += s.bytes_in;
+        self.bytes_out += s.bytes_out;
+        self.rate_limited += u64::from(s.status == 429);
+        self.latency.add(s.duration.as_micros() as u64);
+    }
+
+    pub fn merge(&mut self, o: &Point) {
+        self.requests += o.requests;
+        for (a, b) in self.classes.iter_mut().zip(o.classes) {
+            *a += b;
+        }
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.rate_limited += o.rate_limited;
+        self.latency.merge(&o.latency);
+    }
+}
+
+/// One finished request, as the history records it.
+pub struct Sample<'a> {
+    pub route: Option<&'a Arc<str>>,
+    pub target: Option<&'a Arc<str>>,
+    pub consumer: Option<&'a Arc<str>>,
+    pub client: IpAddr,
+    pub status: u16,
+    pub duration: Duration,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// When it ended.
+    pub at: SystemTime,
+}
+
+/// The name a point is kept under in its dimension: names past the bound fold into it.
+pub const OTHER: &str = "other";
+
+/// Points keyed by dimension and name, as collected and stored.
+type Keyed = HashMap<(Dimension, Arc<str>), Point>;
+
+/// One worker thread's points of one 10-second interval, found without hashing the
+/// gateway's and keyed by the request's own names (no copy) for the others.
+#[derive(Default)]
+struct Points {
+    gateway: Point,
+    /// Route, target and consumer.
+    named: [HashMap<Arc<str>, Point>; 3],
+    clients: HashMap<IpAddr, Point>,
+    other_clients: Point,
+}
+
+/// One worker thread's points of the current interval (and of ended ones not yet taken).
+#[derive(Default)]
+struct Acc {
+    interval: u64,
+    points: Points,
+    ended: Vec<(u64, Points)>,
+}
+
+/// The history of one gateway process (kept across reloads).
+pub struct History {
+    max_names: usize,
+    /// Every thread's accumulator, held here too so that what a thread recorded before it
+    /// ended (the workers, at shutdown) is still collected.
+    threads: Mutex<Vec<Arc<Mutex<Acc>>>>,
+    store: Store,
+    /// The minute being summed from its 10-second points.
+    minute: Mutex<(u64, Keyed)>,
+}
+
+thread_local! {
+    /// This thread's accumulator, for the history it was made for.
+    static LOCAL: std::cell::RefCell<Option<(usize, Arc<Mutex<Acc>>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl History {
+    /// Opens (or creates) `dir/history.redb`, or keeps the history in memory without `dir`,
+    /// and starts the collector on `runtime`.
+    pub fn start(
+        settings: &HistorySettings,
+        dir: Option<&Path>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Arc<History>, store::StoreError> {
+        let store = Store::open(dir, settings.keep_fine, settings.keep_coarse)?;
+        let history = Arc::new(History {
+            max_names: settings.max_names,
+            threads: Mutex::new(Vec::new()),
+            store,
+            minute: Mutex::new((0, HashMap::new())),
+        });
+        let weak = Arc::downgrade(&history);
+        runtime.spawn(async move {
+            loop {
+                // Just after each 10-second boundary, so every worker has moved on.
+                let now = unix_millis(SystemTime::now());
+                let next = (now / 1000 / FINE + 1) * FINE * 1000 + 200;
+                tokio::time::sleep(Duration::from_millis(next - now)).await;
+                let Some(h) = weak.upgrade() else {
+                    return;
+                };
+                let done = (next / 1000) / FINE * FINE;
+                let store_work = move || h.collect(done);
+                if tokio::task::spawn_blocking(store_work).await.is_err() {
+                    tracing::warn!("history: collecting points failed");
+                }
+            }
+        });
+        Ok(history)
+    }
+
+    /// Adds one finished request to this thread's points.
+    pub fn record(self: &Arc<Self>, s: &Sample<'_>) {
+        let interval = unix_millis(s.at) / 1000 / FINE * FINE;
+        let id = Arc::as_ptr(self) as usize;
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            let acc = match &*local {
+                Some((owner, acc)) if *owner == id => acc.clone(),
+                _ => {
+                    let acc = Arc::new(Mutex::new(Acc::default()));
+                    lock(&self.threads).push(acc.clone());
+                    *local = Some((id, acc.clone()));
+                    acc
+                }
+            };
+            drop(local);
+            let mut acc = lock(&acc);
+            if acc.interval != interval {
+                let ended = std::mem::take(&mut acc.points);
+                let at = acc.interval;
+                if ended.gateway.requests > 0 {
+                    acc.ended.push((at, ended));
+                }
+                acc.interval = interval;
+            }
+            acc.points.add(s, self.max_names);
+        });
+    }
+
+    /// Takes every thread's points of intervals before `before` and stores them.
+    fn collect(&self, before: u64) {
+        let mut by_interval: HashMap<u64, Keyed> = HashMap::new();
+        let threads: Vec<_> = lock(&self.threads).clone();
+        for acc in threads {
+            let mut acc = lock(&acc);
+            let mut taken = std::mem::take(&mut acc.ended);
+            if acc.interval < before && acc.points.gateway.requests > 0 {
+                let interval = acc.interval;
+                taken.push((interval, std::mem::take(&mut acc.points)));
+            }
+            drop(acc);
+            for (interval, points) in taken {
+                points.merge_into(by_interval.entry(interval).or_default());
+            }
+        }
+        let mut intervals: Vec<_> = by_interval.into_iter().collect();
+        intervals.sort_by_key(|(t, _)| *t);
+        for (interval, points) in intervals {
+            let points = bound(points, self.max_names);
+            if let Err(e) = self.store.write(FINE, interval, &points) {
+                tracing::warn!(error = %e, "history: writing 10 s points failed");
+            }
+            self.add_to_minute(interval, points);
+        }
+        // A minute ends once its last 10-second interval is collected.
+        let ended_minute = before / COARSE * COARSE;
+        let mut minute = lock(&self.minute);
+        if minute.0 < ended_minute && !minute.1.is_empty() {
+            let points = bound(std::mem::take(&mut minute.1), self.max_names);
+            if let Err(e) = self.store.write(COARSE, minute.0, &points) {
+                tracing::warn!(error = %e, "history: writing 1 min points failed");
+            }
+        }
+        if let Err(e) = self.store.expire(unix_millis(SystemTime::now()) / 1000) {
+            tracing::warn!(error = %e, "history: removing old points failed");
+        }
+    }
+
+    fn add_to_minute(&self, interval: u64, points: Vec<((Dimension, Arc<str>), Point)>) {
+        let start = interval / COARSE * COARSE;
+        let mut minute = lock(&self.minute);
+        if minute.0 != start && !minute.1.is_empty() {
+            let done = bound(std::mem::take(&mut minute.1), self.max_names);
+            if let Err(e) = self.store.write(COARSE, minute.0, &done) {
+                tracing::warn!(error = %e, "history: writing 1 min points failed");
+            }
+        }
+        minute.0 = start;
+        for (key, p) in points {
+            minute.1.entry(key).or_default().merge(&p);
+        }
+    }
+
+    /// Writes what the threads hold now (for a shutdown, and for tests).
+    pub fn flush(&self) {
+        let now = unix_millis(SystemTime::now()) / 1000;
+        self.collect(now + FINE);
+        let mut minute = lock(&self.minute);
+        let points = bound(std::mem::take(&mut minute.1), self.max_names);
+        if !points.is_empty() {
+            if let Err(e) = self.store.write(COARSE, minute.0, &points) {
+                tracing::warn!(error = %e, "history: writing 1 min points failed");
+            }
+        }
+    }
+
+    /// The points of `name` in `dimension` from `from` to `to` (unix seconds), merged into
+    /// steps of `step` seconds: (step start, point) for the steps that have data.
+    pub fn series(
+        &self,
+        dimension: Dimension,
+        name: &str,
+        from: u64,
+        to: u64,
+        step: u64,
+    ) -> Result<Vec<(u64, Point)>, store::StoreError> {
+        let resolution = if step % COARSE == 0 && step >= COARSE {
+            COARSE
+        } else {
+            FINE
+        };
+        let mut out: Vec<(u64, Point)> = Vec::new();
+        // Points are stamped with their start: the one holding `from` starts before it.
+        let first = from / step * step;
+        for (t, p) in self
+            .store
+            .read(resolution, dimension, Some(name), first, to)?
+        {
+            let at = t / step * step;
+            match out.last_mut() {
+                Some((last, acc)) if *last == at => acc.merge(&p.1),
+                _ => out.push((at, p.1)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every name of `dimension` from `from` to `to`, with its points merged.
+    pub fn totals(
+        &self,
+        dimension: Dimension,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(String, Point)>, store::StoreError> {
+        let resolution = if to.saturating_sub(from) > 6 * 3600 {
+            COARSE
+        } else {
+            FINE
+        };
+        let mut by_name: HashMap<String, Point> = HashMap::new();
+        let first = from / resolution * resolution;
+        for (_, (name, p)) in self.store.read(resolution, dimension, None, first, to)? {
+            by_name.entry(name).or_default().merge(&p);
+        }
+        Ok(by_name.into_iter().collect())
+    }
+}
+
+impl Drop for History {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl Points {
+    fn add(&mut self, s: &Sample<'_>, max: usize) {
+        self.gateway.add(s);
+        for (map, name) in self.named.iter_mut().zip([s.route, s.target, s.consumer]) {
+            let Some(name) = name else { continue };
+            if let Some(p) = map.get_mut(&**name) {
+                p.add(s);
+            } else if map.len() < max {
+                map.entry(name.clone()).or_default().add(s);
+            } else {
+                map.entry(Arc::from(OTHER)).or_default().add(s);
+            }
+        }
+        if let Some(p) = self.clients.get_mut(&s.client) {
+            p.add(s);
+        } else if self.clients.len() < max {
+            self.clients.entry(s.client).or_default().add(s);
+        } else {
+            self.other_clients.add(s);
+        }
+    }
+
+    fn merge_into(self, into: &mut Keyed) {
+        into.entry((Dimension::Gateway, Arc::from("")))
+            .or_default()
+            .merge(&self.gateway);
+        let dims = [Dimension::Route, Dimension::Target, Dimension::Consumer];
+        for (dim, map) in dims.into_iter().zip(self.named) {
+            for (name, p) in map {
+                into.entry((dim, name)).or_default().merge(&p);
+            }
+        }
+        for (ip, p) in self.clients {
+            let name = Arc::from(ip.to_string());
+            into.entry((Dimension::Client, name)).or_default().merge(&p);
+        }
+        if self.other_clients.requests > 0 {
+            into.entry((Dimension::Client, Arc::from(OTHER)))
+                .or_default()
+                .merge(&self.other_clients);
+        }
+    }
+}
+
+/// At most `max` names per dimension, the busiest; the rest merged into `other`.
+fn bound(points: Keyed, max: usize) -> Vec<((Dimension, Arc<str>), Point)> {
+    let mut all: Vec<_> = points.into_iter().collect();
+    all.sort_by(|a, b| (a.0 .0 as u8, b.1.requests).cmp(&(b.0 .0 as u8, a.1.requests)));
+    let mut out: Vec<((Dimension, Arc<str>), Point)> = Vec::with_capacity(all.len());
+    let mut counts = [0usize; 5];
+    let mut other: HashMap<Dimension, Point> = HashMap::new();
+    for ((dim, name), p) in all {
+        let n = &mut counts[dim as usize];
+        if dim == Dimension::Gateway || (*n < max && &*name != OTHER) {
+            *n += 1;
+            out.push(((dim, name), p));
+        } else {
+            other.entry(dim).or_default().merge(&p);
+        }
+    }
+    out.extend(other.into_iter().map(|(d, p)| ((d, Arc::from(OTHER)), p)));
+    out
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn settings(max_names: usize) -> HistorySettings {
+        HistorySettings {
+            keep_fine: Duration::from_secs(24 * 3600),
+            keep_coarse: Duration::from_secs(30 * 24 * 3600),
+            max_names,
+        }
+    }
+
+    fn sample<'a>(route: &'a Arc<str>, status: u16, at: SystemTime) -> Sample<'a> {
+        Sample {
+            route: Some(route),
+            target: None,
+            consumer: None,
+            client: IpAddr::from([192, 0, 2, 1]),
+            status,
+            duration: Duration::from_millis(20),
+            bytes_in: 10,
+            bytes_out: 100,
+            at,
+        }
+    }
+
+    #[tokio::test]
+    async fn points_are_summed_per_route_and_names_past_the_bound_fold_into_other() {
+        let rt = tokio::runtime::Handle::current();
+        let h = History::start(&settings(2), None, &rt).unwrap();
+        // A minute and a half ago, on a 10-second boundary.
+        let t = (unix_millis(SystemTime::now()) / 1000 - 90) / 60 * 60;
+        let at = UNIX_EPOCH + Duration::from_secs(t + 1);
+        let names: Vec<Arc<str>> = ["a", "b", "c", "d"].iter().map(|n| Arc::from(*n)).collect();
+        for (i, n) in names.iter().enumerate() {
+            for _ in 0..=i {
+                h.record(&sample(n, if i == 0 { 503 } else { 200 }, at));
+            }
+        }
+        h.flush();
+        let gateway = h
+            .series(Dimension::Gateway, "", t - 10, t + 10, 10)
+            .unwrap();
+        assert_eq!(gateway.len(), 1);
+        assert_eq!(gateway[0].1.requests, 10);
+        assert_eq!(gateway[0].1.classes[4], 1);
+        assert_eq!(gateway[0].1.bytes_out, 1000);
+        let p50 = gateway[0].1.latency.quantile(0.5).unwrap();
+        assert!((19_600.0..20_400.0).contains(&p50), "{p50}");
+        let routes = h.totals(Dimension::Route, t - 10, t + 10).unwrap();
+        let mut routes: Vec<_> = routes
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.requests))
+            .collect();
+        routes.sort();
+        // Each thread keeps the first two names it sees; the collector keeps the busiest.
+        assert_eq!(routes, [("a", 1), ("b", 2), ("other", 7)]);
+        let minute = h
+            .series(Dimension::Gateway, "", t - 60, t + 60, 60)
+            .unwrap();
+        assert_eq!(minute[0].1.requests, 10, "the minute sums its 10 s points");
+    }
+}
