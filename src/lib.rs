@@ -34,6 +34,7 @@ pub mod spare_buffers;
 pub mod spare_maps;
 pub mod timer;
 pub mod tls;
+pub mod trace_context;
 pub mod transform;
 pub mod tunnel;
 pub mod upstream;

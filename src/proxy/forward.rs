@@ -183,25 +183,20 @@ pub(super) async fn send(
 /// Where a traced request's attempts are recorded, each with its own span, named as the
 /// parent in the `traceparent` it sends.
 pub(super) struct Attempts<'a> {
-    trace_id: u128,
-    sampled: bool,
     spans: &'a mut Vec<ChildSpan>,
 }
 
 impl<'a> Attempts<'a> {
     pub(super) fn new(t: &'a mut RequestTrace) -> Self {
         Attempts {
-            trace_id: t.trace_id,
-            sampled: t.sampled,
             spans: &mut t.spans,
         }
     }
 
-    /// A new span for the next attempt, named in the request's `traceparent`.
-    fn begin(&self, req: &mut Request<RequestBody>) -> u64 {
+    /// A new span for the next attempt, named in the `traceparent` it sends.
+    fn begin(&self, added: &Added) -> u64 {
         let id = trace::new_span_id();
-        let value = trace::context::format(self.trace_id, id, self.sampled);
-        req.headers_mut().insert(trace::TRACEPARENT, value);
+        added.set_trace_span(id);
         id
     }
 
@@ -278,7 +273,7 @@ pub(super) async fn forward(
         };
         let address = group.targets[a.target].address;
         let deadline = a.started + a.limit;
-        let span = traced.as_ref().map(|t| t.begin(req));
+        let span = traced.as_ref().map(|t| t.begin(x.added));
         let sending = pool::send(&profile, address, req, x.added, a.started, x.interim);
         let sent = crate::timer::timeout_at(deadline, sending).await;
         if let (Some(t), Some(span)) = (traced.as_mut(), span) {

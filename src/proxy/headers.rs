@@ -198,6 +198,9 @@ pub(super) struct Present {
     forwarded_host: bool,
     host: bool,
     request_id: bool,
+    /// The caller sent `traceparent` / `tracestate` (replaced or dropped when tracing).
+    pub traceparent: bool,
+    pub tracestate: bool,
 }
 
 impl Present {
@@ -205,11 +208,12 @@ impl Present {
         let mut p = Present::default();
         for name in headers.keys() {
             let s = name.as_str();
-            // The lengths of the names looked for (2 to 4, 7, 10, 12, 15 to 19) rule out most
+            // The lengths of the names looked for (2 to 4, 7, 10 to 12, 15 to 19) rule out most
             // fields before any comparison.
             match s.len() {
                 3 => p.via |= *name == header::VIA,
                 4 => p.host |= *name == header::HOST,
+                11 => p.traceparent |= s == "traceparent",
                 12 => p.request_id |= *name == X_REQUEST_ID,
                 15 => p.forwarded_for |= *name == X_FORWARDED_FOR,
                 2 | 7 | 10 | 16..=19 => {
@@ -219,6 +223,7 @@ impl Present {
                     }
                     p.forwarded_host |= *name == X_FORWARDED_HOST;
                     p.forwarded_proto |= *name == X_FORWARDED_PROTO;
+                    p.tracestate |= s == "tracestate";
                 }
                 _ => {}
             }

@@ -114,11 +114,12 @@ pub async fn handle(
     let snap = &snap;
     let routed = next!(route::find(snap, conn, req, &arrival, &mut done));
     if let Some(t) = &done.trace {
-        // A mirror copy and a stored job continue this request's span; an attempt names its
-        // own (`forward`), so a plain route only settles the caller's `tracestate`.
+        // A stored job continues this request's span; a forwarded request gets its
+        // context beside its fields (`upstream_request`), each attempt naming its own span.
         let r = routed.route;
-        let copied = r.mirror.is_some() || r.queue.is_some() || r.publish.is_some();
-        t.propagate(req.headers_mut(), copied.then_some(t.span_id));
+        if r.queue.is_some() || r.publish.is_some() {
+            t.propagate(req.headers_mut(), t.span_id);
+        }
     }
     let began = done.clock(routed.route.gate.is_some());
     let caller = next!(access::check(&routed, conn, req, &arrival, &mut done).await);

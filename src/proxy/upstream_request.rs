@@ -151,6 +151,18 @@ impl Outbound {
             },
             &mut out.added,
         );
+        if let Some(t) = done.trace.as_deref() {
+            // The gateway's context replaces the caller's: written beside the fields, the
+            // caller's `tracestate` kept only with its continued context.
+            out.added.set_trace(t.trace_id, t.span_id, t.sampled);
+            let present = &arrival.present;
+            if present.traceparent {
+                req.headers_mut().remove(crate::observe::trace::TRACEPARENT);
+            }
+            if present.tracestate && !t.continued() {
+                req.headers_mut().remove(crate::observe::trace::TRACESTATE);
+            }
+        }
         if let Some(p) = pending {
             p.prepare(req.headers_mut());
         }

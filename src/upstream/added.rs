@@ -4,6 +4,8 @@
 //! growth for them. Requests to HTTP/2 upstreams get them inserted into their map instead,
 //! as do the heads of background cache refreshes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Most fields one request gets: X-Forwarded-For, -Proto, -Host, Via, X-Request-Id, and up to
@@ -19,6 +21,27 @@ pub struct Added {
     fields: [Option<(HeaderName, HeaderValue)>; MAX],
     /// Fields in use: the first `len` of `fields`.
     len: u8,
+    /// The request's trace context, when it is traced: `traceparent` is written from it.
+    trace: Option<TraceSlot>,
+}
+
+/// The `traceparent` of a traced request: its trace, and the span each attempt names (set
+/// per attempt through a shared reference, as attempts borrow the fields).
+#[derive(Default)]
+struct TraceSlot {
+    trace_id: u128,
+    sampled: bool,
+    span: AtomicU64,
+}
+
+impl Clone for TraceSlot {
+    fn clone(&self) -> Self {
+        TraceSlot {
+            trace_id: self.trace_id,
+            sampled: self.sampled,
+            span: AtomicU64::new(self.span.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl Added {
@@ -49,6 +72,32 @@ impl Added {
         }
     }
 
+    /// Sends `traceparent` naming `span` of trace `trace_id` (the map must not hold one).
+    pub fn set_trace(&mut self, trace_id: u128, span: u64, sampled: bool) {
+        self.trace = Some(TraceSlot {
+            trace_id,
+            sampled,
+            span: AtomicU64::new(span),
+        });
+    }
+
+    /// Names `span` in the `traceparent` of the next attempt.
+    pub fn set_trace_span(&self, span: u64) {
+        if let Some(t) = &self.trace {
+            t.span.store(span, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the `traceparent` line into an HTTP/1.1 head being encoded.
+    pub fn write_trace(&self, buf: &mut Vec<u8>) {
+        if let Some(t) = &self.trace {
+            let span = t.span.load(Ordering::Relaxed);
+            buf.extend_from_slice(b"traceparent: ");
+            buf.extend_from_slice(&crate::trace_context::text(t.trace_id, span, t.sampled));
+            buf.extend_from_slice(b"\r\n");
+        }
+    }
+
     pub fn host(&self) -> Option<&HeaderValue> {
         self.host.as_ref()
     }
@@ -75,6 +124,13 @@ impl Added {
         }
         for (name, value) in self.fields() {
             map.insert(name.clone(), value.clone());
+        }
+        if let Some(t) = &self.trace {
+            let span = t.span.load(Ordering::Relaxed);
+            map.insert(
+                crate::trace_context::TRACEPARENT,
+                crate::trace_context::format(t.trace_id, span, t.sampled),
+            );
         }
     }
 }

@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 use crate::config::model::TracingSettings;
 use crate::observe::metrics::TraceMetrics;
 
-pub mod context;
 mod export;
 
+pub use crate::trace_context as context;
 pub use context::{TRACEPARENT, TRACESTATE};
 
 /// The compiled `tracing` section: sampling, and the queue to the exporter.
@@ -161,16 +161,14 @@ impl Tracer {
 }
 
 impl RequestTrace {
-    /// Sets the request's trace context on `headers` (the upstream request, a mirror copy,
-    /// a stored job): `parent`, when given, as the span the receiver continues, and the
-    /// caller's `tracestate` only when its context was continued.
-    pub fn propagate(&self, headers: &mut HeaderMap, parent: Option<u64>) {
-        if let Some(parent) = parent {
-            headers.insert(
-                TRACEPARENT,
-                context::format(self.trace_id, parent, self.sampled),
-            );
-        }
+    /// Sets the request's trace context on `headers` (a stored job): `parent` as the span
+    /// the receiver continues, and the caller's `tracestate` only when its context was
+    /// continued.
+    pub fn propagate(&self, headers: &mut HeaderMap, parent: u64) {
+        headers.insert(
+            TRACEPARENT,
+            context::format(self.trace_id, parent, self.sampled),
+        );
         match &self.tracestate {
             Some(state) => {
                 headers.insert(TRACESTATE, state.clone());
@@ -179,6 +177,11 @@ impl RequestTrace {
                 headers.remove(TRACESTATE);
             }
         }
+    }
+
+    /// The caller's context is continued (its `tracestate` goes on with the request).
+    pub fn continued(&self) -> bool {
+        self.parent.is_some()
     }
 
     /// Records a phase that ran from `start` until now.
@@ -273,7 +276,7 @@ mod tests {
         assert_eq!(continued.parent, Some(0x00f067aa0ba902b7));
         assert!(continued.sampled, "the caller's flag is followed");
         let mut out = HeaderMap::new();
-        continued.propagate(&mut out, Some(7));
+        continued.propagate(&mut out, 7);
         assert_eq!(
             out[TRACEPARENT],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000007-01"
@@ -284,7 +287,7 @@ mod tests {
         assert_eq!(replaced.parent, None);
         assert!(!replaced.sampled, "ratio 0");
         let mut out = with_parent("01");
-        replaced.propagate(&mut out, Some(7));
+        replaced.propagate(&mut out, 7);
         assert!(
             out.get(TRACESTATE).is_none(),
             "an untrusted tracestate is dropped"

@@ -92,6 +92,7 @@ pub(super) fn encode_head<B: Body>(
     for (name, value) in req.headers().iter().chain(added.fields()) {
         write_field(buf, name, value);
     }
+    added.write_trace(buf);
     let framing = match declared {
         Some(0) if body.is_end_stream() => None,
         Some(n) => Some(ReqFraming::Length(n)),

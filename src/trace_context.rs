@@ -1,5 +1,6 @@
 //! W3C Trace Context (https://www.w3.org/TR/trace-context/): the `traceparent` field read
-//! from a request and written on the requests the gateway sends.
+//! from a request and written on the requests the gateway sends (as a field value, or
+//! straight into an HTTP/1.1 head).
 
 use http::HeaderValue;
 
@@ -61,6 +62,13 @@ fn hex(digits: &[u8]) -> Option<u128> {
 
 /// The `traceparent` value naming `span_id` of trace `trace_id` as the parent.
 pub fn format(trace_id: u128, span_id: u64, sampled: bool) -> HeaderValue {
+    // Hex digits and dashes only: always a valid field value.
+    HeaderValue::from_bytes(&text(trace_id, span_id, sampled))
+        .unwrap_or(HeaderValue::from_static(""))
+}
+
+/// The `traceparent` value as text.
+pub fn text(trace_id: u128, span_id: u64, sampled: bool) -> [u8; 55] {
     let mut out = [0u8; 55];
     out[..3].copy_from_slice(b"00-");
     put_hex(&mut out[3..35], trace_id);
@@ -69,8 +77,7 @@ pub fn format(trace_id: u128, span_id: u64, sampled: bool) -> HeaderValue {
     out[52] = b'-';
     out[53] = b'0';
     out[54] = if sampled { b'1' } else { b'0' };
-    // Hex digits and dashes only: always a valid field value.
-    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static(""))
+    out
 }
 
 /// Writes `n`'s low `out.len()` hex digits, most significant first.
