@@ -183,7 +183,7 @@ pub(super) async fn send(
 /// Where a traced request's attempts are recorded, each with its own span, named as the
 /// parent in the `traceparent` it sends.
 pub(super) struct Attempts<'a> {
-    spans: &'a mut Vec<ChildSpan>,
+    spans: &'a mut trace::Spans,
 }
 
 impl<'a> Attempts<'a> {

@@ -75,7 +75,7 @@ pub struct Point {
 }
 
 impl Point {
-    fn add(&mut self, s: &Sample<'_>) {
+    fn add(&mut self, s: &Sample<'_>, bucket: usize) {
         self.requests += 1;
         if let Some(c) = (s.status / 100).checked_sub(1).filter(|c| *c < 5) {
             self.classes[usize::from(c)] += 1;
@@ -83,7 +83,7 @@ impl Point {
         self.bytes_in += s.bytes_in;
         self.bytes_out += s.bytes_out;
         self.rate_limited += u64::from(s.status == 429);
-        self.latency.add(s.duration.as_micros() as u64);
+        self.latency.add_to(bucket);
     }
 
     pub fn merge(&mut self, o: &Point) {
@@ -123,11 +123,40 @@ type Keyed = HashMap<(Dimension, Arc<str>), Point>;
 #[derive(Default)]
 struct Points {
     gateway: Point,
-    /// Route, target and consumer.
-    named: [HashMap<Arc<str>, Point>; 3],
-    clients: HashMap<IpAddr, Point>,
+    /// Route, target and consumer, keyed by the address of the name the request carries
+    /// (the configuration's own `Arc`: no hashing of the text, no copy).
+    named: [HashMap<usize, (Arc<str>, Point), Fast>; 3],
+    clients: HashMap<IpAddr, Point, Fast>,
     other_clients: Point,
 }
+
+/// A multiplicative hasher for the keys above (addresses and IP addresses), which need no
+/// protection against chosen collisions: a name's address is the gateway's own, and an IP
+/// address's place in a bounded map costs an attacker nothing it could not get by sending.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type Fast = std::hash::BuildHasherDefault<FastHasher>;
 
 /// One worker thread's points of the current interval (and of ended ones not yet taken).
 #[derive(Default)]
@@ -195,17 +224,15 @@ impl History {
         let id = Arc::as_ptr(self) as usize;
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
-            let acc = match &*local {
-                Some((owner, acc)) if *owner == id => acc.clone(),
-                _ => {
-                    let acc = Arc::new(Mutex::new(Acc::default()));
-                    lock(&self.threads).push(acc.clone());
-                    *local = Some((id, acc.clone()));
-                    acc
-                }
+            if !matches!(&*local, Some((owner, _)) if *owner == id) {
+                let acc = Arc::new(Mutex::new(Acc::default()));
+                lock(&self.threads).push(acc.clone());
+                *local = Some((id, acc));
+            }
+            let Some((_, acc)) = &*local else {
+                return;
             };
-            drop(local);
-            let mut acc = lock(&acc);
+            let mut acc = lock(acc);
             if acc.interval != interval {
                 let ended = std::mem::take(&mut acc.points);
                 let at = acc.interval;
@@ -345,23 +372,31 @@ impl Drop for History {
 
 impl Points {
     fn add(&mut self, s: &Sample<'_>, max: usize) {
-        self.gateway.add(s);
+        let bucket = Sketch::bucket(s.duration.as_micros() as u64);
+        self.gateway.add(s, bucket);
         for (map, name) in self.named.iter_mut().zip([s.route, s.target, s.consumer]) {
             let Some(name) = name else { continue };
-            if let Some(p) = map.get_mut(&**name) {
-                p.add(s);
+            let key = Arc::as_ptr(name) as *const u8 as usize;
+            if let Some((_, p)) = map.get_mut(&key) {
+                p.add(s, bucket);
             } else if map.len() < max {
-                map.entry(name.clone()).or_default().add(s);
+                let (_, p) = map
+                    .entry(key)
+                    .or_insert_with(|| (name.clone(), Point::default()));
+                p.add(s, bucket);
             } else {
-                map.entry(Arc::from(OTHER)).or_default().add(s);
+                let (_, p) = map
+                    .entry(0)
+                    .or_insert_with(|| (Arc::from(OTHER), Point::default()));
+                p.add(s, bucket);
             }
         }
         if let Some(p) = self.clients.get_mut(&s.client) {
-            p.add(s);
+            p.add(s, bucket);
         } else if self.clients.len() < max {
-            self.clients.entry(s.client).or_default().add(s);
+            self.clients.entry(s.client).or_default().add(s, bucket);
         } else {
-            self.other_clients.add(s);
+            self.other_clients.add(s, bucket);
         }
     }
 
@@ -371,7 +406,7 @@ impl Points {
             .merge(&self.gateway);
         let dims = [Dimension::Route, Dimension::Target, Dimension::Consumer];
         for (dim, map) in dims.into_iter().zip(self.named) {
-            for (name, p) in map {
+            for (_, (name, p)) in map {
                 into.entry((dim, name)).or_default().merge(&p);
             }
         }

@@ -17,11 +17,22 @@ pub struct Sketch {
 
 impl Sketch {
     pub fn add(&mut self, micros: u64) {
+        self.add_to(index(micros));
+    }
+
+    /// The bucket of a duration, to add it to several sketches.
+    pub fn bucket(micros: u64) -> usize {
+        index(micros)
+    }
+
+    /// Adds a value of bucket `i` (from [`Sketch::bucket`]).
+    pub fn add_to(&mut self, i: usize) {
         if self.counts.is_empty() {
             self.counts = vec![0; BUCKETS];
         }
-        let i = index(micros);
-        self.counts[i] = self.counts[i].saturating_add(1);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c = c.saturating_add(1);
+        }
     }
 
     pub fn merge(&mut self, other: &Sketch) {

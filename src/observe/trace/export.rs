@@ -202,7 +202,7 @@ fn spans(t: &RequestTrace, scope: &InstrumentationScope) -> Vec<SpanData> {
         status,
         instrumentation_scope: scope.clone(),
     });
-    for c in &t.spans {
+    for c in t.spans.iter() {
         out.push(child(
             t,
             c,

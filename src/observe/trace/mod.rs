@@ -52,7 +52,36 @@ pub struct RequestTrace {
     pub status: u16,
     pub request: RequestFacts,
     pub route: Option<Arc<str>>,
-    pub spans: Vec<ChildSpan>,
+    pub spans: Spans,
+}
+
+/// The child spans of a request: the first few in place (most requests have one attempt and
+/// a phase or two), so recording them allocates nothing.
+#[derive(Default)]
+pub struct Spans {
+    first: [Option<ChildSpan>; 3],
+    more: Vec<ChildSpan>,
+}
+
+impl Spans {
+    pub fn push(&mut self, span: ChildSpan) {
+        match self.first.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(span),
+            None => self.more.push(span),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ChildSpan> {
+        self.first.iter().flatten().chain(&self.more)
+    }
+
+    pub fn len(&self) -> usize {
+        self.first.iter().flatten().count() + self.more.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first[0].is_none()
+    }
 }
 
 /// What the request span says of the request: shared handles on the request's own bytes
@@ -146,7 +175,7 @@ impl Tracer {
             status: 0,
             request,
             route: None,
-            spans: Vec::new(),
+            spans: Spans::default(),
         })
     }
 
