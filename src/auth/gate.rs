@@ -19,6 +19,7 @@ use super::introspect::Introspector;
 use super::iprules::IpRules;
 use super::jwt::{AuthFailure, JwtVerifier, Verified};
 use super::mtls::{CertificateNames, ConsumerFrom};
+use super::oidc::RelyingParty;
 use super::token::{self, TokenSource};
 use crate::certs::ClientCert;
 use crate::config::model::{AccessControl, AuthMethodDef, RouteAccess};
@@ -61,6 +62,8 @@ pub struct Authenticated {
 pub enum Hidden {
     Header(HeaderName),
     Query(String),
+    /// One cookie of the `Cookie` fields (a login session's).
+    Cookie(String),
 }
 
 /// The configured consumers and methods of one snapshot.
@@ -68,6 +71,8 @@ pub struct Authenticators {
     methods: HashMap<String, Arc<Authenticator>>,
     /// Header telling the upstream the consumer's name.
     pub consumer_header: Option<HeaderName>,
+    /// Where provider fetchers (JWKS of OIDC routes) run.
+    background: Option<tokio::runtime::Handle>,
 }
 
 /// One named authentication method, ready to run.
@@ -214,6 +219,7 @@ impl Authenticators {
         Ok(Authenticators {
             methods,
             consumer_header: access.consumer_header.clone(),
+            background: background.handle().ok().flatten(),
         })
     }
 }
@@ -225,6 +231,7 @@ pub struct Gate {
     auth: Option<RouteAuth>,
     params: Option<ParamRules>,
     body: Option<Arc<BodySchemas>>,
+    oidc: Option<Arc<RelyingParty>>,
 }
 
 struct RouteAuth {
@@ -280,7 +287,20 @@ impl Gate {
                     .map_err(|e| gate_error(at("validate.body"), e))?,
             ))
         };
-        if cors.is_none() && ip.is_none() && auth.is_none() && params.is_none() && body.is_none() {
+        let oidc = match &access.oidc {
+            Some(settings) => Some(Arc::new(
+                RelyingParty::new(settings.clone(), all.background.clone())
+                    .map_err(|e| gate_error(at("oidc"), e))?,
+            )),
+            None => None,
+        };
+        if cors.is_none()
+            && ip.is_none()
+            && auth.is_none()
+            && params.is_none()
+            && body.is_none()
+            && oidc.is_none()
+        {
             return Ok(None);
         }
         Ok(Some(Gate {
@@ -289,6 +309,7 @@ impl Gate {
             auth,
             params,
             body,
+            oidc,
         }))
     }
 
@@ -321,12 +342,21 @@ impl Gate {
 
     /// Whether the route authenticates at all.
     pub fn authenticates(&self) -> bool {
-        self.auth.is_some()
+        self.auth.is_some() || self.oidc.is_some()
+    }
+
+    /// The route's OpenID Connect relying party, when it logs users in.
+    pub fn oidc(&self) -> Option<&RelyingParty> {
+        self.oidc.as_deref()
     }
 
     /// Header names the route's methods set upstream (client copies must go).
     pub fn forwarded_headers(&self) -> Vec<HeaderName> {
-        let mut names = Vec::new();
+        let mut names: Vec<HeaderName> = self
+            .oidc
+            .iter()
+            .flat_map(|rp| rp.forwarded_headers().cloned())
+            .collect();
         for m in self.auth.iter().flat_map(|a| &a.methods) {
             match &**m {
                 Authenticator::Jwt { verifier, .. } => {

@@ -746,6 +746,9 @@ pub struct Route {
     /// Authentication and authorisation.
     #[serde(default)]
     pub auth: Option<RouteAuth>,
+    /// Log browser users in with an OpenID Connect provider (docs/oidc.md).
+    #[serde(default)]
+    pub oidc: Option<Oidc>,
     /// Client addresses allowed or denied.
     #[serde(default)]
     pub ip_rules: Option<IpRules>,

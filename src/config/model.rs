@@ -843,6 +843,8 @@ pub struct RouteAccess {
     /// `(content type, schema)` pairs; empty means bodies are not validated.
     pub body_schemas: Vec<(String, serde_json::Value)>,
     pub body_max: usize,
+    /// OpenID Connect login for browser routes (`oidc`).
+    pub oidc: Option<crate::auth::oidc::OidcSettings>,
 }
 
 /// The shared HTTP cache (top-level `cache`): one store for every cached route.

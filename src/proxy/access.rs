@@ -16,6 +16,7 @@ use super::route::Routed;
 use super::{ConnInfo, Stop};
 use crate::auth::cors::Preflight;
 use crate::auth::gate::{Authenticated, Denied, Gate, Hidden};
+use crate::auth::oidc::{Outcome, RelyingParty, RequestFacts};
 use crate::message::X_REQUEST_ID;
 use crate::validate::schema::problem_body;
 
@@ -54,6 +55,13 @@ async fn gated<B>(
         }
     }
     done.cors = gate.cors_fields(req.headers()).map(Box::new);
+    if let Some(rp) = gate.oidc() {
+        let denied = |d| Stop::respond(refusal(d, request_id));
+        gate.check_ip(arrival.client_ip).map_err(denied)?;
+        return Box::pin(login(rp, conn, req, arrival, done))
+            .await
+            .map(Some);
+    }
     let checked = async {
         gate.check_ip(arrival.client_ip)?;
         let found = gate
@@ -76,6 +84,53 @@ async fn gated<B>(
         log.consumer = Some(std::sync::Arc::from(name));
     }
     Ok(caller)
+}
+
+/// A route with OpenID Connect login: the relying party answers (a redirect to log in, the
+/// callback, logout, a refusal) or names the logged-in user.
+async fn login<B>(
+    rp: &RelyingParty,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    arrival: &Arrival,
+    done: &mut Completion,
+) -> Result<Authenticated, Stop> {
+    let facts = RequestFacts {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+        host: arrival.host_text(),
+        tls: conn.tls,
+    };
+    match rp.handle(&facts).await {
+        Outcome::Proceed(found) => {
+            if let (Some(log), Some(sub)) = (done.log_mut(), &found.identity.subject) {
+                log.consumer = Some(sub.clone());
+            }
+            Ok(found)
+        }
+        Outcome::Answer(answer) => {
+            let mut resp = match answer.problem {
+                Some(detail) => problem_response(answer.status, detail, &arrival.request_id),
+                None => {
+                    let mut resp = Response::new(ProxyBody::empty());
+                    *resp.status_mut() = answer.status;
+                    resp.headers_mut()
+                        .insert(X_REQUEST_ID, arrival.request_id.clone());
+                    resp
+                }
+            };
+            // A name of `None` repeats the one before (several `Set-Cookie`s).
+            let mut last = None;
+            for (name, value) in answer.headers {
+                last = name.or(last);
+                if let Some(name) = &last {
+                    resp.headers_mut().append(name.clone(), value);
+                }
+            }
+            Err(Stop::respond(resp))
+        }
+    }
 }
 
 /// The answer to a refused request; the reason goes to the debug log only.
@@ -161,6 +216,10 @@ pub(super) fn identify_upstream(
             None
         }
         Some(Hidden::Query(param)) => Some(param.clone()),
+        Some(Hidden::Cookie(name)) => {
+            crate::auth::oidc::session::strip_cookie(headers, name);
+            None
+        }
         None => None,
     }
 }

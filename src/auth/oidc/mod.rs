@@ -1,0 +1,554 @@
+//! OpenID Connect relying party for browser routes: the authorization code flow with PKCE,
+//! `state` and `nonce` from the provider's discovery document; server-side login sessions
+//! behind a cookie; access tokens refreshed before they expire (once per session however
+//! many requests wait); RP-initiated logout. The proxy's `access` phase calls
+//! [`RelyingParty::handle`] and answers or forwards with what it returns; docs/oidc.md
+//! describes the flows.
+
+pub mod login;
+pub mod provider;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, SET_COOKIE,
+};
+use http::{Method, StatusCode, Uri};
+
+use super::consumer::Identity;
+use super::gate::{Authenticated, Hidden};
+use login::{param, Logins};
+use provider::{ClientAuth, Discovery, Provider, ProviderError, TokenAnswer};
+use session::{cookie, unix_now, Session, Sessions, Tokens};
+
+/// When an unauthenticated request is sent to the provider rather than refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// A `GET` or `HEAD` whose `Accept` names `text/html` is redirected; others get 401.
+    Auto,
+    /// Always redirect (a `GET`/`HEAD`; other methods get 401).
+    Redirect,
+    /// Always 401 (an API route).
+    Deny,
+}
+
+/// A route's relying-party settings, validated.
+#[derive(Clone)]
+pub struct OidcSettings {
+    /// The provider's discovery document URL.
+    pub discovery_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The callback path the provider redirects to.
+    pub redirect_path: String,
+    /// Requests to this path end the session (RP-initiated logout).
+    pub logout_path: Option<String>,
+    /// Where the provider sends the user after logout: a path on this host or a URL.
+    pub post_logout_redirect: Option<String>,
+    /// Space-separated scopes asked for (`openid` first).
+    pub scopes: String,
+    pub unauthenticated: Unauthenticated,
+    /// The session cookie's name, without the `__Host-` prefix that `cookie_secure` adds.
+    pub cookie_name: String,
+    pub cookie_secure: bool,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    /// An access token this close to expiry is refreshed before the request goes on.
+    pub refresh_before: Duration,
+    /// Send the access token upstream as `Authorization: Bearer`.
+    pub forward_access_token: bool,
+    /// ID-token claims sent upstream as headers.
+    pub forward_claims: Vec<(String, HeaderName)>,
+    /// Bound on each call to the provider.
+    pub timeout: Duration,
+    /// Clock skew tolerated on the ID token's times.
+    pub leeway: Duration,
+}
+
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("discovery_url", &self.discovery_url)
+            .field("client_id", &self.client_id)
+            .field("redirect_path", &self.redirect_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the relying party decided about a request.
+pub enum Outcome {
+    /// A logged-in user: go on, with the token and claims for the upstream.
+    Proceed(Authenticated),
+    /// The gateway answers itself (a redirect, a refusal).
+    Answer(Answer),
+}
+
+/// An answer of the relying party: a status, its fields, and for a refusal the detail of
+/// its problem body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub problem: Option<&'static str>,
+}
+
+/// The request facts the relying party reads.
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    /// The host the client named (for the callback URL).
+    pub host: Option<&'a str>,
+    pub tls: bool,
+}
+
+/// One route's relying party: provider, logins in progress, sessions.
+pub struct RelyingParty {
+    settings: OidcSettings,
+    /// The session cookie's full name.
+    cookie: String,
+    /// The cookie tying a login's callback to the browser that started it.
+    login_cookie: String,
+    client: ClientAuth,
+    http: reqwest::Client,
+    discovery: Discovery,
+    background: Option<tokio::runtime::Handle>,
+    logins: Logins,
+    sessions: Sessions,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("oidc: {0}")]
+pub struct OidcError(String);
+
+impl RelyingParty {
+    pub fn new(
+        settings: OidcSettings,
+        background: Option<tokio::runtime::Handle>,
+    ) -> Result<RelyingParty, OidcError> {
+        let prefix = if settings.cookie_secure {
+            "__Host-"
+        } else {
+            ""
+        };
+        let cookie = format!("{prefix}{}", settings.cookie_name);
+        let login_cookie = format!("{cookie}_login");
+        let http = provider::http_client(settings.timeout).map_err(OidcError)?;
+        Ok(RelyingParty {
+            cookie,
+            login_cookie,
+            client: ClientAuth {
+                client_id: settings.client_id.clone(),
+                client_secret: settings.client_secret.clone(),
+            },
+            discovery: Discovery::new(
+                settings.discovery_url.clone(),
+                settings.client_id.clone(),
+                settings.leeway,
+            ),
+            http,
+            background,
+            logins: Logins::default(),
+            sessions: Sessions::default(),
+            settings,
+        })
+    }
+
+    /// Header names the relying party sets upstream (client copies must go).
+    pub fn forwarded_headers(&self) -> impl Iterator<Item = &HeaderName> {
+        let auth = self.settings.forward_access_token.then_some(&AUTHORIZATION);
+        auth.into_iter()
+            .chain(self.settings.forward_claims.iter().map(|(_, h)| h))
+    }
+
+    /// The full name of the session cookie.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie
+    }
+
+    /// Decides a request on the route: the callback, the logout path, a request with a live
+    /// session (refreshed when due), or a request to log in first.
+    pub async fn handle(&self, req: &RequestFacts<'_>) -> Outcome {
+        let path = req.uri.path();
+        if path == self.settings.redirect_path {
+            return Outcome::Answer(self.callback(req).await);
+        }
+        if self.settings.logout_path.as_deref() == Some(path) {
+            return Outcome::Answer(self.logout(req).await);
+        }
+        let session = cookie(req.headers, &self.cookie).and_then(|id| {
+            self.sessions
+                .get(
+                    id,
+                    self.settings.idle_timeout,
+                    self.settings.absolute_timeout,
+                )
+                .map(|s| (id, s))
+        });
+        let Some((id, session)) = session else {
+            return Outcome::Answer(self.unauthenticated(req).await);
+        };
+        match self.current_bearer(&session).await {
+            Ok(bearer) => Outcome::Proceed(self.authenticated(&session, bearer)),
+            Err(e) => {
+                tracing::info!(error = %e, "token refresh failed; session ended");
+                self.sessions.remove(id);
+                Outcome::Answer(self.unauthenticated(req).await)
+            }
+        }
+    }
+
+    /// The access token of a session, refreshed first when it expires within
+    /// `refresh_before`. The token lock makes concurrent requests wait for one refresh.
+    async fn current_bearer(&self, session: &Session) -> Result<HeaderValue, ProviderError> {
+        let mut tokens = session.tokens.lock().await;
+        let due = tokens.expires_at.is_some_and(|at| {
+            at <= unix_now().saturating_add(self.settings.refresh_before.as_secs())
+        });
+        if !due {
+            return Ok(tokens.bearer.clone());
+        }
+        let Some(refresh) = tokens.refresh.clone() else {
+            return Err(ProviderError::BadAnswer("a refresh (no refresh token)"));
+        };
+        let provider = self.provider().await?;
+        let answer = provider::grant(
+            &self.http,
+            &provider.endpoints.token_endpoint,
+            &self.client,
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await?;
+        let mut fresh = tokens_of(answer)?;
+        // Without rotation the refresh token stays the same (RFC 6749 §6); the ID token of
+        // the login stays the hint for logout unless a new one came.
+        if fresh.refresh.is_none() {
+            fresh.refresh = Some(refresh);
+        }
+        if fresh.id_token.is_empty() {
+            fresh.id_token = std::mem::take(&mut tokens.id_token);
+        }
+        *tokens = fresh;
+        Ok(tokens.bearer.clone())
+    }
+
+    fn authenticated(&self, session: &Session, bearer: HeaderValue) -> Authenticated {
+        let mut forward = session.forward.clone();
+        if self.settings.forward_access_token {
+            forward.push((AUTHORIZATION, bearer));
+        }
+        Authenticated {
+            identity: Identity {
+                consumer: None,
+                subject: Some(session.subject.clone()),
+                scopes: Vec::new(),
+                claims: Some(session.claims.clone()),
+                method: "oidc",
+            },
+            forward,
+            hide: Some(Hidden::Cookie(self.cookie.clone())),
+        }
+    }
+
+    async fn provider(&self) -> Result<Arc<Provider>, ProviderError> {
+        self.discovery
+            .get(&self.http, self.background.as_ref())
+            .await
+    }
+
+    /// A browser navigation goes to the provider; anything else gets 401.
+    async fn unauthenticated(&self, req: &RequestFacts<'_>) -> Answer {
+        let navigation = matches!(*req.method, Method::GET | Method::HEAD);
+        let redirect = navigation
+            && match self.settings.unauthenticated {
+                Unauthenticated::Redirect => true,
+                Unauthenticated::Deny => false,
+                Unauthenticated::Auto => accepts_html(req.headers),
+            };
+        if !redirect {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return refusal(StatusCode::UNAUTHORIZED, "login required", headers);
+        }
+        let provider = match self.provider().await {
+            Ok(p) => p,
+            Err(e) => return unavailable(&e),
+        };
+        let original = req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let Some(started) = self.logins.start(
+            &provider.endpoints.authorization_endpoint,
+            &self.settings.client_id,
+            &self.settings.scopes,
+            self.local_url(req, &self.settings.redirect_path),
+            original,
+        ) else {
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many logins in progress",
+                HeaderMap::new(),
+            );
+        };
+        let mut headers = HeaderMap::new();
+        set_header(&mut headers, LOCATION, &started.url);
+        let login = self.set_cookie(&self.login_cookie, &started.state, Some(login::LOGIN_TTL));
+        set_header(&mut headers, SET_COOKIE, &login);
+        redirect_answer(headers)
+    }
+
+    /// The provider's redirect back: the `state` must be one this gateway issued, unused,
+    /// to this browser; the code is exchanged and the ID token verified; then a new session
+    /// (a new id: a session id set before login is never taken over) and back to the page.
+    async fn callback(&self, req: &RequestFacts<'_>) -> Answer {
+        let query = req.uri.query().unwrap_or("");
+        let Some(state) = param(query, "state") else {
+            return bad_callback("callback without state");
+        };
+        // Taken first: whatever happens next, a state is good for one callback only.
+        let Some(login) = self.logins.take(&state) else {
+            return bad_callback("unknown, expired or used state");
+        };
+        if cookie(req.headers, &self.login_cookie) != Some(state.as_str()) {
+            return bad_callback("login was started in another browser");
+        }
+        if param(query, "error").is_some() {
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "the provider refused the login",
+                HeaderMap::new(),
+            );
+        }
+        let Some(code) = param(query, "code") else {
+            return bad_callback("callback without code");
+        };
+        let provider = match self.provider().await {
+            Ok(p) => p,
+            Err(e) => return unavailable(&e),
+        };
+        if let Some(iss) = param(query, "iss") {
+            // RFC 9207: a mix-up with another provider shows in the issuer it names.
+            if iss != provider.endpoints.issuer {
+                return bad_callback("callback from another issuer");
+            }
+        }
+        let answer = provider::grant(
+            &self.http,
+            &provider.endpoints.token_endpoint,
+            &self.client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &login.redirect_uri),
+                ("code_verifier", &login.verifier),
+            ],
+        )
+        .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e @ ProviderError::Refused { .. }) => {
+                tracing::info!(error = %e, "code exchange refused");
+                return bad_callback("the provider refused the code");
+            }
+            Err(e) => return unavailable(&e),
+        };
+        let Some(id_token) = answer.id_token.clone() else {
+            return bad_callback("no id token in the token answer");
+        };
+        let verified = match provider.id_tokens.verify(&id_token).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::info!(error = %e, "id token refused");
+                return bad_callback("id token not valid");
+            }
+        };
+        let nonce = verified.claims.get("nonce").and_then(|n| n.as_str());
+        if nonce != Some(login.nonce.as_str()) {
+            return bad_callback("id token nonce does not match the login");
+        }
+        let Some(subject) = verified.subject.clone() else {
+            return bad_callback("id token without subject");
+        };
+        let tokens = match tokens_of(answer) {
+            Ok(t) => t,
+            Err(_) => return bad_callback("token answer not usable"),
+        };
+        let forward = self
+            .settings
+            .forward_claims
+            .iter()
+            .filter_map(|(claim, header)| {
+                let value = verified.claims.get(claim)?;
+                let text = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Some((header.clone(), HeaderValue::from_str(&text).ok()?))
+            })
+            .collect();
+        let sid = verified
+            .claims
+            .get("sid")
+            .and_then(|s| s.as_str())
+            .map(str::to_owned);
+        let session = Session::new(subject, sid, verified.claims.clone(), forward, tokens);
+        let Some(id) = login::random_token() else {
+            return unavailable(&ProviderError::BadAnswer("randomness"));
+        };
+        let stored = self.sessions.insert(
+            id.clone(),
+            Arc::new(session),
+            self.settings.idle_timeout,
+            self.settings.absolute_timeout,
+        );
+        if !stored {
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many sessions",
+                HeaderMap::new(),
+            );
+        }
+        let mut headers = HeaderMap::new();
+        set_header(&mut headers, LOCATION, &login.original);
+        let session_cookie = self.set_cookie(&self.cookie, &id, None);
+        set_header(&mut headers, SET_COOKIE, &session_cookie);
+        let cleared = self.set_cookie(&self.login_cookie, "", Some(Duration::ZERO));
+        append_header(&mut headers, SET_COOKIE, &cleared);
+        redirect_answer(headers)
+    }
+
+    /// RP-initiated logout: the session ends here, then the provider's end-session endpoint
+    /// ends the user's session there (with the ID token as hint).
+    async fn logout(&self, req: &RequestFacts<'_>) -> Answer {
+        let ended = cookie(req.headers, &self.cookie).and_then(|id| self.sessions.remove(id));
+        let after = match &self.settings.post_logout_redirect {
+            Some(to) if to.starts_with('/') => self.local_url(req, to),
+            Some(to) => to.clone(),
+            None => self.local_url(req, "/"),
+        };
+        let mut to = after.clone();
+        if let (Some(session), Ok(provider)) = (ended, self.provider().await) {
+            if let Some(end) = &provider.endpoints.end_session_endpoint {
+                let hint = session.tokens.lock().await.id_token.clone();
+                let sep = if end.contains('?') { '&' } else { '?' };
+                to = format!(
+                    "{end}{sep}id_token_hint={}&post_logout_redirect_uri={}&client_id={}",
+                    login::form_encode(&hint),
+                    login::form_encode(&after),
+                    login::form_encode(&self.settings.client_id),
+                );
+            }
+        }
+        let mut headers = HeaderMap::new();
+        set_header(&mut headers, LOCATION, &to);
+        let cleared = self.set_cookie(&self.cookie, "", Some(Duration::ZERO));
+        set_header(&mut headers, SET_COOKIE, &cleared);
+        redirect_answer(headers)
+    }
+
+    /// `scheme://host/path` on the host the client named.
+    fn local_url(&self, req: &RequestFacts<'_>, path: &str) -> String {
+        let scheme = if req.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", req.host.unwrap_or("localhost"))
+    }
+
+    /// A `Set-Cookie` value: host-only, `Path=/`, `HttpOnly`, `SameSite=Lax`, `Secure`
+    /// when configured; `max_age` of zero removes the cookie, `None` keeps it for the
+    /// browser session.
+    fn set_cookie(&self, name: &str, value: &str, max_age: Option<Duration>) -> String {
+        let mut out = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+        if self.settings.cookie_secure {
+            out.push_str("; Secure");
+        }
+        if let Some(age) = max_age {
+            out.push_str("; Max-Age=");
+            out.push_str(itoa::Buffer::new().format(age.as_secs()));
+        }
+        out
+    }
+}
+
+/// The tokens of a token answer, with an absolute expiry.
+fn tokens_of(answer: TokenAnswer) -> Result<Tokens, ProviderError> {
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", answer.access_token))
+        .map_err(|_| ProviderError::BadAnswer("token request"))?;
+    Ok(Tokens {
+        bearer,
+        refresh: answer.refresh_token,
+        expires_at: answer
+            .expires_in
+            .map(|secs| unix_now().saturating_add(secs)),
+        id_token: answer.id_token.unwrap_or_default(),
+    })
+}
+
+/// Whether the client says it takes HTML (a browser navigation).
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            let media = media.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("text/html")
+        })
+}
+
+fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+fn append_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.append(name, v);
+    }
+}
+
+fn redirect_answer(mut headers: HeaderMap) -> Answer {
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Answer {
+        status: StatusCode::FOUND,
+        headers,
+        problem: None,
+    }
+}
+
+fn refusal(status: StatusCode, detail: &'static str, mut headers: HeaderMap) -> Answer {
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Answer {
+        status,
+        headers,
+        problem: Some(detail),
+    }
+}
+
+/// A callback refused: 400 with the reason (no session is created).
+fn bad_callback(detail: &'static str) -> Answer {
+    tracing::info!(reason = detail, "oidc callback refused");
+    refusal(StatusCode::BAD_REQUEST, detail, HeaderMap::new())
+}
+
+fn unavailable(e: &ProviderError) -> Answer {
+    tracing::warn!(error = %e, "identity provider unavailable");
+    refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "identity provider unavailable",
+        HeaderMap::new(),
+    )
+}

@@ -1,0 +1,363 @@
+//! OpenID Connect login end to end against a real provider (the `oidc-provider` package,
+//! started once for this binary by `support::oidc`): the redirect to log in, the callback,
+//! the session with the access token forwarded, refresh with a short token lifetime (one
+//! refresh however many requests wait), logout, and refused callbacks that create no
+//! session.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use http::StatusCode;
+use support::oidc::{fetch, location, Browser, Provider};
+use support::*;
+
+/// The client secret every test client gets, read by the gateway from this variable.
+const SECRET_VAR: &str = "FERROGATE_TEST_OIDC_SECRET";
+const SECRET: &str = "a-test-client-secret-of-some-length";
+
+fn secret_in_env() {
+    static SET: Once = Once::new();
+    SET.call_once(|| std::env::set_var(SECRET_VAR, SECRET));
+}
+
+/// A gateway with one route to `backend` logging users in as client `client`, with
+/// `extra` settings under `oidc:`.
+fn gateway(backend: SocketAddr, client: &str, extra: &str) -> TestGateway {
+    secret_in_env();
+    let provider = Provider::get();
+    let routes = format!(
+        "  - upstream: app
+    oidc:
+      discovery: {}/.well-known/openid-configuration
+      client_id: {client}
+      client_secret_env: {SECRET_VAR}
+      cookie_secure: false
+      logout_path: /oidc/logout
+      scopes: [email]
+      forward_claims: {{email: X-User-Email}}
+{extra}",
+        provider.issuer()
+    );
+    TestGateway::start(&config(&[backend], &routes))
+}
+
+/// Logs `user` in through the gateway at `gw`, starting at `path`; returns the browser.
+async fn logged_in(gw: SocketAddr, path: &str, user: &str) -> Browser {
+    let mut browser = Browser::new();
+    let start = format!("http://{gw}{path}");
+    let callback = browser
+        .login_until(&start, user, &format!("{gw}/oidc/callback"))
+        .await;
+    let back = browser.get(&callback).await;
+    assert_eq!(back.status, StatusCode::FOUND, "{}", back.text());
+    assert_eq!(back.header("location"), Some(path));
+    browser
+}
+
+fn bearer_seen(backend: &Backend) -> Vec<String> {
+    backend
+        .requests()
+        .iter()
+        .filter_map(|s| s.headers.get("authorization"))
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_browser_logs_in_and_the_backend_gets_the_access_token_and_claims() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(backend.addr, "login-basic", "");
+    Provider::get()
+        .register("login-basic", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut browser = Browser::new();
+    let first = browser.get(&format!("http://{}/page?x=1", gw.addr)).await;
+    assert_eq!(first.status, StatusCode::FOUND);
+    let to = first.header("location").unwrap();
+    assert!(to.starts_with(&format!("{}/auth?", Provider::get().issuer())));
+    for part in [
+        "code_challenge_method=S256",
+        "state=",
+        "nonce=",
+        "scope=openid+email",
+    ] {
+        assert!(to.contains(part), "{to} lacks {part}");
+    }
+    assert_eq!(backend.count(), 0);
+
+    let mut browser = logged_in(gw.addr, "/page?x=1", "alice").await;
+    let session = browser.jar[&gw.addr.to_string()]["ferrogate_session"].clone();
+    browser
+        .jar
+        .get_mut(&gw.addr.to_string())
+        .unwrap()
+        .insert("theme".into(), "dark".into());
+    let got = browser.get(&format!("http://{}/page?x=1", gw.addr)).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.text(), "app");
+    let seen = backend.requests().pop().unwrap();
+    let auth = seen.headers["authorization"].to_str().unwrap();
+    assert!(auth.starts_with("Bearer ") && auth.len() > 20, "{auth}");
+    assert_eq!(seen.headers["x-user-email"], "alice@example.test");
+    // The session cookie stays at the gateway; the application's own cookies go through.
+    let cookies = seen.headers["cookie"].to_str().unwrap();
+    assert_eq!(cookies, "theme=dark");
+    assert!(!cookies.contains(&session));
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_lax_and_host_only() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(backend.addr, "login-cookie", "");
+    Provider::get()
+        .register("login-cookie", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut browser = Browser::new();
+    let callback = browser
+        .login_until(
+            &format!("http://{}/", gw.addr),
+            "alice",
+            &format!("{}/oidc/callback", gw.addr),
+        )
+        .await;
+    let back = browser.get(&callback).await;
+    let set: Vec<&str> = back
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("ferrogate_session="))
+        .unwrap();
+    assert!(session.contains("; HttpOnly") && session.contains("; SameSite=Lax"));
+    assert!(!session.to_ascii_lowercase().contains("domain="));
+    assert!(set
+        .iter()
+        .any(|c| c.starts_with("ferrogate_session_login=;") && c.contains("Max-Age=0")));
+}
+
+#[tokio::test]
+async fn an_api_request_without_a_session_gets_401_and_never_reaches_the_backend() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(backend.addr, "login-api", "");
+    let got = fetch(
+        "GET",
+        &format!("http://{}/api/items", gw.addr),
+        &[("accept", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(got.header("www-authenticate"), Some("Bearer"));
+    let posted = fetch(
+        "POST",
+        &format!("http://{}/page", gw.addr),
+        &[("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(posted.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn a_tampered_session_cookie_is_not_a_session() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(backend.addr, "login-tamper", "");
+    Provider::get()
+        .register("login-tamper", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut browser = logged_in(gw.addr, "/", "alice").await;
+    let jar = browser.jar.get_mut(&gw.addr.to_string()).unwrap();
+    let id = jar["ferrogate_session"].clone();
+    let mut tampered = id.into_bytes();
+    tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
+    jar.insert(
+        "ferrogate_session".into(),
+        String::from_utf8(tampered).unwrap(),
+    );
+    browser.fields = vec![("accept".into(), "application/json".into())];
+    let got = browser.get(&format!("http://{}/", gw.addr)).await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn concurrent_requests_during_a_refresh_wait_for_one_refresh_and_rotation_holds() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(backend.addr, "login-refresh", "      refresh_before: 1s\n");
+    let provider = Provider::get();
+    provider
+        .register("login-refresh", SECRET, &[gw.addr], 3)
+        .await;
+    let browser = logged_in(gw.addr, "/", "alice").await;
+    let ok = browser.clone().get(&format!("http://{}/", gw.addr)).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(provider.grants("login-refresh", "refresh_token").await, 0);
+
+    // The token (3 s) is due for refresh one second before it ends.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut waiting = Vec::new();
+    for _ in 0..8 {
+        let mut b = browser.clone();
+        let url = format!("http://{}/", gw.addr);
+        waiting.push(tokio::spawn(async move { b.get(&url).await.status }));
+    }
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(provider.grants("login-refresh", "refresh_token").await, 1);
+    let tokens = bearer_seen(&backend);
+    assert_ne!(tokens[0], tokens[tokens.len() - 1], "a new access token");
+    assert_eq!(
+        tokens[1..]
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1,
+        "all waiting requests use the one refreshed token"
+    );
+
+    // The provider rotates refresh tokens: a second refresh works only with the new one.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let again = browser.clone().get(&format!("http://{}/", gw.addr)).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(provider.grants("login-refresh", "refresh_token").await, 2);
+}
+
+#[tokio::test]
+async fn a_failed_refresh_ends_the_session() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(
+        backend.addr,
+        "login-refresh-fails",
+        "      refresh_before: 1s\n",
+    );
+    let provider = Provider::get();
+    provider
+        .register("login-refresh-fails", SECRET, &[gw.addr], 2)
+        .await;
+    let browser = logged_in(gw.addr, "/", "alice").await;
+    // The provider no longer knows the gateway's secret: the refresh is refused.
+    provider
+        .register(
+            "login-refresh-fails",
+            "another-secret-entirely",
+            &[gw.addr],
+            2,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut api = browser.clone();
+    api.fields = vec![("accept".into(), "application/json".into())];
+    let got = api.get(&format!("http://{}/", gw.addr)).await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    // The session is gone: a browser is sent to log in again.
+    let again = browser.clone().get(&format!("http://{}/", gw.addr)).await;
+    assert_eq!(again.status, StatusCode::FOUND);
+    assert!(again
+        .header("location")
+        .unwrap()
+        .starts_with(&provider.issuer()));
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_sends_the_user_to_the_provider() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(backend.addr, "login-logout", "");
+    let provider = Provider::get();
+    provider
+        .register("login-logout", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut browser = logged_in(gw.addr, "/", "alice").await;
+    let before = browser.clone();
+    let out = browser
+        .get(&format!("http://{}/oidc/logout", gw.addr))
+        .await;
+    assert_eq!(out.status, StatusCode::FOUND);
+    let to = out.header("location").unwrap();
+    assert!(to.starts_with(&format!(
+        "{}/session/end?id_token_hint=ey",
+        provider.issuer()
+    )));
+    let back = format!("http://{}/", gw.addr)
+        .replace(':', "%3A")
+        .replace('/', "%2F");
+    assert!(
+        to.contains(&format!("post_logout_redirect_uri={back}")),
+        "{to}"
+    );
+    assert!(!browser.jar[&gw.addr.to_string()].contains_key("ferrogate_session"));
+    // The provider accepts the hint and sends the browser back.
+    let ended = browser.get(to).await;
+    assert!(ended.status.is_success() || ended.status.is_redirection());
+    // The old cookie no longer opens a session.
+    let mut old = before;
+    old.fields = vec![("accept".into(), "application/json".into())];
+    let got = old.get(&format!("http://{}/", gw.addr)).await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_forged_or_replayed_state_is_refused_and_creates_no_session() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(backend.addr, "login-state", "");
+    Provider::get()
+        .register("login-state", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut browser = Browser::new();
+    let callback = browser
+        .login_until(
+            &format!("http://{}/", gw.addr),
+            "alice",
+            &format!("{}/oidc/callback", gw.addr),
+        )
+        .await;
+    // Forged: a state the gateway never issued.
+    let forged = callback.replace("state=", "state=x");
+    let got = browser.clone().get(&forged).await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST);
+    assert!(got.text().contains("state"), "{}", got.text());
+    assert!(got.header("set-cookie").is_none());
+    // Another browser (without the login cookie) cannot complete this login.
+    let mut other = Browser::new();
+    let stolen = other.get(&callback).await;
+    assert_eq!(stolen.status, StatusCode::BAD_REQUEST);
+    assert!(stolen.header("set-cookie").is_none());
+    // The state was used by that attempt: the right browser is refused too, and again.
+    let late = browser.get(&callback).await;
+    assert_eq!(late.status, StatusCode::BAD_REQUEST);
+    assert!(late.header("set-cookie").is_none());
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn a_callback_is_good_once() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(backend.addr, "login-replay", "");
+    Provider::get()
+        .register("login-replay", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut browser = Browser::new();
+    let callback = browser
+        .login_until(
+            &format!("http://{}/", gw.addr),
+            "alice",
+            &format!("{}/oidc/callback", gw.addr),
+        )
+        .await;
+    let mut replay = browser.clone();
+    let first = browser.get(&callback).await;
+    assert_eq!(first.status, StatusCode::FOUND);
+    let second = replay.get(&callback).await;
+    assert_eq!(second.status, StatusCode::BAD_REQUEST);
+    assert!(second.header("set-cookie").is_none());
+    let _ = location(&callback, &first);
+}
