@@ -361,3 +361,61 @@ async fn a_callback_is_good_once() {
     assert!(second.header("set-cookie").is_none());
     let _ = location(&callback, &first);
 }
+
+#[tokio::test]
+async fn a_back_channel_logout_ends_the_users_sessions() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(
+        backend.addr,
+        "login-backchannel",
+        "      backchannel_logout_path: /oidc/backchannel\n",
+    );
+    let provider = Provider::get();
+    provider
+        .register("login-backchannel", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut bob = logged_in(gw.addr, "/", "bob").await;
+    let mut carol = logged_in(gw.addr, "/", "carol").await;
+    for b in [&mut bob, &mut carol] {
+        b.fields = vec![("accept".into(), "application/json".into())];
+        assert_eq!(b.get(&format!("http://{}/", gw.addr)).await.status, 200);
+    }
+    let ended = provider.end_sessions_of("bob").await;
+    assert_eq!(ended.status, StatusCode::OK, "{}", ended.text());
+    assert_eq!(
+        provider.backchannel_deliveries("login-backchannel").await,
+        1
+    );
+    let got = bob.get(&format!("http://{}/", gw.addr)).await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    // Another user's session is untouched.
+    let got = carol.get(&format!("http://{}/", gw.addr)).await;
+    assert_eq!(got.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_forged_logout_token_ends_nothing() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(
+        backend.addr,
+        "login-backchannel-forged",
+        "      backchannel_logout_path: /oidc/backchannel\n",
+    );
+    Provider::get()
+        .register("login-backchannel-forged", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut bob = logged_in(gw.addr, "/", "bob").await;
+    let url = format!("http://{}/oidc/backchannel", gw.addr);
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    for body in [
+        "",
+        "logout_token=not.a.jwt",
+        "logout_token=eyJhbGciOiJub25lIn0.e30.",
+    ] {
+        let got = fetch("POST", &url, &form, body).await;
+        assert_eq!(got.status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    bob.fields = vec![("accept".into(), "application/json".into())];
+    assert_eq!(bob.get(&format!("http://{}/", gw.addr)).await.status, 200);
+    assert_eq!(backend.count(), 1);
+}

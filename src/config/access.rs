@@ -622,6 +622,7 @@ fn oidc(errs: &mut Errors, at: &str, o: &file::Oidc) -> Option<OidcSettings> {
     let redirect_path = path(errs, "redirect_path", &o.redirect_path)
         .unwrap_or_else(|| "/oidc/callback".to_owned());
     let logout_path = path(errs, "logout_path", &o.logout_path);
+    let backchannel_logout_path = path(errs, "backchannel_logout_path", &o.backchannel_logout_path);
     if let Some(to) = &o.post_logout_redirect {
         if !to.starts_with('/') {
             check_url(errs, &format!("{at}.post_logout_redirect"), to);
@@ -687,6 +688,7 @@ fn oidc(errs: &mut Errors, at: &str, o: &file::Oidc) -> Option<OidcSettings> {
         redirect_path,
         logout_path,
         post_logout_redirect: o.post_logout_redirect.clone(),
+        backchannel_logout_path,
         scopes: scopes.join(" "),
         unauthenticated,
         cookie_name,

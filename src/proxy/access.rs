@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::error::{problem_response, ProxyError};
@@ -16,15 +16,16 @@ use super::route::Routed;
 use super::{ConnInfo, Stop};
 use crate::auth::cors::Preflight;
 use crate::auth::gate::{Authenticated, Denied, Gate, Hidden};
-use crate::auth::oidc::{Outcome, RelyingParty, RequestFacts};
+use crate::auth::oidc::{Answer, Outcome, RelyingParty, RequestFacts};
 use crate::message::X_REQUEST_ID;
+use crate::serve::DownstreamBody;
 use crate::validate::schema::problem_body;
 
 /// Runs the route's access checks; the verified caller, if the route authenticates.
-pub(super) async fn check<B>(
+pub(super) async fn check(
     routed: &Routed<'_>,
     conn: &ConnInfo,
-    req: &Request<B>,
+    req: &mut Request<DownstreamBody>,
     arrival: &Arrival,
     done: &mut Completion,
 ) -> Result<Option<Authenticated>, Stop> {
@@ -36,10 +37,10 @@ pub(super) async fn check<B>(
     }
 }
 
-async fn gated<B>(
+async fn gated(
     gate: &Gate,
     conn: &ConnInfo,
-    req: &Request<B>,
+    req: &mut Request<DownstreamBody>,
     arrival: &Arrival,
     done: &mut Completion,
 ) -> Result<Option<Authenticated>, Stop> {
@@ -58,6 +59,9 @@ async fn gated<B>(
     if let Some(rp) = gate.oidc() {
         let denied = |d| Stop::respond(refusal(d, request_id));
         gate.check_ip(arrival.client_ip).map_err(denied)?;
+        if rp.backchannel_path() == Some(req.uri().path()) && req.method() == Method::POST {
+            return Err(Box::pin(backchannel(rp, req, arrival)).await);
+        }
         return Box::pin(login(rp, conn, req, arrival, done))
             .await
             .map(Some);
@@ -86,6 +90,20 @@ async fn gated<B>(
     Ok(caller)
 }
 
+/// A back-channel logout token from the provider (a small form: at most 64 KiB is read).
+async fn backchannel(
+    rp: &RelyingParty,
+    req: &mut Request<DownstreamBody>,
+    arrival: &Arrival,
+) -> Stop {
+    const MAX_FORM: usize = 64 * 1024;
+    let body = match super::validate::read_whole(req.body_mut(), MAX_FORM).await {
+        Ok(b) => b,
+        Err(e) => return Stop::Fail(e),
+    };
+    answer_of(rp.backchannel_logout(&body).await, arrival)
+}
+
 /// A route with OpenID Connect login: the relying party answers (a redirect to log in, the
 /// callback, logout, a refusal) or names the logged-in user.
 async fn login<B>(
@@ -109,28 +127,31 @@ async fn login<B>(
             }
             Ok(found)
         }
-        Outcome::Answer(answer) => {
-            let mut resp = match answer.problem {
-                Some(detail) => problem_response(answer.status, detail, &arrival.request_id),
-                None => {
-                    let mut resp = Response::new(ProxyBody::empty());
-                    *resp.status_mut() = answer.status;
-                    resp.headers_mut()
-                        .insert(X_REQUEST_ID, arrival.request_id.clone());
-                    resp
-                }
-            };
-            // A name of `None` repeats the one before (several `Set-Cookie`s).
-            let mut last = None;
-            for (name, value) in answer.headers {
-                last = name.or(last);
-                if let Some(name) = &last {
-                    resp.headers_mut().append(name.clone(), value);
-                }
-            }
-            Err(Stop::respond(resp))
+        Outcome::Answer(answer) => Err(answer_of(answer, arrival)),
+    }
+}
+
+/// The response of a relying party's own answer.
+fn answer_of(answer: Answer, arrival: &Arrival) -> Stop {
+    let mut resp = match answer.problem {
+        Some(detail) => problem_response(answer.status, detail, &arrival.request_id),
+        None => {
+            let mut resp = Response::new(ProxyBody::empty());
+            *resp.status_mut() = answer.status;
+            resp.headers_mut()
+                .insert(X_REQUEST_ID, arrival.request_id.clone());
+            resp
+        }
+    };
+    // A name of `None` repeats the one before (several `Set-Cookie`s).
+    let mut last = None;
+    for (name, value) in answer.headers {
+        last = name.or(last);
+        if let Some(name) = &last {
+            resp.headers_mut().append(name.clone(), value);
         }
     }
+    Stop::respond(resp)
 }
 
 /// The answer to a refused request; the reason goes to the debug log only.
@@ -259,7 +280,7 @@ routes:
     ) -> Result<Option<Authenticated>, Stop> {
         let c = conn("198.51.100.1:1");
         let routed = p.route(snap);
-        check(&routed, &c, &p.req, &p.arrival, &mut p.done).await
+        check(&routed, &c, &mut p.req, &p.arrival, &mut p.done).await
     }
 
     #[tokio::test]

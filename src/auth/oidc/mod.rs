@@ -47,6 +47,8 @@ pub struct OidcSettings {
     pub logout_path: Option<String>,
     /// Where the provider sends the user after logout: a path on this host or a URL.
     pub post_logout_redirect: Option<String>,
+    /// The provider posts back-channel logout tokens here.
+    pub backchannel_logout_path: Option<String>,
     /// Space-separated scopes asked for (`openid` first).
     pub scopes: String,
     pub unauthenticated: Unauthenticated,
@@ -161,6 +163,57 @@ impl RelyingParty {
         let auth = self.settings.forward_access_token.then_some(&AUTHORIZATION);
         auth.into_iter()
             .chain(self.settings.forward_claims.iter().map(|(_, h)| h))
+    }
+
+    /// The path where the provider posts back-channel logout tokens, if any.
+    pub fn backchannel_path(&self) -> Option<&str> {
+        self.settings.backchannel_logout_path.as_deref()
+    }
+
+    /// OpenID Connect Back-Channel Logout 1.0: `body` is the provider's form with a
+    /// `logout_token`, a JWT signed by the provider for this client, with the logout event,
+    /// a `sid` or `sub`, and no `nonce` (§2.6). The sessions it names end here.
+    pub async fn backchannel_logout(&self, body: &[u8]) -> Answer {
+        let form = std::str::from_utf8(body).unwrap_or("");
+        let Some(token) = param(form, "logout_token") else {
+            return bad_logout("no logout_token");
+        };
+        let provider = match self.provider().await {
+            Ok(p) => p,
+            Err(e) => return unavailable(&e),
+        };
+        let verified = match provider.id_tokens.verify(&token).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::info!(error = %e, "logout token refused");
+                return bad_logout("logout token not valid");
+            }
+        };
+        let claims = &verified.claims;
+        let event = claims
+            .get("events")
+            .and_then(|e| e.get(BACKCHANNEL_EVENT))
+            .is_some_and(serde_json::Value::is_object);
+        if !event || claims.contains_key("nonce") {
+            return bad_logout("not a logout token");
+        }
+        let sid = claims.get("sid").and_then(|s| s.as_str());
+        let sub = claims.get("sub").and_then(|s| s.as_str());
+        if sid.is_none() && sub.is_none() {
+            return bad_logout("logout token names no session");
+        }
+        let ended = self.sessions.end_matching(sid, sub);
+        tracing::info!(ended, "back-channel logout");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        Answer {
+            status: StatusCode::OK,
+            headers,
+            problem: None,
+        }
     }
 
     /// The full name of the session cookie.
@@ -473,6 +526,15 @@ impl RelyingParty {
         }
         out
     }
+}
+
+/// The event a back-channel logout token carries.
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// A logout token refused: 400 (§2.8), and no session ends.
+fn bad_logout(detail: &'static str) -> Answer {
+    tracing::info!(reason = detail, "back-channel logout refused");
+    refusal(StatusCode::BAD_REQUEST, detail, HeaderMap::new())
 }
 
 /// The tokens of a token answer, with an absolute expiry.

@@ -433,6 +433,10 @@ pub struct Oidc {
     /// URL (default `/`).
     #[serde(default)]
     pub post_logout_redirect: Option<String>,
+    /// The provider posts back-channel logout tokens to this path (register it as the
+    /// client's `backchannel_logout_uri`); the sessions they name end.
+    #[serde(default)]
+    pub backchannel_logout_path: Option<String>,
     /// Scopes asked for (default `[openid]`; `openid` is always asked for).
     #[serde(default)]
     pub scopes: Vec<String>,

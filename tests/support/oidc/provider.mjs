@@ -72,6 +72,12 @@ const provider = new Provider(issuer, {
   },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   cookies: { keys: ['ferrogate-test-cookie-key'] },
+  // The gateways under test listen on loopback, which the provider's outgoing requests
+  // (back-channel logout) refuse by default as special-use addresses.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
 });
 provider.proxy = false;
 
@@ -83,10 +89,11 @@ provider.on('grant.success', (ctx) => {
   counts[type] = (counts[type] ?? 0) + 1;
   grants.set(id, counts);
 });
-provider.on('backchannel.success', (client) => {
+function delivered(client) {
   backchannel.set(client.clientId, (backchannel.get(client.clientId) ?? 0) + 1);
-});
-provider.on('backchannel.error', (err, client) => {
+}
+provider.on('backchannel.success', (_ctx, client) => delivered(client));
+provider.on('backchannel.error', (_ctx, err, client) => {
   console.error(`backchannel logout to ${client.clientId} failed: ${err}`);
 });
 
@@ -127,6 +134,7 @@ async function endSessions(url, res) {
       const sid = stored.authorizations[clientId].sid;
       if (client?.backchannelLogoutUri) {
         await client.backchannelLogout(sub, sid);
+        delivered(client);
       }
     }
     await stored.destroy();
