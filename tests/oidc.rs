@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use support::oidc::{fetch, location, Browser, Provider};
+use support::redis::RedisServer;
 use support::*;
 
 /// The client secret every test client gets, read by the gateway from this variable.
@@ -417,5 +418,84 @@ async fn a_forged_logout_token_ends_nothing() {
     }
     bob.fields = vec![("accept".into(), "application/json".into())];
     assert_eq!(bob.get(&format!("http://{}/", gw.addr)).await.status, 200);
+    assert_eq!(backend.count(), 1);
+}
+
+/// Two gateways sharing sessions through Redis, both logging users in as `client`.
+fn shared_pair(
+    backend: SocketAddr,
+    client: &str,
+    redis: &RedisServer,
+) -> (TestGateway, TestGateway) {
+    secret_in_env();
+    let yaml = |_| {
+        let routes = format!(
+            "  - upstream: app
+    oidc:
+      discovery: {}/.well-known/openid-configuration
+      client_id: {client}
+      client_secret_env: {SECRET_VAR}
+      cookie_secure: false
+      sessions: redis
+      backchannel_logout_path: /oidc/backchannel
+",
+            Provider::get().issuer()
+        );
+        format!(
+            "redis:\n  url: {}\n  timeout: 1s\n{}",
+            redis.url(),
+            config(&[backend], &routes)
+        )
+    };
+    (TestGateway::start(&yaml(0)), TestGateway::start(&yaml(1)))
+}
+
+/// The browser's cookies for `from` copied to `to` (a balancer in front of both).
+fn same_cookies(browser: &mut Browser, from: SocketAddr, to: SocketAddr) {
+    let jar = browser.jar[&from.to_string()].clone();
+    browser.jar.insert(to.to_string(), jar);
+    browser.fields = vec![("accept".into(), "application/json".into())];
+}
+
+#[tokio::test]
+async fn sessions_in_redis_are_seen_by_every_instance_and_back_channel_logout_ends_them_on_all() {
+    let redis = RedisServer::start();
+    let backend = Backend::named("app").await;
+    let (a, b) = shared_pair(backend.addr, "login-shared", &redis);
+    let provider = Provider::get();
+    provider
+        .register("login-shared", SECRET, &[a.addr, b.addr], 3600)
+        .await;
+    // Logged in through B; the provider's back-channel logout goes to A.
+    let mut dave = logged_in(b.addr, "/", "dave").await;
+    same_cookies(&mut dave, b.addr, a.addr);
+    for gw in [a.addr, b.addr] {
+        let got = dave.get(&format!("http://{gw}/")).await;
+        assert_eq!(got.status, StatusCode::OK, "via {gw}");
+    }
+    let ended = provider.end_sessions_of("dave").await;
+    assert_eq!(ended.status, StatusCode::OK, "{}", ended.text());
+    assert_eq!(provider.backchannel_deliveries("login-shared").await, 1);
+    for gw in [a.addr, b.addr] {
+        let got = dave.get(&format!("http://{gw}/")).await;
+        assert_eq!(got.status, StatusCode::UNAUTHORIZED, "via {gw}");
+    }
+    assert_eq!(backend.count(), 2);
+}
+
+#[tokio::test]
+async fn a_redis_session_store_that_is_down_answers_503_not_a_session() {
+    let mut redis = RedisServer::start();
+    let backend = Backend::named("app").await;
+    let (a, _b) = shared_pair(backend.addr, "login-shared-down", &redis);
+    Provider::get()
+        .register("login-shared-down", SECRET, &[a.addr], 3600)
+        .await;
+    let mut erin = logged_in(a.addr, "/", "erin").await;
+    erin.fields = vec![("accept".into(), "application/json".into())];
+    assert_eq!(erin.get(&format!("http://{}/", a.addr)).await.status, 200);
+    redis.stop();
+    let got = erin.get(&format!("http://{}/", a.addr)).await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(backend.count(), 1);
 }

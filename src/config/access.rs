@@ -700,5 +700,17 @@ fn oidc(errs: &mut Errors, at: &str, o: &file::Oidc) -> Option<OidcSettings> {
         forward_claims: forward_claims(errs, &format!("{at}.forward_claims"), &o.forward_claims),
         timeout,
         leeway: Duration::from_secs(60),
+        // Filled in from the top-level `redis` once it is read (validate.rs).
+        redis_url: match o.sessions.as_deref() {
+            None | Some("memory") => None,
+            Some("redis") => Some(String::new()),
+            Some(other) => {
+                errs.push(
+                    format!("{at}.sessions"),
+                    format!("{other:?} is not memory or redis"),
+                );
+                None
+            }
+        },
     })
 }

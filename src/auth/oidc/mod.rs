@@ -8,6 +8,7 @@
 pub mod login;
 pub mod provider;
 pub mod session;
+pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use super::gate::{Authenticated, Hidden};
 use login::{param, Logins};
 use provider::{ClientAuth, Discovery, Provider, ProviderError, TokenAnswer};
 use session::{cookie, unix_now, Session, Sessions, Tokens};
+use store::{Lifetimes, Store, StoreError};
 
 /// When an unauthenticated request is sent to the provider rather than refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,8 @@ pub struct OidcSettings {
     pub timeout: Duration,
     /// Clock skew tolerated on the ID token's times.
     pub leeway: Duration,
+    /// Sessions in the Redis at this URL (shared by every instance) rather than in memory.
+    pub redis_url: Option<String>,
 }
 
 impl std::fmt::Debug for OidcSettings {
@@ -118,7 +122,8 @@ pub struct RelyingParty {
     discovery: Discovery,
     background: Option<tokio::runtime::Handle>,
     logins: Logins,
-    sessions: Sessions,
+    sessions: Store,
+    life: Lifetimes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +143,16 @@ impl RelyingParty {
         let cookie = format!("{prefix}{}", settings.cookie_name);
         let login_cookie = format!("{cookie}_login");
         let http = provider::http_client(settings.timeout).map_err(OidcError)?;
+        let sessions = match &settings.redis_url {
+            Some(url) => Store::redis(
+                url,
+                &settings.client_id,
+                settings.timeout,
+                background.clone(),
+            )
+            .map_err(|e| OidcError(e.to_string()))?,
+            None => Store::Memory(Sessions::default()),
+        };
         Ok(RelyingParty {
             cookie,
             login_cookie,
@@ -153,7 +168,11 @@ impl RelyingParty {
             http,
             background,
             logins: Logins::default(),
-            sessions: Sessions::default(),
+            sessions,
+            life: Lifetimes {
+                idle: settings.idle_timeout,
+                absolute: settings.absolute_timeout,
+            },
             settings,
         })
     }
@@ -202,7 +221,10 @@ impl RelyingParty {
         if sid.is_none() && sub.is_none() {
             return bad_logout("logout token names no session");
         }
-        let ended = self.sessions.end_matching(sid, sub);
+        let ended = match self.sessions.end_matching(sid, sub).await {
+            Ok(n) => n,
+            Err(e) => return store_down(&e),
+        };
         tracing::info!(ended, "back-channel logout");
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -231,23 +253,21 @@ impl RelyingParty {
         if self.settings.logout_path.as_deref() == Some(path) {
             return Outcome::Answer(self.logout(req).await);
         }
-        let session = cookie(req.headers, &self.cookie).and_then(|id| {
-            self.sessions
-                .get(
-                    id,
-                    self.settings.idle_timeout,
-                    self.settings.absolute_timeout,
-                )
-                .map(|s| (id, s))
-        });
-        let Some((id, session)) = session else {
+        let Some(id) = cookie(req.headers, &self.cookie) else {
             return Outcome::Answer(self.unauthenticated(req).await);
         };
-        match self.current_bearer(&session).await {
+        let session = match self.sessions.get(id, self.life).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Outcome::Answer(self.unauthenticated(req).await),
+            Err(e) => return Outcome::Answer(store_down(&e)),
+        };
+        match self.current_bearer(id, &session).await {
             Ok(bearer) => Outcome::Proceed(self.authenticated(&session, bearer)),
             Err(e) => {
                 tracing::info!(error = %e, "token refresh failed; session ended");
-                self.sessions.remove(id);
+                if let Err(e) = self.sessions.remove(id).await {
+                    return Outcome::Answer(store_down(&e));
+                }
                 Outcome::Answer(self.unauthenticated(req).await)
             }
         }
@@ -255,7 +275,11 @@ impl RelyingParty {
 
     /// The access token of a session, refreshed first when it expires within
     /// `refresh_before`. The token lock makes concurrent requests wait for one refresh.
-    async fn current_bearer(&self, session: &Session) -> Result<HeaderValue, ProviderError> {
+    async fn current_bearer(
+        &self,
+        id: &str,
+        session: &Session,
+    ) -> Result<HeaderValue, ProviderError> {
         let mut tokens = session.tokens.lock().await;
         let due = tokens.expires_at.is_some_and(|at| {
             at <= unix_now().saturating_add(self.settings.refresh_before.as_secs())
@@ -283,7 +307,12 @@ impl RelyingParty {
         if fresh.id_token.is_empty() {
             fresh.id_token = std::mem::take(&mut tokens.id_token);
         }
+        fresh.version = tokens.version + 1;
         *tokens = fresh;
+        // Other instances must not use the rotated-away refresh token.
+        if let Err(e) = self.sessions.saved(id, session, &tokens).await {
+            tracing::warn!(error = %e, "refreshed tokens not stored");
+        }
         Ok(tokens.bearer.clone())
     }
 
@@ -455,12 +484,14 @@ impl RelyingParty {
         let Some(id) = login::random_token() else {
             return unavailable(&ProviderError::BadAnswer("randomness"));
         };
-        let stored = self.sessions.insert(
-            id.clone(),
-            Arc::new(session),
-            self.settings.idle_timeout,
-            self.settings.absolute_timeout,
-        );
+        let stored = match self
+            .sessions
+            .insert(&id, Arc::new(session), self.life)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => return store_down(&e),
+        };
         if !stored {
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -480,7 +511,16 @@ impl RelyingParty {
     /// RP-initiated logout: the session ends here, then the provider's end-session endpoint
     /// ends the user's session there (with the ID token as hint).
     async fn logout(&self, req: &RequestFacts<'_>) -> Answer {
-        let ended = cookie(req.headers, &self.cookie).and_then(|id| self.sessions.remove(id));
+        let mut ended = None;
+        if let Some(id) = cookie(req.headers, &self.cookie) {
+            ended = match self.sessions.get(id, self.life).await {
+                Ok(found) => found,
+                Err(e) => return store_down(&e),
+            };
+            if let Err(e) = self.sessions.remove(id).await {
+                return store_down(&e);
+            }
+        }
         let after = match &self.settings.post_logout_redirect {
             Some(to) if to.starts_with('/') => self.local_url(req, to),
             Some(to) => to.clone(),
@@ -548,7 +588,17 @@ fn tokens_of(answer: TokenAnswer) -> Result<Tokens, ProviderError> {
             .expires_in
             .map(|secs| unix_now().saturating_add(secs)),
         id_token: answer.id_token.unwrap_or_default(),
+        version: 0,
     })
+}
+
+fn store_down(e: &StoreError) -> Answer {
+    tracing::warn!(error = %e, "session store unavailable");
+    refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "session store unavailable",
+        HeaderMap::new(),
+    )
 }
 
 /// Whether the client says it takes HTML (a browser navigation).

@@ -36,6 +36,8 @@ pub struct Tokens {
     /// Unix seconds; `None` when the provider gave no lifetime.
     pub expires_at: Option<u64>,
     pub id_token: String,
+    /// Bumped by each refresh, so a shared store tells newer tokens from older.
+    pub version: u64,
 }
 
 impl Session {
@@ -202,6 +204,7 @@ mod tests {
                 refresh: None,
                 expires_at: None,
                 id_token: String::new(),
+                version: 0,
             },
         );
         Session { created, ..s }

@@ -469,4 +469,8 @@ pub struct Oidc {
     /// Bound on each call to the provider (default 5s).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Where sessions live: `memory` (default, this instance) or `redis` (the top-level
+    /// standalone `redis`, shared by every instance).
+    #[serde(default)]
+    pub sessions: Option<String>,
 }
