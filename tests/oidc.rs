@@ -499,3 +499,104 @@ async fn a_redis_session_store_that_is_down_answers_503_not_a_session() {
     assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(backend.count(), 1);
 }
+
+/// A gateway whose upstream group gets a client-credentials token of `client`.
+fn service_gateway(backend: SocketAddr, client: &str, extra: &str) -> TestGateway {
+    secret_in_env();
+    let yaml = format!(
+        "workers: 1
+listeners: [{{address: \"127.0.0.1:0\"}}]
+upstreams:
+  svc:
+    targets: [{{address: \"{backend}\"}}]
+    client_credentials:
+      token_url: {}/token
+      client_id: {client}
+      client_secret_env: {SECRET_VAR}
+{extra}routes:
+  - upstream: svc
+",
+        Provider::get().issuer()
+    );
+    TestGateway::start(&yaml)
+}
+
+#[tokio::test]
+async fn an_upstream_gets_one_client_credentials_token_for_concurrent_requests() {
+    let backend = Backend::named("svc").await;
+    let gw = service_gateway(backend.addr, "service-cc", "");
+    let provider = Provider::get();
+    provider
+        .register("service-cc", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let url = format!("http://{}/orders", gw.addr);
+        calls.push(tokio::spawn(async move {
+            fetch("GET", &url, &[("authorization", "Bearer client-sent")], "")
+                .await
+                .status
+        }));
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(provider.grants("service-cc", "client_credentials").await, 1);
+    let tokens = bearer_seen(&backend);
+    assert_eq!(tokens.len(), 6);
+    assert!(tokens
+        .iter()
+        .all(|t| t == &tokens[0] && t != "Bearer client-sent"));
+}
+
+#[tokio::test]
+async fn a_client_credentials_token_is_replaced_before_it_expires() {
+    let backend = Backend::named("svc").await;
+    let gw = service_gateway(
+        backend.addr,
+        "service-cc-short",
+        "      refresh_before: 1s\n",
+    );
+    let provider = Provider::get();
+    provider
+        .register("service-cc-short", SECRET, &[gw.addr], 2)
+        .await;
+    let url = format!("http://{}/", gw.addr);
+    assert_eq!(fetch("GET", &url, &[], "").await.status, StatusCode::OK);
+    assert_eq!(fetch("GET", &url, &[], "").await.status, StatusCode::OK);
+    assert_eq!(
+        provider
+            .grants("service-cc-short", "client_credentials")
+            .await,
+        1
+    );
+    // Renewed one second before the two-second token ends.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(fetch("GET", &url, &[], "").await.status, StatusCode::OK);
+    assert_eq!(
+        provider
+            .grants("service-cc-short", "client_credentials")
+            .await,
+        2
+    );
+    let tokens = bearer_seen(&backend);
+    assert_eq!(tokens[0], tokens[1]);
+    assert_ne!(tokens[1], tokens[2]);
+}
+
+#[tokio::test]
+async fn a_refused_client_credentials_grant_answers_503_and_reaches_no_upstream() {
+    let backend = Backend::named("svc").await;
+    let gw = service_gateway(backend.addr, "service-cc-refused", "");
+    Provider::get()
+        .register(
+            "service-cc-refused",
+            "not-the-gateways-secret",
+            &[gw.addr],
+            3600,
+        )
+        .await;
+    let got = fetch("GET", &format!("http://{}/", gw.addr), &[], "").await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(backend.count(), 0);
+}

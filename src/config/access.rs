@@ -24,6 +24,7 @@ use crate::auth::introspect::IntrospectionSettings;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::jwt::{JwtSettings, KeyMaterial, KeySpec, PinnedKey, ALGORITHMS};
 use crate::auth::mtls::{CertificateNameError, ConsumerFrom};
+use crate::auth::oidc::credentials::ClientCredentialsSettings;
 use crate::auth::oidc::{OidcSettings, Unauthenticated};
 use crate::auth::token::TokenSource;
 use crate::validate::params::{ParamIn, ParamRule, ParamRules};
@@ -596,22 +597,7 @@ fn oidc(errs: &mut Errors, at: &str, o: &file::Oidc) -> Option<OidcSettings> {
     if o.client_id.is_empty() {
         errs.push(format!("{at}.client_id"), "required");
     }
-    let client_secret = match &o.client_secret_env {
-        None => {
-            errs.push(format!("{at}.client_secret_env"), "required");
-            String::new()
-        }
-        Some(var) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => v,
-            _ => {
-                errs.push(
-                    format!("{at}.client_secret_env"),
-                    format!("the environment variable {var} is not set"),
-                );
-                String::new()
-            }
-        },
-    };
+    let client_secret = secret_env(errs, at, o.client_secret_env.as_deref());
     let path = |errs: &mut Errors, key: &str, v: &Option<String>| -> Option<String> {
         let p = v.as_ref()?;
         if !p.starts_with('/') || p.contains(['?', '#']) {
@@ -653,8 +639,7 @@ fn oidc(errs: &mut Errors, at: &str, o: &file::Oidc) -> Option<OidcSettings> {
     }
     let mut scopes = vec!["openid".to_owned()];
     for (i, s) in o.scopes.iter().enumerate() {
-        if s.is_empty() || s.contains(|c: char| c == ' ' || c == '"' || c == '\\' || c.is_control())
-        {
+        if !is_scope(s) {
             errs.push(format!("{at}.scopes[{i}]"), format!("{s:?} is not a scope"));
         } else if s != "openid" {
             scopes.push(s.clone());
@@ -713,4 +698,73 @@ fn oidc(errs: &mut Errors, at: &str, o: &file::Oidc) -> Option<OidcSettings> {
             }
         },
     })
+}
+
+/// The client secret named by `client_secret_env` (required, set and not empty).
+fn secret_env(errs: &mut Errors, at: &str, var: Option<&str>) -> String {
+    let at = format!("{at}.client_secret_env");
+    let Some(var) = var else {
+        errs.push(at, "required");
+        return String::new();
+    };
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => {
+            errs.push(at, format!("the environment variable {var} is not set"));
+            String::new()
+        }
+    }
+}
+
+/// An upstream group's `client_credentials` block.
+pub(super) fn client_credentials(
+    errs: &mut Errors,
+    at: &str,
+    c: &file::ClientCredentials,
+) -> Option<ClientCredentialsSettings> {
+    errs.unknown_in(at, &c);
+    if c.token_url.is_empty() {
+        errs.push(format!("{at}.token_url"), "required");
+    } else {
+        check_url(errs, &format!("{at}.token_url"), &c.token_url);
+    }
+    if c.client_id.is_empty() {
+        errs.push(format!("{at}.client_id"), "required");
+    }
+    let client_secret = secret_env(errs, at, c.client_secret_env.as_deref());
+    for (i, s) in c.scopes.iter().enumerate() {
+        if !is_scope(s) {
+            errs.push(format!("{at}.scopes[{i}]"), format!("{s:?} is not a scope"));
+        }
+    }
+    let timeout = opt_duration(
+        errs,
+        &format!("{at}.timeout"),
+        &c.timeout,
+        Duration::from_secs(5),
+    );
+    if timeout.is_zero() {
+        errs.push(format!("{at}.timeout"), "must be at least 1s");
+    }
+    Some(ClientCredentialsSettings {
+        token_url: c.token_url.clone(),
+        client_id: c.client_id.clone(),
+        client_secret,
+        scope: c.scopes.join(" "),
+        audience: c.audience.clone(),
+        refresh_before: opt_duration(
+            errs,
+            &format!("{at}.refresh_before"),
+            &c.refresh_before,
+            Duration::from_secs(30),
+        ),
+        timeout,
+    })
+}
+
+/// A scope token (RFC 6749 §3.3): printable ASCII without space, `"` and `\`.
+fn is_scope(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }

@@ -194,6 +194,8 @@ pub struct Upstream {
     pub queue_size: usize,
     pub queue_timeout: Duration,
     pub sticky: Option<Sticky>,
+    /// The group's own token, from the client credentials grant (`client_credentials`).
+    pub client_credentials: Option<crate::auth::oidc::credentials::ClientCredentialsSettings>,
 }
 
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@
 //! [`RelyingParty::handle`] and answers or forwards with what it returns; docs/oidc.md
 //! describes the flows.
 
+pub mod credentials;
 pub mod login;
 pub mod provider;
 pub mod session;

@@ -474,3 +474,33 @@ pub struct Oidc {
     #[serde(default)]
     pub sessions: Option<String>,
 }
+
+/// `upstreams.NAME.client_credentials`: the gateway's own token for the group.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ClientCredentials {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// The provider's token endpoint.
+    #[serde(default)]
+    pub token_url: String,
+    /// The gateway's client id at the provider.
+    #[serde(default)]
+    pub client_id: String,
+    /// The environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Scopes asked for (default none).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Sent as `audience` (the API the token is for, where the provider wants it).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// A token this close to expiry is replaced first (default 30s).
+    #[serde(default)]
+    pub refresh_before: Option<String>,
+    /// Bound on the token request (default 5s); past it the request gets 503.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
