@@ -10,7 +10,7 @@ use std::time::Instant;
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use http::Method;
 
-use super::acl::AccessRule;
+use super::acl::{AccessRule, Denial};
 use super::apikey::{ApiKeys, KeySource};
 use super::basic::{BasicAuth, BasicCredentials};
 use super::consumer::{Consumer, ConsumerSet, Identity};
@@ -388,10 +388,15 @@ impl Gate {
             match method.run(headers, query, client_cert).await {
                 Ok(found) => {
                     auth.rule.check(&found.identity).map_err(|d| {
+                        // A token the allow list refused lacks one of its scopes (RFC 6750
+                        // §3.1: named in the challenge); a deny-list hit is a plain 403.
                         let token = matches!(found.identity.method, "jwt" | "introspection");
-                        match token && auth.rule.allows_by_scope() {
+                        let short = matches!(d, Denial::NotAllowed { .. });
+                        match token && short && auth.rule.allows_by_scope() {
                             true => Denied::InsufficientScope {
-                                challenge: super::jwt::insufficient_scope(None),
+                                challenge: super::jwt::insufficient_scope(Some(
+                                    &auth.rule.allowed_scopes().join(" "),
+                                )),
                                 reason: d.to_string(),
                             },
                             false => Denied::Forbidden(d.to_string()),
