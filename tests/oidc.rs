@@ -600,3 +600,34 @@ async fn a_refused_client_credentials_grant_answers_503_and_reaches_no_upstream(
     assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(backend.count(), 0);
 }
+
+#[tokio::test]
+async fn with_redis_a_login_started_on_one_instance_completes_on_another() {
+    let redis = RedisServer::start();
+    let backend = Backend::named("app").await;
+    let (a, b) = shared_pair(backend.addr, "login-shared-callback", &redis);
+    Provider::get()
+        .register("login-shared-callback", SECRET, &[a.addr, b.addr], 3600)
+        .await;
+    let mut browser = Browser::new();
+    let callback = browser
+        .login_until(
+            &format!("http://{}/start", a.addr),
+            "frank",
+            &format!("{}/oidc/callback", a.addr),
+        )
+        .await;
+    // The balancer sends the callback to B (with the browser's cookies for the site).
+    let on_b = callback.replace(&a.addr.to_string(), &b.addr.to_string());
+    let jar = browser.jar[&a.addr.to_string()].clone();
+    browser.jar.insert(b.addr.to_string(), jar);
+    let back = browser.get(&on_b).await;
+    assert_eq!(back.status, StatusCode::FOUND, "{}", back.text());
+    assert_eq!(back.header("location"), Some("/start"));
+    same_cookies(&mut browser, b.addr, a.addr);
+    let got = browser.get(&format!("http://{}/start", a.addr)).await;
+    assert_eq!(got.status, StatusCode::OK);
+    // The state was taken: the same callback on A is refused.
+    let again = browser.get(&callback).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+}

@@ -7,6 +7,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 
 /// How long a login may take at the provider.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -15,13 +16,15 @@ pub const LOGIN_TTL: Duration = Duration::from_secs(600);
 const MAX_PENDING: usize = 100_000;
 
 /// One authorization request waiting for its callback.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingLogin {
     pub nonce: String,
     pub verifier: String,
     /// Path and query of the request that started the login (always a local path).
     pub original: String,
     pub redirect_uri: String,
+    /// In a shared store the key's expiry bounds the login instead.
+    #[serde(skip, default = "Instant::now")]
     started: Instant,
 }
 
@@ -37,52 +40,55 @@ pub struct Started {
     pub url: String,
 }
 
+/// A new login: its `state`, authorization URL and what its callback needs; `None` without
+/// randomness.
+pub fn begin(
+    authorization_endpoint: &str,
+    client_id: &str,
+    scopes: &str,
+    redirect_uri: String,
+    original: String,
+) -> Option<(Started, PendingLogin)> {
+    let state = random_token()?;
+    let nonce = random_token()?;
+    let verifier = random_token()?;
+    let challenge = pkce_challenge(&verifier);
+    let sep = if authorization_endpoint.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!(
+        "{authorization_endpoint}{sep}response_type=code&client_id={}&redirect_uri={}\
+         &scope={}&state={state}&nonce={nonce}&code_challenge={challenge}\
+         &code_challenge_method=S256",
+        form_encode(client_id),
+        form_encode(&redirect_uri),
+        form_encode(scopes),
+    );
+    let login = PendingLogin {
+        nonce,
+        verifier,
+        original,
+        redirect_uri,
+        started: Instant::now(),
+    };
+    Some((Started { state, url }, login))
+}
+
 impl Logins {
-    /// Records a new login and returns its `state` and the authorization URL.
-    pub fn start(
-        &self,
-        authorization_endpoint: &str,
-        client_id: &str,
-        scopes: &str,
-        redirect_uri: String,
-        original: String,
-    ) -> Option<Started> {
-        let state = random_token()?;
-        let nonce = random_token()?;
-        let verifier = random_token()?;
-        let challenge = pkce_challenge(&verifier);
-        let sep = if authorization_endpoint.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        let url = format!(
-            "{authorization_endpoint}{sep}response_type=code&client_id={}&redirect_uri={}\
-             &scope={}&state={state}&nonce={nonce}&code_challenge={challenge}\
-             &code_challenge_method=S256",
-            form_encode(client_id),
-            form_encode(&redirect_uri),
-            form_encode(scopes),
-        );
+    /// Keeps a login until its callback; false when too many are in progress.
+    pub fn keep(&self, state: String, login: PendingLogin) -> bool {
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.len() >= MAX_PENDING {
             pending.retain(|_, p| now.duration_since(p.started) < LOGIN_TTL);
             if pending.len() >= MAX_PENDING {
-                return None;
+                return false;
             }
         }
-        pending.insert(
-            state.clone(),
-            PendingLogin {
-                nonce,
-                verifier,
-                original,
-                redirect_uri,
-                started: now,
-            },
-        );
-        Some(Started { state, url })
+        pending.insert(state, login);
+        true
     }
 
     /// Takes the login of `state` (a state is good for one callback), if it has not expired.
@@ -180,16 +186,16 @@ mod tests {
     #[test]
     fn a_state_is_good_for_one_callback() {
         let logins = Logins::default();
-        let s = logins
-            .start(
-                "http://idp/auth",
-                "gw",
-                "openid",
-                "http://gw/cb".into(),
-                "/".into(),
-            )
-            .unwrap();
+        let (s, login) = begin(
+            "http://idp/auth",
+            "gw",
+            "openid",
+            "http://gw/cb".into(),
+            "/".into(),
+        )
+        .unwrap();
         assert!(s.url.contains("code_challenge_method=S256"));
+        assert!(logins.keep(s.state.clone(), login));
         assert!(logins.take(&s.state).is_some());
         assert!(logins.take(&s.state).is_none());
     }

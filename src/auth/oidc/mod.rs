@@ -367,19 +367,31 @@ impl RelyingParty {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let Some(started) = self.logins.start(
+        let begun = login::begin(
             &provider.endpoints.authorization_endpoint,
             &self.settings.client_id,
             &self.settings.scopes,
             self.local_url(req, &self.settings.redirect_path),
             original,
-        ) else {
-            return refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many logins in progress",
-                HeaderMap::new(),
-            );
+        );
+        let Some((started, pending)) = begun else {
+            return unavailable(&ProviderError::BadAnswer("randomness"));
         };
+        let kept = self
+            .sessions
+            .keep_login(&self.logins, started.state.clone(), pending)
+            .await;
+        match kept {
+            Ok(true) => {}
+            Ok(false) => {
+                return refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many logins in progress",
+                    HeaderMap::new(),
+                )
+            }
+            Err(e) => return store_down(&e),
+        }
         let mut headers = HeaderMap::new();
         set_header(&mut headers, LOCATION, &started.url);
         let login = self.set_cookie(&self.login_cookie, &started.state, Some(login::LOGIN_TTL));
@@ -396,8 +408,10 @@ impl RelyingParty {
             return bad_callback("callback without state");
         };
         // Taken first: whatever happens next, a state is good for one callback only.
-        let Some(login) = self.logins.take(&state) else {
-            return bad_callback("unknown, expired or used state");
+        let login = match self.sessions.take_login(&self.logins, &state).await {
+            Ok(Some(login)) => login,
+            Ok(None) => return bad_callback("unknown, expired or used state"),
+            Err(e) => return store_down(&e),
         };
         if cookie(req.headers, &self.login_cookie) != Some(state.as_str()) {
             return bad_callback("login was started in another browser");

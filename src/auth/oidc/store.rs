@@ -7,7 +7,8 @@
 //!
 //! Redis keys, under `ferrogate:oidc:<client id>:`: `s:<id>` the session as JSON, expiring
 //! after the idle timeout (renewed by each read, `GETEX`); `sid:<sid>` and `sub:<sub>` sets
-//! of session ids for back-channel logout. Redis unreachable: requests of such routes get 503
+//! of session ids for back-channel logout; `login:<state>` a login in progress (taken once
+//! with `GETDEL`, so its callback may reach any instance). Redis unreachable: requests of such routes get 503
 //! (fail closed; a session is never assumed).
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use redis::AsyncConnectionConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::login::{Logins, PendingLogin, LOGIN_TTL};
 use super::session::{unix_now, Session, Sessions, Tokens};
 
 /// Why the session store could not answer.
@@ -128,6 +130,45 @@ impl Store {
         match self {
             Store::Memory(m) => Ok(m.end_matching(sid, sub)),
             Store::Redis(r) => r.end_matching(sid, sub).await,
+        }
+    }
+
+    /// Keeps a login in progress until its callback (which may reach another instance);
+    /// `Ok(false)` when too many are in progress.
+    pub async fn keep_login(
+        &self,
+        logins: &Logins,
+        state: String,
+        login: PendingLogin,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(logins.keep(state, login)),
+            Store::Redis(r) => {
+                let json = serde_json::to_string(&login).unwrap_or_default();
+                let cmd = redis::cmd("SET")
+                    .arg(r.key("login:", &state))
+                    .arg(json)
+                    .arg("EX")
+                    .arg(LOGIN_TTL.as_secs())
+                    .clone();
+                r.run(&cmd).await.map(|_: Option<String>| true)
+            }
+        }
+    }
+
+    /// Takes the login of `state`: once, whichever instance asks first.
+    pub async fn take_login(
+        &self,
+        logins: &Logins,
+        state: &str,
+    ) -> Result<Option<PendingLogin>, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(logins.take(state)),
+            Store::Redis(r) => {
+                let cmd = redis::cmd("GETDEL").arg(r.key("login:", state)).clone();
+                let found: Option<String> = r.run(&cmd).await?;
+                Ok(found.and_then(|j| serde_json::from_str(&j).ok()))
+            }
         }
     }
 
