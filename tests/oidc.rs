@@ -631,3 +631,53 @@ async fn with_redis_a_login_started_on_one_instance_completes_on_another() {
     let again = browser.get(&callback).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn sessions_in_memory_survive_a_configuration_reload() {
+    secret_in_env();
+    let one = Backend::named("one").await;
+    let two = Backend::named("two").await;
+    let dir = tempdir::Dir::new("oidc-reload");
+    let path = dir.path.join("gateway.yaml");
+    let yaml = |backend: SocketAddr| {
+        let routes = format!(
+            "  - upstream: app
+    oidc:
+      discovery: {}/.well-known/openid-configuration
+      client_id: login-reload
+      client_secret_env: {SECRET_VAR}
+      cookie_secure: false
+",
+            Provider::get().issuer()
+        );
+        config(&[backend], &routes)
+    };
+    let write = |text: String| {
+        let tmp = dir.path.join("gateway.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    write(yaml(one.addr));
+    let gw = TestGateway::start_file(&path);
+    Provider::get()
+        .register("login-reload", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut browser = logged_in(gw.addr, "/", "grace").await;
+    browser.fields = vec![("accept".into(), "application/json".into())];
+    assert_eq!(
+        browser.get(&format!("http://{}/", gw.addr)).await.text(),
+        "one"
+    );
+    write(yaml(two.addr));
+    let url = format!("http://{}/", gw.addr);
+    let reloaded = eventually(Duration::from_secs(5), || {
+        let mut b = browser.clone();
+        let url = url.clone();
+        async move { b.get(&url).await.text() == "two" }
+    })
+    .await;
+    assert!(
+        reloaded,
+        "the session still opens the route after the reload"
+    );
+}

@@ -289,7 +289,7 @@ impl Gate {
         };
         let oidc = match &access.oidc {
             Some(settings) => Some(Arc::new(
-                RelyingParty::new(settings.clone(), all.background.clone())
+                RelyingParty::new(route, settings.clone(), all.background.clone())
                     .map_err(|e| gate_error(at("oidc"), e))?,
             )),
             None => None,

@@ -11,7 +11,8 @@ pub mod provider;
 pub mod session;
 pub mod store;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use http::header::{
@@ -122,9 +123,15 @@ pub struct RelyingParty {
     http: reqwest::Client,
     discovery: Discovery,
     background: Option<tokio::runtime::Handle>,
+    /// Logins in progress and sessions, kept across reloads (see [`kept_state`]).
+    state: Arc<State>,
+    life: Lifetimes,
+}
+
+/// What outlives one configuration: the route's logins in progress and its sessions.
+struct State {
     logins: Logins,
     sessions: Store,
-    life: Lifetimes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +139,10 @@ pub struct RelyingParty {
 pub struct OidcError(String);
 
 impl RelyingParty {
+    /// The relying party of route `route`; a reload that keeps the route's provider, client,
+    /// cookie and store keeps its users logged in.
     pub fn new(
+        route: &str,
         settings: OidcSettings,
         background: Option<tokio::runtime::Handle>,
     ) -> Result<RelyingParty, OidcError> {
@@ -144,16 +154,26 @@ impl RelyingParty {
         let cookie = format!("{prefix}{}", settings.cookie_name);
         let login_cookie = format!("{cookie}_login");
         let http = provider::http_client(settings.timeout).map_err(OidcError)?;
-        let sessions = match &settings.redis_url {
-            Some(url) => Store::redis(
-                url,
-                &settings.client_id,
-                settings.timeout,
-                background.clone(),
-            )
-            .map_err(|e| OidcError(e.to_string()))?,
-            None => Store::Memory(Sessions::default()),
-        };
+        let key = format!(
+            "{route}\n{}\n{}\n{cookie}\n{:?}",
+            settings.discovery_url, settings.client_id, settings.redis_url
+        );
+        let state = kept_state(key, || {
+            let sessions = match &settings.redis_url {
+                Some(url) => Store::redis(
+                    url,
+                    &settings.client_id,
+                    settings.timeout,
+                    background.clone(),
+                )
+                .map_err(|e| OidcError(e.to_string()))?,
+                None => Store::Memory(Sessions::default()),
+            };
+            Ok(State {
+                logins: Logins::default(),
+                sessions,
+            })
+        })?;
         Ok(RelyingParty {
             cookie,
             login_cookie,
@@ -168,8 +188,7 @@ impl RelyingParty {
             ),
             http,
             background,
-            logins: Logins::default(),
-            sessions,
+            state,
             life: Lifetimes {
                 idle: settings.idle_timeout,
                 absolute: settings.absolute_timeout,
@@ -222,7 +241,7 @@ impl RelyingParty {
         if sid.is_none() && sub.is_none() {
             return bad_logout("logout token names no session");
         }
-        let ended = match self.sessions.end_matching(sid, sub).await {
+        let ended = match self.state.sessions.end_matching(sid, sub).await {
             Ok(n) => n,
             Err(e) => return store_down(&e),
         };
@@ -257,7 +276,7 @@ impl RelyingParty {
         let Some(id) = cookie(req.headers, &self.cookie) else {
             return Outcome::Answer(self.unauthenticated(req).await);
         };
-        let session = match self.sessions.get(id, self.life).await {
+        let session = match self.state.sessions.get(id, self.life).await {
             Ok(Some(s)) => s,
             Ok(None) => return Outcome::Answer(self.unauthenticated(req).await),
             Err(e) => return Outcome::Answer(store_down(&e)),
@@ -266,7 +285,7 @@ impl RelyingParty {
             Ok(bearer) => Outcome::Proceed(self.authenticated(&session, bearer)),
             Err(e) => {
                 tracing::info!(error = %e, "token refresh failed; session ended");
-                if let Err(e) = self.sessions.remove(id).await {
+                if let Err(e) = self.state.sessions.remove(id).await {
                     return Outcome::Answer(store_down(&e));
                 }
                 Outcome::Answer(self.unauthenticated(req).await)
@@ -311,7 +330,7 @@ impl RelyingParty {
         fresh.version = tokens.version + 1;
         *tokens = fresh;
         // Other instances must not use the rotated-away refresh token.
-        if let Err(e) = self.sessions.saved(id, session, &tokens).await {
+        if let Err(e) = self.state.sessions.saved(id, session, &tokens).await {
             tracing::warn!(error = %e, "refreshed tokens not stored");
         }
         Ok(tokens.bearer.clone())
@@ -378,8 +397,9 @@ impl RelyingParty {
             return unavailable(&ProviderError::BadAnswer("randomness"));
         };
         let kept = self
+            .state
             .sessions
-            .keep_login(&self.logins, started.state.clone(), pending)
+            .keep_login(&self.state.logins, started.state.clone(), pending)
             .await;
         match kept {
             Ok(true) => {}
@@ -408,7 +428,12 @@ impl RelyingParty {
             return bad_callback("callback without state");
         };
         // Taken first: whatever happens next, a state is good for one callback only.
-        let login = match self.sessions.take_login(&self.logins, &state).await {
+        let login = match self
+            .state
+            .sessions
+            .take_login(&self.state.logins, &state)
+            .await
+        {
             Ok(Some(login)) => login,
             Ok(None) => return bad_callback("unknown, expired or used state"),
             Err(e) => return store_down(&e),
@@ -500,6 +525,7 @@ impl RelyingParty {
             return unavailable(&ProviderError::BadAnswer("randomness"));
         };
         let stored = match self
+            .state
             .sessions
             .insert(&id, Arc::new(session), self.life)
             .await
@@ -528,11 +554,11 @@ impl RelyingParty {
     async fn logout(&self, req: &RequestFacts<'_>) -> Answer {
         let mut ended = None;
         if let Some(id) = cookie(req.headers, &self.cookie) {
-            ended = match self.sessions.get(id, self.life).await {
+            ended = match self.state.sessions.get(id, self.life).await {
                 Ok(found) => found,
                 Err(e) => return store_down(&e),
             };
-            if let Err(e) = self.sessions.remove(id).await {
+            if let Err(e) = self.state.sessions.remove(id).await {
                 return store_down(&e);
             }
         }
@@ -581,6 +607,24 @@ impl RelyingParty {
         }
         out
     }
+}
+
+/// The state of the relying party named by `key`: the one the running configuration uses,
+/// if any, else a new one from `make`.
+fn kept_state(
+    key: String,
+    make: impl FnOnce() -> Result<State, OidcError>,
+) -> Result<Arc<State>, OidcError> {
+    static KEPT: Mutex<Option<HashMap<String, Weak<State>>>> = Mutex::new(None);
+    let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+    let map = kept.get_or_insert_with(HashMap::new);
+    if let Some(state) = map.get(&key).and_then(Weak::upgrade) {
+        return Ok(state);
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let state = Arc::new(make()?);
+    map.insert(key, Arc::downgrade(&state));
+    Ok(state)
 }
 
 /// The event a back-channel logout token carries.
