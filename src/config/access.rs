@@ -24,8 +24,6 @@ use crate::auth::introspect::IntrospectionSettings;
 use crate::auth::jwks::JwksSettings;
 use crate::auth::jwt::{JwtSettings, KeyMaterial, KeySpec, PinnedKey, ALGORITHMS};
 use crate::auth::mtls::{CertificateNameError, ConsumerFrom};
-use crate::auth::oidc::credentials::ClientCredentialsSettings;
-use crate::auth::oidc::{OidcSettings, Unauthenticated};
 use crate::auth::token::TokenSource;
 use crate::validate::params::{ParamIn, ParamRule, ParamRules};
 use crate::validate::schema::BodySchemas;
@@ -383,7 +381,7 @@ fn token_source(errs: &mut Errors, at: &str, t: Option<&file::TokenSource>) -> O
     }
 }
 
-fn forward_claims(
+pub(super) fn forward_claims(
     errs: &mut Errors,
     at: &str,
     f: &BTreeMap<String, String>,
@@ -404,7 +402,7 @@ fn header_name(errs: &mut Errors, at: &str, h: &str) -> Option<HeaderName> {
         .ok()
 }
 
-fn check_url(errs: &mut Errors, at: &str, url: &str) {
+pub(super) fn check_url(errs: &mut Errors, at: &str, url: &str) {
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         errs.push(at, format!("{url:?} is not an http:// or https:// URL"));
     }
@@ -442,7 +440,7 @@ pub(super) fn route_access(
         access.auth = Some((a.methods.clone(), rule));
     }
     if let Some(o) = &r.oidc {
-        access.oidc = oidc(errs, &format!("{at}.oidc"), o);
+        access.oidc = super::oidc::route(errs, &format!("{at}.oidc"), o);
         if r.auth.is_some() {
             errs.push(
                 format!("{at}.oidc"),
@@ -584,187 +582,4 @@ fn cors(errs: &mut Errors, at: &str, c: &file::Cors) -> Option<CorsSettings> {
             None
         }
     }
-}
-
-/// A route's `oidc` block.
-fn oidc(errs: &mut Errors, at: &str, o: &file::Oidc) -> Option<OidcSettings> {
-    errs.unknown_in(at, &o);
-    if o.discovery.is_empty() {
-        errs.push(format!("{at}.discovery"), "required");
-    } else {
-        check_url(errs, &format!("{at}.discovery"), &o.discovery);
-    }
-    if o.client_id.is_empty() {
-        errs.push(format!("{at}.client_id"), "required");
-    }
-    let client_secret = secret_env(errs, at, o.client_secret_env.as_deref());
-    let path = |errs: &mut Errors, key: &str, v: &Option<String>| -> Option<String> {
-        let p = v.as_ref()?;
-        if !p.starts_with('/') || p.contains(['?', '#']) {
-            errs.push(format!("{at}.{key}"), format!("{p:?} is not a path"));
-        }
-        Some(p.clone())
-    };
-    let redirect_path = path(errs, "redirect_path", &o.redirect_path)
-        .unwrap_or_else(|| "/oidc/callback".to_owned());
-    let logout_path = path(errs, "logout_path", &o.logout_path);
-    let backchannel_logout_path = path(errs, "backchannel_logout_path", &o.backchannel_logout_path);
-    if let Some(to) = &o.post_logout_redirect {
-        if !to.starts_with('/') {
-            check_url(errs, &format!("{at}.post_logout_redirect"), to);
-        }
-    }
-    let unauthenticated = match o.unauthenticated.as_deref() {
-        None | Some("auto") => Unauthenticated::Auto,
-        Some("redirect") => Unauthenticated::Redirect,
-        Some("deny") => Unauthenticated::Deny,
-        Some(other) => {
-            errs.push(
-                format!("{at}.unauthenticated"),
-                format!("{other:?} is not auto, redirect or deny"),
-            );
-            Unauthenticated::Auto
-        }
-    };
-    let cookie_name = o
-        .cookie_name
-        .clone()
-        .unwrap_or_else(|| "ferrogate_session".to_owned());
-    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if cookie_name.is_empty() || !cookie_name.chars().all(token_char) {
-        errs.push(
-            format!("{at}.cookie_name"),
-            format!("{cookie_name:?} is not a cookie name"),
-        );
-    }
-    let mut scopes = vec!["openid".to_owned()];
-    for (i, s) in o.scopes.iter().enumerate() {
-        if !is_scope(s) {
-            errs.push(format!("{at}.scopes[{i}]"), format!("{s:?} is not a scope"));
-        } else if s != "openid" {
-            scopes.push(s.clone());
-        }
-    }
-    let d = |errs: &mut Errors, key: &str, v: &Option<String>, default: u64| {
-        opt_duration(
-            errs,
-            &format!("{at}.{key}"),
-            v,
-            Duration::from_secs(default),
-        )
-    };
-    let idle_timeout = d(errs, "idle_timeout", &o.idle_timeout, 1800);
-    let absolute_timeout = d(errs, "absolute_timeout", &o.absolute_timeout, 8 * 3600);
-    let refresh_before = d(errs, "refresh_before", &o.refresh_before, 30);
-    let timeout = d(errs, "timeout", &o.timeout, 5);
-    for (key, v) in [
-        ("idle_timeout", idle_timeout),
-        ("absolute_timeout", absolute_timeout),
-        ("timeout", timeout),
-    ] {
-        if v.as_secs() == 0 {
-            errs.push(format!("{at}.{key}"), "must be at least 1s");
-        }
-    }
-    Some(OidcSettings {
-        discovery_url: o.discovery.clone(),
-        client_id: o.client_id.clone(),
-        client_secret,
-        redirect_path,
-        logout_path,
-        post_logout_redirect: o.post_logout_redirect.clone(),
-        backchannel_logout_path,
-        scopes: scopes.join(" "),
-        unauthenticated,
-        cookie_name,
-        cookie_secure: o.cookie_secure.unwrap_or(true),
-        idle_timeout,
-        absolute_timeout,
-        refresh_before,
-        forward_access_token: o.forward_access_token.unwrap_or(true),
-        forward_claims: forward_claims(errs, &format!("{at}.forward_claims"), &o.forward_claims),
-        timeout,
-        leeway: Duration::from_secs(60),
-        // Filled in from the top-level `redis` once it is read (validate.rs).
-        redis_url: match o.sessions.as_deref() {
-            None | Some("memory") => None,
-            Some("redis") => Some(String::new()),
-            Some(other) => {
-                errs.push(
-                    format!("{at}.sessions"),
-                    format!("{other:?} is not memory or redis"),
-                );
-                None
-            }
-        },
-    })
-}
-
-/// The client secret named by `client_secret_env` (required, set and not empty).
-fn secret_env(errs: &mut Errors, at: &str, var: Option<&str>) -> String {
-    let at = format!("{at}.client_secret_env");
-    let Some(var) = var else {
-        errs.push(at, "required");
-        return String::new();
-    };
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => {
-            errs.push(at, format!("the environment variable {var} is not set"));
-            String::new()
-        }
-    }
-}
-
-/// An upstream group's `client_credentials` block.
-pub(super) fn client_credentials(
-    errs: &mut Errors,
-    at: &str,
-    c: &file::ClientCredentials,
-) -> Option<ClientCredentialsSettings> {
-    errs.unknown_in(at, &c);
-    if c.token_url.is_empty() {
-        errs.push(format!("{at}.token_url"), "required");
-    } else {
-        check_url(errs, &format!("{at}.token_url"), &c.token_url);
-    }
-    if c.client_id.is_empty() {
-        errs.push(format!("{at}.client_id"), "required");
-    }
-    let client_secret = secret_env(errs, at, c.client_secret_env.as_deref());
-    for (i, s) in c.scopes.iter().enumerate() {
-        if !is_scope(s) {
-            errs.push(format!("{at}.scopes[{i}]"), format!("{s:?} is not a scope"));
-        }
-    }
-    let timeout = opt_duration(
-        errs,
-        &format!("{at}.timeout"),
-        &c.timeout,
-        Duration::from_secs(5),
-    );
-    if timeout.is_zero() {
-        errs.push(format!("{at}.timeout"), "must be at least 1s");
-    }
-    Some(ClientCredentialsSettings {
-        token_url: c.token_url.clone(),
-        client_id: c.client_id.clone(),
-        client_secret,
-        scope: c.scopes.join(" "),
-        audience: c.audience.clone(),
-        refresh_before: opt_duration(
-            errs,
-            &format!("{at}.refresh_before"),
-            &c.refresh_before,
-            Duration::from_secs(30),
-        ),
-        timeout,
-    })
-}
-
-/// A scope token (RFC 6749 §3.3): printable ASCII without space, `"` and `\`.
-fn is_scope(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }

@@ -120,7 +120,7 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
         queue_timeout,
         sticky,
         client_credentials: u.client_credentials.as_ref().and_then(|c| {
-            super::access::client_credentials(errs, &format!("{at}.client_credentials"), c)
+            super::oidc::client_credentials(errs, &format!("{at}.client_credentials"), c)
         }),
     }
 }
