@@ -5,6 +5,8 @@
 //! session.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/auth.rs"]
+mod auth_support;
 mod support;
 
 use std::net::SocketAddr;
@@ -680,4 +682,76 @@ async fn sessions_in_memory_survive_a_configuration_reload() {
         reloaded,
         "the session still opens the route after the reload"
     );
+}
+
+/// A gateway whose upstream group authenticates as `client` with the RSA test key (`kid`
+/// gw-1), and the provider's registration of `client` with the public key `registered`.
+async fn private_key_gateway(
+    backend: SocketAddr,
+    client: &str,
+    dir: &tempdir::Dir,
+    registered: &auth_support::testkeys::TestKey,
+) -> TestGateway {
+    let pem = dir.path.join("gateway-key.pem");
+    std::fs::write(&pem, &auth_support::testkeys::rsa().private_pem).unwrap();
+    let yaml = format!(
+        "workers: 1
+listeners: [{{address: \"127.0.0.1:0\"}}]
+upstreams:
+  svc:
+    targets: [{{address: \"{backend}\"}}]
+    client_credentials:
+      token_url: {}/token
+      client_id: {client}
+      private_key_file: {}
+      private_key_kid: gw-1
+routes:
+  - upstream: svc
+",
+        Provider::get().issuer(),
+        pem.display()
+    );
+    let gw = TestGateway::start(&yaml);
+    let mut jwk = auth_support::testkeys::jwk_with_kid(registered, "gw-1");
+    jwk["use"] = "sig".into();
+    Provider::get()
+        .register_metadata(&serde_json::json!({
+            "client_id": client,
+            "token_endpoint_auth_method": "private_key_jwt",
+            "token_endpoint_auth_signing_alg": "RS256",
+            "jwks": {"keys": [jwk]},
+            "grant_types": ["client_credentials"],
+            "response_types": [],
+            "redirect_uris": [],
+        }))
+        .await;
+    gw
+}
+
+#[tokio::test]
+async fn a_client_credentials_token_is_obtained_with_a_private_key_jwt() {
+    let backend = Backend::named("svc").await;
+    let dir = tempdir::Dir::new("oidc-pkjwt");
+    let key = auth_support::testkeys::rsa();
+    let gw = private_key_gateway(backend.addr, "service-pkjwt", &dir, key).await;
+    let got = fetch("GET", &format!("http://{}/", gw.addr), &[], "").await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(
+        Provider::get()
+            .grants("service-pkjwt", "client_credentials")
+            .await,
+        1
+    );
+    assert!(bearer_seen(&backend)[0].starts_with("Bearer "));
+}
+
+#[tokio::test]
+async fn a_private_key_the_provider_does_not_know_gets_no_token() {
+    let backend = Backend::named("svc").await;
+    let dir = tempdir::Dir::new("oidc-pkjwt-foreign");
+    let other = auth_support::testkeys::rsa2();
+    let gw = private_key_gateway(backend.addr, "service-pkjwt-foreign", &dir, other).await;
+    let got = fetch("GET", &format!("http://{}/", gw.addr), &[], "").await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(backend.count(), 0);
 }

@@ -1,12 +1,16 @@
 //! Validation of the OpenID Connect settings: a route's `oidc` block and an upstream group's
 //! `client_credentials`.
 
+use std::path::Path;
 use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
 
 use super::access::{check_url, forward_claims};
 use super::file;
 use super::validate::{opt_duration, Errors};
 use crate::auth::oidc::credentials::ClientCredentialsSettings;
+use crate::auth::oidc::provider::{Credential, PrivateKey};
 use crate::auth::oidc::{OidcSettings, Unauthenticated};
 
 /// A route's `oidc` block.
@@ -144,6 +148,7 @@ pub(super) fn client_credentials(
     errs: &mut Errors,
     at: &str,
     c: &file::ClientCredentials,
+    base_dir: &Path,
 ) -> Option<ClientCredentialsSettings> {
     errs.unknown_in(at, &c);
     if c.token_url.is_empty() {
@@ -154,7 +159,14 @@ pub(super) fn client_credentials(
     if c.client_id.is_empty() {
         errs.push(format!("{at}.client_id"), "required");
     }
-    let client_secret = secret_env(errs, at, c.client_secret_env.as_deref());
+    let credential = match (&c.client_secret_env, &c.private_key_file) {
+        (Some(_), Some(_)) => {
+            errs.push(at, "client_secret_env or private_key_file, not both");
+            Credential::Secret(String::new())
+        }
+        (_, Some(file)) => private_key(errs, at, c, &base_dir.join(file)),
+        (var, None) => Credential::Secret(secret_env(errs, at, var.as_deref())),
+    };
     for (i, s) in c.scopes.iter().enumerate() {
         if !is_scope(s) {
             errs.push(format!("{at}.scopes[{i}]"), format!("{s:?} is not a scope"));
@@ -172,7 +184,7 @@ pub(super) fn client_credentials(
     Some(ClientCredentialsSettings {
         token_url: c.token_url.clone(),
         client_id: c.client_id.clone(),
-        client_secret,
+        credential,
         scope: c.scopes.join(" "),
         audience: c.audience.clone(),
         refresh_before: opt_duration(
@@ -183,6 +195,44 @@ pub(super) fn client_credentials(
         ),
         timeout,
     })
+}
+
+/// The `private_key_jwt` key of a `client_credentials` block.
+fn private_key(
+    errs: &mut Errors,
+    at: &str,
+    c: &file::ClientCredentials,
+    path: &Path,
+) -> Credential {
+    let alg = match c
+        .private_key_alg
+        .as_deref()
+        .unwrap_or("RS256")
+        .parse::<Algorithm>()
+    {
+        Ok(a) => a,
+        Err(_) => {
+            errs.push(format!("{at}.private_key_alg"), "not a JWS algorithm");
+            Algorithm::RS256
+        }
+    };
+    let pem = match std::fs::read(path) {
+        Ok(p) => p,
+        Err(e) => {
+            errs.push(
+                format!("{at}.private_key_file"),
+                format!("{}: {e}", path.display()),
+            );
+            return Credential::Secret(String::new());
+        }
+    };
+    match PrivateKey::from_pem(&pem, alg, c.private_key_kid.clone()) {
+        Ok(key) => Credential::PrivateKey(key),
+        Err(e) => {
+            errs.push(format!("{at}.private_key_file"), e);
+            Credential::Secret(String::new())
+        }
+    }
 }
 
 /// A scope token (RFC 6749 §3.3): printable ASCII without space, `"` and `\`.

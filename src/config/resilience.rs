@@ -119,9 +119,8 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
         queue_size,
         queue_timeout,
         sticky,
-        client_credentials: u.client_credentials.as_ref().and_then(|c| {
-            super::oidc::client_credentials(errs, &format!("{at}.client_credentials"), c)
-        }),
+        // Read in validate.rs, which knows the config's directory.
+        client_credentials: None,
     }
 }
 

@@ -623,6 +623,10 @@ fn upstream(
         ),
         keepalive_idle,
         keepalive_max_idle,
+        client_credentials: u.client_credentials.as_ref().and_then(|c| {
+            let at = format!("{at}.client_credentials");
+            super::oidc::client_credentials(errs, &at, c, base_dir)
+        }),
         ..super::resilience::upstream(errs, &at, u)
     })
 }

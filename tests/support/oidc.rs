@@ -68,6 +68,12 @@ impl Provider {
             "response_types": ["code"],
             "access_token_ttl": ttl_secs,
         });
+        self.register_metadata(&meta).await;
+    }
+
+    /// Registers (or replaces) a client with exactly this metadata (plus the test-only
+    /// `access_token_ttl`).
+    pub async fn register_metadata(&self, meta: &serde_json::Value) {
         let got = self.post_json("/test/clients", &meta.to_string()).await;
         assert_eq!(got.status, 201, "client registration: {}", got.text());
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 
-use super::provider::{self, ClientAuth, ProviderError};
+use super::provider::{self, ClientAuth, Credential, ProviderError};
 
 /// An upstream group's `client_credentials`, validated.
 #[derive(Clone)]
@@ -17,7 +17,8 @@ pub struct ClientCredentialsSettings {
     /// The provider's token endpoint.
     pub token_url: String,
     pub client_id: String,
-    pub client_secret: String,
+    /// The client secret, or the private key of `private_key_jwt`.
+    pub credential: Credential,
     /// Space-separated scopes asked for; empty asks for none.
     pub scope: String,
     /// Sent as `audience` (Auth0 and others name the API this way).
@@ -63,7 +64,7 @@ impl UpstreamToken {
             http: provider::http_client(settings.timeout)?,
             client: ClientAuth {
                 client_id: settings.client_id.clone(),
-                client_secret: settings.client_secret.clone(),
+                credential: settings.credential.clone(),
             },
             settings,
             current: ArcSwapOption::empty(),

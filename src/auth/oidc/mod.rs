@@ -179,7 +179,7 @@ impl RelyingParty {
             login_cookie,
             client: ClientAuth {
                 client_id: settings.client_id.clone(),
-                client_secret: settings.client_secret.clone(),
+                credential: provider::Credential::Secret(settings.client_secret.clone()),
             },
             discovery: Discovery::new(
                 settings.discovery_url.clone(),

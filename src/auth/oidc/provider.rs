@@ -71,8 +71,69 @@ struct ErrorAnswer {
 #[derive(Clone)]
 pub struct ClientAuth {
     pub client_id: String,
-    pub client_secret: String,
+    pub credential: Credential,
 }
+
+/// The client's proof at the token endpoint.
+#[derive(Clone)]
+pub enum Credential {
+    /// `client_secret_basic`: the secret with HTTP Basic.
+    Secret(String),
+    /// `private_key_jwt` (RFC 7523 §2.2): an assertion signed with this key.
+    PrivateKey(PrivateKey),
+}
+
+/// A private key for `private_key_jwt`.
+#[derive(Clone)]
+pub struct PrivateKey {
+    pub key: jsonwebtoken::EncodingKey,
+    pub alg: jsonwebtoken::Algorithm,
+    /// `kid` of the assertion's header, naming the key in the client's registered JWKS.
+    pub kid: Option<String>,
+}
+
+impl PrivateKey {
+    /// Reads a PEM private key for `alg` (RS*, PS*, ES*, EdDSA).
+    pub fn from_pem(
+        pem: &[u8],
+        alg: jsonwebtoken::Algorithm,
+        kid: Option<String>,
+    ) -> Result<PrivateKey, String> {
+        use jsonwebtoken::{Algorithm as A, EncodingKey};
+        let key = match alg {
+            A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512 => {
+                EncodingKey::from_rsa_pem(pem)
+            }
+            A::ES256 | A::ES384 => EncodingKey::from_ec_pem(pem),
+            A::EdDSA => EncodingKey::from_ed_pem(pem),
+            other => return Err(format!("{other:?} is not a private-key algorithm")),
+        }
+        .map_err(|e| format!("not a {alg:?} private key: {e}"))?;
+        Ok(PrivateKey { key, alg, kid })
+    }
+
+    /// A client assertion for `client_id` at `audience` (the token endpoint), good for a
+    /// minute, with a random `jti`.
+    fn assertion(&self, client_id: &str, audience: &str) -> Result<String, ProviderError> {
+        let now = super::session::unix_now();
+        let jti = super::login::random_token().ok_or(ProviderError::BadAnswer("randomness"))?;
+        let claims = serde_json::json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": audience,
+            "jti": jti,
+            "iat": now,
+            "exp": now + 60,
+        });
+        let mut header = jsonwebtoken::Header::new(self.alg);
+        header.kid.clone_from(&self.kid);
+        jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|_| ProviderError::BadAnswer("a client assertion"))
+    }
+}
+
+/// The `client_assertion_type` of RFC 7523.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 impl std::fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,7 +196,8 @@ pub async fn discover(
 }
 
 /// One grant at the token endpoint, with the client authenticated by HTTP Basic
-/// (`client_secret_basic`, RFC 6749 §2.3.1: both parts form-encoded first).
+/// (`client_secret_basic`, RFC 6749 §2.3.1: both parts form-encoded first) or by a signed
+/// assertion (`private_key_jwt`).
 pub async fn grant(
     http: &reqwest::Client,
     token_endpoint: &str,
@@ -143,17 +205,30 @@ pub async fn grant(
     params: &[(&str, &str)],
 ) -> Result<TokenAnswer, ProviderError> {
     use base64::Engine as _;
-    let user = form_encode(&client.client_id);
-    let pass = form_encode(&client.client_secret);
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    let body = params
+    let mut body = params
         .iter()
         .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
         .collect::<Vec<_>>()
         .join("&");
-    let resp = http
-        .post(token_endpoint)
-        .header("authorization", format!("Basic {basic}"))
+    let mut request = http.post(token_endpoint);
+    match &client.credential {
+        Credential::Secret(secret) => {
+            let user = form_encode(&client.client_id);
+            let pass = form_encode(secret);
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            request = request.header("authorization", format!("Basic {basic}"));
+        }
+        Credential::PrivateKey(key) => {
+            let assertion = key.assertion(&client.client_id, token_endpoint)?;
+            body.push_str("&client_id=");
+            body.push_str(&form_encode(&client.client_id));
+            body.push_str("&client_assertion_type=");
+            body.push_str(&form_encode(JWT_BEARER));
+            body.push_str("&client_assertion=");
+            body.push_str(&assertion);
+        }
+    }
+    let resp = request
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "application/json")
         .body(body)

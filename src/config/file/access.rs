@@ -488,9 +488,18 @@ pub struct ClientCredentials {
     /// The gateway's client id at the provider.
     #[serde(default)]
     pub client_id: String,
-    /// The environment variable holding the client secret.
+    /// The environment variable holding the client secret (or use `private_key_file`).
     #[serde(default)]
     pub client_secret_env: Option<String>,
+    /// PEM private key for `private_key_jwt` client authentication, instead of a secret.
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    /// Algorithm of the `private_key_jwt` assertion (default RS256).
+    #[serde(default)]
+    pub private_key_alg: Option<String>,
+    /// `kid` of the assertion, naming the key in the client's registered key set.
+    #[serde(default)]
+    pub private_key_kid: Option<String>,
     /// Scopes asked for (default none).
     #[serde(default)]
     pub scopes: Vec<String>,

@@ -101,7 +101,7 @@ keys! {
     Jwt: ["keys", "jwks", "issuers", "audiences", "leeway", "required_claims", "required_scopes", "forward_claims", "token", "cache_size", "cache_ttl", "hide_credentials"],
     JwtKey: ["kid", "alg", "secret", "pem", "pem_file", "jwk"],
     Jwks: ["url", "refresh_interval", "min_refetch_interval", "timeout", "algorithms"],
-    ClientCredentials: ["token_url", "client_id", "client_secret_env", "scopes", "audience", "refresh_before", "timeout"],
+    ClientCredentials: ["token_url", "client_id", "client_secret_env", "private_key_file", "private_key_alg", "private_key_kid", "scopes", "audience", "refresh_before", "timeout"],
     Oidc: ["discovery", "client_id", "client_secret_env", "redirect_path", "logout_path", "post_logout_redirect", "backchannel_logout_path", "scopes", "unauthenticated", "cookie_name", "cookie_secure", "idle_timeout", "absolute_timeout", "refresh_before", "forward_access_token", "forward_claims", "timeout", "sessions"],
     Introspection: ["url", "client_id", "client_secret", "timeout", "cache_size", "max_cache_ttl", "token_type_hint", "required_scopes", "forward_claims", "token", "hide_credentials"],
     RouteAuth: ["methods", "allow", "deny"],
