@@ -429,6 +429,16 @@ fn shared_pair(
     client: &str,
     redis: &RedisServer,
 ) -> (TestGateway, TestGateway) {
+    shared_pair_with(backend, client, redis, "")
+}
+
+/// As [`shared_pair`], with `extra` settings under `oidc:`.
+fn shared_pair_with(
+    backend: SocketAddr,
+    client: &str,
+    redis: &RedisServer,
+    extra: &str,
+) -> (TestGateway, TestGateway) {
     secret_in_env();
     let yaml = |_| {
         let routes = format!(
@@ -440,7 +450,7 @@ fn shared_pair(
       cookie_secure: false
       sessions: redis
       backchannel_logout_path: /oidc/backchannel
-",
+{extra}",
             Provider::get().issuer()
         );
         format!(
@@ -754,4 +764,47 @@ async fn a_private_key_the_provider_does_not_know_gets_no_token() {
     let got = fetch("GET", &format!("http://{}/", gw.addr), &[], "").await;
     assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn with_redis_instances_refreshing_the_same_session_ask_the_provider_once() {
+    let redis = RedisServer::start();
+    let backend = Backend::named("app").await;
+    let (a, b) = shared_pair_with(
+        backend.addr,
+        "login-shared-refresh",
+        &redis,
+        "      refresh_before: 1s\n",
+    );
+    let provider = Provider::get();
+    provider
+        .register("login-shared-refresh", SECRET, &[a.addr, b.addr], 3)
+        .await;
+    let mut browser = logged_in(a.addr, "/", "heidi").await;
+    same_cookies(&mut browser, a.addr, b.addr);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut waiting = Vec::new();
+    for i in 0..8 {
+        let mut br = browser.clone();
+        let url = format!("http://{}/", if i % 2 == 0 { a.addr } else { b.addr });
+        waiting.push(tokio::spawn(async move { br.get(&url).await.status }));
+    }
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(
+        provider
+            .grants("login-shared-refresh", "refresh_token")
+            .await,
+        1
+    );
+    let tokens = bearer_seen(&backend);
+    assert_eq!(
+        tokens
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1,
+        "both instances send the one refreshed token"
+    );
 }

@@ -25,7 +25,7 @@ use super::gate::{Authenticated, Hidden};
 use login::{param, Logins};
 use provider::{ClientAuth, Discovery, Provider, ProviderError, TokenAnswer};
 use session::{cookie, unix_now, Session, Sessions, Tokens};
-use store::{Lifetimes, Store, StoreError};
+use store::{Lifetimes, Store, StoreError, Turn};
 
 /// When an unauthenticated request is sent to the provider rather than refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +307,28 @@ impl RelyingParty {
         if !due {
             return Ok(tokens.bearer.clone());
         }
+        // With a shared store one instance refreshes; the others take its tokens.
+        let turn = self
+            .state
+            .sessions
+            .refresh_turn(id, &mut tokens, self.settings.timeout)
+            .await
+            .map_err(|e| ProviderError::Unreachable(e.to_string()))?;
+        if turn == Turn::Taken {
+            return Ok(tokens.bearer.clone());
+        }
+        let refreshed = self.refresh(id, session, &mut tokens).await;
+        self.state.sessions.refresh_done(id).await;
+        refreshed
+    }
+
+    /// One refresh grant; the new tokens replace `tokens` and are stored.
+    async fn refresh(
+        &self,
+        id: &str,
+        session: &Session,
+        tokens: &mut Tokens,
+    ) -> Result<HeaderValue, ProviderError> {
         let Some(refresh) = tokens.refresh.clone() else {
             return Err(ProviderError::BadAnswer("a refresh (no refresh token)"));
         };
@@ -330,7 +352,7 @@ impl RelyingParty {
         fresh.version = tokens.version + 1;
         *tokens = fresh;
         // Other instances must not use the rotated-away refresh token.
-        if let Err(e) = self.state.sessions.saved(id, session, &tokens).await {
+        if let Err(e) = self.state.sessions.saved(id, session, tokens).await {
             tracing::warn!(error = %e, "refreshed tokens not stored");
         }
         Ok(tokens.bearer.clone())

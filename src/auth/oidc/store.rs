@@ -7,7 +7,8 @@
 //!
 //! Redis keys, under `ferrogate:oidc:<client id>:`: `s:<id>` the session as JSON, expiring
 //! after the idle timeout (renewed by each read, `GETEX`); `sid:<sid>` and `sub:<sub>` sets
-//! of session ids for back-channel logout; `login:<state>` a login in progress (taken once
+//! of session ids for back-channel logout; `refresh:<id>` held by the one instance that
+//! refreshes a session; `login:<state>` a login in progress (taken once
 //! with `GETDEL`, so its callback may reach any instance). Redis unreachable: requests of such routes get 503
 //! (fail closed; a session is never assumed).
 
@@ -33,6 +34,20 @@ pub enum Store {
     Memory(Sessions),
     Redis(Box<RedisSessions>),
 }
+
+/// Who refreshes a session's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// This request: it holds the refresh lock.
+    Mine,
+    /// Another instance refreshed; its tokens are now this one's.
+    Taken,
+}
+
+/// How long another instance's refresh holds its lock at most.
+const REFRESH_LOCK: Duration = Duration::from_secs(15);
+/// How often a waiting instance looks for the other's tokens.
+const REFRESH_POLL: Duration = Duration::from_millis(25);
 
 /// How long sessions last, for both stores.
 #[derive(Debug, Clone, Copy)]
@@ -168,6 +183,60 @@ impl Store {
                 let cmd = redis::cmd("GETDEL").arg(r.key("login:", state)).clone();
                 let found: Option<String> = r.run(&cmd).await?;
                 Ok(found.and_then(|j| serde_json::from_str(&j).ok()))
+            }
+        }
+    }
+
+    /// Decides who refreshes the due `tokens` of session `id`. In memory the token lock is
+    /// enough. In Redis a lock key names one instance; the others wait (up to twice
+    /// `timeout`) until the session shows newer tokens, and take them.
+    pub async fn refresh_turn(
+        &self,
+        id: &str,
+        tokens: &mut Tokens,
+        timeout: Duration,
+    ) -> Result<Turn, StoreError> {
+        let Store::Redis(r) = self else {
+            return Ok(Turn::Mine);
+        };
+        let lock = redis::cmd("SET")
+            .arg(r.key("refresh:", id))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(REFRESH_LOCK.as_secs())
+            .clone();
+        let deadline = tokio::time::Instant::now() + timeout * 2;
+        loop {
+            let got: Option<String> = r.run(&lock).await?;
+            if got.is_some() {
+                return Ok(Turn::Mine);
+            }
+            tokio::time::sleep(REFRESH_POLL).await;
+            let stored: Option<String> = r.run(redis::cmd("GET").arg(r.key("s:", id))).await?;
+            let Some(stored) = stored.and_then(|j| serde_json::from_str::<Stored>(&j).ok()) else {
+                return Err(StoreError("the session ended during a refresh".into()));
+            };
+            if stored.version > tokens.version {
+                if let Some(theirs) = tokens_of(&stored) {
+                    *tokens = theirs;
+                    return Ok(Turn::Taken);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError(
+                    "another instance's refresh did not finish".into(),
+                ));
+            }
+        }
+    }
+
+    /// Lets the next refresh of session `id` go ahead (Redis: the lock key goes).
+    pub async fn refresh_done(&self, id: &str) {
+        if let Store::Redis(r) = self {
+            let del = redis::cmd("DEL").arg(r.key("refresh:", id)).clone();
+            if let Err(e) = r.run::<i64>(&del).await {
+                tracing::debug!(error = %e, "refresh lock not released; it expires");
             }
         }
     }
