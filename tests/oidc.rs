@@ -808,3 +808,30 @@ async fn with_redis_instances_refreshing_the_same_session_ask_the_provider_once(
         "both instances send the one refreshed token"
     );
 }
+
+#[tokio::test]
+async fn a_logged_in_request_still_passes_the_routes_parameter_rules() {
+    let backend = Backend::named("app").await;
+    let yaml_params = "    validate: {params: [{name: page, in: query, pattern: \"^[0-9]+$\"}]}\n";
+    secret_in_env();
+    let routes = format!(
+        "  - upstream: app
+{yaml_params}    oidc:
+      discovery: {}/.well-known/openid-configuration
+      client_id: login-params
+      client_secret_env: {SECRET_VAR}
+      cookie_secure: false
+",
+        Provider::get().issuer()
+    );
+    let gw = TestGateway::start(&config(&[backend.addr], &routes));
+    Provider::get()
+        .register("login-params", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut browser = logged_in(gw.addr, "/?page=1", "ivan").await;
+    let ok = browser.get(&format!("http://{}/?page=2", gw.addr)).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let bad = browser.get(&format!("http://{}/?page=x", gw.addr)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(backend.count(), 1);
+}

@@ -62,9 +62,10 @@ async fn gated(
         if rp.backchannel_path() == Some(req.uri().path()) && req.method() == Method::POST {
             return Err(Box::pin(backchannel(rp, req, arrival)).await);
         }
-        return Box::pin(login(rp, conn, req, arrival, done))
-            .await
-            .map(Some);
+        let found = Box::pin(login(rp, conn, req, arrival, done)).await?;
+        gate.check_params(req.headers(), req.uri().query())
+            .map_err(denied)?;
+        return Ok(Some(found));
     }
     let checked = async {
         gate.check_ip(arrival.client_ip)?;
