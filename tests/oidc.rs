@@ -835,3 +835,23 @@ async fn a_logged_in_request_still_passes_the_routes_parameter_rules() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_eq!(backend.count(), 1);
 }
+
+#[tokio::test]
+async fn after_login_the_browser_is_never_sent_to_another_site() {
+    let backend = Backend::named("app").await;
+    let gw = gateway(backend.addr, "login-open-redirect", "");
+    Provider::get()
+        .register("login-open-redirect", SECRET, &[gw.addr], 3600)
+        .await;
+    let mut browser = Browser::new();
+    let callback = browser
+        .login_until(
+            &format!("http://{}//evil.example/x", gw.addr),
+            "judy",
+            &format!("{}/oidc/callback", gw.addr),
+        )
+        .await;
+    let back = browser.get(&callback).await;
+    assert_eq!(back.status, StatusCode::FOUND);
+    assert_eq!(back.header("location"), Some("/"));
+}

@@ -403,11 +403,7 @@ impl RelyingParty {
             Ok(p) => p,
             Err(e) => return unavailable(&e),
         };
-        let original = req
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+        let original = return_path(req.uri.path_and_query().map_or("/", |p| p.as_str()));
         let begun = login::begin(
             &provider.endpoints.authorization_endpoint,
             &self.settings.client_id,
@@ -682,6 +678,19 @@ fn store_down(e: &StoreError) -> Answer {
     )
 }
 
+/// Where to send the browser after login: the request's own path and query, unless it could
+/// be read as another host (`//host`, `/\\host`): after a login, the gateway never
+/// redirects off its own site.
+fn return_path(path_and_query: &str) -> String {
+    let b = path_and_query.as_bytes();
+    let local = b.first() == Some(&b'/') && !matches!(b.get(1), Some(b'/' | b'\\'));
+    if local {
+        path_and_query.to_owned()
+    } else {
+        "/".to_owned()
+    }
+}
+
 /// Whether the client says it takes HTML (a browser navigation).
 fn accepts_html(headers: &HeaderMap) -> bool {
     headers
@@ -744,4 +753,29 @@ fn unavailable(e: &ProviderError) -> Answer {
         "identity provider unavailable",
         HeaderMap::new(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_return_path_never_leaves_the_site() {
+        assert_eq!(return_path("/a/b?c=1"), "/a/b?c=1");
+        assert_eq!(return_path("//evil.example/x"), "/");
+        assert_eq!(return_path("/\\evil.example"), "/");
+        assert_eq!(return_path("*"), "/");
+    }
+
+    #[test]
+    fn html_navigations_are_told_from_api_calls() {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_static("application/json, */*"));
+        assert!(!accepts_html(&h));
+        h.insert(
+            ACCEPT,
+            HeaderValue::from_static("text/html;q=0.9,application/xhtml+xml"),
+        );
+        assert!(accepts_html(&h));
+    }
 }
