@@ -11,8 +11,8 @@ use super::login::{self, param};
 use super::provider::{self, ProviderError};
 use super::session::{cookie, Session};
 use super::{
-    append_header, redirect_answer, refusal, set_header, store_down, tokens_of, unavailable,
-    Answer, RelyingParty, RequestFacts,
+    append_header, no_store, redirect_answer, refusal, set_header, store_down, tokens_of,
+    unavailable, Answer, RelyingParty, RequestFacts,
 };
 
 impl RelyingParty {
@@ -53,16 +53,7 @@ impl RelyingParty {
             Err(e) => return store_down(&e),
         };
         tracing::info!(ended, "back-channel logout");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        );
-        Answer {
-            status: StatusCode::OK,
-            headers,
-            problem: None,
-        }
+        no_store(StatusCode::OK, HeaderMap::new(), None)
     }
 
     /// The provider's redirect back: the `state` must be one this gateway issued, unused,

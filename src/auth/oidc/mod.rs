@@ -491,19 +491,8 @@ fn append_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-fn redirect_answer(mut headers: HeaderMap) -> Answer {
-    headers.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    Answer {
-        status: StatusCode::FOUND,
-        headers,
-        problem: None,
-    }
-}
-
-fn refusal(status: StatusCode, detail: &'static str, mut headers: HeaderMap) -> Answer {
+/// An answer of the gateway's own; never stored by a cache (it concerns one browser).
+fn no_store(status: StatusCode, mut headers: HeaderMap, problem: Option<&'static str>) -> Answer {
     headers.insert(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
@@ -511,8 +500,16 @@ fn refusal(status: StatusCode, detail: &'static str, mut headers: HeaderMap) -> 
     Answer {
         status,
         headers,
-        problem: Some(detail),
+        problem,
     }
+}
+
+fn redirect_answer(headers: HeaderMap) -> Answer {
+    no_store(StatusCode::FOUND, headers, None)
+}
+
+fn refusal(status: StatusCode, detail: &'static str, headers: HeaderMap) -> Answer {
+    no_store(status, headers, Some(detail))
 }
 
 fn unavailable(e: &ProviderError) -> Answer {
