@@ -29,6 +29,10 @@ if ! command -v dnsmasq >/dev/null && [ ! -x /usr/sbin/dnsmasq ]; then
   [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null \
     || { echo "dnsmasq is required (apt-get install dnsmasq-base)" >&2; exit 1; }
 fi
+# The OpenID Connect tests run the npm package oidc-provider with node (installed by the
+# test support into target/oidc-provider/ with npm); install node and npm when missing.
+install_missing node nodejs
+install_missing npm npm
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets

@@ -11,6 +11,7 @@ use http::uri::Authority;
 use ipnet::IpNet;
 
 use crate::auth::gate::{Authenticators, Gate};
+use crate::auth::oidc::credentials::UpstreamToken;
 use crate::config::model::{self, Action, Config, Limits, RetryPolicy, RouteTimeouts};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, ResilienceMetrics, RouteMetrics, TargetMetrics};
@@ -163,6 +164,8 @@ pub struct UpstreamGroup {
     pub sticky: Option<StickySessions>,
     /// Preference for targets near this instance, when the group has `locality`.
     pub locality: Option<crate::upstream::locality::Locality>,
+    /// The group's own token (`client_credentials`), sent as `Authorization: Bearer`.
+    pub credentials: Option<Arc<UpstreamToken>>,
 }
 
 pub struct UpstreamTarget {
@@ -609,5 +612,16 @@ fn upstream_group(
             .as_ref()
             .map(|s| StickySessions::new(s, &u.name, &addresses)),
         locality: None,
+        credentials: match &u.client_credentials {
+            Some(c) => Some(Arc::new(UpstreamToken::new(c.clone()).map_err(
+                |message| {
+                    SnapshotError::Access(crate::auth::gate::GateError {
+                        at: format!("upstreams.{}.client_credentials", u.name),
+                        message,
+                    })
+                },
+            )?)),
+            None => None,
+        },
     })
 }

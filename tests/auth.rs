@@ -809,7 +809,8 @@ async fn a_token_without_a_needed_scope_gets_403_insufficient_scope() {
         "    scoped: {{jwt: {{keys: [{{kid: h1, alg: HS256, secret: \"{HS_SECRET}\"}}], required_scopes: [write]}}}}\n"
     );
     let routes = "  - {match: {path: {prefix: /write}}, upstream: app, auth: {methods: [scoped]}}
-  - {match: {path: {prefix: /admin}}, upstream: app, auth: {methods: [hs], allow: {scopes: [admin]}}}
+  - {match: {path: {prefix: /admin}}, upstream: app, auth: {methods: [hs], allow: {scopes: [admin, ops]}}}
+  - {match: {path: {prefix: /no-carol}}, upstream: app, auth: {methods: [hs], allow: {scopes: [read]}, deny: {claims: {sub: [carol]}}}}
 ";
     let gw = gateway(backend.addr, &dir, &methods, "", routes);
     let mut c = claims("carol");
@@ -830,8 +831,12 @@ async fn a_token_without_a_needed_scope_gets_403_insufficient_scope() {
     assert_eq!(got.status, StatusCode::FORBIDDEN);
     assert_eq!(
         got.header("www-authenticate"),
-        Some("Bearer error=\"insufficient_scope\"")
+        Some("Bearer error=\"insufficient_scope\", scope=\"admin ops\"")
     );
+    // A deny-list hit is not a missing scope: a plain 403 without a challenge.
+    let got = get_auth(gw.addr, "/no-carol", &token).await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN);
+    assert_eq!(got.header("www-authenticate"), None);
     let got = get_auth(gw.addr, "/write", "not-a-token").await;
     assert_eq!(
         got.status,

@@ -11,6 +11,8 @@ use support::tempdir;
 fn check(path: &std::path::Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
         .args(["check", "-c"])
+        // The OIDC examples read their client secret from the environment.
+        .env("OIDC_CLIENT_SECRET", "example-secret")
         .arg(path)
         .output()
         .unwrap();

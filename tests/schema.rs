@@ -12,6 +12,8 @@ const MODELINE: &str = "# yaml-language-server: $schema=";
 fn ferrogate(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ferrogate"))
         .args(args)
+        // The OIDC example reads its client secret from the environment.
+        .env("OIDC_CLIENT_SECRET", "example-secret")
         .output()
         .unwrap();
     (

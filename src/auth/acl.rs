@@ -69,6 +69,11 @@ impl AccessRule {
         !self.allow.scopes.is_empty()
     }
 
+    /// The scopes the allow list accepts (any one of them).
+    pub fn allowed_scopes(&self) -> &[String] {
+        &self.allow.scopes
+    }
+
     /// Decides whether `identity` may use the route (see the module docs for the order).
     pub fn check(&self, identity: &Identity) -> Result<(), Denial> {
         if let Some(hit) = self.deny.first_match(identity) {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use http::Method;
 
-use super::acl::AccessRule;
+use super::acl::{AccessRule, Denial};
 use super::apikey::{ApiKeys, KeySource};
 use super::basic::{BasicAuth, BasicCredentials};
 use super::consumer::{Consumer, ConsumerSet, Identity};
@@ -19,6 +19,7 @@ use super::introspect::Introspector;
 use super::iprules::IpRules;
 use super::jwt::{AuthFailure, JwtVerifier, Verified};
 use super::mtls::{CertificateNames, ConsumerFrom};
+use super::oidc::RelyingParty;
 use super::token::{self, TokenSource};
 use crate::certs::ClientCert;
 use crate::config::model::{AccessControl, AuthMethodDef, RouteAccess};
@@ -61,6 +62,8 @@ pub struct Authenticated {
 pub enum Hidden {
     Header(HeaderName),
     Query(String),
+    /// One cookie of the `Cookie` fields (a login session's).
+    Cookie(String),
 }
 
 /// The configured consumers and methods of one snapshot.
@@ -68,6 +71,8 @@ pub struct Authenticators {
     methods: HashMap<String, Arc<Authenticator>>,
     /// Header telling the upstream the consumer's name.
     pub consumer_header: Option<HeaderName>,
+    /// Where provider fetchers (JWKS of OIDC routes) run.
+    background: Option<tokio::runtime::Handle>,
 }
 
 /// One named authentication method, ready to run.
@@ -214,6 +219,7 @@ impl Authenticators {
         Ok(Authenticators {
             methods,
             consumer_header: access.consumer_header.clone(),
+            background: background.handle().ok().flatten(),
         })
     }
 }
@@ -225,6 +231,7 @@ pub struct Gate {
     auth: Option<RouteAuth>,
     params: Option<ParamRules>,
     body: Option<Arc<BodySchemas>>,
+    oidc: Option<Arc<RelyingParty>>,
 }
 
 struct RouteAuth {
@@ -280,7 +287,20 @@ impl Gate {
                     .map_err(|e| gate_error(at("validate.body"), e))?,
             ))
         };
-        if cors.is_none() && ip.is_none() && auth.is_none() && params.is_none() && body.is_none() {
+        let oidc = match &access.oidc {
+            Some(settings) => Some(Arc::new(
+                RelyingParty::new(route, settings.clone(), all.background.clone())
+                    .map_err(|e| gate_error(at("oidc"), e))?,
+            )),
+            None => None,
+        };
+        if cors.is_none()
+            && ip.is_none()
+            && auth.is_none()
+            && params.is_none()
+            && body.is_none()
+            && oidc.is_none()
+        {
             return Ok(None);
         }
         Ok(Some(Gate {
@@ -289,6 +309,7 @@ impl Gate {
             auth,
             params,
             body,
+            oidc,
         }))
     }
 
@@ -321,12 +342,21 @@ impl Gate {
 
     /// Whether the route authenticates at all.
     pub fn authenticates(&self) -> bool {
-        self.auth.is_some()
+        self.auth.is_some() || self.oidc.is_some()
+    }
+
+    /// The route's OpenID Connect relying party, when it logs users in.
+    pub fn oidc(&self) -> Option<&RelyingParty> {
+        self.oidc.as_deref()
     }
 
     /// Header names the route's methods set upstream (client copies must go).
     pub fn forwarded_headers(&self) -> Vec<HeaderName> {
-        let mut names = Vec::new();
+        let mut names: Vec<HeaderName> = self
+            .oidc
+            .iter()
+            .flat_map(|rp| rp.forwarded_headers().cloned())
+            .collect();
         for m in self.auth.iter().flat_map(|a| &a.methods) {
             match &**m {
                 Authenticator::Jwt { verifier, .. } => {
@@ -358,10 +388,15 @@ impl Gate {
             match method.run(headers, query, client_cert).await {
                 Ok(found) => {
                     auth.rule.check(&found.identity).map_err(|d| {
+                        // A token the allow list refused lacks one of its scopes (RFC 6750
+                        // §3.1: named in the challenge); a deny-list hit is a plain 403.
                         let token = matches!(found.identity.method, "jwt" | "introspection");
-                        match token && auth.rule.allows_by_scope() {
+                        let short = matches!(d, Denial::NotAllowed { .. });
+                        match token && short && auth.rule.allows_by_scope() {
                             true => Denied::InsufficientScope {
-                                challenge: super::jwt::insufficient_scope(None),
+                                challenge: super::jwt::insufficient_scope(Some(
+                                    &auth.rule.allowed_scopes().join(" "),
+                                )),
                                 reason: d.to_string(),
                             },
                             false => Denied::Forbidden(d.to_string()),

@@ -220,14 +220,17 @@ impl AuthFailure {
     }
 }
 
-/// The RFC 6750 §3.1 challenge of a valid token that lacks a scope, naming the scope when
-/// it is a plain scope token.
+/// The RFC 6750 §3.1 challenge of a valid token that lacks a scope, naming the scopes (a
+/// space-separated list) when each is a plain scope token.
 pub fn insufficient_scope(scope: Option<&str>) -> HeaderValue {
     const BARE: &str = "Bearer error=\"insufficient_scope\"";
     let plain = |s: &&str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        s.split(' ').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        })
     };
     match scope.filter(plain) {
         Some(s) => HeaderValue::from_str(&format!("{BARE}, scope=\"{s}\""))

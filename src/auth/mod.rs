@@ -1,5 +1,6 @@
 //! Authentication and authorization building blocks: consumers and their credentials (API
-//! keys, Basic), JWT with JWKS, OAuth 2.0 token introspection, client certificates (mTLS),
+//! keys, Basic), JWT with JWKS, OAuth 2.0 token introspection, OpenID Connect login
+//! sessions, client certificates (mTLS),
 //! access rules, IP rules and CORS. Each is a library piece with its own tests; the proxy's
 //! `access` phase applies them per route.
 
@@ -14,4 +15,5 @@ pub mod iprules;
 pub mod jwks;
 pub mod jwt;
 pub mod mtls;
+pub mod oidc;
 pub mod token;

@@ -381,7 +381,7 @@ fn token_source(errs: &mut Errors, at: &str, t: Option<&file::TokenSource>) -> O
     }
 }
 
-fn forward_claims(
+pub(super) fn forward_claims(
     errs: &mut Errors,
     at: &str,
     f: &BTreeMap<String, String>,
@@ -402,7 +402,7 @@ fn header_name(errs: &mut Errors, at: &str, h: &str) -> Option<HeaderName> {
         .ok()
 }
 
-fn check_url(errs: &mut Errors, at: &str, url: &str) {
+pub(super) fn check_url(errs: &mut Errors, at: &str, url: &str) {
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         errs.push(at, format!("{url:?} is not an http:// or https:// URL"));
     }
@@ -438,6 +438,15 @@ pub(super) fn route_access(
             deny: matchers(errs, &format!("{at}.deny"), a.deny.as_ref()),
         };
         access.auth = Some((a.methods.clone(), rule));
+    }
+    if let Some(o) = &r.oidc {
+        access.oidc = super::oidc::route(errs, &format!("{at}.oidc"), o);
+        if r.auth.is_some() {
+            errs.push(
+                format!("{at}.oidc"),
+                "a route logs users in with oidc or checks credentials with auth, not both",
+            );
+        }
     }
     if let Some(ip) = &r.ip_rules {
         let at = format!("{at}.ip_rules");

@@ -480,6 +480,10 @@ pub struct Upstream {
     /// Prefer targets in this instance's zone, then region (needs the top-level `locality`).
     #[serde(default, deserialize_with = "cache::present")]
     pub locality: Option<GroupLocality>,
+    /// Send the group a token the gateway obtains with the OAuth 2.0 client credentials
+    /// grant, as `Authorization: Bearer` (docs/oidc.md).
+    #[serde(default)]
+    pub client_credentials: Option<ClientCredentials>,
 }
 
 /// `upstreams.NAME.tls`: TLS to the group's targets.
@@ -811,6 +815,9 @@ pub struct Route {
     /// Authentication and authorisation.
     #[serde(default)]
     pub auth: Option<RouteAuth>,
+    /// Log browser users in with an OpenID Connect provider (docs/oidc.md).
+    #[serde(default)]
+    pub oidc: Option<Oidc>,
     /// Client addresses allowed or denied.
     #[serde(default)]
     pub ip_rules: Option<IpRules>,

@@ -10,6 +10,7 @@ pub mod file;
 mod geo;
 mod locality;
 pub mod model;
+mod oidc;
 mod queue;
 mod ratelimit;
 mod resilience;

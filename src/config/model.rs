@@ -240,6 +240,8 @@ pub struct Upstream {
     pub queue_size: usize,
     pub queue_timeout: Duration,
     pub sticky: Option<Sticky>,
+    /// The group's own token, from the client credentials grant (`client_credentials`).
+    pub client_credentials: Option<crate::auth::oidc::credentials::ClientCredentialsSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -889,6 +891,8 @@ pub struct RouteAccess {
     /// `(content type, schema)` pairs; empty means bodies are not validated.
     pub body_schemas: Vec<(String, serde_json::Value)>,
     pub body_max: usize,
+    /// OpenID Connect login for browser routes (`oidc`).
+    pub oidc: Option<crate::auth::oidc::OidcSettings>,
 }
 
 /// The shared HTTP cache (top-level `cache`): one store for every cached route.

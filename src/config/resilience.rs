@@ -119,6 +119,8 @@ pub(super) fn upstream(errs: &mut Errors, at: &str, u: &file::Upstream) -> Upstr
         queue_size,
         queue_timeout,
         sticky,
+        // Read in validate.rs, which knows the config's directory.
+        client_credentials: None,
     }
 }
 

@@ -175,6 +175,27 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         .redis
         .as_ref()
         .and_then(|r| super::ratelimit::redis(&mut errs, r));
+    for (route, &i) in routes.iter_mut().zip(&route_at) {
+        let Some(url) = route
+            .access
+            .oidc
+            .as_mut()
+            .and_then(|o| o.redis_url.as_mut())
+        else {
+            continue;
+        };
+        match redis.as_ref().map(|r| &r.deployment) {
+            Some(RedisDeployment::Standalone(u)) => u.clone_into(url),
+            Some(_) => errs.push(
+                format!("routes[{i}].oidc.sessions"),
+                "sessions in redis need a standalone redis (a url)",
+            ),
+            None => errs.push(
+                format!("routes[{i}].oidc.sessions"),
+                "sessions in redis need the top-level redis",
+            ),
+        }
+    }
     let rate_limiting = super::ratelimit::rate_limiting(
         &mut errs,
         f.rate_limiting.as_ref(),
@@ -630,6 +651,10 @@ fn upstream(
         ),
         keepalive_idle,
         keepalive_max_idle,
+        client_credentials: u.client_credentials.as_ref().and_then(|c| {
+            let at = format!("{at}.client_credentials");
+            super::oidc::client_credentials(errs, &at, c, base_dir)
+        }),
         ..super::resilience::upstream(errs, &at, u)
     })
 }

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::error::{problem_response, ProxyError};
@@ -16,14 +16,16 @@ use super::route::Routed;
 use super::{ConnInfo, Stop};
 use crate::auth::cors::Preflight;
 use crate::auth::gate::{Authenticated, Denied, Gate, Hidden};
+use crate::auth::oidc::{Answer, Outcome, RelyingParty, RequestFacts};
 use crate::message::X_REQUEST_ID;
+use crate::serve::DownstreamBody;
 use crate::validate::schema::problem_body;
 
 /// Runs the route's access checks; the verified caller, if the route authenticates.
-pub(super) async fn check<B>(
+pub(super) async fn check(
     routed: &Routed<'_>,
     conn: &ConnInfo,
-    req: &Request<B>,
+    req: &mut Request<DownstreamBody>,
     arrival: &Arrival,
     done: &mut Completion,
 ) -> Result<Option<Authenticated>, Stop> {
@@ -35,10 +37,10 @@ pub(super) async fn check<B>(
     }
 }
 
-async fn gated<B>(
+async fn gated(
     gate: &Gate,
     conn: &ConnInfo,
-    req: &Request<B>,
+    req: &mut Request<DownstreamBody>,
     arrival: &Arrival,
     done: &mut Completion,
 ) -> Result<Option<Authenticated>, Stop> {
@@ -54,6 +56,17 @@ async fn gated<B>(
         }
     }
     done.cors = gate.cors_fields(req.headers()).map(Box::new);
+    if let Some(rp) = gate.oidc() {
+        let denied = |d| Stop::respond(refusal(d, request_id));
+        gate.check_ip(arrival.client_ip).map_err(denied)?;
+        if rp.backchannel_path() == Some(req.uri().path()) && req.method() == Method::POST {
+            return Err(Box::pin(backchannel(rp, req, arrival)).await);
+        }
+        let found = Box::pin(login(rp, conn, req, arrival, done)).await?;
+        gate.check_params(req.headers(), req.uri().query())
+            .map_err(denied)?;
+        return Ok(Some(found));
+    }
     let checked = async {
         gate.check_ip(arrival.client_ip)?;
         let found = gate
@@ -76,6 +89,70 @@ async fn gated<B>(
         log.consumer = Some(std::sync::Arc::from(name));
     }
     Ok(caller)
+}
+
+/// A back-channel logout token from the provider (a small form: at most 64 KiB is read).
+async fn backchannel(
+    rp: &RelyingParty,
+    req: &mut Request<DownstreamBody>,
+    arrival: &Arrival,
+) -> Stop {
+    const MAX_FORM: usize = 64 * 1024;
+    let body = match super::validate::read_whole(req.body_mut(), MAX_FORM).await {
+        Ok(b) => b,
+        Err(e) => return Stop::Fail(e),
+    };
+    answer_of(rp.backchannel_logout(&body).await, arrival)
+}
+
+/// A route with OpenID Connect login: the relying party answers (a redirect to log in, the
+/// callback, logout, a refusal) or names the logged-in user.
+async fn login<B>(
+    rp: &RelyingParty,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    arrival: &Arrival,
+    done: &mut Completion,
+) -> Result<Authenticated, Stop> {
+    let facts = RequestFacts {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+        host: arrival.host_text(),
+        tls: conn.tls,
+    };
+    match rp.handle(&facts).await {
+        Outcome::Proceed(found) => {
+            if let (Some(log), Some(sub)) = (done.log_mut(), &found.identity.subject) {
+                log.consumer = Some(sub.clone());
+            }
+            Ok(found)
+        }
+        Outcome::Answer(answer) => Err(answer_of(answer, arrival)),
+    }
+}
+
+/// The response of a relying party's own answer.
+fn answer_of(answer: Answer, arrival: &Arrival) -> Stop {
+    let mut resp = match answer.problem {
+        Some(detail) => problem_response(answer.status, detail, &arrival.request_id),
+        None => {
+            let mut resp = Response::new(ProxyBody::empty());
+            *resp.status_mut() = answer.status;
+            resp.headers_mut()
+                .insert(X_REQUEST_ID, arrival.request_id.clone());
+            resp
+        }
+    };
+    // A name of `None` repeats the one before (several `Set-Cookie`s).
+    let mut last = None;
+    for (name, value) in answer.headers {
+        last = name.or(last);
+        if let Some(name) = &last {
+            resp.headers_mut().append(name.clone(), value);
+        }
+    }
+    Stop::respond(resp)
 }
 
 /// The answer to a refused request; the reason goes to the debug log only.
@@ -161,6 +238,10 @@ pub(super) fn identify_upstream(
             None
         }
         Some(Hidden::Query(param)) => Some(param.clone()),
+        Some(Hidden::Cookie(name)) => {
+            crate::auth::oidc::session::strip_cookie(headers, name);
+            None
+        }
         None => None,
     }
 }
@@ -200,7 +281,7 @@ routes:
     ) -> Result<Option<Authenticated>, Stop> {
         let c = conn("198.51.100.1:1");
         let routed = p.route(snap);
-        check(&routed, &c, &p.req, &p.arrival, &mut p.done).await
+        check(&routed, &c, &mut p.req, &p.arrival, &mut p.done).await
     }
 
     #[tokio::test]

@@ -164,11 +164,22 @@ pub async fn handle(
     done.phase("cache_lookup", began);
     let geo = routed.geo.as_ref();
     let group = next!(select::group(snap, routed.route, req.headers(), geo, &mut done).await);
+    // A group with its own token: fetched (or taken from its cache) before the request is
+    // built. Boxed: other groups do not carry the fetch in their future.
+    let token = match &group.credentials {
+        None => None,
+        Some(c) => Some(next!(Box::pin(select::upstream_token(c)).await)),
+    };
     let mut out = upstream_request::Outbound::new();
     let (wanted, cached) = (validated, pending.as_ref());
     out.prepare(
         snap, conn, &routed, group, req, &arrival, who, wanted, cached, max_body, &mut done,
     );
+    if let Some(token) = token {
+        out.request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, token);
+    }
     let sent = forward::send(
         snap,
         &routed,

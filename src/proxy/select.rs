@@ -77,6 +77,16 @@ pub(super) fn choose_group(
     route.split.last().map(|(i, _)| *i)
 }
 
+/// The group's own bearer token (`client_credentials`); 503 when the provider cannot give one.
+pub(super) async fn upstream_token(
+    token: &crate::auth::oidc::credentials::UpstreamToken,
+) -> Result<http::HeaderValue, Stop> {
+    token.bearer().await.map_err(|e| {
+        tracing::warn!(error = %e, "no client-credentials token for the upstream");
+        Stop::Fail(ProxyError::AuthUnavailable)
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

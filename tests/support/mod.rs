@@ -8,6 +8,7 @@ pub mod geo;
 pub mod h2raw;
 pub mod mmdb;
 pub mod nats;
+pub mod oidc;
 pub mod rabbitmq;
 pub mod rawhttp;
 pub mod redis;

@@ -714,3 +714,18 @@ fn verify_future_is_send() {
     let v = hs256();
     assert_send(&v.verify("token"));
 }
+
+#[test]
+fn the_insufficient_scope_challenge_names_plain_scopes_only() {
+    assert_eq!(
+        insufficient_scope(Some("admin ops")),
+        "Bearer error=\"insufficient_scope\", scope=\"admin ops\""
+    );
+    for odd in ["", "a  b", " a", "a\"b", "a\\b"] {
+        assert_eq!(
+            insufficient_scope(Some(odd)),
+            "Bearer error=\"insufficient_scope\"",
+            "{odd:?}"
+        );
+    }
+}

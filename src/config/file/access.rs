@@ -404,3 +404,112 @@ pub struct Param {
     #[serde(default)]
     pub max_length: Option<usize>,
 }
+
+/// `routes[].oidc`: log browser users in with an OpenID Connect provider (docs/oidc.md).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Oidc {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// The provider's discovery document,
+    /// `https://idp.example.com/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery: String,
+    /// The gateway's client id at the provider.
+    #[serde(default)]
+    pub client_id: String,
+    /// The environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// The callback path registered at the provider (default `/oidc/callback`); the route
+    /// must match it.
+    #[serde(default)]
+    pub redirect_path: Option<String>,
+    /// Requests to this path log the user out, here and at the provider.
+    #[serde(default)]
+    pub logout_path: Option<String>,
+    /// Where the provider sends the user after logout: a path on the request's host or a
+    /// URL (default `/`).
+    #[serde(default)]
+    pub post_logout_redirect: Option<String>,
+    /// The provider posts back-channel logout tokens to this path (register it as the
+    /// client's `backchannel_logout_uri`); the sessions they name end.
+    #[serde(default)]
+    pub backchannel_logout_path: Option<String>,
+    /// Scopes asked for (default `[openid]`; `openid` is always asked for).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `auto` (default: browser navigations are redirected to log in, other requests get
+    /// 401), `redirect` or `deny` (always 401: an API route).
+    #[serde(default)]
+    pub unauthenticated: Option<String>,
+    /// Name of the session cookie (default `ferrogate_session`).
+    #[serde(default)]
+    pub cookie_name: Option<String>,
+    /// Mark the cookies `Secure` and prefix their names with `__Host-` (default true; false
+    /// only for plain-HTTP development).
+    #[serde(default)]
+    pub cookie_secure: Option<bool>,
+    /// A session unused this long ends (default 30m).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// A session ends this long after login, whatever its use (default 8h).
+    #[serde(default)]
+    pub absolute_timeout: Option<String>,
+    /// An access token this close to expiry is refreshed first (default 30s).
+    #[serde(default)]
+    pub refresh_before: Option<String>,
+    /// Send the access token upstream as `Authorization: Bearer` (default true).
+    #[serde(default)]
+    pub forward_access_token: Option<bool>,
+    /// ID-token claims sent upstream as headers, claim to header name.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    /// Bound on each call to the provider (default 5s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Where sessions live: `memory` (default, this instance) or `redis` (the top-level
+    /// standalone `redis`, shared by every instance).
+    #[serde(default)]
+    pub sessions: Option<String>,
+}
+
+/// `upstreams.NAME.client_credentials`: the gateway's own token for the group.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ClientCredentials {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// The provider's token endpoint.
+    #[serde(default)]
+    pub token_url: String,
+    /// The gateway's client id at the provider.
+    #[serde(default)]
+    pub client_id: String,
+    /// The environment variable holding the client secret (or use `private_key_file`).
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// PEM private key for `private_key_jwt` client authentication, instead of a secret.
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    /// Algorithm of the `private_key_jwt` assertion (default RS256).
+    #[serde(default)]
+    pub private_key_alg: Option<String>,
+    /// `kid` of the assertion, naming the key in the client's registered key set.
+    #[serde(default)]
+    pub private_key_kid: Option<String>,
+    /// Scopes asked for (default none).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Sent as `audience` (the API the token is for, where the provider wants it).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// A token this close to expiry is replaced first (default 30s).
+    #[serde(default)]
+    pub refresh_before: Option<String>,
+    /// Bound on the token request (default 5s); past it the request gets 503.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
