@@ -80,12 +80,37 @@ pub fn text(trace_id: u128, span_id: u64, sampled: bool) -> [u8; 55] {
     out
 }
 
-/// Writes `n`'s low `out.len()` hex digits, most significant first.
-pub fn put_hex(out: &mut [u8], mut n: u128) {
+/// Writes `n`'s low `out.len()` hex digits, most significant first, two digits (a byte) at
+/// a time from a table.
+pub fn put_hex(out: &mut [u8], n: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(n & 0xf) as usize];
-        n >>= 4;
+    static PAIRS: [[u8; 2]; 256] = {
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
+    let bytes = n.to_be_bytes();
+    let digits = out.len();
+    // The bytes that hold the digits asked for (an odd count takes a low half first).
+    let first = 16 - digits.div_ceil(2);
+    let mut at = 0;
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
+        let pair = PAIRS[usize::from(b)];
+        if i == first && digits % 2 == 1 {
+            if let Some(slot) = out.get_mut(at) {
+                *slot = pair[1];
+            }
+            at += 1;
+            continue;
+        }
+        if let Some(slots) = out.get_mut(at..at + 2) {
+            slots.copy_from_slice(&pair);
+        }
+        at += 2;
     }
 }
 
@@ -113,6 +138,8 @@ mod tests {
             format(1, 2, false),
             "00-00000000000000000000000000000001-0000000000000002-00"
         );
+        assert_eq!(to_hex(0xabc, 3), "abc");
+        assert_eq!(to_hex(u128::MAX, 32), "f".repeat(32));
     }
 
     #[test]

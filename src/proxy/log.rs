@@ -112,6 +112,11 @@ impl Completion {
             // is on; the log's own text fields only for the log.
             log: (snap.access_log.is_some() || snap.history.is_some()).then(|| {
                 let log = snap.access_log.clone();
+                // The log line's time; the history stamps the end itself.
+                let time = match log {
+                    Some(_) => SystemTime::now(),
+                    None => SystemTime::UNIX_EPOCH,
+                };
                 Box::new(LogData {
                     host: match log {
                         Some(_) => arrival.host().into_owned(),
@@ -124,7 +129,7 @@ impl Completion {
                     log,
                     history: snap.history.clone(),
                     sampling: snap.log_sampling.clone(),
-                    time: SystemTime::now(),
+                    time,
                     request_id: arrival.request_id.clone(),
                     client_ip: arrival.client_ip,
                     route: None,
@@ -243,7 +248,7 @@ impl Completion {
                 duration,
                 bytes_in,
                 bytes_out,
-                at: SystemTime::now(),
+                at: now,
             });
         }
         let sampled_out = l.sampling.as_ref().is_some_and(|s| !s.keep(self.status));

@@ -109,7 +109,7 @@ pub struct Sample<'a> {
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// When it ended.
-    pub at: SystemTime,
+    pub at: std::time::Instant,
 }
 
 /// The name a point is kept under in its dimension: names past the bound fold into it.
@@ -220,7 +220,7 @@ impl History {
 
     /// Adds one finished request to this thread's points.
     pub fn record(self: &Arc<Self>, s: &Sample<'_>) {
-        let interval = unix_millis(s.at) / 1000 / FINE * FINE;
+        let interval = unix_seconds(s.at) / FINE * FINE;
         let id = Arc::as_ptr(self) as usize;
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
@@ -442,6 +442,19 @@ fn bound(points: Keyed, max: usize) -> Vec<((Dimension, Arc<str>), Point)> {
     out
 }
 
+/// The unix time of `at`, from one reading of both clocks taken at the first call (no
+/// clock read per request).
+fn unix_seconds(at: std::time::Instant) -> u64 {
+    static BASE: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let (instant, millis) =
+        *BASE.get_or_init(|| (std::time::Instant::now(), unix_millis(SystemTime::now())));
+    let since = match at.checked_duration_since(instant) {
+        Some(d) => millis + d.as_millis() as u64,
+        None => millis.saturating_sub(instant.duration_since(at).as_millis() as u64),
+    };
+    since / 1000
+}
+
 fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -464,7 +477,7 @@ mod tests {
         }
     }
 
-    fn sample<'a>(route: &'a Arc<str>, status: u16, at: SystemTime) -> Sample<'a> {
+    fn sample<'a>(route: &'a Arc<str>, status: u16, at: std::time::Instant) -> Sample<'a> {
         Sample {
             route: Some(route),
             target: None,
@@ -482,9 +495,9 @@ mod tests {
     async fn points_are_summed_per_route_and_names_past_the_bound_fold_into_other() {
         let rt = tokio::runtime::Handle::current();
         let h = History::start(&settings(2), None, &rt).unwrap();
-        // A minute and a half ago, on a 10-second boundary.
-        let t = (unix_millis(SystemTime::now()) / 1000 - 90) / 60 * 60;
-        let at = UNIX_EPOCH + Duration::from_secs(t + 1);
+        // About a minute and a half ago.
+        let at = std::time::Instant::now() - Duration::from_secs(90);
+        let t = unix_seconds(at);
         let names: Vec<Arc<str>> = ["a", "b", "c", "d"].iter().map(|n| Arc::from(*n)).collect();
         for (i, n) in names.iter().enumerate() {
             for _ in 0..=i {
@@ -493,7 +506,7 @@ mod tests {
         }
         h.flush();
         let gateway = h
-            .series(Dimension::Gateway, "", t - 10, t + 10, 10)
+            .series(Dimension::Gateway, "", t - 100, t + 100, 10)
             .unwrap();
         assert_eq!(gateway.len(), 1);
         assert_eq!(gateway[0].1.requests, 10);
@@ -501,7 +514,7 @@ mod tests {
         assert_eq!(gateway[0].1.bytes_out, 1000);
         let p50 = gateway[0].1.latency.quantile(0.5).unwrap();
         assert!((19_600.0..20_400.0).contains(&p50), "{p50}");
-        let routes = h.totals(Dimension::Route, t - 10, t + 10).unwrap();
+        let routes = h.totals(Dimension::Route, t - 100, t + 100).unwrap();
         let mut routes: Vec<_> = routes
             .iter()
             .map(|(n, p)| (n.as_str(), p.requests))
@@ -510,7 +523,7 @@ mod tests {
         // Each thread keeps the first two names it sees; the collector keeps the busiest.
         assert_eq!(routes, [("a", 1), ("b", 2), ("other", 7)]);
         let minute = h
-            .series(Dimension::Gateway, "", t - 60, t + 60, 60)
+            .series(Dimension::Gateway, "", t - 100, t + 100, 60)
             .unwrap();
         assert_eq!(minute[0].1.requests, 10, "the minute sums its 10 s points");
     }
