@@ -154,7 +154,7 @@ impl Outbound {
         if let Some(t) = done.trace.as_deref() {
             // The gateway's context replaces the caller's: written beside the fields, the
             // caller's `tracestate` kept only with its continued context.
-            out.added.set_trace(t.trace_id, t.span_id, t.sampled);
+            out.added.set_trace(t.trace_id(), t.span_id, t.sampled);
             let present = &arrival.present;
             if present.traceparent {
                 req.headers_mut().remove(crate::observe::trace::TRACEPARENT);

@@ -29,9 +29,16 @@ pub struct Added {
 /// per attempt through a shared reference, as attempts borrow the fields).
 #[derive(Default)]
 struct TraceSlot {
-    trace_id: u128,
+    /// In halves, so that the fields keep an 8-byte alignment.
+    trace_id: [u64; 2],
     sampled: bool,
     span: AtomicU64,
+}
+
+impl TraceSlot {
+    fn id(&self) -> u128 {
+        u128::from(self.trace_id[0]) << 64 | u128::from(self.trace_id[1])
+    }
 }
 
 impl Clone for TraceSlot {
@@ -75,7 +82,7 @@ impl Added {
     /// Sends `traceparent` naming `span` of trace `trace_id` (the map must not hold one).
     pub fn set_trace(&mut self, trace_id: u128, span: u64, sampled: bool) {
         self.trace = Some(TraceSlot {
-            trace_id,
+            trace_id: [(trace_id >> 64) as u64, trace_id as u64],
             sampled,
             span: AtomicU64::new(span),
         });
@@ -93,7 +100,7 @@ impl Added {
         if let Some(t) = &self.trace {
             let span = t.span.load(Ordering::Relaxed);
             buf.extend_from_slice(b"traceparent: ");
-            buf.extend_from_slice(&crate::trace_context::text(t.trace_id, span, t.sampled));
+            buf.extend_from_slice(&crate::trace_context::text(t.id(), span, t.sampled));
             buf.extend_from_slice(b"\r\n");
         }
     }
@@ -129,7 +136,7 @@ impl Added {
             let span = t.span.load(Ordering::Relaxed);
             map.insert(
                 crate::trace_context::TRACEPARENT,
-                crate::trace_context::format(t.trace_id, span, t.sampled),
+                crate::trace_context::format(t.id(), span, t.sampled),
             );
         }
     }

@@ -128,7 +128,7 @@ fn build(
 
 /// The request's span and its children, as the SDK's span data.
 fn spans(t: &RequestTrace, scope: &InstrumentationScope) -> Vec<SpanData> {
-    let trace_id = TraceId::from_bytes(t.trace_id.to_be_bytes());
+    let trace_id = TraceId::from_bytes(t.trace_id().to_be_bytes());
     let state = t
         .tracestate
         .as_ref()
