@@ -15,6 +15,8 @@ const SECRETS: &[&[&str]] = &[
     &["auth", "methods", "*", "jwt", "keys", "*", "secret"],
     &["auth", "methods", "*", "introspection", "client_secret"],
     &["admin", "tokens", "*", "sha256"],
+    // A hosted tracing backend's API key travels in these.
+    &["tracing", "otlp", "headers", "*"],
 ];
 
 /// Prefix of a secret's fingerprint.
