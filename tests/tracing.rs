@@ -491,3 +491,45 @@ routes:
     assert_eq!(attempt.parent, delivery.span_id);
     assert!(delivered.contains(&attempt.span_id));
 }
+
+#[tokio::test]
+async fn a_mirror_copy_carries_the_requests_span() {
+    let (receiver, spans, _) = http_receiver(Duration::ZERO).await;
+    let primary = Backend::named("primary").await;
+    let shadow = Backend::named("shadow").await;
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners: [{{address: 127.0.0.1:0, trust_trace_context: true}}]
+tracing: {{otlp: {{endpoint: 'http://{receiver}'}}, export_interval: 50ms}}
+upstreams:
+  main: {{targets: [{{address: \"{}\"}}]}}
+  shadow: {{targets: [{{address: \"{}\"}}]}}
+routes:
+  - {{name: copied, upstream: main, mirror: {{upstream: shadow}}}}
+",
+        primary.addr, shadow.addr
+    ));
+    let req = Request::get("/copy")
+        .header("host", "shop.test")
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(gw.addr, req).await.status, StatusCode::OK);
+    assert!(eventually(Duration::from_secs(3), || async { shadow.count() == 1 }).await);
+    let trace = eventually_spans(&spans, CLIENT_TRACE, 2).await;
+    let server = trace.iter().find(|s| s.kind == 2).unwrap();
+    let copied = shadow.requests()[0].headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        copied,
+        format!("00-{CLIENT_TRACE}-{}-01", server.span_id),
+        "the copy continues the request's own span"
+    );
+    let sent = primary.requests()[0].headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(sent, copied, "the primary's attempt names its own span");
+}
