@@ -52,6 +52,10 @@ pub(super) enum Handler {
     Batch,
     Audit,
     Stats,
+    /// `/stats/live`: server-sent events, one a second.
+    Live,
+    /// The dashboard's files.
+    Ui,
     List(Kind),
     Get(Kind),
     Change(Kind, Write),
@@ -102,6 +106,9 @@ endpoints! {
     POST "/cache/purge" OPERATOR Purge, "Purge cached responses";
     GET "/stats" VIEWER Stats, "A metric of the traffic history as a series (metric, route|target|consumer|client, from, to, step)";
     GET "/stats/top" VIEWER Stats, "The top names of a dimension over a range (dimension, metric, from, to, n)";
+    GET "/stats/live" VIEWER Live, "The last second's traffic, gateway and per route, as server-sent events (one a second)";
+    GET "/ui" NONE Ui, "The dashboard (its files need no token; its API calls do)";
+    GET "/ui/{file}" NONE Ui, "A file of the dashboard";
     GET "/queues" VIEWER Queues, "Queues: depth and dead letters";
     GET "/queues/{queue}/dead" VIEWER Queues, "A queue's dead-lettered jobs";
     POST "/queues/{queue}/dead/{job}/retry" OPERATOR Queues, "Queue a dead-lettered job again";

@@ -10,7 +10,8 @@ use crate::observe::metrics::TargetState;
 use crate::snapshot::Snapshot;
 use crate::upstream::health::CircuitState;
 
-/// Every group and target with its health, ejection, circuit and draining state.
+/// Every group and target with its health, ejection, circuit and draining state, and the
+/// requests in flight to it.
 pub fn json(snap: &Snapshot) -> Vec<u8> {
     let now = Instant::now();
     let mut out = b"{\"upstreams\":[".to_vec();
@@ -31,7 +32,7 @@ pub fn json(snap: &Snapshot) -> Vec<u8> {
             let _ = write!(
                 out,
                 "{{\"address\":\"{}\",\"available\":{},\"healthy\":{},\"ejected_for_ms\":{},\
-                 \"ejections\":{},\"circuit\":\"{}\",\"draining\":{},\"consecutive_failures\":{}}}",
+                 \"ejections\":{},\"circuit\":\"{}\",\"draining\":{},\"consecutive_failures\":{},\"in_flight\":{}}}",
                 target.address,
                 s.available,
                 s.active_healthy,
@@ -40,6 +41,7 @@ pub fn json(snap: &Snapshot) -> Vec<u8> {
                 s.circuit.as_str(),
                 s.draining,
                 s.consecutive_failures,
+                group.balancer.in_flight(ti),
             );
         }
         out.extend_from_slice(b"]}");
