@@ -190,7 +190,14 @@ async fn answer(
             upstreams::json(&shared.snapshot.load()).into(),
         ),
         Handler::Drain | Handler::Undrain => {
-            match upstreams::set_draining(&shared.snapshot.load(), req.uri().path()) {
+            let draining = handler == Handler::Drain;
+            let set = match params {
+                [group, address] => {
+                    upstreams::set_draining(&shared.snapshot.load(), group, address, draining)
+                }
+                _ => None,
+            };
+            match set {
                 Some(true) => reply(StatusCode::OK, "text/plain", "draining\n".into()),
                 Some(false) => reply(StatusCode::OK, "text/plain", "ready\n".into()),
                 None => problem(StatusCode::NOT_FOUND, "no such target"),

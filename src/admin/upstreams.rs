@@ -72,17 +72,9 @@ pub fn refresh_metrics(snap: &Snapshot) {
     }
 }
 
-/// Marks `/upstreams/{group}/targets/{address}/drain` (or `/ready`); false when the path
-/// names no configured target.
-pub fn set_draining(snap: &Snapshot, path: &str) -> Option<bool> {
-    let rest = path.strip_prefix("/upstreams/")?;
-    let (group, rest) = rest.split_once("/targets/")?;
-    let (address, action) = rest.rsplit_once('/')?;
-    let draining = match action {
-        "drain" => true,
-        "ready" => false,
-        _ => return None,
-    };
+/// Drains (or readies) the target `address` of `group`, both percent-decoded from the
+/// path; `None` when they name no configured target.
+pub fn set_draining(snap: &Snapshot, group: &str, address: &str, draining: bool) -> Option<bool> {
     let address: SocketAddr = address.parse().ok()?;
     let g = snap.upstreams.iter().find(|g| &*g.name == group)?;
     let index = g.targets.iter().position(|t| t.address == address)?;

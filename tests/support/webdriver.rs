@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 /// The element key of W3C WebDriver element references.
-const ELEMENT: &str = "element-6066-11e4-a4ae-4d616e66726f";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// The shared chromedriver's address, started at first use.
 fn driver() -> &'static str {

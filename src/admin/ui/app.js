@@ -32,7 +32,7 @@ let current = new AbortController();
 
 nav.append(
   h('a', { href: '#/', 'data-page': '' }, 'Overview'),
-  PAGES.map(([path, label]) => h('a', { href: `#/${path}`, 'data-page': path }, label)),
+  ...PAGES.map(([path, label]) => h('a', { href: `#/${path}`, 'data-page': path }, label)),
 );
 
 async function show() {
