@@ -102,6 +102,12 @@ async fn the_overview_shows_live_rates_of_real_traffic_within_seconds() {
         Duration::from_secs(5),
     )
     .await;
+    b.wait_for(
+        "three seconds on the live chart",
+        "document.querySelector('#main .chart') && Number(document.querySelector('#main .chart').dataset.points) >= 3",
+        Duration::from_secs(6),
+    )
+    .await;
     b.screenshot("overview").await;
     no_errors(&b, "the overview").await;
     // At a phone's width nothing overflows the page sideways.

@@ -7,7 +7,8 @@ const COLOURS = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2
 
 /**
  * A time-series chart in `parent`: {title, unit, labels: [series names], height}.
- * Returns {set(data), el}; data is [times, ...values]. Resizes with its container.
+ * Returns {set(data, [from, to]), el}; data is [times, ...values], the x axis spans
+ * from..to (unix seconds; the data's own span without). Resizes with its container.
  */
 export function chart(parent, { title, unit, labels, height = 180, threshold }) {
   const el = h('figure', { class: 'chart', role: 'img', 'aria-label': `${title} (${unit})` });
@@ -18,6 +19,8 @@ export function chart(parent, { title, unit, labels, height = 180, threshold }) 
       stroke: COLOURS[i % COLOURS.length],
       width: 2,
       spanGaps: false,
+      // Dots as well as lines: a lone value between gaps (a quiet route) stays visible.
+      points: { show: true, size: 4, fill: COLOURS[i % COLOURS.length] },
       value: (u, v) => fmt(v, unit),
     })),
   );
@@ -29,13 +32,14 @@ export function chart(parent, { title, unit, labels, height = 180, threshold }) 
     width: Math.max(el.clientWidth || parent.clientWidth || 320, 240),
     height,
     series,
-    scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max(max ?? 1, unit === '%' ? 0.01 : 1)] } },
+    scales: { x: { time: true, range: (u, min, max) => span || [min, max] }, y: { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max(max ?? 1, unit === '%' ? 0.01 : 1)] } },
     axes: [
       { stroke: '#64748b', grid: { stroke: '#e2e8f0' } },
       { stroke: '#64748b', grid: { stroke: '#e2e8f0' }, size: 70, values: (u, vals) => vals.map((v) => fmt(v, unit)) },
     ],
     legend: { live: true },
   };
+  let span;
   const blank = [[]].concat(series.slice(1).map(() => []));
   const plot = new window.uPlot(opts, blank, el);
   new ResizeObserver(() => {
@@ -44,7 +48,8 @@ export function chart(parent, { title, unit, labels, height = 180, threshold }) 
   }).observe(el);
   return {
     el,
-    set(data) {
+    set(data, range) {
+      span = range;
       if (threshold !== undefined) data = data.concat([data[0].map(() => threshold)]);
       plot.setData(data);
       el.dataset.points = String(data[0].length);

@@ -60,7 +60,7 @@ async function showChart(box, a, signal) {
   const c = chart(box, { title: a.metric, unit, labels: [a.metric], threshold: m ? Number(m[1]) : undefined });
   try {
     const d = await series([a.metric], a.scope, from, to, 10);
-    if (!signal.aborted) c.set(d);
+    if (!signal.aborted) c.set(d, [from, to]);
   } catch (e) {
     box.append(failure('The chart could not be drawn', e));
   }

@@ -51,10 +51,11 @@ export function render(main, _params, signal) {
     const push = (k, v) => { data[k].push(v); if (data[k].length > KEEP) data[k].shift(); };
     push('t', e.t); push('rps', g.rps); push('err', g.error_ratio); push('p50', g.p50);
     push('p95', g.p95); push('p99', g.p99); push('bin', g.bytes_in); push('bout', g.bytes_out);
-    charts[0].set([data.t, data.rps]);
-    charts[1].set([data.t, data.err]);
-    charts[2].set([data.t, data.p50, data.p95, data.p99]);
-    charts[3].set([data.t, data.bin, data.bout]);
+    const span = [e.t - KEEP, e.t];
+    charts[0].set([data.t, data.rps], span);
+    charts[1].set([data.t, data.err], span);
+    charts[2].set([data.t, data.p50, data.p95, data.p99], span);
+    charts[3].set([data.t, data.bin, data.bout], span);
     const routes = Object.entries(e.routes).map(([name, r]) => ({ name, ...r }));
     routesBox.replaceChildren(
       table(
@@ -106,10 +107,11 @@ export function historyCharts(parent, scope, title, signal) {
       ]);
       if (signal.aborted) return;
       const perSecond = (d) => [d[0], ...d.slice(1).map((s) => s.map((v) => (v === null ? null : v / step)))];
-      charts[0].set(rps);
-      charts[1].set(err);
-      charts[2].set(lat);
-      charts[3].set(perSecond(bytes));
+      const span = [from, to];
+      charts[0].set(rps, span);
+      charts[1].set(err, span);
+      charts[2].set(lat, span);
+      charts[3].set(perSecond(bytes), span);
       card.dataset.drawn = 'true';
     } catch (e) {
       body.replaceChildren(historyProblem(e));
