@@ -16,33 +16,38 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// The shared chromedriver's address, started at first use.
 fn driver() -> &'static str {
-    static DRIVER: OnceLock<String> = OnceLock::new();
-    DRIVER.get_or_init(|| {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        // The watcher stops chromedriver (and the browsers it runs) once this process ends.
-        Command::new("sh")
-            .args([
-                "-c",
-                "chromedriver --port=\"$1\" --allowed-ips=127.0.0.1 >/dev/null 2>&1 & c=$!; \
+    // The watcher is held (never waited for: it ends with this process).
+    static DRIVER: OnceLock<(String, std::process::Child)> = OnceLock::new();
+    &DRIVER
+        .get_or_init(|| {
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            // The watcher stops chromedriver (and the browsers it runs) once this process ends.
+            let watcher = Command::new("sh")
+                .args([
+                    "-c",
+                    "chromedriver --port=\"$1\" --allowed-ips=127.0.0.1 >/dev/null 2>&1 & c=$!; \
                  while kill -0 \"$2\" 2>/dev/null && kill -0 $c 2>/dev/null; do sleep 1; done; \
                  kill $c 2>/dev/null",
-                "sh",
-                &port.to_string(),
-                &std::process::id().to_string(),
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("chromedriver runs (apt-get install chromium-driver; scripts/test.sh does)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        format!("http://127.0.0.1:{port}")
-    })
+                    "sh",
+                    &port.to_string(),
+                    &std::process::id().to_string(),
+                ])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect(
+                    "chromedriver runs (apt-get install chromium-driver; scripts/test.sh does)",
+                );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+                assert!(Instant::now() < deadline, "chromedriver did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (format!("http://127.0.0.1:{port}"), watcher)
+        })
+        .0
 }
 
 /// One browser session, ended on drop.

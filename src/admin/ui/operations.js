@@ -57,6 +57,11 @@ async function showChart(box, a, signal) {
   const to = Math.min((a.resolved_at || now()) + 600, now());
   const m = /(-?[0-9.]+)/.exec(a.condition || '');
   const unit = a.metric === 'error_ratio' ? '%' : /^p[0-9]+$/.test(a.metric) ? 'ms' : a.metric === 'rps' ? 'req/s' : '';
+  const dimension = a.scope?.dimension || 'gateway';
+  if (!['gateway', 'route', 'target', 'consumer', 'client'].includes(dimension)) {
+    box.append(empty('No chart for this scope', `The traffic history keeps no series per ${dimension}; see the Upstreams page for its targets.`));
+    return;
+  }
   const c = chart(box, { title: a.metric, unit, labels: [a.metric], threshold: m ? Number(m[1]) : undefined });
   try {
     const d = await series([a.metric], a.scope, from, to, 10);
