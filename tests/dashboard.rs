@@ -332,3 +332,107 @@ async fn every_main_page_renders_without_errors() {
         .await;
     assert_eq!(links, 8);
 }
+
+#[tokio::test]
+async fn the_pages_load_without_a_token_while_the_api_and_live_stream_ask_for_one() {
+    let backend = Backend::named("app").await;
+    let tokens = format!("  tokens: [{{name: ops, role: viewer, sha256: \"{TOKEN_SHA256}\"}}]\n");
+    let (gw, _dir) = start(&yaml(backend.addr, &tokens));
+    let admin = gw.admin.unwrap();
+    for (path, content_type) in [
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/uPlot.min.css", "text/css; charset=utf-8"),
+    ] {
+        let got = get(admin, "admin", path).await;
+        assert_eq!(got.status, StatusCode::OK, "{path}");
+        assert_eq!(got.header("content-type"), Some(content_type), "{path}");
+        let csp = got.header("content-security-policy").unwrap();
+        assert!(
+            csp.starts_with("default-src 'none'; script-src 'self';"),
+            "{csp}"
+        );
+        assert_eq!(got.header("cache-control"), Some("no-cache"));
+    }
+    assert_eq!(get(admin, "admin", "/ui/nothing.js").await.status, 404);
+    let refused = get(admin, "admin", "/stats/live").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    // With the token, the stream answers events.
+    let client = reqwest::Client::new();
+    let mut live = client
+        .get(format!("http://{admin}/stats/live"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    let event = next_event(&mut live).await;
+    assert!(event["gateway"]["rps"].is_number(), "{event}");
+}
+
+/// The next `data:` event of a live stream, parsed (within 5 s).
+async fn next_event(stream: &mut reqwest::Response) -> serde_json::Value {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(start) = text.find("data: ") {
+            if let Some(end) = text[start..].find("\n\n") {
+                let v = serde_json::from_str(&text[start + 6..start + end]).unwrap();
+                return v;
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn the_demo_prints_the_dashboard_address_with_its_own_traffic_flowing() {
+    use std::io::BufRead;
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_ferrogate"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(demo.stdout.take().unwrap());
+    let mut line = String::new();
+    let dashboard = loop {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the demo starts");
+        if let Some(url) = line.strip_prefix("Dashboard: ") {
+            break url.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in stdout.lines().map_while(Result::ok) {});
+    let base = dashboard
+        .strip_suffix("/ui/")
+        .expect("the dashboard's address");
+    let page = reqwest::get(&dashboard).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let mut live = reqwest::get(format!("{base}/stats/live")).await.unwrap();
+    let mut seen = 0.0;
+    for _ in 0..3 {
+        seen = next_event(&mut live).await["gateway"]["rps"]
+            .as_f64()
+            .unwrap();
+        if seen > 0.0 {
+            break;
+        }
+    }
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert!(
+        seen > 0.0,
+        "the demo's own traffic shows in the live stream"
+    );
+}
