@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::model::{HistorySettings, Metric};
 
+mod recent;
 mod sketch;
 mod store;
 
+pub use recent::Recent;
 pub use sketch::Sketch;
 use store::Store;
 
@@ -122,6 +124,19 @@ impl Point {
             }
             Metric::HealthyTargets => return None,
         })
+    }
+
+    /// Takes away `earlier`, a point this one grew from (the same scope and interval, read
+    /// before).
+    pub fn subtract(&mut self, earlier: &Point) {
+        self.requests = self.requests.saturating_sub(earlier.requests);
+        for (a, b) in self.classes.iter_mut().zip(earlier.classes) {
+            *a = a.saturating_sub(b);
+        }
+        self.bytes_in = self.bytes_in.saturating_sub(earlier.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_sub(earlier.bytes_out);
+        self.rate_limited = self.rate_limited.saturating_sub(earlier.rate_limited);
+        self.latency.subtract(&earlier.latency);
     }
 
     pub fn merge(&mut self, o: &Point) {
@@ -591,7 +606,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn settings(max_names: usize) -> HistorySettings {
+    pub(super) fn settings(max_names: usize) -> HistorySettings {
         HistorySettings {
             keep_fine: Duration::from_secs(24 * 3600),
             keep_coarse: Duration::from_secs(30 * 24 * 3600),
@@ -599,7 +614,11 @@ mod tests {
         }
     }
 
-    fn sample<'a>(route: &'a Arc<str>, status: u16, at: std::time::Instant) -> Sample<'a> {
+    pub(super) fn sample<'a>(
+        route: &'a Arc<str>,
+        status: u16,
+        at: std::time::Instant,
+    ) -> Sample<'a> {
         Sample {
             route: Some(route),
             target: None,
