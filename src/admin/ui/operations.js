@@ -1,5 +1,5 @@
 // Alerts (active and recent, each with its rule and the chart of the metric that fired),
-// the cache (hit ratio, size, purges) and the queues (depth, dead letters, retry).
+// the cache (hit ratio, size, purges) and the queues (depth, age, dead letters, retry).
 
 import { api, series, now, ApiError } from './api.js';
 import { h, section, empty, failure, fmt, table, time, badge, seg } from './dom.js';
@@ -142,6 +142,7 @@ export async function queues(main) {
         [
           { label: 'Queue', cell: (q) => h('button', { class: 'linklike', onclick: () => dead(detail, q.name) }, q.name) },
           { label: 'Depth', num: true, cell: (q) => fmt(q.depth) },
+          { label: 'Oldest due job waited', num: true, cell: (q) => fmt(q.oldest_due_age_seconds, 's') },
           { label: 'Dead letters', num: true, cell: (q) => fmt(q.dead_letters) },
         ],
         list,
