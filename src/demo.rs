@@ -22,6 +22,18 @@ admin:
   address: "{admin}"
 # The traffic history behind the dashboard (http://ADMIN/ui/) and /stats, in memory here.
 history: {}
+# An alert on it, which the demo's own traffic fires: see /alerts and the dashboard's
+# alerts page (rules can notify a webhook, Slack or an Alertmanager; none here).
+alerts:
+  evaluate_every: 5s
+  rules:
+    - name: private-refusals
+      metric: 4xx
+      route: private
+      above: 0
+      window: 1m
+      severity: info
+      summary: requests without a valid API key are refused on /private
 access_log:
   enabled: true
   target: stdout
