@@ -5,8 +5,10 @@
 
 mod changes;
 mod checker;
+mod cluster;
 mod dispatch;
 mod dns;
+mod etcd;
 pub mod versions;
 
 use std::net::SocketAddr;
@@ -69,6 +71,8 @@ pub struct Shared {
     dispatcher: std::sync::OnceLock<dispatch::Dispatcher>,
     /// Configuration versions, when the gateway runs from a file with an admin listener.
     versions: Option<Mutex<versions::Versions>>,
+    /// The etcd side, when the configuration lives in etcd (`admin.etcd`).
+    cluster: Option<cluster::Cluster>,
 }
 
 /// Decrements the open-connection count when a connection ends.
@@ -94,7 +98,7 @@ impl Shared {
         config_path: Option<PathBuf>,
     ) -> Result<Arc<Shared>, GatewayError> {
         let metrics = Arc::new(Metrics::new());
-        let (versions, config) = changes::open_versions(config, config_path.as_deref())?;
+        let (versions, config, cluster) = changes::open_versions(config, config_path.as_deref())?;
         if let Some(v) = &versions {
             let v = v.lock().unwrap_or_else(|e| e.into_inner());
             metrics.set_config_version(v.current().map_or(0, |c| c.version));
@@ -137,6 +141,7 @@ impl Shared {
         checker.apply(&snapshot);
         let shared = Arc::new(Shared {
             versions,
+            cluster,
             dispatcher: std::sync::OnceLock::new(),
             conn_limits,
             kept,
@@ -152,6 +157,7 @@ impl Shared {
         });
         shared.dispatch(&shared.snapshot.load())?;
         dns::spawn(Arc::downgrade(&shared)).map_err(GatewayError::Runtime)?;
+        cluster::spawn(&shared).map_err(GatewayError::Runtime)?;
         Ok(shared)
     }
 
@@ -251,6 +257,9 @@ impl Shared {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
+        if self.cluster.is_some() {
+            return self.reload_local(path);
+        }
         if let Some(versions) = &self.versions {
             return self.reload_versioned(path, versions);
         }

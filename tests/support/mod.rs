@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dnsmasq;
+pub mod etcd;
 pub mod fixed;
 pub mod geo;
 pub mod h2raw;
