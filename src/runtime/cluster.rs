@@ -164,7 +164,7 @@ pub(super) fn spawn(shared: &Arc<Shared>) -> std::io::Result<()> {
 async fn follow_always(shared: Weak<Shared>, etcd: Etcd) {
     let mut backoff = MIN_BACKOFF;
     let mut down = false;
-    loop {
+    while shared.strong_count() > 0 {
         match follow(&shared, &etcd, &mut backoff, &mut down).await {
             Ok(()) => return,
             Err(e) => {
