@@ -32,7 +32,7 @@ impl Three {
         let mut dirs = Vec::new();
         for i in 0..3 {
             let dir = Dir::new(&format!("etcd-{i}"));
-            let path = config_file(&dir, etcd, prefix);
+            let path = config_file(&dir, etcd, prefix, "");
             gateways.push(TestGateway::start_file(&path));
             dirs.push(dir);
         }
@@ -72,12 +72,12 @@ impl Three {
     }
 }
 
-/// A file with no routes, one admin token and the configuration in etcd.
-fn config_file(dir: &Dir, etcd: &str, prefix: &str) -> PathBuf {
+/// A file with one admin token, the configuration in etcd, and `extra` (shared keys).
+fn config_file(dir: &Dir, etcd: &str, prefix: &str, extra: &str) -> PathBuf {
     let text = format!(
         "workers: 1\nlisteners:\n  - address: \"127.0.0.1:0\"\nadmin:\n  address: \"127.0.0.1:0\"\n  \
          tokens:\n    - {{name: root, role: admin, sha256: \"{}\"}}\n  \
-         etcd: {{endpoints: [\"{etcd}\"], prefix: \"{prefix}\", timeout: 1s}}\n",
+         etcd: {{endpoints: [\"{etcd}\"], prefix: \"{prefix}\", timeout: 1s}}\n{extra}",
         ferrogate::config::document::text_hash(ROOT),
     );
     let path = dir.path.join("gateway.yaml");
@@ -103,14 +103,19 @@ async fn call(admin: SocketAddr, method: &str, path: &str, tag: &str, body: Valu
 }
 
 /// A `GET` on the admin listener with the token.
-async fn read(admin: SocketAddr, path: &str) -> Got {
+async fn admin_get(admin: SocketAddr, path: &str) -> Got {
     let req = Request::builder()
         .uri(path)
         .header("host", "admin")
         .header("authorization", format!("Bearer {ROOT}"))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let got = send(admin, req).await;
+    send(admin, req).await
+}
+
+/// A `GET` on the admin listener that must succeed.
+async fn read(admin: SocketAddr, path: &str) -> Got {
+    let got = admin_get(admin, path).await;
     assert_eq!(got.status, 200, "{path}: {}", got.text());
     got
 }
@@ -122,6 +127,12 @@ async fn etag(admin: SocketAddr) -> String {
         .header("etag")
         .unwrap()
         .to_owned()
+}
+
+/// The version an instance runs, if it runs one.
+async fn try_etag(admin: SocketAddr) -> Option<String> {
+    let got = admin_get(admin, "/status").await;
+    got.header("etag").map(str::to_owned)
 }
 
 /// An upstream group for `target` and a route `/api` to it, as one change.
@@ -335,4 +346,63 @@ async fn without_etcd_instances_keep_serving_and_refuse_writes_then_catch_up() {
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.text());
+}
+
+#[tokio::test]
+async fn an_instance_started_without_etcd_serves_its_file_then_follows_etcd() {
+    let mut etcd = EtcdServer::start();
+    let prefix = prefix("late");
+    etcd.stop();
+    let from_file = Backend::named("file").await;
+    let dir = Dir::new("etcd-late");
+    let path = config_file(&dir, &etcd.url(), &prefix, &yaml_route_to(from_file.addr));
+    let gw = TestGateway::start_file(&path);
+    let admin = gw.admin.unwrap();
+    assert_eq!(get(gw.addr, "a", "/api/x").await.text(), "file");
+    let status = call(
+        admin,
+        "PATCH",
+        "/config/routes/api",
+        "*",
+        json!({"strip_prefix": "/api"}),
+    )
+    .await;
+    assert_eq!(status.status, 503, "{}", status.text());
+
+    etcd.restart();
+    // The key is absent: the instance seeds it from its file, as at a start.
+    let seeded = eventually(Duration::from_secs(10), || async {
+        try_etag(admin).await.is_some()
+    })
+    .await;
+    assert!(seeded, "the instance did not seed etcd once it came back");
+    let from_etcd = Backend::named("etcd").await;
+    etcd.put(&format!("{prefix}config"), &yaml_route_to(from_etcd.addr));
+    let followed = eventually(Duration::from_secs(1), || async {
+        get(gw.addr, "a", "/api/x").await.text() == "etcd"
+    })
+    .await;
+    assert!(followed);
+}
+
+#[tokio::test]
+async fn a_reload_reads_only_the_instances_own_keys_from_the_file() {
+    let etcd = EtcdServer::shared();
+    let prefix = prefix("reload");
+    let dir = Dir::new("etcd-reload");
+    let path = config_file(&dir, &etcd.url(), &prefix, "");
+    let gw = TestGateway::start_file(&path);
+    let admin = gw.admin.unwrap();
+    let shared = Backend::named("shared").await;
+    let tag = etag(admin).await;
+    let got = call(admin, "POST", "/config/batch", &tag, route_to(shared.addr)).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let running = etag(admin).await;
+
+    let other = Backend::named("other").await;
+    config_file(&dir, &etcd.url(), &prefix, &yaml_route_to(other.addr));
+    let reload = call(admin, "POST", "/reload", "*", Value::Null).await;
+    assert_eq!(reload.status, 200, "{}", reload.text());
+    assert_eq!(get(gw.addr, "a", "/api/x").await.text(), "shared");
+    assert_eq!(etag(admin).await, running);
 }

@@ -166,10 +166,7 @@ pub(super) type Opening = (Option<Mutex<Versions>>, Config, Option<Cluster>);
 /// The versions of a gateway started from `path` with `config` (the file's), and the
 /// configuration to start with: the newest version while the file is the one the versions
 /// started from, else the file's, recorded as a new version.
-pub(super) fn open_versions(
-    config: Config,
-    path: Option<&Path>,
-) -> Result<Opening, GatewayError> {
+pub(super) fn open_versions(config: Config, path: Option<&Path>) -> Result<Opening, GatewayError> {
     let (Some(path), Some(admin)) = (path, &config.admin) else {
         return Ok((None, config, None));
     };

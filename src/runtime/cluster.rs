@@ -195,7 +195,14 @@ async fn follow(
         tracing::info!("etcd answers again");
     }
     *backoff = MIN_BACKOFF;
-    if !apply(shared, read.entry.as_ref()) {
+    let mut entry = read.entry;
+    if entry.is_none() {
+        // Started while etcd was unreachable: the start's rule applies now.
+        if let Some(file_doc) = unversioned_file(shared) {
+            entry = Some(seed(etcd, &file_doc).await?);
+        }
+    }
+    if !apply(shared, entry.as_ref()) {
         return Ok(());
     }
     let mut watch = etcd.watch(read.revision + 1).await?;
@@ -228,6 +235,16 @@ async fn follow(
             }
         }
     }
+}
+
+/// The file's document of a gateway that runs no version yet (it started without etcd).
+fn unversioned_file(shared: &Weak<Shared>) -> Option<Value> {
+    let shared = shared.upgrade()?;
+    if shared.versions()?.current().is_some() {
+        return None;
+    }
+    let text = super::changes::read(shared.config_path.as_deref()?).ok()?;
+    document::from_yaml(&text).ok()
 }
 
 /// Applies a revision of the key newer than the running one; false when the gateway is
@@ -359,7 +376,7 @@ impl Shared {
             None => self
                 .versions()
                 .and_then(|v| v.current().map(|c| c.doc.clone()))
-                .unwrap_or_default(),
+                .ok_or(ChangeError::Unavailable)?,
         };
         let before = cluster.merged(&shared_doc);
         let prepared = {
