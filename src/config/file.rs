@@ -364,7 +364,8 @@ pub struct Admin {
     /// (default 50).
     #[serde(default)]
     pub versions_kept: Option<usize>,
-    /// TLS on the admin listener, with `client_auth` for mutual TLS (read at start only).
+    /// TLS on the admin listener, with `client_auth` for mutual TLS (certificates read
+    /// again on reload; turning TLS on or off needs a restart).
     #[serde(default)]
     pub tls: Option<Tls>,
     /// Keep the configuration in etcd, shared by every instance pointed at the same key

@@ -278,6 +278,11 @@ impl Shared {
         for (new, running) in config.listeners.iter_mut().zip(&current.config.listeners) {
             new.address = running.address;
         }
+        // The admin listener builds its TLS again from the new snapshot: refuse the reload
+        // here if its certificates do not load.
+        if let Some(tls) = config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+            crate::tls::server_config(tls).map_err(GatewayError::AdminTls)?;
+        }
         let log = self.access_log_for(&config)?;
         let names = dns::queries(&config);
         self.kept.dns.keep_only(&names.iter().collect::<Vec<_>>());
