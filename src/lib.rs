@@ -39,5 +39,6 @@ pub mod transform;
 pub mod tunnel;
 pub mod upstream;
 pub mod validate;
+pub mod webhook;
 
 pub use gateway::{Gateway, StartOptions};

@@ -52,6 +52,7 @@ pub(super) enum Handler {
     Batch,
     Audit,
     Stats,
+    Alerts,
     List(Kind),
     Get(Kind),
     Change(Kind, Write),
@@ -102,6 +103,7 @@ endpoints! {
     POST "/cache/purge" OPERATOR Purge, "Purge cached responses";
     GET "/stats" VIEWER Stats, "A metric of the traffic history as a series (metric, route|target|consumer|client, from, to, step)";
     GET "/stats/top" VIEWER Stats, "The top names of a dimension over a range (dimension, metric, from, to, n)";
+    GET "/alerts" VIEWER Alerts, "Active alerts (pending and firing) and recently resolved ones";
     GET "/queues" VIEWER Queues, "Queues: depth and dead letters";
     GET "/queues/{queue}/dead" VIEWER Queues, "A queue's dead-lettered jobs";
     POST "/queues/{queue}/dead/{job}/retry" OPERATOR Queues, "Queue a dead-lettered job again";

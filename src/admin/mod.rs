@@ -187,6 +187,14 @@ async fn serve(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
         Handler::Purge => purge::purge(shared, req).await,
         Handler::Queues => queues::route(shared, req).await,
         Handler::Stats => stats::serve(shared, &req),
+        Handler::Alerts => {
+            let snap = shared.snapshot.load();
+            let (active, recent) = shared
+                .alerting()
+                .map_or_else(Default::default, |a| a.views(snap.config.alerts.as_ref()));
+            let body = serde_json::json!({"active": active, "recent": recent});
+            reply(StatusCode::OK, "application/json", body.to_string().into())
+        }
         Handler::OpenApi => reply(
             StatusCode::OK,
             "application/json",

@@ -8,6 +8,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
+use crate::config::model::Metric;
 use crate::observe::history::{Dimension, History, Point, COARSE, FINE};
 use crate::runtime::Shared;
 
@@ -109,10 +110,10 @@ fn scope(q: &Query<'_>) -> (Dimension, String) {
 }
 
 fn series(history: &History, q: &Query<'_>) -> Result<Value, String> {
-    let metric = q.get("metric").unwrap_or("requests");
+    let name_of_metric = q.get("metric").unwrap_or("requests");
+    let metric = metric(name_of_metric)?;
     let (from, to, step) = range(q)?;
     let (dim, name) = scope(q);
-    value_of(metric, &Point::default(), step)?;
     let points = history
         .series(dim, &name, from, to, step)
         .map_err(|e| e.to_string())?;
@@ -123,15 +124,15 @@ fn series(history: &History, q: &Query<'_>) -> Result<Value, String> {
         let v = match it.peek() {
             Some((at, p)) if *at == t => {
                 it.next();
-                value_of(metric, p, step)?
+                value_of(metric, p, step)
             }
-            _ => value_of(metric, &Point::default(), step)?,
+            _ => value_of(metric, &Point::default(), step),
         };
         out.push(json!([t, v]));
         t += step;
     }
     Ok(json!({
-        "metric": metric,
+        "metric": name_of_metric,
         "scope": {"dimension": dim.name(), "name": name},
         "from": from, "to": to, "step": step,
         "points": out,
@@ -139,7 +140,8 @@ fn series(history: &History, q: &Query<'_>) -> Result<Value, String> {
 }
 
 fn top(history: &History, q: &Query<'_>) -> Result<Value, String> {
-    let metric = q.get("metric").unwrap_or("requests");
+    let name_of_metric = q.get("metric").unwrap_or("requests");
+    let metric = metric(name_of_metric)?;
     let dim = match q.get("dimension") {
         Some(d) => Dimension::parse(d)
             .filter(|d| *d != Dimension::Gateway)
@@ -147,59 +149,38 @@ fn top(history: &History, q: &Query<'_>) -> Result<Value, String> {
         None => Dimension::Route,
     };
     let n = q.number("n")?.unwrap_or(10).min(1000) as usize;
-    let (from, to, step) = range(q)?;
-    value_of(metric, &Point::default(), step)?;
+    let (from, to, _) = range(q)?;
     let mut rows: Vec<(String, f64)> = history
         .totals(dim, from, to)
         .map_err(|e| e.to_string())?
         .into_iter()
-        .map(|(name, p)| {
-            Ok((
-                name,
-                value_of(metric, &p, to - from + 1)?.as_f64().unwrap_or(0.0),
-            ))
-        })
-        .collect::<Result<_, String>>()?;
+        .map(|(name, p)| (name, p.value(metric, to - from + 1).unwrap_or(0.0)))
+        .collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     rows.truncate(n);
     Ok(json!({
-        "metric": metric,
+        "metric": name_of_metric,
         "dimension": dim.name(),
         "from": from, "to": to,
         "top": rows.iter().map(|(name, v)| json!({"name": name, "value": v})).collect::<Vec<_>>(),
     }))
 }
 
-/// One metric of a point covering `seconds`; null where it has no value (a quantile of
-/// no requests).
-fn value_of(metric: &str, p: &Point, seconds: u64) -> Result<Value, String> {
-    let ms = |q: f64| p.latency.quantile(q).map(|us| us / 1000.0);
-    Ok(match metric {
-        "requests" => json!(p.requests),
-        "rps" => json!(p.requests as f64 / seconds.max(1) as f64),
-        "errors" => json!(p.classes[4]),
-        "error_ratio" => match p.requests {
-            0 => Value::Null,
-            n => json!(p.classes[4] as f64 / n as f64),
-        },
-        "1xx" | "2xx" | "3xx" | "4xx" | "5xx" => {
-            let i = usize::from(metric.as_bytes()[0] - b'1');
-            json!(p.classes[i])
-        }
-        "bytes_in" => json!(p.bytes_in),
-        "bytes_out" => json!(p.bytes_out),
-        "rate_limited" => json!(p.rate_limited),
-        "p50" => json!(ms(0.5)),
-        "p90" => json!(ms(0.9)),
-        "p95" => json!(ms(0.95)),
-        "p99" => json!(ms(0.99)),
-        other => {
-            return Err(format!(
-                "metric: unknown {other:?}; use requests, rps, errors, error_ratio, 1xx..5xx, \
-                 bytes_in, bytes_out, rate_limited, p50, p90, p95 or p99"
-            ))
-        }
-    })
+/// The history metric named `name`.
+fn metric(name: &str) -> Result<Metric, String> {
+    Metric::parse(name)
+        .filter(|m| *m != Metric::HealthyTargets)
+        .ok_or_else(|| format!("metric: unknown {name:?}; use {}", Metric::HISTORY_NAMES))
+}
+
+/// `metric` of a point covering `seconds`: an integer for a count, null where it has no
+/// value (a quantile of no requests).
+fn value_of(metric: Metric, p: &Point, seconds: u64) -> Value {
+    match p.value(metric, seconds) {
+        None => Value::Null,
+        Some(v) if metric.is_count() => json!(v as u64),
+        Some(v) => json!(v),
+    }
 }
 
 fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {

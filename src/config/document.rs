@@ -17,6 +17,9 @@ const SECRETS: &[&[&str]] = &[
     &["admin", "tokens", "*", "sha256"],
     // A hosted tracing backend's API key travels in these.
     &["tracing", "otlp", "headers", "*"],
+    // A webhook's signing key; a Slack URL is itself a credential.
+    &["alerts", "notifiers", "*", "secret"],
+    &["alerts", "notifiers", "*", "url"],
 ];
 
 /// Prefix of a secret's fingerprint.

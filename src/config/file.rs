@@ -11,12 +11,14 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 mod access;
+mod alerts;
 mod cache;
 mod geo;
 mod keys;
 mod queue;
 mod tracing;
 pub use access::*;
+pub use alerts::*;
 pub use cache::*;
 pub use geo::*;
 pub use keys::{suggestion, Keys};
@@ -93,6 +95,9 @@ pub struct File {
     /// The traffic history kept in the data directory, read through `/stats`.
     #[serde(default)]
     pub history: Option<History>,
+    /// Alert rules over the history and the notifiers they tell.
+    #[serde(default)]
+    pub alerts: Option<Alerts>,
     /// Directory of the state the gateway keeps on disk: configuration versions written
     /// through the admin API and their audit log (off when absent: kept in memory only).
     #[serde(default)]

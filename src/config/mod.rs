@@ -2,6 +2,7 @@
 
 mod access;
 mod admin;
+mod alerts;
 mod cache;
 mod dns;
 pub mod document;

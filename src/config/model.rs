@@ -39,6 +39,8 @@ pub struct Config {
     pub tracing: Option<TracingSettings>,
     /// The traffic history (`history`), when configured.
     pub history: Option<HistorySettings>,
+    /// Alerting (`alerts`), when configured.
+    pub alerts: Option<AlertSettings>,
     /// Directory of the config file, against which relative paths are resolved.
     pub base_dir: PathBuf,
     /// Where the gateway keeps its state on disk (`data_dir`).
@@ -1128,4 +1130,179 @@ pub struct HistorySettings {
     pub keep_coarse: Duration,
     /// Names kept per dimension in a point.
     pub max_names: usize,
+}
+
+/// Alerting (`alerts`): rules, how often they are evaluated, and the notifiers.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    pub evaluate_every: Duration,
+    /// A firing alert is notified again this often.
+    pub repeat_every: Duration,
+    pub notifiers: Vec<NotifierSettings>,
+    pub rules: Vec<AlertRule>,
+}
+
+/// One receiver of alert notifications (`alerts.notifiers.NAME`).
+#[derive(Debug, Clone)]
+pub struct NotifierSettings {
+    pub name: String,
+    pub kind: NotifierKind,
+    /// The webhook or Slack URL, or the Alertmanager's base URL (no trailing `/`).
+    pub url: String,
+    /// The webhook's HMAC key (empty for the other kinds).
+    pub secret: Vec<u8>,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+}
+
+/// What a notifier speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifierKind {
+    /// JSON, signed with HMAC-SHA256.
+    Webhook,
+    /// A Slack-compatible incoming webhook (`{"text": …}`).
+    Slack,
+    /// The Alertmanager v2 API (`POST /api/v2/alerts`).
+    Alertmanager,
+}
+
+/// One alert rule (`alerts.rules[]`).
+#[derive(Debug, Clone)]
+pub struct AlertRule {
+    pub name: String,
+    pub metric: Metric,
+    pub scope: AlertScope,
+    /// Fires while the value is above (`true`) or below (`false`) `threshold`.
+    pub above: bool,
+    pub threshold: f64,
+    pub window: Duration,
+    /// Compare the relative change against the window this long before.
+    pub change_over: Option<Duration>,
+    /// How long the condition must hold before the alert fires (`for`).
+    pub hold: Duration,
+    pub severity: Severity,
+    /// Indices into `AlertSettings::notifiers`.
+    pub notify: Vec<usize>,
+    pub summary: Option<String>,
+}
+
+/// What a rule watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertScope {
+    Gateway,
+    Route(String),
+    Upstream(String),
+    Target(String),
+    Consumer(String),
+}
+
+impl AlertScope {
+    /// The dimension's name, as `/stats` takes it.
+    pub fn dimension(&self) -> &'static str {
+        match self {
+            AlertScope::Gateway => "gateway",
+            AlertScope::Route(_) => "route",
+            AlertScope::Upstream(_) => "upstream",
+            AlertScope::Target(_) => "target",
+            AlertScope::Consumer(_) => "consumer",
+        }
+    }
+
+    /// The scope's name (empty for the gateway).
+    pub fn name(&self) -> &str {
+        match self {
+            AlertScope::Gateway => "",
+            AlertScope::Route(n)
+            | AlertScope::Upstream(n)
+            | AlertScope::Target(n)
+            | AlertScope::Consumer(n) => n,
+        }
+    }
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A quantity of the traffic history (the `metric` of `/stats` and of alert rules), or the
+/// healthy targets of a group (alert rules only).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Metric {
+    Requests,
+    /// Requests per second.
+    Rps,
+    /// 5xx answers.
+    Errors,
+    /// The share of 5xx answers.
+    ErrorRatio,
+    /// Answers of one class: 1 to 5.
+    Class(u8),
+    BytesIn,
+    BytesOut,
+    /// 429 answers.
+    RateLimited,
+    /// A latency quantile, in milliseconds.
+    Quantile(f64),
+    /// Targets of an upstream group that may take requests now.
+    HealthyTargets,
+}
+
+impl Metric {
+    /// The names of the history's metrics, for errors.
+    pub const HISTORY_NAMES: &'static str = "requests, rps, errors, error_ratio, 1xx..5xx, \
+         bytes_in, bytes_out, rate_limited, p50, p90, p95 or p99";
+
+    pub fn parse(name: &str) -> Option<Metric> {
+        Some(match name {
+            "requests" => Metric::Requests,
+            "rps" => Metric::Rps,
+            "errors" => Metric::Errors,
+            "error_ratio" => Metric::ErrorRatio,
+            "1xx" | "2xx" | "3xx" | "4xx" | "5xx" => Metric::Class(name.as_bytes()[0] - b'0'),
+            "bytes_in" => Metric::BytesIn,
+            "bytes_out" => Metric::BytesOut,
+            "rate_limited" => Metric::RateLimited,
+            "p50" => Metric::Quantile(0.5),
+            "p90" => Metric::Quantile(0.9),
+            "p95" => Metric::Quantile(0.95),
+            "p99" => Metric::Quantile(0.99),
+            "healthy_targets" => Metric::HealthyTargets,
+            _ => return None,
+        })
+    }
+
+    /// The metric's name, as written.
+    pub fn name(self) -> String {
+        match self {
+            Metric::Requests => "requests".into(),
+            Metric::Rps => "rps".into(),
+            Metric::Errors => "errors".into(),
+            Metric::ErrorRatio => "error_ratio".into(),
+            Metric::Class(c) => format!("{c}xx"),
+            Metric::BytesIn => "bytes_in".into(),
+            Metric::BytesOut => "bytes_out".into(),
+            Metric::RateLimited => "rate_limited".into(),
+            Metric::Quantile(q) => format!("p{}", (q * 100.0).round()),
+            Metric::HealthyTargets => "healthy_targets".into(),
+        }
+    }
+
+    /// A count of something (an integer), not a rate, ratio or time.
+    pub fn is_count(self) -> bool {
+        !matches!(self, Metric::Rps | Metric::ErrorRatio | Metric::Quantile(_))
+    }
 }

@@ -12,7 +12,7 @@ use super::model::{
     CallbackSettings, PathMatch, PublishAction, PublishTarget, QueueBackend, QueueRole,
     QueueSettings, Redis, RedisDeployment, Route, RouteMatch, RouteQueue,
 };
-use super::validate::{opt_duration, opt_positive_size, Errors};
+use super::validate::{opt_duration, opt_positive_size, secret_or_env, Errors};
 
 const DEFAULT_DIR: &str = "data/queues";
 const DEFAULT_KEY_PREFIX: &str = "ferrogate:queue:";
@@ -266,26 +266,7 @@ fn callback(errs: &mut Errors, at: &str, c: &file::Callback) -> CallbackSettings
     if c.url.is_none() && c.allow.is_empty() {
         errs.push(at, "needs url, allow, or both");
     }
-    let secret = match (&c.secret, &c.secret_env) {
-        (Some(s), None) => s.as_bytes().to_vec(),
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => v.into_bytes(),
-            _ => {
-                errs.push(
-                    format!("{at}.secret_env"),
-                    format!("the environment variable {var} is not set"),
-                );
-                Vec::new()
-            }
-        },
-        _ => {
-            errs.push(at, "needs exactly one of secret and secret_env");
-            Vec::new()
-        }
-    };
-    if !secret.is_empty() && secret.len() < 16 {
-        errs.push(at, "the secret must be at least 16 bytes");
-    }
+    let secret = secret_or_env(errs, at, c.secret.as_ref(), c.secret_env.as_ref(), 16);
     let max_attempts = c.max_attempts.unwrap_or(5);
     if !(1..=20).contains(&max_attempts) {
         errs.push(format!("{at}.max_attempts"), "must be 1 to 20");

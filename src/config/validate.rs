@@ -238,6 +238,11 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         .history
         .as_ref()
         .map(|h| super::tracing::history(&mut errs, h));
+    let alerts = f.alerts.as_ref().map(|a| {
+        let route_names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
+        let group_names: Vec<String> = upstreams.iter().map(|u| u.name.clone()).collect();
+        super::alerts::settings(&mut errs, a, &route_names, &group_names, history.is_some())
+    });
     let shutdown_drain = opt_duration(
         &mut errs,
         "shutdown_drain",
@@ -269,6 +274,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
             locality,
             tracing,
             history,
+            alerts,
             base_dir: base_dir.to_path_buf(),
             data_dir,
         })
@@ -1165,6 +1171,38 @@ fn cidr(errs: &mut Errors, at: &str, s: &str) -> Option<IpNet> {
         format!("invalid CIDR {s:?}; use 10.0.0.0/8 or an address"),
     );
     None
+}
+
+/// A signing key given as `secret` or in the environment variable `secret_env` (exactly one,
+/// at least `min` bytes), reported at `at`.
+pub(super) fn secret_or_env(
+    errs: &mut Errors,
+    at: &str,
+    secret: Option<&String>,
+    secret_env: Option<&String>,
+    min: usize,
+) -> Vec<u8> {
+    let secret = match (secret, secret_env) {
+        (Some(s), None) => s.as_bytes().to_vec(),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => v.into_bytes(),
+            _ => {
+                errs.push(
+                    format!("{at}.secret_env"),
+                    format!("the environment variable {var} is not set"),
+                );
+                Vec::new()
+            }
+        },
+        _ => {
+            errs.push(at, "needs exactly one of secret and secret_env");
+            Vec::new()
+        }
+    };
+    if !secret.is_empty() && secret.len() < min {
+        errs.push(at, format!("the secret must be at least {min} bytes"));
+    }
+    secret
 }
 
 pub(super) fn opt_duration(

@@ -33,10 +33,12 @@ use std::time::Duration;
 
 use http::Method;
 
+mod alerts;
 mod ratelimit;
 mod resilience;
 mod trace;
 mod tunnel;
+pub use alerts::AlertMetrics;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::Exemplar;
@@ -144,6 +146,8 @@ pub struct Metrics {
     pub tunnels: TunnelMetrics,
     /// Span export metrics (`trace.rs`).
     pub traces: TraceMetrics,
+    /// Alerting metrics (`alerts.rs`).
+    pub alerts: AlertMetrics,
     /// `ferrogate_access_log_sampled_out_total`: access-log lines left out by
     /// `access_log.sample_success`.
     pub access_log_sampled_out: Counter,
@@ -368,6 +372,8 @@ impl Metrics {
         tunnels.register(&mut registry);
         let traces = TraceMetrics::default();
         traces.register(&mut registry);
+        let alerts = AlertMetrics::default();
+        alerts.register(&mut registry);
         let access_log_sampled_out = Counter::default();
         registry.register(
             "ferrogate_access_log_sampled_out",
@@ -378,6 +384,7 @@ impl Metrics {
         Metrics {
             tunnels,
             traces,
+            alerts,
             access_log_sampled_out,
             resilience,
             rate_limits,

@@ -3,6 +3,7 @@
 //! open-connection count and the shutdown flag; and reload, which swaps the snapshot or
 //! keeps the running one.
 
+mod alerting;
 mod changes;
 mod checker;
 mod cluster;
@@ -73,6 +74,8 @@ pub struct Shared {
     versions: Option<Mutex<versions::Versions>>,
     /// The etcd side, when the configuration lives in etcd (`admin.etcd`).
     cluster: Option<cluster::Cluster>,
+    /// Alert states, from when a configuration first has `alerts`.
+    alerting: std::sync::OnceLock<Arc<crate::observe::alerts::Alerting>>,
 }
 
 /// Decrements the open-connection count when a connection ends.
@@ -142,6 +145,7 @@ impl Shared {
         let shared = Arc::new(Shared {
             versions,
             cluster,
+            alerting: std::sync::OnceLock::new(),
             dispatcher: std::sync::OnceLock::new(),
             conn_limits,
             kept,
@@ -156,6 +160,7 @@ impl Shared {
             reload_lock: Mutex::new(()),
         });
         shared.dispatch(&shared.snapshot.load())?;
+        shared.alert(&shared.snapshot.load())?;
         dns::spawn(Arc::downgrade(&shared)).map_err(GatewayError::Runtime)?;
         cluster::spawn(&shared).map_err(GatewayError::Runtime)?;
         Ok(shared)
@@ -175,6 +180,22 @@ impl Shared {
         };
         dispatcher.apply(snap, &Arc::downgrade(self));
         Ok(())
+    }
+
+    /// Starts evaluating alert rules the first time a configuration has them.
+    fn alert(self: &Arc<Self>, snap: &Snapshot) -> Result<(), GatewayError> {
+        if snap.config.alerts.is_none() || self.alerting.get().is_some() {
+            return Ok(());
+        }
+        let alerting = crate::observe::alerts::Alerting::new(self.metrics.alerts.clone())
+            .map_err(|e| GatewayError::Runtime(std::io::Error::other(e)))?;
+        let alerting = self.alerting.get_or_init(|| Arc::new(alerting)).clone();
+        alerting::spawn(Arc::downgrade(self), alerting).map_err(GatewayError::Runtime)
+    }
+
+    /// Alert states, once a configuration had rules.
+    pub fn alerting(&self) -> Option<&crate::observe::alerts::Alerting> {
+        self.alerting.get().map(|a| &**a)
     }
 
     /// Builds the running configuration again with the addresses its target names resolve
@@ -305,7 +326,8 @@ impl Shared {
         }
         self.snapshot.store(snap.clone());
         self.checker.apply(&snap);
-        self.dispatch(&snap)
+        self.dispatch(&snap)?;
+        self.alert(&snap)
     }
 }
 

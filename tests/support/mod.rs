@@ -2,6 +2,7 @@
 //! in-process gateway started from YAML, and small clients (raw TCP, HTTP/1.1, h2c).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod alertmanager;
 pub mod dnsmasq;
 pub mod etcd;
 pub mod fixed;
@@ -12,6 +13,7 @@ pub mod nats;
 pub mod oidc;
 pub mod rabbitmq;
 pub mod rawhttp;
+pub mod receiver;
 pub mod redis;
 
 use std::convert::Infallible;

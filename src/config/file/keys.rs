@@ -39,7 +39,7 @@ macro_rules! keys {
 }
 
 keys! {
-    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality", "tracing", "history", "data_dir"],
+    File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality", "tracing", "history", "alerts", "data_dir"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
@@ -48,6 +48,9 @@ keys! {
     Tracing: ["sample_ratio", "sample_errors", "sample_slower_than", "service_name", "otlp", "queue_size", "batch_size", "export_interval"],
     Otlp: ["endpoint", "protocol", "headers", "timeout"],
     History: ["keep_10s", "keep_1m", "max_names"],
+    Alerts: ["evaluate_every", "repeat_every", "notifiers", "rules"],
+    Notifier: ["kind", "url", "url_env", "secret", "secret_env", "timeout", "max_attempts"],
+    AlertRule: ["name", "metric", "route", "upstream", "target", "consumer", "above", "below", "window", "change_over", "for", "severity", "notify", "summary"],
     Tls: ["certificates", "min_version", "h2", "client_auth"],
     ClientAuth: ["ca_file", "mode"],
     Certificate: ["cert", "key", "server_names"],
@@ -207,6 +210,7 @@ mod tests {
             include_str!("queue.rs"),
             include_str!("geo.rs"),
             include_str!("tracing.rs"),
+            include_str!("alerts.rs"),
         ];
         let mut seen = 0;
         for (name, keys) in sources.iter().flat_map(|s| declared(s)) {

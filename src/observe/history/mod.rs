@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::model::HistorySettings;
+use crate::config::model::{HistorySettings, Metric};
 
 mod sketch;
 mod store;
@@ -84,6 +84,24 @@ impl Point {
         self.bytes_out += s.bytes_out;
         self.rate_limited += u64::from(s.status == 429);
         self.latency.add_to(bucket);
+    }
+
+    /// `metric` over this point, which covers `seconds`; none where it has no value (a
+    /// ratio or quantile of no requests, or a metric the history does not keep).
+    pub fn value(&self, metric: Metric, seconds: u64) -> Option<f64> {
+        let ratio = |n: u64| (self.requests > 0).then(|| n as f64 / self.requests as f64);
+        Some(match metric {
+            Metric::Requests => self.requests as f64,
+            Metric::Rps => self.requests as f64 / seconds.max(1) as f64,
+            Metric::Errors => self.classes[4] as f64,
+            Metric::ErrorRatio => return ratio(self.classes[4]),
+            Metric::Class(c) => self.classes[usize::from(c.clamp(1, 5) - 1)] as f64,
+            Metric::BytesIn => self.bytes_in as f64,
+            Metric::BytesOut => self.bytes_out as f64,
+            Metric::RateLimited => self.rate_limited as f64,
+            Metric::Quantile(q) => return self.latency.quantile(q).map(|us| us / 1000.0),
+            Metric::HealthyTargets => return None,
+        })
     }
 
     pub fn merge(&mut self, o: &Point) {
@@ -343,6 +361,42 @@ impl History {
         Ok(out)
     }
 
+    /// What `names` of `dimension` (one, or a group's targets) did from `from` to `to`
+    /// (unix seconds), in whole 10-second points, merged into one: the stored points and
+    /// those the workers hold still. For alert rules, which look at the last minutes.
+    pub fn window(
+        &self,
+        dimension: Dimension,
+        names: &[&str],
+        from: u64,
+        to: u64,
+    ) -> Result<Point, store::StoreError> {
+        let first = from / FINE * FINE;
+        let mut out = Point::default();
+        for name in names {
+            for (_, (_, p)) in self.store.read(FINE, dimension, Some(name), first, to)? {
+                out.merge(&p);
+            }
+        }
+        let threads: Vec<_> = lock(&self.threads).clone();
+        for acc in threads {
+            let acc = lock(&acc);
+            let current = std::iter::once((acc.interval, &acc.points));
+            let ended = acc.ended.iter().map(|(t, p)| (*t, p));
+            for (_, points) in current
+                .chain(ended)
+                .filter(|(t, _)| (first..=to).contains(t))
+            {
+                for name in names {
+                    if let Some(p) = points.find(dimension, name) {
+                        out.merge(p);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every name of `dimension` from `from` to `to`, with its points merged.
     pub fn totals(
         &self,
@@ -371,6 +425,24 @@ impl Drop for History {
 }
 
 impl Points {
+    /// The point of `name` in `dimension`, if these points have one.
+    fn find(&self, dimension: Dimension, name: &str) -> Option<&Point> {
+        let named = |i: usize| {
+            self.named[i]
+                .values()
+                .find(|(n, _)| &**n == name)
+                .map(|(_, p)| p)
+        };
+        match dimension {
+            Dimension::Gateway => Some(&self.gateway),
+            Dimension::Route => named(0),
+            Dimension::Target => named(1),
+            Dimension::Consumer => named(2),
+            Dimension::Client if name == OTHER => Some(&self.other_clients),
+            Dimension::Client => self.clients.get(&name.parse().ok()?),
+        }
+    }
+
     fn add(&mut self, s: &Sample<'_>, max: usize) {
         let bucket = Sketch::bucket(s.duration.as_micros() as u64);
         self.gateway.add(s, bucket);
