@@ -406,3 +406,46 @@ async fn a_reload_reads_only_the_instances_own_keys_from_the_file() {
     assert_eq!(get(gw.addr, "a", "/api/x").await.text(), "shared");
     assert_eq!(etag(admin).await, running);
 }
+
+#[tokio::test]
+async fn a_hung_etcd_gets_writes_refused_in_its_timeout_and_traffic_unaffected() {
+    let etcd = EtcdServer::start();
+    let dir = Dir::new("etcd-hung");
+    let gw = TestGateway::start_file(&config_file(&dir, &etcd.url(), &prefix("hung"), ""));
+    let admin = gw.admin.unwrap();
+    let backend = Backend::named("steady").await;
+    let tag = etag(admin).await;
+    let got = call(admin, "POST", "/config/batch", &tag, route_to(backend.addr)).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+
+    etcd.pause();
+    let asked = Instant::now();
+    let got = call(
+        admin,
+        "PATCH",
+        "/config/routes/api",
+        "*",
+        json!({"strip_prefix": "/api"}),
+    )
+    .await;
+    assert_eq!(got.status, 503, "{}", got.text());
+    // The file's `timeout: 1s` bounds the wait (with margin for a loaded machine).
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(get(gw.addr, "a", "/api/x").await.text(), "steady");
+
+    etcd.resume();
+    let tag = etag(admin).await;
+    let got = call(
+        admin,
+        "PATCH",
+        "/config/routes/api",
+        &tag,
+        json!({"strip_prefix": "/api"}),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+}

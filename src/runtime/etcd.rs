@@ -137,7 +137,15 @@ impl Etcd {
             if limited {
                 req = req.timeout(self.timeout);
             }
-            match req.send().await {
+            // A watch's body has no end, but its head comes at once from a live member.
+            let Ok(sent) = tokio::time::timeout(self.timeout, req.send()).await else {
+                last = EtcdError::Unreachable(format!(
+                    "{}: no answer within {:?}",
+                    self.endpoints[n], self.timeout
+                ));
+                continue;
+            };
+            match sent {
                 Ok(r) if r.status().is_success() => {
                     self.first.store(n, Ordering::Relaxed);
                     return Ok(r);

@@ -96,6 +96,29 @@ impl EtcdServer {
         panic!("cannot restart etcd on port {}: {last}", self.client);
     }
 
+    /// Freezes the member (SIGSTOP): connections stay open and nothing is answered, as with
+    /// a hung member.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Undoes [`EtcdServer::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "kill {signal} etcd failed"
+            );
+        }
+    }
+
     /// Puts `value` at `key` (through the JSON gateway, as an operator's tool would).
     pub fn put(&self, key: &str, value: &str) {
         let body = format!(
@@ -110,6 +133,7 @@ impl EtcdServer {
 
 impl Drop for EtcdServer {
     fn drop(&mut self) {
+        self.resume();
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
