@@ -37,6 +37,10 @@ fi
 # test support into target/oidc-provider/ with npm); install node and npm when missing.
 install_missing node nodejs
 install_missing npm npm
+# The dashboard's browser tests (tests/dashboard.rs) drive a headless Chromium through
+# chromedriver; install both when missing.
+install_missing chromium chromium
+install_missing chromedriver chromium-driver
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets

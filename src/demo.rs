@@ -20,6 +20,8 @@ listeners:
     address: "{listen}"
 admin:
   address: "{admin}"
+# The traffic history behind the dashboard (http://ADMIN/ui/) and /stats, in memory here.
+history: {}
 access_log:
   enabled: true
   target: stdout
@@ -151,6 +153,51 @@ fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         );
     }
     r
+}
+
+/// The requests of the demo's own traffic, in turn: most succeed, some are refused (429,
+/// 401, 404), so the dashboard has rates, errors and latencies to show at once.
+const TRAFFIC: &[&str] = &[
+    "GET /api/hello",
+    "GET /users/42\r\nx-user: ada",
+    "GET /api/items",
+    "GET /cached/page",
+    "GET /private\r\nx-api-key: demo-key",
+    "GET /api/hello",
+    "GET /limited",
+    "GET /users/7\r\nx-user: grace",
+    "GET /private",
+    "GET /nowhere",
+];
+
+/// Sends the demo's own traffic to the gateway at `gateway` from a thread of its own: about
+/// four requests a second, for as long as the process runs.
+pub fn spawn_traffic(gateway: SocketAddr) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    std::thread::Builder::new()
+        .name("demo-traffic".into())
+        .spawn(move || {
+            for line in TRAFFIC.iter().cycle() {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let Ok(mut s) = std::net::TcpStream::connect(gateway) else {
+                    continue;
+                };
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let (head, extra) = line.split_once("\r\n").unwrap_or((line, ""));
+                let extra = if extra.is_empty() {
+                    String::new()
+                } else {
+                    format!("{extra}\r\n")
+                };
+                let req = format!(
+                    "{head} HTTP/1.1\r\nhost: demo.test\r\n{extra}connection: close\r\n\r\n"
+                );
+                if s.write_all(req.as_bytes()).is_ok() {
+                    let _ = s.read_to_end(&mut Vec::new());
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// The demo config text for the given addresses and queue directory.

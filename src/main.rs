@@ -211,6 +211,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
     }
     if let Some(a) = gateway.admin_addr() {
         tracing::info!("admin on http://{a}");
+        tracing::info!("dashboard on http://{a}/ui/");
     }
     signals.wait(&gateway);
     finish(gateway, drain);
@@ -235,8 +236,10 @@ fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     })?;
     let g = gateway.listener_addrs()[0];
     let a = gateway.admin_addr().unwrap_or(admin);
+    ferrogate::demo::spawn_traffic(g).context("cannot start the demo traffic")?;
     println!(
         "Ferrogate demo: gateway on http://{g}, admin on http://{a}
+Dashboard: http://{a}/ui/   (demo traffic, about 4 requests a second, is already flowing)
 Backends alpha, beta, gamma run on {}, {}, {}.
 The configuration in use:
 {text}

@@ -71,60 +71,74 @@ pub fn format(trace_id: u128, span_id: u64, sampled: bool) -> HeaderValue {
 pub fn text(trace_id: u128, span_id: u64, sampled: bool) -> [u8; 55] {
     let mut out = [0u8; 55];
     out[..3].copy_from_slice(b"00-");
-    put_hex(&mut out[3..35], trace_id);
+    out[3..19].copy_from_slice(&hex16((trace_id >> 64) as u64));
+    out[19..35].copy_from_slice(&hex16(trace_id as u64));
     out[35] = b'-';
-    put_hex(&mut out[36..52], u128::from(span_id));
+    out[36..52].copy_from_slice(&hex16(span_id));
     out[52] = b'-';
     out[53] = b'0';
     out[54] = if sampled { b'1' } else { b'0' };
     out
 }
 
-/// Writes `n`'s low `out.len()` hex digits, most significant first, two digits (a byte) at
-/// a time from a table.
-pub fn put_hex(out: &mut [u8], n: u128) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    static PAIRS: [[u8; 2]; 256] = {
-        let mut t = [[0u8; 2]; 256];
-        let mut i = 0;
-        while i < 256 {
-            t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
-            i += 1;
-        }
-        t
-    };
-    let bytes = n.to_be_bytes();
-    let digits = out.len();
-    // The bytes that hold the digits asked for (an odd count takes a low half first).
-    let first = 16 - digits.div_ceil(2);
-    let mut at = 0;
-    for (i, &b) in bytes.iter().enumerate().skip(first) {
-        let pair = PAIRS[usize::from(b)];
-        if i == first && digits % 2 == 1 {
-            if let Some(slot) = out.get_mut(at) {
-                *slot = pair[1];
-            }
-            at += 1;
-            continue;
-        }
-        if let Some(slots) = out.get_mut(at..at + 2) {
-            slots.copy_from_slice(&pair);
-        }
-        at += 2;
-    }
+/// `n` as 16 lower-case hex digits, most significant first, computed eight digits at a
+/// time in a word (no table, no loop).
+pub fn hex16(n: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&hex8((n >> 32) as u32));
+    out[8..].copy_from_slice(&hex8(n as u32));
+    out
 }
 
-/// A trace or span id as lower-case hex, `len` digits.
+/// `n` as 8 hex digits: each nibble spread into a byte of its own, then turned into its
+/// digit, `a`–`f` where the nibble is 10 or more.
+fn hex8(n: u32) -> [u8; 8] {
+    let mut v = u64::from(n);
+    v = (v | (v << 16)) & 0x0000_ffff_0000_ffff;
+    v = (v | (v << 8)) & 0x00ff_00ff_00ff_00ff;
+    v = (v | (v << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // 1 in each byte whose nibble is 10 or more.
+    let letters = ((v + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (v + 0x3030_3030_3030_3030 + letters * (b'a' - b'0' - 10) as u64).to_be_bytes()
+}
+
+/// A trace (32 digits) or span (16 digits) id as lower-case hex.
 pub fn to_hex(n: u128, len: usize) -> String {
-    let mut out = vec![0u8; len];
-    put_hex(&mut out, n);
-    String::from_utf8(out).unwrap_or_default()
+    let text = match len {
+        32 => [hex16((n >> 64) as u64), hex16(n as u64)].concat(),
+        _ => hex16(n as u64)[16 - len.min(16)..].to_vec(),
+    };
+    String::from_utf8(text).unwrap_or_default()
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_digits_are_those_of_the_number() {
+        for n in [
+            0u64,
+            1,
+            9,
+            10,
+            15,
+            0xabcdef,
+            0x0123_4567_89ab_cdef,
+            u64::MAX,
+            0xa0a0_0909_fafa_1010,
+        ] {
+            assert_eq!(hex16(n), *format!("{n:016x}").as_bytes(), "{n:x}");
+        }
+        for _ in 0..1000 {
+            let n = fastrand::u64(..);
+            assert_eq!(hex16(n), *format!("{n:016x}").as_bytes());
+        }
+        let id = 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128;
+        assert_eq!(to_hex(id, 32), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(to_hex(0xf067aa0ba902b7, 16), "00f067aa0ba902b7");
+    }
 
     #[test]
     fn a_traceparent_is_read_and_written_back_the_same() {

@@ -142,3 +142,88 @@ async fn a_bad_query_is_refused_with_what_is_wrong() {
         assert!(got.text().contains(says), "{query}: {}", got.text());
     }
 }
+
+#[tokio::test]
+async fn the_history_keeps_the_cache_hit_ratio_and_each_targets_health() {
+    let backend = Backend::start(false, |_req| async {
+        let mut r = text(StatusCode::OK, "cacheable");
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("max-age=60"),
+        );
+        r
+    })
+    .await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let start = now();
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners: [{{address: 127.0.0.1:0}}]
+admin: {{address: 127.0.0.1:0}}
+history: {{}}
+upstreams:
+  app: {{targets: [{{address: \"{}\"}}]}}
+  pair:
+    targets: [{{address: \"{}\"}}, {{address: \"{dead}\"}}]
+    health_check: {{active: {{path: /, interval: 100ms, timeout: 200ms, unhealthy_threshold: 1}}}}
+routes:
+  - {{name: pair, match: {{path: {{prefix: /pair}}}}, upstream: pair}}
+  - {{name: cached, upstream: app, cache: {{}}}}
+",
+        backend.addr, backend.addr
+    ));
+    // One miss, then three hits of the same URL.
+    for _ in 0..4 {
+        assert_eq!(get(gw.addr, "a.test", "/page").await.status, 200);
+    }
+    // The dead target is found unhealthy before the sample is taken.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    gw.shared()
+        .snapshot
+        .load()
+        .history
+        .as_ref()
+        .unwrap()
+        .flush();
+    let admin = gw.admin.unwrap();
+    let range = format!("from={}&to={}", start - 20, now() + 20);
+    let (status, ratio) = stats(
+        admin,
+        &format!("?metric=cache_hit_ratio&route=cached&{range}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ratio}");
+    let values: Vec<f64> = ratio["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p[1].as_f64())
+        .collect();
+    assert_eq!(values, [0.75], "{ratio}");
+    let (_, hits) = stats(admin, &format!("?metric=cache_hits&route=cached&{range}")).await;
+    assert_eq!(total(&hits), 3.0, "{hits}");
+    let health = |t: SocketAddr| format!("?metric=healthy_ratio&target={t}&{range}");
+    let (_, live) = stats(admin, &health(backend.addr)).await;
+    assert!(
+        live["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p[1] == 1.0),
+        "{live}"
+    );
+    let (_, gone) = stats(admin, &health(dead)).await;
+    let samples: Vec<f64> = gone["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p[1].as_f64())
+        .collect();
+    assert!(
+        !samples.is_empty() && samples.iter().all(|v| *v == 0.0),
+        "{gone}"
+    );
+}

@@ -226,6 +226,9 @@ async fn retried_statuses_are_tried_again_then_dead_lettered_and_an_operator_can
         "{}",
         listed.text()
     );
+    let queues: serde_json::Value = serde_json::from_slice(&listed.body).unwrap();
+    // Nothing is due now: no job waits for a dispatcher.
+    assert_eq!(queues[0]["oldest_due_age_seconds"], 0.0, "{queues}");
 
     assert_eq!(
         admin_post(admin, &format!("/queues/q/dead/{id}/retry")).await,

@@ -53,6 +53,10 @@ pub(super) enum Handler {
     Audit,
     Stats,
     Alerts,
+    /// `/stats/live`: server-sent events, one a second.
+    Live,
+    /// The dashboard's files.
+    Ui,
     List(Kind),
     Get(Kind),
     Change(Kind, Write),
@@ -104,6 +108,9 @@ endpoints! {
     GET "/stats" VIEWER Stats, "A metric of the traffic history as a series (metric, route|target|consumer|client, from, to, step)";
     GET "/stats/top" VIEWER Stats, "The top names of a dimension over a range (dimension, metric, from, to, n)";
     GET "/alerts" VIEWER Alerts, "Active alerts (pending and firing) and recently resolved ones";
+    GET "/stats/live" VIEWER Live, "The last second's traffic, gateway and per route, as server-sent events (one a second)";
+    GET "/ui" NONE Ui, "The dashboard (its files need no token; its API calls do)";
+    GET "/ui/{file}" NONE Ui, "A file of the dashboard";
     GET "/queues" VIEWER Queues, "Queues: depth and dead letters";
     GET "/queues/{queue}/dead" VIEWER Queues, "A queue's dead-lettered jobs";
     POST "/queues/{queue}/dead/{job}/retry" OPERATOR Queues, "Queue a dead-lettered job again";

@@ -1,7 +1,8 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`,
 //! `POST /reload`, `/upstreams` (target state, draining), `POST /cache/purge`, `/queues`
-//! (depth, dead letters), `/status`, `/openapi.json`, and the configuration API under
-//! `/config` (docs/admin-api.md). Every endpoint is in one table (`endpoints.rs`) with the
+//! (depth, dead letters), `/status`, `/openapi.json`, the configuration API under
+//! `/config` (docs/admin-api.md), the live stream `/stats/live` and the dashboard under
+//! `/ui/` (docs/dashboard.md). Every endpoint is in one table (`endpoints.rs`) with the
 //! role its bearer token needs. It runs on its own thread so a busy data plane cannot
 //! starve it.
 
@@ -27,11 +28,13 @@ mod api;
 mod auth;
 mod endpoints;
 mod listener_tls;
+mod live;
 mod openapi;
 mod purge;
 mod queues;
 mod resources;
 mod stats;
+mod ui;
 mod upstreams;
 
 /// Binds the admin address and serves it on a thread of its own (over TLS when
@@ -61,6 +64,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("ferrogate-admin".into())
         .spawn(move || {
+            let hub = Arc::new(live::Hub::default());
             rt.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
                     return;
@@ -70,17 +74,17 @@ pub fn start(
                         r = listener.accept() => {
                             let Ok((stream, _)) = r else { continue };
                             let tls = tls.as_mut().map(|t| t.current(&shared));
-                            let shared = shared.clone();
+                            let (shared, hub) = (shared.clone(), hub.clone());
                             tokio::spawn(async move {
                                 match tls {
                                     // A failed handshake (no or a refused client
                                     // certificate) closes the connection.
                                     Some(tls) => {
                                         if let Ok(s) = tls.accept(stream).await {
-                                            connection(s, shared).await;
+                                            connection(s, shared, hub).await;
                                         }
                                     }
-                                    None => connection(stream, shared).await,
+                                    None => connection(stream, shared, hub).await,
                                 }
                             });
                         }
@@ -94,13 +98,13 @@ pub fn start(
 }
 
 /// Serves one admin connection (HTTP/1.1).
-async fn connection<IO>(io: IO, shared: Arc<Shared>)
+async fn connection<IO>(io: IO, shared: Arc<Shared>, hub: Arc<live::Hub>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(serve(&shared, req).await) }
+        let (shared, hub) = (shared.clone(), hub.clone());
+        async move { Ok::<_, Infallible>(serve(&shared, &hub, req).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), svc)
@@ -130,11 +134,22 @@ fn warn_if_open(shared: &Shared, address: SocketAddr) {
 }
 
 /// Answers one admin request: finds its endpoint, checks the caller's role, runs it.
-async fn serve(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn serve(
+    shared: &Arc<Shared>,
+    hub: &Arc<live::Hub>,
+    req: Request<Incoming>,
+) -> Response<live::LiveBody> {
     let (endpoint, params) = match endpoints::find(req.method(), req.uri().path()) {
         Ok(found) => found,
-        Err(true) => return problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
-        Err(false) => return problem(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        Err(true) => {
+            return live::refused(problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here",
+            ))
+        }
+        Err(false) => {
+            return live::refused(problem(StatusCode::NOT_FOUND, "no such admin endpoint"))
+        }
     };
     let caller = match endpoint.role {
         None => auth::Caller {
@@ -144,11 +159,26 @@ async fn serve(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
             let snap = shared.snapshot.load();
             match auth::check(snap.config.admin.as_ref(), req.headers(), role) {
                 Ok(c) => c,
-                Err(refused) => return *refused,
+                Err(refused) => return live::refused(*refused),
             }
         }
     };
-    match endpoint.handler {
+    if endpoint.handler == Handler::Live {
+        return live::serve(hub, shared)
+            .unwrap_or_else(|why| live::refused(problem(StatusCode::NOT_FOUND, why)));
+    }
+    live::refused(answer(shared, &caller, endpoint.handler, &params, req).await)
+}
+
+/// Runs an admitted request's endpoint.
+async fn answer(
+    shared: &Arc<Shared>,
+    caller: &auth::Caller,
+    handler: Handler,
+    params: &[String],
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    match handler {
         Handler::Metrics => {
             upstreams::refresh_metrics(&shared.snapshot.load());
             shared.kept.rate_limits.refresh_metrics();
@@ -163,7 +193,14 @@ async fn serve(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
             upstreams::json(&shared.snapshot.load()).into(),
         ),
         Handler::Drain | Handler::Undrain => {
-            match upstreams::set_draining(&shared.snapshot.load(), req.uri().path()) {
+            let draining = handler == Handler::Drain;
+            let set = match params {
+                [group, address] => {
+                    upstreams::set_draining(&shared.snapshot.load(), group, address, draining)
+                }
+                _ => None,
+            };
+            match set {
                 Some(true) => reply(StatusCode::OK, "text/plain", "draining\n".into()),
                 Some(false) => reply(StatusCode::OK, "text/plain", "ready\n".into()),
                 None => problem(StatusCode::NOT_FOUND, "no such target"),
@@ -200,7 +237,8 @@ async fn serve(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
             "application/json",
             openapi::document().into(),
         ),
-        _ => api::serve(shared, &caller, endpoint.handler, &params, req).await,
+        Handler::Ui => ui::serve(req.uri().path(), req.headers()),
+        _ => api::serve(shared, caller, handler, params, req).await,
     }
 }
 

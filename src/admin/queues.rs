@@ -1,7 +1,7 @@
 //! `/queues` on the admin listener: each queue's depth and dead letters, and what an
 //! operator does with a dead letter.
 //!
-//! - `GET /queues`: `[{name, depth, dead_letters}]`
+//! - `GET /queues`: `[{name, depth, dead_letters, oldest_due_age_seconds}]`
 //! - `GET /queues/NAME/dead`: the dead-lettered jobs (oldest first, at most 1000)
 //! - `POST /queues/NAME/dead/ID/retry`: the job goes back in the queue, its attempts reset
 //! - `DELETE /queues/NAME/dead/ID`: the job and its request are removed
@@ -36,6 +36,7 @@ pub async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Ful
                     "name": q.settings.name,
                     "depth": q.depth(),
                     "dead_letters": q.metrics.dead.get(),
+                    "oldest_due_age_seconds": q.metrics.oldest_due_age(),
                 })
             })
             .collect();

@@ -10,7 +10,8 @@ use crate::observe::metrics::TargetState;
 use crate::snapshot::Snapshot;
 use crate::upstream::health::CircuitState;
 
-/// Every group and target with its health, ejection, circuit and draining state.
+/// Every group and target with its health, ejection, circuit and draining state, and the
+/// requests in flight to it.
 pub fn json(snap: &Snapshot) -> Vec<u8> {
     let now = Instant::now();
     let mut out = b"{\"upstreams\":[".to_vec();
@@ -31,7 +32,7 @@ pub fn json(snap: &Snapshot) -> Vec<u8> {
             let _ = write!(
                 out,
                 "{{\"address\":\"{}\",\"available\":{},\"healthy\":{},\"ejected_for_ms\":{},\
-                 \"ejections\":{},\"circuit\":\"{}\",\"draining\":{},\"consecutive_failures\":{}}}",
+                 \"ejections\":{},\"circuit\":\"{}\",\"draining\":{},\"consecutive_failures\":{},\"in_flight\":{}}}",
                 target.address,
                 s.available,
                 s.active_healthy,
@@ -40,6 +41,7 @@ pub fn json(snap: &Snapshot) -> Vec<u8> {
                 s.circuit.as_str(),
                 s.draining,
                 s.consecutive_failures,
+                group.balancer.in_flight(ti),
             );
         }
         out.extend_from_slice(b"]}");
@@ -70,17 +72,9 @@ pub fn refresh_metrics(snap: &Snapshot) {
     }
 }
 
-/// Marks `/upstreams/{group}/targets/{address}/drain` (or `/ready`); false when the path
-/// names no configured target.
-pub fn set_draining(snap: &Snapshot, path: &str) -> Option<bool> {
-    let rest = path.strip_prefix("/upstreams/")?;
-    let (group, rest) = rest.split_once("/targets/")?;
-    let (address, action) = rest.rsplit_once('/')?;
-    let draining = match action {
-        "drain" => true,
-        "ready" => false,
-        _ => return None,
-    };
+/// Drains (or readies) the target `address` of `group`, both percent-decoded from the
+/// path; `None` when they name no configured target.
+pub fn set_draining(snap: &Snapshot, group: &str, address: &str, draining: bool) -> Option<bool> {
     let address: SocketAddr = address.parse().ok()?;
     let g = snap.upstreams.iter().find(|g| &*g.name == group)?;
     let index = g.targets.iter().position(|t| t.address == address)?;

@@ -203,6 +203,15 @@ fn write_string(out: &mut String, value: &str) {
     out.push('"');
 }
 
+/// Whether the last member of a `Cache-Status` value (the nearest cache's, which this
+/// gateway's is when it adds one) says `hit`.
+pub fn is_hit(value: &[u8]) -> bool {
+    let last = value.rsplit(|b| *b == b',').next().unwrap_or(value);
+    last.split(|b| *b == b';')
+        .skip(1)
+        .any(|param| param.trim_ascii() == b"hit")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -211,6 +220,14 @@ mod tests {
 
     fn text(status: &CacheStatus<'_>) -> String {
         status.to_header_value().to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_hit_is_read_from_the_last_member() {
+        assert!(is_hit(b"ferrogate;hit;ttl=376"));
+        assert!(is_hit(b"origin;fwd=miss, ferrogate; hit"));
+        assert!(!is_hit(b"origin;hit, ferrogate;fwd=miss;stored"));
+        assert!(!is_hit(b"hit;fwd=uri-miss"));
     }
 
     #[test]

@@ -1257,6 +1257,12 @@ pub enum Metric {
     RateLimited,
     /// A latency quantile, in milliseconds.
     Quantile(f64),
+    /// Answers from the cache, on routes that cache.
+    CacheHits,
+    /// The share of requests on routes that cache that the cache answered.
+    CacheHitRatio,
+    /// Targets: the share of health samples that found them able to take requests.
+    HealthyRatio,
     /// Targets of an upstream group that may take requests now.
     HealthyTargets,
 }
@@ -1264,7 +1270,8 @@ pub enum Metric {
 impl Metric {
     /// The names of the history's metrics, for errors.
     pub const HISTORY_NAMES: &'static str = "requests, rps, errors, error_ratio, 1xx..5xx, \
-         bytes_in, bytes_out, rate_limited, p50, p90, p95 or p99";
+         bytes_in, bytes_out, rate_limited, p50, p90, p95, p99, cache_hits, cache_hit_ratio or \
+         healthy_ratio";
 
     pub fn parse(name: &str) -> Option<Metric> {
         Some(match name {
@@ -1280,6 +1287,9 @@ impl Metric {
             "p90" => Metric::Quantile(0.9),
             "p95" => Metric::Quantile(0.95),
             "p99" => Metric::Quantile(0.99),
+            "cache_hits" => Metric::CacheHits,
+            "cache_hit_ratio" => Metric::CacheHitRatio,
+            "healthy_ratio" => Metric::HealthyRatio,
             "healthy_targets" => Metric::HealthyTargets,
             _ => return None,
         })
@@ -1297,12 +1307,22 @@ impl Metric {
             Metric::BytesOut => "bytes_out".into(),
             Metric::RateLimited => "rate_limited".into(),
             Metric::Quantile(q) => format!("p{}", (q * 100.0).round()),
+            Metric::CacheHits => "cache_hits".into(),
+            Metric::CacheHitRatio => "cache_hit_ratio".into(),
+            Metric::HealthyRatio => "healthy_ratio".into(),
             Metric::HealthyTargets => "healthy_targets".into(),
         }
     }
 
     /// A count of something (an integer), not a rate, ratio or time.
     pub fn is_count(self) -> bool {
-        !matches!(self, Metric::Rps | Metric::ErrorRatio | Metric::Quantile(_))
+        !matches!(
+            self,
+            Metric::Rps
+                | Metric::ErrorRatio
+                | Metric::Quantile(_)
+                | Metric::CacheHitRatio
+                | Metric::HealthyRatio
+        )
     }
 }

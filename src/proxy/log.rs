@@ -79,6 +79,8 @@ pub(super) struct LogData {
     pub upstream_duration: Option<Duration>,
     pub req_body: Option<Arc<RequestBodyState>>,
     pub geo: Option<crate::geo::Location>,
+    /// On a cached route: whether the cache answered.
+    pub cache_hit: Option<bool>,
 }
 
 impl Completion {
@@ -138,6 +140,7 @@ impl Completion {
                     upstream_duration: None,
                     req_body: None,
                     geo: None,
+                    cache_hit: None,
                 })
             }),
         }
@@ -181,6 +184,13 @@ impl Completion {
             let headers = resp.headers_mut();
             if !headers.contains_key(crate::cache::status::CACHE_STATUS) {
                 headers.insert(crate::cache::status::CACHE_STATUS, status);
+            }
+            if let Some(log) = self.log.as_deref_mut() {
+                log.cache_hit = Some(
+                    headers
+                        .get(crate::cache::status::CACHE_STATUS)
+                        .is_some_and(|v| crate::cache::status::is_hit(v.as_bytes())),
+                );
             }
         }
         resp.body_mut().set_completion(self);
@@ -248,6 +258,7 @@ impl Completion {
                 duration,
                 bytes_in,
                 bytes_out,
+                cache_hit: l.cache_hit,
                 at: now,
             });
         }

@@ -198,4 +198,9 @@ impl QueueCounters {
     pub(super) fn set_oldest(&self, age: Duration) {
         self.oldest.set(age.as_secs_f64());
     }
+
+    /// How long the oldest due job had waited for a dispatcher at the last turn, seconds.
+    pub fn oldest_due_age(&self) -> f64 {
+        self.oldest.get()
+    }
 }

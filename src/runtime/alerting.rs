@@ -48,6 +48,21 @@ async fn run(weak: Weak<Shared>, alerting: Arc<Alerting>) {
     }
 }
 
+/// Every target of `snap`'s groups by name (`IP:PORT`), and whether it may take requests
+/// now, for the history.
+pub(super) fn target_health(snap: &Snapshot) -> Vec<(Arc<str>, bool)> {
+    let now = Instant::now();
+    snap.upstreams
+        .iter()
+        .flat_map(|g| {
+            g.targets
+                .iter()
+                .enumerate()
+                .map(move |(i, t)| (t.label.clone(), g.health.available(i, now)))
+        })
+        .collect()
+}
+
 /// The upstream groups of one snapshot, as the rules read them.
 struct Groups<'a>(&'a Snapshot);
 

@@ -161,6 +161,7 @@ impl Shared {
         });
         shared.dispatch(&shared.snapshot.load())?;
         shared.alert(&shared.snapshot.load())?;
+        shared.sample_health(&shared.snapshot.load());
         dns::spawn(Arc::downgrade(&shared)).map_err(GatewayError::Runtime)?;
         cluster::spawn(&shared).map_err(GatewayError::Runtime)?;
         Ok(shared)
@@ -191,6 +192,18 @@ impl Shared {
             .map_err(|e| GatewayError::Runtime(std::io::Error::other(e)))?;
         let alerting = self.alerting.get_or_init(|| Arc::new(alerting)).clone();
         alerting::spawn(Arc::downgrade(self), alerting).map_err(GatewayError::Runtime)
+    }
+
+    /// Lets the history sample the running configuration's target health.
+    fn sample_health(self: &Arc<Self>, snap: &Snapshot) {
+        if let Some(history) = &snap.history {
+            let weak = Arc::downgrade(self);
+            history.set_health(Arc::new(move || {
+                weak.upgrade()
+                    .map(|s| alerting::target_health(&s.snapshot.load()))
+                    .unwrap_or_default()
+            }));
+        }
     }
 
     /// Alert states, once a configuration had rules.
@@ -327,6 +340,7 @@ impl Shared {
         self.snapshot.store(snap.clone());
         self.checker.apply(&snap);
         self.dispatch(&snap)?;
+        self.sample_health(&snap);
         self.alert(&snap)
     }
 }

@@ -15,6 +15,7 @@ pub mod rabbitmq;
 pub mod rawhttp;
 pub mod receiver;
 pub mod redis;
+pub mod webdriver;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -743,6 +744,39 @@ pub fn spawn_run(bin: &str, path: &Path) -> (Running, SocketAddr) {
         }
     };
     (child, addr)
+}
+
+/// [`spawn_run`], also waiting for the admin listener's address.
+pub fn spawn_run_with_admin(bin: &str, path: &Path) -> (Running, SocketAddr, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Running(
+        std::process::Command::new(bin)
+            .args(["run", "-c"])
+            .arg(path)
+            .env("FERROGATE_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (mut listen, mut admin) = (None, None);
+    let mut line = String::new();
+    while admin.is_none() {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the gateway starts"
+        );
+        if let Some(a) = line.split("listening on ").nth(1) {
+            listen.get_or_insert(a.trim().parse().unwrap());
+        }
+        if let Some(a) = line.split("admin on http://").nth(1) {
+            admin = Some(a.trim().parse().unwrap());
+        }
+    }
+    // The rest of the log is read and dropped, so the gateway never blocks writing it.
+    std::thread::spawn(move || for _ in stderr.lines().map_while(Result::ok) {});
+    (child, listen.unwrap(), admin.unwrap())
 }
 
 /// Temporary directories removed on drop.

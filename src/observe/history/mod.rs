@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::model::{HistorySettings, Metric};
 
+mod recent;
 mod sketch;
 mod store;
 
+pub use recent::Recent;
 pub use sketch::Sketch;
 use store::Store;
 
@@ -72,6 +74,13 @@ pub struct Point {
     /// 429 answers (rate limits, the gateway's or an upstream's).
     pub rate_limited: u64,
     pub latency: Sketch,
+    /// Requests on routes that cache, and those the cache answered.
+    pub cache_lookups: u64,
+    pub cache_hits: u64,
+    /// Targets: the times their health was sampled (once per 10-second point), and how
+    /// many of those found them able to take requests.
+    pub health_samples: u64,
+    pub healthy_samples: u64,
 }
 
 impl Point {
@@ -84,6 +93,10 @@ impl Point {
         self.bytes_out += s.bytes_out;
         self.rate_limited += u64::from(s.status == 429);
         self.latency.add_to(bucket);
+        if let Some(hit) = s.cache_hit {
+            self.cache_lookups += 1;
+            self.cache_hits += u64::from(hit);
+        }
     }
 
     /// `metric` over this point, which covers `seconds`; none where it has no value (a
@@ -100,8 +113,30 @@ impl Point {
             Metric::BytesOut => self.bytes_out as f64,
             Metric::RateLimited => self.rate_limited as f64,
             Metric::Quantile(q) => return self.latency.quantile(q).map(|us| us / 1000.0),
+            Metric::CacheHits => self.cache_hits as f64,
+            Metric::CacheHitRatio => {
+                return (self.cache_lookups > 0)
+                    .then(|| self.cache_hits as f64 / self.cache_lookups as f64)
+            }
+            Metric::HealthyRatio => {
+                return (self.health_samples > 0)
+                    .then(|| self.healthy_samples as f64 / self.health_samples as f64)
+            }
             Metric::HealthyTargets => return None,
         })
+    }
+
+    /// Takes away `earlier`, a point this one grew from (the same scope and interval, read
+    /// before).
+    pub fn subtract(&mut self, earlier: &Point) {
+        self.requests = self.requests.saturating_sub(earlier.requests);
+        for (a, b) in self.classes.iter_mut().zip(earlier.classes) {
+            *a = a.saturating_sub(b);
+        }
+        self.bytes_in = self.bytes_in.saturating_sub(earlier.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_sub(earlier.bytes_out);
+        self.rate_limited = self.rate_limited.saturating_sub(earlier.rate_limited);
+        self.latency.subtract(&earlier.latency);
     }
 
     pub fn merge(&mut self, o: &Point) {
@@ -113,6 +148,10 @@ impl Point {
         self.bytes_out += o.bytes_out;
         self.rate_limited += o.rate_limited;
         self.latency.merge(&o.latency);
+        self.cache_lookups += o.cache_lookups;
+        self.cache_hits += o.cache_hits;
+        self.health_samples += o.health_samples;
+        self.healthy_samples += o.healthy_samples;
     }
 }
 
@@ -126,6 +165,8 @@ pub struct Sample<'a> {
     pub duration: Duration,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// On a route that caches: whether the cache answered.
+    pub cache_hit: Option<bool>,
     /// When it ended.
     pub at: std::time::Instant,
 }
@@ -193,7 +234,12 @@ pub struct History {
     store: Store,
     /// The minute being summed from its 10-second points.
     minute: Mutex<(u64, Keyed)>,
+    /// Tells each target's health (by its name) when an interval is collected.
+    health: Mutex<Option<HealthSource>>,
 }
+
+/// Each upstream target's name and whether it may take requests now.
+pub type HealthSource = Arc<dyn Fn() -> Vec<(Arc<str>, bool)> + Send + Sync>;
 
 thread_local! {
     /// This thread's accumulator, for the history it was made for.
@@ -215,6 +261,7 @@ impl History {
             threads: Mutex::new(Vec::new()),
             store,
             minute: Mutex::new((0, HashMap::new())),
+            health: Mutex::new(None),
         });
         let weak = Arc::downgrade(&history);
         runtime.spawn(async move {
@@ -263,9 +310,27 @@ impl History {
         });
     }
 
-    /// Takes every thread's points of intervals before `before` and stores them.
+    /// Where target health is read from at each collection (the running configuration's
+    /// groups).
+    pub fn set_health(&self, source: HealthSource) {
+        *lock(&self.health) = Some(source);
+    }
+
+    /// Takes every thread's points of intervals before `before` and stores them, with a
+    /// sample of every target's health in the last of them.
     fn collect(&self, before: u64) {
         let mut by_interval: HashMap<u64, Keyed> = HashMap::new();
+        let source = lock(&self.health).clone();
+        if let Some(source) = source {
+            let last = by_interval
+                .entry(before.saturating_sub(FINE) / FINE * FINE)
+                .or_default();
+            for (name, healthy) in source() {
+                let p = last.entry((Dimension::Target, name)).or_default();
+                p.health_samples += 1;
+                p.healthy_samples += u64::from(healthy);
+            }
+        }
         let threads: Vec<_> = lock(&self.threads).clone();
         for acc in threads {
             let mut acc = lock(&acc);
@@ -541,7 +606,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn settings(max_names: usize) -> HistorySettings {
+    pub(super) fn settings(max_names: usize) -> HistorySettings {
         HistorySettings {
             keep_fine: Duration::from_secs(24 * 3600),
             keep_coarse: Duration::from_secs(30 * 24 * 3600),
@@ -549,7 +614,11 @@ mod tests {
         }
     }
 
-    fn sample<'a>(route: &'a Arc<str>, status: u16, at: std::time::Instant) -> Sample<'a> {
+    pub(super) fn sample<'a>(
+        route: &'a Arc<str>,
+        status: u16,
+        at: std::time::Instant,
+    ) -> Sample<'a> {
         Sample {
             route: Some(route),
             target: None,
@@ -559,6 +628,7 @@ mod tests {
             duration: Duration::from_millis(20),
             bytes_in: 10,
             bytes_out: 100,
+            cache_hit: None,
             at,
         }
     }

@@ -47,6 +47,13 @@ impl Sketch {
         }
     }
 
+    /// Takes away the values of `earlier`, a sketch this one grew from.
+    pub fn subtract(&mut self, earlier: &Sketch) {
+        for (a, b) in self.counts.iter_mut().zip(&earlier.counts) {
+            *a = a.saturating_sub(*b);
+        }
+    }
+
     /// The `q` quantile (0..=1) in microseconds; `None` without values.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let total: u64 = self.counts.iter().map(|&c| u64::from(c)).sum();
