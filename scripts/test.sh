@@ -19,6 +19,8 @@ install_missing() { # COMMAND PACKAGE
 install_missing redis-server redis-server
 install_missing nats-server nats-server
 install_missing /usr/lib/rabbitmq/bin/rabbitmq-server rabbitmq-server
+# The configuration-in-etcd tests start a real etcd member on free ports.
+install_missing etcd etcd-server
 # The alerting tests pass an alert through a real Alertmanager.
 install_missing prometheus-alertmanager prometheus-alertmanager
 # The DNS target tests start a real dnsmasq on a free loopback port; install it when missing.

@@ -574,3 +574,23 @@ async fn the_admin_listener_can_require_client_certificates() {
     let plain = support::raw(admin, b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n").await;
     assert!(!plain.contains("200"), "{plain}");
 }
+
+#[tokio::test]
+async fn renewed_admin_certificates_are_served_after_a_reload() {
+    let old = support::TestPki::new(&["admin.test"]);
+    let renewed = support::TestPki::new(&["admin.test"]);
+    let file = old.file("gateway.yaml");
+    let text = "workers: 1\nlisteners:\n  - address: \"127.0.0.1:0\"\nadmin:\n  address: \"127.0.0.1:0\"\n  tls:\n    certificates: [{cert: admin.test.crt, key: admin.test.key}]\n";
+    std::fs::write(&file, text).unwrap();
+    let gw = TestGateway::start_file(&file);
+    let admin = gw.admin.unwrap();
+    assert_eq!(healthz_over_tls(admin, &old, None).await, Some(200));
+    assert_eq!(healthz_over_tls(admin, &renewed, None).await, None);
+
+    for f in ["admin.test.crt", "admin.test.key"] {
+        std::fs::copy(renewed.file(f), old.file(f)).unwrap();
+    }
+    gw.shared().reload().unwrap();
+    assert_eq!(healthz_over_tls(admin, &renewed, None).await, Some(200));
+    assert_eq!(healthz_over_tls(admin, &old, None).await, None);
+}

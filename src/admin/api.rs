@@ -204,7 +204,10 @@ async fn write(
             };
             (
                 "rollback",
-                shared.change(&caller.name, "rollback", &action, expected, |_| Ok(doc)),
+                apply(shared, &caller.name, "rollback", &action, expected, |_| {
+                    Ok(doc)
+                })
+                .await,
             )
         }
         Handler::Batch => {
@@ -212,21 +215,23 @@ async fn write(
                 Ok(ops) => ops,
                 Err(e) => return failed(e, None),
             };
-            let applied = shared.change(&caller.name, "api", &action, expected, |doc| {
+            let applied = apply(shared, &caller.name, "api", &action, expected, |doc| {
                 let mut next = doc.clone();
                 for (kind, write, params, value) in &ops {
                     resources::change(&mut next, *kind, *write, params, value.as_ref())?;
                 }
                 Ok(next)
-            });
+            })
+            .await;
             ("api", applied)
         }
         Handler::Change(kind, write) => {
-            let applied = shared.change(&caller.name, "api", &action, expected, |doc| {
+            let applied = apply(shared, &caller.name, "api", &action, expected, |doc| {
                 let mut next = doc.clone();
                 resources::change(&mut next, kind, write, params, body.as_ref())?;
                 Ok(next)
-            });
+            })
+            .await;
             ("api", applied)
         }
         _ => return problem(StatusCode::NOT_FOUND, "no such admin endpoint"),
@@ -243,6 +248,25 @@ async fn write(
             Some(version),
         ),
         Err(e) => failed(e, None),
+    }
+}
+
+/// Applies a change where the configuration lives: etcd (compare-and-swap on its revision)
+/// or this gateway's versions.
+async fn apply(
+    shared: &Arc<Shared>,
+    who: &str,
+    source: &str,
+    action: &str,
+    expected: Option<u64>,
+    change: impl FnOnce(&Value) -> Result<Value, ChangeError>,
+) -> Result<u64, ChangeError> {
+    if shared.in_etcd() {
+        shared
+            .change_in_etcd(who, source, action, expected, change)
+            .await
+    } else {
+        shared.change(who, source, action, expected, change)
     }
 }
 
@@ -303,7 +327,9 @@ fn expected(headers: &HeaderMap) -> Expected {
 /// The answer to a change or read that did not happen.
 fn failed(e: ChangeError, etag: Option<u64>) -> Response<Full<Bytes>> {
     let mut r = match &e {
-        ChangeError::Unavailable => problem(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        ChangeError::Unavailable | ChangeError::StoreDown(_) => {
+            problem(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
         ChangeError::Stale { current } => {
             let mut r = problem(
                 StatusCode::PRECONDITION_FAILED,

@@ -106,6 +106,7 @@ mod tests {
             ],
             versions_kept: 5,
             tls: None,
+            etcd: None,
         }
     }
 

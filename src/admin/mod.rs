@@ -27,6 +27,7 @@ use endpoints::Handler;
 mod api;
 mod auth;
 mod endpoints;
+mod listener_tls;
 mod live;
 mod openapi;
 mod purge;
@@ -55,6 +56,7 @@ pub fn start(
     std_listener.set_nonblocking(true).map_err(bind_err)?;
     let bound = std_listener.local_addr().map_err(bind_err)?;
     warn_if_open(&shared, address);
+    let mut tls = tls.map(|t| listener_tls::ListenerTls::new(t, &shared));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -71,7 +73,8 @@ pub fn start(
                     tokio::select! {
                         r = listener.accept() => {
                             let Ok((stream, _)) = r else { continue };
-                            let (shared, tls, hub) = (shared.clone(), tls.clone(), hub.clone());
+                            let tls = tls.as_mut().map(|t| t.current(&shared));
+                            let (shared, hub) = (shared.clone(), hub.clone());
                             tokio::spawn(async move {
                                 match tls {
                                     // A failed handshake (no or a refused client

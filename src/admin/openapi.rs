@@ -112,7 +112,8 @@ fn operation(e: &super::endpoints::Endpoint) -> Value {
         responses.insert("403".into(), problem.clone());
     }
     if writes {
-        for status in ["412", "422", "428"] {
+        // 503: the configuration store (etcd) is unreachable, or nothing is versioned.
+        for status in ["412", "422", "428", "503"] {
             responses.insert(status.into(), problem.clone());
         }
     }

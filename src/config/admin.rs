@@ -4,12 +4,18 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use std::time::Duration;
+
 use super::file;
-use super::model::{Admin, AdminRole, AdminToken};
-use super::validate::{socket_addr, tls, Errors};
+use super::model::{Admin, AdminRole, AdminToken, Etcd};
+use super::validate::{opt_duration, socket_addr, tls, Errors};
 
 /// Versions kept when `admin.versions_kept` is absent.
 const DEFAULT_VERSIONS_KEPT: usize = 50;
+/// Prefix of the gateway's etcd keys when `admin.etcd.prefix` is absent.
+const DEFAULT_ETCD_PREFIX: &str = "/ferrogate/";
+/// Time limit of one etcd request when `admin.etcd.timeout` is absent.
+const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) fn admin(errs: &mut Errors, a: &file::Admin, base_dir: &Path) -> Option<Admin> {
     errs.unknown_in("admin", &a);
@@ -37,12 +43,57 @@ pub(super) fn admin(errs: &mut Errors, a: &file::Admin, base_dir: &Path) -> Opti
         t.h2 = false;
         t
     });
+    let etcd = a.etcd.as_ref().map(|e| etcd(errs, e));
     Some(Admin {
         address: address?,
         tokens,
         versions_kept,
         tls,
+        etcd,
     })
+}
+
+fn etcd(errs: &mut Errors, e: &file::Etcd) -> Etcd {
+    errs.unknown_in("admin.etcd", &e);
+    if e.endpoints.is_empty() {
+        errs.push("admin.etcd.endpoints", "give at least one etcd client URL");
+    }
+    let endpoints = e
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let ok = url
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
+                .filter(|u| u.host().is_some_and(|h| !h.is_empty()))
+                .filter(|u| u.path_and_query().is_none_or(|p| p.as_str() == "/"));
+            if ok.is_none() {
+                errs.push(
+                    format!("admin.etcd.endpoints[{i}]"),
+                    format!("{url:?} is not an etcd client URL such as http://127.0.0.1:2379"),
+                );
+            }
+            url.trim_end_matches('/').to_owned()
+        })
+        .collect();
+    let prefix = e.prefix.as_deref().unwrap_or(DEFAULT_ETCD_PREFIX);
+    if prefix.is_empty() {
+        errs.push(
+            "admin.etcd.prefix",
+            "empty prefix; leave it out for /ferrogate/",
+        );
+    }
+    let timeout = opt_duration(errs, "admin.etcd.timeout", &e.timeout, DEFAULT_ETCD_TIMEOUT);
+    if timeout.is_zero() {
+        errs.push("admin.etcd.timeout", "must be more than 0");
+    }
+    Etcd {
+        endpoints,
+        key: format!("{prefix}config"),
+        timeout,
+    }
 }
 
 fn token(errs: &mut Errors, at: &str, t: &file::AdminToken) -> Option<AdminToken> {
@@ -152,5 +203,41 @@ mod tests {
         let admin = c.admin.unwrap();
         assert_eq!(admin.tokens[0].sha256, None);
         assert_eq!(admin.versions_kept, 50);
+    }
+
+    #[test]
+    fn etcd_needs_client_urls_and_a_timeout() {
+        let got = errors(
+            "{address: 127.0.0.1:0, etcd: {endpoints: [\"127.0.0.1:2379\", \"http://e/x\"], \
+             prefix: \"\", timeout: soon, colour: red}}",
+        );
+        assert!(
+            got.contains("admin.etcd.endpoints[0]: \"127.0.0.1:2379\" is not"),
+            "{got}"
+        );
+        assert!(got.contains("admin.etcd.endpoints[1]: "), "{got}");
+        assert!(got.contains("admin.etcd.prefix: empty prefix"), "{got}");
+        assert!(
+            got.contains("admin.etcd.timeout: invalid duration"),
+            "{got}"
+        );
+        assert!(got.contains("admin.etcd.colour"), "{got}");
+        assert!(errors("{address: 127.0.0.1:0, etcd: {endpoints: []}}")
+            .contains("admin.etcd.endpoints: give at least one"));
+    }
+
+    #[test]
+    fn etcd_defaults_to_the_ferrogate_prefix() {
+        let text = "listeners: [{address: 127.0.0.1:0}]\nadmin: {address: 127.0.0.1:0, \
+                    etcd: {endpoints: [\"http://127.0.0.1:2379/\"]}}\n";
+        let etcd = super::super::parse(text, Path::new("."))
+            .unwrap()
+            .admin
+            .unwrap()
+            .etcd
+            .unwrap();
+        assert_eq!(etcd.endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(etcd.key, "/ferrogate/config");
+        assert_eq!(etcd.timeout, std::time::Duration::from_secs(2));
     }
 }

@@ -369,9 +369,32 @@ pub struct Admin {
     /// (default 50).
     #[serde(default)]
     pub versions_kept: Option<usize>,
-    /// TLS on the admin listener, with `client_auth` for mutual TLS (read at start only).
+    /// TLS on the admin listener, with `client_auth` for mutual TLS (certificates read
+    /// again on reload; turning TLS on or off needs a restart).
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// Keep the configuration in etcd, shared by every instance pointed at the same key
+    /// (this file's other keys then seed it once, when the key is absent).
+    #[serde(default)]
+    pub etcd: Option<Etcd>,
+}
+
+/// `admin.etcd`: the etcd cluster that holds the configuration of several instances.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Etcd {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: Unknown,
+    /// Client URLs of the etcd members (`http://10.0.0.7:2379`), tried in turn.
+    pub endpoints: Vec<String>,
+    /// Prefix of the gateway's keys; the configuration is the key `PREFIX` + `config`
+    /// (default `/ferrogate/`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Time limit of one etcd request (default `2s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// `admin.tokens[]`: one bearer token of the admin listener.

@@ -170,6 +170,19 @@ pub struct Admin {
     pub versions_kept: usize,
     /// TLS (and client certificates, with `client_auth`) on the admin listener.
     pub tls: Option<Tls>,
+    /// The etcd cluster holding the configuration, when several instances share it.
+    pub etcd: Option<Etcd>,
+}
+
+/// Where the configuration of several instances lives in etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Etcd {
+    /// Client URLs (`http://host:port`, no trailing `/`), tried in turn.
+    pub endpoints: Vec<String>,
+    /// The key holding the configuration document (`prefix` + `config`).
+    pub key: String,
+    /// Time limit of one request.
+    pub timeout: Duration,
 }
 
 /// One admin bearer token: who it is, what it may do, and the SHA-256 of the token.

@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
+use super::cluster::Cluster;
 use super::versions::{Opened, Versions};
 use super::{GatewayError, Shared};
 use crate::config::model::Config;
 use crate::config::{self, document, ConfigError, ConfigErrors};
+use crate::snapshot::Snapshot;
 
 /// Top-level keys the admin API cannot change: the listeners and the admin listener are
 /// bound at start, and the data directory holds the versions themselves.
-const PROTECTED: &[&str] = &["listeners", "admin", "data_dir", "workers"];
+pub(super) const PROTECTED: &[&str] = &["listeners", "admin", "data_dir", "workers"];
 
 /// Why a change was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,9 @@ pub enum ChangeError {
     Rejected { status: u16, message: String },
     #[error("{0}")]
     Storage(String),
+    /// The store of record (etcd) did not answer: nothing changed.
+    #[error("{0}; the running configuration stays and changes are refused until it is back")]
+    StoreDown(String),
 }
 
 impl Shared {
@@ -65,8 +70,32 @@ impl Shared {
             });
         }
         let before = current.doc.clone();
-        let mut next = change(&before)?;
-        document::restore_secrets(&mut next, &before);
+        let Some((next, snap)) = self.next_config(&before, change)? else {
+            return Ok(current.version);
+        };
+        let number = versions
+            .push(next, who, source, action, None)
+            .map_err(|e| ChangeError::Storage(e.to_string()))?;
+        if let Some(admin) = &snap.config.admin {
+            versions.set_kept(admin.versions_kept);
+        }
+        self.metrics.set_config_version(number);
+        self.swap(snap)
+            .map_err(|e| ChangeError::Storage(e.to_string()))?;
+        tracing::info!("configuration version {number} applied ({action} by {who})");
+        Ok(number)
+    }
+
+    /// The configuration `change` makes of `before`, validated and compiled in full (none
+    /// when it changes nothing). Secrets given as fingerprints are restored from `before`;
+    /// the keys bound at start must stay as they are.
+    pub(super) fn next_config(
+        &self,
+        before: &Value,
+        change: impl FnOnce(&Value) -> Result<Value, ChangeError>,
+    ) -> Result<Option<(Value, Arc<Snapshot>)>, ChangeError> {
+        let mut next = change(before)?;
+        document::restore_secrets(&mut next, before);
         let protected: Vec<ConfigError> = PROTECTED
             .iter()
             .filter(|key| next.get(**key) != before.get(**key))
@@ -79,24 +108,14 @@ impl Shared {
         if !protected.is_empty() {
             return Err(ChangeError::Invalid(protected));
         }
-        if next == before {
-            return Ok(current.version);
+        if next == *before {
+            return Ok(None);
         }
         let base = self.snapshot.load().config.base_dir.clone();
         let config = config::parse(&document::to_yaml(&next), &base)
             .map_err(|ConfigErrors(e)| ChangeError::Invalid(e))?;
         let snap = self.prepare(config).map_err(invalid)?;
-        let number = versions
-            .push(next, who, source, action, None)
-            .map_err(|e| ChangeError::Storage(e.to_string()))?;
-        if let Some(admin) = &snap.config.admin {
-            versions.set_kept(admin.versions_kept);
-        }
-        self.metrics.set_config_version(number);
-        self.swap(snap)
-            .map_err(|e| ChangeError::Storage(e.to_string()))?;
-        tracing::info!("configuration version {number} applied ({action} by {who})");
-        Ok(number)
+        Ok(Some((next, snap)))
     }
 
     /// A reload with versions: an unchanged file rebuilds the newest version; a changed one
@@ -140,17 +159,23 @@ impl Shared {
     }
 }
 
+/// The versions a gateway keeps (none without a file and an admin listener), the
+/// configuration to start with, and the etcd side when the configuration lives there.
+pub(super) type Opening = (Option<Mutex<Versions>>, Config, Option<Cluster>);
+
 /// The versions of a gateway started from `path` with `config` (the file's), and the
 /// configuration to start with: the newest version while the file is the one the versions
 /// started from, else the file's, recorded as a new version.
-pub(super) fn open_versions(
-    config: Config,
-    path: Option<&Path>,
-) -> Result<(Option<Mutex<Versions>>, Config), GatewayError> {
+pub(super) fn open_versions(config: Config, path: Option<&Path>) -> Result<Opening, GatewayError> {
     let (Some(path), Some(admin)) = (path, &config.admin) else {
-        return Ok((None, config));
+        return Ok((None, config, None));
     };
     let text = read(path)?;
+    if let Some(etcd) = &admin.etcd {
+        let (etcd, kept) = (etcd.clone(), admin.versions_kept);
+        let (versions, config, cluster) = super::cluster::open(config, &text, &etcd, kept)?;
+        return Ok((Some(Mutex::new(versions)), config, Some(cluster)));
+    }
     let (mut versions, opened) =
         Versions::open(&text, config.data_dir.as_deref(), admin.versions_kept).map_err(|m| {
             one_error(ConfigError {
@@ -191,10 +216,10 @@ pub(super) fn open_versions(
             config
         }
     };
-    Ok((Some(Mutex::new(versions)), config))
+    Ok((Some(Mutex::new(versions)), config, None))
 }
 
-fn read(path: &Path) -> Result<String, GatewayError> {
+pub(super) fn read(path: &Path) -> Result<String, GatewayError> {
     std::fs::read_to_string(path).map_err(|e| {
         one_error(ConfigError {
             path: String::new(),

@@ -6,8 +6,10 @@
 mod alerting;
 mod changes;
 mod checker;
+mod cluster;
 mod dispatch;
 mod dns;
+mod etcd;
 pub mod versions;
 
 use std::net::SocketAddr;
@@ -70,6 +72,8 @@ pub struct Shared {
     dispatcher: std::sync::OnceLock<dispatch::Dispatcher>,
     /// Configuration versions, when the gateway runs from a file with an admin listener.
     versions: Option<Mutex<versions::Versions>>,
+    /// The etcd side, when the configuration lives in etcd (`admin.etcd`).
+    cluster: Option<cluster::Cluster>,
     /// Alert states, from when a configuration first has `alerts`.
     alerting: std::sync::OnceLock<Arc<crate::observe::alerts::Alerting>>,
 }
@@ -97,7 +101,7 @@ impl Shared {
         config_path: Option<PathBuf>,
     ) -> Result<Arc<Shared>, GatewayError> {
         let metrics = Arc::new(Metrics::new());
-        let (versions, config) = changes::open_versions(config, config_path.as_deref())?;
+        let (versions, config, cluster) = changes::open_versions(config, config_path.as_deref())?;
         if let Some(v) = &versions {
             let v = v.lock().unwrap_or_else(|e| e.into_inner());
             metrics.set_config_version(v.current().map_or(0, |c| c.version));
@@ -140,6 +144,7 @@ impl Shared {
         checker.apply(&snapshot);
         let shared = Arc::new(Shared {
             versions,
+            cluster,
             alerting: std::sync::OnceLock::new(),
             dispatcher: std::sync::OnceLock::new(),
             conn_limits,
@@ -158,6 +163,7 @@ impl Shared {
         shared.alert(&shared.snapshot.load())?;
         shared.sample_health(&shared.snapshot.load());
         dns::spawn(Arc::downgrade(&shared)).map_err(GatewayError::Runtime)?;
+        cluster::spawn(&shared).map_err(GatewayError::Runtime)?;
         Ok(shared)
     }
 
@@ -285,6 +291,9 @@ impl Shared {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
+        if self.cluster.is_some() {
+            return self.reload_local(path);
+        }
         if let Some(versions) = &self.versions {
             return self.reload_versioned(path, versions);
         }
@@ -302,6 +311,11 @@ impl Shared {
         let current = self.snapshot.load();
         for (new, running) in config.listeners.iter_mut().zip(&current.config.listeners) {
             new.address = running.address;
+        }
+        // The admin listener builds its TLS again from the new snapshot: refuse the reload
+        // here if its certificates do not load.
+        if let Some(tls) = config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+            crate::tls::server_config(tls).map_err(GatewayError::AdminTls)?;
         }
         let log = self.access_log_for(&config)?;
         let names = dns::queries(&config);

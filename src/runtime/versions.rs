@@ -118,6 +118,24 @@ impl Versions {
         Ok((versions, opened))
     }
 
+    /// Versions of a configuration kept in etcd: numbered by etcd's revisions, in memory
+    /// only (etcd holds the configuration), with the audit log in `data_dir` when set.
+    pub(super) fn remote(data_dir: Option<&Path>, kept: usize) -> Result<Versions, String> {
+        if let Some(d) = data_dir {
+            std::fs::create_dir_all(d)
+                .map_err(|e| format!("cannot create data_dir {}: {e}", d.display()))?;
+        }
+        let audit_file = data_dir.map(|d| d.join("config-audit.jsonl"));
+        Ok(Versions {
+            base_hash: String::new(),
+            versions: VecDeque::new(),
+            kept: kept.max(1),
+            audit: audit_file.as_deref().map(read_audit).unwrap_or_default(),
+            state_file: None,
+            audit_file,
+        })
+    }
+
     /// The newest version, if any.
     pub fn current(&self) -> Option<&Version> {
         self.versions.back()
@@ -155,8 +173,25 @@ impl Versions {
         action: &str,
         file_text: Option<&str>,
     ) -> Result<u64, ConfigError> {
-        let before = self.current().map(|v| v.doc.clone()).unwrap_or(Value::Null);
         let number = self.current().map_or(1, |v| v.version + 1);
+        self.push_as(number, doc, who, source, action, file_text)
+    }
+
+    /// Records `doc` as version `number` (above the newest), as [`Versions::push`] does.
+    pub(super) fn push_as(
+        &mut self,
+        number: u64,
+        doc: Value,
+        who: &str,
+        source: &str,
+        action: &str,
+        file_text: Option<&str>,
+    ) -> Result<u64, ConfigError> {
+        debug_assert!(
+            self.current().is_none_or(|v| v.version < number),
+            "versions only grow"
+        );
+        let before = self.current().map(|v| v.doc.clone()).unwrap_or(Value::Null);
         let time = rfc3339(SystemTime::now());
         let entry = AuditEntry {
             time: time.clone(),

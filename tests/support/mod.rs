@@ -4,6 +4,7 @@
 
 pub mod alertmanager;
 pub mod dnsmasq;
+pub mod etcd;
 pub mod fixed;
 pub mod geo;
 pub mod h2raw;
