@@ -594,3 +594,49 @@ async fn renewed_admin_certificates_are_served_after_a_reload() {
     assert_eq!(healthz_over_tls(admin, &renewed, None).await, Some(200));
     assert_eq!(healthz_over_tls(admin, &old, None).await, None);
 }
+
+#[tokio::test]
+async fn a_dry_run_validates_in_full_and_changes_nothing() {
+    let dir = Dir::new("admin-dry-run");
+    let backend = Backend::named("b").await;
+    let gw = TestGateway::start_file(&config_file(&dir.path, ""));
+    let admin = gw.admin.unwrap();
+    let before = etag(admin).await;
+    let bad = call(
+        admin,
+        "POST",
+        "/config/routes?dry_run=true",
+        Some(ROOT),
+        Some(&before),
+        Some(json!({"name": "bad", "upstream": "nowhere"})),
+    )
+    .await;
+    assert_eq!(bad.status, 422, "{}", bad.text());
+    assert!(bad.text().contains("routes[0].upstream"), "{}", bad.text());
+    let group = json!({"name": "app", "targets": [{"address": backend.addr.to_string()}]});
+    let good = call(
+        admin,
+        "POST",
+        "/config/upstreams?dry_run=true",
+        Some(ROOT),
+        Some(&before),
+        Some(group.clone()),
+    )
+    .await;
+    assert_eq!(good.status, 200, "{}", good.text());
+    assert_eq!(json_of(&good)["dry_run"], true);
+    // Nothing changed: same version, no such group; the change itself still applies.
+    assert_eq!(etag(admin).await, before);
+    let listed = call(
+        admin,
+        "GET",
+        "/config/upstreams/app",
+        Some(VIEW),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(listed.status, 404);
+    change(admin, "POST", "/config/upstreams", Some(group)).await;
+    assert_ne!(etag(admin).await, before);
+}

@@ -203,7 +203,8 @@ async fn an_invalid_edit_shows_each_problem_at_its_key_and_a_valid_one_becomes_a
     let bad =
         r#"{"match": {"path": {"prefix": "/orders"}}, "upstream": "nowhere", "colour": "red"}"#;
     b.type_into("#edit-text", bad).await;
-    b.click("#edit-apply").await;
+    // Checked before anything is applied: every problem at its key.
+    b.click("#edit-check").await;
     let problems = b
         .wait_for(
             "the refused edit's problems",
@@ -227,6 +228,20 @@ async fn an_invalid_edit_shows_each_problem_at_its_key_and_a_valid_one_becomes_a
 
     let good = r#"{"match": {"path": {"prefix": "/shop"}}, "upstream": "app"}"#;
     b.type_into("#edit-text", good).await;
+    b.click("#edit-check").await;
+    b.wait_for(
+        "the checked edit",
+        "document.getElementById('edit-valid')",
+        Duration::from_secs(5),
+    )
+    .await;
+    let versions = b
+        .run(
+            "return Array.from(document.querySelectorAll('.version')).map(v => v.textContent).join(',');",
+            json!([]),
+        )
+        .await;
+    assert_eq!(versions, "1", "a check applies nothing");
     b.click("#edit-apply").await;
     b.wait_for(
         "the applied edit",

@@ -172,6 +172,11 @@ async fn write(
         Expected::Version(n) => Some(n),
     };
     let action = format!("{} {}", req.method(), req.uri().path());
+    // `?dry_run=true`: validated and compiled as it would be applied, and not applied.
+    let dry_run = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "dry_run=true" || p == "dry_run=1")
+    });
     let delete = matches!(handler, Handler::Change(_, Write::Delete));
     let body = if delete {
         None
@@ -204,9 +209,15 @@ async fn write(
             };
             (
                 "rollback",
-                apply(shared, &caller.name, "rollback", &action, expected, |_| {
-                    Ok(doc)
-                })
+                apply(
+                    shared,
+                    dry_run,
+                    &caller.name,
+                    "rollback",
+                    &action,
+                    expected,
+                    |_| Ok(doc),
+                )
                 .await,
             )
         }
@@ -215,22 +226,38 @@ async fn write(
                 Ok(ops) => ops,
                 Err(e) => return failed(e, None),
             };
-            let applied = apply(shared, &caller.name, "api", &action, expected, |doc| {
-                let mut next = doc.clone();
-                for (kind, write, params, value) in &ops {
-                    resources::change(&mut next, *kind, *write, params, value.as_ref())?;
-                }
-                Ok(next)
-            })
+            let applied = apply(
+                shared,
+                dry_run,
+                &caller.name,
+                "api",
+                &action,
+                expected,
+                |doc| {
+                    let mut next = doc.clone();
+                    for (kind, write, params, value) in &ops {
+                        resources::change(&mut next, *kind, *write, params, value.as_ref())?;
+                    }
+                    Ok(next)
+                },
+            )
             .await;
             ("api", applied)
         }
         Handler::Change(kind, write) => {
-            let applied = apply(shared, &caller.name, "api", &action, expected, |doc| {
-                let mut next = doc.clone();
-                resources::change(&mut next, kind, write, params, body.as_ref())?;
-                Ok(next)
-            })
+            let applied = apply(
+                shared,
+                dry_run,
+                &caller.name,
+                "api",
+                &action,
+                expected,
+                |doc| {
+                    let mut next = doc.clone();
+                    resources::change(&mut next, kind, write, params, body.as_ref())?;
+                    Ok(next)
+                },
+            )
             .await;
             ("api", applied)
         }
@@ -238,6 +265,11 @@ async fn write(
     };
     let created = matches!(handler, Handler::Change(_, Write::Create));
     match result {
+        Ok(version) if dry_run => json_reply(
+            StatusCode::OK,
+            &json!({"version": version, "dry_run": true, "valid": true}),
+            Some(version),
+        ),
         Ok(version) => json_reply(
             if created {
                 StatusCode::CREATED
@@ -255,13 +287,16 @@ async fn write(
 /// or this gateway's versions.
 async fn apply(
     shared: &Arc<Shared>,
+    dry_run: bool,
     who: &str,
     source: &str,
     action: &str,
     expected: Option<u64>,
     change: impl FnOnce(&Value) -> Result<Value, ChangeError>,
 ) -> Result<u64, ChangeError> {
-    if shared.in_etcd() {
+    if dry_run {
+        shared.check_change(expected, change)
+    } else if shared.in_etcd() {
         shared
             .change_in_etcd(who, source, action, expected, change)
             .await

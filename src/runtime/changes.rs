@@ -86,6 +86,31 @@ impl Shared {
         Ok(number)
     }
 
+    /// A dry run: validates and compiles what `change` makes of the running version as
+    /// [`Shared::change`] would, and applies nothing. The version it would replace.
+    pub fn check_change(
+        &self,
+        expected: Option<u64>,
+        change: impl FnOnce(&Value) -> Result<Value, ChangeError>,
+    ) -> Result<u64, ChangeError> {
+        let Some(versions) = &self.versions else {
+            return Err(ChangeError::Unavailable);
+        };
+        let current = versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .current()
+            .cloned()
+            .ok_or(ChangeError::Unavailable)?;
+        if expected.is_some_and(|e| e != current.version) {
+            return Err(ChangeError::Stale {
+                current: current.version,
+            });
+        }
+        self.next_config(&current.doc, change)?;
+        Ok(current.version)
+    }
+
     /// The configuration `change` makes of `before`, validated and compiled in full (none
     /// when it changes nothing). Secrets given as fingerprints are restored from `before`;
     /// the keys bound at start must stay as they are.

@@ -156,15 +156,30 @@ function editor(kind, name) {
       } else out.replaceChildren(failure('Could not load it', e));
     }
   };
-  const apply = async (ev) => {
-    ev.preventDefault();
-    let body;
+  const parsed = () => {
     try {
-      body = JSON.parse(text.value);
+      return JSON.parse(text.value);
     } catch (e) {
       out.replaceChildren(failure('Not valid JSON', e));
-      return;
+      return undefined;
     }
+  };
+  // A dry run: the whole configuration is validated and compiled, nothing is applied.
+  const check = async () => {
+    const body = parsed();
+    if (body === undefined) return;
+    try {
+      await api(`/config/${kindSel.value}/${seg(nameIn.value)}?dry_run=true`, { method: 'PUT', body, ifMatch: etag, full: true });
+      out.replaceChildren(h('p', { class: 'ok', id: 'edit-valid' }, 'Valid: applying it would change the configuration as shown. Nothing is applied yet.'));
+    } catch (e) {
+      out.replaceChildren(problems('The change would be refused', e));
+      if (e.status === 412) out.append(h('p', {}, 'The configuration changed since you loaded it: load it again.'));
+    }
+  };
+  const apply = async (ev) => {
+    ev.preventDefault();
+    const body = parsed();
+    if (body === undefined) return;
     try {
       const r = await api(`/config/${kindSel.value}/${seg(nameIn.value)}`, { method: 'PUT', body, ifMatch: etag, full: true });
       etag = r.etag || '*';
@@ -179,13 +194,13 @@ function editor(kind, name) {
   if (name) queueMicrotask(load);
   return section(
     'Edit a resource',
-    h('p', { class: 'note' }, 'Loads a resource as JSON (same keys as the file); applying validates the whole configuration and changes nothing if any problem is found.'),
+    h('p', { class: 'note' }, 'Loads a resource as JSON (same keys as the file). Check validates the whole configuration that would result without applying anything; applying validates it again and changes nothing if any problem is found.'),
     h(
       'form',
       { class: 'editor', onsubmit: apply },
       h('div', { class: 'toolbar' }, h('label', {}, 'Kind ', kindSel), h('label', {}, ' Name ', nameIn), h('button', { type: 'button', onclick: load }, 'Load')),
       text,
-      h('div', { class: 'toolbar' }, h('button', { type: 'submit', class: 'primary', id: 'edit-apply' }, 'Validate and apply'), ' ', link('/config', 'Cancel')),
+      h('div', { class: 'toolbar' }, h('button', { type: 'button', id: 'edit-check', onclick: check }, 'Check'), ' ', h('button', { type: 'submit', class: 'primary', id: 'edit-apply' }, 'Validate and apply'), ' ', link('/config', 'Cancel')),
     ),
     out,
   );
