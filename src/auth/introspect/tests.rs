@@ -133,7 +133,8 @@ async fn inactive_answer_is_not_cached() {
 #[tokio::test]
 async fn cached_answer_does_not_outlive_exp() {
     let idp = Idp::start().await;
-    idp.answer("tok-1", active(json!({"exp": now_unix() + 1})));
+    // Whole seconds: two, so that the token is valid for at least one when first asked.
+    idp.answer("tok-1", active(json!({"exp": now_unix() + 2})));
     let introspector = introspector(IntrospectionSettings {
         max_cache_ttl: Duration::from_secs(3600),
         ..settings(&idp)
