@@ -38,6 +38,20 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// Seconds since the Unix epoch, now (0 for a clock set before it).
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the Unix epoch, now (0 for a clock set before it).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Runs `inner` for at most `limit` (rounded up to the next [`TICK`]). The limit is armed
 /// only if `inner` is not ready on its first poll.
 pub fn timeout<F: Future>(limit: Duration, inner: F) -> Timeout<F> {

@@ -6,7 +6,7 @@
 //! HMAC-SHA256, under the shared secret, of `UNIX_SECONDS.BODY`. A receiver recomputes it,
 //! compares in constant time, and refuses timestamps older than a few minutes (replays).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub const SIGNATURE_FIELD: &str = "ferrogate-signature";
 
@@ -50,9 +50,7 @@ pub async fn post(client: &reqwest::Client, p: Post<'_>) -> Result<(), String> {
             req = req.header(*name, value);
         }
         if !p.secret.is_empty() {
-            let unix = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let unix = crate::timer::unix_seconds();
             req = req.header(SIGNATURE_FIELD, signature(p.secret, unix, &p.body));
         }
         let why = match req.body(p.body.clone()).send().await {

@@ -130,7 +130,7 @@ async fn produce(hub: Arc<Hub>, shared: Arc<Shared>) {
                 .map(|(name, p)| (name.to_string(), rates(p, seconds)))
                 .collect();
             let event = json!({
-                "t": unix_now(),
+                "t": crate::timer::unix_seconds(),
                 "seconds": (seconds * 1000.0).round() / 1000.0,
                 "gateway": rates(&delta.gateway, seconds),
                 "routes": routes,
@@ -158,12 +158,6 @@ fn rates(p: &Point, seconds: f64) -> Value {
         "bytes_in": per_second(p.bytes_in),
         "bytes_out": per_second(p.bytes_out),
     })
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The time to 100 ms past the next whole second: after the workers moved into the new

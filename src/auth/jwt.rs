@@ -410,7 +410,7 @@ impl Inner {
     /// Checks what jsonwebtoken does not (`iat`, route claims and scopes) on a token whose
     /// signature and registered claims already passed.
     fn accept(&self, claims: Map<String, Value>) -> Result<Verified, AuthFailure> {
-        let now = now_unix();
+        let now = crate::timer::unix_seconds();
         match claims.get("iat") {
             None | Some(Value::Null) => {}
             Some(Value::Number(n)) => {
@@ -532,12 +532,6 @@ pub(crate) fn cache_deadline(
         None => ttl,
     };
     now.checked_add(left).unwrap_or(now)
-}
-
-pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Bounds attacker-supplied text kept for logs.

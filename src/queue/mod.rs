@@ -20,7 +20,7 @@ mod types;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::config::model::{QueueBackend, QueueSettings};
 pub use metrics::QueueMetrics;
@@ -94,7 +94,8 @@ impl Queue {
         };
         let store = match &settings.backend {
             QueueBackend::Embedded { dir } => {
-                let (store, found) = embedded::Embedded::open(dir, &settings.name, now_ms())?;
+                let (store, found) =
+                    embedded::Embedded::open(dir, &settings.name, crate::timer::unix_millis())?;
                 counts = found;
                 Backend::Embedded(store)
             }
@@ -180,7 +181,7 @@ impl Queue {
             }
         }
         let started = std::time::Instant::now();
-        let now = now_ms();
+        let now = crate::timer::unix_millis();
         let result = self.store.enqueue(new, JobId::new(now), now, bounds).await;
         match &result {
             Ok(Enqueued::New(id, job)) => {
@@ -221,7 +222,7 @@ impl Queue {
     /// [`Turned::finished`], in the same order), then takes up to `n` jobs that are due,
     /// marking them running; with none due, says when the next one will be.
     pub async fn turn(&self, ended: Vec<Ended>, n: usize) -> Turned {
-        let now = now_ms();
+        let now = crate::timer::unix_millis();
         let ends: Vec<_> = ended
             .iter()
             .map(|e| (e.claimed.job.size, e.outcome.kind()))
@@ -281,7 +282,7 @@ impl Queue {
     /// Puts a dead-lettered job back in the queue with its attempts reset; `false` when
     /// there is no such dead letter.
     pub async fn retry_dead(&self, id: JobId) -> Result<bool, QueueError> {
-        let Some((job, size)) = self.store.revive(id, now_ms()).await? else {
+        let Some((job, size)) = self.store.revive(id, crate::timer::unix_millis()).await? else {
             return Ok(false);
         };
         if self.store.is_local() {
@@ -306,7 +307,7 @@ impl Queue {
 
     /// Removes finished jobs, results and idempotency keys whose time is up.
     pub async fn sweep(&self) -> Result<(), QueueError> {
-        let dead_removed = self.store.sweep(now_ms()).await?;
+        let dead_removed = self.store.sweep(crate::timer::unix_millis()).await?;
         self.metrics.dead.dec_by(dead_removed as i64);
         Ok(())
     }
@@ -453,11 +454,4 @@ fn revived(job: &mut Job, now: u64) {
     job.result_status = None;
     job.next_ms = now;
     job.updated_ms = now;
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -3,7 +3,7 @@
 //! notifications are sent from the same thread's runtime.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::Shared;
 use crate::observe::alerts::{Alerting, Upstreams};
@@ -33,9 +33,7 @@ async fn run(weak: Weak<Shared>, alerting: Arc<Alerting>) {
             let snap = shared.snapshot.load_full();
             match &snap.config.alerts {
                 Some(settings) => {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
+                    let now = crate::timer::unix_millis();
                     let groups = Groups(&snap);
                     let history = snap.history.as_deref();
                     alerting.evaluate(settings, history, &groups, now, &runtime);

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use super::Shared;
 use crate::proxy::deliver::{deliver, Delivered};
 use crate::queue::{
-    callback, now_ms, Claimed, Ended, Job, JobId, Outcome, Queue, QueueError, StoredResponse,
+    callback, Claimed, Ended, Job, JobId, Outcome, Queue, QueueError, StoredResponse,
 };
 use crate::snapshot::Snapshot;
 
@@ -142,7 +142,9 @@ async fn run_queue(shared: Weak<Shared>, name: String) {
                         continue;
                     }
                     if let Some(due) = claims.next_due {
-                        wait = Duration::from_millis(due.saturating_sub(now_ms())).min(POLL);
+                        wait =
+                            Duration::from_millis(due.saturating_sub(crate::timer::unix_millis()))
+                                .min(POLL);
                     }
                 }
                 Err(e) => tracing::error!(queue = %name, "cannot take jobs: {e}"),
@@ -255,7 +257,7 @@ fn again(queue: &Queue, c: &Claimed, error: String, response: Option<StoredRespo
     }
     let delay = queue.backoff(c.job.attempts);
     Outcome::Retry {
-        at_ms: now_ms().saturating_add(delay.as_millis() as u64),
+        at_ms: crate::timer::unix_millis().saturating_add(delay.as_millis() as u64),
         error,
     }
 }

@@ -7,7 +7,6 @@ use serde_json::json;
 
 use super::*;
 use crate::auth::jwks::idp::{Answer, Idp};
-use crate::auth::jwt::now_unix;
 
 fn settings(idp: &Idp) -> IntrospectionSettings {
     IntrospectionSettings {
@@ -22,8 +21,7 @@ fn introspector(settings: IntrospectionSettings) -> Introspector {
 }
 
 fn active(extra: serde_json::Value) -> Answer {
-    let mut answer =
-        json!({"active": true, "sub": "bob", "scope": "read write", "exp": now_unix() + 600});
+    let mut answer = json!({"active": true, "sub": "bob", "scope": "read write", "exp": crate::timer::unix_seconds() + 600});
     if let (Some(a), Some(e)) = (answer.as_object_mut(), extra.as_object()) {
         a.extend(e.clone());
     }
@@ -134,7 +132,10 @@ async fn inactive_answer_is_not_cached() {
 async fn cached_answer_does_not_outlive_exp() {
     let idp = Idp::start().await;
     // Whole seconds: two, so that the token is valid for at least one when first asked.
-    idp.answer("tok-1", active(json!({"exp": now_unix() + 2})));
+    idp.answer(
+        "tok-1",
+        active(json!({"exp": crate::timer::unix_seconds() + 2})),
+    );
     let introspector = introspector(IntrospectionSettings {
         max_cache_ttl: Duration::from_secs(3600),
         ..settings(&idp)

@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 use super::idp::Idp;
 use super::*;
 use crate::auth::jwt::testkeys::{self, jwk_with_kid, sign};
-use crate::auth::jwt::{now_unix, AuthFailure, JwtSettings, JwtVerifier};
+use crate::auth::jwt::{AuthFailure, JwtSettings, JwtVerifier};
 
 fn claims(jti: &str) -> Value {
-    json!({"sub": "alice", "exp": now_unix() + 600, "jti": jti})
+    json!({"sub": "alice", "exp": crate::timer::unix_seconds() + 600, "jti": jti})
 }
 
 fn rs256(kid: &str, jti: &str) -> String {

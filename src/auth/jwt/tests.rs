@@ -19,7 +19,7 @@ const SECRET_48: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef";
 const SECRET_64: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn claims() -> Value {
-    let now = now_unix();
+    let now = crate::timer::unix_seconds();
     json!({
         "sub": "alice",
         "iss": ISSUER,
@@ -172,13 +172,21 @@ async fn rs_token_presented_for_an_hs_key_is_rejected() {
 
 #[tokio::test]
 async fn expired_token_is_rejected() {
-    let token = hs256_token(&with(claims(), "exp", json!(now_unix() - 3600)));
+    let token = hs256_token(&with(
+        claims(),
+        "exp",
+        json!(crate::timer::unix_seconds() - 3600),
+    ));
     assert_eq!(refused(&hs256(), &token).await, AuthFailure::Expired);
 }
 
 #[tokio::test]
 async fn not_yet_valid_token_is_rejected() {
-    let token = hs256_token(&with(claims(), "nbf", json!(now_unix() + 3600)));
+    let token = hs256_token(&with(
+        claims(),
+        "nbf",
+        json!(crate::timer::unix_seconds() + 3600),
+    ));
     assert_eq!(refused(&hs256(), &token).await, AuthFailure::NotYetValid);
 }
 
@@ -510,13 +518,21 @@ async fn token_without_aud_is_rejected_when_an_audience_is_configured() {
 
 #[tokio::test]
 async fn token_issued_in_the_future_is_rejected() {
-    let token = hs256_token(&with(claims(), "iat", json!(now_unix() + 3600)));
+    let token = hs256_token(&with(
+        claims(),
+        "iat",
+        json!(crate::timer::unix_seconds() + 3600),
+    ));
     assert_eq!(refused(&hs256(), &token).await, AuthFailure::IssuedInFuture);
 }
 
 #[tokio::test]
 async fn expiry_within_leeway_is_accepted() {
-    let token = hs256_token(&with(claims(), "exp", json!(now_unix() - 10)));
+    let token = hs256_token(&with(
+        claims(),
+        "exp",
+        json!(crate::timer::unix_seconds() - 10),
+    ));
     accepted(&hs256(), &token).await;
 }
 
@@ -525,7 +541,11 @@ async fn expiry_beyond_a_zero_leeway_is_rejected() {
     let mut s = settings(vec![secret(Algorithm::HS256, SECRET_32)]);
     s.leeway = Duration::ZERO;
     let v = JwtVerifier::new(s).unwrap_or_else(|e| panic!("{e}"));
-    let token = hs256_token(&with(claims(), "exp", json!(now_unix() - 2)));
+    let token = hs256_token(&with(
+        claims(),
+        "exp",
+        json!(crate::timer::unix_seconds() - 2),
+    ));
     assert_eq!(refused(&v, &token).await, AuthFailure::Expired);
 }
 
@@ -574,7 +594,7 @@ async fn granted_scopes_and_forwarded_claims_are_returned() {
 
 #[tokio::test]
 async fn expires_at_is_the_exp_claim() {
-    let exp = now_unix() + 600;
+    let exp = crate::timer::unix_seconds() + 600;
     let verified = accepted(&hs256(), &hs256_token(&with(claims(), "exp", json!(exp)))).await;
     assert_eq!(
         verified.expires_at,
@@ -604,7 +624,11 @@ async fn disabled_cache_verifies_every_time() {
 #[tokio::test]
 async fn token_past_exp_but_within_leeway_is_not_cached() {
     let v = hs256();
-    let token = hs256_token(&with(claims(), "exp", json!(now_unix() - 10)));
+    let token = hs256_token(&with(
+        claims(),
+        "exp",
+        json!(crate::timer::unix_seconds() - 10),
+    ));
     let first = accepted(&v, &token).await;
     assert!(!Arc::ptr_eq(&first, &accepted(&v, &token).await));
 }

@@ -25,7 +25,7 @@ use super::consumer::Identity;
 use super::gate::{Authenticated, Hidden};
 use login::Logins;
 use provider::{ClientAuth, Discovery, Provider, ProviderError, TokenAnswer};
-use session::{cookie, unix_now, Session, Sessions, Tokens};
+use session::{cookie, Session, Sessions, Tokens};
 use store::{Lifetimes, Store, StoreError, Turn};
 
 /// When an unauthenticated request is sent to the provider rather than refused.
@@ -254,7 +254,8 @@ impl RelyingParty {
     ) -> Result<HeaderValue, ProviderError> {
         let mut tokens = session.tokens.lock().await;
         let due = tokens.expires_at.is_some_and(|at| {
-            at <= unix_now().saturating_add(self.settings.refresh_before.as_secs())
+            at <= crate::timer::unix_seconds()
+                .saturating_add(self.settings.refresh_before.as_secs())
         });
         if !due {
             return Ok(tokens.bearer.clone());
@@ -438,7 +439,7 @@ fn tokens_of(answer: TokenAnswer) -> Result<Tokens, ProviderError> {
         refresh: answer.refresh_token,
         expires_at: answer
             .expires_in
-            .map(|secs| unix_now().saturating_add(secs)),
+            .map(|secs| crate::timer::unix_seconds().saturating_add(secs)),
         id_token: answer.id_token.unwrap_or_default(),
         version: 0,
     })

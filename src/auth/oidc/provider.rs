@@ -115,7 +115,7 @@ impl PrivateKey {
     /// A client assertion for `client_id` at `audience` (the token endpoint), good for a
     /// minute, with a random `jti`.
     fn assertion(&self, client_id: &str, audience: &str) -> Result<String, ProviderError> {
-        let now = super::session::unix_now();
+        let now = crate::timer::unix_seconds();
         let jti = super::login::random_token().ok_or(ProviderError::BadAnswer("randomness"))?;
         let claims = serde_json::json!({
             "iss": client_id,

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, COOKIE};
 use serde_json::{Map, Value};
@@ -48,7 +48,7 @@ impl Session {
         forward: Vec<(HeaderName, HeaderValue)>,
         tokens: Tokens,
     ) -> Session {
-        let now = unix_now();
+        let now = crate::timer::unix_seconds();
         Session {
             subject,
             sid,
@@ -82,7 +82,7 @@ pub struct Sessions {
 impl Sessions {
     /// The session of `id`, if it exists and is alive (a dead one is removed).
     pub fn get(&self, id: &str, idle: Duration, absolute: Duration) -> Option<Arc<Session>> {
-        let now = unix_now();
+        let now = crate::timer::unix_seconds();
         let mut map = self.by_id.lock().unwrap_or_else(PoisonError::into_inner);
         let session = map.get(id)?.clone();
         if session.alive(now, idle, absolute) {
@@ -102,7 +102,7 @@ impl Sessions {
         idle: Duration,
         absolute: Duration,
     ) -> bool {
-        let now = unix_now();
+        let now = crate::timer::unix_seconds();
         let mut map = self.by_id.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= MAX_SESSIONS {
             map.retain(|_, s| s.alive(now, idle, absolute));
@@ -131,13 +131,6 @@ impl Sessions {
         });
         before - map.len()
     }
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The value of cookie `name` in the request's `Cookie` fields (the first one).
@@ -225,11 +218,26 @@ mod tests {
     fn back_channel_logout_ends_by_sid_or_subject() {
         let store = Sessions::default();
         let (idle, abs) = (Duration::from_secs(60), Duration::from_secs(3600));
-        store.insert("a".into(), Arc::new(session(unix_now())), idle, abs);
-        store.insert("b".into(), Arc::new(session(unix_now())), idle, abs);
+        store.insert(
+            "a".into(),
+            Arc::new(session(crate::timer::unix_seconds())),
+            idle,
+            abs,
+        );
+        store.insert(
+            "b".into(),
+            Arc::new(session(crate::timer::unix_seconds())),
+            idle,
+            abs,
+        );
         assert_eq!(store.end_matching(Some("other"), None), 0);
         assert_eq!(store.end_matching(Some("sid1"), None), 2);
-        store.insert("c".into(), Arc::new(session(unix_now())), idle, abs);
+        store.insert(
+            "c".into(),
+            Arc::new(session(crate::timer::unix_seconds())),
+            idle,
+            abs,
+        );
         assert_eq!(store.end_matching(None, Some("alice")), 1);
     }
 }

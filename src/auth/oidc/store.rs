@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::login::{Logins, PendingLogin, LOGIN_TTL};
-use super::session::{unix_now, Session, Sessions, Tokens};
+use super::session::{Session, Sessions, Tokens};
 
 /// Why the session store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -280,7 +280,7 @@ impl RedisSessions {
             self.local.remove(id);
             return Ok(None);
         };
-        let now = unix_now();
+        let now = crate::timer::unix_seconds();
         if now.saturating_sub(stored.created) >= life.absolute.as_secs() {
             self.local.remove(id);
             return Ok(None);
