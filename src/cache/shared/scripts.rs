@@ -35,7 +35,7 @@ pub(super) const DIGEST_HEX_LEN: usize = 64;
 macro_rules! prelude {
     () => {
         r"
-local function crate::timer::unix_millis()
+local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
@@ -79,7 +79,7 @@ pub(super) static GET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
         r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. crate::timer::unix_millis(), '+inf')
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now_ms(), '+inf')
 if #ids == 0 then
   return {}
 end
@@ -99,7 +99,7 @@ pub(super) static PUT: LazyLock<Script> = LazyLock::new(|| {
         r"
 local base, d, v = ARGV[1], ARGV[2], ARGV[3]
 local ttl, most = tonumber(ARGV[5]), tonumber(ARGV[6])
-local now = crate::timer::unix_millis()
+local now = now_ms()
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
   drop_variant(base, d, old)
 end
@@ -136,7 +136,7 @@ pub(super) static PURGE_SET: LazyLock<Script> = LazyLock::new(|| {
         prelude!(),
         r"
 local key, base = KEYS[1], ARGV[1]
-local now = crate::timer::unix_millis()
+local now = now_ms()
 local removed = 0
 for _, m in ipairs(redis.call('SPOP', key, tonumber(ARGV[2]))) do
   if ARGV[3] == 'u' then
