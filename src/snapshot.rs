@@ -91,6 +91,8 @@ pub struct Snapshot {
 
 pub struct CompiledRoute {
     pub name: Arc<str>,
+    /// The route's number in the traffic history.
+    pub history: crate::observe::history::Number,
     pub action: Action,
     /// Upstream groups of a proxy route (indices into `Snapshot::upstreams`) with their
     /// split weights; one entry for a plain route.
@@ -175,6 +177,8 @@ pub struct UpstreamTarget {
     /// Same text, for logs.
     pub label: Arc<str>,
     pub metrics: TargetMetrics,
+    /// The target's number in the traffic history.
+    pub history: crate::observe::history::Number,
 }
 
 pub struct ListenerSettings {
@@ -314,6 +318,7 @@ impl Snapshot {
                     geo_upstreams,
                     geo_counts,
                     name: Arc::from(r.name.as_str()),
+                    history: Default::default(),
                     split_total: split.iter().map(|(_, w): &(usize, u32)| *w).sum(),
                     split,
                     split_header,
@@ -588,6 +593,7 @@ fn upstream_group(
                     .unwrap_or_else(|_| Authority::from_static("invalid")),
                 metrics: metrics.target(&u.name, &text),
                 label: Arc::from(text),
+                history: Default::default(),
             }
         })
         .collect();

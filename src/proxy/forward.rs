@@ -159,14 +159,15 @@ pub(super) async fn send(
     let (err, target) = match result {
         Ok(answer) => {
             if let Some(log) = done.log_mut() {
-                log.upstream = Some(group.targets[answer.target].label.clone());
+                let target = &group.targets[answer.target];
+                log.set_target(&target.label, &target.history);
             }
             return Ok(answer);
         }
         Err(failed) => failed,
     };
     if let Some(log) = done.log_mut() {
-        log.upstream = target.map(Arc::from);
+        log.set_target_name(target.as_deref());
     }
     tracing::debug!(error = %err, "upstream request failed");
     match (pending.take(), &snap.cache, &route.cache) {

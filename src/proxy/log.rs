@@ -14,6 +14,7 @@ use super::access::apply_cors;
 use super::body::ProxyBody;
 use super::request::Arrival;
 use crate::observe::access_log::{AccessLog, Record};
+use crate::observe::history::{Number, Numbered};
 use crate::observe::metrics::RouteMetrics;
 use crate::observe::trace::{RequestFacts, RequestTrace};
 use crate::ratelimit::Hold;
@@ -73,9 +74,13 @@ pub(super) struct LogData {
     client_ip: IpAddr,
     host: String,
     path: String,
-    pub route: Option<Arc<str>>,
+    /// The route and the upstream target, by name for the log line (only when the access
+    /// log is on) and by number for the history (only when it is on).
+    route: Option<Arc<str>>,
+    route_number: Option<u32>,
+    upstream: Option<Arc<str>>,
+    target_number: Option<u32>,
     pub consumer: Option<Arc<str>>,
-    pub upstream: Option<Arc<str>>,
     pub upstream_duration: Option<Duration>,
     pub req_body: Option<Arc<RequestBodyState>>,
     pub geo: Option<crate::geo::Location>,
@@ -83,11 +88,45 @@ pub(super) struct LogData {
     pub cache_hit: Option<bool>,
 }
 
+impl LogData {
+    /// The route that took the request.
+    pub(super) fn set_route(&mut self, name: &Arc<str>, slot: &Number) {
+        if self.log.is_some() {
+            self.route = Some(name.clone());
+        }
+        if self.history.is_some() {
+            self.route_number = Some(slot.get(Numbered::Route, name));
+        }
+    }
+
+    /// The upstream target that answered.
+    pub(super) fn set_target(&mut self, label: &Arc<str>, slot: &Number) {
+        if self.log.is_some() {
+            self.upstream = Some(label.clone());
+        }
+        if self.history.is_some() {
+            self.target_number = Some(slot.get(Numbered::Target, label));
+        }
+    }
+
+    /// The upstream target last tried, when none answered.
+    pub(super) fn set_target_name(&mut self, label: Option<&str>) {
+        let Some(label) = label else { return };
+        if self.log.is_some() {
+            self.upstream = Some(Arc::from(label));
+        }
+        if self.history.is_some() {
+            self.target_number = Some(crate::observe::history::number(Numbered::Target, label));
+        }
+    }
+}
+
 impl Completion {
     /// Starts the record of a request that just arrived.
     pub(super) fn begin<B>(snap: &Snapshot, arrival: &Arrival, req: &Request<B>) -> Completion {
+        let start = Instant::now();
         Completion {
-            start: Instant::now(),
+            start,
             method: req.method().clone(),
             status: 0,
             route_metrics: None,
@@ -108,7 +147,7 @@ impl Completion {
                     scheme: if arrival.tls { "https" } else { "http" },
                     version: req.version(),
                 };
-                t.begin(arrival.trust_trace, req.headers(), facts)
+                t.begin(arrival.trust_trace, req.headers(), facts, start)
             }),
             // The fields the access log and the history both record, gathered when either
             // is on; the log's own text fields only for the log.
@@ -135,8 +174,10 @@ impl Completion {
                     request_id: arrival.request_id.clone(),
                     client_ip: arrival.client_ip,
                     route: None,
+                    route_number: None,
                     consumer: None,
                     upstream: None,
+                    target_number: None,
                     upstream_duration: None,
                     req_body: None,
                     geo: None,
@@ -250,9 +291,9 @@ impl Completion {
         };
         if let Some(h) = &l.history {
             h.record(&crate::observe::history::Sample {
-                route: l.route.as_ref(),
-                target: l.upstream.as_ref(),
-                consumer: l.consumer.as_ref(),
+                route: l.route_number,
+                target: l.target_number,
+                consumer: l.consumer.as_deref(),
                 client: l.client_ip,
                 status: self.status,
                 duration,

@@ -77,7 +77,7 @@ pub(super) fn find<'s, B>(
         t.route = Some(route.name.clone());
     }
     if let Some(log) = done.log_mut() {
-        log.route = Some(route.name.clone());
+        log.set_route(&route.name, &route.history);
         log.geo.clone_from(&geo);
     }
     let action = match &route.action {

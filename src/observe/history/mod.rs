@@ -157,9 +157,10 @@ impl Point {
 
 /// One finished request, as the history records it.
 pub struct Sample<'a> {
-    pub route: Option<&'a Arc<str>>,
-    pub target: Option<&'a Arc<str>>,
-    pub consumer: Option<&'a Arc<str>>,
+    /// The route's and the upstream target's numbers (from their [`Number`]).
+    pub route: Option<u32>,
+    pub target: Option<u32>,
+    pub consumer: Option<&'a str>,
     pub client: IpAddr,
     pub status: u16,
     pub duration: Duration,
@@ -171,22 +172,109 @@ pub struct Sample<'a> {
     pub at: std::time::Instant,
 }
 
+/// The dimensions whose names come from the configuration (a bounded set), numbered once
+/// so that a request's point is found by index rather than by hashing a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbered {
+    Route = 0,
+    Target = 1,
+}
+
+/// Every route and target name ever recorded, with its number (for the life of the
+/// process: the same name keeps its number across reloads).
+#[derive(Default)]
+struct Numbers {
+    of: HashMap<(u8, Arc<str>), u32>,
+    names: [Vec<Arc<str>>; 2],
+}
+
+static NUMBERS: std::sync::LazyLock<Mutex<Numbers>> = std::sync::LazyLock::new(Mutex::default);
+
+/// The number of `name` in `dimension`, given on first sight.
+pub fn number(dimension: Numbered, name: &str) -> u32 {
+    let mut numbers = lock(&NUMBERS);
+    let key = (dimension as u8, Arc::<str>::from(name));
+    if let Some(n) = numbers.of.get(&key) {
+        return *n;
+    }
+    let names = &mut numbers.names[dimension as usize];
+    let n = names.len() as u32;
+    names.push(key.1.clone());
+    numbers.of.insert(key, n);
+    n
+}
+
+/// The name of number `n` in `dimension`.
+fn name_of(dimension: Numbered, n: u32) -> Option<Arc<str>> {
+    lock(&NUMBERS).names[dimension as usize]
+        .get(n as usize)
+        .cloned()
+}
+
+/// A compiled route's or target's number, looked up the first time it is needed and kept
+/// (one load per request after that).
+#[derive(Debug, Default)]
+pub struct Number(std::sync::atomic::AtomicU32);
+
+impl Number {
+    /// The number of `name`, which this slot stands for.
+    pub fn get(&self, dimension: Numbered, name: &str) -> u32 {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.0.load(Relaxed) {
+            0 => {
+                let n = number(dimension, name);
+                self.0.store(n + 1, Relaxed);
+                n
+            }
+            n => n - 1,
+        }
+    }
+}
+
 /// The name a point is kept under in its dimension: names past the bound fold into it.
 pub const OTHER: &str = "other";
 
 /// Points keyed by dimension and name, as collected and stored.
 type Keyed = HashMap<(Dimension, Arc<str>), Point>;
 
-/// One worker thread's points of one 10-second interval, found without hashing the
-/// gateway's and keyed by the request's own names (no copy) for the others.
+/// One worker thread's points of one 10-second interval: the gateway's, routes' and
+/// targets' by number, consumers' and clients' in maps bounded by `max_names`.
 #[derive(Default)]
 struct Points {
     gateway: Point,
-    /// Route, target and consumer, keyed by the address of the name the request carries
-    /// (the configuration's own `Arc`: no hashing of the text, no copy).
-    named: [HashMap<usize, (Arc<str>, Point), Fast>; 3],
-    clients: HashMap<IpAddr, Point, Fast>,
+    /// Routes (0) and targets (1), indexed by their number.
+    numbered: [Vec<Point>; 2],
+    consumers: HashMap<Arc<str>, Point, Fast>,
+    other_consumers: Point,
+    clients: HashMap<ClientKey, Point, Fast>,
     other_clients: Point,
+}
+
+/// A client address as one integer (IPv4 mapped into IPv6), hashed in one step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ClientKey(u128);
+
+impl ClientKey {
+    fn of(ip: IpAddr) -> ClientKey {
+        ClientKey(match ip {
+            IpAddr::V4(v4) => u128::from(v4.to_bits()) | 0xffff << 32,
+            IpAddr::V6(v6) => v6.to_bits(),
+        })
+    }
+
+    fn ip(self) -> IpAddr {
+        let v6 = std::net::Ipv6Addr::from_bits(self.0);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    }
+}
+
+impl std::hash::Hash for ClientKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64((self.0 >> 64) as u64 ^ self.0 as u64);
+    }
 }
 
 /// A multiplicative hasher for the keys above (addresses and IP addresses), which need no
@@ -201,9 +289,15 @@ impl std::hash::Hasher for FastHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0; 8];
+            word.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(word));
         }
+        let mut last = [0; 8];
+        last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.write_u64(u64::from_le_bytes(last) ^ bytes.len() as u64);
     }
 
     fn write_u64(&mut self, n: u64) {
@@ -221,6 +315,8 @@ type Fast = std::hash::BuildHasherDefault<FastHasher>;
 #[derive(Default)]
 struct Acc {
     interval: u64,
+    /// When the current interval ends (a request ending before it needs no clock arithmetic).
+    until: Option<std::time::Instant>,
     points: Points,
     ended: Vec<(u64, Points)>,
 }
@@ -285,7 +381,6 @@ impl History {
 
     /// Adds one finished request to this thread's points.
     pub fn record(self: &Arc<Self>, s: &Sample<'_>) {
-        let interval = unix_seconds(s.at) / FINE * FINE;
         let id = Arc::as_ptr(self) as usize;
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
@@ -298,13 +393,17 @@ impl History {
                 return;
             };
             let mut acc = lock(acc);
-            if acc.interval != interval {
-                let ended = std::mem::take(&mut acc.points);
-                let at = acc.interval;
-                if ended.gateway.requests > 0 {
-                    acc.ended.push((at, ended));
+            if acc.until.is_none_or(|until| s.at >= until) {
+                let (interval, until) = interval_of(s.at);
+                if acc.interval != interval {
+                    let ended = std::mem::take(&mut acc.points);
+                    let at = acc.interval;
+                    if ended.gateway.requests > 0 {
+                        acc.ended.push((at, ended));
+                    }
+                    acc.interval = interval;
                 }
-                acc.interval = interval;
+                acc.until = Some(until);
             }
             acc.points.add(s, self.max_names);
         });
@@ -492,46 +591,63 @@ impl Drop for History {
 impl Points {
     /// The point of `name` in `dimension`, if these points have one.
     fn find(&self, dimension: Dimension, name: &str) -> Option<&Point> {
-        let named = |i: usize| {
-            self.named[i]
-                .values()
-                .find(|(n, _)| &**n == name)
-                .map(|(_, p)| p)
+        let numbered = |d: Numbered| {
+            let n = lock(&NUMBERS)
+                .of
+                .get(&(d as u8, Arc::from(name)))
+                .copied()?;
+            self.numbered[d as usize]
+                .get(n as usize)
+                .filter(|p| p.requests > 0)
         };
         match dimension {
             Dimension::Gateway => Some(&self.gateway),
-            Dimension::Route => named(0),
-            Dimension::Target => named(1),
-            Dimension::Consumer => named(2),
+            Dimension::Route => numbered(Numbered::Route),
+            Dimension::Target => numbered(Numbered::Target),
+            Dimension::Consumer if name == OTHER => Some(&self.other_consumers),
+            Dimension::Consumer => self.consumers.get(name),
             Dimension::Client if name == OTHER => Some(&self.other_clients),
-            Dimension::Client => self.clients.get(&name.parse().ok()?),
+            Dimension::Client => self.clients.get(&ClientKey::of(name.parse().ok()?)),
         }
+    }
+
+    /// The routes' points with their names.
+    fn routes(&self) -> impl Iterator<Item = (Arc<str>, &Point)> {
+        self.numbered[Numbered::Route as usize]
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.requests > 0)
+            .filter_map(|(n, p)| Some((name_of(Numbered::Route, n as u32)?, p)))
     }
 
     fn add(&mut self, s: &Sample<'_>, max: usize) {
         let bucket = Sketch::bucket(s.duration.as_micros() as u64);
         self.gateway.add(s, bucket);
-        for (map, name) in self.named.iter_mut().zip([s.route, s.target, s.consumer]) {
-            let Some(name) = name else { continue };
-            let key = Arc::as_ptr(name) as *const u8 as usize;
-            if let Some((_, p)) = map.get_mut(&key) {
+        for (points, n) in self.numbered.iter_mut().zip([s.route, s.target]) {
+            let Some(n) = n else { continue };
+            let n = n as usize;
+            if n >= points.len() {
+                points.resize_with(n + 1, Point::default);
+            }
+            points[n].add(s, bucket);
+        }
+        if let Some(name) = s.consumer {
+            if let Some(p) = self.consumers.get_mut(name) {
                 p.add(s, bucket);
-            } else if map.len() < max {
-                let (_, p) = map
-                    .entry(key)
-                    .or_insert_with(|| (name.clone(), Point::default()));
-                p.add(s, bucket);
+            } else if self.consumers.len() < max {
+                self.consumers
+                    .entry(Arc::from(name))
+                    .or_default()
+                    .add(s, bucket);
             } else {
-                let (_, p) = map
-                    .entry(0)
-                    .or_insert_with(|| (Arc::from(OTHER), Point::default()));
-                p.add(s, bucket);
+                self.other_consumers.add(s, bucket);
             }
         }
-        if let Some(p) = self.clients.get_mut(&s.client) {
+        let client = ClientKey::of(s.client);
+        if let Some(p) = self.clients.get_mut(&client) {
             p.add(s, bucket);
         } else if self.clients.len() < max {
-            self.clients.entry(s.client).or_default().add(s, bucket);
+            self.clients.entry(client).or_default().add(s, bucket);
         } else {
             self.other_clients.add(s, bucket);
         }
@@ -541,20 +657,36 @@ impl Points {
         into.entry((Dimension::Gateway, Arc::from("")))
             .or_default()
             .merge(&self.gateway);
-        let dims = [Dimension::Route, Dimension::Target, Dimension::Consumer];
-        for (dim, map) in dims.into_iter().zip(self.named) {
-            for (_, (name, p)) in map {
-                into.entry((dim, name)).or_default().merge(&p);
+        let dims = [
+            (Dimension::Route, Numbered::Route),
+            (Dimension::Target, Numbered::Target),
+        ];
+        for ((dim, numbered), points) in dims.into_iter().zip(self.numbered) {
+            for (n, p) in points.into_iter().enumerate() {
+                if p.requests == 0 {
+                    continue;
+                }
+                if let Some(name) = name_of(numbered, n as u32) {
+                    into.entry((dim, name)).or_default().merge(&p);
+                }
             }
         }
-        for (ip, p) in self.clients {
-            let name = Arc::from(ip.to_string());
+        for (name, p) in self.consumers {
+            into.entry((Dimension::Consumer, name))
+                .or_default()
+                .merge(&p);
+        }
+        for (key, p) in self.clients {
+            let name = Arc::from(key.ip().to_string());
             into.entry((Dimension::Client, name)).or_default().merge(&p);
         }
-        if self.other_clients.requests > 0 {
-            into.entry((Dimension::Client, Arc::from(OTHER)))
-                .or_default()
-                .merge(&self.other_clients);
+        for (dim, p) in [
+            (Dimension::Consumer, self.other_consumers),
+            (Dimension::Client, self.other_clients),
+        ] {
+            if p.requests > 0 {
+                into.entry((dim, Arc::from(OTHER))).or_default().merge(&p);
+            }
         }
     }
 }
@@ -579,17 +711,24 @@ fn bound(points: Keyed, max: usize) -> Vec<((Dimension, Arc<str>), Point)> {
     out
 }
 
-/// The unix time of `at`, from one reading of both clocks taken at the first call (no
-/// clock read per request).
-fn unix_seconds(at: std::time::Instant) -> u64 {
+/// The unix time of `at` in milliseconds, from one reading of both clocks taken at the
+/// first call (no clock read per request).
+fn unix_millis_at(at: std::time::Instant) -> u64 {
     static BASE: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
     let (instant, millis) =
         *BASE.get_or_init(|| (std::time::Instant::now(), unix_millis(SystemTime::now())));
-    let since = match at.checked_duration_since(instant) {
+    match at.checked_duration_since(instant) {
         Some(d) => millis + d.as_millis() as u64,
         None => millis.saturating_sub(instant.duration_since(at).as_millis() as u64),
-    };
-    since / 1000
+    }
+}
+
+/// The 10-second interval `at` falls in (its start, unix seconds), and the instant it ends.
+fn interval_of(at: std::time::Instant) -> (u64, std::time::Instant) {
+    let millis = unix_millis_at(at);
+    let start = millis / 1000 / FINE * FINE;
+    let end = (start + FINE) * 1000;
+    (start, at + Duration::from_millis(end - millis))
 }
 
 fn unix_millis(t: SystemTime) -> u64 {
@@ -614,13 +753,9 @@ mod tests {
         }
     }
 
-    pub(super) fn sample<'a>(
-        route: &'a Arc<str>,
-        status: u16,
-        at: std::time::Instant,
-    ) -> Sample<'a> {
+    pub(super) fn sample(route: &str, status: u16, at: std::time::Instant) -> Sample<'static> {
         Sample {
-            route: Some(route),
+            route: Some(number(Numbered::Route, route)),
             target: None,
             consumer: None,
             client: IpAddr::from([192, 0, 2, 1]),
@@ -634,12 +769,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_consumer_is_counted_by_its_name_however_many_requests_it_makes() {
+        let rt = tokio::runtime::Handle::current();
+        let h = History::start(&settings(2), None, &rt).unwrap();
+        let at = std::time::Instant::now() - Duration::from_secs(90);
+        let t = unix_millis_at(at) / 1000;
+        // Each request names its consumer with its own copy of the text, as requests do.
+        for i in 0..10 {
+            let name = String::from(if i % 5 == 0 { "bob" } else { "alice" });
+            let mut s = sample("consumers", 200, at);
+            s.consumer = Some(&name);
+            s.target = Some(number(Numbered::Target, "127.0.0.1:1"));
+            h.record(&s);
+        }
+        h.flush();
+        let mut consumers: Vec<_> = h
+            .totals(Dimension::Consumer, t - 100, t + 100)
+            .unwrap()
+            .into_iter()
+            .map(|(n, p)| (n, p.requests))
+            .collect();
+        consumers.sort();
+        assert_eq!(consumers, [("alice".into(), 8), ("bob".into(), 2)]);
+        let targets = h.totals(Dimension::Target, t - 100, t + 100).unwrap();
+        assert!(
+            targets
+                .iter()
+                .any(|(n, p)| n == "127.0.0.1:1" && p.requests == 10),
+            "{targets:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn points_are_summed_per_route_and_names_past_the_bound_fold_into_other() {
         let rt = tokio::runtime::Handle::current();
         let h = History::start(&settings(2), None, &rt).unwrap();
         // About a minute and a half ago.
         let at = std::time::Instant::now() - Duration::from_secs(90);
-        let t = unix_seconds(at);
+        let t = unix_millis_at(at) / 1000;
         let names: Vec<Arc<str>> = ["a", "b", "c", "d"].iter().map(|n| Arc::from(*n)).collect();
         for (i, n) in names.iter().enumerate() {
             for _ in 0..=i {
@@ -662,8 +829,8 @@ mod tests {
             .map(|(n, p)| (n.as_str(), p.requests))
             .collect();
         routes.sort();
-        // Each thread keeps the first two names it sees; the collector keeps the busiest.
-        assert_eq!(routes, [("a", 1), ("b", 2), ("other", 7)]);
+        // The collector keeps the busiest two; the rest are summed into `other`.
+        assert_eq!(routes, [("c", 3), ("d", 4), ("other", 3)]);
         let minute = h
             .series(Dimension::Gateway, "", t - 100, t + 100, 60)
             .unwrap();

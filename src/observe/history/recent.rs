@@ -81,10 +81,7 @@ impl Seen {
     fn of(points: &Points) -> Seen {
         Seen {
             gateway: points.gateway.clone(),
-            routes: points.named[0]
-                .values()
-                .map(|(name, p)| (name.clone(), p.clone()))
-                .collect(),
+            routes: points.routes().map(|(name, p)| (name, p.clone())).collect(),
         }
     }
 }

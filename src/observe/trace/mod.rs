@@ -144,13 +144,14 @@ impl Tracer {
         })
     }
 
-    /// The trace of a request that just arrived: its caller's, when `trusted` and the
+    /// The trace of a request that arrived at `start`: its caller's, when `trusted` and the
     /// caller sent a valid `traceparent`, or a new one.
     pub fn begin(
         self: &Arc<Self>,
         trusted: bool,
         headers: &HeaderMap,
         request: RequestFacts,
+        start: Instant,
     ) -> Box<RequestTrace> {
         let parent = trusted
             .then(|| headers.get(TRACEPARENT))
@@ -163,7 +164,6 @@ impl Tracer {
                 (id, self.always || (id as u64) < self.threshold)
             }
         };
-        let start = Instant::now();
         Box::new(RequestTrace {
             tracer: self.clone(),
             trace_id: [(trace_id >> 64) as u64, trace_id as u64],
@@ -234,12 +234,12 @@ impl RequestTrace {
     pub fn finish(mut self: Box<Self>, status: u16, end: Instant) {
         self.status = status;
         self.end = end;
-        let tracer = self.tracer.clone();
-        if !tracer.keeps(&self) {
+        if !self.tracer.keeps(&self) {
             return;
         }
         let ran = end.saturating_duration_since(self.start) + self.start.elapsed();
         self.time = SystemTime::now().checked_sub(ran);
+        let tracer = self.tracer.clone();
         if tracer.queue.try_send(self).is_err() {
             tracer.metrics.dropped.inc();
         }
@@ -306,7 +306,7 @@ mod tests {
     #[test]
     fn a_trusted_callers_context_is_continued_and_an_untrusted_one_replaced() {
         let (t, _rx) = tracer(0.0);
-        let continued = t.begin(true, &with_parent("01"), facts());
+        let continued = t.begin(true, &with_parent("01"), facts(), Instant::now());
         assert_eq!(continued.trace_id(), 0x4bf92f3577b34da6a3ce929d0e0e4736);
         assert_eq!(continued.parent, Some(0x00f067aa0ba902b7));
         assert!(continued.sampled, "the caller's flag is followed");
@@ -317,7 +317,7 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000007-01"
         );
         assert_eq!(out[TRACESTATE], "vendor=x");
-        let replaced = t.begin(false, &with_parent("01"), facts());
+        let replaced = t.begin(false, &with_parent("01"), facts(), Instant::now());
         assert_ne!(replaced.trace_id(), 0x4bf92f3577b34da6a3ce929d0e0e4736);
         assert_eq!(replaced.parent, None);
         assert!(!replaced.sampled, "ratio 0");
@@ -333,29 +333,35 @@ mod tests {
     fn the_ratio_samples_about_its_share_of_new_traces() {
         let (t, _rx) = tracer(0.25);
         let n = (0..20_000)
-            .filter(|_| t.begin(false, &HeaderMap::new(), facts()).sampled)
+            .filter(|_| {
+                t.begin(false, &HeaderMap::new(), facts(), Instant::now())
+                    .sampled
+            })
             .count();
         assert!((4_000..6_000).contains(&n), "{n}");
         let (all, _rx) = tracer(1.0);
-        assert!(all.begin(false, &HeaderMap::new(), facts()).sampled);
+        assert!(
+            all.begin(false, &HeaderMap::new(), facts(), Instant::now())
+                .sampled
+        );
     }
 
     #[test]
     fn errors_and_slow_requests_are_kept_whatever_the_ratio_and_a_full_queue_drops() {
         let (t, mut rx) = tracer(0.0);
         let start = Instant::now();
-        t.begin(false, &HeaderMap::new(), facts())
+        t.begin(false, &HeaderMap::new(), facts(), Instant::now())
             .finish(200, start);
         assert!(rx.try_recv().is_err(), "sampled out");
-        t.begin(false, &HeaderMap::new(), facts())
+        t.begin(false, &HeaderMap::new(), facts(), Instant::now())
             .finish(502, start);
         assert_eq!(rx.try_recv().unwrap().status, 502);
-        let slow = t.begin(false, &HeaderMap::new(), facts());
+        let slow = t.begin(false, &HeaderMap::new(), facts(), Instant::now());
         let end = slow.start + Duration::from_secs(6);
         slow.finish(200, end);
         assert!(rx.try_recv().is_ok(), "slow");
         for _ in 0..3 {
-            t.begin(false, &HeaderMap::new(), facts())
+            t.begin(false, &HeaderMap::new(), facts(), Instant::now())
                 .finish(500, start);
         }
         assert_eq!(t.metrics.dropped.get(), 1, "a queue of 2 drops the third");
