@@ -14,7 +14,7 @@ use http::{Request, Response, Version};
 use super::cache::Pending;
 use super::error::ProxyError;
 use super::headers::{authority_value, upstream_uri};
-use super::log::Completion;
+use super::log::{Completion, LogData};
 use super::request::Arrival;
 use super::route::Routed;
 use super::upstream_request::Outbound;
@@ -143,7 +143,11 @@ pub(super) async fn send(
         interim,
         tls: out.tls,
     };
-    let up_start = done.log.is_some().then(Instant::now);
+    let up_start = done
+        .log
+        .as_deref()
+        .is_some_and(LogData::wants_upstream_time)
+        .then(Instant::now);
     if let Some((shadow, share)) = route.mirror {
         if fastrand::f64() < share {
             mirror::spawn(snap.clone(), shadow, &mut out.request, &out.added);

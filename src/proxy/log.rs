@@ -70,7 +70,8 @@ pub(super) struct LogData {
     history: Option<Arc<crate::observe::history::History>>,
     sampling: Option<Arc<crate::observe::access_log::LogSampling>>,
     time: SystemTime,
-    request_id: HeaderValue,
+    /// The request's id, for the log line (none when only the history records).
+    request_id: Option<HeaderValue>,
     client_ip: IpAddr,
     host: String,
     path: String,
@@ -97,6 +98,11 @@ impl LogData {
         if self.history.is_some() {
             self.route_number = Some(slot.get(Numbered::Route, name));
         }
+    }
+
+    /// The time the upstream took is wanted (for the log line).
+    pub(super) fn wants_upstream_time(&self) -> bool {
+        self.log.is_some()
     }
 
     /// The upstream target that answered.
@@ -141,7 +147,7 @@ impl Completion {
             trace: snap.tracer.as_ref().map(|t| {
                 let facts = RequestFacts {
                     method: req.method().clone(),
-                    uri: req.uri().clone(),
+                    path: crate::observe::trace::PathCopy::of(req.uri().path()),
                     host: arrival.host_value.clone(),
                     client: arrival.client_ip,
                     scheme: if arrival.tls { "https" } else { "http" },
@@ -167,11 +173,11 @@ impl Completion {
                         Some(_) => req.uri().path().to_owned(),
                         None => String::new(),
                     },
+                    request_id: log.as_ref().map(|_| arrival.request_id.clone()),
                     log,
                     history: snap.history.clone(),
                     sampling: snap.log_sampling.clone(),
                     time,
-                    request_id: arrival.request_id.clone(),
                     client_ip: arrival.client_ip,
                     route: None,
                     route_number: None,
@@ -307,7 +313,11 @@ impl Completion {
         if let Some(log) = l.log.as_ref().filter(|_| !sampled_out) {
             log.write(&Record {
                 time: l.time,
-                request_id: l.request_id.to_str().unwrap_or(""),
+                request_id: l
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
                 client_ip: l.client_ip,
                 method: self.method.as_str(),
                 host: &l.host,

@@ -19,11 +19,11 @@ use crate::config::model::{HistorySettings, Metric};
 
 mod recent;
 mod sketch;
-mod store;
+pub mod store;
 
 pub use recent::Recent;
 pub use sketch::Sketch;
-use store::Store;
+pub use store::Store;
 
 /// Native resolutions, in seconds.
 pub const FINE: u64 = 10;
@@ -83,20 +83,44 @@ pub struct Point {
     pub healthy_samples: u64,
 }
 
+/// What one request adds to each of its points, worked out once.
+struct Delta {
+    /// The status class's index (none for a request never answered).
+    class: Option<usize>,
+    bytes_in: u64,
+    bytes_out: u64,
+    rate_limited: u64,
+    bucket: usize,
+    cache_lookup: u64,
+    cache_hit: u64,
+}
+
+impl Delta {
+    fn of(s: &Sample<'_>) -> Delta {
+        Delta {
+            class: Some(usize::from(s.status / 100).wrapping_sub(1)).filter(|c| *c < 5),
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            rate_limited: u64::from(s.status == 429),
+            bucket: Sketch::bucket(s.duration.as_micros() as u64),
+            cache_lookup: u64::from(s.cache_hit.is_some()),
+            cache_hit: u64::from(s.cache_hit == Some(true)),
+        }
+    }
+}
+
 impl Point {
-    fn add(&mut self, s: &Sample<'_>, bucket: usize) {
+    fn add(&mut self, d: &Delta) {
         self.requests += 1;
-        if let Some(c) = (s.status / 100).checked_sub(1).filter(|c| *c < 5) {
-            self.classes[usize::from(c)] += 1;
+        if let Some(c) = d.class {
+            self.classes[c] += 1;
         }
-        self.bytes_in += s.bytes_in;
-        self.bytes_out += s.bytes_out;
-        self.rate_limited += u64::from(s.status == 429);
-        self.latency.add_to(bucket);
-        if let Some(hit) = s.cache_hit {
-            self.cache_lookups += 1;
-            self.cache_hits += u64::from(hit);
-        }
+        self.bytes_in += d.bytes_in;
+        self.bytes_out += d.bytes_out;
+        self.rate_limited += d.rate_limited;
+        self.latency.add_to(d.bucket);
+        self.cache_lookups += d.cache_lookup;
+        self.cache_hits += d.cache_hit;
     }
 
     /// `metric` over this point, which covers `seconds`; none where it has no value (a
@@ -621,35 +645,32 @@ impl Points {
     }
 
     fn add(&mut self, s: &Sample<'_>, max: usize) {
-        let bucket = Sketch::bucket(s.duration.as_micros() as u64);
-        self.gateway.add(s, bucket);
+        let d = Delta::of(s);
+        self.gateway.add(&d);
         for (points, n) in self.numbered.iter_mut().zip([s.route, s.target]) {
             let Some(n) = n else { continue };
             let n = n as usize;
             if n >= points.len() {
                 points.resize_with(n + 1, Point::default);
             }
-            points[n].add(s, bucket);
+            points[n].add(&d);
         }
         if let Some(name) = s.consumer {
             if let Some(p) = self.consumers.get_mut(name) {
-                p.add(s, bucket);
+                p.add(&d);
             } else if self.consumers.len() < max {
-                self.consumers
-                    .entry(Arc::from(name))
-                    .or_default()
-                    .add(s, bucket);
+                self.consumers.entry(Arc::from(name)).or_default().add(&d);
             } else {
-                self.other_consumers.add(s, bucket);
+                self.other_consumers.add(&d);
             }
         }
         let client = ClientKey::of(s.client);
         if let Some(p) = self.clients.get_mut(&client) {
-            p.add(s, bucket);
+            p.add(&d);
         } else if self.clients.len() < max {
-            self.clients.entry(client).or_default().add(s, bucket);
+            self.clients.entry(client).or_default().add(&d);
         } else {
-            self.other_clients.add(s, bucket);
+            self.other_clients.add(&d);
         }
     }
 

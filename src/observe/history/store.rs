@@ -24,7 +24,8 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 /// A point read back: its interval's start, and its name with it.
 pub(super) type Stored = (u64, (String, Point));
 
-pub(super) struct Store {
+/// The points on disk (or in memory), by resolution.
+pub struct Store {
     db: Database,
     keep_fine: Duration,
     keep_coarse: Duration,
@@ -39,7 +40,7 @@ fn table(resolution: u64) -> TableDefinition<'static, (u64, u8, &'static str), &
 }
 
 impl Store {
-    pub(super) fn open(
+    pub fn open(
         dir: Option<&Path>,
         keep_fine: Duration,
         keep_coarse: Duration,
@@ -64,7 +65,9 @@ impl Store {
         })
     }
 
-    pub(super) fn write(
+    /// Writes the points of the interval starting at `at` (unix seconds) at `resolution`
+    /// ([`FINE`] or [`COARSE`] seconds).
+    pub fn write(
         &self,
         resolution: u64,
         at: u64,
@@ -121,7 +124,7 @@ impl Store {
     }
 
     /// Removes points older than their resolution's retention, as of `now` (unix seconds).
-    pub(super) fn expire(&self, now: u64) -> Result<(), StoreError> {
+    pub fn expire(&self, now: u64) -> Result<(), StoreError> {
         let write = self.db.begin_write().map_err(err)?;
         for (resolution, keep) in [(FINE, self.keep_fine), (COARSE, self.keep_coarse)] {
             let cutoff = now.saturating_sub(keep.as_secs());

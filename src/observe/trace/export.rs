@@ -237,7 +237,7 @@ fn push_spans(t: &RequestTrace, out: &mut Vec<Span>) {
         .map(without_port);
     let mut attributes = vec![
         text("http.request.method", method),
-        text("url.path", r.uri.path()),
+        text("url.path", r.path.as_str()),
         text("url.scheme", r.scheme),
         text("server.address", host.unwrap_or("")),
         text("client.address", &r.client.to_string()),

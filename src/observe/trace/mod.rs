@@ -57,44 +57,76 @@ pub struct RequestTrace {
     pub spans: Spans,
 }
 
-/// The child spans of a request: the first few in place (most requests have one attempt and
-/// a phase or two), so recording them allocates nothing.
+/// The child spans of a request: the first in place (most requests have one attempt and
+/// no phase that waits), so recording it allocates nothing and the record stays small.
 #[derive(Default)]
 pub struct Spans {
-    first: [Option<ChildSpan>; 3],
+    first: Option<ChildSpan>,
     more: Vec<ChildSpan>,
 }
 
 impl Spans {
     pub fn push(&mut self, span: ChildSpan) {
-        match self.first.iter_mut().find(|s| s.is_none()) {
-            Some(slot) => *slot = Some(span),
-            None => self.more.push(span),
+        match &self.first {
+            None => self.first = Some(span),
+            Some(_) => self.more.push(span),
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ChildSpan> {
-        self.first.iter().flatten().chain(&self.more)
+        self.first.iter().chain(&self.more)
     }
 
     pub fn len(&self) -> usize {
-        self.first.iter().flatten().count() + self.more.len()
+        usize::from(self.first.is_some()) + self.more.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.first[0].is_none()
+        self.first.is_none()
     }
 }
 
-/// What the request span says of the request: shared handles on the request's own bytes
-/// (no copy), read only if the record is exported.
+/// What the request span says of the request, read only if the record is exported: the
+/// path copied (short ones in place), the `Host` value as a shared handle.
 pub struct RequestFacts {
     pub method: Method,
-    pub uri: http::Uri,
+    pub path: PathCopy,
     pub host: Option<HeaderValue>,
     pub client: IpAddr,
     pub scheme: &'static str,
     pub version: http::Version,
+}
+
+/// A request's path, copied in place when it is short (most are), so that keeping it costs
+/// no allocation and no reference count.
+pub enum PathCopy {
+    Short { len: u8, bytes: [u8; 62] },
+    Long(Box<str>),
+}
+
+impl PathCopy {
+    pub fn of(path: &str) -> PathCopy {
+        let mut bytes = [0; 62];
+        match bytes.get_mut(..path.len()) {
+            Some(place) => {
+                place.copy_from_slice(path.as_bytes());
+                PathCopy::Short {
+                    len: path.len() as u8,
+                    bytes,
+                }
+            }
+            None => PathCopy::Long(path.into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            PathCopy::Short { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or("")
+            }
+            PathCopy::Long(path) => path,
+        }
+    }
 }
 
 /// A span inside the request's: a phase that waited on something, or an upstream attempt.
@@ -287,7 +319,7 @@ mod tests {
     fn facts() -> RequestFacts {
         RequestFacts {
             method: Method::GET,
-            uri: http::Uri::from_static("/"),
+            path: PathCopy::of("/"),
             host: Some(HeaderValue::from_static("a.test")),
             client: IpAddr::from([127, 0, 0, 1]),
             scheme: "http",
@@ -301,6 +333,18 @@ mod tests {
         h.insert(TRACEPARENT, v.parse().unwrap());
         h.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
         h
+    }
+
+    #[test]
+    fn a_path_is_kept_whatever_its_length() {
+        for path in [
+            "/",
+            "/a/b?c=d",
+            &format!("/{}", "x".repeat(61)),
+            &"/y".repeat(100),
+        ] {
+            assert_eq!(PathCopy::of(path).as_str(), path);
+        }
     }
 
     #[test]
