@@ -3,22 +3,13 @@
 //! that fails or takes too long loses its batch (counted), and records that arrive
 //! meanwhile wait in the bounded queue or are dropped there.
 //!
-//! The records become OTLP's protobuf messages (the `opentelemetry-proto` types) directly:
-//! no SDK span data in between, so an exported request costs its encoding and little else.
+//! A batch is written as OTLP's protobuf bytes straight from the records (`otlp.rs`), and
+//! sent as the body of an OTLP/HTTP request or of the gRPC `TraceService/Export` call.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
+use bytes::{Buf, BufMut};
 use tokio::sync::mpsc;
 
-use super::{ChildKind, ChildSpan, RequestTrace};
+use super::{otlp, RequestTrace};
 use crate::config::model::{OtlpProtocol, TracingSettings};
 use crate::observe::metrics::TraceMetrics;
 
@@ -67,10 +58,13 @@ enum Client {
         headers: http::HeaderMap,
     },
     Grpc {
-        grpc: TraceServiceClient<tonic::transport::Channel>,
+        grpc: tonic::client::Grpc<tonic::transport::Channel>,
         metadata: tonic::metadata::MetadataMap,
     },
 }
+
+/// The gRPC method spans are sent to.
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 impl Client {
     fn build(s: &TracingSettings) -> Result<Client, String> {
@@ -103,20 +97,21 @@ impl Client {
                     .connect_timeout(s.timeout)
                     .connect_lazy();
                 Client::Grpc {
-                    grpc: TraceServiceClient::new(channel),
+                    grpc: tonic::client::Grpc::new(channel),
                     metadata: tonic::metadata::MetadataMap::from_headers(headers),
                 }
             }
         })
     }
 
-    async fn export(&mut self, request: ExportTraceServiceRequest) -> Result<(), String> {
+    /// Sends one `ExportTraceServiceRequest`, already encoded.
+    async fn export(&mut self, request: Vec<u8>) -> Result<(), String> {
         match self {
             Client::Http { http, url, headers } => {
                 let resp = http
                     .post(url.as_str())
                     .headers(headers.clone())
-                    .body(request.encode_to_vec())
+                    .body(request)
                     .send()
                     .await
                     .map_err(|e| e.to_string())?;
@@ -126,11 +121,63 @@ impl Client {
                 }
             }
             Client::Grpc { grpc, metadata } => {
+                grpc.ready().await.map_err(|e| e.to_string())?;
                 let mut req = tonic::Request::new(request);
                 *req.metadata_mut() = metadata.clone();
-                grpc.export(req).await.map(drop).map_err(|e| e.to_string())
+                let path = http::uri::PathAndQuery::from_static(EXPORT);
+                grpc.unary(req, path, Encoded)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }
         }
+    }
+}
+
+/// A gRPC codec for a message already encoded: its bytes go out as they are, and the
+/// answer (an `ExportTraceServiceResponse`) is read and dropped.
+struct Encoded;
+
+impl tonic::codec::Codec for Encoded {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = Encoded;
+    type Decoder = Encoded;
+
+    fn encoder(&mut self) -> Encoded {
+        Encoded
+    }
+
+    fn decoder(&mut self) -> Encoded {
+        Encoded
+    }
+}
+
+impl tonic::codec::Encoder for Encoded {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Encoded {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        let n = src.remaining();
+        src.advance(n);
+        Ok(Some(()))
     }
 }
 
@@ -142,29 +189,9 @@ async fn send(
     settings: &TracingSettings,
     metrics: &TraceMetrics,
 ) {
-    let mut spans = Vec::with_capacity(batch.len() * 2);
-    for t in batch.drain(..) {
-        push_spans(&t, &mut spans);
-    }
-    let n = spans.len() as u64;
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![text("service.name", &settings.service_name)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "ferrogate".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    };
+    let n = batch.iter().map(|t| 1 + t.spans.len() as u64).sum::<u64>();
+    let request = otlp::request(batch, &settings.service_name);
+    batch.clear();
     match tokio::time::timeout(settings.timeout, client.export(request)).await {
         Ok(Ok(())) => {
             metrics.exported.inc_by(n);
@@ -177,165 +204,5 @@ async fn send(
             metrics.failed.inc_by(n);
             tracing::warn!(spans = n, "span export timed out");
         }
-    }
-}
-
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn error_status() -> Option<Status> {
-    Some(Status {
-        message: String::new(),
-        code: StatusCode::Error as i32,
-    })
-}
-
-/// The request's span and its children, as OTLP spans.
-fn push_spans(t: &RequestTrace, out: &mut Vec<Span>) {
-    let trace_id = t.trace_id().to_be_bytes().to_vec();
-    let trace_state = t
-        .tracestate
-        .as_ref()
-        .and_then(|s| s.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    // Wall-clock times from the monotonic offsets, against the request's arrival time.
-    let time = t.time.unwrap_or_else(SystemTime::now);
-    let at = |i: std::time::Instant| unix_nanos(time + i.saturating_duration_since(t.start));
-    let r = &t.request;
-    let method = r.method.as_str();
-    let name = match &t.route {
-        Some(route) => format!("{method} {route}"),
-        None => method.to_owned(),
-    };
-    let host = r
-        .host
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .map(without_port);
-    let mut attributes = vec![
-        text("http.request.method", method),
-        text("url.path", r.path.as_str()),
-        text("url.scheme", r.scheme),
-        text("server.address", host.unwrap_or("")),
-        text("client.address", &r.client.to_string()),
-        text("network.protocol.version", version(r.version)),
-    ];
-    if let Some(route) = &t.route {
-        attributes.push(text("ferrogate.route", route));
-    }
-    if t.status != 0 {
-        attributes.push(int("http.response.status_code", i64::from(t.status)));
-    }
-    let status = if t.status >= 500 {
-        attributes.push(text("error.type", &t.status.to_string()));
-        error_status()
-    } else {
-        None
-    };
-    let span_id = t.span_id.to_be_bytes().to_vec();
-    out.push(Span {
-        trace_id: trace_id.clone(),
-        span_id: span_id.clone(),
-        trace_state: trace_state.clone(),
-        parent_span_id: t.parent.map_or(Vec::new(), |p| p.to_be_bytes().to_vec()),
-        // The W3C flags (sampled), and whether the parent is remote (OTLP's flag bits).
-        flags: 0x01 | 0x100 | if t.parent.is_some() { 0x200 } else { 0 },
-        name,
-        kind: SpanKind::Server as i32,
-        start_time_unix_nano: unix_nanos(time),
-        end_time_unix_nano: at(t.end),
-        attributes,
-        status,
-        ..Default::default()
-    });
-    for c in t.spans.iter() {
-        let (kind, name, attributes, status) = child(c, method);
-        out.push(Span {
-            trace_id: trace_id.clone(),
-            span_id: c.span_id.to_be_bytes().to_vec(),
-            trace_state: trace_state.clone(),
-            parent_span_id: span_id.clone(),
-            flags: 0x01 | 0x100,
-            name,
-            kind: kind as i32,
-            start_time_unix_nano: at(c.start),
-            end_time_unix_nano: at(c.end),
-            attributes,
-            status,
-            ..Default::default()
-        });
-    }
-}
-
-/// A child span's kind, name, attributes and status.
-fn child(c: &ChildSpan, method: &str) -> (SpanKind, String, Vec<KeyValue>, Option<Status>) {
-    match &c.kind {
-        ChildKind::Phase(phase) => (SpanKind::Internal, (*phase).to_owned(), Vec::new(), None),
-        ChildKind::Attempt(a) => {
-            let mut attrs = vec![
-                text("http.request.method", method),
-                text("server.address", &a.target.ip().to_string()),
-                int("server.port", i64::from(a.target.port())),
-                text("ferrogate.upstream", &a.upstream),
-            ];
-            if a.status != 0 {
-                attrs.push(int("http.response.status_code", i64::from(a.status)));
-            }
-            if a.resend > 0 {
-                attrs.push(int("http.request.resend_count", i64::from(a.resend)));
-            }
-            let error = match a.error {
-                Some(e) => Some(e.to_owned()),
-                None => (a.status >= 400).then(|| a.status.to_string()),
-            };
-            let status = error.map(|e| {
-                attrs.push(text("error.type", &e));
-                Status {
-                    message: String::new(),
-                    code: StatusCode::Error as i32,
-                }
-            });
-            (SpanKind::Client, method.to_owned(), attrs, status)
-        }
-    }
-}
-
-/// `host[:port]` without its port (an IPv6 literal keeps its brackets).
-fn without_port(h: &str) -> &str {
-    match h.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() => name,
-        _ => h,
-    }
-}
-
-fn version(v: http::Version) -> &'static str {
-    match v {
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
     }
 }

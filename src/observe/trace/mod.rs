@@ -17,6 +17,7 @@ use crate::config::model::TracingSettings;
 use crate::observe::metrics::TraceMetrics;
 
 mod export;
+mod otlp;
 
 pub use crate::trace_context as context;
 pub use context::{TRACEPARENT, TRACESTATE};
@@ -210,6 +211,21 @@ impl Tracer {
             request,
             route: None,
             spans: Spans::default(),
+        })
+    }
+
+    /// A tracer that records everything into a queue nobody reads (for tests of what a
+    /// record holds).
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Arc<Tracer> {
+        let (queue, _) = mpsc::channel(1);
+        Arc::new(Tracer {
+            threshold: u64::MAX,
+            always: true,
+            errors: true,
+            slower_than: None,
+            queue,
+            metrics: TraceMetrics::default(),
         })
     }
 
