@@ -90,27 +90,41 @@ impl Writer {
         self.buf.splice(start..start, prefix[..=n].iter().copied());
     }
 
-    /// `KeyValue` with a string `AnyValue` (field 9 of a span, 1 of a resource).
+    /// The length of `n` as a varint.
+    fn varint_len(n: usize) -> usize {
+        (64 - (n as u64 | 1).leading_zeros() as usize).div_ceil(7)
+    }
+
+    /// `KeyValue` with a string `AnyValue` (field 9 of a span, 1 of a resource), its
+    /// lengths worked out before it is written (no moving it into place afterwards).
     fn attr_text(&mut self, field: u32, key: &str, value: &str) {
-        self.message(field, |w| {
-            w.text(1, key);
-            w.message(2, |w| {
-                w.tag(1, LEN);
-                w.varint(value.len() as u64);
-                w.buf.extend_from_slice(value.as_bytes());
-            });
-        });
+        let any = 1 + Self::varint_len(value.len()) + value.len();
+        let kv = 1 + Self::varint_len(key.len()) + key.len() + 1 + Self::varint_len(any) + any;
+        self.tag(field, LEN);
+        self.varint(kv as u64);
+        self.tag(1, LEN);
+        self.varint(key.len() as u64);
+        self.buf.extend_from_slice(key.as_bytes());
+        self.tag(2, LEN);
+        self.varint(any as u64);
+        self.tag(1, LEN);
+        self.varint(value.len() as u64);
+        self.buf.extend_from_slice(value.as_bytes());
     }
 
     /// `KeyValue` with an integer `AnyValue`.
     fn attr_int(&mut self, field: u32, key: &str, value: i64) {
-        self.message(field, |w| {
-            w.text(1, key);
-            w.message(2, |w| {
-                w.tag(3, VARINT);
-                w.varint(value as u64);
-            });
-        });
+        let any = 1 + Self::varint_len(value as u64 as usize);
+        let kv = 1 + Self::varint_len(key.len()) + key.len() + 1 + Self::varint_len(any) + any;
+        self.tag(field, LEN);
+        self.varint(kv as u64);
+        self.tag(1, LEN);
+        self.varint(key.len() as u64);
+        self.buf.extend_from_slice(key.as_bytes());
+        self.tag(2, LEN);
+        self.varint(any as u64);
+        self.tag(3, VARINT);
+        self.varint(value as u64);
     }
 
     fn error_status(&mut self) {
@@ -364,6 +378,32 @@ mod tests {
         assert_eq!(a["ferrogate.upstream"], "shop");
         assert_eq!(a["http.request.resend_count"], "1");
         assert_eq!(a["error.type"], "503");
+    }
+
+    #[test]
+    fn attributes_of_any_length_decode() {
+        use opentelemetry_proto::tonic::common::v1::KeyValue;
+        for n in [0, 1, 120, 127, 128, 300, 20_000] {
+            let mut w = Writer { buf: Vec::new() };
+            let value = "v".repeat(n);
+            w.attr_text(1, "k", &value);
+            w.attr_int(1, "i", -1);
+            w.attr_int(1, "j", 300);
+            let mut rest = w.buf.as_slice();
+            let mut got = Vec::new();
+            while !rest.is_empty() {
+                // Each is field 1, length-delimited: read its length, decode the KeyValue.
+                assert_eq!(rest[0], 0x0a);
+                let len = prost::encoding::decode_varint(&mut &rest[1..]).unwrap() as usize;
+                let head = 1 + Writer::varint_len(len);
+                got.push(KeyValue::decode(&rest[head..head + len]).unwrap());
+                rest = &rest[head + len..];
+            }
+            let a = attrs(&got);
+            assert_eq!(a["k"], value);
+            assert_eq!(a["i"], "-1");
+            assert_eq!(a["j"], "300");
+        }
     }
 
     #[test]
