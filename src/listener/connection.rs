@@ -373,7 +373,7 @@ fn service(
         async move {
             // hyper's HTTP/2 server cannot send interim responses: the client gets the
             // final one only (docs/operations.md, "Interim responses").
-            // The pipeline's future is large; boxed, hyper moves (and spawns) a small one.
+            // The pipeline's future is large; boxed, hyper moves a small one into each stream.
             let resp = match connect {
                 Connect::Other => not_implemented(),
                 _ => Box::pin(proxy::handle(snap, &conn, &mut req, None)).await,
