@@ -12,8 +12,9 @@
 # Usage: [MODE=plain|tls|tls-new|tls-resume|h2c|h2] bench/peers.sh [DURATION_S=8] [CONNECTIONS=50]
 #   GATEWAY_CMD='target/release/ferrogate run -c bench/peers.yaml' GATEWAY_PORT=9200 bench/peers.sh
 # The gateway must listen on 127.0.0.1:$GATEWAY_PORT (default 9200) and proxy every path to
-# 127.0.0.1:9101 over HTTP/1.1 with one worker (bench/peers.yaml for plain and h2c,
-# bench/peers-tls.yaml for the TLS modes; bench/run.sh picks the right one). Modes (the
+# 127.0.0.1:9101 over HTTP/1.1 with one worker (bench/peers.yaml for plain,
+# bench/peers-h2c.yaml for h2c, bench/peers-tls.yaml for the TLS modes; bench/run.sh picks
+# the right one). Modes (the
 # client side of each proxy; the backend side is always plain HTTP/1.1 with keep-alive):
 #   plain       HTTP/1.1 with keep-alive, load from wrk (the default);
 #   tls         HTTP/1.1 over TLS 1.3 with keep-alive, load from wrk (a handshake per

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -23,6 +23,7 @@ use crate::serve::h2body::H2RequestBody;
 use crate::serve::h2connect::{self, Connect};
 use crate::serve::h2guard::{H2Guard, H2GuardLimits, Trip};
 use crate::serve::h2idle::{Counted, Streams};
+use crate::serve::h2streams::{Driven, StreamExec};
 use crate::serve::prefixed::Prefixed;
 use crate::serve::strict::StrictLimits;
 use crate::serve::{h1, DownstreamBody};
@@ -287,7 +288,9 @@ async fn serve_h2<I>(
     let peer = conn.peer;
     let streams = Streams::new();
     let svc = service(shared, conn, streams.clone());
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // Streams run in this connection's task, not in tasks of their own (`serve::h2streams`).
+    let exec = StreamExec::default();
+    let mut builder = hyper::server::conn::http2::Builder::new(exec.clone());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(h2.max_streams)
@@ -309,21 +312,21 @@ async fn serve_h2<I>(
     let guarded = H2Guard::new(io, H2GuardLimits::default());
     let trip = guarded.trip_handle();
     let c = builder.serve_connection(TokioIo::new(guarded), svc);
-    tokio::pin!(c);
+    let mut c = Driven::new(Box::pin(c), exec);
     let closing = loop {
         let left = streams.until_idle(h2.idle_timeout, Instant::now());
         if left.is_zero() {
             break true;
         }
         tokio::select! {
-            _ = c.as_mut() => break false,
+            _ = &mut c => break false,
             _ = raised(&mut shutdown) => break true,
             _ = tokio::time::sleep(left) => {}
         }
     };
     if closing {
         // GOAWAY(NO_ERROR); open streams finish, then the connection closes.
-        c.as_mut().graceful_shutdown();
+        c.conn().graceful_shutdown();
         let _ = c.await;
     }
     if let Some(t) = trip.get() {
@@ -370,13 +373,19 @@ fn service(
         async move {
             // hyper's HTTP/2 server cannot send interim responses: the client gets the
             // final one only (docs/operations.md, "Interim responses").
+            // The pipeline's future is large; boxed, hyper moves a small one into each stream.
             let resp = match connect {
                 Connect::Other => not_implemented(),
-                _ => proxy::handle(snap, &conn, &mut req, None).await,
+                _ => Box::pin(proxy::handle(snap, &conn, &mut req, None)).await,
             };
             // hyper writes the map only.
             let (mut parts, mut body) = resp.into_parts();
             body.move_gateway_fields_into(&mut parts.headers);
+            // A value unique to each response gains nothing from HPACK's dynamic table, and
+            // indexing it evicts the fields that repeat: sent never indexed, it stays out.
+            if let Some(id) = parts.headers.get_mut(crate::message::X_REQUEST_ID) {
+                id.set_sensitive(true);
+            }
             let body = Counted::new(body, open);
             Ok::<_, Infallible>(http::Response::from_parts(parts, body))
         }

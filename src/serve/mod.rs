@@ -2,7 +2,8 @@
 //! own HTTP/1.1 server connection (`h1`) with its strict request parser (`strict`), the
 //! HTTP/2 frame guard in front of hyper's server (`h2guard`), the HTTP/2 request body read
 //! on after an early answer (`h2body`), WebSocket over HTTP/2 (`h2connect`, RFC 8441),
-//! the HTTP/2 idle clock (`h2idle`), open-connection
+//! the HTTP/2 idle clock (`h2idle`), the HTTP/2 streams run in their connection's task
+//! (`h2streams`), open-connection
 //! limits, and the request body either protocol hands the pipeline. `listener::connection`
 //! puts them together for one accepted connection.
 
@@ -13,6 +14,7 @@ pub mod h2body;
 pub mod h2connect;
 pub mod h2guard;
 pub mod h2idle;
+pub mod h2streams;
 pub mod prefixed;
 pub mod strict;
 

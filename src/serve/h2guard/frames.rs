@@ -22,6 +22,9 @@ pub(super) struct Head {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Frames {
     pub(super) step: Step,
+    /// Whether payloads are looked into (SETTINGS entries, header block starts): what the
+    /// client sends is; what we send is only followed frame by frame.
+    inspect: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,11 +110,14 @@ impl Head {
 
 impl Step {
     /// What follows a frame header (and pad length): the payload, looked into for SETTINGS
-    /// and HEADERS, else skipped.
-    fn after_head(head: Head, len: u32) -> Step {
+    /// and HEADERS when `inspect`, else skipped.
+    fn after_head(head: Head, len: u32, inspect: bool) -> Step {
         let len = len as usize;
         if len == 0 {
             return Step::Head([0; HEAD_LEN], 0);
+        }
+        if !inspect {
+            return Step::Payload(len);
         }
         match head.kind {
             SETTINGS if !head.has(ACK) => Step::Settings(len, [0; SETTING_LEN], 0),
@@ -147,13 +153,15 @@ impl Frames {
     pub(super) fn client() -> Self {
         Frames {
             step: Step::Preface(0),
+            inspect: true,
         }
     }
 
-    /// What the server sends: frames from the first byte.
+    /// What the server sends: frames from the first byte, payloads skipped.
     pub(super) fn server() -> Self {
         Frames {
             step: Step::Head([0; HEAD_LEN], 0),
+            inspect: false,
         }
     }
 
@@ -192,7 +200,7 @@ impl Frames {
                         if head.is_padded() && head.len > 0 {
                             self.step = Step::PadLength(head);
                         } else {
-                            self.step = Step::after_head(head, head.len);
+                            self.step = Step::after_head(head, head.len, self.inspect);
                             on(Event::Head(head))?;
                         }
                     }
@@ -203,7 +211,7 @@ impl Frames {
                         ..*head
                     };
                     data = &data[1..];
-                    self.step = Step::after_head(head, head.len - 1);
+                    self.step = Step::after_head(head, head.len - 1, self.inspect);
                     on(Event::Head(head))?;
                 }
                 Step::Payload(rest) => {
