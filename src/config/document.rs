@@ -20,6 +20,8 @@ const SECRETS: &[&[&str]] = &[
     // A webhook's signing key; a Slack URL is itself a credential.
     &["alerts", "notifiers", "*", "secret"],
     &["alerts", "notifiers", "*", "url"],
+    // Model providers' API keys.
+    &["routes", "*", "ai", "providers", "*", "api_key"],
 ];
 
 /// Prefix of a secret's fingerprint.

@@ -676,7 +676,7 @@ routes:
             "routes[2].publish.max_len: must be more than 0",
             "routes[2].publish.headers[0]: invalid field name",
             "routes[2].retry: not allowed with publish",
-            "routes[3]: a route has one of upstream, split, redirect, respond or publish, not upstream (or split) and publish",
+            "routes[3]: a route has one of upstream, split, redirect, respond, publish or ai, not upstream (or split) and publish",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),
