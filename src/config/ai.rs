@@ -235,7 +235,7 @@ pub(super) fn route(errs: &mut Errors, at: &str, a: &file::RouteAi) -> AiRoute {
         let template = p.template.clone().unwrap_or_default();
         if template.is_empty() {
             errs.push(format!("{at}.template"), "is required");
-        } else if crate::ai::template::fields(&template).is_none() {
+        } else if !placeholders_closed(&template) {
             errs.push(format!("{at}.template"), "a `{{` without its `}}`");
         }
         AiPrompt {
@@ -459,6 +459,18 @@ fn budget(errs: &mut Errors, at: &str, b: &file::AiBudget) -> Option<AiBudget> {
         key,
         estimate_output: b.estimate_output.unwrap_or(256),
     })
+}
+
+/// Whether every `{{` of a template has its `}}`.
+fn placeholders_closed(template: &str) -> bool {
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        match rest[at + 2..].find("}}") {
+            Some(end) => rest = &rest[at + 2 + end + 2..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// The keys an `ai` route cannot have: it forwards to its providers, not to a group.
