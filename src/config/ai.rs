@@ -556,6 +556,7 @@ routes:
     #[test]
     fn an_ai_route_with_one_openai_compatible_provider_loads() {
         let yaml = "
+listeners: [{address: 127.0.0.1:0}]
 routes:
   - match: {path: {prefix: /v1/}}
     ai:
