@@ -705,3 +705,65 @@ async fn provider_keys_never_reach_clients_or_the_access_log() {
     assert_eq!(line["ai"]["tokens_out"], 6);
     assert!(line["ai"]["ttft_ms"].is_number(), "{line}");
 }
+
+#[tokio::test]
+async fn a_prompt_endpoint_wraps_a_template_and_an_alias_into_a_plain_api() {
+    let p = Provider::start(Script::OpenAi).await;
+    let yaml = format!(
+        "workers: 1\nlisteners: [{{address: 127.0.0.1:0}}]\nroutes:\n  - match: {{path: {{exact: /summarize}}, methods: [POST]}}\n    ai:\n{}      prompt: {{model: fast, system: 'You summarize.', template: 'Summarize in {{{{lines}}}} lines: {{{{text}}}}', output: summary}}\n",
+        one_provider(&p.url())
+    );
+    let gw = TestGateway::start(&yaml);
+    let got = post(
+        gw.addr,
+        "/summarize",
+        &json!({"text": "A long story.", "lines": 2}),
+        &[],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+    assert_eq!(json_of(&got), json!({"summary": "Hello there!"}));
+    let sent = &p.requests()[0].body;
+    assert_eq!(sent["model"], "tiny");
+    assert_eq!(sent["messages"][0]["content"], "You summarize.");
+    assert_eq!(
+        sent["messages"][1]["content"],
+        "Summarize in 2 lines: A long story."
+    );
+    let got = post(gw.addr, "/summarize", &json!({"lines": 2}), &[]).await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json_of(&got)["error"]["message"],
+        "the body has no field \"text\""
+    );
+    assert_eq!(p.count(), 1);
+}
+
+#[tokio::test]
+async fn the_answer_cache_serves_the_same_request_once_per_consumer() {
+    let p = Provider::start(Script::OpenAi).await;
+    let ai = format!(
+        "{}      cache: {{ttl: 1m, max_entries: 10}}\n",
+        one_provider(&p.url())
+    );
+    let gw = gateway("", &ai);
+    let first = post(gw.addr, "/v1/chat/completions", &chat("fast", false), &[]).await;
+    assert_eq!(
+        first.header("cache-status"),
+        Some("ferrogate; fwd=miss; stored")
+    );
+    // The same request with its keys in another order.
+    let reordered =
+        json!({"messages": chat("fast", false)["messages"], "stream": false, "model": "fast"});
+    let second = post(gw.addr, "/v1/chat/completions", &reordered, &[]).await;
+    assert_eq!(second.header("cache-status"), Some("ferrogate; hit"));
+    assert_eq!(second.body, first.body);
+    assert_eq!(p.count(), 1);
+    let streamed = post(gw.addr, "/v1/chat/completions", &chat("fast", true), &[]).await;
+    assert_eq!(
+        streamed.header("cache-status"),
+        None,
+        "streams are not cached"
+    );
+    assert_eq!(p.count(), 2);
+}
