@@ -351,10 +351,22 @@ impl Snapshot {
                     }),
                     ai: match &r.ai {
                         None => None,
-                        Some(a) => Some(Arc::new(
-                            crate::ai::Service::new(&r.name, a.clone(), metrics.ai.clone())
-                                .map_err(SnapshotError::Ai)?,
-                        )),
+                        Some(a) => {
+                            let budgets = a
+                                .budgets
+                                .iter()
+                                .filter_map(|b| {
+                                    Some(crate::ai::budget::Budget {
+                                        policy: policies.get(&b.policy)?.clone(),
+                                        counts: b.counts,
+                                        estimate_output: b.estimate_output,
+                                    })
+                                })
+                                .collect();
+                            let m = metrics.ai.clone();
+                            let svc = crate::ai::Service::new(&r.name, a.clone(), m, budgets);
+                            Some(Arc::new(svc.map_err(SnapshotError::Ai)?))
+                        }
                     },
                     queue: r.queue.as_ref().and_then(|q| {
                         let queue = queues.iter().find(|o| o.settings.name == q.queue)?;

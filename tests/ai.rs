@@ -767,3 +767,79 @@ async fn the_answer_cache_serves_the_same_request_once_per_consumer() {
     );
     assert_eq!(p.count(), 2);
 }
+
+/// A budget of 40 tokens a minute per client address (policy `tpm`, stored as `store`),
+/// with requests asking for at most 10 output tokens.
+fn budget_config(top_extra: &str, store: &str, url: &str) -> (String, String) {
+    let top = format!(
+        "{top_extra}rate_limiting:\n  policies:\n    tpm: {{algorithm: fixed_window, limit: 40, window: 1h, key: [client_ip]{store}}}\n"
+    );
+    let ai = format!(
+        "{}      budgets: [{{policy: tpm, counts: total_tokens}}]\n",
+        one_provider(url)
+    );
+    (top, ai)
+}
+
+fn small(stream: bool) -> Value {
+    let mut body = chat("fast", stream);
+    body["max_tokens"] = json!(10);
+    body
+}
+
+#[tokio::test]
+async fn a_token_budget_admits_on_the_estimate_and_settles_the_real_count() {
+    let p = Provider::start(Script::OpenAi).await;
+    let (top, ai) = budget_config("", "", &p.url());
+    let gw = gateway(&top, &ai);
+    // The estimate: 14 input tokens (two short messages) + 10 asked for = 24; the real
+    // count: 11 + 3 = 14.
+    let first = post(gw.addr, "/v1/chat/completions", &small(false), &[]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header("x-ratelimit-limit-tokens"), Some("40"));
+    assert_eq!(first.header("x-ratelimit-remaining-tokens"), Some("16"));
+    assert!(first
+        .header("x-ratelimit-reset-tokens")
+        .unwrap()
+        .ends_with('s'));
+    // Settled at 14: the second (streamed) request sees 14 + 24 counted.
+    let second = post(gw.addr, "/v1/chat/completions", &small(true), &[]).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.header("x-ratelimit-remaining-tokens"), Some("2"));
+    // Settled at 28 when the stream ended: 28 + 24 is over 40.
+    let third = post(gw.addr, "/v1/chat/completions", &small(false), &[]).await;
+    assert_eq!(
+        third.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        third.text()
+    );
+    assert_eq!(json_of(&third)["error"]["type"], "rate_limit_error");
+    assert_eq!(third.header("x-ratelimit-remaining-tokens"), Some("12"));
+    assert!(third.header("retry-after").is_some());
+    assert_eq!(p.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_a_token_budget_through_redis() {
+    let redis = support::redis::RedisServer::start();
+    let p = Provider::start(Script::OpenAi).await;
+    let top = format!("redis: {{url: \"{}\"}}\n", redis.url());
+    let (top, ai) = budget_config(&top, ", store: redis", &p.url());
+    let one = gateway(&top, &ai);
+    let two = gateway(&top, &ai);
+    let a = post(one.addr, "/v1/chat/completions", &small(false), &[]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.header("x-ratelimit-remaining-tokens"), Some("16"));
+    let b = post(two.addr, "/v1/chat/completions", &small(true), &[]).await;
+    assert_eq!(b.status, StatusCode::OK);
+    assert_eq!(
+        b.header("x-ratelimit-remaining-tokens"),
+        Some("2"),
+        "the other instance's count is seen"
+    );
+    let c = post(one.addr, "/v1/chat/completions", &small(false), &[]).await;
+    assert_eq!(c.status, StatusCode::TOO_MANY_REQUESTS, "{}", c.text());
+    assert_eq!(c.header("x-ratelimit-remaining-tokens"), Some("12"));
+    assert_eq!(p.count(), 2);
+}

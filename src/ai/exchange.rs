@@ -11,6 +11,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::budget::Charges;
 use super::front::{Checked, Endpoint};
 use super::openai::Outbound;
 use super::sse;
@@ -33,6 +34,8 @@ pub struct Service {
     http: reqwest::Client,
     metrics: AiMetrics,
     pub cache: Option<super::cache::AnswerCache>,
+    /// The route's budgets, in order.
+    pub budgets: Vec<super::budget::Budget>,
 }
 
 /// What an exchange learned, for the access log: written by the exchange (for a stream,
@@ -87,7 +90,12 @@ pub struct Caller<'a> {
 }
 
 impl Service {
-    pub fn new(route: &str, ai: Arc<AiRoute>, metrics: AiMetrics) -> Result<Self, String> {
+    pub fn new(
+        route: &str,
+        ai: Arc<AiRoute>,
+        metrics: AiMetrics,
+        budgets: Vec<super::budget::Budget>,
+    ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -99,6 +107,7 @@ impl Service {
             http,
             metrics,
             cache,
+            budgets,
         })
     }
 
@@ -129,6 +138,30 @@ impl Service {
         req: &Checked,
         caller: Caller<'_>,
         tally: &SharedTally,
+        charges: Charges,
+    ) -> Result<Answer, ApiError> {
+        let mut charges = Some(charges);
+        let result = self
+            .attempts(endpoint, req, caller, tally, &mut charges)
+            .await;
+        // A stream's relay settles its charges when it ends; anything else settles here.
+        if let Some(c) = charges.filter(|c| !c.is_empty()) {
+            let t = tally.lock().map(|t| t.clone()).unwrap_or_default();
+            match (&result, t.usage) {
+                (Ok(_), Some(u)) => c.settle(Some((u, &t.model))).await,
+                _ => c.settle(None).await,
+            }
+        }
+        result
+    }
+
+    async fn attempts(
+        &self,
+        endpoint: Endpoint,
+        req: &Checked,
+        caller: Caller<'_>,
+        tally: &SharedTally,
+        charges: &mut Option<Charges>,
     ) -> Result<Answer, ApiError> {
         let started = Instant::now();
         let mut last = ApiError::upstream(StatusCode::BAD_GATEWAY, "no provider could answer");
@@ -154,7 +187,10 @@ impl Service {
                 false => openai::request(p, endpoint, &target.model, req)?,
             };
             let result = match req.stream {
-                true => self.stream(p, out, req, started, tally, consumer).await,
+                true => {
+                    self.stream(p, out, req, started, tally, consumer, charges)
+                        .await
+                }
                 false => {
                     self.whole(p, out, endpoint, req, started, tally, consumer)
                         .await
@@ -282,6 +318,7 @@ impl Service {
 
     /// Opens a stream: reads until the first event the client gets, falling back on any
     /// failure until then; then relays the rest from a task of its own.
+    #[allow(clippy::too_many_arguments)]
     async fn stream(
         &self,
         p: &AiProvider,
@@ -290,6 +327,7 @@ impl Service {
         started: Instant,
         tally: &SharedTally,
         consumer: &str,
+        charges: &mut Option<Charges>,
     ) -> Result<Answer, Failed> {
         let mut resp = self.send(p, out).await?;
         let mut state = Translator::new(p, req.wants_usage);
@@ -349,6 +387,7 @@ impl Service {
             consumer: consumer.to_owned(),
             input_estimate: usage::estimate_messages(&req.body["messages"]),
             first_at: Instant::now(),
+            charges: charges.take(),
         };
         // The channel is new and empty: the first events always fit.
         let _ = relay.tx.try_send(Bytes::from(first));
@@ -501,6 +540,7 @@ struct Relay {
     consumer: String,
     input_estimate: u64,
     first_at: Instant,
+    charges: Option<Charges>,
 }
 
 impl Relay {
@@ -570,19 +610,18 @@ impl Relay {
             let _ = self.tx.send(e.event()).await;
         }
         let usage = self.state.usage(self.input_estimate);
+        let mut model = String::new();
         if let Ok(mut t) = self.tally.lock() {
             t.usage = Some(usage);
             t.ttft = Some(ttft);
             let generation = Some(self.first_at.elapsed());
             let price = self.price.as_ref();
-            record(
-                &self.metrics,
-                &self.route,
-                &t,
-                &self.consumer,
-                price,
-                generation,
-            );
+            let consumer = &self.consumer;
+            record(&self.metrics, &self.route, &t, consumer, price, generation);
+            model.clone_from(&t.model);
+        }
+        if let Some(c) = self.charges.take() {
+            c.settle(Some((usage, &model))).await;
         }
         // Dropping the sender ends the client's stream, after the tally is written.
     }

@@ -5,6 +5,7 @@
 //! cache. It knows nothing of the pipeline: `proxy/ai.rs` calls [`Service`].
 
 pub mod anthropic;
+pub mod budget;
 pub mod cache;
 pub mod error;
 pub mod exchange;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::file;
+use super::model::RateLimiting;
 use super::validate::{opt_duration, Errors};
 
 const DEFAULT_FIRST_TOKEN: Duration = Duration::from_secs(30);
@@ -97,19 +98,12 @@ pub enum AiCounts {
     Cost,
 }
 
-/// Whose budget a request draws on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AiBudgetKey {
-    Consumer,
-    ClientIp,
-}
-
+/// A budget: what a rate-limit policy counts for the route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AiBudget {
+    /// The `rate_limiting.policies` entry (checked to be a fixed window or a quota).
+    pub policy: String,
     pub counts: AiCounts,
-    pub limit: u64,
-    pub window: Duration,
-    pub key: AiBudgetKey,
     pub estimate_output: u64,
 }
 
@@ -419,46 +413,41 @@ fn budget(errs: &mut Errors, at: &str, b: &file::AiBudget) -> Option<AiBudget> {
             AiCounts::Total
         }
     };
-    let window = match b.per.as_deref() {
-        Some("minute") => Duration::from_secs(60),
-        Some("day") => Duration::from_secs(86_400),
-        Some(p) => {
-            errs.push(
-                format!("{at}.per"),
-                format!("unknown {p:?}; use minute or day"),
-            );
-            Duration::from_secs(60)
-        }
-        None => {
-            errs.push(format!("{at}.per"), "is required (minute or day)");
-            Duration::from_secs(60)
-        }
-    };
-    let key = match b.key.as_deref() {
-        None | Some("consumer") => AiBudgetKey::Consumer,
-        Some("client_ip") => AiBudgetKey::ClientIp,
-        Some(k) => {
-            errs.push(
-                format!("{at}.key"),
-                format!("unknown {k:?}; use consumer or client_ip"),
-            );
-            AiBudgetKey::Consumer
-        }
-    };
-    let limit = match b.limit {
-        Some(0) | None => {
-            errs.push(format!("{at}.limit"), "must be more than 0");
-            return None;
-        }
-        Some(n) => n,
+    let Some(policy) = b.policy.clone() else {
+        errs.push(
+            format!("{at}.policy"),
+            "is required (a rate_limiting.policies name)",
+        );
+        return None;
     };
     Some(AiBudget {
+        policy,
         counts,
-        limit,
-        window,
-        key,
         estimate_output: b.estimate_output.unwrap_or(256),
     })
+}
+
+/// The budgets of `ai` routes name policies that exist and can settle a count afterwards.
+pub(super) fn check_budgets(errs: &mut Errors, routes: &[file::Route], rl: &RateLimiting) {
+    use crate::ratelimit::spec::Algorithm;
+    for (i, r) in routes.iter().enumerate() {
+        let budgets = r.ai.iter().flat_map(|a| a.budgets.iter().enumerate());
+        for (j, b) in budgets {
+            let Some(name) = &b.policy else { continue };
+            let at = format!("routes[{i}].ai.budgets[{j}].policy");
+            match rl.policies.iter().find(|p| &p.name == name) {
+                None => errs.push(at, format!("no rate-limit policy named {name:?}")),
+                Some(p) => {
+                    if !matches!(
+                        p.algorithm,
+                        Algorithm::FixedWindow { .. } | Algorithm::Quota { .. }
+                    ) {
+                        errs.push(at, "a budget's policy must be a fixed_window or a quota");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Whether every `{{` of a template has its `}}`.
@@ -520,7 +509,7 @@ routes:
       prices: {m: {input: -1}}
       max_tokens: 0
       consumers: {alice: {models: [slow]}}
-      budgets: [{counts: words, per: week, limit: 0}]
+      budgets: [{counts: words, policy: nope}, {}]
       prompt: {model: nope, template: 'Say {{text'}
 ";
         let errs = errors(yaml);
@@ -541,8 +530,8 @@ routes:
             "routes[0].ai.max_tokens: must be more than 0",
             "routes[0].ai.consumers.alice.models[0]: unknown model alias \"slow\"",
             "routes[0].ai.budgets[0].counts: unknown \"words\"",
-            "routes[0].ai.budgets[0].per: unknown \"week\"",
-            "routes[0].ai.budgets[0].limit: must be more than 0",
+            "routes[0].ai.budgets[0].policy: no rate-limit policy named \"nope\"",
+            "routes[0].ai.budgets[1].policy: is required",
             "routes[0].ai.prompt.model: unknown model alias \"nope\"",
             "routes[0].ai.prompt.template: a `{{` without its `}}`",
         ] {

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::ai::{
-    AiAlias, AiBudget, AiBudgetKey, AiCacheSettings, AiCounts, AiPrice, AiPrompt, AiProvider,
-    AiProviderKind, AiRoute, AiTarget,
+    AiAlias, AiBudget, AiCacheSettings, AiCounts, AiPrice, AiPrompt, AiProvider, AiProviderKind,
+    AiRoute, AiTarget,
 };
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};

@@ -203,6 +203,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         f.auth.as_ref().is_some_and(|a| !a.methods.is_empty()),
         geo.is_some(),
     );
+    super::ai::check_budgets(&mut errs, &f.routes, &rate_limiting);
     for (i, r) in f.routes.iter().enumerate() {
         for (j, name) in r.rate_limits.iter().enumerate() {
             let known = f

@@ -7,41 +7,111 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::body::ProxyBody;
 use super::log::Completion;
+use super::request::Arrival;
+use super::route::Routed;
 use super::validate::read_whole;
 use super::Stop;
+use crate::ai::budget::Charges;
+use crate::ai::exchange::{Caller, SharedTally};
 use crate::ai::front::{self, Checked, Endpoint};
-use crate::ai::{exchange::Caller, Answer, ApiError, Service, Tally};
+use crate::ai::{Answer, ApiError, Service, Tally};
 use crate::auth::gate::Authenticated;
+use crate::ratelimit::key::KeyContext;
 use crate::serve::DownstreamBody;
+use crate::snapshot::Snapshot;
 
 /// Bodies larger than this are refused (413) on a route without its own limit.
 const DEFAULT_MAX_BODY: u64 = 1 << 20;
 
+/// What the exchange needs of the request beyond its body.
+pub(super) struct Asked<'a> {
+    pub snap: &'a Snapshot,
+    pub routed: &'a Routed<'a>,
+    pub arrival: &'a Arrival,
+    pub caller: Option<&'a Authenticated>,
+    pub validated: Option<Bytes>,
+    pub max_body: Option<u64>,
+}
+
 pub(super) async fn answer(
     svc: &Service,
     req: &mut Request<DownstreamBody>,
-    caller: Option<&Authenticated>,
-    validated: Option<Bytes>,
-    max_body: Option<u64>,
+    asked: Asked<'_>,
     done: &mut Completion,
 ) -> Stop {
-    let consumer = caller.and_then(|a| a.identity.name());
     let tally = Arc::new(Mutex::new(Tally::default()));
     if let Some(log) = done.log_mut() {
         log.ai = Some(tally.clone());
     }
     let result = match &svc.ai.prompt {
-        Some(_) => prompt(svc, req, consumer, validated, max_body, &tally).await,
-        None => api(svc, req, consumer, validated, max_body, &tally).await,
+        Some(_) => prompt(svc, req, asked, &tally).await,
+        None => api(svc, req, asked, &tally).await,
     };
     match result {
         Ok(resp) => Stop::respond(resp),
-        Err(e) => Stop::respond(error_response(&e)),
+        Err((e, fields)) => {
+            let mut resp = error_response(&e);
+            resp.headers_mut().extend(fields);
+            Stop::respond(resp)
+        }
+    }
+}
+
+type Failed = (ApiError, HeaderMap);
+
+fn plain(e: ApiError) -> Failed {
+    (e, HeaderMap::new())
+}
+
+/// The route's budgets admit the request (or refuse it) against its estimate.
+async fn admit(
+    svc: &Service,
+    req: &Request<DownstreamBody>,
+    asked: &Asked<'_>,
+    checked: &Checked,
+) -> Result<Charges, Failed> {
+    if svc.budgets.is_empty() {
+        return Ok(Charges::default());
+    }
+    let ctx = KeyContext {
+        client_ip: asked.arrival.client_ip,
+        route: &asked.routed.route.name,
+        path: req.uri().path(),
+        headers: req.headers(),
+        consumer: asked.caller.and_then(|a| a.identity.name()),
+        consumer_header: asked.snap.config.rate_limiting.consumer_header.as_ref(),
+        geo: asked.routed.geo.as_ref(),
+    };
+    crate::ai::budget::admit(&svc.budgets, &svc.ai, &ctx, checked).await
+}
+
+/// Admits `checked` under the budgets and runs the exchange; the budget fields go on the
+/// answer, whatever it is.
+async fn run(
+    svc: &Service,
+    req: &Request<DownstreamBody>,
+    asked: &Asked<'_>,
+    checked: &Checked,
+    endpoint: Endpoint,
+    tally: &SharedTally,
+) -> Result<(Answer, HeaderMap), Failed> {
+    let charges = admit(svc, req, asked, checked).await?;
+    let mut fields = HeaderMap::new();
+    charges.write_fields(&mut fields);
+    let caller = Caller {
+        consumer: asked.caller.and_then(|a| a.identity.name()),
+    };
+    match svc
+        .exchange(endpoint, checked, caller, tally, charges)
+        .await
+    {
+        Ok(answer) => Ok((answer, fields)),
+        Err(e) => Err((e, fields)),
     }
 }
 
@@ -49,20 +119,18 @@ pub(super) async fn answer(
 async fn api(
     svc: &Service,
     req: &mut Request<DownstreamBody>,
-    consumer: Option<&str>,
-    validated: Option<Bytes>,
-    max_body: Option<u64>,
-    tally: &crate::ai::exchange::SharedTally,
-) -> Result<Response<ProxyBody>, ApiError> {
-    let endpoint = Endpoint::of(req.method(), req.uri().path())?;
+    mut asked: Asked<'_>,
+    tally: &SharedTally,
+) -> Result<Response<ProxyBody>, Failed> {
+    let consumer = asked.caller.and_then(|a| a.identity.name());
+    let endpoint = Endpoint::of(req.method(), req.uri().path()).map_err(plain)?;
     if endpoint == Endpoint::Models {
-        return Ok(json_response(
-            StatusCode::OK,
-            &front::models(&svc.ai, consumer),
-        ));
+        let list = front::models(&svc.ai, consumer);
+        return Ok(json_response(StatusCode::OK, &list));
     }
-    let bytes = body(req, validated, max_body).await?;
-    let checked = front::check(&svc.ai, endpoint, &bytes, consumer)?;
+    let read = body(req, asked.validated.take(), asked.max_body).await;
+    let bytes = read.map_err(plain)?;
+    let checked = front::check(&svc.ai, endpoint, &bytes, consumer).map_err(plain)?;
     let key = match (&svc.cache, checked.stream) {
         (Some(c), false) => Some(c.key(&checked.body, consumer)),
         _ => None,
@@ -79,13 +147,15 @@ async fn api(
             return Ok(resp);
         }
     }
-    let answer = svc
-        .exchange(endpoint, &checked, Caller { consumer }, tally)
-        .await?;
-    let mut resp = response(answer, tally);
+    let (answer, fields) = run(svc, req, &asked, &checked, endpoint, tally).await?;
+    let mut resp = response(answer);
+    resp.headers_mut().extend(fields);
     if let (Some(c), Some(k)) = (&svc.cache, key) {
         if let Some(b) = resp.body_mut().full_bytes_mut() {
             c.put(k, b.clone());
+        }
+        if let Ok(mut t) = tally.lock() {
+            t.cache_hit = Some(false);
         }
         resp.headers_mut().insert(
             "cache-status",
@@ -100,27 +170,23 @@ async fn api(
 async fn prompt(
     svc: &Service,
     req: &mut Request<DownstreamBody>,
-    consumer: Option<&str>,
-    validated: Option<Bytes>,
-    max_body: Option<u64>,
-    tally: &crate::ai::exchange::SharedTally,
-) -> Result<Response<ProxyBody>, ApiError> {
+    mut asked: Asked<'_>,
+    tally: &SharedTally,
+) -> Result<Response<ProxyBody>, Failed> {
     let Some(p) = &svc.ai.prompt else {
-        return Err(ApiError::invalid("not a prompt endpoint"));
+        return Err(plain(ApiError::invalid("not a prompt endpoint")));
     };
     if req.method() != http::Method::POST {
-        let e = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            "use POST",
-        );
-        return Err(e);
+        let kind = "invalid_request_error";
+        let e = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, kind, "use POST");
+        return Err(plain(e));
     }
-    let bytes = body(req, validated, max_body).await?;
+    let read = body(req, asked.validated.take(), asked.max_body).await;
+    let bytes = read.map_err(plain)?;
     let input: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::invalid(format!("the body is not JSON: {e}")))?;
+        .map_err(|e| plain(ApiError::invalid(format!("the body is not JSON: {e}"))))?;
     let text = crate::ai::template::fill(&p.template, &input)
-        .map_err(|f| ApiError::invalid(format!("the body has no field {f:?}")))?;
+        .map_err(|f| plain(ApiError::invalid(format!("the body has no field {f:?}"))))?;
     let mut messages = Vec::new();
     if let Some(s) = &p.system {
         messages.push(json!({"role": "system", "content": s}));
@@ -128,15 +194,11 @@ async fn prompt(
     messages.push(json!({"role": "user", "content": text}));
     let chat = json!({"model": p.model, "messages": messages});
     let chat = Bytes::from(chat.to_string());
-    let checked: Checked = front::check(&svc.ai, Endpoint::Chat, &chat, None)?;
-    let answer = svc
-        .exchange(Endpoint::Chat, &checked, Caller { consumer }, tally)
-        .await?;
+    let checked = front::check(&svc.ai, Endpoint::Chat, &chat, None).map_err(plain)?;
+    let (answer, fields) = run(svc, req, &asked, &checked, Endpoint::Chat, tally).await?;
     let Answer::Full { body, .. } = answer else {
-        return Err(ApiError::upstream(
-            StatusCode::BAD_GATEWAY,
-            "unexpected stream",
-        ));
+        let e = ApiError::upstream(StatusCode::BAD_GATEWAY, "unexpected stream");
+        return Err(plain(e));
     };
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let content = v
@@ -145,7 +207,9 @@ async fn prompt(
         .unwrap_or("");
     let mut out = serde_json::Map::new();
     out.insert(p.output.clone(), json!(content));
-    Ok(json_response(StatusCode::OK, &Value::Object(out)))
+    let mut resp = json_response(StatusCode::OK, &Value::Object(out));
+    resp.headers_mut().extend(fields);
+    Ok(resp)
 }
 
 /// The request body, read under the route's limit (or the bytes `validate` read).
@@ -165,7 +229,7 @@ async fn body(
     })
 }
 
-fn response(answer: Answer, _tally: &crate::ai::exchange::SharedTally) -> Response<ProxyBody> {
+fn response(answer: Answer) -> Response<ProxyBody> {
     match answer {
         Answer::Full {
             status,

@@ -145,7 +145,15 @@ pub async fn handle(
     let validated = next!(validate::body(&routed, req, &arrival, max_body).await);
     if let Some(svc) = &routed.route.ai {
         // Boxed: other routes do not carry its future in theirs.
-        let sent = Box::pin(ai::answer(svc, req, who, validated, max_body, &mut done)).await;
+        let asked = ai::Asked {
+            snap,
+            routed: &routed,
+            arrival: &arrival,
+            caller: who,
+            validated,
+            max_body,
+        };
+        let sent = Box::pin(ai::answer(svc, req, asked, &mut done)).await;
         return sent.answer(&arrival.request_id, passed.as_ref(), done);
     }
     if let Some(p) = &routed.route.publish {

@@ -34,7 +34,8 @@ pub struct RouteAi {
     /// every caller).
     #[serde(default)]
     pub consumers: BTreeMap<String, AiConsumer>,
-    /// Token and spend budgets, checked before a request and settled with its real count.
+    /// Token and spend budgets, each counted by a rate-limit policy: checked against an
+    /// estimate before a request and settled with its real count after it.
     #[serde(default)]
     pub budgets: Vec<AiBudget>,
     /// Instead of the OpenAI-compatible API: a plain endpoint that fills a prompt template
@@ -152,19 +153,15 @@ pub struct AiBudget {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unknown: Unknown,
+    /// The `rate_limiting.policies` entry that counts it (a `fixed_window` or a `quota`):
+    /// its limit, window and key (consumer, client address, header…) and its store (local
+    /// or Redis) are the budget's.
+    #[serde(default)]
+    pub policy: Option<String>,
     /// What is counted: `total_tokens` (default), `input_tokens`, `output_tokens` or `cost`
     /// (in millionths of the price table's currency).
     #[serde(default)]
     pub counts: Option<String>,
-    /// Most counted per `per` and per consumer.
-    #[serde(default)]
-    pub limit: Option<u64>,
-    /// `minute` or `day`.
-    #[serde(default)]
-    pub per: Option<String>,
-    /// Whose budget: `consumer` (default, the caller's name) or `client_ip`.
-    #[serde(default)]
-    pub key: Option<String>,
     /// Output tokens assumed at admission when a request names no `max_tokens` (default 256).
     #[serde(default)]
     pub estimate_output: Option<u64>,

@@ -45,7 +45,7 @@ keys! {
     AiTarget: ["provider", "model", "weight"],
     AiPrice: ["input", "output"],
     AiConsumer: ["models"],
-    AiBudget: ["counts", "limit", "per", "key", "estimate_output"],
+    AiBudget: ["policy", "counts", "estimate_output"],
     AiPrompt: ["model", "system", "template", "output"],
     AiCache: ["ttl", "max_entries", "per_consumer"],
     File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality", "tracing", "history", "alerts", "data_dir"],
