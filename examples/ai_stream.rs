@@ -31,7 +31,9 @@ async fn main() {
 }
 
 async fn provider(port: u16, chunks: usize) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     loop {
         let (stream, _) = listener.accept().await.unwrap();
         tokio::spawn(async move {
@@ -68,7 +70,8 @@ fn answer(chunks: usize, usage: bool) -> Response<Body> {
         }
     });
     let mut r = Response::new(StreamBody::new(s).boxed_unsync());
-    r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
     r
 }
 
@@ -81,7 +84,8 @@ async fn client(url: &str, requests: usize) {
         .await
         .unwrap();
     tokio::spawn(conn);
-    let body = r#"{"model":"fast","stream":true,"messages":[{"role":"user","content":"Say hello"}]}"#;
+    let body =
+        r#"{"model":"fast","stream":true,"messages":[{"role":"user","content":"Say hello"}]}"#;
     let (mut first, mut whole, mut events) = (Vec::new(), Vec::new(), 0usize);
     for _ in 0..requests {
         let req = Request::post(uri.path())

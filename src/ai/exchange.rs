@@ -262,32 +262,15 @@ impl Service {
         let mut resp = self.send(p, out).await?;
         let deadline = tokio::time::Instant::from_std(started + p.timeout);
         let mut body = Vec::new();
-        loop {
-            match tokio::time::timeout_at(deadline, resp.chunk()).await {
-                Err(_) => {
-                    let e = ApiError::upstream(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!("the provider {} did not finish in time", p.name),
-                    );
-                    return Err(Failed::retryable(e));
-                }
-                Ok(Err(e)) => {
-                    let e = ApiError::upstream(
-                        StatusCode::BAD_GATEWAY,
-                        format!("the provider {} failed: {}", p.name, e.without_url()),
-                    );
-                    return Err(Failed::retryable(e));
-                }
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(chunk))) => {
-                    if body.len() + chunk.len() > MAX_ANSWER {
-                        let e =
-                            ApiError::upstream(StatusCode::BAD_GATEWAY, "the answer is too large");
-                        return Err(Failed::retryable(e));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
+        while let Some(chunk) = next_chunk(&mut resp, deadline, &p.name, "finish")
+            .await
+            .map_err(Failed::retryable)?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                let e = ApiError::upstream(StatusCode::BAD_GATEWAY, "the answer is too large");
+                return Err(Failed::retryable(e));
             }
+            body.extend_from_slice(&chunk);
         }
         let ttft = started.elapsed();
         let answer: Value = serde_json::from_slice(&body).map_err(|_| {
@@ -338,29 +321,13 @@ impl Service {
         let mut events = Vec::new();
         let mut first = Vec::new();
         while first.is_empty() {
-            let chunk = match tokio::time::timeout_at(first_deadline, resp.chunk()).await {
-                Err(_) => {
-                    let e = ApiError::upstream(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!("no first token from the provider {} in time", p.name),
-                    );
-                    return Err(Failed::retryable(e));
-                }
-                Ok(Err(e)) => {
-                    let e = ApiError::upstream(
-                        StatusCode::BAD_GATEWAY,
-                        format!("the stream of {} failed: {}", p.name, e.without_url()),
-                    );
-                    return Err(Failed::retryable(e));
-                }
-                Ok(Ok(None)) => {
-                    let e = ApiError::upstream(
-                        StatusCode::BAD_GATEWAY,
-                        format!("the stream of {} ended before its first token", p.name),
-                    );
-                    return Err(Failed::retryable(e));
-                }
-                Ok(Ok(Some(c))) => c,
+            let read = next_chunk(&mut resp, first_deadline, &p.name, "send a first token");
+            let Some(chunk) = read.await.map_err(Failed::retryable)? else {
+                let e = ApiError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the stream of {} ended before its first token", p.name),
+                );
+                return Err(Failed::retryable(e));
             };
             reader
                 .feed(&chunk, &mut events)
@@ -388,6 +355,7 @@ impl Service {
             input_estimate: usage::estimate_messages(&req.body["messages"]),
             first_at: Instant::now(),
             charges: charges.take(),
+            provider: p.name.clone(),
         };
         // The channel is new and empty: the first events always fit.
         let _ = relay.tx.try_send(Bytes::from(first));
@@ -440,6 +408,31 @@ fn record(
 
 fn tally_model(tally: &SharedTally) -> String {
     tally.lock().map(|t| t.model.clone()).unwrap_or_default()
+}
+
+/// The next chunk of a provider's answer, `None` at its end; a timeout at `deadline` or a
+/// broken answer is an error naming `provider` (and what it did not `finish` in time).
+async fn next_chunk(
+    resp: &mut reqwest::Response,
+    deadline: tokio::time::Instant,
+    provider: &str,
+    what: &str,
+) -> Result<Option<Bytes>, ApiError> {
+    match tokio::time::timeout_at(deadline, resp.chunk()).await {
+        Err(_) => Err(ApiError::upstream(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the provider {provider} did not {what} in time"),
+        )),
+        // The URL (and so no key) is all reqwest's message can hold; it is left out too.
+        Ok(Err(e)) => Err(ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the answer of the provider {provider} broke: {}",
+                e.without_url()
+            ),
+        )),
+        Ok(Ok(c)) => Ok(c),
+    }
 }
 
 /// A refused attempt: the provider's error in the OpenAI shape, with its `retry-after`;
@@ -541,26 +534,17 @@ struct Relay {
     input_estimate: u64,
     first_at: Instant,
     charges: Option<Charges>,
+    provider: String,
 }
 
 impl Relay {
     async fn run(mut self, ttft: Duration) {
         let mut events = Vec::new();
         let failure = loop {
-            let chunk = match tokio::time::timeout_at(self.deadline, self.resp.chunk()).await {
-                Err(_) => {
-                    break Some(ApiError::upstream(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "the provider did not finish in time",
-                    ))
-                }
-                Ok(Err(e)) => {
-                    break Some(ApiError::upstream(
-                        StatusCode::BAD_GATEWAY,
-                        format!("the provider's stream failed: {}", e.without_url()),
-                    ))
-                }
-                Ok(Ok(None)) => match self.state.done() {
+            let read = next_chunk(&mut self.resp, self.deadline, &self.provider, "finish");
+            let chunk = match read.await {
+                Err(e) => break Some(e),
+                Ok(None) => match self.state.done() {
                     true => break None,
                     false => {
                         if let Some(ev) = self.reader.finish() {
@@ -584,7 +568,7 @@ impl Relay {
                         }
                     }
                 },
-                Ok(Ok(Some(c))) => c,
+                Ok(Some(c)) => c,
             };
             if let Err(m) = self.reader.feed(&chunk, &mut events) {
                 break Some(ApiError::upstream(StatusCode::BAD_GATEWAY, m));

@@ -462,26 +462,6 @@ fn placeholders_closed(template: &str) -> bool {
     true
 }
 
-/// The keys an `ai` route cannot have: it forwards to its providers, not to a group.
-pub(super) fn forbids(errs: &mut Errors, at: &str, r: &file::Route) {
-    for (key, set) in [
-        ("strip_prefix", r.strip_prefix.is_some()),
-        ("rewrite", r.rewrite.is_some()),
-        ("websocket", r.websocket.is_some()),
-        ("split_header", r.split_header.is_some()),
-        ("timeouts", r.timeouts.is_some()),
-        ("retry", r.retry.is_some()),
-        ("mirror", r.mirror.is_some()),
-        ("cache", r.cache.is_some()),
-        ("request_headers", r.request_headers.is_some()),
-        ("queue", r.queue.is_some()),
-    ] {
-        if set {
-            errs.push(format!("{at}.{key}"), "not allowed with ai");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use crate::config::parse;

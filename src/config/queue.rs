@@ -415,8 +415,8 @@ pub(super) fn route_queue(
     })
 }
 
-/// The keys a `publish` route cannot have: it forwards nowhere.
-pub(super) fn publish_forbids(errs: &mut Errors, at: &str, r: &file::Route) {
+/// The keys a route of `kind` (`publish`, `ai`) cannot have: it forwards to no group.
+pub(super) fn forbids_forwarding(errs: &mut Errors, at: &str, r: &file::Route, kind: &str) {
     for (key, set) in [
         ("strip_prefix", r.strip_prefix.is_some()),
         ("rewrite", r.rewrite.is_some()),
@@ -430,7 +430,7 @@ pub(super) fn publish_forbids(errs: &mut Errors, at: &str, r: &file::Route) {
         ("queue", r.queue.is_some()),
     ] {
         if set {
-            errs.push(format!("{at}.{key}"), "not allowed with publish");
+            errs.push(format!("{at}.{key}"), format!("not allowed with {kind}"));
         }
     }
 }

@@ -752,10 +752,8 @@ fn route(
     } else if let Some(rs) = &r.respond {
         Action::Respond(respond(errs, &format!("{at}.respond"), rs))
     } else if publishes {
-        match r.ai.is_some() {
-            true => super::ai::forbids(errs, at, r),
-            false => super::queue::publish_forbids(errs, at, r),
-        }
+        let kind = if r.ai.is_some() { "ai" } else { "publish" };
+        super::queue::forbids_forwarding(errs, at, r, kind);
         Action::Proxy(proxy_action(errs, at, r, Vec::new(), &matcher))
     } else {
         return None;
