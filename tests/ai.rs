@@ -83,7 +83,11 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 #[tokio::test]
 async fn a_chat_completion_passes_through_with_the_provider_model_and_exact_usage() {
     let p = Provider::start(Script::OpenAi).await;
-    let gw = gateway("", &one_provider(&p.url()));
+    let priced = format!(
+        "{}      prices: {{tiny: {{input: 1.0, output: 2.0}}}}\n",
+        one_provider(&p.url())
+    );
+    let gw = gateway("", &priced);
     let got = post(gw.addr, "/v1/chat/completions", &chat("fast", false), &[]).await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.text());
     let v = json_of(&got);
@@ -109,6 +113,9 @@ async fn a_chat_completion_passes_through_with_the_provider_model_and_exact_usag
     let output = [&exact[..], &["direction=\"output\""]].concat();
     assert_eq!(metric(&m, tokens, &input), Some(11.0), "{m}");
     assert_eq!(metric(&m, tokens, &output), Some(3.0), "{m}");
+    // 11 input tokens at 1.0 and 3 output tokens at 2.0 per million.
+    let cost = metric(&m, "ferrogate_ai_cost_total", &exact[..3]).unwrap();
+    assert!((cost - 17e-6).abs() < 1e-12, "{m}");
     assert!(
         m.contains(
             "ferrogate_ai_time_to_first_token_seconds_count{provider=\"p\",model=\"tiny\"} 1"
