@@ -451,14 +451,14 @@ async fn provider_errors_take_the_openai_shape_with_retry_after() {
 /// `fast` → `first`, falling back to `second` (an OpenAI-compatible provider that answers).
 fn with_fallback(first: &str, second: &str, first_token_timeout: &str) -> String {
     format!(
-        "      providers:\n        one: {{kind: openai, url: '{first}/v1', first_token_timeout: {first_token_timeout}}}\n        two: {{kind: openai, url: '{second}/v1'}}\n      models: {{fast: {{targets: [{{provider: one, model: a}}], fallback: [{{provider: two, model: b}}]}}}}\n"
+        "      providers:\n        one: {{kind: openai, url: '{first}/v1', first_token_timeout: {first_token_timeout}}}\n        two: {{kind: openai, url: '{second}/v1', first_token_timeout: {first_token_timeout}}}\n      models: {{fast: {{targets: [{{provider: one, model: a}}], fallback: [{{provider: two, model: b}}]}}}}\n"
     )
 }
 
 async fn falls_back(script: Script, stream: bool) {
     let bad = Provider::start(script).await;
     let good = Provider::start(Script::OpenAi).await;
-    let gw = gateway("", &with_fallback(&bad.url(), &good.url(), "300ms"));
+    let gw = gateway("", &with_fallback(&bad.url(), &good.url(), "1s"));
     let got = post(gw.addr, "/v1/chat/completions", &chat("fast", stream), &[]).await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.text());
     assert!(

@@ -259,8 +259,9 @@ impl Service {
         tally: &SharedTally,
         consumer: &str,
     ) -> Result<Answer, Failed> {
+        // Each attempt has its own limits; the time to the first token is the client's.
+        let deadline = tokio::time::Instant::now() + p.timeout;
         let mut resp = self.send(p, out).await?;
-        let deadline = tokio::time::Instant::from_std(started + p.timeout);
         let mut body = Vec::new();
         while let Some(chunk) = next_chunk(&mut resp, deadline, &p.name, "finish")
             .await
@@ -312,12 +313,13 @@ impl Service {
         consumer: &str,
         charges: &mut Option<Charges>,
     ) -> Result<Answer, Failed> {
+        // Each attempt has its own limits; the time to the first token is the client's.
+        let begun = tokio::time::Instant::now();
+        let first_deadline = begun + p.first_token_timeout.min(p.timeout);
+        let total_deadline = begun + p.timeout;
         let mut resp = self.send(p, out).await?;
         let mut state = Translator::new(p, req.wants_usage);
         let mut reader = sse::Reader::default();
-        let first_deadline =
-            tokio::time::Instant::from_std(started + p.first_token_timeout.min(p.timeout));
-        let total_deadline = tokio::time::Instant::from_std(started + p.timeout);
         let mut events = Vec::new();
         let mut first = Vec::new();
         while first.is_empty() {
