@@ -831,21 +831,36 @@ async fn a_token_budget_admits_on_the_estimate_and_settles_the_real_count() {
 async fn two_gateways_share_a_token_budget_through_redis() {
     let redis = support::redis::RedisServer::start();
     let p = Provider::start(Script::OpenAi).await;
-    let top = format!("redis: {{url: \"{}\"}}\n", redis.url());
-    let (top, ai) = budget_config(&top, ", store: redis", &p.url());
+    let top = format!("redis: {{url: \"{}\", timeout: 1s}}\n", redis.url());
+    // Fail closed: while an instance's Redis link is not up yet (or a call is slowed past
+    // its timeout on a loaded machine) it answers 503, never admits on a local count.
+    let store = ", store: redis, on_redis_error: reject";
+    let (top, ai) = budget_config(&top, store, &p.url());
     let one = gateway(&top, &ai);
     let two = gateway(&top, &ai);
-    let a = post(one.addr, "/v1/chat/completions", &small(false), &[]).await;
+    // 503s reach no provider and count nothing: sent again until Redis answers.
+    let post = |addr, stream| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = post(addr, "/v1/chat/completions", &small(stream), &[]).await;
+            if got.status != StatusCode::SERVICE_UNAVAILABLE || std::time::Instant::now() > deadline
+            {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let a = post(one.addr, false).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.header("x-ratelimit-remaining-tokens"), Some("16"));
-    let b = post(two.addr, "/v1/chat/completions", &small(true), &[]).await;
+    let b = post(two.addr, true).await;
     assert_eq!(b.status, StatusCode::OK);
     assert_eq!(
         b.header("x-ratelimit-remaining-tokens"),
         Some("2"),
         "the other instance's count is seen"
     );
-    let c = post(one.addr, "/v1/chat/completions", &small(false), &[]).await;
+    let c = post(one.addr, false).await;
     assert_eq!(c.status, StatusCode::TOO_MANY_REQUESTS, "{}", c.text());
     assert_eq!(c.header("x-ratelimit-remaining-tokens"), Some("12"));
     assert_eq!(p.count(), 2);
