@@ -302,6 +302,17 @@ mod tests {
     }
 
     #[test]
+    fn model_provider_keys_leave_only_as_fingerprints() {
+        let doc = json!({"routes": [{"ai": {"providers": {"claude": {"kind": "anthropic",
+            "api_key": "sk-ant-1", "api_key_env": "ANTHROPIC_API_KEY"}}}}]});
+        let masked = masked(&doc);
+        let p = &masked["routes"][0]["ai"]["providers"]["claude"];
+        assert_eq!(p["api_key"], fingerprint("sk-ant-1"));
+        // The variable's name is not the secret.
+        assert_eq!(p["api_key_env"], "ANTHROPIC_API_KEY");
+    }
+
+    #[test]
     fn merge_patch_follows_rfc_7396() {
         let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}, "n": [1]}));
