@@ -7,6 +7,7 @@
 //! whole picture.
 
 pub mod admin;
+pub mod ai;
 pub mod auth;
 pub mod background;
 pub mod cache;

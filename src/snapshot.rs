@@ -43,6 +43,8 @@ pub enum SnapshotError {
     Geo(#[from] crate::geo::GeoDbError),
     #[error("history: {0}")]
     History(String),
+    #[error("ai: {0}")]
+    Ai(String),
     #[error("upstreams.{group}.tls: {source}")]
     UpstreamTls {
         group: String,
@@ -128,6 +130,8 @@ pub struct CompiledRoute {
     pub queue: Option<QueueRoute>,
     /// Where a `publish` route writes requests (absent in a config check).
     pub publish: Option<crate::queue::publish::Publisher>,
+    /// What an `ai` route answers from (docs/ai-gateway.md).
+    pub ai: Option<Arc<crate::ai::Service>>,
     /// Some part of the route reads the client's location (a condition, `geo_upstreams`,
     /// the `geo.headers`, a placeholder, a rate-limit or cache key, the access log): it is
     /// looked up once per request, after routing if routing did not already.
@@ -350,6 +354,25 @@ impl Snapshot {
                             runtime,
                         )
                     }),
+                    ai: match &r.ai {
+                        None => None,
+                        Some(a) => {
+                            let budgets = a
+                                .budgets
+                                .iter()
+                                .filter_map(|b| {
+                                    Some(crate::ai::budget::Budget {
+                                        policy: policies.get(&b.policy)?.clone(),
+                                        counts: b.counts,
+                                        estimate_output: b.estimate_output,
+                                    })
+                                })
+                                .collect();
+                            let m = metrics.ai.clone();
+                            let svc = crate::ai::Service::new(&r.name, a.clone(), m, budgets);
+                            Some(Arc::new(svc.map_err(SnapshotError::Ai)?))
+                        }
+                    },
                     queue: r.queue.as_ref().and_then(|q| {
                         let queue = queues.iter().find(|o| o.settings.name == q.queue)?;
                         Some(QueueRoute {

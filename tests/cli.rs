@@ -13,6 +13,8 @@ fn check(path: &std::path::Path) -> (bool, String) {
         .args(["check", "-c"])
         // The OIDC examples read their client secret from the environment.
         .env("OIDC_CLIENT_SECRET", "example-secret")
+        // The AI examples read a provider key from the environment.
+        .env("ANTHROPIC_API_KEY", "example-key")
         .arg(path)
         .output()
         .unwrap();

@@ -20,6 +20,8 @@ const SECRETS: &[&[&str]] = &[
     // A webhook's signing key; a Slack URL is itself a credential.
     &["alerts", "notifiers", "*", "secret"],
     &["alerts", "notifiers", "*", "url"],
+    // Model providers' API keys.
+    &["routes", "*", "ai", "providers", "*", "api_key"],
 ];
 
 /// Prefix of a secret's fingerprint.
@@ -297,6 +299,17 @@ mod tests {
         edited["consumers"]["ada"]["api_keys"][1] = json!("k3");
         restore_secrets(&mut edited, &doc);
         assert_eq!(edited["consumers"]["ada"]["api_keys"], json!(["k1", "k3"]));
+    }
+
+    #[test]
+    fn model_provider_keys_leave_only_as_fingerprints() {
+        let doc = json!({"routes": [{"ai": {"providers": {"claude": {"kind": "anthropic",
+            "api_key": "sk-ant-1", "api_key_env": "ANTHROPIC_API_KEY"}}}}]});
+        let masked = masked(&doc);
+        let p = &masked["routes"][0]["ai"]["providers"]["claude"];
+        assert_eq!(p["api_key"], fingerprint("sk-ant-1"));
+        // The variable's name is not the secret.
+        assert_eq!(p["api_key_env"], "ANTHROPIC_API_KEY");
     }
 
     #[test]

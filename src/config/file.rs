@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 mod access;
+mod ai;
 mod alerts;
 mod cache;
 mod geo;
@@ -18,6 +19,7 @@ mod keys;
 mod queue;
 mod tracing;
 pub use access::*;
+pub use ai::*;
 pub use alerts::*;
 pub use cache::*;
 pub use geo::*;
@@ -872,6 +874,10 @@ pub struct Route {
     /// `202 Accepted`, instead of forwarding it (docs/async.md).
     #[serde(default)]
     pub publish: Option<Publish>,
+    /// Answer the OpenAI-compatible API (or a prompt endpoint) from model providers,
+    /// instead of forwarding (docs/ai-gateway.md).
+    #[serde(default)]
+    pub ai: Option<RouteAi>,
 }
 
 /// `respond`: the gateway answers the route's requests itself.

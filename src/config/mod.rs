@@ -2,6 +2,7 @@
 
 mod access;
 mod admin;
+mod ai;
 mod alerts;
 mod cache;
 mod dns;

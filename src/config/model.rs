@@ -7,6 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use super::ai::{
+    AiAlias, AiBudget, AiCacheSettings, AiCounts, AiPrice, AiPrompt, AiProvider, AiProviderKind,
+    AiRoute, AiTarget,
+};
+
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use ipnet::IpNet;
 use regex::Regex;
@@ -431,6 +436,8 @@ pub struct Route {
     /// The route writes requests to a Redis stream, a NATS subject or a RabbitMQ exchange
     /// (`publish`); its action forwards nowhere.
     pub publish: Option<PublishAction>,
+    /// The route answers the OpenAI-compatible API from model providers (`ai`).
+    pub ai: Option<std::sync::Arc<AiRoute>>,
 }
 
 /// Where a `publish` route writes requests.

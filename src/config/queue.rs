@@ -415,8 +415,8 @@ pub(super) fn route_queue(
     })
 }
 
-/// The keys a `publish` route cannot have: it forwards nowhere.
-pub(super) fn publish_forbids(errs: &mut Errors, at: &str, r: &file::Route) {
+/// The keys a route of `kind` (`publish`, `ai`) cannot have: it forwards to no group.
+pub(super) fn forbids_forwarding(errs: &mut Errors, at: &str, r: &file::Route, kind: &str) {
     for (key, set) in [
         ("strip_prefix", r.strip_prefix.is_some()),
         ("rewrite", r.rewrite.is_some()),
@@ -430,7 +430,7 @@ pub(super) fn publish_forbids(errs: &mut Errors, at: &str, r: &file::Route) {
         ("queue", r.queue.is_some()),
     ] {
         if set {
-            errs.push(format!("{at}.{key}"), "not allowed with publish");
+            errs.push(format!("{at}.{key}"), format!("not allowed with {kind}"));
         }
     }
 }
@@ -676,7 +676,7 @@ routes:
             "routes[2].publish.max_len: must be more than 0",
             "routes[2].publish.headers[0]: invalid field name",
             "routes[2].retry: not allowed with publish",
-            "routes[3]: a route has one of upstream, split, redirect, respond or publish, not upstream (or split) and publish",
+            "routes[3]: a route has one of upstream, split, redirect, respond, publish or ai, not upstream (or split) and publish",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),

@@ -203,6 +203,7 @@ pub fn validate(f: file::File, base_dir: &Path) -> Result<Config, ConfigErrors> 
         f.auth.as_ref().is_some_and(|a| !a.methods.is_empty()),
         geo.is_some(),
     );
+    super::ai::check_budgets(&mut errs, &f.routes, &rate_limiting);
     for (i, r) in f.routes.iter().enumerate() {
         for (j, name) in r.rate_limits.iter().enumerate() {
             let known = f
@@ -720,19 +721,20 @@ fn route(
         .as_ref()
         .map(|g| super::geo::condition(errs, &format!("{at}.match.geo"), g, geo));
     let proxies = r.upstream.is_some() || !r.split.is_empty();
-    let publishes = r.publish.is_some();
+    let publishes = r.publish.is_some() || r.ai.is_some();
     let kinds = [
         (proxies, "upstream (or split)"),
         (r.redirect.is_some(), "redirect"),
         (r.respond.is_some(), "respond"),
-        (publishes, "publish"),
+        (r.publish.is_some(), "publish"),
+        (r.ai.is_some(), "ai"),
     ];
     let set: Vec<&str> = kinds.iter().filter(|k| k.0).map(|k| k.1).collect();
     if set.len() != 1 {
         let message = match set.is_empty() {
-            true => "a route needs upstream, split, redirect, respond or publish".to_owned(),
+            true => "a route needs upstream, split, redirect, respond, publish or ai".to_owned(),
             false => format!(
-                "a route has one of upstream, split, redirect, respond or publish, not {}",
+                "a route has one of upstream, split, redirect, respond, publish or ai, not {}",
                 set.join(" and ")
             ),
         };
@@ -750,7 +752,8 @@ fn route(
     } else if let Some(rs) = &r.respond {
         Action::Respond(respond(errs, &format!("{at}.respond"), rs))
     } else if publishes {
-        super::queue::publish_forbids(errs, at, r);
+        let kind = if r.ai.is_some() { "ai" } else { "publish" };
+        super::queue::forbids_forwarding(errs, at, r, kind);
         Action::Proxy(proxy_action(errs, at, r, Vec::new(), &matcher))
     } else {
         return None;
@@ -819,6 +822,10 @@ fn route(
             let at = format!("{at}.publish");
             super::queue::publish(errs, &at, p, has_redis, rabbitmq)
         }),
+        ai: r
+            .ai
+            .as_ref()
+            .map(|a| std::sync::Arc::new(super::ai::route(errs, &format!("{at}.ai"), a))),
     })
 }
 

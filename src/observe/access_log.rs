@@ -62,6 +62,24 @@ pub struct Record<'a> {
     pub geo: Option<&'a crate::geo::Location>,
     /// The trace id and the request's span id (32 and 16 hex digits), with `tracing`.
     pub trace: Option<(&'a str, &'a str)>,
+    /// On an `ai` route: the model exchange.
+    pub ai: Option<&'a AiFields<'a>>,
+}
+
+/// The fields of an `ai` route's line, under `"ai"`.
+#[derive(Debug, Clone)]
+pub struct AiFields<'a> {
+    pub alias: &'a str,
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// The counts are the gateway's estimate, not the provider's.
+    pub estimated: bool,
+    pub ttft: Option<Duration>,
+    /// Providers tried.
+    pub attempts: u32,
+    pub cache_hit: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -274,7 +292,39 @@ fn format_line(out: &mut Vec<u8>, rec: &Record<'_>) {
         out.extend_from_slice(b",\"span_id\":");
         write_json_str(out, span_id);
     }
+    if let Some(ai) = rec.ai {
+        write_ai(out, ai);
+    }
     out.extend_from_slice(b"}\n");
+}
+
+/// `"ai":{…}`: alias, provider, model, token counts, time to first token.
+fn write_ai(out: &mut Vec<u8>, ai: &AiFields<'_>) {
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b",\"ai\":{\"alias\":");
+    write_json_str(out, ai.alias);
+    out.extend_from_slice(b",\"provider\":");
+    write_json_str(out, ai.provider);
+    out.extend_from_slice(b",\"model\":");
+    write_json_str(out, ai.model);
+    out.extend_from_slice(b",\"tokens_in\":");
+    out.extend_from_slice(num.format(ai.tokens_in).as_bytes());
+    out.extend_from_slice(b",\"tokens_out\":");
+    out.extend_from_slice(num.format(ai.tokens_out).as_bytes());
+    out.extend_from_slice(b",\"tokens_estimated\":");
+    out.extend_from_slice(if ai.estimated { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"attempts\":");
+    out.extend_from_slice(num.format(ai.attempts).as_bytes());
+    out.extend_from_slice(b",\"ttft_ms\":");
+    match ai.ttft {
+        Some(d) => write_millis(out, d),
+        None => out.extend_from_slice(b"null"),
+    }
+    if let Some(hit) = ai.cache_hit {
+        out.extend_from_slice(b",\"cache_hit\":");
+        out.extend_from_slice(if hit { b"true" } else { b"false" });
+    }
+    out.push(b'}');
 }
 
 /// `"geo":{…}` with the fields of `loc` that are known.

@@ -33,11 +33,13 @@ use std::time::Duration;
 
 use http::Method;
 
+mod ai;
 mod alerts;
 mod ratelimit;
 mod resilience;
 mod trace;
 mod tunnel;
+pub use ai::{AiExchange, AiMetrics};
 pub use alerts::AlertMetrics;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -136,6 +138,8 @@ pub struct Metrics {
     geo_requests: Family<GeoLabels, Counter>,
     /// Health, retry, queue, mirror and connection-limit metrics (`resilience.rs`).
     pub resilience: ResilienceMetrics,
+    /// Metrics of `ai` routes (`ai.rs`).
+    pub ai: AiMetrics,
     /// Rate-limit and Redis metrics (`ratelimit.rs`).
     pub rate_limits: RateLimitMetrics,
     /// HTTP cache metrics (`cache::service`).
@@ -364,6 +368,8 @@ impl Metrics {
         resilience.register(&mut registry);
         let rate_limits = RateLimitMetrics::default();
         rate_limits.register(&mut registry);
+        let ai = AiMetrics::default();
+        ai.register(&mut registry);
         let cache = crate::cache::service::CacheMetrics::default();
         cache.register(&mut registry);
         let queues = crate::queue::QueueMetrics::default();
@@ -382,6 +388,7 @@ impl Metrics {
         );
 
         Metrics {
+            ai,
             tunnels,
             traces,
             alerts,

@@ -87,6 +87,8 @@ pub(super) struct LogData {
     pub geo: Option<crate::geo::Location>,
     /// On a cached route: whether the cache answered.
     pub cache_hit: Option<bool>,
+    /// On an `ai` route: the model exchange's record.
+    pub ai: Option<crate::ai::exchange::SharedTally>,
 }
 
 impl LogData {
@@ -188,6 +190,7 @@ impl Completion {
                     req_body: None,
                     geo: None,
                     cache_hit: None,
+                    ai: None,
                 })
             }),
         }
@@ -311,7 +314,23 @@ impl Completion {
         }
         let sampled_out = l.sampling.as_ref().is_some_and(|s| !s.keep(self.status));
         if let Some(log) = l.log.as_ref().filter(|_| !sampled_out) {
+            let tally = (l.ai.as_ref()).and_then(|t| t.lock().ok().map(|t| t.clone()));
+            let ai = tally.as_ref().map(|t| {
+                let u = t.usage.unwrap_or_default();
+                crate::observe::access_log::AiFields {
+                    alias: &t.alias,
+                    provider: &t.provider,
+                    model: &t.model,
+                    tokens_in: u.input,
+                    tokens_out: u.output,
+                    estimated: u.estimated,
+                    ttft: t.ttft,
+                    attempts: t.attempts,
+                    cache_hit: t.cache_hit,
+                }
+            });
             log.write(&Record {
+                ai: ai.as_ref(),
                 time: l.time,
                 request_id: l
                     .request_id

@@ -21,6 +21,7 @@ use http::header::HeaderValue;
 use http::{Request, Response};
 
 mod access;
+mod ai;
 pub mod body;
 mod cache;
 pub mod deliver;
@@ -117,7 +118,7 @@ pub async fn handle(
         // A stored job continues this request's span; a forwarded request gets its
         // context beside its fields (`upstream_request`), each attempt naming its own span.
         let r = routed.route;
-        if r.queue.is_some() || r.publish.is_some() {
+        if r.queue.is_some() || r.publish.is_some() || r.ai.is_some() {
             t.propagate(req.headers_mut(), t.span_id);
         }
     }
@@ -142,6 +143,19 @@ pub async fn handle(
         next!(limit::tunnel(snap, &routed, &arrival, &mut done));
     }
     let validated = next!(validate::body(&routed, req, &arrival, max_body).await);
+    if let Some(svc) = &routed.route.ai {
+        // Boxed: other routes do not carry its future in theirs.
+        let asked = ai::Asked {
+            snap,
+            routed: &routed,
+            arrival: &arrival,
+            caller: who,
+            validated,
+            max_body,
+        };
+        let sent = Box::pin(ai::answer(svc, req, asked, &mut done)).await;
+        return sent.answer(&arrival.request_id, passed.as_ref(), done);
+    }
     if let Some(p) = &routed.route.publish {
         let sent = Box::pin(publish::send(p, req, &arrival, who, validated, max_body)).await;
         return sent.answer(&arrival.request_id, passed.as_ref(), done);

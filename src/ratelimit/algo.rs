@@ -104,6 +104,33 @@ impl State {
         self.check(alg, now, cost)
     }
 
+    /// Adds `delta` (negative: takes it back) to what a fixed window or a quota counted in
+    /// the window holding `now`, whatever the limit: the settlement of a request admitted on
+    /// an estimate of its weight. Other algorithms count nothing settled afterwards.
+    pub fn adjust(&mut self, alg: &Algorithm, now: Micros, delta: i64) {
+        let count = match (*alg, &mut *self) {
+            (Algorithm::FixedWindow { window, .. }, State::FixedWindow(s)) => {
+                let index = (now / micros(window)).max(s.index);
+                if index != s.index {
+                    *s = Window { index, count: 0 };
+                }
+                &mut s.count
+            }
+            (Algorithm::Quota { period, .. }, State::Quota(s)) => {
+                if now >= s.end {
+                    let (_, end) = quota_window(period, now);
+                    *s = QuotaCount { end, count: 0 };
+                }
+                &mut s.count
+            }
+            _ => return,
+        };
+        *count = match delta >= 0 {
+            true => count.saturating_add(delta.unsigned_abs()),
+            false => count.saturating_sub(delta.unsigned_abs()),
+        };
+    }
+
     /// When this state stops mattering: from then on it answers like [`State::new`] (window
     /// over and no weight left, bucket full again). `u64::MAX` while requests are in flight.
     pub fn expires_at(&self, alg: &Algorithm) -> Micros {

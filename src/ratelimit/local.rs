@@ -135,6 +135,13 @@ impl LocalStore {
         }
     }
 
+    /// Adds `delta` to what `key` counted under `policy` (fixed windows and quotas): the
+    /// settlement of a weight admitted on an estimate.
+    pub fn adjust(&self, policy: u32, alg: &Algorithm, key: &[u8], now: Micros, delta: i64) {
+        let id = self.id(policy, key);
+        self.shard(id).lock().adjust(id, alg, now, delta);
+    }
+
     /// Takes one of `max` concurrency slots for `key` under `policy`, held until the guard is
     /// dropped. Refused: `retry_after` is [`algo::CONCURRENCY_RETRY`], a hint, since nobody
     /// knows when in-flight requests end. Also refused when the key's shard is full of
@@ -304,6 +311,22 @@ impl Table {
         }
         self.insert(id, State::Concurrency(in_flight), PINNED);
         Ok(decision)
+    }
+
+    fn adjust(&mut self, id: u128, alg: &Algorithm, now: Micros, delta: i64) {
+        if let Some((slot, age)) = self.entry(id) {
+            slot.state.adjust(alg, now, delta);
+            age.expires = expiry(&slot.state, alg);
+            return;
+        }
+        if delta <= 0 {
+            return;
+        }
+        let mut state = State::new(alg);
+        state.adjust(alg, now, delta);
+        if self.make_room(now) {
+            self.insert(id, state, expiry(&state, alg));
+        }
     }
 
     fn release(&mut self, id: u128) {

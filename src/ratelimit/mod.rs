@@ -114,6 +114,85 @@ impl Policy {
     }
 }
 
+/// Weights: a request admitted on an estimate of its weight (an `ai` route's tokens) and
+/// settled with the real weight once known.
+impl Policy {
+    /// The algorithm's limit, as advertised.
+    pub fn limit(&self) -> u64 {
+        self.algorithm.limit()
+    }
+
+    /// The key of `ctx` under this policy.
+    pub fn key_of(&self, ctx: &KeyContext<'_>) -> Vec<u8> {
+        let mut key = Vec::with_capacity(64);
+        key::build(&mut key, &self.key, self.ipv6_prefix, ctx);
+        key
+    }
+
+    /// Admits a weight of `cost` for `key` and counts it, or refuses it; `Err` when Redis
+    /// failed and the policy fails closed.
+    pub async fn consume(&self, key: &[u8], cost: u64) -> Result<Decision, ()> {
+        let decision = match &self.backend {
+            Backend::Local => {
+                Ok(self
+                    .local
+                    .check(self.id, &self.algorithm, key, now_micros(), cost))
+            }
+            Backend::Redis {
+                store, fail_open, ..
+            } => {
+                let start = Instant::now();
+                let result = store.check(&self.name, &self.algorithm, key, cost).await;
+                self.metrics.redis_call("check", start.elapsed());
+                match result {
+                    Ok(d) => Ok(d),
+                    Err(e) => {
+                        self.metrics.redis_error("check", e.kind());
+                        crate::warn_throttled!(policy = %self.name, error = %e, "rate limit: Redis call failed");
+                        match fail_open {
+                            true => {
+                                self.counters.fallbacks.inc();
+                                let now = now_micros();
+                                Ok(self.local.check(self.id, &self.algorithm, key, now, cost))
+                            }
+                            false => Err(()),
+                        }
+                    }
+                }
+            }
+        };
+        match &decision {
+            Ok(d) if d.allowed => self.counters.allowed.inc(),
+            Ok(_) => self.counters.rejected.inc(),
+            Err(()) => self.counters.unavailable.inc(),
+        };
+        decision
+    }
+
+    /// Adds `delta` (negative: gives it back) to what `key` counted: the difference between
+    /// a weight's estimate and its real value. A Redis failure is logged; the estimate
+    /// stays counted.
+    pub async fn settle(&self, key: &[u8], delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        match &self.backend {
+            Backend::Local => self
+                .local
+                .adjust(self.id, &self.algorithm, key, now_micros(), delta),
+            Backend::Redis { store, .. } => {
+                let start = Instant::now();
+                let result = store.adjust(&self.name, &self.algorithm, key, delta).await;
+                self.metrics.redis_call("adjust", start.elapsed());
+                if let Err(e) = result {
+                    self.metrics.redis_error("adjust", e.kind());
+                    crate::warn_throttled!(policy = %self.name, error = %e, "rate limit: cannot settle a weight in Redis");
+                }
+            }
+        }
+    }
+}
+
 impl Passed {
     /// The policy that refused, if one did.
     pub fn refused_by(&self) -> Option<Arc<str>> {

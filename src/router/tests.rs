@@ -35,6 +35,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         response_headers: None,
         queue: None,
         publish: None,
+        ai: None,
     }
 }
 

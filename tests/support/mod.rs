@@ -2,6 +2,7 @@
 //! in-process gateway started from YAML, and small clients (raw TCP, HTTP/1.1, h2c).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ai_providers;
 pub mod alertmanager;
 pub mod dnsmasq;
 pub mod etcd;

@@ -39,6 +39,15 @@ macro_rules! keys {
 }
 
 keys! {
+    RouteAi: ["providers", "models", "prices", "max_tokens", "consumers", "budgets", "prompt", "cache"],
+    AiProvider: ["kind", "url", "api_key", "api_key_env", "api_version", "deployments", "anthropic_version", "first_token_timeout", "timeout"],
+    AiModel: ["targets", "fallback"],
+    AiTarget: ["provider", "model", "weight"],
+    AiPrice: ["input", "output"],
+    AiConsumer: ["models"],
+    AiBudget: ["policy", "counts", "estimate_output"],
+    AiPrompt: ["model", "system", "template", "output"],
+    AiCache: ["ttl", "max_entries", "per_consumer"],
     File: ["workers", "listeners", "admin", "access_log", "metrics", "upstreams", "routes", "shutdown_drain", "redis", "rate_limiting", "consumers", "auth", "cache", "queues", "rabbitmq", "geo", "dns", "locality", "tracing", "history", "alerts", "data_dir"],
     Redis: ["url", "sentinel", "cluster", "timeout"],
     Sentinel: ["master", "urls"],
@@ -76,7 +85,7 @@ keys! {
     GroupLocality: ["min_available_percent", "max_in_flight", "client"],
     ClientPlace: ["zone", "region"],
     Dns: ["servers", "min_ttl", "max_ttl", "timeout"],
-    Route: ["name", "match", "upstream", "strip_prefix", "rewrite", "redirect", "respond", "websocket", "tunnel", "split", "split_header", "geo_upstreams", "mirror", "timeouts", "retry", "max_body_bytes", "rate_limits", "auth", "oidc", "ip_rules", "cors", "validate", "cache", "request_headers", "response_headers", "queue", "publish"],
+    Route: ["name", "match", "upstream", "strip_prefix", "rewrite", "redirect", "respond", "websocket", "tunnel", "split", "split_header", "geo_upstreams", "mirror", "timeouts", "retry", "max_body_bytes", "rate_limits", "auth", "oidc", "ip_rules", "cors", "validate", "cache", "request_headers", "response_headers", "queue", "publish", "ai"],
     Publish: ["redis_stream", "nats_subject", "nats_url", "rabbitmq_exchange", "routing_key", "headers", "max_len"],
     RabbitMq: ["url"],
     JobQueue: ["backend", "path", "concurrency", "attempt_timeout", "max_attempts", "retry_delay", "max_retry_delay", "retry_statuses", "max_depth", "max_bytes", "result_ttl", "max_result_bytes", "idempotency_ttl", "key_prefix", "visibility_timeout", "nats_url", "callback"],
@@ -211,6 +220,7 @@ mod tests {
             include_str!("geo.rs"),
             include_str!("tracing.rs"),
             include_str!("alerts.rs"),
+            include_str!("ai.rs"),
         ];
         let mut seen = 0;
         for (name, keys) in sources.iter().flat_map(|s| declared(s)) {

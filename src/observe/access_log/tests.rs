@@ -27,6 +27,7 @@ fn record<'a>(path: &'a str) -> Record<'a> {
         close_reason: None,
         geo: None,
         trace: None,
+        ai: None,
     }
 }
 

@@ -424,3 +424,29 @@ proptest! {
         prop_assert_eq!(state.check(&alg, at, 1), State::new(&alg).check(&alg, at, 1));
     }
 }
+
+#[test]
+fn a_settled_weight_changes_the_count_of_the_current_window_only() {
+    let alg = fixed(40, 60_000);
+    let mut s = State::new(&alg);
+    assert!(s.check(&alg, T0, 24).allowed);
+    // The real weight was 14: 10 given back.
+    s.adjust(&alg, T0 + MS, -10);
+    assert_eq!(s.check(&alg, T0 + 2 * MS, 24).remaining, 2);
+    // More than estimated is charged past the limit, and refuses what follows.
+    s.adjust(&alg, T0 + 3 * MS, 30);
+    assert!(!s.check(&alg, T0 + 4 * MS, 1).allowed);
+    // Never below zero; a new window starts from nothing.
+    s.adjust(&alg, T0 + 60 * S, -1000);
+    assert_eq!(s.check(&alg, T0 + 60 * S, 40).remaining, 0);
+    let day = Algorithm::Quota {
+        limit: 100,
+        period: QuotaPeriod::Day,
+    };
+    let mut q = State::new(&day);
+    assert!(q.check(&day, T0, 50).allowed);
+    q.adjust(&day, T0, 45);
+    assert!(!q.check(&day, T0, 10).allowed);
+    q.adjust(&day, T0, -95);
+    assert_eq!(q.check(&day, T0, 10).remaining, 90);
+}

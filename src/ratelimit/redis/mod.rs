@@ -219,6 +219,21 @@ impl RedisStore {
         scripts::decision(alg, &reply).map_err(|e| self.inner.failed(e))
     }
 
+    /// Adds `delta` to what `key` counted under a fixed window or a quota (a settlement).
+    pub async fn adjust(
+        &self,
+        policy: &str,
+        alg: &Algorithm,
+        key: &[u8],
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        let base = scripts::base_key(policy, key);
+        let Some(call) = scripts::adjust_call(base, alg, delta) else {
+            return Ok(());
+        };
+        self.inner.invoke(&call).await.map(|_| ())
+    }
+
     /// Takes one of `max` concurrency places for `key`: `Ok(Ok(lease))` holds it until the
     /// lease is dropped, `Ok(Err(decision))` is the refusal (retry after 1 s, as the local
     /// store says).

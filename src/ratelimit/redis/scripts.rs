@@ -24,6 +24,8 @@ static SLIDING: LazyLock<Script> =
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../scripts/gcra.lua")));
 static QUOTA: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/quota.lua")));
+static ADJUST: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../scripts/adjust.lua")));
 static ACQUIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/acquire.lua")));
 
@@ -92,6 +94,32 @@ pub(super) fn check_call(
         }
         // Only asks whether a lease is free; `acquire` takes one.
         Algorithm::Concurrency { max } => lease_call(&base, max, Duration::ZERO, ""),
+    }
+}
+
+/// The script call adding `delta` to what a fixed window or a quota counted for `base`;
+/// `None` for the algorithms that settle nothing.
+pub(super) fn adjust_call(
+    mut base: String,
+    alg: &Algorithm,
+    delta: i64,
+) -> Option<ScriptInvocation<'static>> {
+    match *alg {
+        Algorithm::FixedWindow { window, .. } => {
+            base.push_str(":f");
+            let mut call = ADJUST.key(base);
+            call.arg("f").arg(micros(window)).arg(0).arg(delta);
+            Some(call)
+        }
+        Algorithm::Quota { period, .. } => {
+            let now = now_micros();
+            let (_, end) = quota_window(period, now);
+            base.push_str(":q");
+            let mut call = ADJUST.key(base);
+            call.arg("q").arg(end).arg(now).arg(delta);
+            Some(call)
+        }
+        _ => None,
     }
 }
 
