@@ -213,6 +213,7 @@ impl<'a> Attempts<'a> {
         group: &UpstreamGroup,
         sent: &Result<Result<Response<UpstreamBody>, SendError>, crate::timer::Elapsed>,
         resend: u32,
+        end: Instant,
     ) {
         let (status, error) = match sent {
             Ok(Ok(r)) => (r.status().as_u16(), None),
@@ -223,7 +224,7 @@ impl<'a> Attempts<'a> {
         self.spans.push(ChildSpan {
             span_id: span,
             start: a.started,
-            end: Instant::now(),
+            end,
             kind: ChildKind::Attempt(trace::Attempt {
                 upstream: group.name.clone(),
                 target: group.targets[a.target].address,
@@ -281,10 +282,12 @@ pub(super) async fn forward(
         let span = traced.as_ref().map(|t| t.begin(x.added));
         let sending = pool::send(&profile, address, req, x.added, a.started, x.interim);
         let sent = crate::timer::timeout_at(deadline, sending).await;
+        // One clock read for the attempt's outcome, its metrics and its span.
+        let elapsed = a.started.elapsed();
         if let (Some(t), Some(span)) = (traced.as_mut(), span) {
-            t.record(span, &a, group, &sent, attempt - 1);
+            t.record(span, &a, group, &sent, attempt - 1, a.started + elapsed);
         }
-        let step = settle(x, a, sent, replay.as_ref(), sticky_pin);
+        let step = settle(x, a, sent, elapsed, replay.as_ref(), sticky_pin);
         match step {
             Step::Done(r) => return r,
             Step::Retry { fallback, next } => {
@@ -351,6 +354,7 @@ fn settle(
     x: &Exchange<'_>,
     a: Attempt<'_>,
     sent: Result<Result<Response<UpstreamBody>, SendError>, crate::timer::Elapsed>,
+    elapsed: Duration,
     replay: Option<&Replay>,
     sticky_pin: Option<usize>,
 ) -> Step {
@@ -358,7 +362,6 @@ fn settle(
     let retry = x.route.retry.as_ref();
     let ti = a.target;
     let target = &group.targets[ti];
-    let elapsed = a.started.elapsed();
     let label = || Some(target.label.to_string());
     let (unsent, error) = match sent {
         Ok(Ok(response)) => {

@@ -95,10 +95,60 @@ impl Sketch {
     }
 }
 
+/// The bucket of `micros`: `floor(ln(v) / ln(GAMMA))`, found without a logarithm (the
+/// request path records one per request): the value's octave and next four bits give a
+/// bucket at or just below it, and the first values of the buckets after it say how far
+/// to step (a step or two at most).
 fn index(micros: u64) -> usize {
-    let v = micros.max(1) as f64;
-    ((v.ln() / GAMMA.ln()) as usize).min(BUCKETS - 1)
+    // Below the sentinel past the last bucket, so the search stops there.
+    let v = micros.clamp(1, u64::MAX - 1);
+    let t = &*TABLES;
+    let octave = 63 - v.leading_zeros() as usize;
+    let sixteenth = ((v << (63 - octave)) >> 59 & 0xf) as usize;
+    let mut i = usize::from(t.start[octave * 16 + sixteenth]);
+    while t.first[i + 1] <= v {
+        i += 1;
+    }
+    i
 }
+
+/// `index` by its definition, which the tables are made from.
+fn index_by_log(v: u64) -> usize {
+    (((v.max(1) as f64).ln() / GAMMA.ln()) as usize).min(BUCKETS - 1)
+}
+
+struct Tables {
+    /// The first value of each bucket (`u64::MAX` past the last, so a search stops there).
+    first: Vec<u64>,
+    /// For each octave and sixteenth of it, the bucket of its first value.
+    start: Vec<u16>,
+}
+
+static TABLES: std::sync::LazyLock<Tables> = std::sync::LazyLock::new(|| {
+    let mut first = vec![1u64; BUCKETS + 1];
+    for i in 1..BUCKETS {
+        // The smallest value whose bucket is `i` or later.
+        let (mut lo, mut hi) = (first[i - 1], 1u64 << 48);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if index_by_log(mid) >= i {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        first[i] = lo;
+    }
+    first[BUCKETS] = u64::MAX;
+    let start = (0..64 * 16)
+        .map(|k| {
+            let (octave, sixteenth) = (k / 16, k % 16);
+            let lowest = ((16 + sixteenth as u128) << octave >> 4).min(u128::from(u64::MAX));
+            index_by_log(lowest as u64) as u16
+        })
+        .collect();
+    Tables { first, start }
+});
 
 /// The middle of bucket `i` (relative error under 2%).
 fn value(i: usize) -> f64 {
@@ -120,6 +170,23 @@ impl<'de> Deserialize<'de> for Sketch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bucket_is_the_one_the_logarithm_gives() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let t = &*TABLES;
+        let edges = t.first[1..BUCKETS].iter().flat_map(|&f| [f - 1, f, f + 1]);
+        let some = (0..200_000).map(|_| {
+            let bits = rng.u32(1..48);
+            rng.u64(..1 << bits)
+        });
+        for v in edges
+            .chain(some)
+            .chain([0, 1, 2, 3, u64::MAX / 2, u64::MAX])
+        {
+            assert_eq!(index(v), index_by_log(v), "{v}");
+        }
+    }
 
     #[test]
     fn quantiles_of_merged_sketches_are_within_two_percent() {
