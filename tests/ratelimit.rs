@@ -428,3 +428,48 @@ async fn restarted_redis_brings_cluster_wide_limits_back_without_a_gateway_resta
     assert_eq!(statuses.get(&200), Some(&2), "{statuses:?}");
     assert_eq!(statuses.get(&429), Some(&7), "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_of_one_team_share_a_metadata_keyed_limit() {
+    let backend = Backend::named("a").await;
+    let key = |k: &str| ferrogate::auth::apikey::hash_key(k.as_bytes());
+    let top = format!(
+        "consumers:\n\
+         \x20 alice: {{api_keys: [\"{}\"], metadata: {{team: payments}}}}\n\
+         \x20 bob: {{api_keys: [\"{}\"], metadata: {{team: payments}}}}\n\
+         \x20 carol: {{api_keys: [\"{}\"], metadata: {{team: search}}}}\n\
+         \x20 dave: {{api_keys: [\"{}\"]}}\n\
+         auth:\n  methods:\n    keys: {{api_key: {{header: x-api-key}}}}\n\
+         rate_limiting:\n  policies:\n    per_team: {{algorithm: fixed_window, limit: 2, window: 1h, key: ['metadata:team']}}\n",
+        key("ka"),
+        key("kb"),
+        key("kc"),
+        key("kd"),
+    );
+    let gw = gateway(
+        backend.addr,
+        &top,
+        "  - upstream: app\n    auth: {methods: [keys]}\n    rate_limits: [per_team]\n",
+    );
+    let status = |k: &'static str| {
+        let addr = gw.addr;
+        async move { get_with(addr, "/", &[("x-api-key", k)]).await.status }
+    };
+    // alice and bob draw on the payments team's two requests between them.
+    assert_eq!(status("ka").await, StatusCode::OK);
+    assert_eq!(status("kb").await, StatusCode::OK);
+    assert_eq!(status("ka").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status("kb").await, StatusCode::TOO_MANY_REQUESTS);
+    // Another team, and a consumer with no team (counted on its own), have their own.
+    assert_eq!(status("kc").await, StatusCode::OK);
+    assert_eq!(status("kc").await, StatusCode::OK);
+    assert_eq!(status("kc").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status("kd").await, StatusCode::OK);
+    assert_eq!(status("kd").await, StatusCode::OK);
+    assert_eq!(status("kd").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        backend.count(),
+        6,
+        "refused requests never reached the backend"
+    );
+}

@@ -832,6 +832,9 @@ pub enum KeyPart {
     Header(HeaderName),
     /// A field of the client's location (`geo:country`).
     Geo(GeoField),
+    /// A field of the authenticated consumer's `metadata` (`metadata:team`): consumers with
+    /// the same value share a count (a team's budget).
+    Metadata(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -109,6 +109,13 @@ pub(super) fn rate_limiting(
                     "the consumer key part needs auth.methods or rate_limiting.consumer_header",
                 );
             }
+            let metadata = policy.key.iter().any(|k| matches!(k, KeyPart::Metadata(_)));
+            if metadata && !has_auth {
+                errs.push(
+                    format!("{at}.key"),
+                    "metadata key parts need auth.methods (they read the authenticated consumer)",
+                );
+            }
             if policy.key.iter().any(|k| matches!(k, KeyPart::Geo(_))) && !has_geo {
                 errs.push(
                     format!("{at}.key"),
@@ -293,6 +300,14 @@ fn key_part(errs: &mut Errors, at: &str, k: &str) -> Option<KeyPart> {
         "consumer" => KeyPart::Consumer,
         "route" => KeyPart::Route,
         "path" => KeyPart::Path,
+        _ if k.starts_with("metadata:") => {
+            let field = k.trim_start_matches("metadata:").trim();
+            if field.is_empty() {
+                errs.push(at, "metadata: needs a field name, e.g. metadata:team");
+                return None;
+            }
+            KeyPart::Metadata(field.to_owned())
+        }
         _ if k.starts_with("geo:") => {
             return super::geo::field(errs, at, k.trim_start_matches("geo:")).map(KeyPart::Geo)
         }
@@ -309,7 +324,7 @@ fn key_part(errs: &mut Errors, at: &str, k: &str) -> Option<KeyPart> {
                     at,
                     format!(
                         "unknown key part {k:?}; use client_ip, consumer, route, path, \
-                         header:NAME or geo:FIELD"
+                         header:NAME, metadata:FIELD or geo:FIELD"
                     ),
                 );
                 return None;
@@ -426,7 +441,7 @@ mod tests {
     #[test]
     fn every_policy_problem_is_reported_with_its_path() {
         let yaml = format!(
-            "{BASE}rate_limiting:\n  policies:\n    a: {{algorithm: fixed_window, limit: 0, window: 1s}}\n    b: {{algorithm: leaky, limit: 1}}\n    c: {{algorithm: quota, limit: 5, period: week}}\n    d: {{algorithm: sliding_window, limit: 5, window: 1s, burst: 3, key: [nope]}}\n    e: {{algorithm: token_bucket, rate: 5, store: redis}}\nroutes: [{{upstream: u, rate_limits: [a, zz]}}]\n"
+            "{BASE}rate_limiting:\n  policies:\n    a: {{algorithm: fixed_window, limit: 0, window: 1s}}\n    b: {{algorithm: leaky, limit: 1}}\n    c: {{algorithm: quota, limit: 5, period: week}}\n    d: {{algorithm: sliding_window, limit: 5, window: 1s, burst: 3, key: [nope]}}\n    e: {{algorithm: token_bucket, rate: 5, store: redis}}\n    f: {{algorithm: fixed_window, limit: 5, window: 1m, key: ['metadata:', 'metadata:team']}}\nroutes: [{{upstream: u, rate_limits: [a, zz]}}]\n"
         );
         let errs = errors(&yaml);
         for want in [
@@ -436,6 +451,8 @@ mod tests {
             "rate_limiting.policies.d.burst: not used by sliding_window",
             "rate_limiting.policies.d.key[0]: unknown key part \"nope\"",
             "rate_limiting.policies.e.store: store redis needs a top-level redis",
+            "rate_limiting.policies.f.key[0]: metadata: needs a field name",
+            "rate_limiting.policies.f.key: metadata key parts need auth.methods",
             "routes[0].rate_limits[1]: no rate-limit policy named \"zz\"",
         ] {
             assert!(

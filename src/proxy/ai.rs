@@ -86,6 +86,10 @@ async fn admit(
         consumer: asked.caller.and_then(|a| a.identity.name()),
         consumer_header: asked.snap.config.rate_limiting.consumer_header.as_ref(),
         geo: asked.routed.geo.as_ref(),
+        metadata: asked
+            .caller
+            .and_then(|a| a.identity.consumer.as_deref())
+            .map(|c| &c.metadata),
     };
     crate::ai::budget::admit(&svc.budgets, &svc.ai, &ctx, checked).await
 }

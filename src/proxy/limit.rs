@@ -65,6 +65,9 @@ pub(super) async fn admit<B>(
         consumer: caller.and_then(|a| a.identity.name()),
         consumer_header: snap.config.rate_limiting.consumer_header.as_ref(),
         geo: routed.geo.as_ref(),
+        metadata: caller
+            .and_then(|a| a.identity.consumer.as_deref())
+            .map(|c| &c.metadata),
     };
     match ratelimit::admit(&route.rate_limits, &ctx).await {
         Admission::Pass(mut p) => {

@@ -20,6 +20,9 @@ pub struct KeyContext<'a> {
     pub consumer_header: Option<&'a http::HeaderName>,
     /// The client's location, when the route looked it up.
     pub geo: Option<&'a crate::geo::Location>,
+    /// The authenticated consumer's `metadata`, when the credential names a configured
+    /// consumer.
+    pub metadata: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 /// Writes the key of `ctx` under `parts` into `out` (cleared first). A header part the
@@ -32,12 +35,11 @@ pub fn build(out: &mut Vec<u8>, parts: &[KeyPart], ipv6_prefix: u8, ctx: &KeyCon
             KeyPart::ClientIp => client_ip(out, ctx.client_ip, ipv6_prefix),
             KeyPart::Route => tagged(out, b'r', ctx.route.as_bytes()),
             KeyPart::Path => tagged(out, b'p', ctx.path.as_bytes()),
-            KeyPart::Consumer => match ctx.consumer {
-                Some(name) => tagged(out, b'c', name.as_bytes()),
-                None => match ctx.consumer_header.and_then(|h| ctx.headers.get(h)) {
-                    Some(v) => tagged(out, b'c', v.as_bytes()),
-                    None => client_ip(out, ctx.client_ip, ipv6_prefix),
-                },
+            KeyPart::Consumer => consumer(out, ctx, ipv6_prefix),
+            // A consumer without the field counts on its own, as the consumer part does.
+            KeyPart::Metadata(field) => match ctx.metadata.and_then(|m| m.get(field)) {
+                Some(v) => tagged(out, b'm', v.as_bytes()),
+                None => consumer(out, ctx, ipv6_prefix),
             },
             KeyPart::Header(name) => match ctx.headers.get(name) {
                 Some(v) => tagged(out, b'h', v.as_bytes()),
@@ -50,6 +52,17 @@ pub fn build(out: &mut Vec<u8>, parts: &[KeyPart], ipv6_prefix: u8, ctx: &KeyCon
                 tagged(out, b'g', text.as_bytes());
             }
         }
+    }
+}
+
+/// The consumer's name, or the consumer header's value, or the client's address.
+fn consumer(out: &mut Vec<u8>, ctx: &KeyContext<'_>, ipv6_prefix: u8) {
+    match ctx.consumer {
+        Some(name) => tagged(out, b'c', name.as_bytes()),
+        None => match ctx.consumer_header.and_then(|h| ctx.headers.get(h)) {
+            Some(v) => tagged(out, b'c', v.as_bytes()),
+            None => client_ip(out, ctx.client_ip, ipv6_prefix),
+        },
     }
 }
 
@@ -93,6 +106,7 @@ mod tests {
             consumer: None,
             consumer_header: Some(&consumer),
             geo: None,
+            metadata: None,
         };
         let mut out = Vec::new();
         build(&mut out, parts, 64, &ctx);
@@ -142,6 +156,42 @@ mod tests {
         assert_ne!(
             key(&[KeyPart::Route], "10.0.0.1", &a),
             key(&[KeyPart::Path], "10.0.0.1", &a)
+        );
+    }
+
+    #[test]
+    fn consumers_of_one_team_share_a_metadata_key_and_others_count_alone() {
+        let h = HeaderMap::new();
+        let team = |name: &str, value: Option<&str>| {
+            let mut m = std::collections::BTreeMap::new();
+            if let Some(v) = value {
+                m.insert("team".to_owned(), v.to_owned());
+            }
+            let ctx = KeyContext {
+                client_ip: "10.0.0.1".parse().unwrap(),
+                route: "r",
+                path: "/p",
+                headers: &h,
+                consumer: Some(name),
+                consumer_header: None,
+                geo: None,
+                metadata: Some(&m),
+            };
+            let mut out = Vec::new();
+            build(&mut out, &[KeyPart::Metadata("team".into())], 64, &ctx);
+            out
+        };
+        assert_eq!(team("alice", Some("pay")), team("bob", Some("pay")));
+        assert_ne!(team("alice", Some("pay")), team("carol", Some("ops")));
+        assert_ne!(
+            team("dave", None),
+            team("erin", None),
+            "no team: each alone"
+        );
+        assert_ne!(
+            team("pay", None),
+            team("alice", Some("pay")),
+            "a name is not a team"
         );
     }
 }

@@ -105,10 +105,16 @@ impl Browser {
     }
 
     /// Polls the expression `js` until it is truthy; its value, or a panic naming `what`.
+    /// An expression that throws (an element the page has not rendered yet) is not yet true.
     pub async fn wait_for(&self, what: &str, js: &str, limit: Duration) -> Value {
         let deadline = Instant::now() + limit;
         loop {
-            let v = self.run(&format!("return {js};"), json!([])).await;
+            let v = self
+                .run(
+                    &format!("try {{ return {js}; }} catch (e) {{ return null; }}"),
+                    json!([]),
+                )
+                .await;
             if !(v.is_null() || v == false || v == "" || v == 0) {
                 return v;
             }
