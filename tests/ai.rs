@@ -217,22 +217,45 @@ async fn a_stream_reaches_the_client_event_by_event() {
     assert!(String::from_utf8_lossy(&rest).ends_with("data: [DONE]\n\n"));
 }
 
-#[tokio::test]
-async fn without_provider_usage_the_tokens_are_estimated_and_marked() {
-    let p = Provider::start(Script::OpenAiNoUsage).await;
-    let gw = gateway("", &one_provider(&p.url()));
+/// Input and output tokens of the metrics marked estimated, after one streamed and one
+/// whole chat answer from a provider that reports no usage through an `ai` block.
+async fn estimated_tokens(ai: &str) -> (Option<f64>, Option<f64>) {
+    let gw = gateway("", ai);
     let got = post(gw.addr, "/v1/chat/completions", &chat("fast", true), &[]).await;
     assert_eq!(got.status, StatusCode::OK);
     let got = post(gw.addr, "/v1/chat/completions", &chat("fast", false), &[]).await;
     assert_eq!(got.status, StatusCode::OK);
     let m = metrics(&gw).await;
-    // "Hello there!" is 12 bytes: 3 tokens by the estimate, for each of the two answers.
-    let labels = ["direction=\"output\"", "estimated=\"true\""];
-    assert_eq!(
-        metric(&m, "ferrogate_ai_tokens_total", &labels),
-        Some(6.0),
-        "{m}"
+    let count = |direction: &str| {
+        let d = format!("direction=\"{direction}\"");
+        let labels = [d.as_str(), "estimated=\"true\""];
+        metric(&m, "ferrogate_ai_tokens_total", &labels)
+    };
+    (count("input"), count("output"))
+}
+
+#[tokio::test]
+async fn without_provider_usage_the_tokens_are_estimated_and_marked() {
+    let p = Provider::start(Script::OpenAiNoUsage).await;
+    // The model `tiny` is counted in cl100k_base. The prompt, as OpenAI counts it: 3 tokens
+    // of framing per message plus its role (1) and text ("Be brief." 3, "Say hello" 2),
+    // and 3 priming the answer: 16. "Hello there!" is 3 tokens. Each of the two answers.
+    let (input, output) = estimated_tokens(&one_provider(&p.url())).await;
+    assert_eq!(input, Some(32.0));
+    assert_eq!(output, Some(6.0));
+}
+
+#[tokio::test]
+async fn a_target_with_tokenizer_estimate_counts_a_token_per_four_bytes() {
+    let p = Provider::start(Script::OpenAiNoUsage).await;
+    let ai = format!(
+        "      providers: {{p: {{kind: openai, url: '{}/v1'}}}}\n      models: {{fast: {{targets: [{{provider: p, model: gpt-4o, tokenizer: estimate}}]}}}}\n",
+        p.url()
     );
+    // Per message 4 and 3 by bytes for each text (9 bytes); "Hello there!" is 12 bytes.
+    let (input, output) = estimated_tokens(&ai).await;
+    assert_eq!(input, Some(28.0));
+    assert_eq!(output, Some(6.0));
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use super::openai::Outbound;
 use super::sse;
 use super::usage::{self, Usage};
 use super::{anthropic, openai, ApiError};
-use crate::config::model::{AiProvider, AiProviderKind, AiRoute, AiTarget};
+use crate::config::model::{AiProvider, AiProviderKind, AiRoute, AiTarget, AiTokenizer};
 use crate::observe::metrics::{AiExchange, AiMetrics};
 
 /// A provider's error answer larger than this is cut (it is only read for its message).
@@ -188,11 +188,13 @@ impl Service {
             };
             let result = match req.stream {
                 true => {
-                    self.stream(p, out, req, started, tally, consumer, charges)
+                    let tok = target.tokenizer;
+                    self.stream(p, tok, out, req, started, tally, consumer, charges)
                         .await
                 }
                 false => {
-                    self.whole(p, out, endpoint, req, started, tally, consumer)
+                    let tok = target.tokenizer;
+                    self.whole(p, tok, out, endpoint, req, started, tally, consumer)
                         .await
                 }
             };
@@ -252,6 +254,7 @@ impl Service {
     async fn whole(
         &self,
         p: &AiProvider,
+        tokenizer: AiTokenizer,
         out: Outbound,
         endpoint: Endpoint,
         req: &Checked,
@@ -285,7 +288,10 @@ impl Service {
                 let (v, u) = anthropic::translate_answer(&answer, crate::timer::unix_seconds());
                 (Bytes::from(v.to_string()), u)
             }
-            _ => (Bytes::from(body), openai::usage_of(&answer, req, endpoint)),
+            _ => {
+                let usage = openai::usage_of(&answer, req, endpoint, tokenizer);
+                (Bytes::from(body), usage)
+            }
         };
         self.settle(tally, usage, Some(ttft), None, consumer);
         let mut headers = HeaderMap::new();
@@ -306,6 +312,7 @@ impl Service {
     async fn stream(
         &self,
         p: &AiProvider,
+        tokenizer: AiTokenizer,
         out: Outbound,
         req: &Checked,
         started: Instant,
@@ -354,7 +361,8 @@ impl Service {
             route: self.route.clone(),
             price: self.ai.prices.get(&tally_model(tally)).copied(),
             consumer: consumer.to_owned(),
-            input_estimate: usage::estimate_messages(&req.body["messages"]),
+            tokenizer,
+            messages: req.body["messages"].clone(),
             first_at: Instant::now(),
             charges: charges.take(),
             provider: p.name.clone(),
@@ -507,15 +515,15 @@ impl Translator {
         }
     }
 
-    /// The provider's usage, or an estimate from the text.
-    fn usage(&self, input_estimate: u64) -> Usage {
+    /// The provider's usage, or a count of the prompt's and the relayed text's tokens.
+    fn usage(&self, tokenizer: AiTokenizer, messages: &Value) -> Usage {
         let (usage, text) = match self {
             Translator::OpenAi(s) => (s.usage, &s.text_bytes),
             Translator::Anthropic(s) => (s.usage, &s.text_bytes),
         };
-        usage.unwrap_or(Usage {
-            input: input_estimate,
-            output: usage::estimate(text),
+        usage.unwrap_or_else(|| Usage {
+            input: usage::count_messages(tokenizer, messages),
+            output: usage::count(tokenizer, text),
             estimated: true,
         })
     }
@@ -533,7 +541,9 @@ struct Relay {
     route: Arc<str>,
     price: Option<crate::config::model::AiPrice>,
     consumer: String,
-    input_estimate: u64,
+    tokenizer: AiTokenizer,
+    /// The prompt, counted at the end only if the provider reports no usage.
+    messages: Value,
     first_at: Instant,
     charges: Option<Charges>,
     provider: String,
@@ -595,7 +605,7 @@ impl Relay {
             tracing::warn!(route = %self.route, "an ai stream failed after its first token: {}", e.message);
             let _ = self.tx.send(e.event()).await;
         }
-        let usage = self.state.usage(self.input_estimate);
+        let usage = self.state.usage(self.tokenizer, &self.messages);
         let mut model = String::new();
         if let Ok(mut t) = self.tally.lock() {
             t.usage = Some(usage);

@@ -11,7 +11,7 @@ use super::front::{Checked, Endpoint};
 use super::sse::Event;
 use super::usage::{self, Usage};
 use super::ApiError;
-use crate::config::model::{AiProvider, AiProviderKind};
+use crate::config::model::{AiProvider, AiProviderKind, AiTokenizer};
 
 /// An upstream request, ready to send.
 #[derive(Debug)]
@@ -87,8 +87,14 @@ pub fn secret(text: &str) -> Result<HeaderValue, ApiError> {
     Ok(v)
 }
 
-/// Usage of a whole (non-streamed) answer; estimated from the text when it has none.
-pub fn usage_of(answer: &Value, req: &Checked, endpoint: Endpoint) -> Usage {
+/// Usage of a whole (non-streamed) answer; counted from the text with `tokenizer` when it
+/// has none.
+pub fn usage_of(
+    answer: &Value,
+    req: &Checked,
+    endpoint: Endpoint,
+    tokenizer: AiTokenizer,
+) -> Usage {
     let u = answer.get("usage");
     let field = |k: &str| u.and_then(|u| u.get(k)).and_then(Value::as_u64);
     match (field("prompt_tokens"), field("completion_tokens")) {
@@ -99,8 +105,8 @@ pub fn usage_of(answer: &Value, req: &Checked, endpoint: Endpoint) -> Usage {
         },
         _ => {
             let input = match endpoint {
-                Endpoint::Chat => usage::estimate_messages(&req.body["messages"]),
-                _ => input_text_tokens(&req.body["input"]),
+                Endpoint::Chat => usage::count_messages(tokenizer, &req.body["messages"]),
+                _ => input_text_tokens(&req.body["input"], tokenizer),
             };
             let text = answer
                 .pointer("/choices/0/message/content")
@@ -108,19 +114,19 @@ pub fn usage_of(answer: &Value, req: &Checked, endpoint: Endpoint) -> Usage {
                 .unwrap_or("");
             Usage {
                 input,
-                output: usage::estimate(text),
+                output: usage::count(tokenizer, text),
                 estimated: true,
             }
         }
     }
 }
 
-fn input_text_tokens(input: &Value) -> u64 {
+fn input_text_tokens(input: &Value, tokenizer: AiTokenizer) -> u64 {
     match input {
-        Value::String(s) => usage::estimate(s),
+        Value::String(s) => usage::count(tokenizer, s),
         Value::Array(items) => items
             .iter()
-            .map(|i| i.as_str().map_or(0, usage::estimate))
+            .map(|i| i.as_str().map_or(0, |s| usage::count(tokenizer, s)))
             .sum(),
         _ => 0,
     }
@@ -132,7 +138,7 @@ pub struct Stream {
     /// The client asked for the usage chunk itself.
     pub wants_usage: bool,
     pub usage: Option<Usage>,
-    /// Output text seen, for an estimate when the provider reports no usage.
+    /// Output text seen, counted at the end when the provider reports no usage.
     pub text_bytes: String,
     pub done: bool,
 }

@@ -1,7 +1,22 @@
 //! Token counts of one exchange: from the provider's usage fields when it gives them,
-//! otherwise estimated from the text (marked so), and their cost from the price table.
+//! otherwise counted from the text with the model's tokenizer (marked estimated), and their
+//! cost from the price table.
 
-use crate::config::model::AiPrice;
+use std::sync::LazyLock;
+
+use tiktoken_rs::CoreBPE;
+
+use crate::config::model::{AiPrice, AiTokenizer};
+
+/// Each encoding is built from its table on first use, once per process (a few tens of
+/// milliseconds and a few MB of memory), and never by a route that counts no tokens.
+static O200K_BASE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::o200k_base().ok());
+static CL100K_BASE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::cl100k_base().ok());
+
+/// Text is counted in segments of at most this many bytes: the encodings' splitting
+/// patterns backtrack, and on long runs of whitespace or punctuation the regex engine
+/// gives up (and the crate panics), which short segments never reach.
+const SEGMENT: usize = 512;
 
 /// Input (prompt) and output (completion) tokens of one exchange.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +64,74 @@ pub fn estimate_messages(messages: &serde_json::Value) -> u64 {
         .sum()
 }
 
+/// Tokens of `text` in `tokenizer`'s encoding.
+pub fn count(tokenizer: AiTokenizer, text: &str) -> u64 {
+    let bpe = match tokenizer {
+        AiTokenizer::O200kBase => O200K_BASE.as_ref(),
+        AiTokenizer::Cl100kBase => CL100K_BASE.as_ref(),
+        AiTokenizer::Estimate => None,
+    };
+    match bpe {
+        Some(bpe) => segments(text).map(|s| bpe.count_ordinary(s) as u64).sum(),
+        None => estimate(text),
+    }
+}
+
+/// Prompt tokens of a chat request's messages as OpenAI counts them: per message three
+/// for its framing plus its role, name and text, and three that prime the answer.
+pub fn count_messages(tokenizer: AiTokenizer, messages: &serde_json::Value) -> u64 {
+    if tokenizer == AiTokenizer::Estimate {
+        return estimate_messages(messages);
+    }
+    let Some(list) = messages.as_array() else {
+        return 0;
+    };
+    let field = |m: &serde_json::Value, k: &str| {
+        m.get(k)
+            .and_then(|v| v.as_str())
+            .map_or(0, |t| count(tokenizer, t))
+    };
+    let framing = |m: &serde_json::Value| match m.get("name") {
+        Some(_) => 4,
+        None => 3,
+    };
+    3 + list
+        .iter()
+        .map(|m| {
+            let text = text_of(m.get("content")).map_or(0, |t| count(tokenizer, &t));
+            framing(m) + field(m, "role") + field(m, "name") + text
+        })
+        .sum::<u64>()
+}
+
+/// `text` in pieces of at most [`SEGMENT`] bytes, cut where the encodings start a new
+/// word (before a single space) when there is such a place in the second half, else at a
+/// character boundary.
+fn segments(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = match rest.len() <= SEGMENT {
+            true => rest.len(),
+            false => cut_point(rest),
+        };
+        let (head, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(head)
+    })
+}
+
+fn cut_point(text: &str) -> usize {
+    let b = text.as_bytes();
+    (SEGMENT / 2..SEGMENT)
+        .rev()
+        .find(|&i| b[i] == b' ' && !b[i - 1].is_ascii_whitespace())
+        .or_else(|| (1..=SEGMENT).rev().find(|&i| text.is_char_boundary(i)))
+        .unwrap_or(text.len())
+}
+
 /// The text of a message's `content`: a string, or the `text` of its parts.
 pub fn text_of(content: Option<&serde_json::Value>) -> Option<String> {
     match content? {
@@ -90,5 +173,47 @@ mod tests {
         assert_eq!(estimate("a b c d e"), 5);
         let m = serde_json::json!([{"role": "user", "content": "abcdefgh"}]);
         assert_eq!(estimate_messages(&m), 6);
+    }
+
+    #[test]
+    fn the_encodings_count_as_openai_does() {
+        use AiTokenizer::{Cl100kBase, Estimate, O200kBase};
+        assert_eq!(count(Cl100kBase, "hello world"), 2);
+        assert_eq!(count(O200kBase, "hello world"), 2);
+        assert_eq!(count(Cl100kBase, ""), 0);
+        // The encodings differ on other scripts, and from the byte estimate.
+        let ru = "Привет, как у тебя дела сегодня?";
+        assert_eq!(count(Cl100kBase, ru), 16);
+        assert_eq!(count(O200kBase, ru), 9);
+        assert_eq!(count(Estimate, ru), 15);
+        let ja = "日本語のテキストです";
+        assert_eq!(count(Cl100kBase, ja), 9);
+        assert_eq!(count(O200kBase, ja), 7);
+        assert_eq!(count(Estimate, ja), 8);
+        let code = "    if (x) {\n        return y;\n    }";
+        assert_eq!(count(Cl100kBase, code), 12);
+        assert_eq!(estimate(code), 9);
+        let m = serde_json::json!([{"role": "user", "content": "hello world"}]);
+        // 3 framing + 1 role + 2 text + 3 priming.
+        assert_eq!(count_messages(Cl100kBase, &m), 9);
+        assert_eq!(count_messages(Estimate, &m), estimate_messages(&m));
+    }
+
+    #[test]
+    fn long_text_is_counted_in_segments_without_failing() {
+        let spaces = " ".repeat(200_000);
+        assert!(count(AiTokenizer::Cl100kBase, &spaces) > 0);
+        let marks = "^".repeat(200_000) + &"\n \n".repeat(50_000);
+        assert!(count(AiTokenizer::O200kBase, &marks) > 0);
+        let prose = "the quick brown fox jumps over the lazy dog ".repeat(100);
+        // Cut before a word, segments count as the whole text does: 9 tokens a sentence
+        // and the last space; a run of "é" is cut between characters.
+        assert_eq!(count(AiTokenizer::Cl100kBase, &prose), 900 + 1);
+        let accents = "é".repeat(1000);
+        assert!(segments(&accents).all(|s| s.len() <= SEGMENT));
+        assert_eq!(
+            segments(&accents).map(str::len).sum::<usize>(),
+            accents.len()
+        );
     }
 }

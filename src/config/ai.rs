@@ -80,6 +80,51 @@ pub struct AiTarget {
     pub provider: usize,
     pub model: String,
     pub weight: u32,
+    /// How tokens are counted when the provider reports no usage.
+    pub tokenizer: AiTokenizer,
+}
+
+/// A token count's method where a provider reports no usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiTokenizer {
+    /// OpenAI's encoding of gpt-4o, gpt-4.1, gpt-4.5, gpt-5 and the o-series.
+    O200kBase,
+    /// OpenAI's encoding of gpt-4, gpt-3.5 and text-embedding-3 / ada-002; the default for
+    /// other models, whose own tokenizers it only approximates.
+    Cl100kBase,
+    /// One token per four bytes of text.
+    Estimate,
+}
+
+impl AiTokenizer {
+    /// The encoding of `model`'s family (a provider prefix such as `openai/` is ignored).
+    pub fn of_model(model: &str) -> Self {
+        let name = model
+            .rsplit('/')
+            .next()
+            .unwrap_or(model)
+            .to_ascii_lowercase();
+        let name = name.strip_prefix("chat").unwrap_or(&name);
+        let o200k = ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            || ["o1", "o3", "o4"]
+                .iter()
+                .any(|p| name == *p || name.starts_with(&format!("{p}-")));
+        match o200k {
+            true => AiTokenizer::O200kBase,
+            false => AiTokenizer::Cl100kBase,
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "o200k_base" => Some(AiTokenizer::O200kBase),
+            "cl100k_base" => Some(AiTokenizer::Cl100kBase),
+            "estimate" => Some(AiTokenizer::Estimate),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -375,6 +420,16 @@ fn target(
     if t.weight == Some(0) {
         errs.push(format!("{at}.weight"), "must be more than 0");
     }
+    let tokenizer = match t.tokenizer.as_deref() {
+        None => AiTokenizer::of_model(&model),
+        Some(name) => AiTokenizer::parse(name).unwrap_or_else(|| {
+            errs.push(
+                format!("{at}.tokenizer"),
+                format!("unknown tokenizer {name:?} (o200k_base, cl100k_base or estimate)"),
+            );
+            AiTokenizer::Estimate
+        }),
+    };
     let provider = match &t.provider {
         None => {
             errs.push(format!("{at}.provider"), "is required");
@@ -395,6 +450,7 @@ fn target(
         provider,
         model,
         weight: t.weight.unwrap_or(1),
+        tokenizer,
     })
 }
 
@@ -464,6 +520,7 @@ fn placeholders_closed(template: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::AiTokenizer;
     use crate::config::parse;
 
     fn errors(yaml: &str) -> Vec<String> {
@@ -484,7 +541,7 @@ routes:
         a: {kind: azure, url: 'ftp://x', anthropic_version: v, first_token_timeout: soon}
         b: {kind: llama, url: http://127.0.0.1:1, api_key_env: FERROGATE_TEST_UNSET_AI_KEY}
       models:
-        fast: {targets: [{provider: c, model: m}, {provider: b, weight: 0}]}
+        fast: {targets: [{provider: c, model: m}, {provider: b, weight: 0, tokenizer: p50k}]}
         smart: {}
       prices: {m: {input: -1}}
       max_tokens: 0
@@ -504,6 +561,7 @@ routes:
             "routes[0].ai.models.fast.targets[0].provider: unknown provider \"c\"",
             "routes[0].ai.models.fast.targets[1].model: is required",
             "routes[0].ai.models.fast.targets[1].weight: must be more than 0",
+            "routes[0].ai.models.fast.targets[1].tokenizer: unknown tokenizer \"p50k\"",
             "routes[0].ai.models.smart.targets: at least one target is required",
             "routes[0].ai.prices.m.input: must be a number of 0 or more",
             "routes[0].ai.prices.m.output: is required",
@@ -536,5 +594,38 @@ routes:
         let ai = c.routes[0].ai.as_ref().expect("ai");
         assert_eq!(ai.providers[0].url, "http://127.0.0.1:9103/v1");
         assert_eq!(ai.models["fast"].targets[0].model, "tiny");
+        assert_eq!(
+            ai.models["fast"].targets[0].tokenizer,
+            AiTokenizer::Cl100kBase
+        );
+    }
+
+    #[test]
+    fn the_tokenizer_follows_the_model_family_unless_configured() {
+        for (model, want) in [
+            ("gpt-4o-mini", AiTokenizer::O200kBase),
+            ("gpt-4.1", AiTokenizer::O200kBase),
+            ("openai/o3-mini", AiTokenizer::O200kBase),
+            ("o1", AiTokenizer::O200kBase),
+            ("chatgpt-4o-latest", AiTokenizer::O200kBase),
+            ("gpt-4-turbo", AiTokenizer::Cl100kBase),
+            ("gpt-3.5-turbo", AiTokenizer::Cl100kBase),
+            ("text-embedding-3-small", AiTokenizer::Cl100kBase),
+            ("llama3.2", AiTokenizer::Cl100kBase),
+            ("o1x", AiTokenizer::Cl100kBase),
+        ] {
+            assert_eq!(AiTokenizer::of_model(model), want, "{model}");
+        }
+        let yaml = "
+listeners: [{address: 127.0.0.1:0}]
+routes:
+  - match: {path: {prefix: /v1/}}
+    ai:
+      providers: {local: {kind: openai, url: 'http://127.0.0.1:9103/v1'}}
+      models: {fast: {targets: [{provider: local, model: gpt-4o, tokenizer: estimate}]}}
+";
+        let c = parse(yaml, std::path::Path::new(".")).expect("valid");
+        let t = &c.routes[0].ai.as_ref().expect("ai").models["fast"].targets[0];
+        assert_eq!(t.tokenizer, AiTokenizer::Estimate);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 pub use super::ai::{
     AiAlias, AiBudget, AiCacheSettings, AiCounts, AiPrice, AiPrompt, AiProvider, AiProviderKind,
-    AiRoute, AiTarget,
+    AiRoute, AiTarget, AiTokenizer,
 };
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};

@@ -117,6 +117,12 @@ pub struct AiTarget {
     /// Share of the alias's traffic (default 1).
     #[serde(default)]
     pub weight: Option<u32>,
+    /// How tokens are counted when the provider reports no usage: `o200k_base`,
+    /// `cl100k_base` (OpenAI's BPE encodings) or `estimate` (one token per four bytes).
+    /// Default: `o200k_base` for the gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1, o3 and o4 families,
+    /// `cl100k_base` for every other model.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 /// `ai.prices.MODEL`: price per million tokens.

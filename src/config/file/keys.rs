@@ -42,7 +42,7 @@ keys! {
     RouteAi: ["providers", "models", "prices", "max_tokens", "consumers", "budgets", "prompt", "cache"],
     AiProvider: ["kind", "url", "api_key", "api_key_env", "api_version", "deployments", "anthropic_version", "first_token_timeout", "timeout"],
     AiModel: ["targets", "fallback"],
-    AiTarget: ["provider", "model", "weight"],
+    AiTarget: ["provider", "model", "weight", "tokenizer"],
     AiPrice: ["input", "output"],
     AiConsumer: ["models"],
     AiBudget: ["policy", "counts", "estimate_output"],
