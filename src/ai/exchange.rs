@@ -101,6 +101,11 @@ impl Service {
             .build()
             .map_err(|e| e.to_string())?;
         let cache = ai.cache.map(super::cache::AnswerCache::new);
+        let targets = ai
+            .models
+            .values()
+            .flat_map(|a| a.targets.iter().chain(&a.fallback));
+        super::usage::warm(targets.map(|t| t.tokenizer));
         Ok(Service {
             route: Arc::from(route),
             ai,

@@ -13,6 +13,36 @@ use crate::config::model::{AiPrice, AiTokenizer};
 static O200K_BASE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::o200k_base().ok());
 static CL100K_BASE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::cl100k_base().ok());
 
+/// Builds the encodings `tokenizers` name on a thread of its own (a tenth to a third of a
+/// second each), so that the first answer counted does not stall a worker for it. Called
+/// when a configuration with AI routes is loaded.
+pub fn warm(tokenizers: impl IntoIterator<Item = AiTokenizer>) {
+    let (mut o200k, mut cl100k) = (false, false);
+    for t in tokenizers {
+        match t {
+            AiTokenizer::O200kBase => o200k = true,
+            AiTokenizer::Cl100kBase => cl100k = true,
+            AiTokenizer::Estimate => {}
+        }
+    }
+    if !(o200k || cl100k) {
+        return;
+    }
+    let built = std::thread::Builder::new()
+        .name("ferrogate-tokenizer".into())
+        .spawn(move || {
+            if o200k {
+                LazyLock::force(&O200K_BASE);
+            }
+            if cl100k {
+                LazyLock::force(&CL100K_BASE);
+            }
+        });
+    if let Err(e) = built {
+        tracing::warn!(error = %e, "the tokenizer tables will be built on first use");
+    }
+}
+
 /// Text is counted in segments of at most this many bytes: the encodings' splitting
 /// patterns backtrack, and on long runs of whitespace or punctuation the regex engine
 /// gives up (and the crate panics), which short segments never reach.
