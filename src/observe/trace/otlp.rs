@@ -95,18 +95,10 @@ impl Writer {
         (64 - (n as u64 | 1).leading_zeros() as usize).div_ceil(7)
     }
 
-    /// `KeyValue` with a string `AnyValue` (field 9 of a span, 1 of a resource), its
-    /// lengths worked out before it is written (no moving it into place afterwards).
+    /// `KeyValue` with a string `AnyValue` (field 9 of a span, 1 of a resource).
     fn attr_text(&mut self, field: u32, key: &str, value: &str) {
         let any = 1 + Self::varint_len(value.len()) + value.len();
-        let kv = 1 + Self::varint_len(key.len()) + key.len() + 1 + Self::varint_len(any) + any;
-        self.tag(field, LEN);
-        self.varint(kv as u64);
-        self.tag(1, LEN);
-        self.varint(key.len() as u64);
-        self.buf.extend_from_slice(key.as_bytes());
-        self.tag(2, LEN);
-        self.varint(any as u64);
+        self.attr_head(field, key, any);
         self.tag(1, LEN);
         self.varint(value.len() as u64);
         self.buf.extend_from_slice(value.as_bytes());
@@ -115,6 +107,15 @@ impl Writer {
     /// `KeyValue` with an integer `AnyValue`.
     fn attr_int(&mut self, field: u32, key: &str, value: i64) {
         let any = 1 + Self::varint_len(value as u64 as usize);
+        self.attr_head(field, key, any);
+        self.tag(3, VARINT);
+        self.varint(value as u64);
+    }
+
+    /// A `KeyValue`'s tag, length and key, and its `AnyValue`'s tag and length (`any`
+    /// bytes follow): the lengths worked out before anything is written, so nothing is
+    /// moved into place afterwards.
+    fn attr_head(&mut self, field: u32, key: &str, any: usize) {
         let kv = 1 + Self::varint_len(key.len()) + key.len() + 1 + Self::varint_len(any) + any;
         self.tag(field, LEN);
         self.varint(kv as u64);
@@ -123,8 +124,6 @@ impl Writer {
         self.buf.extend_from_slice(key.as_bytes());
         self.tag(2, LEN);
         self.varint(any as u64);
-        self.tag(3, VARINT);
-        self.varint(value as u64);
     }
 
     fn error_status(&mut self) {
