@@ -153,7 +153,7 @@ pub(super) async fn send(
             mirror::spawn(snap.clone(), shadow, &mut out.request, &out.added);
         }
     }
-    let attempts = done.trace.as_deref_mut().map(Attempts::new);
+    let attempts = done.trace_mut().map(Attempts::new);
     let result = forward(&exchange, &mut out.request, attempts).await;
     // The map is reused for the next request's head; the body ends with the request.
     crate::spare_maps::give(std::mem::take(out.request.headers_mut()));

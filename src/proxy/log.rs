@@ -28,6 +28,8 @@ pub struct Completion {
     method: Method,
     status: u16,
     pub(super) route_metrics: Option<RouteMetrics>,
+    /// What the access log, the history and the trace record of the request, in one
+    /// allocation, when any of them is on.
     pub(super) log: Option<Box<LogData>>,
     /// The request's place in its upstream group's concurrency limit, freed at the end.
     pub(super) slot: Option<Slot>,
@@ -46,8 +48,6 @@ pub struct Completion {
     /// The request's place in its route's tunnel limits (a WebSocket upgrade), held by
     /// the tunnel until it ends.
     pub(super) tunnel_permit: Option<crate::tunnel::Permit>,
-    /// The request's trace, when the gateway traces (`tracing`): finished with the log.
-    pub(super) trace: Option<Box<RequestTrace>>,
     /// The log phase has run.
     logged: bool,
 }
@@ -63,8 +63,11 @@ struct TunnelEnd {
 /// non-standard 499 "client closed request"): nothing was sent, so no real status applies.
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
-/// The access-log record's fields, gathered while the request runs (only when the log is on).
+/// The request's record, gathered while it runs, when the access log, the history or
+/// tracing is on: the fields the log line and the history take, and the trace.
 pub(super) struct LogData {
+    /// The request's trace, when the gateway traces (`tracing`): finished with the log.
+    pub trace: Option<RequestTrace>,
     /// The access log, when on (this record may be kept for the history alone).
     log: Option<Arc<AccessLog>>,
     history: Option<Arc<crate::observe::history::History>>,
@@ -146,65 +149,85 @@ impl Completion {
             rate_policy: None,
             tunnel_permit: None,
             logged: false,
-            trace: snap.tracer.as_ref().map(|t| {
-                let facts = RequestFacts {
-                    method: req.method().clone(),
-                    path: crate::observe::trace::PathCopy::of(req.uri().path()),
-                    host: arrival.host_value.clone(),
-                    client: arrival.client_ip,
-                    scheme: if arrival.tls { "https" } else { "http" },
-                    version: req.version(),
-                };
-                t.begin(arrival.trust_trace, req.headers(), facts, start)
-            }),
-            // The fields the access log and the history both record, gathered when either
-            // is on; the log's own text fields only for the log.
-            log: (snap.access_log.is_some() || snap.history.is_some()).then(|| {
-                let log = snap.access_log.clone();
-                // The log line's time; the history stamps the end itself.
-                let time = match log {
-                    Some(_) => SystemTime::now(),
-                    None => SystemTime::UNIX_EPOCH,
-                };
-                Box::new(LogData {
-                    host: match log {
-                        Some(_) => arrival.host().into_owned(),
-                        None => String::new(),
-                    },
-                    path: match log {
-                        Some(_) => req.uri().path().to_owned(),
-                        None => String::new(),
-                    },
-                    request_id: log.as_ref().map(|_| arrival.request_id.clone()),
-                    log,
-                    history: snap.history.clone(),
-                    sampling: snap.log_sampling.clone(),
-                    time,
-                    client_ip: arrival.client_ip,
-                    route: None,
-                    route_number: None,
-                    consumer: None,
-                    upstream: None,
-                    target_number: None,
-                    upstream_duration: None,
-                    req_body: None,
-                    geo: None,
-                    cache_hit: None,
-                    ai: None,
-                })
-            }),
+            log: Self::observed(snap, arrival, req, start),
         }
+    }
+
+    /// The request's record, when the access log, the history or tracing is on.
+    fn observed<B>(
+        snap: &Snapshot,
+        arrival: &Arrival,
+        req: &Request<B>,
+        start: Instant,
+    ) -> Option<Box<LogData>> {
+        if snap.access_log.is_none() && snap.history.is_none() && snap.tracer.is_none() {
+            return None;
+        }
+        let trace = snap.tracer.as_ref().map(|t| {
+            let facts = RequestFacts {
+                method: req.method().clone(),
+                path: crate::observe::trace::PathCopy::of(req.uri().path()),
+                host: arrival.host_value.clone(),
+                client: arrival.client_ip,
+                scheme: if arrival.tls { "https" } else { "http" },
+                version: req.version(),
+            };
+            t.begin(arrival.trust_trace, req.headers(), facts, start)
+        });
+        // The log's own text fields only for the log.
+        let log = snap.access_log.clone();
+        // The log line's time; the history stamps the end itself.
+        let time = match log {
+            Some(_) => SystemTime::now(),
+            None => SystemTime::UNIX_EPOCH,
+        };
+        Some(Box::new(LogData {
+            host: match log {
+                Some(_) => arrival.host().into_owned(),
+                None => String::new(),
+            },
+            path: match log {
+                Some(_) => req.uri().path().to_owned(),
+                None => String::new(),
+            },
+            request_id: log.as_ref().map(|_| arrival.request_id.clone()),
+            log,
+            history: snap.history.clone(),
+            sampling: snap.log_sampling.clone(),
+            time,
+            client_ip: arrival.client_ip,
+            route: None,
+            route_number: None,
+            consumer: None,
+            upstream: None,
+            target_number: None,
+            upstream_duration: None,
+            req_body: None,
+            geo: None,
+            cache_hit: None,
+            ai: None,
+            trace,
+        }))
     }
 
     /// The current time, when the request is traced and the route `configured` the phase
     /// about to run: the start of the phase's span.
     pub(super) fn clock(&self, configured: bool) -> Option<Instant> {
-        (configured && self.trace.is_some()).then(Instant::now)
+        (configured && self.trace().is_some()).then(Instant::now)
+    }
+
+    /// The request's trace, when the gateway traces.
+    pub(super) fn trace(&self) -> Option<&RequestTrace> {
+        self.log.as_ref()?.trace.as_ref()
+    }
+
+    pub(super) fn trace_mut(&mut self) -> Option<&mut RequestTrace> {
+        self.log.as_mut()?.trace.as_mut()
     }
 
     /// Records the span of phase `name`, begun at `start` (from [`Completion::clock`]).
     pub(super) fn phase(&mut self, name: &'static str, start: Option<Instant>) {
-        if let (Some(t), Some(start)) = (self.trace.as_deref_mut(), start) {
+        if let (Some(t), Some(start)) = (self.trace_mut(), start) {
             t.phase(name, start);
         }
     }
@@ -281,16 +304,16 @@ impl Completion {
         if let Some(m) = &self.route_metrics {
             m.observe(&self.method, self.status, duration);
         }
-        let trace_ids = match (&self.trace, &self.log) {
-            (Some(t), Some(l)) if l.log.is_some() => Some((t.trace_id_hex(), t.span_id_hex())),
-            _ => None,
-        };
-        if let Some(t) = self.trace.take() {
-            t.finish(self.status, now);
-        }
-        let Some(l) = self.log.take() else {
+        let Some(mut l) = self.log.take() else {
             return;
         };
+        let trace_ids = match &l.trace {
+            Some(t) if l.log.is_some() => Some((t.trace_id_hex(), t.span_id_hex())),
+            _ => None,
+        };
+        if let Some(t) = l.trace.take() {
+            t.finish(self.status, now);
+        }
         let bytes_in = match tunnel {
             Some(t) => t.to_upstream,
             None => l

@@ -114,7 +114,7 @@ pub async fn handle(
     }
     let snap = &snap;
     let routed = next!(route::find(snap, conn, req, &arrival, &mut done));
-    if let Some(t) = &done.trace {
+    if let Some(t) = done.trace() {
         // A stored job continues this request's span; a forwarded request gets its
         // context beside its fields (`upstream_request`), each attempt naming its own span.
         let r = routed.route;
@@ -240,7 +240,7 @@ impl Stop {
             Stop::Respond(resp) => *resp,
             Stop::Fail(err) => err.to_response(request_id),
         };
-        if let Some(t) = &done.trace {
+        if let Some(t) = done.trace() {
             error::add_trace_id(&mut resp, &t.trace_id_hex());
         }
         if let Some(p) = passed {

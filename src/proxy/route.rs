@@ -73,7 +73,7 @@ pub(super) fn find<'s, B>(
     if let (Some(counts), Some(loc)) = (&route.geo_counts, &geo) {
         counts.count(loc);
     }
-    if let Some(t) = done.trace.as_deref_mut() {
+    if let Some(t) = done.trace_mut() {
         t.route = Some(route.name.clone());
     }
     if let Some(log) = done.log_mut() {

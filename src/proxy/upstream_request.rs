@@ -151,7 +151,7 @@ impl Outbound {
             },
             &mut out.added,
         );
-        if let Some(t) = done.trace.as_deref() {
+        if let Some(t) = done.trace() {
             // The gateway's context replaces the caller's: written beside the fields, the
             // caller's `tracestate` kept only with its continued context.
             out.added.set_trace(t.trace_id(), t.span_id, t.sampled);

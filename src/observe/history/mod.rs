@@ -7,6 +7,7 @@
 //! adds into its own accumulator; every 10 s a background task takes them all, merges them by
 //! name, folds names past the cardinality bound into `other`, and writes the points.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -261,11 +262,12 @@ pub const OTHER: &str = "other";
 /// Points keyed by dimension and name, as collected and stored.
 type Keyed = HashMap<(Dimension, Arc<str>), Point>;
 
-/// One worker thread's points of one 10-second interval: the gateway's, routes' and
-/// targets' by number, consumers' and clients' in maps bounded by `max_names`.
+/// One worker thread's points of one 10-second interval: routes' and targets' by number,
+/// consumers' and clients' in maps bounded by `max_names`. The gateway's point is the sum
+/// of the clients' (every request has exactly one client point), made when it is read,
+/// so a request adds to one point fewer.
 #[derive(Default)]
 struct Points {
-    gateway: Point,
     /// Routes (0) and targets (1), indexed by their number.
     numbered: [Vec<Point>; 2],
     consumers: HashMap<Arc<str>, Point, Fast>,
@@ -422,7 +424,7 @@ impl History {
                 if acc.interval != interval {
                     let ended = std::mem::take(&mut acc.points);
                     let at = acc.interval;
-                    if ended.gateway.requests > 0 {
+                    if !ended.is_empty() {
                         acc.ended.push((at, ended));
                     }
                     acc.interval = interval;
@@ -458,7 +460,7 @@ impl History {
         for acc in threads {
             let mut acc = lock(&acc);
             let mut taken = std::mem::take(&mut acc.ended);
-            if acc.interval < before && acc.points.gateway.requests > 0 {
+            if acc.interval < before && !acc.points.is_empty() {
                 let interval = acc.interval;
                 taken.push((interval, std::mem::take(&mut acc.points)));
             }
@@ -577,7 +579,7 @@ impl History {
             {
                 for name in names {
                     if let Some(p) = points.find(dimension, name) {
-                        out.merge(p);
+                        out.merge(&p);
                     }
                 }
             }
@@ -613,8 +615,22 @@ impl Drop for History {
 }
 
 impl Points {
+    /// No request was recorded.
+    fn is_empty(&self) -> bool {
+        self.clients.is_empty() && self.other_clients.requests == 0
+    }
+
+    /// The whole gateway's point: the sum of the clients'.
+    fn gateway(&self) -> Point {
+        let mut sum = self.other_clients.clone();
+        for p in self.clients.values() {
+            sum.merge(p);
+        }
+        sum
+    }
+
     /// The point of `name` in `dimension`, if these points have one.
-    fn find(&self, dimension: Dimension, name: &str) -> Option<&Point> {
+    fn find(&self, dimension: Dimension, name: &str) -> Option<Cow<'_, Point>> {
         let numbered = |d: Numbered| {
             let n = lock(&NUMBERS)
                 .of
@@ -624,15 +640,16 @@ impl Points {
                 .get(n as usize)
                 .filter(|p| p.requests > 0)
         };
-        match dimension {
-            Dimension::Gateway => Some(&self.gateway),
+        let found = match dimension {
+            Dimension::Gateway => return Some(Cow::Owned(self.gateway())),
             Dimension::Route => numbered(Numbered::Route),
             Dimension::Target => numbered(Numbered::Target),
             Dimension::Consumer if name == OTHER => Some(&self.other_consumers),
             Dimension::Consumer => self.consumers.get(name),
             Dimension::Client if name == OTHER => Some(&self.other_clients),
             Dimension::Client => self.clients.get(&ClientKey::of(name.parse().ok()?)),
-        }
+        };
+        found.map(Cow::Borrowed)
     }
 
     /// The routes' points with their names.
@@ -646,7 +663,6 @@ impl Points {
 
     fn add(&mut self, s: &Sample<'_>, max: usize) {
         let d = Delta::of(s);
-        self.gateway.add(&d);
         for (points, n) in self.numbered.iter_mut().zip([s.route, s.target]) {
             let Some(n) = n else { continue };
             let n = n as usize;
@@ -677,7 +693,7 @@ impl Points {
     fn merge_into(self, into: &mut Keyed) {
         into.entry((Dimension::Gateway, Arc::from("")))
             .or_default()
-            .merge(&self.gateway);
+            .merge(&self.gateway());
         let dims = [
             (Dimension::Route, Numbered::Route),
             (Dimension::Target, Numbered::Target),
@@ -829,9 +845,13 @@ mod tests {
         let at = std::time::Instant::now() - Duration::from_secs(90);
         let t = unix_millis_at(at) / 1000;
         let names: Vec<Arc<str>> = ["a", "b", "c", "d"].iter().map(|n| Arc::from(*n)).collect();
+        // Five clients, more than the bound keeps by name: the gateway's point, the sum of
+        // the clients', still counts every request.
         for (i, n) in names.iter().enumerate() {
-            for _ in 0..=i {
-                h.record(&sample(n, if i == 0 { 503 } else { 200 }, at));
+            for j in 0..=i {
+                let mut s = sample(n, if i == 0 { 503 } else { 200 }, at);
+                s.client = IpAddr::from([192, 0, 2, j as u8]);
+                h.record(&s);
             }
         }
         h.flush();
@@ -856,5 +876,12 @@ mod tests {
             .series(Dimension::Gateway, "", t - 100, t + 100, 60)
             .unwrap();
         assert_eq!(minute[0].1.requests, 10, "the minute sums its 10 s points");
+        let clients = h.totals(Dimension::Client, t - 100, t + 100).unwrap();
+        let mut clients: Vec<_> = clients
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.requests))
+            .collect();
+        clients.sort();
+        assert_eq!(clients, [("192.0.2.0", 4), ("192.0.2.1", 3), ("other", 3)]);
     }
 }

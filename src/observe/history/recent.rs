@@ -80,7 +80,7 @@ impl Recent {
 impl Seen {
     fn of(points: &Points) -> Seen {
         Seen {
-            gateway: points.gateway.clone(),
+            gateway: points.gateway(),
             routes: points.routes().map(|(name, p)| (name, p.clone())).collect(),
         }
     }

@@ -185,7 +185,7 @@ impl Tracer {
         headers: &HeaderMap,
         request: RequestFacts,
         start: Instant,
-    ) -> Box<RequestTrace> {
+    ) -> RequestTrace {
         let parent = trusted
             .then(|| headers.get(TRACEPARENT))
             .flatten()
@@ -197,7 +197,7 @@ impl Tracer {
                 (id, self.always || (id as u64) < self.threshold)
             }
         };
-        Box::new(RequestTrace {
+        RequestTrace {
             tracer: self.clone(),
             trace_id: [(trace_id >> 64) as u64, trace_id as u64],
             span_id: new_span_id(),
@@ -211,7 +211,7 @@ impl Tracer {
             request,
             route: None,
             spans: Spans::default(),
-        })
+        }
     }
 
     /// A tracer that records everything into a queue nobody reads (for tests of what a
@@ -278,8 +278,9 @@ impl RequestTrace {
     }
 
     /// The request ended with `status` at `end`: the record goes to the exporter if it is
-    /// kept, or is dropped (and counted) when the exporter's queue is full.
-    pub fn finish(mut self: Box<Self>, status: u16, end: Instant) {
+    /// kept (moved into an allocation of its own only then), or is dropped (and counted)
+    /// when the exporter's queue is full.
+    pub fn finish(mut self, status: u16, end: Instant) {
         self.status = status;
         self.end = end;
         if !self.tracer.keeps(&self) {
@@ -288,7 +289,7 @@ impl RequestTrace {
         let ran = end.saturating_duration_since(self.start) + self.start.elapsed();
         self.time = SystemTime::now().checked_sub(ran);
         let tracer = self.tracer.clone();
-        if tracer.queue.try_send(self).is_err() {
+        if tracer.queue.try_send(Box::new(self)).is_err() {
             tracer.metrics.dropped.inc();
         }
     }

@@ -338,7 +338,7 @@ mod tests {
         t.status = 503;
         t.end = start + Duration::from_millis(5);
         t.time = Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-        let bytes = request(&[t], "edge");
+        let bytes = request(&[Box::new(t)], "edge");
         let req = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
         let rs = &req.resource_spans[0];
         let resource = attrs(&rs.resource.as_ref().unwrap().attributes);
