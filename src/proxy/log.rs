@@ -163,17 +163,6 @@ impl Completion {
         if snap.access_log.is_none() && snap.history.is_none() && snap.tracer.is_none() {
             return None;
         }
-        let trace = snap.tracer.as_ref().map(|t| {
-            let facts = RequestFacts {
-                method: req.method().clone(),
-                path: crate::observe::trace::PathCopy::of(req.uri().path()),
-                host: arrival.host_value.clone(),
-                client: arrival.client_ip,
-                scheme: if arrival.tls { "https" } else { "http" },
-                version: req.version(),
-            };
-            t.begin(arrival.trust_trace, req.headers(), facts, start)
-        });
         // The log's own text fields only for the log.
         let log = snap.access_log.clone();
         // The log line's time; the history stamps the end itself.
@@ -181,7 +170,7 @@ impl Completion {
             Some(_) => SystemTime::now(),
             None => SystemTime::UNIX_EPOCH,
         };
-        Some(Box::new(LogData {
+        let mut data = Some(Box::new(LogData {
             host: match log {
                 Some(_) => arrival.host().into_owned(),
                 None => String::new(),
@@ -206,8 +195,21 @@ impl Completion {
             geo: None,
             cache_hit: None,
             ai: None,
-            trace,
-        }))
+            trace: None,
+        }));
+        // Made in its place in the record: the trace is large, and each move copies it.
+        if let (Some(t), Some(data)) = (&snap.tracer, &mut data) {
+            let facts = RequestFacts {
+                method: req.method().clone(),
+                path: crate::observe::trace::PathCopy::of(req.uri().path()),
+                host: arrival.host_value.clone(),
+                client: arrival.client_ip,
+                scheme: if arrival.tls { "https" } else { "http" },
+                version: req.version(),
+            };
+            data.trace = Some(t.begin(arrival.trust_trace, req.headers(), facts, start));
+        }
+        data
     }
 
     /// The current time, when the request is traced and the route `configured` the phase
@@ -311,8 +313,11 @@ impl Completion {
             Some(t) if l.log.is_some() => Some((t.trace_id_hex(), t.span_id_hex())),
             _ => None,
         };
-        if let Some(t) = l.trace.take() {
-            t.finish(self.status, now);
+        // Ended in place; moved out only when it is exported.
+        if l.trace.as_mut().is_some_and(|t| t.end(self.status, now)) {
+            if let Some(t) = l.trace.take() {
+                t.export();
+            }
         }
         let bytes_in = match tunnel {
             Some(t) => t.to_upstream,

@@ -277,20 +277,32 @@ impl RequestTrace {
         });
     }
 
-    /// The request ended with `status` at `end`: the record goes to the exporter if it is
-    /// kept (moved into an allocation of its own only then), or is dropped (and counted)
-    /// when the exporter's queue is full.
-    pub fn finish(mut self, status: u16, end: Instant) {
+    /// The request ended with `status` at `end`; true when the record is kept (then
+    /// [`RequestTrace::export`] sends it).
+    pub fn end(&mut self, status: u16, end: Instant) -> bool {
         self.status = status;
         self.end = end;
-        if !self.tracer.keeps(&self) {
-            return;
+        if !self.tracer.keeps(self) {
+            return false;
         }
         let ran = end.saturating_duration_since(self.start) + self.start.elapsed();
         self.time = SystemTime::now().checked_sub(ran);
+        true
+    }
+
+    /// Hands a kept record to the exporter, or drops it (counted) when the exporter's queue
+    /// is full.
+    pub fn export(self) {
         let tracer = self.tracer.clone();
         if tracer.queue.try_send(Box::new(self)).is_err() {
             tracer.metrics.dropped.inc();
+        }
+    }
+
+    /// Ends the record and exports it if it is kept.
+    pub fn finish(mut self, status: u16, end: Instant) {
+        if self.end(status, end) {
+            self.export();
         }
     }
 
