@@ -72,11 +72,13 @@ async fn pooled_connection_the_backend_closed_is_not_written_to() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_spaced_around_the_backend_idle_timeout_never_get_502() {
     // Node's 5 s keepAliveTimeout against the 4 s default, scaled down: the backend closes
-    // connections idle for 300 ms, the pool gives them up after 200 ms.
-    const CLIENTS: usize = 200;
-    const EACH: usize = 10;
-    let backend = IdleClosing::start(Duration::from_millis(300)).await;
-    let keepalive = "    keepalive: {idle_timeout: 200ms}\n";
+    // connections idle for 600 ms, the pool gives them up after 300 ms. The margin is the
+    // documented rule's; it is wider here than the real 1 s in proportion because a loaded
+    // test machine can delay a reused connection's write by tens of milliseconds.
+    const CLIENTS: usize = 400;
+    const EACH: usize = 5;
+    let backend = IdleClosing::start(Duration::from_millis(600)).await;
+    let keepalive = "    keepalive: {idle_timeout: 300ms}\n";
     let gw = TestGateway::start(&gateway_yaml(backend.addr, keepalive));
     let addr = gw.addr;
     let mut clients = Vec::new();
@@ -89,9 +91,9 @@ async fn puts_spaced_around_the_backend_idle_timeout_never_get_502() {
                 .unwrap();
             tokio::spawn(conn);
             for _ in 0..EACH {
-                // Pauses from half to 1.3 times the backend's timeout: some reuse a pooled
+                // Pauses from a quarter to 1.3 times the backend's timeout: some reuse a pooled
                 // connection, some wait past the pool's limit, some land on the backend's.
-                let pause = Duration::from_millis(fastrand::u64(150..=390));
+                let pause = Duration::from_millis(fastrand::u64(150..=780));
                 tokio::time::sleep(pause).await;
                 let sent = tokio::time::timeout(Duration::from_secs(5), async {
                     let resp = tx.send_request(put("/", &[b'x'; 512])).await?;
