@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{Dimension, Point, COARSE, FINE};
 
@@ -20,6 +20,10 @@ pub struct StoreError(String);
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
+
+/// Points per interval (on average) up to which a read walks its whole time range rather
+/// than seeking to its dimension in each interval.
+const SCAN_BELOW: u64 = 16;
 
 /// A point read back: its interval's start, and its name with it.
 pub(super) type Stored = (u64, (String, Point));
@@ -96,6 +100,11 @@ impl Store {
     }
 
     /// Points of `dim` (only `name`, when given) in `[from, to]`, oldest first.
+    ///
+    /// A store with few points per interval is read in one pass over the range. One with
+    /// many (routes, targets, consumers and clients by the hundred) is read with a seek per
+    /// interval: to the point of `name`, or to the first of `dim` and on until the next
+    /// dimension, so the other names and dimensions are never walked.
     pub(super) fn read(
         &self,
         resolution: u64,
@@ -106,19 +115,47 @@ impl Store {
     ) -> Result<Vec<Stored>, StoreError> {
         let read = self.db.begin_read().map_err(err)?;
         let t = read.open_table(table(resolution)).map_err(err)?;
+        let (Some(first), Some(last)) = (t.first().map_err(err)?, t.last().map_err(err)?) else {
+            return Ok(Vec::new());
+        };
+        let (first, last) = (first.0.value().0, last.0.value().0);
+        let intervals = (last - first) / resolution + 1;
+        let d = dim as u8;
         let mut out = Vec::new();
-        for entry in t
-            .range((from, 0u8, "")..(to.saturating_add(1), 0u8, ""))
-            .map_err(err)?
-        {
-            let (k, v) = entry.map_err(err)?;
-            let (at, d, n) = k.value();
-            if d != dim as u8 || name.is_some_and(|want| want != n) {
-                continue;
+        let mut push = |at: u64, n: &str, v: &[u8]| {
+            if name.is_none_or(|want| want == n) {
+                if let Ok(p) = postcard::from_bytes::<Point>(v) {
+                    out.push((at, (n.to_owned(), p)));
+                }
             }
-            if let Ok(p) = postcard::from_bytes::<Point>(v.value()) {
-                out.push((at, (n.to_owned(), p)));
+        };
+        if t.len().map_err(err)? / intervals <= SCAN_BELOW {
+            let range = (from, 0u8, "")..(to.saturating_add(1), 0u8, "");
+            for entry in t.range(range).map_err(err)? {
+                let (k, v) = entry.map_err(err)?;
+                let (at, kd, n) = k.value();
+                if kd == d {
+                    push(at, n, v.value());
+                }
             }
+            return Ok(out);
+        }
+        let mut at = from.max(first).div_ceil(resolution) * resolution;
+        while at <= to.min(last) {
+            match name {
+                Some(n) => {
+                    if let Some(v) = t.get((at, d, n)).map_err(err)? {
+                        push(at, n, v.value());
+                    }
+                }
+                None => {
+                    for entry in t.range((at, d, "")..(at, d + 1, "")).map_err(err)? {
+                        let (k, v) = entry.map_err(err)?;
+                        push(at, k.value().2, v.value());
+                    }
+                }
+            }
+            at += resolution;
         }
         Ok(out)
     }
@@ -133,5 +170,78 @@ impl Store {
                 .map_err(err)?;
         }
         write.commit().map_err(err)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn point(requests: u64) -> Point {
+        Point {
+            requests,
+            ..Point::default()
+        }
+    }
+
+    /// A store holding `names` routes and as many clients in each of `intervals` 10-second
+    /// intervals from `t0`; route `r{i}` made `at + i` requests in the interval at `at`.
+    fn store(names: usize, intervals: u64, t0: u64) -> Store {
+        let day = Duration::from_secs(86_400);
+        let s = Store::open(None, day, day).unwrap();
+        for k in 0..intervals {
+            let at = t0 + k * FINE;
+            let mut points = Vec::new();
+            for i in 0..names {
+                let requests = at + i as u64;
+                points.push((
+                    (Dimension::Route, Arc::from(format!("r{i}"))),
+                    point(requests),
+                ));
+                points.push(((Dimension::Client, Arc::from(format!("c{i}"))), point(1)));
+            }
+            s.write(FINE, at, &points).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn a_read_finds_the_same_points_by_scan_and_by_seek() {
+        let t0 = 1_700_000_000;
+        // 2 points per interval are scanned; 200 are sought.
+        for names in [1, 100] {
+            let s = store(names, 30, t0);
+            let from = t0 + 5 * FINE - 3;
+            let to = t0 + 12 * FINE;
+            let one = s
+                .read(FINE, Dimension::Route, Some("r0"), from, to)
+                .unwrap();
+            let ats: Vec<u64> = one.iter().map(|(at, _)| *at).collect();
+            let want: Vec<u64> = (5..=12).map(|k| t0 + k * FINE).collect();
+            assert_eq!(ats, want, "{names} names");
+            assert!(one
+                .iter()
+                .all(|(at, (n, p))| n == "r0" && p.requests == *at));
+            let all = s.read(FINE, Dimension::Route, None, from, to).unwrap();
+            assert_eq!(all.len(), 8 * names, "{names} names: routes only");
+            assert!(all.iter().all(|(_, (n, _))| n.starts_with('r')));
+            assert!(all.windows(2).all(|w| w[0].0 <= w[1].0), "oldest first");
+            let past = s.read(FINE, Dimension::Route, None, 0, u64::MAX).unwrap();
+            assert_eq!(
+                past.len(),
+                30 * names,
+                "{names} names: a range wider than the store"
+            );
+            let none = s
+                .read(FINE, Dimension::Consumer, None, 0, u64::MAX)
+                .unwrap();
+            assert!(none.is_empty());
+        }
+        let empty = Store::open(None, Duration::from_secs(60), Duration::from_secs(60)).unwrap();
+        assert!(empty
+            .read(FINE, Dimension::Gateway, None, 0, u64::MAX)
+            .unwrap()
+            .is_empty());
     }
 }
