@@ -3,7 +3,8 @@
 //! realistic latency range: the 10-second points into one fresh `history.redb`, the minute
 //! points into another, and prints each file's size per route and day, and what a route
 //! holds on disk with the default retention (a day of 10-second points, 30 days of minute
-//! points).
+//! points). Then reads one route's day of 10-second points, and every route's, and prints
+//! how long each read took.
 //!
 //! Usage: cargo run --release --example history_disk -- [ROUTES=100] [DIR=target/history-disk]
 
@@ -50,6 +51,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     drop((fine, coarse));
+    let fine = Store::open(Some(&dir.join("fine")), keep.0, keep.1)?;
+    let timed = |name: Option<&str>| -> Result<(usize, Duration), Box<dyn std::error::Error>> {
+        let began = std::time::Instant::now();
+        let points = fine.read(FINE, Dimension::Route, name, start, start + day)?;
+        Ok((points.len(), began.elapsed()))
+    };
+    let (one, one_took) = timed(Some("route-7"))?;
+    let (all, all_took) = timed(None)?;
+    drop(fine);
     let n = routes as u64 + 1;
     let size = |d: &str| std::fs::metadata(dir.join(d).join("history.redb")).map(|m| m.len() / n);
     let (fine, coarse) = (size("fine")?, size("coarse")?);
@@ -66,6 +76,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "held per route at the default retention (1 day of 10 s, 30 days of 1 min): {:.1} MB",
         (fine + 30 * coarse) as f64 / 1e6
     );
+    println!("reading one route's day of 10 s points: {one} points in {one_took:?}");
+    println!("reading every route's day of 10 s points: {all} points in {all_took:?}");
     Ok(())
 }
 

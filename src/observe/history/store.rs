@@ -26,7 +26,7 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 const SCAN_BELOW: u64 = 16;
 
 /// A point read back: its interval's start, and its name with it.
-pub(super) type Stored = (u64, (String, Point));
+pub type Stored = (u64, (String, Point));
 
 /// The points on disk (or in memory), by resolution.
 pub struct Store {
@@ -105,7 +105,7 @@ impl Store {
     /// many (routes, targets, consumers and clients by the hundred) is read with a seek per
     /// interval: to the point of `name`, or to the first of `dim` and on until the next
     /// dimension, so the other names and dimensions are never walked.
-    pub(super) fn read(
+    pub fn read(
         &self,
         resolution: u64,
         dim: Dimension,
