@@ -15,8 +15,8 @@
 //! commit. Reads (status pages, results) take a read transaction on the caller's thread.
 
 use std::path::Path;
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use redb::{
@@ -62,7 +62,93 @@ pub struct Counts {
 #[derive(Clone)]
 pub struct Embedded {
     db: Arc<Database>,
-    writer: mpsc::Sender<Command>,
+    writer: Arc<Writer>,
+}
+
+/// The writer thread's side of a handle: dropped with the last handle, it stops the thread.
+///
+/// Group commit: the writer takes every waiting command as soon as its last commit ended,
+/// and commits them in one transaction. An idle writer is woken once per batch, not per
+/// command: the command that finds none waiting leads its batch, and wakes the writer only
+/// after its runtime has run the other tasks that were ready (on a worker that just read a
+/// burst of requests, their accepts), so that they join the same transaction. Waking it
+/// at the first command would let it take that one alone and sync it while the rest of
+/// the burst waits for the next commit. Sending a command takes no lock: a worker is never
+/// held up by the writer thread.
+struct Writer {
+    commands: Option<mpsc::Sender<Command>>,
+    /// Commands sent and not yet taken by the writer (counted before they are sent).
+    waiting: Arc<AtomicUsize>,
+    thread: std::thread::Thread,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // The thread ends once it finds the channel closed and empty.
+        self.commands = None;
+        self.thread.unpark();
+    }
+}
+
+impl Writer {
+    /// Queues a command; the batch's leader wakes the writer once the tasks ready beside
+    /// it have run (also when its caller goes away meanwhile).
+    async fn submit(&self, c: Command) -> Result<(), QueueError> {
+        let leads = self.waiting.fetch_add(1, AtomicOrdering::AcqRel) == 0;
+        let sent = self.commands.as_ref().map(|tx| tx.send(c));
+        if !matches!(sent, Some(Ok(()))) {
+            self.waiting.fetch_sub(1, AtomicOrdering::AcqRel);
+            return Err(QueueError::Store("the queue's writer has stopped".into()));
+        }
+        if leads {
+            let wake = WakeOnDrop(&self.thread);
+            if lead_mode() {
+                tokio::task::yield_now().await;
+            }
+            drop(wake);
+        }
+        Ok(())
+    }
+}
+
+/// The writer's wait: every command waiting (at least one), or `None` once every handle
+/// is gone and nothing waits.
+fn take(commands: &mpsc::Receiver<Command>, waiting: &AtomicUsize) -> Option<Vec<Command>> {
+    loop {
+        let mut batch = Vec::new();
+        loop {
+            match commands.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) if batch.is_empty() => return None,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        }
+        if !batch.is_empty() {
+            waiting.fetch_sub(batch.len(), AtomicOrdering::AcqRel);
+            return Some(batch);
+        }
+        match waiting.load(AtomicOrdering::Acquire) {
+            // Nothing sent: sleep until a batch's leader wakes this thread.
+            0 => std::thread::park(),
+            // Counted and not sent yet: in a moment.
+            _ => std::thread::yield_now(),
+        }
+    }
+}
+
+fn lead_mode() -> bool {
+    static MODE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| std::env::var("FG_Q_MODE").as_deref() != Ok("plain"))
+}
+
+/// Wakes the writer when dropped.
+struct WakeOnDrop<'a>(&'a std::thread::Thread);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.unpark();
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
@@ -109,20 +195,26 @@ impl Embedded {
             .map_err(|e| QueueError::Store(format!("cannot open {}: {e}", path.display())))?;
         let counts = recover(&db, now)?;
         let db = Arc::new(db);
-        let (writer, commands) = mpsc::channel();
-        let for_thread = db.clone();
-        std::thread::Builder::new()
+        let (tx, commands) = mpsc::channel();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let (for_thread, counted) = (db.clone(), waiting.clone());
+        let thread = std::thread::Builder::new()
             .name(format!("ferrogate-queue-{name}"))
-            .spawn(move || write_loop(&for_thread, &commands))
-            .map_err(store_err)?;
+            .spawn(move || write_loop(&for_thread, &commands, &counted))
+            .map_err(store_err)?
+            .thread()
+            .clone();
+        let writer = Arc::new(Writer {
+            commands: Some(tx),
+            waiting,
+            thread,
+        });
         Ok((Embedded { db, writer }, counts))
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, QueueError> {
         let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(make(tx))
-            .map_err(|_| QueueError::Store("the queue's writer has stopped".into()))?;
+        self.writer.submit(make(tx)).await?;
         rx.await
             .map_err(|_| QueueError::Store("the queue's writer has stopped".into()))?
     }
@@ -138,11 +230,8 @@ impl Embedded {
         const STOPPED: &str = "the queue's writer has stopped";
         let ids: Vec<JobId> = ended.iter().map(|e| e.claimed.id).collect();
         let (tx, rx) = oneshot::channel();
-        if self
-            .writer
-            .send(Command::Turn(ended, n, now, ttl, tx))
-            .is_err()
-        {
+        let turn = Command::Turn(ended, n, now, ttl, tx);
+        if self.writer.submit(turn).await.is_err() {
             return Turned::failed(ids.into_iter(), STOPPED);
         }
         rx.await
@@ -241,28 +330,80 @@ fn recover(db: &Database, now: u64) -> Result<Counts, QueueError> {
     Ok(counts)
 }
 
-/// The writer thread: every waiting command in one transaction, then their answers.
-fn write_loop(db: &Database, commands: &mpsc::Receiver<Command>) {
-    while let Ok(first) = commands.recv() {
-        let mut batch = vec![first];
-        // The first command wakes this thread, often while its sender's thread still has
-        // more to send (the answers of the last commit woke many requests at once). Giving
-        // way until a round brings nothing new puts them all in this transaction and its one
-        // sync, rather than one small commit followed by a large one.
-        loop {
-            std::thread::yield_now();
-            let before = batch.len();
-            while batch.len() < MAX_BATCH {
-                match commands.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
-                }
+/// The writer thread: every waiting command in one transaction (at most `MAX_BATCH`),
+/// then their answers; what arrived meanwhile is the next batch.
+fn write_loop(db: &Database, commands: &mpsc::Receiver<Command>, waiting: &AtomicUsize) {
+    let mut stats = Stats::default();
+    while let Some(mut commands) = take(commands, waiting) {
+        while !commands.is_empty() {
+            let rest = commands.split_off(commands.len().min(MAX_BATCH));
+            let n = commands.len();
+            let t = std::time::Instant::now();
+            let before = schedstat();
+            run_batch(db, commands);
+            let d = t.elapsed();
+            if d > Duration::from_millis(2) && std::env::var_os("FG_Q_STATS").is_some() {
+                let after = schedstat();
+                eprintln!(
+                    "qslow n={n} wall_us={} oncpu_us={} runq_us={} slices={}",
+                    d.as_micros(),
+                    (after[0] - before[0]) / 1000,
+                    (after[1] - before[1]) / 1000,
+                    after[2] - before[2]
+                );
             }
-            if batch.len() == before || batch.len() >= MAX_BATCH {
-                break;
-            }
+            stats.add(n, d);
+            commands = rest;
         }
-        run_batch(db, batch);
+    }
+}
+
+fn schedstat() -> [u64; 3] {
+    if std::env::var_os("FG_Q_STATS").is_none() {
+        return [0; 3];
+    }
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut out = [0; 3];
+    for (o, v) in out.iter_mut().zip(s.split_whitespace()) {
+        *o = v.parse().unwrap_or(0);
+    }
+    out
+}
+
+#[derive(Default)]
+struct Stats {
+    batches: u64,
+    cmds: u64,
+    size_hist: [u64; 8],
+    dur_hist: [u64; 12],
+    max_us: u64,
+    last: Option<std::time::Instant>,
+}
+
+impl Stats {
+    fn add(&mut self, n: usize, d: Duration) {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*ON.get_or_init(|| std::env::var_os("FG_Q_STATS").is_some()) {
+            return;
+        }
+        self.batches += 1;
+        self.cmds += n as u64;
+        let b = [1, 2, 4, 8, 16, 32, 64].iter().take_while(|&&x| n > x).count();
+        self.size_hist[b] += 1;
+        let us = d.as_micros() as u64;
+        self.max_us = self.max_us.max(us);
+        let bounds = [100, 200, 400, 700, 1000, 1500, 2000, 3000, 5000, 10000, 20000];
+        let k = bounds.iter().take_while(|&&x| us > x).count();
+        self.dur_hist[k] += 1;
+        let last = *self.last.get_or_insert_with(std::time::Instant::now);
+        if last.elapsed() >= Duration::from_secs(5) {
+            eprintln!(
+                "qstats batches={} cmds={} sizes(<=1,2,4,8,16,32,64,>64)={:?} commit_us(<=100,200,400,700,1000,1500,2000,3000,5000,10000,20000,>)={:?} max_us={}",
+                self.batches, self.cmds, self.size_hist, self.dur_hist, self.max_us
+            );
+            *self = Stats::default();
+            self.last = Some(std::time::Instant::now());
+        }
     }
 }
 
