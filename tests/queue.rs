@@ -1030,7 +1030,11 @@ async fn on_rabbitmq_the_consumer_delivers_in_parallel_and_loses_nothing_when_it
         let id = url.rsplit('/').next().unwrap();
         assert!(seen.iter().any(|j| j == id), "job {id} was delivered");
     }
-    assert_eq!(most.load(Ordering::SeqCst), 4, "at most `concurrency` at once");
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        4,
+        "at most `concurrency` at once"
+    );
     assert!(
         seen.len() <= 12 + 4,
         "only the jobs under way when the channel closed may come twice: {}",

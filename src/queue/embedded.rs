@@ -102,9 +102,7 @@ impl Writer {
         }
         if leads {
             let wake = WakeOnDrop(&self.thread);
-            if lead_mode() {
-                tokio::task::yield_now().await;
-            }
+            tokio::task::yield_now().await;
             drop(wake);
         }
         Ok(())
@@ -135,11 +133,6 @@ fn take(commands: &mpsc::Receiver<Command>, waiting: &AtomicUsize) -> Option<Vec
             _ => std::thread::yield_now(),
         }
     }
-}
-
-fn lead_mode() -> bool {
-    static MODE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| std::env::var("FG_Q_MODE").as_deref() != Ok("plain"))
 }
 
 /// Wakes the writer when dropped.
@@ -333,76 +326,11 @@ fn recover(db: &Database, now: u64) -> Result<Counts, QueueError> {
 /// The writer thread: every waiting command in one transaction (at most `MAX_BATCH`),
 /// then their answers; what arrived meanwhile is the next batch.
 fn write_loop(db: &Database, commands: &mpsc::Receiver<Command>, waiting: &AtomicUsize) {
-    let mut stats = Stats::default();
     while let Some(mut commands) = take(commands, waiting) {
         while !commands.is_empty() {
             let rest = commands.split_off(commands.len().min(MAX_BATCH));
-            let n = commands.len();
-            let t = std::time::Instant::now();
-            let before = schedstat();
             run_batch(db, commands);
-            let d = t.elapsed();
-            if d > Duration::from_millis(2) && std::env::var_os("FG_Q_STATS").is_some() {
-                let after = schedstat();
-                eprintln!(
-                    "qslow n={n} wall_us={} oncpu_us={} runq_us={} slices={}",
-                    d.as_micros(),
-                    (after[0] - before[0]) / 1000,
-                    (after[1] - before[1]) / 1000,
-                    after[2] - before[2]
-                );
-            }
-            stats.add(n, d);
             commands = rest;
-        }
-    }
-}
-
-fn schedstat() -> [u64; 3] {
-    if std::env::var_os("FG_Q_STATS").is_none() {
-        return [0; 3];
-    }
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    let mut out = [0; 3];
-    for (o, v) in out.iter_mut().zip(s.split_whitespace()) {
-        *o = v.parse().unwrap_or(0);
-    }
-    out
-}
-
-#[derive(Default)]
-struct Stats {
-    batches: u64,
-    cmds: u64,
-    size_hist: [u64; 8],
-    dur_hist: [u64; 12],
-    max_us: u64,
-    last: Option<std::time::Instant>,
-}
-
-impl Stats {
-    fn add(&mut self, n: usize, d: Duration) {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if !*ON.get_or_init(|| std::env::var_os("FG_Q_STATS").is_some()) {
-            return;
-        }
-        self.batches += 1;
-        self.cmds += n as u64;
-        let b = [1, 2, 4, 8, 16, 32, 64].iter().take_while(|&&x| n > x).count();
-        self.size_hist[b] += 1;
-        let us = d.as_micros() as u64;
-        self.max_us = self.max_us.max(us);
-        let bounds = [100, 200, 400, 700, 1000, 1500, 2000, 3000, 5000, 10000, 20000];
-        let k = bounds.iter().take_while(|&&x| us > x).count();
-        self.dur_hist[k] += 1;
-        let last = *self.last.get_or_insert_with(std::time::Instant::now);
-        if last.elapsed() >= Duration::from_secs(5) {
-            eprintln!(
-                "qstats batches={} cmds={} sizes(<=1,2,4,8,16,32,64,>64)={:?} commit_us(<=100,200,400,700,1000,1500,2000,3000,5000,10000,20000,>)={:?} max_us={}",
-                self.batches, self.cmds, self.size_hist, self.dur_hist, self.max_us
-            );
-            *self = Stats::default();
-            self.last = Some(std::time::Instant::now());
         }
     }
 }

@@ -232,7 +232,13 @@ impl Queue {
             .collect();
         let turned = self
             .store
-            .turn(ended, n, now, self.settings.result_ttl, self.settings.concurrency)
+            .turn(
+                ended,
+                n,
+                now,
+                self.settings.result_ttl,
+                self.settings.concurrency,
+            )
             .await;
         for ((size, kind), (id, finished)) in ends.into_iter().zip(&turned.finished) {
             let Ok(job) = finished else {

@@ -428,7 +428,9 @@ impl RabbitQueue {
                 // A new prefetch applies to consumers started after it: the old consumer
                 // stops, and its messages, pushed or under way, stay on this channel (and
                 // are acknowledged on it).
-                let c = self.consume(c.channel.clone(), prefetch, c.generation, Some(c)).await?;
+                let c = self
+                    .consume(c.channel.clone(), prefetch, c.generation, Some(c))
+                    .await?;
                 return Ok(slot.insert(c));
             }
             // A closed channel's messages went back to the queue: those pushed here are
@@ -437,9 +439,11 @@ impl RabbitQueue {
             None => {}
         }
         let generation = session.generation;
-        let open = self.inner.amqp.runtime.spawn(async move {
-            session.connection.create_channel().await.map_err(err)
-        });
+        let open = self
+            .inner
+            .amqp
+            .runtime
+            .spawn(async move { session.connection.create_channel().await.map_err(err) });
         let channel = tokio::time::timeout(TIMEOUT, open)
             .await
             .map_err(|_| QueueError::Store("RabbitMQ did not answer in time".into()))?
