@@ -15,8 +15,8 @@
 //! commit. Reads (status pages, results) take a read transaction on the caller's thread.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{
@@ -62,86 +62,7 @@ pub struct Counts {
 #[derive(Clone)]
 pub struct Embedded {
     db: Arc<Database>,
-    writer: Arc<Writer>,
-}
-
-/// The writer thread's side of a handle: dropped with the last handle, it stops the thread.
-///
-/// Group commit: the writer takes every waiting command as soon as its last commit ended,
-/// and commits them in one transaction. An idle writer is woken once per batch, not per
-/// command: the command that finds none waiting leads its batch, and wakes the writer only
-/// after its runtime has run the other tasks that were ready (on a worker that just read a
-/// burst of requests, their accepts), so that they join the same transaction. Waking it
-/// at the first command would let it take that one alone and sync it while the rest of
-/// the burst waits for the next commit. Sending a command takes no lock: a worker is never
-/// held up by the writer thread.
-struct Writer {
-    commands: Option<mpsc::Sender<Command>>,
-    /// Commands sent and not yet taken by the writer (counted before they are sent).
-    waiting: Arc<AtomicUsize>,
-    thread: std::thread::Thread,
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        // The thread ends once it finds the channel closed and empty.
-        self.commands = None;
-        self.thread.unpark();
-    }
-}
-
-impl Writer {
-    /// Queues a command; the batch's leader wakes the writer once the tasks ready beside
-    /// it have run (also when its caller goes away meanwhile).
-    async fn submit(&self, c: Command) -> Result<(), QueueError> {
-        let leads = self.waiting.fetch_add(1, AtomicOrdering::AcqRel) == 0;
-        let sent = self.commands.as_ref().map(|tx| tx.send(c));
-        if !matches!(sent, Some(Ok(()))) {
-            self.waiting.fetch_sub(1, AtomicOrdering::AcqRel);
-            return Err(QueueError::Store("the queue's writer has stopped".into()));
-        }
-        if leads {
-            let wake = WakeOnDrop(&self.thread);
-            tokio::task::yield_now().await;
-            drop(wake);
-        }
-        Ok(())
-    }
-}
-
-/// The writer's wait: every command waiting (at least one), or `None` once every handle
-/// is gone and nothing waits.
-fn take(commands: &mpsc::Receiver<Command>, waiting: &AtomicUsize) -> Option<Vec<Command>> {
-    loop {
-        let mut batch = Vec::new();
-        loop {
-            match commands.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) if batch.is_empty() => return None,
-                Err(mpsc::TryRecvError::Disconnected) => break,
-            }
-        }
-        if !batch.is_empty() {
-            waiting.fetch_sub(batch.len(), AtomicOrdering::AcqRel);
-            return Some(batch);
-        }
-        match waiting.load(AtomicOrdering::Acquire) {
-            // Nothing sent: sleep until a batch's leader wakes this thread.
-            0 => std::thread::park(),
-            // Counted and not sent yet: in a moment.
-            _ => std::thread::yield_now(),
-        }
-    }
-}
-
-/// Wakes the writer when dropped.
-struct WakeOnDrop<'a>(&'a std::thread::Thread);
-
-impl Drop for WakeOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.unpark();
-    }
+    writer: mpsc::Sender<Command>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
@@ -188,26 +109,20 @@ impl Embedded {
             .map_err(|e| QueueError::Store(format!("cannot open {}: {e}", path.display())))?;
         let counts = recover(&db, now)?;
         let db = Arc::new(db);
-        let (tx, commands) = mpsc::channel();
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let (for_thread, counted) = (db.clone(), waiting.clone());
-        let thread = std::thread::Builder::new()
+        let (writer, commands) = mpsc::channel();
+        let for_thread = db.clone();
+        std::thread::Builder::new()
             .name(format!("ferrogate-queue-{name}"))
-            .spawn(move || write_loop(&for_thread, &commands, &counted))
-            .map_err(store_err)?
-            .thread()
-            .clone();
-        let writer = Arc::new(Writer {
-            commands: Some(tx),
-            waiting,
-            thread,
-        });
+            .spawn(move || write_loop(&for_thread, &commands))
+            .map_err(store_err)?;
         Ok((Embedded { db, writer }, counts))
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, QueueError> {
         let (tx, rx) = oneshot::channel();
-        self.writer.submit(make(tx)).await?;
+        self.writer
+            .send(make(tx))
+            .map_err(|_| QueueError::Store("the queue's writer has stopped".into()))?;
         rx.await
             .map_err(|_| QueueError::Store("the queue's writer has stopped".into()))?
     }
@@ -223,8 +138,11 @@ impl Embedded {
         const STOPPED: &str = "the queue's writer has stopped";
         let ids: Vec<JobId> = ended.iter().map(|e| e.claimed.id).collect();
         let (tx, rx) = oneshot::channel();
-        let turn = Command::Turn(ended, n, now, ttl, tx);
-        if self.writer.submit(turn).await.is_err() {
+        if self
+            .writer
+            .send(Command::Turn(ended, n, now, ttl, tx))
+            .is_err()
+        {
             return Turned::failed(ids.into_iter(), STOPPED);
         }
         rx.await
@@ -323,15 +241,28 @@ fn recover(db: &Database, now: u64) -> Result<Counts, QueueError> {
     Ok(counts)
 }
 
-/// The writer thread: every waiting command in one transaction (at most `MAX_BATCH`),
-/// then their answers; what arrived meanwhile is the next batch.
-fn write_loop(db: &Database, commands: &mpsc::Receiver<Command>, waiting: &AtomicUsize) {
-    while let Some(mut commands) = take(commands, waiting) {
-        while !commands.is_empty() {
-            let rest = commands.split_off(commands.len().min(MAX_BATCH));
-            run_batch(db, commands);
-            commands = rest;
+/// The writer thread: every waiting command in one transaction, then their answers.
+fn write_loop(db: &Database, commands: &mpsc::Receiver<Command>) {
+    while let Ok(first) = commands.recv() {
+        let mut batch = vec![first];
+        // The first command wakes this thread, often while its sender's thread still has
+        // more to send (the answers of the last commit woke many requests at once). Giving
+        // way until a round brings nothing new puts them all in this transaction and its one
+        // sync, rather than one small commit followed by a large one.
+        loop {
+            std::thread::yield_now();
+            let before = batch.len();
+            while batch.len() < MAX_BATCH {
+                match commands.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() >= MAX_BATCH {
+                break;
+            }
         }
+        run_batch(db, batch);
     }
 }
 
