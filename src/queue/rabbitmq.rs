@@ -428,10 +428,19 @@ impl RabbitQueue {
                 // A new prefetch applies to consumers started after it: the old consumer
                 // stops, and its messages, pushed or under way, stay on this channel (and
                 // are acknowledged on it).
-                let c = self
-                    .consume(c.channel.clone(), prefetch, c.generation, Some(c))
-                    .await?;
-                return Ok(slot.insert(c));
+                let channel = c.channel.clone();
+                match self
+                    .consume(channel.clone(), prefetch, c.generation, Some(c))
+                    .await
+                {
+                    Ok(c) => return Ok(slot.insert(c)),
+                    Err(e) => {
+                        // Its messages go back to the queue rather than wait on a channel
+                        // no consumer reads.
+                        close_channel(&self.inner.amqp.runtime, channel);
+                        return Err(e);
+                    }
+                }
             }
             // A closed channel's messages went back to the queue: those pushed here are
             // dropped with it (their acknowledgements would fail), and come again.
