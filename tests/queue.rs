@@ -1042,6 +1042,61 @@ async fn on_rabbitmq_the_consumer_delivers_in_parallel_and_loses_nothing_when_it
     );
 }
 
+/// A backend that answers after 300 ms and counts the requests under way: now, and the
+/// most at once.
+async fn counting_backend() -> (Backend, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n, m) = (now.clone(), most.clone());
+    let backend = Backend::start(false, move |_req: Request<hyper::body::Incoming>| {
+        let (n, m) = (n.clone(), m.clone());
+        async move {
+            m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            n.fetch_sub(1, Ordering::SeqCst);
+            http::Response::new(full(Bytes::from_static(b"done")))
+        }
+    })
+    .await;
+    (backend, now, most)
+}
+
+/// On RabbitMQ, a reload that raises the queue's `concurrency` starts the consumer again
+/// with the new prefetch: more jobs run at once, and every job is delivered.
+#[tokio::test]
+async fn on_rabbitmq_a_reload_that_raises_concurrency_raises_the_prefetch() {
+    let (_redis, shared) = rabbitmq_and_redis("t7:");
+    let (backend, _, most) = counting_backend().await;
+    let dir = Dir::new("rabbit-reload");
+    let path = dir.path.join("gateway.yaml");
+    let config = |c: u32| {
+        let store = format!("{}, attempt_timeout: 5s, concurrency: {c}", shared.store);
+        yaml(backend.addr, &shared.top, &store, "", "")
+    };
+    std::fs::write(&path, config(2)).unwrap();
+    let gw = TestGateway::start_file(&path);
+    let run = |n: usize| async move {
+        let mut urls = Vec::new();
+        for _ in 0..n {
+            let got = post(gw.addr, "/jobs/a", "x", &[]).await;
+            assert_eq!(got.status, StatusCode::ACCEPTED, "{}", got.text());
+            urls.push(json(&got)["status_url"].as_str().unwrap().to_owned());
+        }
+        for url in &urls {
+            let done = until_final(gw.addr, url, &[]).await;
+            assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+        }
+    };
+    run(6).await;
+    assert_eq!(most.load(Ordering::SeqCst), 2, "at most 2 at once");
+    std::fs::write(&path, config(4)).unwrap();
+    let raised = eventually(Duration::from_secs(10), || async {
+        run(8).await;
+        most.load(Ordering::SeqCst) == 4
+    })
+    .await;
+    assert!(raised, "4 at once after the reload");
+}
+
 const CALLBACK_SECRET: &str = "a-secret-of-32-bytes-for-testing";
 
 /// What a callback receiver got: the body, and whether its signature checked out.
