@@ -12,9 +12,11 @@
 # The `accept-only` rows run the same queue with its deliveries held (the upstream, a socat
 # on 127.0.0.1:9112, takes connections and never answers, so the dispatchers wait on their
 # first jobs): they measure the accept alone, and their CPU column is the accept's.
-# Usage: [GATEWAY_BIN=path] [LOAD_BIN=path] bench/queue.sh [DURATION_S=5] [CONNECTIONS=50]
+# Usage: [GATEWAY_BIN=path] [LOAD_BIN=path] [ROWS="name …"] bench/queue.sh [DURATION_S=5] [CONNECTIONS=50]
 #   GATEWAY_BIN, LOAD_BIN  the release gateway and load client to use as they are (default:
 #   built here with `cargo build --release`)
+#   ROWS  the rows to run, by name (default: all): direct embedded embedded-accept-only redis
+#   redis-accept-only nats rabbitmq
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-5}; C=${2:-50}
@@ -34,6 +36,8 @@ LOAD=${LOAD_BIN:-target/release/examples/queue_load}
 for port in 9111 9112 9210 9291 6391 4290 5690; do
   (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && { echo "127.0.0.1:$port is in use" >&2; exit 1; }
 done
+ROWS=${ROWS:-direct embedded embedded-accept-only redis redis-accept-only nats rabbitmq}
+wanted() { [[ " $ROWS " == *" $1 "* ]]; }
 W=$(mktemp -d -t queue-bench.XXXXXX); mkdir -p $W/logs
 cat > $W/backend.conf <<NG
 worker_processes 1; daemon off; master_process off; pid $W/backend.pid; error_log $W/logs/backend.err;
@@ -43,15 +47,16 @@ http { access_log off; keepalive_requests 1000000;
 NG
 taskset -c 0 nginx -c $W/backend.conf -p $W & BE=$!
 taskset -c 0 redis-server --port 6391 --bind 127.0.0.1 --save "" --appendonly no > $W/logs/redis.log 2>&1 & RS=$!
-taskset -c 0 nats-server -js -a 127.0.0.1 -p 4290 -sd $W/nats > $W/logs/nats.log 2>&1 & NS=$!
+NS= MQ=
+wanted nats && { taskset -c 0 nats-server -js -a 127.0.0.1 -p 4290 -sd $W/nats > $W/logs/nats.log 2>&1 & NS=$!; }
 # RabbitMQ unprivileged, its node, data and Erlang port map in the work directory.
 echo '[].' > $W/enabled_plugins; : > $W/rabbitmq.conf
-HOME=$W RABBITMQ_NODENAME=bench@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=5690 \
+wanted rabbitmq && { HOME=$W RABBITMQ_NODENAME=bench@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=5690 \
   RABBITMQ_DIST_PORT=25690 ERL_EPMD_PORT=4391 RABBITMQ_MNESIA_BASE=$W/mnesia RABBITMQ_LOG_BASE=$W/logs \
   RABBITMQ_CONFIG_FILE=$W/rabbitmq RABBITMQ_ENABLED_PLUGINS_FILE=$W/enabled_plugins \
-  setsid taskset -c 0 $RMQ/rabbitmq-server > $W/logs/rabbitmq.out 2>&1 & MQ=$!
-disown $MQ
+  setsid taskset -c 0 $RMQ/rabbitmq-server > $W/logs/rabbitmq.out 2>&1 & MQ=$!; disown $MQ; }
 stop_rabbitmq() { # the broker's process group, then its port mapper once no node is left
+  [ -n "$MQ" ] || return 0
   kill -9 -$MQ 2>/dev/null || true
   for _ in $(seq 10); do
     ERL_EPMD_PORT=4391 /usr/lib/erlang/bin/epmd -kill >/dev/null 2>&1 || true; sleep 0.3
@@ -65,6 +70,7 @@ sleep 0.5
 
 depth() { curl -s http://127.0.0.1:9291/queues | grep -o '"depth":[0-9]*' | head -1 | cut -d: -f2; }
 run() { # name config [held] -> one line of figures
+  wanted "$1" || return 0
   local name=$1 cfg=$W/$1.yaml held=${3:-}
   sed "s#QUEUE_DIR#$W/queue-$1#" "$2" > $cfg
   # Deliveries held: the queue only grows, so there is no waiting for it to empty.
@@ -96,5 +102,5 @@ run embedded-accept-only bench/queue-embedded.yaml held
 run redis bench/queue-redis.yaml
 run redis-accept-only bench/queue-redis.yaml held
 run nats bench/queue-nats.yaml
-for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/5690) 2>/dev/null && break; sleep 0.1; done
+wanted rabbitmq && for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/5690) 2>/dev/null && break; sleep 0.1; done
 run rabbitmq bench/queue-rabbitmq.yaml

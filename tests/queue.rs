@@ -975,6 +975,128 @@ async fn on_rabbitmq_a_second_instance_finishes_the_jobs_of_one_that_was_killed(
     a_second_instance_finishes_the_jobs_of_one_that_was_killed(&shared, "queue-rabbit-crash").await;
 }
 
+/// On RabbitMQ, the broker pushes up to `concurrency` messages to the instance's consumer:
+/// four jobs are under way at once, never more. When the connection (and with it the
+/// consumer's channel) is cut while they are under way, the broker takes their messages
+/// back; once it is reachable again the consumer starts anew, the jobs that ended meanwhile
+/// are acknowledged without a second attempt, and every job is delivered: none is lost.
+#[tokio::test]
+async fn on_rabbitmq_the_consumer_delivers_in_parallel_and_loses_nothing_when_its_channel_closes() {
+    let rabbit = RabbitServer::shared();
+    let redis = RedisServer::start();
+    let mut relay = Relay::start(rabbit.port());
+    let shared = on_rabbitmq(&relay.url(), &redis.url(), "t6:");
+    let (now, most, seen) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Mutex::new(Vec::<String>::new())),
+    );
+    let (n, m, log) = (now.clone(), most.clone(), seen.clone());
+    let backend = Backend::start(false, move |req: Request<hyper::body::Incoming>| {
+        let (n, m, log) = (n.clone(), m.clone(), log.clone());
+        async move {
+            let job = req.headers()["x-job-id"].to_str().unwrap().to_owned();
+            m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            n.fetch_sub(1, Ordering::SeqCst);
+            log.lock().unwrap().push(job);
+            http::Response::new(full(Bytes::from_static(b"done")))
+        }
+    })
+    .await;
+    let store = format!("{}, attempt_timeout: 5s, concurrency: 4", shared.store);
+    let gw = TestGateway::start(&yaml(backend.addr, &shared.top, &store, "", ""));
+    let mut urls = Vec::new();
+    for i in 0..12 {
+        let got = post(gw.addr, "/jobs/a", &format!("job {i}"), &[]).await;
+        assert_eq!(got.status, StatusCode::ACCEPTED, "{}", got.text());
+        urls.push(json(&got)["status_url"].as_str().unwrap().to_owned());
+    }
+    let parallel = eventually(Duration::from_secs(5), || async {
+        now.load(Ordering::SeqCst) == 4
+    })
+    .await;
+    assert!(parallel, "four attempts under way at once");
+    // Four messages unacknowledged on the consumer's channel when it closes.
+    relay.stop();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    relay.restart();
+    for url in &urls {
+        let done = until_final(gw.addr, url, &[]).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+    }
+    let seen = seen.lock().unwrap().clone();
+    for url in &urls {
+        let id = url.rsplit('/').next().unwrap();
+        assert!(seen.iter().any(|j| j == id), "job {id} was delivered");
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        4,
+        "at most `concurrency` at once"
+    );
+    assert!(
+        seen.len() <= 12 + 4,
+        "only the jobs under way when the channel closed may come twice: {}",
+        seen.len()
+    );
+}
+
+/// A backend that answers after 300 ms and counts the requests under way: now, and the
+/// most at once.
+async fn counting_backend() -> (Backend, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n, m) = (now.clone(), most.clone());
+    let backend = Backend::start(false, move |_req: Request<hyper::body::Incoming>| {
+        let (n, m) = (n.clone(), m.clone());
+        async move {
+            m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            n.fetch_sub(1, Ordering::SeqCst);
+            http::Response::new(full(Bytes::from_static(b"done")))
+        }
+    })
+    .await;
+    (backend, now, most)
+}
+
+/// On RabbitMQ, a reload that raises the queue's `concurrency` starts the consumer again
+/// with the new prefetch: more jobs run at once, and every job is delivered.
+#[tokio::test]
+async fn on_rabbitmq_a_reload_that_raises_concurrency_raises_the_prefetch() {
+    let (_redis, shared) = rabbitmq_and_redis("t7:");
+    let (backend, _, most) = counting_backend().await;
+    let dir = Dir::new("rabbit-reload");
+    let path = dir.path.join("gateway.yaml");
+    let config = |c: u32| {
+        let store = format!("{}, attempt_timeout: 5s, concurrency: {c}", shared.store);
+        yaml(backend.addr, &shared.top, &store, "", "")
+    };
+    std::fs::write(&path, config(2)).unwrap();
+    let gw = TestGateway::start_file(&path);
+    let run = |n: usize| async move {
+        let mut urls = Vec::new();
+        for _ in 0..n {
+            let got = post(gw.addr, "/jobs/a", "x", &[]).await;
+            assert_eq!(got.status, StatusCode::ACCEPTED, "{}", got.text());
+            urls.push(json(&got)["status_url"].as_str().unwrap().to_owned());
+        }
+        for url in &urls {
+            let done = until_final(gw.addr, url, &[]).await;
+            assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+        }
+    };
+    run(6).await;
+    assert_eq!(most.load(Ordering::SeqCst), 2, "at most 2 at once");
+    std::fs::write(&path, config(4)).unwrap();
+    let raised = eventually(Duration::from_secs(10), || async {
+        run(8).await;
+        most.load(Ordering::SeqCst) == 4
+    })
+    .await;
+    assert!(raised, "4 at once after the reload");
+}
+
 const CALLBACK_SECRET: &str = "a-secret-of-32-bytes-for-testing";
 
 /// What a callback receiver got: the body, and whether its signature checked out.

@@ -50,7 +50,15 @@ impl Backend {
     /// letters), then takes up to `n` due jobs (none when `n` is 0). The embedded store does
     /// both in one transaction; Redis, NATS and RabbitMQ send the ends together, so that the
     /// connection pipelines them, and claim after.
-    pub async fn turn(&self, ended: Vec<Ended>, n: usize, now: u64, ttl: Duration) -> Turned {
+    /// `concurrency` is the queue's: RabbitMQ's consumer is started with it as its prefetch.
+    pub async fn turn(
+        &self,
+        ended: Vec<Ended>,
+        n: usize,
+        now: u64,
+        ttl: Duration,
+        concurrency: usize,
+    ) -> Turned {
         let finished = match self {
             Backend::Embedded(e) => return e.turn(ended, n, now, ttl).await,
             Backend::Redis(r) => {
@@ -80,7 +88,7 @@ impl Backend {
             _ if n == 0 => Ok(Claims::default()),
             Backend::Redis(r) => r.claim(n, now).await,
             Backend::Nats(q) => q.claim(n, now).await,
-            Backend::RabbitMq(q) => q.claim(n, now).await,
+            Backend::RabbitMq(q) => q.claim(n, now, concurrency).await,
             Backend::Embedded(e) => e.turn(Vec::new(), n, now, ttl).await.claims,
         };
         Turned { finished, claims }

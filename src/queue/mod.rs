@@ -58,8 +58,9 @@ pub struct Core {
     /// Jobs pending or running, and their request bytes: the bounds an accept checks.
     depth: AtomicU64,
     bytes: AtomicU64,
-    /// Woken when a job becomes ready now (accepted, or retried by an operator).
-    wake: tokio::sync::Notify,
+    /// Woken when a job becomes ready now (accepted, retried by an operator, or pushed by
+    /// a broker).
+    wake: Arc<tokio::sync::Notify>,
     events: tokio::sync::broadcast::Sender<Event>,
     pub metrics: metrics::QueueCounters,
 }
@@ -92,6 +93,7 @@ impl Queue {
                 .clone()
                 .ok_or_else(|| QueueError::Store(format!("no runtime for the {server} connection")))
         };
+        let wake = Arc::new(tokio::sync::Notify::new());
         let store = match &settings.backend {
             QueueBackend::Embedded { dir } => {
                 let (store, found) =
@@ -139,6 +141,7 @@ impl Queue {
                     redis,
                     key_prefix,
                     name: &settings.name,
+                    wake: wake.clone(),
                 },
                 connections("RabbitMQ")?,
             )),
@@ -150,7 +153,7 @@ impl Queue {
             depth: AtomicU64::new(counts.depth),
             bytes: AtomicU64::new(counts.bytes),
             store,
-            wake: tokio::sync::Notify::new(),
+            wake,
             events,
             metrics: counters,
         };
@@ -229,7 +232,13 @@ impl Queue {
             .collect();
         let turned = self
             .store
-            .turn(ended, n, now, self.settings.result_ttl)
+            .turn(
+                ended,
+                n,
+                now,
+                self.settings.result_ttl,
+                self.settings.concurrency,
+            )
             .await;
         for ((size, kind), (id, finished)) in ends.into_iter().zip(&turned.finished) {
             let Ok(job) = finished else {

@@ -14,12 +14,15 @@
 //!   dead-lettered back to `PREFIXNAME`: a retry's backoff. Messages of one delay queue
 //!   expire in order, so a retry may wait up to twice its delay behind a longer one.
 //!
-//! Dispatchers take messages with `basic.get` and manual acknowledgements: a message is
-//! acknowledged once the attempt's outcome is written to Redis (and a retry's delayed
-//! message confirmed). The broker gives the unacknowledged messages of an instance whose
-//! connection closed (it died) to the next instance that asks, so no visibility timeout is
-//! needed. A message whose job is finished already (delivered again after its end) is
-//! acknowledged without an attempt.
+//! Dispatchers receive messages from a consumer (`basic.consume` on a channel of its own,
+//! manual acknowledgements, a prefetch of the queue's `concurrency`): the broker pushes up
+//! to that many ready messages ahead, kept here until a dispatcher turn takes them, so a job
+//! costs no round trip to be fetched. A message is acknowledged once the attempt's outcome
+//! is written to Redis (and a retry's delayed message confirmed). The broker gives the
+//! unacknowledged messages of a channel that closed (the instance died, or lost its
+//! connection) to the consumers left, so no visibility timeout is needed. A message whose
+//! job is finished already (delivered again after its end) is acknowledged without an
+//! attempt.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,9 +30,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -196,6 +201,26 @@ struct Inner {
     /// Messages taken and not yet acknowledged, by the receipt their claim carries.
     held: Mutex<HashMap<String, Acker>>,
     receipts: AtomicU64,
+    /// The consumer of the ready queue, started by the first claim.
+    consumer: tokio::sync::Mutex<Option<Consumer>>,
+    /// Woken when the broker pushes a message (the queue's dispatchers wait on it).
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// A consumer of the ready queue on a channel of its own.
+struct Consumer {
+    channel: Channel,
+    /// The session the channel belongs to: a new connection needs a new consumer.
+    generation: u64,
+    /// The prefetch it was started with (the queue's `concurrency`).
+    prefetch: u16,
+    tag: ShortString,
+    /// Cleared when the broker ended the consumer (its channel closed, or it cancelled it).
+    live: Arc<std::sync::atomic::AtomicBool>,
+    /// Messages the broker pushed and no turn has taken yet (unacknowledged, so at most
+    /// `prefetch` of them with the ones under way).
+    pushed: tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+    push: tokio::sync::mpsc::UnboundedSender<Delivery>,
 }
 
 /// The settings of a queue on RabbitMQ.
@@ -204,6 +229,8 @@ pub struct RabbitSettings<'a> {
     pub redis: &'a Redis,
     pub key_prefix: &'a str,
     pub name: &'a str,
+    /// Woken when a message arrives for the dispatchers.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl RabbitQueue {
@@ -217,6 +244,8 @@ impl RabbitQueue {
                 declared: Mutex::new((0, 0)),
                 held: Mutex::new(HashMap::new()),
                 receipts: AtomicU64::new(0),
+                consumer: tokio::sync::Mutex::new(None),
+                wake: s.wake,
             }),
         }
     }
@@ -320,52 +349,181 @@ impl RabbitQueue {
         Ok(stored)
     }
 
-    pub async fn claim(&self, n: usize, now: u64) -> Result<Claims, QueueError> {
+    /// Takes up to `n` of the messages the broker pushed (none waited for), starting or
+    /// renewing the consumer first when needed, and marks their jobs running in Redis.
+    pub async fn claim(&self, n: usize, now: u64, prefetch: usize) -> Result<Claims, QueueError> {
         self.declare(None).await?;
         let mut claims = Claims {
             depth: Some(self.inner.state.depth().await?),
             ..Claims::default()
         };
-        while claims.jobs.len() < n {
-            let queue = ShortString::from(self.inner.queue.clone());
-            let got = self
-                .inner
-                .amqp
-                .call(|ch| async move {
-                    ch.basic_get(queue, BasicGetOptions { no_ack: false })
-                        .await
-                        .map_err(err)
-                })
-                .await?;
-            let Some(message) = got else {
-                break;
-            };
-            let acker = message.delivery.acker.clone();
-            let id = std::str::from_utf8(&message.delivery.data)
-                .ok()
-                .and_then(JobId::parse);
+        let prefetch = u16::try_from(prefetch.max(1)).unwrap_or(u16::MAX);
+        let mut pushed = Vec::new();
+        {
+            let mut consumer = self.inner.consumer.lock().await;
+            let c = self.consuming(&mut consumer, prefetch).await?;
+            while pushed.len() < n {
+                match c.pushed.try_recv() {
+                    Ok(d) => pushed.push(d),
+                    Err(_) => break,
+                }
+            }
+        }
+        // The jobs' states read and marked together: the Redis connection pipelines them.
+        let takes = pushed.into_iter().map(|d| async move {
+            let id = std::str::from_utf8(&d.data).ok().and_then(JobId::parse);
             let Some(id) = id else {
                 // Not a job's message: nothing to deliver.
-                let _ = acker.ack(BasicAckOptions::default()).await;
-                continue;
+                let _ = d.acker.ack(BasicAckOptions::default()).await;
+                return Ok(None);
             };
             let receipt = format!("{:x}", self.inner.receipts.fetch_add(1, Ordering::Relaxed));
             match self.inner.state.take(id, &receipt, now).await {
                 Ok(Some(c)) => {
-                    self.held().insert(receipt, acker);
-                    claims.jobs.push(c);
+                    self.held().insert(receipt, d.acker);
+                    Ok(Some(c))
                 }
                 // Finished already (delivered again after its end) or gone.
                 Ok(None) => {
-                    let _ = acker.ack(BasicAckOptions::default()).await;
+                    let _ = d.acker.ack(BasicAckOptions::default()).await;
+                    Ok(None)
                 }
                 Err(e) => {
-                    requeue(&acker).await;
-                    return Err(e);
+                    requeue(&d.acker).await;
+                    Err(e)
                 }
             }
+        });
+        let mut failed = None;
+        for taken in futures_util::future::join_all(takes).await {
+            match taken {
+                Ok(Some(c)) => claims.jobs.push(c),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
+            }
         }
-        Ok(claims)
+        match failed {
+            // The jobs taken are delivered; the others were given back.
+            Some(e) if claims.jobs.is_empty() => Err(e),
+            _ => Ok(claims),
+        }
+    }
+
+    /// The consumer, started anew when there is none, its channel closed, the connection
+    /// was made again, or the prefetch changed.
+    async fn consuming<'c>(
+        &self,
+        slot: &'c mut Option<Consumer>,
+        prefetch: u16,
+    ) -> Result<&'c mut Consumer, QueueError> {
+        let session = self.inner.amqp.session().await?;
+        let usable = |c: &Consumer| {
+            c.generation == session.generation
+                && c.channel.status().connected()
+                && c.live.load(Ordering::Acquire)
+        };
+        match slot.take() {
+            Some(c) if usable(&c) && c.prefetch == prefetch => return Ok(slot.insert(c)),
+            Some(c) if usable(&c) => {
+                // A new prefetch applies to consumers started after it: the old consumer
+                // stops, and its messages, pushed or under way, stay on this channel (and
+                // are acknowledged on it).
+                let channel = c.channel.clone();
+                match self
+                    .consume(channel.clone(), prefetch, c.generation, Some(c))
+                    .await
+                {
+                    Ok(c) => return Ok(slot.insert(c)),
+                    Err(e) => {
+                        // Its messages go back to the queue rather than wait on a channel
+                        // no consumer reads.
+                        close_channel(&self.inner.amqp.runtime, channel);
+                        return Err(e);
+                    }
+                }
+            }
+            // A closed channel's messages went back to the queue: those pushed here are
+            // dropped with it (their acknowledgements would fail), and come again.
+            Some(c) => close_channel(&self.inner.amqp.runtime, c.channel),
+            None => {}
+        }
+        let generation = session.generation;
+        let open = self
+            .inner
+            .amqp
+            .runtime
+            .spawn(async move { session.connection.create_channel().await.map_err(err) });
+        let channel = tokio::time::timeout(TIMEOUT, open)
+            .await
+            .map_err(|_| QueueError::Store("RabbitMQ did not answer in time".into()))?
+            .map_err(err)??;
+        let c = self.consume(channel, prefetch, generation, None).await?;
+        Ok(slot.insert(c))
+    }
+
+    /// Starts a consumer of the ready queue on `channel` with `prefetch`, replacing `old`
+    /// (on the same channel) when given. Its messages are forwarded by a task on the
+    /// connection's runtime, which wakes the dispatchers.
+    async fn consume(
+        &self,
+        channel: Channel,
+        prefetch: u16,
+        generation: u64,
+        old: Option<Consumer>,
+    ) -> Result<Consumer, QueueError> {
+        let queue = ShortString::from(self.inner.queue.clone());
+        let ch = channel.clone();
+        let old_tag = old.as_ref().map(|c| c.tag.clone());
+        let start = self.inner.amqp.runtime.spawn(async move {
+            ch.basic_qos(prefetch, BasicQosOptions { global: false })
+                .await
+                .map_err(err)?;
+            if let Some(tag) = old_tag {
+                ch.basic_cancel(tag, BasicCancelOptions::default())
+                    .await
+                    .map_err(err)?;
+            }
+            let options = BasicConsumeOptions {
+                no_ack: false,
+                ..BasicConsumeOptions::default()
+            };
+            ch.basic_consume(queue, "".into(), options, FieldTable::default())
+                .await
+                .map_err(err)
+        });
+        let stream = tokio::time::timeout(TIMEOUT, start)
+            .await
+            .map_err(|_| QueueError::Store("RabbitMQ did not answer in time".into()))?
+            .map_err(err)??;
+        let (push, pushed) = match old {
+            Some(c) => (c.push, c.pushed),
+            None => tokio::sync::mpsc::unbounded_channel(),
+        };
+        let (to, wake) = (push.clone(), self.inner.wake.clone());
+        let tag = stream.tag();
+        let live = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let ending = live.clone();
+        self.inner.amqp.runtime.spawn(async move {
+            let mut stream = stream;
+            while let Some(Ok(delivery)) = stream.next().await {
+                if to.send(delivery).is_err() {
+                    return;
+                }
+                wake.notify_one();
+            }
+            // Cancelled or closed: the next turn starts a consumer again.
+            ending.store(false, Ordering::Release);
+            wake.notify_one();
+        });
+        Ok(Consumer {
+            channel,
+            generation,
+            prefetch,
+            tag,
+            live,
+            pushed,
+            push,
+        })
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Acker>> {
@@ -454,6 +612,13 @@ async fn declare(ch: &Channel, name: ShortString, args: FieldTable) -> Result<()
         .await
         .map(drop)
         .map_err(err)
+}
+
+/// Closes a consumer's channel in the background.
+fn close_channel(runtime: &tokio::runtime::Handle, channel: Channel) {
+    runtime.spawn(async move {
+        let _ = channel.close(200, "".into()).await;
+    });
 }
 
 /// Gives a taken message back to the broker at once (for any instance to take).

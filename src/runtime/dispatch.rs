@@ -158,7 +158,10 @@ async fn run_queue(shared: Weak<Shared>, name: String) {
                     ended.extend(done.ok());
                 }
             }
-            () = queue.woken() => {}
+            // With every slot taken a job ready now has to wait anyway: the loop is not
+            // woken for it (a wake-up per accept costs the accepting core a switch to this
+            // thread and back), and the end of an attempt runs the next turn.
+            () = queue.woken(), if free > 0 => {}
             () = tokio::time::sleep(wait) => {}
         }
     }
