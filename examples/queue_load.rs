@@ -2,7 +2,9 @@
 //! HTTP/1.1 connections, as fast as they go or at a fixed total rate, and prints what came
 //! back and the latency percentiles. At a fixed rate, a request's latency counts from the
 //! time it was due, not from when it was sent, so a stalled server is not hidden by the
-//! client waiting for it.
+//! client waiting for it. The connections' requests are spread evenly over each interval
+//! (connection `i` of `n` starts `i/n` of an interval later), so that the total rate is
+//! steady rather than a burst from every connection at once.
 //!
 //! Usage: `cargo run --release --example queue_load -- ADDR PATH CONNECTIONS SECONDS [RATE]`
 //! (RATE: requests per second in all; 0 or absent: as fast as possible). Prints one line:
@@ -30,6 +32,7 @@ async fn client(
     path: String,
     until: Instant,
     interval: Option<Duration>,
+    first_due: Instant,
 ) -> Tally {
     let mut tally = Tally::default();
     let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
@@ -42,7 +45,7 @@ async fn client(
         .unwrap();
     tokio::spawn(conn);
     let body = Bytes::from_static(br#"{"report":"monthly","month":"2026-11"}"#);
-    let mut due = Instant::now();
+    let mut due = first_due;
     while Instant::now() < until {
         if interval.is_some() {
             tokio::time::sleep_until(due.into()).await;
@@ -87,9 +90,22 @@ async fn main() {
     let interval = (rate > 0.0).then(|| Duration::from_secs_f64(f64::from(connections) / rate));
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
+    // At a fixed rate, the first requests are due once the connections had time to open,
+    // spread over one interval.
+    let lead = started + Duration::from_millis(20);
     let mut tasks = Vec::new();
-    for _ in 0..connections {
-        tasks.push(tokio::spawn(client(addr, path.clone(), until, interval)));
+    for i in 0..connections {
+        let first_due = match interval {
+            Some(every) => lead + every * i / connections,
+            None => started,
+        };
+        tasks.push(tokio::spawn(client(
+            addr,
+            path.clone(),
+            until,
+            interval,
+            first_due,
+        )));
     }
     let mut all = Tally::default();
     for t in tasks {
