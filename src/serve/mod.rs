@@ -10,6 +10,7 @@
 mod body;
 pub mod conn_limit;
 pub mod h1;
+pub mod h2;
 pub mod h2body;
 pub mod h2connect;
 pub mod h2guard;
