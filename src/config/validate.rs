@@ -317,6 +317,17 @@ fn listener(
             H2cMode::BesideHttp1
         }
     };
+    let h2_server = match l.h2_server.as_deref() {
+        None | Some("hyper") => H2Server::Hyper,
+        Some("native") => H2Server::Native,
+        Some(other) => {
+            errs.push(
+                format!("{at}.h2_server"),
+                format!("unknown HTTP/2 server {other:?}; use hyper or native"),
+            );
+            H2Server::Hyper
+        }
+    };
     if l.tls.is_some() && matches!(l.h2c, Some(file::H2c::Flag(true) | file::H2c::Mode(_))) {
         errs.push(
             format!("{at}.h2c"),
@@ -330,6 +341,7 @@ fn listener(
             .unwrap_or_else(|| format!("listener-{index}")),
         address: address?,
         h2c,
+        h2_server,
         tls,
         trusted_proxies,
         limits,
