@@ -88,7 +88,9 @@ async fn body_shorter_than_content_length_after_an_early_response_is_a_stream_er
     );
 }
 
-async fn body_shorter_than_content_length_after_an_upstream_early_answer_is_a_stream_error(server: &str) {
+async fn body_shorter_than_content_length_after_an_upstream_early_answer_is_a_stream_error(
+    server: &str,
+) {
     let backend = early_backend().await;
     let gw = gateway(backend.addr, "", server);
     let mut c = answered_early(&gw, "/app/upload", 10, 4).await;
@@ -166,7 +168,9 @@ async fn window_update_overflowing_the_connection_window_is_a_flow_control_error
     );
 }
 
-async fn rest_of_the_body_after_an_early_response_is_read_and_the_stream_closes_cleanly(server: &str) {
+async fn rest_of_the_body_after_an_early_response_is_read_and_the_stream_closes_cleanly(
+    server: &str,
+) {
     let backend = Backend::named("app").await;
     let gw = gateway(backend.addr, "", server);
     let mut c = answered_early(&gw, "/nowhere", 10, 4).await;
@@ -420,7 +424,11 @@ async fn h2c_listener_still_serves_http1_beside_prior_knowledge(server: &str) {
 
 async fn idle_http2_connection_is_closed_with_goaway_after_the_idle_timeout(server: &str) {
     let backend = Backend::named("app").await;
-    let gw = gateway(backend.addr, "    limits:\n      h2_idle_timeout: 300ms\n", server);
+    let gw = gateway(
+        backend.addr,
+        "    limits:\n      h2_idle_timeout: 300ms\n",
+        server,
+    );
     let mut c = H2Raw::connect(gw.addr).await;
     c.headers(1, &request_block("GET", "/app", None), true)
         .await;
@@ -442,7 +450,11 @@ async fn http2_connection_with_an_open_stream_is_not_idle(server: &str) {
         text(StatusCode::OK, "slow")
     })
     .await;
-    let gw = gateway(backend.addr, "    limits:\n      h2_idle_timeout: 200ms\n", server);
+    let gw = gateway(
+        backend.addr,
+        "    limits:\n      h2_idle_timeout: 200ms\n",
+        server,
+    );
     let mut c = H2Raw::connect(gw.addr).await;
     c.headers(1, &request_block("GET", "/app", None), true)
         .await;

@@ -186,7 +186,15 @@ async fn serve_tls(
     });
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         if h2_server == H2Server::Native {
-            serve_h2_native(shared, conn, Box::new(stream), Vec::new(), h2, held, shutdown);
+            serve_h2_native(
+                shared,
+                conn,
+                Box::new(stream),
+                Vec::new(),
+                h2,
+                held,
+                shutdown,
+            );
             return;
         }
         let _held = held;

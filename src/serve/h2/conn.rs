@@ -175,7 +175,8 @@ where
                 ConnError::Code(c) => c,
                 ConnError::Trip(t) => t.code(),
             };
-            self.wbuf.truncate(self.wpos.max(self.wbuf.len().min(self.wpos)));
+            self.wbuf
+                .truncate(self.wpos.max(self.wbuf.len().min(self.wpos)));
             write_goaway(&mut self.wbuf, self.last_stream, code);
         }
         let rest = self.wbuf.get(self.wpos..).unwrap_or_default().to_vec();
@@ -193,7 +194,11 @@ where
         trip
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>, mut stop: Pin<&mut impl Future<Output = ()>>) -> Poll<()> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut stop: Pin<&mut impl Future<Output = ()>>,
+    ) -> Poll<()> {
         self.wake.conn.register(cx.waker());
         for _ in 0..ROUNDS {
             if self.goaway.is_none() && stop.as_mut().poll(cx).is_ready() {
@@ -320,7 +325,9 @@ where
         if self.preface < PREFACE.len() {
             let want = PREFACE.len() - self.preface;
             let have = self.rbuf.len().min(want);
-            let expected = PREFACE.get(self.preface..self.preface + have).unwrap_or_default();
+            let expected = PREFACE
+                .get(self.preface..self.preface + have)
+                .unwrap_or_default();
             if self.rbuf.get(..have) != Some(expected) {
                 self.fail(ConnError::Trip(Trip::BadPreface));
                 return false;

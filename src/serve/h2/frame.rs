@@ -107,7 +107,11 @@ pub fn write_block(dst: &mut Vec<u8>, stream: u32, block: &[u8], end_stream: boo
     dst.extend_from_slice(first);
     let mut rest = chunks.peekable();
     while let Some(c) = rest.next() {
-        let flags = if rest.peek().is_none() { END_HEADERS } else { 0 };
+        let flags = if rest.peek().is_none() {
+            END_HEADERS
+        } else {
+            0
+        };
         dst.extend_from_slice(&head(c.len(), CONTINUATION, flags, stream));
         dst.extend_from_slice(c);
     }

@@ -92,15 +92,19 @@ impl Head {
             b":scheme" if self.scheme.is_none() => Scheme::try_from(value)
                 .map(|s| self.scheme = Some(s))
                 .is_ok(),
-            b":authority" if self.authority.is_none() => Authority::try_from(value)
-                // RFC 9113 §8.3.1: no userinfo.
-                .map(|a| self.authority = Some(a))
-                .is_ok()
-                && !value.contains(&b'@'),
-            b":path" if self.path.is_none() => !value.is_empty()
-                && PathAndQuery::try_from(value)
-                    .map(|p| self.path = Some(p))
-                    .is_ok(),
+            b":authority" if self.authority.is_none() => {
+                Authority::try_from(value)
+                    // RFC 9113 §8.3.1: no userinfo.
+                    .map(|a| self.authority = Some(a))
+                    .is_ok()
+                    && !value.contains(&b'@')
+            }
+            b":path" if self.path.is_none() => {
+                !value.is_empty()
+                    && PathAndQuery::try_from(value)
+                        .map(|p| self.path = Some(p))
+                        .is_ok()
+            }
             _ => false,
         };
         if !ok {

@@ -194,7 +194,13 @@ where
                             }
                             Err(frame) => {
                                 if let Ok(trailers) = frame.into_trailers() {
-                                    self.write_fields(slot, None, &trailers, None::<&S::Body>, true);
+                                    self.write_fields(
+                                        slot,
+                                        None,
+                                        &trailers,
+                                        None::<&S::Body>,
+                                        true,
+                                    );
                                     phase = Phase::Done;
                                 }
                             }
@@ -321,8 +327,12 @@ where
             if is_connection_specific(name) {
                 continue;
             }
-            self.encoder
-                .field(name.as_str(), value.as_bytes(), value.is_sensitive(), &mut block);
+            self.encoder.field(
+                name.as_str(),
+                value.as_bytes(),
+                value.is_sensitive(),
+                &mut block,
+            );
         }
         if let Some(extra) = extra {
             let encoder = &mut self.encoder;
