@@ -24,7 +24,7 @@ use crate::serve::h2guard::{FrameRules, H2GuardLimits, Trip};
 use crate::spare_buffers;
 
 /// Write buffer bytes above which no more is read or produced until it drains.
-const HIGH_WATER: usize = 64 * 1024;
+pub(super) const HIGH_WATER: usize = 64 * 1024;
 /// Rounds of read, streams and write in one poll before yielding to the runtime.
 const ROUNDS: usize = 16;
 /// After its response, the rest of a request body is read (and dropped) for at most this
@@ -231,12 +231,16 @@ where
             if self.error.is_some() {
                 return Poll::Ready(());
             }
-            if !progress && !self.wake.any_woken() {
+            // A full socket wakes the task when it drains; streams queued meanwhile wait.
+            let write_blocked = self.wbuf.len() - self.wpos >= HIGH_WATER;
+            if !progress && (write_blocked || !self.wake.any_woken()) {
                 self.release_idle();
                 return Poll::Pending;
             }
         }
-        cx.waker().wake_by_ref();
+        if self.wbuf.len() - self.wpos < HIGH_WATER {
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 

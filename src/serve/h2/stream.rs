@@ -15,7 +15,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 
 use super::body::{lock, SharedInbox};
-use super::conn::{Conn, Taken, LINGER_TIME};
+use super::conn::{Conn, Taken, HIGH_WATER, LINGER_TIME};
 use super::frame::*;
 use crate::message::{ExtraFields, Interim};
 use crate::serve::h1::Service;
@@ -264,7 +264,14 @@ where
                 .min(max_frame)
                 .min(conn_window.max(0) as usize)
                 .min(s.send_window.max(0) as usize);
-            if n == 0 || self.wbuf.len() >= 4 * 64 * 1024 {
+            if n == 0 {
+                return false;
+            }
+            if self.wbuf.len() >= HIGH_WATER {
+                // Polled again once the write buffer has drained.
+                if let Some(w) = self.wakers.get(slot) {
+                    w.poke();
+                }
                 return false;
             }
             let chunk = s.pending.split_to(n);
