@@ -25,6 +25,9 @@ const CONNECTIONS: usize = 1000;
 /// Heap bytes an idle HTTP/1.1 connection may hold.
 const H1_BOUND: usize = 2048;
 
+/// The allocator's counts are the whole process's: the tests measure one at a time.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Heap bytes held per connection once `CONNECTIONS` connections made one request each and
 /// went idle.
 fn held_per_idle_connection(gw: &TestGateway) -> usize {
@@ -48,6 +51,7 @@ fn held_per_idle_connection(gw: &TestGateway) -> usize {
 
 #[test]
 fn an_idle_http1_connection_holds_under_two_kib() {
+    let _one_at_a_time = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let (backend, stop) = backend();
     let gw = TestGateway::start(&config(backend, "    limits: {keepalive_timeout: 60s}\n"));
     // Warm up: the pooled upstream connection, kept maps and buffers, metrics series.
@@ -112,6 +116,7 @@ fn h2_requests(conn: &mut TcpStream, count: u32) {
 
 #[test]
 fn an_idle_native_http2_connection_holds_under_eight_kib() {
+    let _one_at_a_time = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let (backend, stop) = backend();
     let gw = TestGateway::start(&config(
         backend,

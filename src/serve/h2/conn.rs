@@ -256,10 +256,16 @@ where
                 spare_buffers::give_write(std::mem::take(&mut self.wbuf));
             }
         }
-        if self.ids.is_empty() && self.streams.len() > 4 {
+        // Waiting on the socket with no stream open: the slab goes (a slot's waker stays,
+        // for the next stream to take that slot).
+        if self.ids.is_empty() && self.rbuf.capacity() == 0 && self.streams.capacity() != 0 {
             self.streams = Vec::new();
-            self.wakers = Vec::new();
             self.free = Vec::new();
+            self.ids = Vec::new();
+            self.polled = Vec::new();
+            self.wakers.truncate(4);
+            self.wakers.shrink_to_fit();
+            self.decoder.shrink();
         }
     }
 
@@ -739,9 +745,11 @@ where
             Some(i) => i,
             None => {
                 self.streams.push(None);
-                self.wakers
-                    .push(SlotWaker::new(self.streams.len() - 1, self.wake.clone()));
-                self.streams.len() - 1
+                let slot = self.streams.len() - 1;
+                if self.wakers.len() <= slot {
+                    self.wakers.push(SlotWaker::new(slot, self.wake.clone()));
+                }
+                slot
             }
         };
         if let Some(s) = self.streams.get_mut(slot) {

@@ -41,6 +41,11 @@ impl Decoder {
         }
     }
 
+    /// Lets go of the scratch buffer's memory while the connection is idle.
+    pub fn shrink(&mut self) {
+        self.scratch = Vec::new();
+    }
+
     /// The dynamic table's current size in bytes (RFC 7541 §4.1).
     pub fn table_size(&self) -> usize {
         self.table.size()
