@@ -211,3 +211,74 @@ async fn h2load_completes_every_request_on_few_connections() {
         "{text}"
     );
 }
+
+/// The guard's flood limits hold on the native server: it checks every frame it reads
+/// with the same rules.
+#[tokio::test]
+async fn rapid_reset_is_cut_with_enhance_your_calm() {
+    use support::h2raw::*;
+    let backend = echo_backend().await;
+    let gw = gateway(backend.addr);
+    let mut c = H2Raw::connect(gw.addr).await;
+    let mut wire = Vec::new();
+    for i in 0..1000u32 {
+        let id = 1 + 2 * i;
+        wire.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            id,
+            &request_block("GET", "/r", None),
+        ));
+        wire.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+    }
+    c.write(&wire).await;
+    assert_eq!(c.goaway().await, Ending::GoAway(0xb), "{:?}", c.seen.len());
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_with_enhance_your_calm() {
+    use support::h2raw::*;
+    let backend = echo_backend().await;
+    let gw = gateway(backend.addr);
+    let mut c = H2Raw::connect(gw.addr).await;
+    let mut wire = frame(HEADERS, 0, 1, &request_block("GET", "/c", None));
+    for _ in 0..40 {
+        wire.extend(frame(CONTINUATION, 0, 1, &literal("x-a", "b")));
+    }
+    c.write(&wire).await;
+    assert_eq!(c.goaway().await, Ending::GoAway(0xb), "{:?}", c.seen);
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn an_extended_connect_is_refused_as_the_protocol_is_not_advertised() {
+    use support::h2raw::*;
+    let backend = echo_backend().await;
+    let gw = gateway(backend.addr);
+    let mut c = H2Raw::connect(gw.addr).await;
+    let mut block = vec![0x02, 7];
+    block.extend(b"CONNECT");
+    block.push(0x86);
+    block.extend([0x04, 5]);
+    block.extend(b"/chat");
+    block.extend([0x01, 1, b'a']);
+    block.extend(literal(":protocol", "websocket"));
+    c.headers(1, &block, false).await;
+    assert_eq!(
+        c.ending(1).await,
+        Ending::Reset(PROTOCOL_ERROR),
+        "{:?}",
+        c.seen
+    );
+    let s = c
+        .seen
+        .iter()
+        .find(|f| f.kind == SETTINGS && !f.has(ACK))
+        .unwrap();
+    assert!(
+        !s.settings().iter().any(|(id, _)| *id == 0x8),
+        "SETTINGS_ENABLE_CONNECT_PROTOCOL advertised: {:?}",
+        s.settings()
+    );
+    assert_eq!(backend.count(), 0);
+}

@@ -175,8 +175,7 @@ where
                 ConnError::Code(c) => c,
                 ConnError::Trip(t) => t.code(),
             };
-            self.wbuf
-                .truncate(self.wpos.max(self.wbuf.len().min(self.wpos)));
+            // After the frames already queued: one may be partly written.
             write_goaway(&mut self.wbuf, self.last_stream, code);
         }
         let rest = self.wbuf.get(self.wpos..).unwrap_or_default().to_vec();
