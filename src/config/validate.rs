@@ -1555,6 +1555,23 @@ auth:
     }
 
     #[test]
+    fn h2_server_is_hyper_or_native() {
+        assert_eq!(first_listener("").h2_server, H2Server::Hyper);
+        assert_eq!(
+            first_listener("    h2_server: hyper\n").h2_server,
+            H2Server::Hyper
+        );
+        assert_eq!(
+            first_listener("    h2_server: native\n").h2_server,
+            H2Server::Native
+        );
+        assert_eq!(
+            errors(&with_listener("    h2_server: h2o\n")),
+            ["listeners[0].h2_server: unknown HTTP/2 server \"h2o\"; use hyper or native"]
+        );
+    }
+
+    #[test]
     fn http2_settings_reach_the_model() {
         let l = first_listener(
             "    limits:\n      h2_max_concurrent_streams: 50\n      h2_initial_stream_window: 65535\n      h2_initial_connection_window: 67108864\n      h2_idle_timeout: 30s\n",
