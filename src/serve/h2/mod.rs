@@ -16,6 +16,7 @@ mod body;
 mod conn;
 mod frame;
 pub mod hpack;
+mod recv;
 mod request;
 mod stream;
 mod wake;
