@@ -1,6 +1,7 @@
 //! HTTP/2 conformance at the frame level: hand-built frames against a real gateway, each
 //! answered with the stream or connection error RFC 9113 names for it, including after the
-//! gateway has already answered the request; the HTTP/2 listener modes and settings.
+//! gateway has already answered the request; the HTTP/2 listener modes and settings. Every
+//! case runs once per HTTP/2 server: hyper's behind the guard, and the gateway's own.
 #![allow(clippy::unwrap_used)]
 
 mod support;
