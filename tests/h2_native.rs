@@ -282,3 +282,34 @@ async fn an_extended_connect_is_refused_as_the_protocol_is_not_advertised() {
     );
     assert_eq!(backend.count(), 0);
 }
+
+#[tokio::test]
+async fn shutdown_sends_goaway_and_lets_open_streams_finish() {
+    use support::h2raw::*;
+    let slow = Backend::start(false, |_req| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        text(StatusCode::OK, "done")
+    })
+    .await;
+    let gw = gateway(slow.addr);
+    let mut c = H2Raw::connect(gw.addr).await;
+    c.headers(1, &request_block("GET", "/slow", None), true)
+        .await;
+    let waited = support::eventually(Duration::from_secs(2), || async { slow.count() == 1 });
+    assert!(waited.await);
+    let cut = tokio::task::spawn_blocking(move || gw.shutdown(Duration::from_secs(5)));
+    let end = c.response_end(1).await;
+    assert!(end.is_some(), "the open stream was answered: {:?}", c.seen);
+    let goaway = c.seen.iter().find(|f| f.kind == GOAWAY).cloned();
+    let goaway = match goaway {
+        Some(g) => g,
+        None => c.until(|f| f.kind == GOAWAY).await.unwrap(),
+    };
+    assert_eq!(goaway.word(0), 1, "GOAWAY names stream 1 as the last");
+    assert_eq!(goaway.word(4), NO_ERROR);
+    assert!(
+        c.closed().await,
+        "the connection closes once the stream is done"
+    );
+    assert_eq!(cut.await.unwrap(), 0, "no connection was cut");
+}
