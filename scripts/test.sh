@@ -23,6 +23,9 @@ install_missing /usr/lib/rabbitmq/bin/rabbitmq-server rabbitmq-server
 install_missing etcd etcd-server
 # The alerting tests pass an alert through a real Alertmanager.
 install_missing prometheus-alertmanager prometheus-alertmanager
+# The native HTTP/2 server's tests use real HTTP/2 clients: h2load and curl.
+install_missing h2load nghttp2-client
+install_missing curl curl
 # The DNS target tests start a real dnsmasq on a free loopback port; install it when missing.
 if ! command -v dnsmasq >/dev/null && [ ! -x /usr/sbin/dnsmasq ]; then
   echo "installing dnsmasq-base for the DNS target tests" >&2

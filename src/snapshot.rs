@@ -189,6 +189,8 @@ pub struct ListenerSettings {
     pub name: Arc<str>,
     pub address: SocketAddr,
     pub h2c: model::H2cMode,
+    /// Which server speaks HTTP/2 to clients (`h2_server`).
+    pub h2_server: model::H2Server,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
@@ -400,6 +402,7 @@ impl Snapshot {
                     name: Arc::from(l.name.as_str()),
                     address: l.address,
                     h2c: l.h2c,
+                    h2_server: l.h2_server,
                     tls,
                     trusted_proxies: l.trusted_proxies.clone(),
                     limits: l.limits,

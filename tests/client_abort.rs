@@ -20,11 +20,16 @@ use tokio::net::TcpStream;
 
 const ALL: &str = "  - name: all\n    upstream: app\n";
 
-/// A gateway in front of `backend` writing its access log to `log`.
-fn gateway(backend: &Late, log: &Path) -> TestGateway {
+/// A gateway in front of `backend` writing its access log to `log`; `server` serves the
+/// listener's HTTP/2 (`hyper` or `native`).
+fn gateway_on(backend: &Late, log: &Path, server: &str) -> TestGateway {
     TestGateway::start(&format!(
         "{}access_log:\n  enabled: true\n  target: {}\n",
-        config(&[backend.addr], ALL),
+        config(&[backend.addr], ALL).replacen(
+            "address: \"127.0.0.1:0\"\n",
+            &format!("address: \"127.0.0.1:0\"\n    h2_server: {server}\n"),
+            1
+        ),
         log.display()
     ))
 }
@@ -40,10 +45,14 @@ struct Setup {
 
 impl Setup {
     async fn start(name: &str, delay: Duration) -> Setup {
+        Self::start_on(name, delay, "hyper").await
+    }
+
+    async fn start_on(name: &str, delay: Duration, server: &str) -> Setup {
         let backend = Late::start(delay).await;
         let dir = tempdir::Dir::new(name);
         let log = dir.path.join("access.log");
-        let gw = gateway(&backend, &log);
+        let gw = gateway_on(&backend, &log, server);
         Setup {
             backend,
             log,
@@ -234,12 +243,21 @@ async fn pipelined_request_arriving_while_one_waits_is_kept_and_answered_in_orde
 
 #[tokio::test]
 async fn http2_stream_reset_while_its_request_waits_cancels_it_with_499() {
+    http2_stream_reset_cancels_with_499_on("hyper").await;
+}
+
+#[tokio::test]
+async fn http2_stream_reset_on_the_native_server_cancels_it_with_499() {
+    http2_stream_reset_cancels_with_499_on("native").await;
+}
+
+async fn http2_stream_reset_cancels_with_499_on(server: &str) {
     let Setup {
         backend,
         log,
         gw,
         _dir,
-    } = Setup::start("h2reset", Duration::from_secs(10)).await;
+    } = Setup::start_on("h2reset", Duration::from_secs(10), server).await;
     let tcp = TcpStream::connect(gw.addr).await.unwrap();
     let (mut tx, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))

@@ -293,3 +293,32 @@ async fn http2_client_gets_the_final_response_only() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "final");
 }
+
+/// The gateway's own HTTP/2 server relays interim responses (hyper's could not): curl, a
+/// real HTTP/2 client, shows the 103 with its fields before the final response.
+#[tokio::test]
+async fn http2_client_of_the_native_server_gets_interim_responses_first() {
+    let backend = Scripted::start(&[Step::Send(EARLY_HINTS), Step::Send(OK)]).await;
+    let gw = TestGateway::start(&config(&[backend.addr], PLAIN).replacen(
+        "address: \"127.0.0.1:0\"\n",
+        "address: \"127.0.0.1:0\"\n    h2_server: native\n",
+        1,
+    ));
+    let url = format!("http://{}/", gw.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "-v", "--http2-prior-knowledge", &url])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("curl is installed (scripts/test.sh)");
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    let hints = verbose.find("< HTTP/2 103").expect(&verbose);
+    let link = verbose
+        .find("< link: </b.js>; rel=preload")
+        .expect(&verbose);
+    let fin = verbose.find("< HTTP/2 200").expect(&verbose);
+    assert!(hints < link && link < fin, "{verbose}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "final");
+}

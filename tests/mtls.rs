@@ -341,8 +341,25 @@ async fn san_dns_identity_is_used_when_configured() {
 
 #[tokio::test]
 async fn certificate_identity_holds_for_every_request_of_an_h2_connection() {
+    certificate_identity_over_h2_on("hyper").await;
+}
+
+#[tokio::test]
+async fn certificate_identity_holds_for_every_request_of_a_native_h2_connection() {
+    certificate_identity_over_h2_on("native").await;
+}
+
+async fn certificate_identity_over_h2_on(server: &str) {
     let s = Setup::new().await;
-    let gw = s.start("required");
+    let d = s.pki.dir.path.display();
+    let gw = TestGateway::start(
+        &s.config(&format!("{{ca_file: {d}/clients.crt, mode: required}}"), "")
+            .replacen(
+                "  - address: 127.0.0.1:0\n",
+                &format!("  - address: 127.0.0.1:0\n    h2_server: {server}\n"),
+                1,
+            ),
+    );
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let tls = s
         .connector(Some(&s.alice), &[b"h2"])

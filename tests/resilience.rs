@@ -673,8 +673,21 @@ async fn connections_beyond_the_per_ip_limit_are_closed_at_once() {
 
 #[tokio::test]
 async fn an_http2_ping_flood_is_cut_with_enhance_your_calm() {
+    ping_flood_on("hyper").await;
+}
+
+#[tokio::test]
+async fn an_http2_ping_flood_on_the_native_server_is_cut_with_enhance_your_calm() {
+    ping_flood_on("native").await;
+}
+
+async fn ping_flood_on(server: &str) {
     let a = Backend::named("a").await;
-    let gw = TestGateway::start(&gateway_yaml(&[a.addr], "", ""));
+    let gw = TestGateway::start(&gateway_yaml(&[a.addr], "", "").replacen(
+        "address: \"127.0.0.1:0\"\n",
+        &format!("address: \"127.0.0.1:0\"\n    h2_server: {server}\n"),
+        1,
+    ));
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS

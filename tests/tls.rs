@@ -134,9 +134,22 @@ async fn http1_over_tls_is_proxied_with_forwarded_proto_https() {
 
 #[tokio::test]
 async fn h2_is_negotiated_by_alpn_and_proxied() {
+    h2_by_alpn_on("hyper").await;
+}
+
+#[tokio::test]
+async fn h2_is_negotiated_by_alpn_and_served_by_the_native_server() {
+    h2_by_alpn_on("native").await;
+}
+
+async fn h2_by_alpn_on(server: &str) {
     let pki = TestPki::new(&["a.example.com", "b.example.com"]);
     let backend = Backend::named("app").await;
-    let gw = TestGateway::start(&tls_config(&pki, backend.addr, "1.2"));
+    let gw = TestGateway::start(&tls_config(&pki, backend.addr, "1.2").replacen(
+        "  - address: 127.0.0.1:0\n",
+        &format!("  - address: 127.0.0.1:0\n    h2_server: {server}\n"),
+        1,
+    ));
     let s = handshake(
         &pki,
         gw.addr,

@@ -246,6 +246,10 @@ pub struct Listener {
     /// HTTP/1.1 only, `only` HTTP/2 only.
     #[serde(default)]
     pub h2c: Option<H2c>,
+    /// Which server speaks HTTP/2 to clients: `hyper` (default) or `native`, the
+    /// gateway's own (no WebSocket over HTTP/2 yet; docs/operations.md).
+    #[serde(default)]
+    pub h2_server: Option<String>,
     /// Terminate TLS on this listener.
     #[serde(default)]
     pub tls: Option<Tls>,

@@ -58,11 +58,23 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Prior-knowledge HTTP/2 on a plain-text listener.
     pub h2c: H2cMode,
+    /// Which server speaks HTTP/2 to clients.
+    pub h2_server: H2Server,
     pub tls: Option<Tls>,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
     /// A client's `traceparent` is continued rather than replaced (`trust_trace_context`).
     pub trust_trace_context: bool,
+}
+
+/// The server of a listener's HTTP/2 connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum H2Server {
+    /// hyper's HTTP/2 server behind the frame guard.
+    #[default]
+    Hyper,
+    /// The gateway's own (`serve::h2`).
+    Native,
 }
 
 /// Whether a plain-text listener speaks prior-knowledge HTTP/2 (h2c).

@@ -317,6 +317,17 @@ fn listener(
             H2cMode::BesideHttp1
         }
     };
+    let h2_server = match l.h2_server.as_deref() {
+        None | Some("hyper") => H2Server::Hyper,
+        Some("native") => H2Server::Native,
+        Some(other) => {
+            errs.push(
+                format!("{at}.h2_server"),
+                format!("unknown HTTP/2 server {other:?}; use hyper or native"),
+            );
+            H2Server::Hyper
+        }
+    };
     if l.tls.is_some() && matches!(l.h2c, Some(file::H2c::Flag(true) | file::H2c::Mode(_))) {
         errs.push(
             format!("{at}.h2c"),
@@ -330,6 +341,7 @@ fn listener(
             .unwrap_or_else(|| format!("listener-{index}")),
         address: address?,
         h2c,
+        h2_server,
         tls,
         trusted_proxies,
         limits,
@@ -1539,6 +1551,23 @@ auth:
         assert_eq!(
             errors(&with_listener("    h2c: sometimes\n")),
             ["listeners[0].h2c: unknown h2c mode \"sometimes\"; use true, false or only"]
+        );
+    }
+
+    #[test]
+    fn h2_server_is_hyper_or_native() {
+        assert_eq!(first_listener("").h2_server, H2Server::Hyper);
+        assert_eq!(
+            first_listener("    h2_server: hyper\n").h2_server,
+            H2Server::Hyper
+        );
+        assert_eq!(
+            first_listener("    h2_server: native\n").h2_server,
+            H2Server::Native
+        );
+        assert_eq!(
+            errors(&with_listener("    h2_server: h2o\n")),
+            ["listeners[0].h2_server: unknown HTTP/2 server \"h2o\"; use hyper or native"]
         );
     }
 

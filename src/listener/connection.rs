@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::certs::ClientCert;
-use crate::config::model::H2cMode;
+use crate::config::model::{H2Server, H2cMode};
 use crate::observe::metrics::ResilienceMetrics;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::{OpenConnection, Shared};
@@ -61,7 +61,12 @@ pub(super) fn serve(
             return;
         }
         let Setup {
-            h1, h2, conn, h2c, ..
+            h1,
+            h2,
+            conn,
+            h2c,
+            h2_server,
+            ..
         } = setup;
         let mut stream = stream;
         let prefix = match h2c {
@@ -77,6 +82,10 @@ pub(super) fn serve(
         // HTTP/2 only: whatever came is handed to the HTTP/2 server, whose guard answers
         // anything but the preface with GOAWAY(PROTOCOL_ERROR).
         if h2c == H2cMode::Only || h2c == H2cMode::BesideHttp1 && prefix == H2_PREFACE {
+            if h2_server == H2Server::Native {
+                serve_h2_native(shared, conn, Box::new(stream), prefix, h2, held, shutdown);
+                return;
+            }
             let _held = held;
             Box::pin(serve_h2(
                 shared,
@@ -106,6 +115,7 @@ struct Setup {
     conn: ConnInfo,
     tls: Option<Arc<rustls::ServerConfig>>,
     h2c: H2cMode,
+    h2_server: H2Server,
 }
 
 impl Setup {
@@ -143,6 +153,7 @@ impl Setup {
             conn,
             tls: settings.tls.clone(),
             h2c: settings.h2c,
+            h2_server: settings.h2_server,
         })
     }
 }
@@ -157,7 +168,13 @@ async fn serve_tls(
     held: Held,
     shutdown: watch::Receiver<bool>,
 ) {
-    let Setup { h1, h2, conn, .. } = setup;
+    let Setup {
+        h1,
+        h2,
+        conn,
+        h2_server,
+        ..
+    } = setup;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
     else {
@@ -168,6 +185,18 @@ async fn serve_tls(
         ..conn
     });
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        if h2_server == H2Server::Native {
+            serve_h2_native(
+                shared,
+                conn,
+                Box::new(stream),
+                Vec::new(),
+                h2,
+                held,
+                shutdown,
+            );
+            return;
+        }
         let _held = held;
         Box::pin(serve_h2(shared, conn, stream, h2, shutdown)).await;
     } else {
@@ -257,6 +286,45 @@ impl h1::Service for Proxy {
             Some(interim),
         )
     }
+}
+
+/// Goes on serving the connection with the gateway's own HTTP/2 server in a task of its
+/// own (as `serve_h1` does, for the same reason).
+fn serve_h2_native(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    io: h1::BoxIo,
+    read: Vec<u8>,
+    h2: H2Settings,
+    held: Held,
+    shutdown: watch::Receiver<bool>,
+) {
+    let listener = shared
+        .snapshot
+        .load()
+        .listeners
+        .get(conn.listener)
+        .map(|l| l.name.clone());
+    let resilience = shared.metrics.resilience.clone();
+    let peer = conn.peer;
+    let settings = crate::serve::h2::Settings {
+        max_streams: h2.max_streams,
+        max_header_list: h2.max_header_list,
+        stream_window: h2.stream_window,
+        connection_window: h2.connection_window,
+        idle_timeout: h2.idle_timeout,
+    };
+    let proxy = Arc::new(Proxy {
+        shared,
+        conn,
+        _held: held,
+    });
+    let served = crate::serve::h2::serve(io, read, settings, proxy, shutdown);
+    tokio::spawn(async move {
+        if let Some(t) = served.await {
+            report(t, listener.as_ref(), &resilience, peer);
+        }
+    });
 }
 
 /// HTTP/2 settings of a listener.

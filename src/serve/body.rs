@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::h1::H1RequestBody;
+use super::h2::H2NativeBody;
 use super::h2body::H2RequestBody;
 use crate::message::BodyError;
 use bytes::Bytes;
@@ -17,6 +18,8 @@ pub enum DownstreamBody {
     Empty,
     H1(H1RequestBody),
     H2(H2RequestBody),
+    /// A request on the gateway's own HTTP/2 server.
+    H2Native(H2NativeBody),
 }
 
 impl Body for DownstreamBody {
@@ -35,6 +38,9 @@ impl Body for DownstreamBody {
             DownstreamBody::H2(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(BodyError::from))),
+            DownstreamBody::H2Native(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::from))),
         }
     }
 
@@ -43,6 +49,7 @@ impl Body for DownstreamBody {
             DownstreamBody::Empty => true,
             DownstreamBody::H1(b) => b.is_end_stream(),
             DownstreamBody::H2(b) => b.is_end_stream(),
+            DownstreamBody::H2Native(b) => b.is_end_stream(),
         }
     }
 
@@ -51,6 +58,7 @@ impl Body for DownstreamBody {
             DownstreamBody::Empty => SizeHint::with_exact(0),
             DownstreamBody::H1(b) => b.size_hint(),
             DownstreamBody::H2(b) => b.size_hint(),
+            DownstreamBody::H2Native(b) => b.size_hint(),
         }
     }
 }

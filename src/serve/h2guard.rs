@@ -429,6 +429,45 @@ impl<T: AsyncWrite> AsyncWrite for H2Guard<T> {
     }
 }
 
+/// The guard's frame rules and flood limits for a server that reads frames itself (the
+/// native server, `serve::h2`): each frame header it reads and writes is fed here, and a
+/// breach ends the connection with the trip's GOAWAY code, as the guard would.
+#[derive(Clone, Debug)]
+pub struct FrameRules {
+    meter: Meter,
+}
+
+impl FrameRules {
+    pub fn new(limits: H2GuardLimits) -> Self {
+        FrameRules {
+            meter: Meter::new(limits),
+        }
+    }
+
+    /// Checks a frame header of the client's (`pad`: the pad length byte of a padded DATA
+    /// or HEADERS frame, else 0); `now` is asked only for rate-limited kinds.
+    pub fn inbound(
+        &mut self,
+        head: &[u8; HEAD_LEN],
+        pad: u8,
+        now: &mut impl FnMut() -> Instant,
+    ) -> Result<(), Trip> {
+        let mut head = Head::parse(head);
+        head.pad = pad;
+        self.meter.event(Event::Head(head), now)
+    }
+
+    /// Checks one entry of a client's SETTINGS frame.
+    pub fn setting(&mut self, id: u16, value: u32) -> Result<(), Trip> {
+        rules::check(Event::Setting(id, value))
+    }
+
+    /// Notes a frame header we send.
+    pub fn outbound(&mut self, head: &[u8; HEAD_LEN]) {
+        self.meter.outbound(Head::parse(head));
+    }
+}
+
 impl Meter {
     fn new(limits: H2GuardLimits) -> Self {
         Meter {

@@ -1,6 +1,7 @@
 //! The downstream protocols, below the pipeline and knowing nothing of it: the gateway's
 //! own HTTP/1.1 server connection (`h1`) with its strict request parser (`strict`), the
-//! HTTP/2 frame guard in front of hyper's server (`h2guard`), the HTTP/2 request body read
+//! gateway's own HTTP/2 server (`h2`, opt-in per listener), the HTTP/2 frame guard in front
+//! of hyper's server (`h2guard`), the HTTP/2 request body read
 //! on after an early answer (`h2body`), WebSocket over HTTP/2 (`h2connect`, RFC 8441),
 //! the HTTP/2 idle clock (`h2idle`), the HTTP/2 streams run in their connection's task
 //! (`h2streams`), open-connection
@@ -10,6 +11,7 @@
 mod body;
 pub mod conn_limit;
 pub mod h1;
+pub mod h2;
 pub mod h2body;
 pub mod h2connect;
 pub mod h2guard;

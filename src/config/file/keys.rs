@@ -53,7 +53,7 @@ keys! {
     Sentinel: ["master", "urls"],
     RateLimiting: ["max_keys", "consumer_header", "policies"],
     RatePolicy: ["algorithm", "limit", "window", "rate", "period", "burst", "key", "ipv6_prefix", "store", "redis_mode", "batch_interval", "batch_max_pending", "on_redis_error", "x_ratelimit_headers"],
-    Listener: ["name", "address", "h2c", "tls", "trusted_proxies", "limits", "trust_trace_context"],
+    Listener: ["name", "address", "h2c", "h2_server", "tls", "trusted_proxies", "limits", "trust_trace_context"],
     Tracing: ["sample_ratio", "sample_errors", "sample_slower_than", "service_name", "otlp", "queue_size", "batch_size", "export_interval"],
     Otlp: ["endpoint", "protocol", "headers", "timeout"],
     History: ["keep_10s", "keep_1m", "max_names"],
