@@ -42,7 +42,6 @@ fn held_per_idle_connection(gw: &TestGateway) -> usize {
     // Each connection gave its buffers back when its next read found nothing.
     std::thread::sleep(Duration::from_millis(200));
     let stats = region.change();
-    eprintln!("TEMP {stats:?}");
     let held =
         stats.bytes_allocated as isize - stats.bytes_deallocated as isize + stats.bytes_reallocated;
     drop(conns);
