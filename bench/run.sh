@@ -3,7 +3,9 @@
 # of bench/peers.sh, in each mode of MODES (default: plain tls h2c), with the gateway config
 # for that mode: bench/peers.yaml for plain, bench/peers-h2c.yaml for h2c,
 # bench/peers-tls.yaml for tls, tls-new, tls-resume and h2. Plain runs twice, with the access
-# log off (peers.yaml) and on (peers-log.yaml; LOG=0 skips it). Each config is validated with
+# log off (peers.yaml) and on (peers-log.yaml; LOG=0 skips it); h2c runs twice, on hyper's
+# HTTP/2 server (peers-h2c.yaml) and on the native one (peers-h2c-native.yaml; NATIVE=0
+# skips it). Each config is validated with
 # `ferrogate check` first. At the end, one line per mode: the gateway's CPU per request over
 # nginx's and over HAProxy's in that mode's run.
 # Usage: [MODES="plain tls tls-new h2c h2"] [GATEWAY_BIN=path] [PEERS=path] bench/run.sh [DURATION_S=8] [CONNECTIONS=50]
@@ -27,7 +29,7 @@ trap 'rm -rf "$OUT"' EXIT
 for mode in $MODES; do
   case $mode in
     plain) cfgs=bench/peers.yaml; [ "${LOG:-1}" = 0 ] || cfgs="$cfgs bench/peers-log.yaml";;
-    h2c) cfgs=bench/peers-h2c.yaml;;
+    h2c) cfgs=bench/peers-h2c.yaml; [ "${NATIVE:-1}" = 0 ] || cfgs="$cfgs bench/peers-h2c-native.yaml";;
     tls|tls-new|tls-resume|h2) cfgs=bench/peers-tls.yaml; bench_tls_cert target/bench-tls;;
     *) echo "unknown mode $mode (plain, tls, tls-new, tls-resume, h2c, h2)" >&2; exit 2;;
   esac
