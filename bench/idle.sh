@@ -15,7 +15,7 @@
 # while the others are being opened.
 #
 # Usage: [MODES="plain tls h2c"] [COUNTS="10000 50000"] [PROXIES="nginx haproxy gateway"]
-#        [GATEWAY_BIN=path] [WAITS=5,30] bench/idle.sh
+#        [GATEWAY_BIN=path] [WAITS=5,30] [H2_SERVER=native] bench/idle.sh
 #   MODES    plain (HTTP/1.1), tls (HTTP/1.1 over TLS 1.3), h2c (prior-knowledge HTTP/2),
 #            h2 (HTTP/2 over TLS 1.3 by ALPN)
 #   WAITS    seconds after the close at which VmRSS is read again (two)
@@ -59,7 +59,10 @@ stop() { kill -TERM $1 2>/dev/null || true; wait $1 2>/dev/null || true; }
 gateway_config() { # mode -> path: the peers config with the idle timeout, cert paths absolute
   local src=bench/peers.yaml out=$W/gateway-$1.yaml
   case $1 in tls|h2) src=bench/peers-tls.yaml;; esac
-  sed -e "s|^  - address: 127.0.0.1:9200$|&\n    limits: {keepalive_timeout: $IDLE_TIMEOUT}|" \
+  # H2_SERVER=native: the listener's HTTP/2 connections on the native server.
+  local extra=""
+  [ -n "${H2_SERVER:-}" ] && extra="\n    h2_server: $H2_SERVER"
+  sed -e "s|^  - address: 127.0.0.1:9200$|&\n    limits: {keepalive_timeout: $IDLE_TIMEOUT}$extra|" \
       -e "s|\.\./target/bench-tls|$TLS_DIR|" $src > $out
   "$GATEWAY_BIN" check -c $out >/dev/null
   echo $out
