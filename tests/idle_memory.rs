@@ -28,15 +28,15 @@ const H1_BOUND: usize = 2048;
 /// The allocator's counts are the whole process's: the tests measure one at a time.
 static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Heap bytes held per connection once `CONNECTIONS` connections made one request each and
-/// went idle.
-fn held_per_idle_connection(gw: &TestGateway) -> usize {
+/// Heap bytes held per connection once `CONNECTIONS` connections made one request each
+/// (with `request`) and went idle.
+fn held_per_idle_connection(gw: &TestGateway, request: fn(&mut TcpStream)) -> usize {
     let mut conns = Vec::with_capacity(CONNECTIONS);
     let region = Region::new(GLOBAL);
     for _ in 0..CONNECTIONS {
         let mut conn = TcpStream::connect(gw.addr).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        requests(&mut conn, 1);
+        request(&mut conn);
         conns.push(conn);
     }
     // Each connection gave its buffers back when its next read found nothing.
@@ -56,7 +56,7 @@ fn an_idle_http1_connection_holds_under_two_kib() {
     // Warm up: the pooled upstream connection, kept maps and buffers, metrics series.
     let mut warm = TcpStream::connect(gw.addr).unwrap();
     requests(&mut warm, 50);
-    let held = held_per_idle_connection(&gw);
+    let held = held_per_idle_connection(&gw, |c| requests(c, 1));
     eprintln!("heap bytes per idle HTTP/1.1 connection: {held}");
     assert!(
         held <= H1_BOUND,
@@ -123,20 +123,7 @@ fn an_idle_native_http2_connection_holds_under_eight_kib() {
     ));
     let mut warm = TcpStream::connect(gw.addr).unwrap();
     h2_requests(&mut warm, 50);
-    let mut conns = Vec::with_capacity(CONNECTIONS);
-    let region = Region::new(GLOBAL);
-    for _ in 0..CONNECTIONS {
-        let mut conn = TcpStream::connect(gw.addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        h2_requests(&mut conn, 1);
-        conns.push(conn);
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let stats = region.change();
-    let held =
-        stats.bytes_allocated as isize - stats.bytes_deallocated as isize + stats.bytes_reallocated;
-    drop(conns);
-    let held = usize::try_from(held).unwrap_or(0) / CONNECTIONS;
+    let held = held_per_idle_connection(&gw, |c| h2_requests(c, 1));
     eprintln!("heap bytes per idle native HTTP/2 connection: {held}");
     assert!(
         held <= H2_NATIVE_BOUND,

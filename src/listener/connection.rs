@@ -19,6 +19,7 @@ use crate::observe::metrics::ResilienceMetrics;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::{OpenConnection, Shared};
 use crate::serve::conn_limit::ConnPermit;
+use crate::serve::h2::Settings as H2Settings;
 use crate::serve::h2body::H2RequestBody;
 use crate::serve::h2connect::{self, Connect};
 use crate::serve::h2guard::{H2Guard, H2GuardLimits, Trip};
@@ -299,42 +300,20 @@ fn serve_h2_native(
     held: Held,
     shutdown: watch::Receiver<bool>,
 ) {
-    let listener = shared
-        .snapshot
-        .load()
-        .listeners
-        .get(conn.listener)
-        .map(|l| l.name.clone());
+    let listener = listener_name(&shared, &conn);
     let resilience = shared.metrics.resilience.clone();
     let peer = conn.peer;
-    let settings = crate::serve::h2::Settings {
-        max_streams: h2.max_streams,
-        max_header_list: h2.max_header_list,
-        stream_window: h2.stream_window,
-        connection_window: h2.connection_window,
-        idle_timeout: h2.idle_timeout,
-    };
     let proxy = Arc::new(Proxy {
         shared,
         conn,
         _held: held,
     });
-    let served = crate::serve::h2::serve(io, read, settings, proxy, shutdown);
+    let served = crate::serve::h2::serve(io, read, h2, proxy, shutdown);
     tokio::spawn(async move {
         if let Some(t) = served.await {
             report(t, listener.as_ref(), &resilience, peer);
         }
     });
-}
-
-/// HTTP/2 settings of a listener.
-#[derive(Clone, Copy)]
-struct H2Settings {
-    max_streams: u32,
-    max_header_list: u32,
-    stream_window: u32,
-    connection_window: u32,
-    idle_timeout: Duration,
 }
 
 async fn serve_h2<I>(
@@ -346,12 +325,7 @@ async fn serve_h2<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let listener = shared
-        .snapshot
-        .load()
-        .listeners
-        .get(conn.listener)
-        .map(|l| l.name.clone());
+    let listener = listener_name(&shared, &conn);
     let resilience = shared.metrics.resilience.clone();
     let peer = conn.peer;
     let streams = Streams::new();
@@ -400,6 +374,12 @@ async fn serve_h2<I>(
     if let Some(t) = trip.get() {
         report(t, listener.as_ref(), &resilience, peer);
     }
+}
+
+/// The name of the connection's listener in the snapshot current now (for the flood log).
+fn listener_name(shared: &Shared, conn: &ConnInfo) -> Option<Arc<str>> {
+    let snap = shared.snapshot.load();
+    snap.listeners.get(conn.listener).map(|l| l.name.clone())
 }
 
 /// Logs (and counts, for floods) why the guard ended a connection.
